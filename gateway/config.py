@@ -1,0 +1,76 @@
+"""Settings: defaults, overridden by `GATEWAY_*` environment variables, overridden by flags.
+
+Every value is validated here, once, so that a wrong setting stops the gateway at start-up
+with one clear line instead of failing a request later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+from urllib.parse import urlsplit
+
+from gateway.errors import ConfigError
+
+DEFAULT_UPSTREAM = "https://djangopackages.org/api/v4/"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    upstream: str = DEFAULT_UPSTREAM
+    upstream_timeout: float = 10.0
+    log_level: str = "info"
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _env_name(field: str) -> str:
+    return "GATEWAY_" + field.upper()
+
+
+def _convert(field: dataclasses.Field[Any], raw: object, source: str) -> Any:
+    kind = get_type_hints(Settings)[field.name]
+    if isinstance(raw, kind):
+        return raw
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: expected {kind.__name__}, got {raw!r}") from None
+
+
+def load_settings(
+    flags: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from flags (None means "not given"), then the environment, then defaults."""
+    flags = flags or {}
+    environ = environ or {}
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Settings):
+        if flags.get(field.name) is not None:
+            values[field.name] = _convert(
+                field, flags[field.name], "--" + field.name.replace("_", "-")
+            )
+        elif _env_name(field.name) in environ:
+            values[field.name] = _convert(
+                field, environ[_env_name(field.name)], _env_name(field.name)
+            )
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    if not 0 < settings.port < 65536:
+        raise ConfigError(f"port must be between 1 and 65535, got {settings.port}")
+    url = urlsplit(settings.upstream)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"upstream must be an http(s) URL, got {settings.upstream!r}")
+    if settings.upstream_timeout <= 0:
+        raise ConfigError(f"upstream timeout must be positive, got {settings.upstream_timeout}")
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")

@@ -1,0 +1,109 @@
+"""Error codes, the exceptions that carry them, and how errors reach a client.
+
+Every error a client sees has `extensions.code`. Errors we raise on purpose carry their
+own code and a message written for the client; anything else is logged with its traceback
+and reaches the client only as "Internal server error".
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+
+logger = logging.getLogger("gateway")
+
+BAD_USER_INPUT = "BAD_USER_INPUT"
+UPSTREAM_ERROR = "UPSTREAM_ERROR"
+DATABASE_ERROR = "DATABASE_ERROR"
+INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+
+
+class GatewayError(Exception):
+    """An error whose message is safe to show a client as it is.
+
+    `detail` is for the server's log only: URLs, addresses, the underlying exception.
+    """
+
+    code = INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        # graphql-core copies an original error's `extensions` into the GraphQL error.
+        self.extensions: dict[str, Any] = {"code": self.code}
+
+
+class BadUserInput(GatewayError):
+    code = BAD_USER_INPUT
+
+
+class UpstreamError(GatewayError):
+    """The REST upstream failed: an error status, a timeout, or a body we cannot read."""
+
+    code = UPSTREAM_ERROR
+
+
+class DatabaseError(GatewayError):
+    code = DATABASE_ERROR
+
+
+class ConfigError(Exception):
+    """A setting has a value the gateway cannot run with; the message is one line."""
+
+
+def classify(error: GraphQLError) -> str:
+    """The `extensions.code` for an error that does not carry one of ours."""
+    original = error.original_error
+    if isinstance(original, GatewayError):
+        return original.code
+    if isinstance(error, GraphQLSyntaxError):
+        return GRAPHQL_PARSE_FAILED
+    if error.path is not None or original is not None:
+        return INTERNAL_SERVER_ERROR
+    if error.message.startswith("Variable '$"):
+        return BAD_USER_INPUT
+    return GRAPHQL_VALIDATION_FAILED
+
+
+def is_unexpected(error: GraphQLError) -> bool:
+    """An error raised by a bug or an unforeseen failure, not by the request itself."""
+    original = error.original_error
+    return original is not None and not isinstance(original, GatewayError | GraphQLError)
+
+
+def format_error(error: GraphQLError) -> dict[str, Any]:
+    """The error as the client sees it: no traceback, no internal detail, always a code."""
+    formatted: dict[str, Any] = dict(error.formatted)
+    if is_unexpected(error):
+        formatted["message"] = "Internal server error"
+    extensions = dict(formatted.get("extensions") or {})
+    extensions.setdefault("code", classify(error))
+    formatted["extensions"] = extensions
+    return formatted
+
+
+def log_unexpected(errors: list[GraphQLError]) -> None:
+    """Log what a client only sees as "Internal server error", with its traceback."""
+    for error in errors:
+        if is_unexpected(error):
+            logger.error("unexpected error at %s", error.path, exc_info=error.original_error)
+        elif isinstance(error.original_error, UpstreamError | DatabaseError):
+            original = error.original_error
+            logger.warning("%s at %s: %s", original.code, error.path, original.detail or original)
+
+
+def response_body(result: ExecutionResult) -> GraphQLHTTPResponse:
+    """The GraphQL response for a result: data, errors formatted for clients, extensions."""
+    body: GraphQLHTTPResponse = {"data": result.data}
+    if result.errors:
+        body["errors"] = [format_error(error) for error in result.errors]
+    if result.extensions:
+        body["extensions"] = result.extensions
+    return body

@@ -1,0 +1,48 @@
+"""The one interface both backends implement.
+
+Every method answers a whole batch: the dataloaders call it once per tick with all the
+keys a query level asked for, and the answer is aligned with the keys (None where a
+record does not exist). Relations come back as ordered id lists; the caller pages them
+and loads the records through the id loaders, so every record is fetched once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway.loaders.records import Category, Grid, Package, Page, SearchHit
+
+
+class Backend(Protocol):
+    async def categories(self, ids: Sequence[int]) -> list[Category | None]: ...
+
+    async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]: ...
+
+    async def grids(self, ids: Sequence[int]) -> list[Grid | None]: ...
+
+    async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]: ...
+
+    async def packages(self, ids: Sequence[int]) -> list[Package | None]: ...
+
+    async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]: ...
+
+    async def package_ids_of_grids(self, grid_ids: Sequence[int]) -> list[Sequence[int]]:
+        """Each grid's packages, ordered by package title, then id."""
+        ...
+
+    async def grid_ids_of_packages(self, package_ids: Sequence[int]) -> list[Sequence[int]]:
+        """Each package's grids, in the order of the membership rows."""
+        ...
+
+    async def package_ids_of_categories(self, category_ids: Sequence[int]) -> list[Sequence[int]]:
+        """Each category's packages, newest id first."""
+        ...
+
+    async def list_categories(self, offset: int, limit: int) -> Page[Category]: ...
+
+    async def list_grids(self, offset: int, limit: int) -> Page[Grid]: ...
+
+    async def list_packages(self, offset: int, limit: int) -> Page[Package]: ...
+
+    async def search(self, query: str) -> list[SearchHit]: ...

@@ -1,0 +1,93 @@
+"""Relay connections over offset windows.
+
+A cursor is an opaque position in a list; `first`/`after` become one offset and limit,
+which a backend answers with one window of the list, never by walking pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+import strawberry
+from strawberry.relay.utils import from_base64, to_base64
+
+from gateway.errors import BadUserInput
+
+DEFAULT_FIRST = 20
+MAX_FIRST = 100
+_CURSOR_PREFIX = "arrayconnection"
+
+T = TypeVar("T")
+
+
+def cursor_of(offset: int) -> str:
+    return to_base64(_CURSOR_PREFIX, offset)
+
+
+def offset_of(cursor: str) -> int:
+    """The position a cursor stands for; anything we did not issue is bad input."""
+    try:
+        prefix, value = from_base64(cursor)
+    except ValueError:
+        raise BadUserInput(f"`after` is not a valid cursor: {cursor!r}") from None
+    if prefix != _CURSOR_PREFIX or not value.isdigit():
+        raise BadUserInput(f"`after` is not a valid cursor: {cursor!r}")
+    return int(value)
+
+
+def window(first: int | None, after: str | None) -> tuple[int, int]:
+    """Validate `first`/`after` and turn them into (offset, limit)."""
+    limit = DEFAULT_FIRST if first is None else first
+    if limit < 0:
+        raise BadUserInput("`first` may not be negative")
+    if limit > MAX_FIRST:
+        raise BadUserInput(f"`first` may not exceed {MAX_FIRST}, got {limit}")
+    offset = 0 if after is None else offset_of(after) + 1
+    return offset, limit
+
+
+@strawberry.type(description="Information to aid in pagination.")
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type(description="An edge in a connection: a node and its cursor.")
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type(description="A window of a list, with the size of the whole list.")
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    nodes: list[T]
+    page_info: PageInfo
+    total_count: int
+
+
+def connection(nodes: Sequence[T | None], offset: int, total: int) -> Connection[T]:
+    """The connection for `nodes`, which stand at `offset` in a list of `total` items.
+
+    A None is a listed record that no longer exists: it is left out, and the cursors of
+    the others keep their positions in the list.
+    """
+    edges = [
+        Edge(cursor=cursor_of(offset + i), node=node)
+        for i, node in enumerate(nodes)
+        if node is not None
+    ]
+    return Connection(
+        edges=edges,
+        nodes=[edge.node for edge in edges],
+        page_info=PageInfo(
+            has_next_page=offset + len(nodes) < total,
+            has_previous_page=offset > 0,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        total_count=total,
+    )

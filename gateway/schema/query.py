@@ -1,0 +1,131 @@
+"""The root Query type."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import strawberry
+from aiodataloader import DataLoader
+from strawberry.relay.utils import from_base64
+
+from gateway.errors import BadUserInput
+from gateway.schema.context import Info
+from gateway.schema.pagination import Connection, connection, window
+from gateway.schema.types import Category, Grid, Node, Package, SearchResult
+
+
+async def _lookup(
+    id: int | None, slug: str | None, by_id: DataLoader[int, Any], by_slug: DataLoader[str, Any]
+) -> Any:
+    """One record by id or by slug; `id` and `slug` have no defaults, so unset is UNSET."""
+    if isinstance(id, int) and not isinstance(slug, str):
+        return await by_id.load(id)
+    if isinstance(slug, str) and not isinstance(id, int):
+        return await by_slug.load(slug)
+    raise BadUserInput("Pass exactly one of `id` and `slug`")
+
+
+async def _load_node(info: Info, global_id: str) -> Any:
+    try:
+        type_name, raw_id = from_base64(global_id)
+    except ValueError:
+        raise BadUserInput(f"Not a valid node id: {global_id!r}") from None
+    loaders = info.context.loaders
+    by_type: dict[str, DataLoader[int, Any]] = {
+        "Category": loaders.category,
+        "Grid": loaders.grid,
+        "Package": loaders.package,
+    }
+    loader = by_type.get(type_name)
+    if loader is None or not raw_id.isdigit():
+        return None
+    return await loader.load(int(raw_id))
+
+
+async def _node(info: Info, id: strawberry.ID) -> Any:
+    return await _load_node(info, id)
+
+
+async def _nodes(info: Info, ids: list[strawberry.ID]) -> list[Any]:
+    return list(await asyncio.gather(*(_load_node(info, id) for id in ids)))
+
+
+async def _category(
+    info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
+) -> Any:
+    loaders = info.context.loaders
+    return await _lookup(id, slug, loaders.category, loaders.category_by_slug)
+
+
+async def _grid(
+    info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
+) -> Any:
+    loaders = info.context.loaders
+    return await _lookup(id, slug, loaders.grid, loaders.grid_by_slug)
+
+
+async def _package(
+    info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
+) -> Any:
+    loaders = info.context.loaders
+    return await _lookup(id, slug, loaders.package, loaders.package_by_slug)
+
+
+async def _categories(
+    info: Info, first: int | None = 20, after: str | None = strawberry.UNSET
+) -> Connection[Any]:
+    offset, limit = window(first, after or None)
+    page = await info.context.loaders.list_categories(offset, limit)
+    return connection(page.items, offset, page.total)
+
+
+async def _grids(
+    info: Info, first: int | None = 20, after: str | None = strawberry.UNSET
+) -> Connection[Any]:
+    offset, limit = window(first, after or None)
+    page = await info.context.loaders.list_grids(offset, limit)
+    return connection(page.items, offset, page.total)
+
+
+async def _packages(
+    info: Info, first: int | None = 20, after: str | None = strawberry.UNSET
+) -> Connection[Any]:
+    offset, limit = window(first, after or None)
+    page = await info.context.loaders.list_packages(offset, limit)
+    return connection(page.items, offset, page.total)
+
+
+async def _search(info: Info, query: str) -> list[Any]:
+    return list(await info.context.loaders.backend.search(query))
+
+
+@strawberry.type
+class Query:
+    node: Node | None = strawberry.field(
+        resolver=_node, description="Refetch any object by its global id; unknown ids give null."
+    )
+    nodes: list[Node | None] = strawberry.field(
+        resolver=_nodes, description="Refetch several objects by global id, in the given order."
+    )
+    category: Category | None = strawberry.field(
+        resolver=_category, description="One category by `id` or `slug` (exactly one)."
+    )
+    categories: Connection[Category] = strawberry.field(
+        resolver=_categories, description="All categories, newest id first."
+    )
+    grid: Grid | None = strawberry.field(
+        resolver=_grid, description="One grid by `id` or `slug` (exactly one)."
+    )
+    grids: Connection[Grid] = strawberry.field(
+        resolver=_grids, description="All grids, newest id first."
+    )
+    package: Package | None = strawberry.field(
+        resolver=_package, description="One package by `id` or `slug` (exactly one)."
+    )
+    packages: Connection[Package] = strawberry.field(
+        resolver=_packages, description="All packages, newest id first."
+    )
+    search: list[SearchResult] = strawberry.field(
+        resolver=_search, description="Search packages and grids, at most 20 hits, best first."
+    )

@@ -1,0 +1,214 @@
+"""The GraphQL object types.
+
+The backends' records (gateway/loaders/records.py) are served as these types directly:
+scalar fields read the record's attributes, so only ids and relations need a resolver,
+and relations only ask a loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import Enum
+from typing import Any, TypeVar
+
+import strawberry
+from strawberry.relay.utils import to_base64
+
+from gateway.loaders import records
+from gateway.schema.context import Info
+from gateway.schema.pagination import Connection, connection, window
+
+RecordT = TypeVar("RecordT")
+
+
+def _type_of(record_class: type) -> Any:
+    """An `is_type_of` that recognises the backends' records as this type."""
+
+    def is_type_of(cls: type, obj: object, info: Any) -> bool:
+        return isinstance(obj, record_class)
+
+    return classmethod(is_type_of)
+
+
+@strawberry.interface(description="An object with a globally unique, opaque id.")
+class Node:
+    id: strawberry.ID
+
+    @classmethod
+    def resolve_type(cls, obj: object, info: Any, type_: Any) -> str | None:
+        return NODE_TYPE_NAMES.get(type(obj))
+
+
+def _global_id(
+    root: strawberry.Parent[records.Category | records.Grid | records.Package],
+) -> strawberry.ID:
+    return strawberry.ID(to_base64(NODE_TYPE_NAMES[type(root)], root.id))
+
+
+def _database_id(root: strawberry.Parent[records.Category | records.Grid | records.Package]) -> int:
+    return root.id
+
+
+async def _page_of_ids(
+    ids_future: Any, loader: Any, first: int | None, after: str | None
+) -> Connection[Any]:
+    offset, limit = window(first, after)
+    ids: Sequence[int] = await ids_future
+    nodes = await loader.load_many(ids[offset : offset + limit]) if limit else []
+    return connection(nodes, offset, len(ids))
+
+
+async def _category_packages(
+    root: strawberry.Parent[records.Category],
+    info: Info,
+    first: int | None = 20,
+    after: str | None = strawberry.UNSET,
+) -> Connection[Any]:
+    loaders = info.context.loaders
+    return await _page_of_ids(
+        loaders.package_ids_of_category.load(root.id), loaders.package, first, after or None
+    )
+
+
+async def _grid_packages(
+    root: strawberry.Parent[records.Grid],
+    info: Info,
+    first: int | None = 20,
+    after: str | None = strawberry.UNSET,
+) -> Connection[Any]:
+    loaders = info.context.loaders
+    return await _page_of_ids(
+        loaders.package_ids_of_grid.load(root.id), loaders.package, first, after or None
+    )
+
+
+async def _package_grids(
+    root: strawberry.Parent[records.Package],
+    info: Info,
+    first: int | None = 20,
+    after: str | None = strawberry.UNSET,
+) -> Connection[Any]:
+    loaders = info.context.loaders
+    return await _page_of_ids(
+        loaders.grid_ids_of_package.load(root.id), loaders.grid, first, after or None
+    )
+
+
+async def _package_category(root: strawberry.Parent[records.Package], info: Info) -> Any:
+    return await info.context.loaders.category.load(root.category_id)
+
+
+@strawberry.type(description="A category of packages: App, Framework, Other, Project.")
+class Category(Node):
+    id: strawberry.ID = strawberry.field(resolver=_global_id)
+    database_id: int = strawberry.field(resolver=_database_id, description="The REST id.")
+    title: str
+    slug: str
+    description: str
+    title_plural: str
+    show_pypi: bool
+    created: datetime
+    modified: datetime
+    packages: Connection[Package] = strawberry.field(
+        resolver=_category_packages, description="The packages in this category, newest first."
+    )
+    is_type_of = _type_of(records.Category)
+
+
+@strawberry.type(description="A comparison grid of packages.")
+class Grid(Node):
+    id: strawberry.ID = strawberry.field(resolver=_global_id)
+    database_id: int = strawberry.field(resolver=_database_id, description="The REST id.")
+    title: str
+    slug: str
+    description: str
+    is_locked: bool
+    header: bool
+    created: datetime
+    modified: datetime
+    packages: Connection[Package] = strawberry.field(
+        resolver=_grid_packages, description="The packages in this grid, by title."
+    )
+    is_type_of = _type_of(records.Grid)
+
+
+@strawberry.type(description="A Django package.")
+class Package(Node):
+    id: strawberry.ID = strawberry.field(resolver=_global_id)
+    database_id: int = strawberry.field(resolver=_database_id, description="The REST id.")
+    title: str
+    slug: str
+    category: Category = strawberry.field(resolver=_package_category)
+    grids: Connection[Grid] = strawberry.field(
+        resolver=_package_grids, description="The grids listing this package."
+    )
+    last_updated: datetime | None = strawberry.field(description="Date of the last commit.")
+    last_fetched: datetime | None
+    repo_url: str
+    pypi_version: str | None
+    created: datetime
+    modified: datetime
+    repo_forks: int
+    repo_description: str
+    pypi_url: str
+    documentation_url: str | None
+    repo_watchers: int
+    commits_over_52: list[int] = strawberry.field(description="Weekly commit counts, 52 weeks.")
+    participants: list[str]
+    is_type_of = _type_of(records.Package)
+
+
+NODE_TYPE_NAMES: dict[type, str] = {
+    records.Category: "Category",
+    records.Grid: "Grid",
+    records.Package: "Package",
+}
+
+
+@strawberry.enum
+class SearchItemType(Enum):
+    PACKAGE = "package"
+    GRID = "grid"
+
+
+def _item_type(root: strawberry.Parent[records.SearchHit]) -> SearchItemType:
+    return SearchItemType(root.item_type)
+
+
+async def _hit_package(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
+    if root.item_type != "package":
+        return None
+    return await info.context.loaders.package_by_slug.load(root.slug)
+
+
+async def _hit_grid(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
+    if root.item_type != "grid":
+        return None
+    return await info.context.loaders.grid_by_slug.load(root.slug)
+
+
+@strawberry.type(description="One hit of a search, best first.")
+class SearchResult:
+    item_type: SearchItemType = strawberry.field(resolver=_item_type)
+    title: str
+    slug: str
+    description: str
+    category: str = strawberry.field(description="The category's title; empty for grids.")
+    weight: int
+    repo_watchers: int
+    repo_forks: int
+    pypi_downloads: int
+    usage: int
+    participants: list[str]
+    last_committed: datetime | None
+    last_released: datetime | None
+    absolute_url: str
+    created: datetime
+    modified: datetime
+    package: Package | None = strawberry.field(
+        resolver=_hit_package, description="The package, when the hit is a package."
+    )
+    grid: Grid | None = strawberry.field(
+        resolver=_hit_grid, description="The grid, when the hit is a grid."
+    )
