@@ -65,10 +65,12 @@ def classify(error: GraphQLError) -> str:
         return original.code
     if isinstance(error, GraphQLSyntaxError):
         return GRAPHQL_PARSE_FAILED
-    if error.path is not None or original is not None:
+    if error.path is not None:
         return INTERNAL_SERVER_ERROR
     if error.message.startswith("Variable '$"):
         return BAD_USER_INPUT
+    if original is not None:
+        return INTERNAL_SERVER_ERROR
     return GRAPHQL_VALIDATION_FAILED
 
 
