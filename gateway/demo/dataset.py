@@ -1,0 +1,630 @@
+"""A deterministic Django Packages catalogue, shaped like the site's database tables.
+
+The fake APIv4 renders its JSON from these rows and database-backed tests can load the same rows, so
+every backend meets the same quirks: sparse ids, titles that sort differently under a C collation,
+duplicate titles, emoji shortcodes, non-Latin text, nullable dates, comma-separated participants and
+membership rows whose ids follow insertion order rather than grid or package id.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import accumulate
+
+__all__ = [
+    "CategoryRow",
+    "Dataset",
+    "GridPackageRow",
+    "GridRow",
+    "PackageRow",
+    "SearchRow",
+    "VersionRow",
+    "generate",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRow:
+    """A `package_category` row."""
+
+    id: int
+    title: str
+    slug: str
+    description: str
+    title_plural: str
+    show_pypi: bool
+    created: datetime
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PackageRow:
+    """A `package_package` row; `participants` is the raw comma-separated TEXT column."""
+
+    id: int
+    title: str
+    slug: str
+    category_id: int
+    repo_description: str
+    repo_url: str
+    repo_watchers: int
+    repo_forks: int
+    pypi_url: str
+    pypi_downloads: int
+    participants: str
+    last_fetched: datetime | None
+    documentation_url: str | None
+    commits_over_52w: tuple[int, ...]
+    last_commit_date: datetime | None
+    latest_version_id: int | None
+    created: datetime
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """A `package_version` row."""
+
+    id: int
+    package_id: int
+    number: str
+    upload_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GridRow:
+    """A `grid_grid` row."""
+
+    id: int
+    title: str
+    slug: str
+    description: str
+    is_locked: bool
+    header: bool
+    created: datetime
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GridPackageRow:
+    """A `grid_gridpackage` row: ids follow insertion order, which is what Package.grids shows."""
+
+    id: int
+    grid_id: int
+    package_id: int
+    created: datetime
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRow:
+    """A `searchv3_searchv3` row; title and description hold the raw text (shortcodes kept)."""
+
+    id: int
+    item_type: str
+    title: str
+    slug: str
+    description: str
+    category: str
+    weight: int
+    repo_watchers: int
+    repo_forks: int
+    pypi_downloads: int
+    score: int
+    usage: int
+    participants: str
+    last_committed: datetime | None
+    last_released: datetime | None
+    created: datetime
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """The tables' rows, each tuple sorted by id."""
+
+    categories: tuple[CategoryRow, ...]
+    packages: tuple[PackageRow, ...]
+    versions: tuple[VersionRow, ...]
+    grids: tuple[GridRow, ...]
+    grid_packages: tuple[GridPackageRow, ...]
+    search_rows: tuple[SearchRow, ...]
+
+
+START = datetime(2010, 8, 1, 12, 0, tzinfo=UTC)
+NOW = datetime(2026, 2, 15, 14, 5, 26, tzinfo=UTC)
+SEARCH_BUILT = datetime(2026, 2, 15, 6, 0, 12, tzinfo=UTC)
+DAY = 86_400.0
+
+_CATEGORIES = (
+    (1, "App", "apps", "Apps", True, "Small components used to build projects."),
+    (2, "Framework", "frameworks", "Frameworks", True, "Large efforts that combine many modules."),
+    (3, "Other", "others", "Other", False, "Other are not installed by pip, or are not apps."),
+    (4, "Project", "projects", "Projects", False, "Individual Django-powered sites and templates."),
+)
+_CATEGORY_WEIGHTS = (75, 8, 7, 10)
+
+# (title, slug, description): present at every scale, so small test datasets carry the quirks too.
+_QUIRK_PACKAGES = (
+    ("django-foo", "django-foo", "The original :gear: foo."),
+    ("Django-Foo", "django-foo-2", 'A "Foo" fork with capitals.'),
+    ("DJANGO-FOO", "django-foo-3", "Shouting foo.\nNow with newlines."),
+    ("django-twin", "django-twin", "One of two packages with the same title."),
+    ("django-twin", "django-twin-2", "The other one of the twins."),
+    ("Robert'); DROP TABLE package_package;--", "robert-drop-table", "Little Bobby Tables' app."),
+    (
+        "select * from grids",
+        "select-from-grids",
+        "SELECT title FROM package WHERE 1=1; -- :rocket:",
+    ),
+    ("100% Coverage", "100-coverage", "Reports 100% of lines; matches LIKE '%' and '_'."),
+    ("O'Reilly's utils", "oreillys_utils", "It's \"quoted\" and 'single-quoted'."),
+    ("django_under_score", "django_under_score", "Underscores _ in slug and title."),
+    ("Джанго утилиты", "dzhango-utility", "Утилиты для Django: формы, кеш и ✨ магия."),
+    ("日本語テンプレート", "nihongo-template", "Djangoのための日本語テンプレート集 :sparkles:"),
+    ("Café Crème", "cafe-creme", "Crème brûlée, naïve café, résumé — à la carte."),
+    ("🚀 Rocket Admin", "rocket-admin", ":rocket: A faster admin 🚀 with :snake: and :zap:."),
+    ("zzz-last", "zzz-last", ""),
+    ("Aardvark", "aardvark", "Capital A sorts before every lower-case title under C collation."),
+)
+_QUIRK_GRIDS = (
+    (
+        "Health checkers",
+        "healt-checkers",
+        "Packages that enables Django's health check (eg: is alive, can talk to database, etc...)",
+    ),
+    ('Quirks & "Edge" cases', "quirks-edge-cases", "Every odd title in one grid :gear:"),
+    ("国際化 (i18n)", "i18n", "Internationalisation — 国際化, интернационализация."),
+)
+
+# fmt: off
+_WORDS = (
+    "admin", "activity", "ajax", "allauth", "analytics", "api", "audit", "auth", "autocomplete",
+    "avatar", "backup", "badges", "blog", "bootstrap", "cache", "calendar", "captcha", "celery",
+    "channels", "charts", "checkout", "cms", "comments", "compressor", "config", "cors", "crispy",
+    "cron", "csv", "dashboard", "debug", "deploy", "docs", "dynamic", "email", "encrypted",
+    "environ", "events", "export", "extensions", "factory", "feeds", "fields", "files", "filter",
+    "flags", "forms", "geo", "graphql", "guardian", "haystack", "health", "history", "htmx",
+    "i18n", "import", "invitations", "jobs", "json", "jwt", "ldap", "likes", "locale", "logging",
+    "mailer", "maps", "markdown", "media", "messages", "migrations", "model", "money",
+    "multitenant", "notifications", "oauth", "orders", "otp", "pagination", "payments", "pdf",
+    "permissions", "polls", "polymorphic", "profiles", "push", "queue", "ratings", "redis",
+    "registration", "reports", "rest", "revisions", "rq", "s3", "sass", "scheduler", "search",
+    "seo", "sessions", "settings", "shop", "simple", "sitemap", "slugs", "social", "sso", "static",
+    "storages", "stripe", "subscriptions", "tables", "tagging", "tasks", "templates", "tenants",
+    "test", "thumbnails", "timezone", "tokens", "tracking", "tree", "upload", "users",
+    "versioning", "video", "webhooks", "webpack", "widgets", "wiki", "workflow",
+)
+_BRAND_SUFFIXES = ("", "Kit", "Hub", "ify", "ly", "Py", "Pro")
+_ACRONYMS = {"api", "cms", "csv", "jwt", "otp", "pdf", "seo", "sso", "rq", "s3", "ldap", "cors"}
+_SYLLABLES = (
+    "al", "an", "ar", "be", "bo", "ca", "da", "de", "el", "en", "fa", "ga", "ha", "il", "jo", "ka",
+    "ki", "la", "le", "li", "lo", "ma", "mi", "mo", "na", "ne", "ni", "no", "pa", "pe", "ra", "re",
+    "ri", "ro", "sa", "se", "si", "so", "ta", "te", "ti", "to", "va", "ve", "vi", "yu", "za",
+)
+# fmt: on
+_SENTENCES = (
+    "A reusable Django app for {a}.",
+    "{A} support for Django {b} projects.",
+    "Simple {a} integration with the Django admin.",
+    "Provides {a} and {b} helpers for Django REST framework.",
+    "Yet another {a} library.",
+    "Fast, tested {a} backend for Django ≥ 4.2.",
+    "Django {a} made easy.",
+    "Drop-in {a} with zero configuration.",
+)
+_EXTRAS = (
+    " :gear:",
+    " :rocket:",
+    " :sparkles: New!",
+    " 🚀",
+    " ✨",
+    " 🐍 Python 3 only.",
+    ' It\'s "batteries included".',
+    "\nSee the docs for details.",
+    " Поддерживает Django.",
+    " 日本語のドキュメントあり。",
+    " Très rapide, déjà testé.",
+    " Uses % and _ in LIKE patterns.",
+)
+_GRID_TOPICS = (
+    "Admin interface",
+    "API creation",
+    "Authentication",
+    "Authorization",
+    "Background tasks",
+    "Caching",
+    "CMS",
+    "Forms",
+    "Full-text search",
+    "Image thumbnails",
+    "Payment processing",
+    "REST frameworks",
+    "Static assets",
+    "Tagging",
+    "Testing tools",
+    "Multi-tenancy",
+    "Model auditing",
+    "Email backends",
+    "Deployment",
+    "Geolocation",
+)
+_MEMBERSHIP_WEIGHTS = (22, 22, 18, 13, 9, 6, 4, 2, 2, 1, 1)  # P(a package is in k grids), k=0..10
+
+
+def generate(scale: float = 1.0, seed: int = 0) -> Dataset:
+    """About 5,400 packages and 420 grids times `scale`; the same seed gives the same rows."""
+    if scale <= 0:
+        raise ValueError("scale must be positive")
+    rng = random.Random(seed)
+    categories = _categories()
+    users = _usernames(rng, max(40, round(1200 * scale)))
+    n_packages = max(len(_QUIRK_PACKAGES), round(5400 * scale))
+    n_grids = max(len(_QUIRK_GRIDS), round(420 * scale))
+    package_ids = _sparse_ids(rng, n_packages, round(6000 * scale))
+    grid_ids = _sparse_ids(rng, n_grids, round(450 * scale))
+    packages, versions = _packages(rng, package_ids, users)
+    grids = _grids(rng, grid_ids)
+    quirk_ids = {package_ids[_spread(i, n_packages)] for i in range(len(_QUIRK_PACKAGES))}
+    memberships = _memberships(rng, packages, grids, quirk_ids)
+    search_rows = _search_rows(rng, categories, packages, versions, grids, memberships)
+    return Dataset(categories, packages, versions, grids, memberships, search_rows)
+
+
+def _categories() -> tuple[CategoryRow, ...]:
+    return tuple(
+        CategoryRow(
+            id=id_,
+            title=title,
+            slug=slug,
+            description=description,
+            title_plural=plural,
+            show_pypi=show_pypi,
+            created=START + timedelta(days=id_, microseconds=137_000 * id_ + 1),
+            modified=START + timedelta(days=900 + id_, microseconds=251_000 * id_ + 7),
+        )
+        for id_, title, slug, plural, show_pypi, description in _CATEGORIES
+    )
+
+
+def _sparse_ids(rng: random.Random, count: int, space: int) -> list[int]:
+    """`count` ids from 1..space: the gaps are rows deleted over the years."""
+    return sorted(rng.sample(range(1, max(space, count) + 1), count))
+
+
+def _spread(index: int, count: int) -> int:
+    """Where the index-th quirk goes among `count` rows: spread evenly, first to last."""
+    return round(index * (count - 1) / (len(_QUIRK_PACKAGES) - 1))
+
+
+def _usernames(rng: random.Random, count: int) -> list[str]:
+    names: set[str] = set()
+    while len(names) < count:
+        name = "".join(rng.choices(_SYLLABLES, k=rng.randint(2, 4)))
+        if rng.random() < 0.3:
+            name += str(rng.randint(1, 99))
+        elif rng.random() < 0.1:
+            name = name.capitalize() + "-" + rng.choice(_SYLLABLES)
+        names.add(name)
+    return sorted(names)
+
+
+def _stamp(rng: random.Random, start: datetime, end: datetime) -> datetime:
+    """An auto timestamp between start and end: whole seconds plus non-zero microseconds."""
+    seconds = int(rng.uniform(0, max((end - start).total_seconds(), 1)))
+    return start + timedelta(seconds=seconds, microseconds=rng.randrange(1, 1_000_000))
+
+
+def _slugify(title: str) -> str:
+    """Django's slugify, truncated to the column's 50 characters."""
+    text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^\w\s-]", "", text.lower())
+    return re.sub(r"[-\s]+", "-", text).strip("-_")[:50] or "package"
+
+
+def _unique(slug: str, taken: set[str]) -> str:
+    candidate, n = slug, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{slug[: 50 - len(str(n)) - 1]}-{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def _word(rng: random.Random, capital: bool) -> str:
+    word = rng.choice(_WORDS)
+    if capital:
+        return word.upper() if word in _ACRONYMS else word.capitalize()
+    return word
+
+
+def _package_title(rng: random.Random) -> str:
+    r = rng.random()
+    words = rng.randint(1, 3)
+    if r < 0.50:
+        return "django-" + "-".join(_word(rng, False) for _ in range(words))
+    if r < 0.58:
+        return "django_" + "_".join(_word(rng, False) for _ in range(words))
+    if r < 0.66:
+        prefix = rng.choice(("drf-", "wagtail-", "dj-", "pytest-django-", "channels-"))
+        return prefix + "-".join(_word(rng, False) for _ in range(words))
+    if r < 0.80:
+        return "Django " + " ".join(_word(rng, True) for _ in range(words))
+    if r < 0.90:
+        return _word(rng, True) + rng.choice(_BRAND_SUFFIXES)
+    return "Django-" + "-".join(_word(rng, True) for _ in range(words))
+
+
+def _description(rng: random.Random) -> str:
+    if rng.random() < 0.05:
+        return ""
+    a, b = rng.choice(_WORDS), rng.choice(_WORDS)
+    text = rng.choice(_SENTENCES).format(a=a, A=a.capitalize(), b=b)
+    while rng.random() < 0.3:
+        text += rng.choice(_EXTRAS)
+    return text
+
+
+def _participants(rng: random.Random, users: Sequence[str]) -> str:
+    """The TEXT column: usually "a,b,c", sometimes with spaces and empty parts."""
+    count = min(len(users), int(rng.lognormvariate(1.2, 1.0)) if rng.random() < 0.9 else 0)
+    names = rng.sample(users, count)
+    if count > 2 and rng.random() < 0.08:
+        names.insert(rng.randrange(1, count), "")
+        return ", ".join(names[:2]) + "," + ",".join(names[2:])
+    return ",".join(names)
+
+
+def _commits(rng: random.Random) -> tuple[int, ...]:
+    if rng.random() < 0.65:
+        return (0,) * 52
+    busy = rng.uniform(0.1, 0.8)
+    return tuple(int(rng.expovariate(0.25)) if rng.random() < busy else 0 for _ in range(52))
+
+
+def _version_numbers(rng: random.Random, count: int) -> list[str]:
+    major, minor, patch = (0, 1, 0) if rng.random() < 0.6 else (1, 0, 0)
+    numbers = []
+    for _ in range(count):
+        numbers.append(f"{major}.{minor}.{patch}")
+        r = rng.random()
+        if r < 0.7:
+            patch += 1
+        elif r < 0.95:
+            minor, patch = minor + 1, 0
+        else:
+            major, minor, patch = major + 1, 0, 0
+    return numbers
+
+
+def _packages(
+    rng: random.Random, ids: list[int], users: Sequence[str]
+) -> tuple[tuple[PackageRow, ...], tuple[VersionRow, ...]]:
+    step = (NOW - START - timedelta(days=30)).total_seconds() / ids[-1]
+    quirks = {_spread(i, len(ids)): quirk for i, quirk in enumerate(_QUIRK_PACKAGES)}
+    taken = {slug for _, slug, _ in _QUIRK_PACKAGES}
+    titles: list[str] = []
+    packages: list[PackageRow] = []
+    versions: list[VersionRow] = []
+    version_id = 0
+    for index, id_ in enumerate(ids):
+        created = START + timedelta(
+            seconds=int(step * (id_ - 1) + rng.uniform(0, step - 1)),
+            microseconds=rng.randrange(1, 1_000_000),
+        )
+        if index in quirks:
+            title, slug, description = quirks[index]
+        else:
+            duplicate = titles and rng.random() < 0.02
+            title = rng.choice(titles) if duplicate else _package_title(rng)
+            slug, description = _unique(_slugify(title), taken), _description(rng)
+        titles.append(title)
+        watchers = int(rng.lognormvariate(3.0, 1.6))
+        category_id = rng.choices((1, 2, 3, 4), weights=_CATEGORY_WEIGHTS)[0]
+        owner = rng.choice(users).lower()
+        host = rng.choices(("github.com", "gitlab.com", "bitbucket.org"), weights=(88, 7, 5))[0]
+        repo_url = f"https://{host}/{owner}/{slug}"
+
+        last_commit_date = None
+        if rng.random() >= 0.08:
+            earliest = max(START - timedelta(days=700), created - timedelta(days=365))
+            last_commit_date = _stamp(rng, earliest, NOW).replace(microsecond=0)
+        last_fetched = None
+        if rng.random() >= 0.06:
+            last_fetched = _stamp(rng, max(created, NOW - timedelta(days=40)), NOW)
+        modified = max(created, NOW - timedelta(seconds=rng.expovariate(1 / (90 * DAY))))
+        modified = _stamp(rng, modified, modified + timedelta(seconds=1))
+
+        latest_version_id = None
+        has_pypi = rng.random() < (0.85 if category_id in (1, 2) else 0.2)
+        if has_pypi:
+            count = min(12, 1 + int(rng.expovariate(0.25)))
+            uploaded = created
+            for number in _version_numbers(rng, count):
+                version_id += 1 + (rng.randrange(1, 6) if rng.random() < 0.1 else 0)
+                uploaded = _stamp(rng, uploaded, min(NOW, uploaded + timedelta(days=200)))
+                versions.append(VersionRow(version_id, id_, number, uploaded))
+            latest_version_id = version_id
+            pypi_url = f"https://pypi.org/project/{slug}/"
+        else:
+            pypi_url = "" if rng.random() < 0.95 else f"https://pypi.python.org/pypi/{slug}"
+
+        r = rng.random()
+        documentation_url = (
+            None
+            if r < 0.25
+            else ""
+            if r < 0.55
+            else f"https://{slug.replace('_', '-')}.readthedocs.io/en/latest/"
+        )
+        packages.append(
+            PackageRow(
+                id=id_,
+                title=title,
+                slug=slug,
+                category_id=category_id,
+                repo_description=description,
+                repo_url=repo_url,
+                repo_watchers=watchers,
+                repo_forks=int(watchers * rng.uniform(0.02, 0.3)),
+                pypi_url=pypi_url,
+                pypi_downloads=int(rng.lognormvariate(6, 2)) if has_pypi else 0,
+                participants=_participants(rng, users),
+                last_fetched=last_fetched,
+                documentation_url=documentation_url,
+                commits_over_52w=_commits(rng),
+                last_commit_date=last_commit_date,
+                latest_version_id=latest_version_id,
+                created=created,
+                modified=modified,
+            )
+        )
+    return tuple(packages), tuple(versions)
+
+
+def _grids(rng: random.Random, ids: list[int]) -> tuple[GridRow, ...]:
+    step = (NOW - START - timedelta(days=200)).total_seconds() / ids[-1]
+    taken: set[str] = set()
+    grids = []
+    for index, id_ in enumerate(ids):
+        if index < len(_QUIRK_GRIDS):
+            title, slug, description = _QUIRK_GRIDS[index]
+            taken.add(slug)
+        else:
+            topic = rng.choice(_GRID_TOPICS)
+            title = rng.choice(
+                (
+                    topic,
+                    f"{topic} for {rng.choice(('Wagtail', 'DRF', 'django CMS', 'HTMX'))}",
+                    f"{_word(rng, True)} {rng.choice(('tools', 'backends', 'integrations'))}",
+                    f"{_word(rng, True)} and {_word(rng, False)}",
+                )
+            )
+            slug = _slugify(title)
+            if rng.random() < 0.05 and len(slug) > 6:  # hand-typed slugs with typos exist
+                cut = rng.randrange(2, len(slug) - 2)
+                slug = slug[:cut] + slug[cut + 1 :]
+            slug, description = _unique(slug, taken), _description(rng)
+        created = START + timedelta(
+            seconds=int(step * (id_ - 1) + rng.uniform(0, step - 1)),
+            microseconds=rng.randrange(1, 1_000_000),
+        )
+        grids.append(
+            GridRow(
+                id=id_,
+                title=title,
+                slug=slug,
+                description=description,
+                is_locked=rng.random() < 0.08,
+                header=rng.random() < 0.1,
+                created=created,
+                modified=_stamp(rng, created, NOW),
+            )
+        )
+    return tuple(grids)
+
+
+def _memberships(
+    rng: random.Random,
+    packages: tuple[PackageRow, ...],
+    grids: tuple[GridRow, ...],
+    quirk_ids: set[int],
+) -> tuple[GridPackageRow, ...]:
+    """Rows in insertion (creation) order: neither grid id nor package id order."""
+    popularity = [rng.lognormvariate(0, 0.6) / (rank + 2) ** 0.6 for rank in range(len(grids))]
+    rng.shuffle(popularity)
+    cumulative = list(accumulate(popularity))
+    pairs: dict[tuple[int, int], datetime] = {}
+    for package in packages:
+        k = min(len(grids), rng.choices(range(11), weights=_MEMBERSHIP_WEIGHTS)[0])
+        chosen: dict[int, GridRow] = {}
+        while len(chosen) < k:
+            grid = rng.choices(grids, cum_weights=cumulative)[0]
+            chosen.setdefault(grid.id, grid)
+        if package.id in quirk_ids:  # one grid holds every quirk, to test title ordering
+            chosen.setdefault(grids[1].id, grids[1])
+        for grid in chosen.values():
+            joined = max(package.created, grid.created)
+            delay = timedelta(seconds=rng.expovariate(1 / (120 * DAY)))
+            pairs[grid.id, package.id] = _stamp(rng, min(NOW, joined + delay), NOW)
+    rows = []
+    row_id = 0
+    for (grid_id, package_id), created in sorted(pairs.items(), key=lambda item: item[1]):
+        row_id += 1 + (rng.randrange(1, 4) if rng.random() < 0.05 else 0)
+        rows.append(GridPackageRow(row_id, grid_id, package_id, created, created))
+    return tuple(rows)
+
+
+def _search_rows(
+    rng: random.Random,
+    categories: tuple[CategoryRow, ...],
+    packages: tuple[PackageRow, ...],
+    versions: tuple[VersionRow, ...],
+    grids: tuple[GridRow, ...],
+    memberships: tuple[GridPackageRow, ...],
+) -> tuple[SearchRow, ...]:
+    """The index as the site's build leaves it: packages, then grids, stamped at build time."""
+    category_titles = {category.id: category.title for category in categories}
+    released = {version.id: version.upload_time for version in versions}
+    grid_sizes: dict[int, int] = {}
+    for membership in memberships:
+        grid_sizes[membership.grid_id] = grid_sizes.get(membership.grid_id, 0) + 1
+    rows: list[SearchRow] = []
+    built = SEARCH_BUILT
+    for package in packages:
+        usage = int(rng.lognormvariate(0.5, 1.5))
+        weight = int(12 * math.log1p(package.repo_watchers) + 6 * math.log1p(usage))
+        built = _stamp(rng, built, built + timedelta(milliseconds=40))
+        rows.append(
+            SearchRow(
+                id=len(rows) + 1,
+                item_type="package",
+                title=package.title,
+                slug=package.slug,
+                description=package.repo_description,
+                category=category_titles[package.category_id],
+                weight=weight,
+                repo_watchers=package.repo_watchers,
+                repo_forks=package.repo_forks,
+                pypi_downloads=package.pypi_downloads,
+                score=package.repo_watchers + 10 * usage,
+                usage=usage,
+                participants=package.participants,
+                last_committed=package.last_commit_date,
+                last_released=(
+                    released[package.latest_version_id] if package.latest_version_id else None
+                ),
+                created=built,
+                modified=built + timedelta(microseconds=rng.randrange(5, 900)),
+            )
+        )
+    for grid in grids:
+        built = _stamp(rng, built, built + timedelta(milliseconds=40))
+        rows.append(
+            SearchRow(
+                id=len(rows) + 1,
+                item_type="grid",
+                title=grid.title,
+                slug=grid.slug,
+                description=grid.description,
+                category="",
+                weight=int(20 * math.log1p(grid_sizes.get(grid.id, 0))),
+                repo_watchers=0,
+                repo_forks=0,
+                pypi_downloads=0,
+                score=0,
+                usage=0,
+                participants="",
+                last_committed=None,
+                last_released=None,
+                created=built,
+                modified=built + timedelta(microseconds=rng.randrange(5, 900)),
+            )
+        )
+    return tuple(rows)
