@@ -6,6 +6,7 @@ from datetime import datetime
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from gateway.errors import log_unexpected
@@ -24,7 +25,9 @@ class GatewaySchema(strawberry.Schema):
 
 def build_schema() -> GatewaySchema:
     return GatewaySchema(
-        query=Query, types=[Category, Grid, Package], scalar_overrides={datetime: DateTime}
+        query=Query,
+        types=[Category, Grid, Package],
+        config=StrawberryConfig(scalar_map={datetime: DateTime}),
     )
 
 

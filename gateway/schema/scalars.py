@@ -20,7 +20,6 @@ def _parse(value: object) -> datetime:
 
 
 DateTime = strawberry.scalar(
-    datetime,
     name="DateTime",
     description="ISO-8601 date and time with its UTC offset, e.g. 2018-08-03T04:16:50-04:00.",
     serialize=_serialize,

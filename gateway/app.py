@@ -1,0 +1,72 @@
+"""The ASGI app: `/graphql` (POST, GET, GraphiQL) and `/healthz`.
+
+It opens the backend for the process's lifetime and builds each request's context (the
+dataloaders) and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+
+from gateway import graphiql
+from gateway.config import Settings
+from gateway.errors import response_body
+from gateway.loaders.factory import BackendFactory, open_backend
+from gateway.loaders.loaders import Loaders
+from gateway.schema import schema
+from gateway.schema.context import Context
+
+
+class GraphQLEndpoint(GraphQL[Context, None]):
+    """Strawberry's GraphQL-over-HTTP view with our context, errors, JSON and GraphiQL."""
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        backend: BackendFactory = request.app.state.backend
+        return Context(loaders=Loaders(backend()))
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        return response_body(result)
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        return graphiql.wants_graphiql(request)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return graphiql.graphiql_page(request.url.path)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_backend(settings) as backend:
+            app.state.backend = backend
+            yield
+
+    return Starlette(
+        routes=[
+            Route("/graphql", GraphQLEndpoint(schema)),
+            Route("/healthz", healthz),
+            graphiql.graphiql_static,
+        ],
+        lifespan=lifespan,
+    )

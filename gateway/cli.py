@@ -1,0 +1,108 @@
+"""The `gateway` command: serve, export-schema, query."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import orjson
+
+from gateway.config import load_settings
+from gateway.errors import ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line on standard error, not a usage dump."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--upstream", help="APIv4 base URL (GATEWAY_UPSTREAM)")
+    parser.add_argument(
+        "--upstream-timeout",
+        type=float,
+        help="seconds per upstream request (GATEWAY_UPSTREAM_TIMEOUT)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gateway", description="A GraphQL gateway for Django Packages.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="serve /graphql, GraphiQL and /healthz")
+    serve.add_argument("--host", help="interface to listen on (GATEWAY_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (GATEWAY_PORT)")
+    serve.add_argument(
+        "--log-level", help="critical, error, warning, info, debug (GATEWAY_LOG_LEVEL)"
+    )
+    _add_backend_options(serve)
+
+    commands.add_parser("export-schema", help="print the schema's SDL")
+
+    query = commands.add_parser("query", help="run one query in-process and print the JSON")
+    query.add_argument("query", help="the GraphQL document")
+    query.add_argument("--variables", help="variables as a JSON object")
+    query.add_argument("--operation-name", help="the operation to run")
+    _add_backend_options(query)
+    return parser
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("host", "port", "log_level", "upstream", "upstream_timeout")
+    return {name: getattr(args, name, None) for name in names}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = load_settings(_flags(args), os.environ)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+    )
+    return 0
+
+
+def _export_schema() -> int:
+    from gateway.schema import schema
+
+    print(schema.as_str())
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from gateway.run import run_query
+
+    variables: Any = None
+    if args.variables is not None:
+        try:
+            variables = orjson.loads(args.variables)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"--variables is not valid JSON: {exc}") from None
+        if not isinstance(variables, dict):
+            raise ConfigError("--variables must be a JSON object")
+    settings = load_settings(_flags(args), os.environ)
+    body = asyncio.run(run_query(settings, args.query, variables, args.operation_name))
+    sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 1 if body.get("errors") else 0
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            code = _serve(args)
+        elif args.command == "export-schema":
+            code = _export_schema()
+        else:
+            code = _query(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"gateway: error: {exc}\n")
+        code = 2
+    sys.exit(code)
