@@ -20,28 +20,26 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import strawberry
 import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
-from strawberry.asgi import GraphQL
+from starlette.types import ASGIApp, Scope
 
-from gateway.graphiql import graphiql_page, graphiql_static, wants_graphiql
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.demo.upstream import FakeUpstream
+from gateway.graphiql import graphiql_page, wants_graphiql
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
-# Valid against any schema, so it keeps working when the real app replaces the test app;
-# the alias shows that our query ran, not the page's default one.
-QUERY = "{ probe: __typename }"
-EXPECTED = '"probe": "Query"'
+# The alias shows that our query ran, not the page's default one.
+QUERY = "{ probe: categories { totalCount } }"
+EXPECTED = '"totalCount": 4'
 
 CHROME_ACCEPT = (
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,"
@@ -49,29 +47,10 @@ CHROME_ACCEPT = (
 )
 
 
-@strawberry.type
-class Query:
-    @strawberry.field
-    def hello(self) -> str:
-        return "world"
-
-
-class GraphiQLOrGraphQL:
-    """One URL for both: the page for a browser, the API for everything else."""
-
-    def __init__(self, graphql: ASGIApp) -> None:
-        self.graphql = graphql
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app = graphiql_page() if wants_graphiql(Request(scope, receive)) else self.graphql
-        await app(scope, receive, send)
-
-
 @pytest.fixture(scope="module")
-def app() -> ASGIApp:
-    """The app under test; the only thing to change to test the gateway's own app."""
-    graphql = GraphQL[None, None](strawberry.Schema(Query), graphql_ide=None)
-    return Starlette(routes=[Route("/graphql", GraphiQLOrGraphQL(graphql)), graphiql_static])
+def app(fake_upstream: FakeUpstream) -> ASGIApp:
+    """The gateway's own app, over the fake upstream."""
+    return create_app(Settings(upstream=fake_upstream.base_url))
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +153,7 @@ def _log(browser: webdriver.Chrome, kind: str) -> list[dict[str, Any]]:
     [
         ("GET", "", CHROME_ACCEPT, True),
         ("GET", "", "text/html", True),
-        ("GET", "?query=%7Bhello%7D", CHROME_ACCEPT, False),
+        ("GET", "?query=%7B__typename%7D", CHROME_ACCEPT, False),
         ("GET", "", "*/*", False),
         ("GET", "", "", False),
         ("GET", "", "application/json, text/html", False),
@@ -203,7 +182,7 @@ def test_page_api_and_static_files_over_http(origin: str) -> None:
     assert "<title>Django Packages GraphQL</title>" in page.text
 
     api = client.post("/graphql", json={"query": QUERY})
-    assert api.json() == {"data": {"probe": "Query"}}
+    assert api.json() == {"data": {"probe": {"totalCount": 4}}}
 
     assets = re.findall(r'(?:href|src)="(/graphiql/static/[^"]+)"', page.text)
     assert len(assets) == 6
