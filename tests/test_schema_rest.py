@@ -299,7 +299,8 @@ async def test_the_same_package_twice_costs_one_request(upstream: FakeUpstream) 
 async def test_category_packages_cost_one_whole_list_request(upstream: FakeUpstream) -> None:
     data = await data_of(
         upstream,
-        "{ category(id: 1) { packages(first: 5) { totalCount nodes { title category { slug } } } } }",
+        "{ category(id: 1) { packages(first: 5) {"
+        " totalCount nodes { title category { slug } } } } }",
     )
     assert len(data["category"]["packages"]["nodes"]) == 5
     assert upstream.requests == ["/api/v4/categories/1/", "/api/v4/packages/?limit=100000&offset=0"]
@@ -355,8 +356,8 @@ async def test_an_upstream_fault_fails_only_the_fields_that_needed_it(
     upstream.faults["/api/v4/grids/"] = fault  # type: ignore[assignment]
     body = await query(
         upstream,
-        "{ grid(id: %d) { title } packages(first: 3) { nodes { title } } categories { totalCount } }"
-        % grid.id,
+        "{ grid(id: %d) { title } packages(first: 3) { nodes { title } }"
+        " categories { totalCount } }" % grid.id,
         timeout=0.5,
     )
     assert codes(body) == ["UPSTREAM_ERROR"]
