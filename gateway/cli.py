@@ -17,8 +17,8 @@ from gateway.errors import ConfigError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        """One line on standard error, not a usage dump."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        """One line on standard error, not a usage dump; subcommands too say `gateway:`."""
+        self.exit(2, f"gateway: error: {message}\n")
 
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_backend_options(serve)
 
     commands.add_parser("export-schema", help="print the schema's SDL")
+
+    demo = commands.add_parser(
+        "demo-upstream", help="serve a fake APIv4 over the generated demo catalogue"
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    demo.add_argument("--port", type=int, default=8401, help="port to listen on")
+    demo.add_argument(
+        "--scale", type=float, default=1.0, help="catalogue size, 1.0 = the real site"
+    )
+    demo.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
 
     query = commands.add_parser("query", help="run one query in-process and print the JSON")
     query.add_argument("query", help="the GraphQL document")
@@ -76,6 +86,21 @@ def _export_schema() -> int:
     return 0
 
 
+def _demo_upstream(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.demo.dataset import generate
+    from gateway.demo.upstream import API_PATH, create_upstream_app
+
+    if args.scale <= 0 or args.latency < 0:
+        raise ConfigError("--scale must be positive and --latency not negative")
+    app = create_upstream_app(generate(scale=args.scale), latency=args.latency)
+    app.base_url = f"http://{args.host}:{args.port}{API_PATH}"
+    print(f"demo APIv4 at {app.base_url}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def _query(args: argparse.Namespace) -> int:
     from gateway.run import run_query
 
@@ -100,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             code = _serve(args)
         elif args.command == "export-schema":
             code = _export_schema()
+        elif args.command == "demo-upstream":
+            code = _demo_upstream(args)
         else:
             code = _query(args)
     except ConfigError as exc:
