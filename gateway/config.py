@@ -7,6 +7,7 @@ with one clear line instead of failing a request later.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, get_type_hints
@@ -70,7 +71,9 @@ def validate(settings: Settings) -> None:
     url = urlsplit(settings.upstream)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ConfigError(f"upstream must be an http(s) URL, got {settings.upstream!r}")
-    if settings.upstream_timeout <= 0:
-        raise ConfigError(f"upstream timeout must be positive, got {settings.upstream_timeout}")
+    if not 0 < settings.upstream_timeout < math.inf:  # NaN fails both comparisons
+        raise ConfigError(
+            f"upstream timeout must be finite and positive, got {settings.upstream_timeout}"
+        )
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
