@@ -1,0 +1,316 @@
+"""The ASGI app served by uvicorn, as a GraphQL-over-HTTP client meets it.
+
+The gateway listens on a real socket and talks over real HTTP to the fake APIv4, so what is
+checked here is what goes over the wire: status codes, content types, bodies and error codes.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.demo.upstream import FakeUpstream, FaultKind, serve_in_thread
+
+# Short, so that the "hang" fault costs half a second rather than the default ten.
+UPSTREAM_TIMEOUT = 0.5
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+TWO_OPERATIONS = """
+query PackageById($id: Int!) { package(id: $id) { databaseId title } }
+query CategoryCount { categories { totalCount } }
+"""
+
+
+@pytest.fixture(scope="module")
+def origin(fake_upstream: FakeUpstream) -> Iterator[str]:
+    """One gateway per module: starting uvicorn (and its lifespan) per test would be slow."""
+    settings = Settings(upstream=fake_upstream.base_url, upstream_timeout=UPSTREAM_TIMEOUT)
+    with serve_in_thread(create_app(settings)) as origin:
+        yield origin
+
+
+@pytest.fixture
+def client(origin: str, upstream: FakeUpstream) -> Iterator[httpx.Client]:
+    """A client of the gateway; depends on `upstream` so that each test starts without faults."""
+    with httpx.Client(base_url=origin, timeout=10) as client:
+        yield client
+
+
+def _data(response: httpx.Response) -> Any:
+    """The `data` of a successful GraphQL response, after checking that it is one."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def test_post_runs_the_operation_named_in_the_request(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    row = upstream.dataset.packages[len(upstream.dataset.packages) // 2]
+    response = client.post(
+        "/graphql",
+        json={
+            "query": TWO_OPERATIONS,
+            "variables": {"id": row.id},
+            "operationName": "PackageById",
+        },
+    )
+    assert _data(response) == {"package": {"databaseId": row.id, "title": row.title}}
+    # Only the chosen operation ran: the other one would have listed categories.
+    assert not any(path.startswith("/api/v4/categories/") for path in upstream.requests)
+
+    response = client.post(
+        "/graphql", json={"query": TWO_OPERATIONS, "operationName": "CategoryCount"}
+    )
+    assert _data(response) == {"categories": {"totalCount": len(upstream.dataset.categories)}}
+
+
+def test_post_with_an_unknown_operation_name_is_a_bad_request(client: httpx.Client) -> None:
+    response = client.post("/graphql", json={"query": TWO_OPERATIONS, "operationName": "Nope"})
+    assert response.status_code == 400
+    assert "Nope" in response.text
+
+
+def test_get_runs_a_query_with_variables(client: httpx.Client, upstream: FakeUpstream) -> None:
+    row = upstream.dataset.grids[-1]
+    response = client.get(
+        "/graphql",
+        params={
+            "query": "query($id: Int!) { grid(id: $id) { slug title } }",
+            "variables": json.dumps({"id": row.id}),
+        },
+    )
+    assert _data(response) == {"grid": {"slug": row.slug, "title": row.title}}
+
+
+def test_get_cannot_run_a_mutation(client: httpx.Client) -> None:
+    """GET must be safe: Strawberry refuses mutations before it looks at the schema."""
+    response = client.get("/graphql", params={"query": "mutation { anything }"})
+    assert response.status_code == 400
+    assert "mutations are not allowed" in response.text
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("{ package(id: 1) { title }", "GRAPHQL_PARSE_FAILED"),
+        ("{ categories { totalCount } nope }", "GRAPHQL_VALIDATION_FAILED"),
+        ("{ package(id: 1) { title(first: 1) } }", "GRAPHQL_VALIDATION_FAILED"),
+        ("subscription { categories { totalCount } }", "GRAPHQL_VALIDATION_FAILED"),
+    ],
+)
+def test_get_with_an_invalid_document_is_a_json_error(
+    client: httpx.Client, upstream: FakeUpstream, query: str, code: str
+) -> None:
+    response = client.get("/graphql", params={"query": query})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["data"] is None
+    assert [error["extensions"]["code"] for error in body["errors"]] == [code]
+    assert upstream.count == 0  # an invalid document never reaches the upstream
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "text"),
+    [
+        (b'{"query": "{ __typename }"', "application/json", 400, "Unable to parse"),
+        (b"", "application/json", 400, "Unable to parse"),
+        (b"\xff\xfe{}", "application/json", 400, "Unable to parse"),
+        # Nested past any parser's recursion limit: a 400, not a RecursionError and a 500.
+        (b"[" * 5000, "application/json", 400, "Unable to parse"),
+        # Strawberry calls `.get` on whatever JSON it finds: a scalar must not become a 500.
+        (b"null", "application/json", 400, "Unable to parse"),
+        (b"3", "application/json", 400, "Unable to parse"),
+        (b'"{ __typename }"', "application/json", 400, "Unable to parse"),
+        (b"[]", "application/json", 400, "Batching is not enabled"),
+        (b"{}", "application/json", 400, "No GraphQL query found"),
+        (b'{"query": 1}', "application/json", 400, "`query` must be a string"),
+        (b'{"query": "{ __typename }", "variables": [1]}', "application/json", 400, "`variables`"),
+        (b'{"query": "{ __typename }", "variables": "{}"}', "application/json", 400, "`variables`"),
+    ],
+)
+def test_post_with_a_bad_body_is_a_bad_request(
+    client: httpx.Client, content: bytes, content_type: str, status: int, text: str
+) -> None:
+    response = client.post("/graphql", content=content, headers={"content-type": content_type})
+    assert response.status_code == status
+    assert text in response.text
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "image/png"])
+def test_post_with_an_unsupported_content_type_is_a_client_error(
+    client: httpx.Client, content_type: str
+) -> None:
+    response = client.post(
+        "/graphql", content=b'{"query": "{ __typename }"}', headers={"content-type": content_type}
+    )
+    assert 400 <= response.status_code < 500
+    assert "Unsupported content type" in response.text
+
+
+@pytest.mark.parametrize("variables", ["[1]", '"x"', "3", "{bad", "[" * 5000])
+def test_get_with_variables_that_are_not_an_object_is_a_bad_request(
+    client: httpx.Client, variables: str
+) -> None:
+    response = client.get("/graphql", params={"query": "{ __typename }", "variables": variables})
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+def test_other_methods_are_not_allowed(client: httpx.Client, method: str) -> None:
+    response = client.request(method, "/graphql", json={"query": "{ __typename }"})
+    assert response.status_code == 405
+
+
+@pytest.mark.parametrize("accept", ["*/*", "application/json", None])
+def test_an_api_client_without_a_query_gets_an_error_not_graphiql(
+    client: httpx.Client, accept: str | None
+) -> None:
+    headers = {"accept": accept} if accept else {}
+    request = client.build_request("GET", "/graphql", headers=headers)
+    if accept is None:
+        del request.headers["accept"]
+    response = client.send(request)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text == "No GraphQL query found in the request"
+
+
+def test_a_browser_gets_graphiql(client: httpx.Client) -> None:
+    response = client.get("/graphql", headers={"accept": BROWSER_ACCEPT})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<title>Django Packages GraphQL</title>" in response.text
+
+
+def test_a_browser_with_a_query_gets_the_result(client: httpx.Client) -> None:
+    response = client.get(
+        "/graphql", params={"query": "{ __typename }"}, headers={"accept": BROWSER_ACCEPT}
+    )
+    assert _data(response) == {"__typename": "Query"}
+
+
+def test_healthz(client: httpx.Client, upstream: FakeUpstream) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"status": "ok"}
+    assert upstream.count == 0  # liveness does not depend on the upstream
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "malformed", "wrong-shape", "hang"])
+def test_an_upstream_fault_is_masked_and_siblings_keep_their_data(
+    client: httpx.Client, upstream: FakeUpstream, fault: FaultKind
+) -> None:
+    grid, category = upstream.dataset.grids[0], upstream.dataset.categories[0]
+    upstream.faults["/api/v4/grids/"] = fault
+    response = client.post(
+        "/graphql",
+        json={
+            "query": """query($grid: Int!, $category: Int!) {
+                grid(id: $grid) { title }
+                category(id: $category) { title }
+                categories { totalCount }
+            }""",
+            "variables": {"grid": grid.id, "category": category.id},
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["data"] == {
+        "grid": None,
+        "category": {"title": category.title},
+        "categories": {"totalCount": len(upstream.dataset.categories)},
+    }
+    [error] = body["errors"]
+    assert error["path"] == ["grid"]
+    assert error["extensions"] == {"code": "UPSTREAM_ERROR"}
+    assert any(path.startswith(f"/api/v4/grids/{grid.id}/") for path in upstream.requests)
+
+    upstream_url = urlsplit(upstream.base_url)
+    text = json.dumps(error)
+    leaks = [
+        "127.0.0.1",
+        "localhost",
+        str(upstream_url.port),
+        "http://",
+        "https://",
+        "/api/",
+        "Traceback",
+        'File "',
+    ]
+    assert [leak for leak in leaks if leak in text] == []
+
+
+def test_non_ascii_text_comes_through_intact(client: httpx.Client, upstream: FakeUpstream) -> None:
+    response = client.post(
+        "/graphql", json={"query": "{ grids(first: 100) { nodes { databaseId description } } }"}
+    )
+    assert response.headers["content-type"] == "application/json"
+    nodes = _data(response)["grids"]["nodes"]
+    expected = {row.id: row.description for row in upstream.dataset.grids}
+    assert {node["databaseId"]: node["description"] for node in nodes} == expected
+    served = "".join(expected.values())
+    for sample in ("国際化", "интернационализация", "🚀"):  # so the check above is not vacuous
+        assert sample in served
+    # orjson writes UTF-8 as is; \u escapes would be valid too but four times larger for CJK.
+    assert "国際化".encode() in response.content
+
+
+def test_non_ascii_variables_reach_the_upstream_search(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    response = client.get(
+        "/graphql",
+        params={
+            "query": "query($q: String!) { search(query: $q) { description } }",
+            "variables": json.dumps({"q": "déjà testé"}, ensure_ascii=False),
+        },
+    )
+    hits = _data(response)["search"]
+    assert hits
+    assert all("déjà testé" in hit["description"] for hit in hits)
+
+
+def test_the_server_keeps_serving_after_bad_requests(
+    client: httpx.Client, origin: str, upstream: FakeUpstream
+) -> None:
+    address = urlsplit(origin)
+    assert address.hostname is not None and address.port is not None
+    for _ in range(5):
+        for content in (b"{", b"[" * 5000, b"\xff", b"null", b'{"query": "{"}'):
+            response = client.post(
+                "/graphql", content=content, headers={"content-type": "application/json"}
+            )
+            assert response.status_code in (200, 400)
+        assert client.put("/graphql").status_code == 405
+        with socket.create_connection((address.hostname, address.port), timeout=5) as sock:
+            sock.sendall(b"NOT HTTP\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+        with socket.create_connection((address.hostname, address.port), timeout=5) as sock:
+            sock.sendall(  # a body cut short by a client that goes away
+                b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"que'
+            )
+
+    row = upstream.dataset.categories[-1]
+    response = client.post(
+        "/graphql",
+        json={
+            "query": "query($id: Int!) { category(id: $id) { slug } }",
+            "variables": {"id": row.id},
+        },
+    )
+    assert _data(response) == {"category": {"slug": row.slug}}
