@@ -2,8 +2,8 @@
 
 Every method answers a whole batch: the dataloaders call it once per tick with all the
 keys a query level asked for, and the answer is aligned with the keys (None where a
-record does not exist). Relations come back as ordered id lists; the caller pages them
-and loads the records through the id loaders, so every record is fetched once.
+record does not exist). A relation is asked for in windows (parent, offset, limit), so
+that a database pages it in SQL; the answer holds the window's records and the total.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway.loaders.records import Category, Grid, Package, Page, SearchHit
+from gateway.loaders.records import Category, Grid, Package, Page, SearchHit, Window
 
 
 class Backend(Protocol):
@@ -27,16 +27,16 @@ class Backend(Protocol):
 
     async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]: ...
 
-    async def package_ids_of_grids(self, grid_ids: Sequence[int]) -> list[Sequence[int]]:
-        """Each grid's packages, ordered by package title, then id."""
+    async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
+        """A window of each grid's packages, ordered by package title, then id."""
         ...
 
-    async def grid_ids_of_packages(self, package_ids: Sequence[int]) -> list[Sequence[int]]:
-        """Each package's grids, in the order of the membership rows."""
+    async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+        """A window of each package's grids, in the order of the membership rows."""
         ...
 
-    async def package_ids_of_categories(self, category_ids: Sequence[int]) -> list[Sequence[int]]:
-        """Each category's packages, newest id first."""
+    async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
+        """A window of each category's packages, newest id first."""
         ...
 
     async def list_categories(self, offset: int, limit: int) -> Page[Category]: ...

@@ -3,20 +3,31 @@
 Built fresh for every request (aiodataloader binds to the running loop and caches for the
 request's lifetime). Each loader turns one query level's keys into one backend batch, and
 every record a batch returns primes the loaders that could be asked for it next: by id and
-by slug, whichever way it was reached.
+by slug, whichever way it was reached, and from any list or relation page that held it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import TypeVar
 
 from aiodataloader import DataLoader
 
 from gateway.loaders.backend import Backend
-from gateway.loaders.records import Category, Grid, Package, Page
+from gateway.loaders.records import Category, Grid, Package, Page, Window
 
-Record = TypeVar("Record", Category, Grid, Package)
+R = TypeVar("R", Category, Grid, Package)
+
+
+def _prime(
+    records: Iterable[R | None],
+    by_id: DataLoader[int, R | None],
+    by_slug: DataLoader[str, R | None],
+) -> None:
+    for record in records:
+        if record is not None:
+            by_id.prime(record.id, record)
+            by_slug.prime(record.slug, record)
 
 
 class Loaders:
@@ -30,66 +41,71 @@ class Loaders:
         self.grid_by_slug = DataLoader[str, Grid | None](self._grids_by_slug)
         self.package = DataLoader[int, Package | None](self._packages)
         self.package_by_slug = DataLoader[str, Package | None](self._packages_by_slug)
-        self.package_ids_of_grid = DataLoader[int, Sequence[int]](backend.package_ids_of_grids)
-        self.grid_ids_of_package = DataLoader[int, Sequence[int]](backend.grid_ids_of_packages)
-        self.package_ids_of_category = DataLoader[int, Sequence[int]](
-            backend.package_ids_of_categories
-        )
-
-    # Each batch function primes the other way of reaching the same records.
+        self.packages_of_grid = DataLoader[Window, Page[Package]](self._packages_of_grids)
+        self.grids_of_package = DataLoader[Window, Page[Grid]](self._grids_of_packages)
+        self.packages_of_category = DataLoader[Window, Page[Package]](self._packages_of_categories)
 
     async def _categories(self, ids: list[int]) -> list[Category | None]:
-        return self._prime_categories(await self.backend.categories(ids))
+        records = await self.backend.categories(ids)
+        _prime(records, self.category, self.category_by_slug)
+        return records
 
     async def _categories_by_slug(self, slugs: list[str]) -> list[Category | None]:
-        return self._prime_categories(await self.backend.categories_by_slug(slugs))
+        records = await self.backend.categories_by_slug(slugs)
+        _prime(records, self.category, self.category_by_slug)
+        return records
 
     async def _grids(self, ids: list[int]) -> list[Grid | None]:
-        return self._prime_grids(await self.backend.grids(ids))
+        records = await self.backend.grids(ids)
+        _prime(records, self.grid, self.grid_by_slug)
+        return records
 
     async def _grids_by_slug(self, slugs: list[str]) -> list[Grid | None]:
-        return self._prime_grids(await self.backend.grids_by_slug(slugs))
+        records = await self.backend.grids_by_slug(slugs)
+        _prime(records, self.grid, self.grid_by_slug)
+        return records
 
     async def _packages(self, ids: list[int]) -> list[Package | None]:
-        return self._prime_packages(await self.backend.packages(ids))
+        records = await self.backend.packages(ids)
+        _prime(records, self.package, self.package_by_slug)
+        return records
 
     async def _packages_by_slug(self, slugs: list[str]) -> list[Package | None]:
-        return self._prime_packages(await self.backend.packages_by_slug(slugs))
-
-    def _prime_categories(self, records: list[Category | None]) -> list[Category | None]:
-        for record in records:
-            if record is not None:
-                self.category.prime(record.id, record)
-                self.category_by_slug.prime(record.slug, record)
+        records = await self.backend.packages_by_slug(slugs)
+        _prime(records, self.package, self.package_by_slug)
         return records
 
-    def _prime_grids(self, records: list[Grid | None]) -> list[Grid | None]:
-        for record in records:
-            if record is not None:
-                self.grid.prime(record.id, record)
-                self.grid_by_slug.prime(record.slug, record)
-        return records
+    async def _packages_of_grids(self, windows: list[Window]) -> list[Page[Package]]:
+        pages = await self.backend.packages_of_grids(windows)
+        for page in pages:
+            _prime(page.items, self.package, self.package_by_slug)
+        return pages
 
-    def _prime_packages(self, records: list[Package | None]) -> list[Package | None]:
-        for record in records:
-            if record is not None:
-                self.package.prime(record.id, record)
-                self.package_by_slug.prime(record.slug, record)
-        return records
+    async def _packages_of_categories(self, windows: list[Window]) -> list[Page[Package]]:
+        pages = await self.backend.packages_of_categories(windows)
+        for page in pages:
+            _prime(page.items, self.package, self.package_by_slug)
+        return pages
+
+    async def _grids_of_packages(self, windows: list[Window]) -> list[Page[Grid]]:
+        pages = await self.backend.grids_of_packages(windows)
+        for page in pages:
+            _prime(page.items, self.grid, self.grid_by_slug)
+        return pages
 
     # Whole-list windows: a list page holds full records, which prime the id loaders.
 
     async def list_categories(self, offset: int, limit: int) -> Page[Category]:
         page = await self.backend.list_categories(offset, limit)
-        self._prime_categories(list(page.items))
+        _prime(page.items, self.category, self.category_by_slug)
         return page
 
     async def list_grids(self, offset: int, limit: int) -> Page[Grid]:
         page = await self.backend.list_grids(offset, limit)
-        self._prime_grids(list(page.items))
+        _prime(page.items, self.grid, self.grid_by_slug)
         return page
 
     async def list_packages(self, offset: int, limit: int) -> Page[Package]:
         page = await self.backend.list_packages(offset, limit)
-        self._prime_packages(list(page.items))
+        _prime(page.items, self.package, self.package_by_slug)
         return page

@@ -9,7 +9,7 @@ time zone, which is what the Django Packages service renders.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -84,6 +84,14 @@ class SearchHit(msgspec.Struct, frozen=True, gc=False):
 
 
 R = TypeVar("R")
+
+
+class Window(NamedTuple):
+    """A window of one parent's related records: `limit` of them from `offset` on."""
+
+    parent: int
+    offset: int
+    limit: int
 
 
 class Page(msgspec.Struct, Generic[R], frozen=True, gc=False):

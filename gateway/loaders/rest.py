@@ -10,7 +10,7 @@ the gateway calls no host but its configured upstream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlsplit
@@ -25,6 +25,7 @@ from gateway.loaders.records import (
     Package,
     Page,
     SearchHit,
+    Window,
     site_time,
     split_participants,
 )
@@ -385,23 +386,44 @@ class RestBackend:
         ids = await self._by_keys(slugs, self._package_slugs, fetch_one)
         return [None if id is None else self._packages.get(id) for id in ids]
 
-    async def package_ids_of_grids(self, grid_ids: Sequence[int]) -> list[Sequence[int]]:
-        await self.grids(grid_ids)
-        return [self._package_ids_of_grid.get(id, ()) for id in grid_ids]
+    async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
+        await self.grids([window.parent for window in windows])
+        return await self._windows(windows, self._package_ids_of_grid, self.packages)
 
-    async def grid_ids_of_packages(self, package_ids: Sequence[int]) -> list[Sequence[int]]:
-        await self.packages(package_ids)
-        return [self._grid_ids_of_package.get(id, ()) for id in package_ids]
+    async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+        await self.packages([window.parent for window in windows])
+        return await self._windows(windows, self._grid_ids_of_package, self.grids)
 
-    async def package_ids_of_categories(self, category_ids: Sequence[int]) -> list[Sequence[int]]:
+    async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
         # The upstream cannot filter packages by category: read the whole package list
         # (one request, no maximum page size) and group it. Its order is id descending.
-        members: dict[int, list[int]] = {id: [] for id in category_ids}
+        members: dict[int, list[int]] = {window.parent: [] for window in windows}
         for package in await self._all_packages():
             ids = members.get(package.category_id)
             if ids is not None:
                 ids.append(package.id)
-        return [members[id] for id in category_ids]
+        return await self._windows(windows, members, self.packages)
+
+    async def _windows(
+        self,
+        windows: Sequence[Window],
+        members: Mapping[int, Sequence[int]],
+        load: Callable[[Sequence[int]], Awaitable[list[T | None]]],
+    ) -> list[Page[T]]:
+        """Cut each window out of its parent's id list and load the records in all of them."""
+        slices = [
+            members.get(window.parent, ())[window.offset : window.offset + window.limit]
+            for window in windows
+        ]
+        wanted = list(dict.fromkeys(id for ids in slices for id in ids))
+        records = dict(zip(wanted, await load(wanted), strict=True))
+        return [
+            Page(
+                [record for id in ids if (record := records[id]) is not None],
+                len(members.get(window.parent, ())),
+            )
+            for window, ids in zip(windows, slices, strict=True)
+        ]
 
     async def list_categories(self, offset: int, limit: int) -> Page[Category]:
         raw, total = await self._page("categories/", CategoryJSON, offset, limit)

@@ -37,13 +37,13 @@ def offset_of(cursor: str) -> int:
 
 
 def window(first: int | None, after: str | None) -> tuple[int, int]:
-    """Validate `first`/`after` and turn them into (offset, limit)."""
+    """Validate `first`/`after` and turn them into (offset, limit); `after` may be unset."""
     limit = DEFAULT_FIRST if first is None else first
     if limit < 0:
         raise BadUserInput("`first` may not be negative")
     if limit > MAX_FIRST:
         raise BadUserInput(f"`first` may not exceed {MAX_FIRST}, got {limit}")
-    offset = 0 if after is None else offset_of(after) + 1
+    offset = 0 if after is None or after is strawberry.UNSET else offset_of(after) + 1
     return offset, limit
 
 
@@ -69,22 +69,14 @@ class Connection(Generic[T]):
     total_count: int
 
 
-def connection(nodes: Sequence[T | None], offset: int, total: int) -> Connection[T]:
-    """The connection for `nodes`, which stand at `offset` in a list of `total` items.
-
-    A None is a listed record that no longer exists: it is left out, and the cursors of
-    the others keep their positions in the list.
-    """
-    edges = [
-        Edge(cursor=cursor_of(offset + i), node=node)
-        for i, node in enumerate(nodes)
-        if node is not None
-    ]
+def connection(nodes: Sequence[T], offset: int, limit: int, total: int) -> Connection[T]:
+    """The connection for `nodes`, the window of `limit` items at `offset` in `total`."""
+    edges = [Edge(cursor=cursor_of(offset + i), node=node) for i, node in enumerate(nodes)]
     return Connection(
         edges=edges,
-        nodes=[edge.node for edge in edges],
+        nodes=list(nodes),
         page_info=PageInfo(
-            has_next_page=offset + len(nodes) < total,
+            has_next_page=offset + limit < total,
             has_previous_page=offset > 0,
             start_cursor=edges[0].cursor if edges else None,
             end_cursor=edges[-1].cursor if edges else None,

@@ -11,7 +11,7 @@ from strawberry.relay.utils import from_base64
 
 from gateway.errors import BadUserInput
 from gateway.schema.context import Info
-from gateway.schema.pagination import Connection, connection, window
+from gateway.schema.pagination import DEFAULT_FIRST, Connection, connection, window
 from gateway.schema.types import Category, Grid, Node, Package, SearchResult
 
 
@@ -73,27 +73,27 @@ async def _package(
 
 
 async def _categories(
-    info: Info, first: int | None = 20, after: str | None = strawberry.UNSET
+    info: Info, first: int | None = DEFAULT_FIRST, after: str | None = strawberry.UNSET
 ) -> Connection[Any]:
-    offset, limit = window(first, after or None)
+    offset, limit = window(first, after)
     page = await info.context.loaders.list_categories(offset, limit)
-    return connection(page.items, offset, page.total)
+    return connection(page.items, offset, limit, page.total)
 
 
 async def _grids(
-    info: Info, first: int | None = 20, after: str | None = strawberry.UNSET
+    info: Info, first: int | None = DEFAULT_FIRST, after: str | None = strawberry.UNSET
 ) -> Connection[Any]:
-    offset, limit = window(first, after or None)
+    offset, limit = window(first, after)
     page = await info.context.loaders.list_grids(offset, limit)
-    return connection(page.items, offset, page.total)
+    return connection(page.items, offset, limit, page.total)
 
 
 async def _packages(
-    info: Info, first: int | None = 20, after: str | None = strawberry.UNSET
+    info: Info, first: int | None = DEFAULT_FIRST, after: str | None = strawberry.UNSET
 ) -> Connection[Any]:
-    offset, limit = window(first, after or None)
+    offset, limit = window(first, after)
     page = await info.context.loaders.list_packages(offset, limit)
-    return connection(page.items, offset, page.total)
+    return connection(page.items, offset, limit, page.total)
 
 
 async def _search(info: Info, query: str) -> list[Any]:

@@ -7,19 +7,18 @@ and relations only ask a loader.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 
 import strawberry
+from aiodataloader import DataLoader
 from strawberry.relay.utils import to_base64
 
 from gateway.loaders import records
+from gateway.loaders.records import Page, Window
 from gateway.schema.context import Info
-from gateway.schema.pagination import Connection, connection, window
-
-RecordT = TypeVar("RecordT")
+from gateway.schema.pagination import DEFAULT_FIRST, Connection, connection, window
 
 
 def _type_of(record_class: type) -> Any:
@@ -50,49 +49,39 @@ def _database_id(root: strawberry.Parent[records.Category | records.Grid | recor
     return root.id
 
 
-async def _page_of_ids(
-    ids_future: Any, loader: Any, first: int | None, after: str | None
+async def _window_of(
+    loader: DataLoader[Window, Page[Any]], parent: int, first: int | None, after: str | None
 ) -> Connection[Any]:
     offset, limit = window(first, after)
-    ids: Sequence[int] = await ids_future
-    nodes = await loader.load_many(ids[offset : offset + limit]) if limit else []
-    return connection(nodes, offset, len(ids))
+    page = await loader.load(Window(parent, offset, limit))
+    return connection(page.items, offset, limit, page.total)
 
 
 async def _category_packages(
     root: strawberry.Parent[records.Category],
     info: Info,
-    first: int | None = 20,
+    first: int | None = DEFAULT_FIRST,
     after: str | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    loaders = info.context.loaders
-    return await _page_of_ids(
-        loaders.package_ids_of_category.load(root.id), loaders.package, first, after or None
-    )
+    return await _window_of(info.context.loaders.packages_of_category, root.id, first, after)
 
 
 async def _grid_packages(
     root: strawberry.Parent[records.Grid],
     info: Info,
-    first: int | None = 20,
+    first: int | None = DEFAULT_FIRST,
     after: str | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    loaders = info.context.loaders
-    return await _page_of_ids(
-        loaders.package_ids_of_grid.load(root.id), loaders.package, first, after or None
-    )
+    return await _window_of(info.context.loaders.packages_of_grid, root.id, first, after)
 
 
 async def _package_grids(
     root: strawberry.Parent[records.Package],
     info: Info,
-    first: int | None = 20,
+    first: int | None = DEFAULT_FIRST,
     after: str | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    loaders = info.context.loaders
-    return await _page_of_ids(
-        loaders.grid_ids_of_package.load(root.id), loaders.grid, first, after or None
-    )
+    return await _window_of(info.context.loaders.grids_of_package, root.id, first, after)
 
 
 async def _package_category(root: strawberry.Parent[records.Package], info: Info) -> Any:
