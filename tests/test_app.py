@@ -248,6 +248,7 @@ def test_an_upstream_fault_is_masked_and_siblings_keep_their_data(
         "http://",
         "https://",
         "/api/",
+        "grids/",
         "Traceback",
         'File "',
     ]
