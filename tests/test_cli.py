@@ -1,0 +1,330 @@
+"""The `gateway` command as a person runs it, and the settings it reads.
+
+Each command runs as a real subprocess with `GATEWAY_*` variables under the test's control, so
+that what is checked is what a terminal shows: standard output, standard error and exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.config import Settings, load_settings
+from gateway.demo.upstream import FakeUpstream
+from gateway.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Nothing listens on port 1: an upstream there fails fast if it is ever used.
+NOWHERE = "http://127.0.0.1:1/api/v4/"
+
+
+def _env(**gateway: str) -> dict[str, str]:
+    """This process's environment without any `GATEWAY_*` variable, plus the ones given."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
+    return {**env, **gateway}
+
+
+def _gateway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        encoding="utf-8",
+        env=_env() if env is None else env,
+        cwd=ROOT,
+        timeout=30,
+        check=False,
+    )
+
+
+def _output(run: subprocess.CompletedProcess[str]) -> Any:
+    """The JSON a `query` printed."""
+    return json.loads(run.stdout)
+
+
+def _assert_one_line_error(run: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert "Traceback" not in run.stderr
+    [line] = run.stderr.splitlines()
+    assert line.startswith("gateway: error: ")
+    for needle in needles:
+        assert needle in line
+
+
+def test_export_schema_prints_schema_graphql() -> None:
+    run = _gateway("export-schema")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == (ROOT / "schema.graphql").read_text(encoding="utf-8")
+
+
+def test_query_prints_the_result(upstream: FakeUpstream) -> None:
+    run = _gateway("query", "{ categories { totalCount } }", "--upstream", upstream.base_url)
+    assert run.returncode == 0, run.stderr
+    assert _output(run) == {
+        "data": {"categories": {"totalCount": len(upstream.dataset.categories)}}
+    }
+    assert upstream.count > 0
+
+
+def test_query_with_variables_and_an_operation_name(upstream: FakeUpstream) -> None:
+    # A grid with Japanese and Cyrillic text, so that the printed JSON must be UTF-8.
+    [grid] = [row for row in upstream.dataset.grids if "国際化" in row.description]
+    document = """
+        query Count { categories { totalCount } }
+        query Grid($id: Int!) { grid(id: $id) { title description } }
+    """
+    run = _gateway(
+        "query",
+        document,
+        "--variables",
+        json.dumps({"id": grid.id}),
+        "--operation-name",
+        "Grid",
+        "--upstream",
+        upstream.base_url,
+    )
+    assert run.returncode == 0, run.stderr
+    assert _output(run) == {
+        "data": {"grid": {"title": grid.title, "description": grid.description}}
+    }
+
+
+@pytest.mark.parametrize(
+    ("variables", "needle"), [("{bad", "not valid JSON"), ("[1]", "must be a JSON object")]
+)
+def test_query_with_bad_variables_is_a_one_line_error(
+    upstream: FakeUpstream, variables: str, needle: str
+) -> None:
+    run = _gateway(
+        "query",
+        "query($id: Int!) { grid(id: $id) { title } }",
+        "--variables",
+        variables,
+        "--upstream",
+        upstream.base_url,
+    )
+    _assert_one_line_error(run, "--variables", needle)
+    assert upstream.count == 0
+
+
+def test_query_with_an_invalid_document_prints_errors_and_exits_1(upstream: FakeUpstream) -> None:
+    run = _gateway("query", "{ nope }", "--upstream", upstream.base_url)
+    assert run.returncode == 1
+    body = _output(run)
+    assert body["data"] is None
+    assert [error["extensions"]["code"] for error in body["errors"]] == [
+        "GRAPHQL_VALIDATION_FAILED"
+    ]
+
+
+def test_query_over_a_failing_upstream_prints_errors_and_exits_1(upstream: FakeUpstream) -> None:
+    upstream.faults["/api/v4/grids/"] = "503"
+    run = _gateway("query", "{ grids { totalCount } }", "--upstream", upstream.base_url)
+    assert run.returncode == 1
+    [error] = _output(run)["errors"]
+    assert error["extensions"]["code"] == "UPSTREAM_ERROR"
+    assert "Traceback" not in run.stderr
+
+
+def test_query_uses_gateway_upstream_from_the_environment(upstream: FakeUpstream) -> None:
+    run = _gateway(
+        "query", "{ categories { totalCount } }", env=_env(GATEWAY_UPSTREAM=upstream.base_url)
+    )
+    assert run.returncode == 0, run.stderr
+    assert _output(run) == {
+        "data": {"categories": {"totalCount": len(upstream.dataset.categories)}}
+    }
+    assert upstream.count > 0
+
+
+def test_the_upstream_flag_beats_the_environment(upstream: FakeUpstream) -> None:
+    """The environment's value would fail validation: it is not even read."""
+    run = _gateway(
+        "query",
+        "{ categories { totalCount } }",
+        "--upstream",
+        upstream.base_url,
+        env=_env(GATEWAY_UPSTREAM="ftp://not-even-http"),
+    )
+    assert run.returncode == 0, run.stderr
+    assert _output(run) == {
+        "data": {"categories": {"totalCount": len(upstream.dataset.categories)}}
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needles"),
+    [
+        (["frobnicate"], {}, ["frobnicate"]),
+        ([], {}, ["command"]),
+        (["serve", "--port", "notanumber"], {}, ["--port", "notanumber"]),
+        (["serve", "--port", "70000"], {}, ["70000"]),
+        (["serve", "--upstream", "ftp://x"], {}, ["ftp://x"]),
+        (["serve"], {"GATEWAY_PORT": "eighty"}, ["GATEWAY_PORT", "eighty"]),
+        (["query", "{ __typename }"], {"GATEWAY_UPSTREAM_TIMEOUT": "nan"}, ["timeout"]),
+    ],
+    ids=["unknown", "none", "port-type", "port-range", "scheme", "env-port", "env-nan"],
+)
+def test_wrong_options_are_one_line_errors(
+    args: list[str], env: dict[str, str], needles: list[str]
+) -> None:
+    # A valid upstream that is never reached: every case must stop before serving or querying.
+    _assert_one_line_error(_gateway(*args, env=_env(GATEWAY_UPSTREAM=NOWHERE, **env)), *needles)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_serve_answers_until_terminated(upstream: FakeUpstream) -> None:
+    port = _free_port()
+    command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
+    command += ["--upstream", upstream.base_url, "--log-level", "info"]
+    process = subprocess.Popen(
+        command, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        origin = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        while True:
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the server never answered /healthz"
+            try:
+                if httpx.get(f"{origin}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        response = httpx.post(
+            f"{origin}/graphql", json={"query": "{ categories { totalCount } }"}, timeout=10
+        )
+        assert response.json() == {
+            "data": {"categories": {"totalCount": len(upstream.dataset.categories)}}
+        }
+        assert upstream.count > 0
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=15)
+    # uvicorn shuts down gracefully (the lifespan closes the backend), then re-raises the signal.
+    assert "Application shutdown complete" in stderr
+    assert process.returncode == -signal.SIGTERM
+    assert "Traceback" not in stderr
+
+
+# load_settings: flags beat the environment, which beats the defaults.
+
+
+def test_defaults() -> None:
+    """With nothing given, the dataclass defaults hold; which backend that means is not ours."""
+    assert load_settings() == Settings()
+    settings = load_settings({}, {})
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert (settings.upstream_timeout, settings.log_level) == (10.0, "info")
+
+
+def test_the_environment_beats_the_defaults_and_is_converted() -> None:
+    settings = load_settings(
+        {},
+        {
+            "GATEWAY_HOST": "0.0.0.0",
+            "GATEWAY_PORT": "9000",
+            "GATEWAY_UPSTREAM": "http://mirror.example/api/v4/",
+            "GATEWAY_UPSTREAM_TIMEOUT": "2.5",
+            "GATEWAY_LOG_LEVEL": "debug",
+            "PORT": "1",  # not ours
+            "GATEWAY_PORTS": "2",  # not ours either
+        },
+    )
+    assert settings == Settings(
+        host="0.0.0.0",
+        port=9000,
+        upstream="http://mirror.example/api/v4/",
+        upstream_timeout=2.5,
+        log_level="debug",
+    )
+    assert type(settings.port) is int
+    assert type(settings.upstream_timeout) is float
+
+
+def test_flags_beat_the_environment_field_by_field() -> None:
+    settings = load_settings(
+        {"port": 9100, "upstream": None, "upstream_timeout": 3, "log_level": None},
+        {"GATEWAY_PORT": "9000", "GATEWAY_UPSTREAM": "https://env.example/", "GATEWAY_HOST": "::1"},
+    )
+    assert settings == Settings(
+        host="::1", port=9100, upstream="https://env.example/", upstream_timeout=3.0
+    )
+    assert type(settings.upstream_timeout) is float
+
+
+def test_a_flag_hides_a_bad_environment_value() -> None:
+    """The environment is not even read for a setting the command line gives."""
+    settings = load_settings({"port": 8001}, {"GATEWAY_PORT": "eighty"})
+    assert settings.port == 8001
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "name"),
+    [
+        ({}, {"GATEWAY_PORT": "eighty"}, "GATEWAY_PORT"),
+        ({}, {"GATEWAY_PORT": ""}, "GATEWAY_PORT"),
+        ({}, {"GATEWAY_PORT": "8000.5"}, "GATEWAY_PORT"),
+        ({}, {"GATEWAY_UPSTREAM_TIMEOUT": "soon"}, "GATEWAY_UPSTREAM_TIMEOUT"),
+        ({"port": "eighty"}, {}, "--port"),
+        ({"upstream_timeout": "soon"}, {}, "--upstream-timeout"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_its_source(
+    flags: dict[str, object], environ: dict[str, str], name: str
+) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(flags, environ)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"port": 0},
+        {"port": 65536},
+        {"upstream": "ftp://djangopackages.org/api/v4/"},
+        {"upstream": "djangopackages.org/api/v4/"},
+        {"upstream": "http:///api/v4/"},
+        {"upstream_timeout": 0},
+        {"upstream_timeout": -1},
+        {"upstream_timeout": math.nan},
+        {"upstream_timeout": math.inf},
+        {"log_level": "loud"},
+    ],
+)
+def test_a_value_the_gateway_cannot_run_with_is_refused(flags: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(flags, {})
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"port": 1},
+        {"port": 65535},
+        {"upstream": "https://djangopackages.org/api/v4/"},
+        {"upstream_timeout": 0.001},
+    ],
+)
+def test_values_at_the_edges_are_accepted(flags: dict[str, object]) -> None:
+    settings = load_settings(flags, {})
+    [(name, value)] = flags.items()
+    assert getattr(settings, name) == value
