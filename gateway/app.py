@@ -20,14 +20,18 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
 from gateway import graphiql
 from gateway.config import Settings
-from gateway.errors import response_body
+from gateway.errors import is_request_error, response_body
 from gateway.loaders.factory import BackendFactory, open_backend
 from gateway.loaders.loaders import Loaders
+from gateway.negotiation import quality
 from gateway.schema import schema
 from gateway.schema.context import Context
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -40,7 +44,22 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
+        request.state.request_error = is_request_error(result)
         return response_body(result)
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """GraphQL-over-HTTP: a client that accepts `application/graphql-response+json`
+        gets it, and with it a 400 for a request error (with `application/json`, 200)."""
+        response = await super().run(request, context, root_value)
+        if (
+            isinstance(response, Response)
+            and response.media_type == "application/json"
+            and _prefers_graphql_response(request.headers.get("accept", ""))
+        ):
+            response.headers["content-type"] = GRAPHQL_RESPONSE
+            if getattr(request.state, "request_error", False):
+                response.status_code = 400
+        return response
 
     def decode_json(self, data: str | bytes) -> object:
         """Bodies and GET variables; Strawberry answers a JSONDecodeError with a 400.
@@ -61,6 +80,14 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return graphiql.graphiql_page(request.url.path)
+
+
+def _prefers_graphql_response(accept: str) -> bool:
+    """Only a client that names the new media type gets it; `*/*` keeps `application/json`."""
+    if GRAPHQL_RESPONSE not in accept.lower():
+        return False
+    wanted = quality(accept, GRAPHQL_RESPONSE)
+    return wanted > 0 and wanted >= quality(accept, "application/json")
 
 
 async def healthz(request: Request) -> Response:

@@ -24,6 +24,11 @@ GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 
 
+# What graphql-core says when a variable's value does not fit its type (a request's input,
+# not its document): "got invalid value", "of required type … was not provided", ….
+_COERCION_PHRASES = ("invalid value", "was not provided", "must not be null")
+
+
 class GatewayError(Exception):
     """An error whose message is safe to show a client as it is.
 
@@ -67,7 +72,9 @@ def classify(error: GraphQLError) -> str:
         return GRAPHQL_PARSE_FAILED
     if error.path is not None:
         return INTERNAL_SERVER_ERROR
-    if error.message.startswith("Variable '$"):
+    if error.message.startswith("Variable '$") and any(
+        phrase in error.message for phrase in _COERCION_PHRASES
+    ):
         return BAD_USER_INPUT
     if original is not None:
         return INTERNAL_SERVER_ERROR
@@ -101,9 +108,17 @@ def log_unexpected(errors: list[GraphQLError]) -> None:
             logger.warning("%s at %s: %s", original.code, error.path, original.detail or original)
 
 
+def is_request_error(result: ExecutionResult) -> bool:
+    """The operation never ran: the document or its variables were refused."""
+    return result.data is None and any(error.path is None for error in result.errors or ())
+
+
 def response_body(result: ExecutionResult) -> GraphQLHTTPResponse:
-    """The GraphQL response for a result: data, errors formatted for clients, extensions."""
-    body: GraphQLHTTPResponse = {"data": result.data}
+    """The GraphQL response for a result: data, errors formatted for clients, extensions.
+
+    A request error has no `data` entry at all, as the GraphQL-over-HTTP spec asks.
+    """
+    body: GraphQLHTTPResponse = {} if is_request_error(result) else {"data": result.data}
     if result.errors:
         body["errors"] = [format_error(error) for error in result.errors]
     if result.extensions:

@@ -18,6 +18,8 @@ from starlette.routing import Mount
 from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import Scope
 
+from gateway.negotiation import quality
+
 STATIC_PATH = "/graphiql/static"
 
 DEFAULT_QUERY = """\
@@ -128,31 +130,8 @@ def wants_graphiql(request: HTTPRequest) -> bool:
     if request.method != "GET" or "query" in request.query_params:
         return False
     accept = request.headers.get("accept", "")
-    html = _quality(accept, "text/html")
-    return html > 0 and html > max(_quality(accept, media_type) for media_type in _JSON_TYPES)
-
-
-def _quality(accept: str, media_type: str) -> float:
-    """The q-value `accept` gives `media_type`: the most specific matching range decides."""
-    ranges = {media_type: 2, media_type.split("/")[0] + "/*": 1, "*/*": 0}
-    specificity, quality = -1, 0.0
-    for item in accept.split(","):
-        media_range, *params = (part.strip() for part in item.split(";"))
-        rank = ranges.get(media_range.lower(), -1)
-        if rank > specificity:
-            specificity, quality = rank, _q(params)
-    return quality
-
-
-def _q(params: list[str]) -> float:
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "q":
-            try:
-                return float(value)
-            except ValueError:
-                return 0.0
-    return 1.0
+    html = quality(accept, "text/html")
+    return html > 0 and html > max(quality(accept, media_type) for media_type in _JSON_TYPES)
 
 
 class _VersionedStaticFiles(StaticFiles):

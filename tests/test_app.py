@@ -117,9 +117,34 @@ def test_get_with_an_invalid_document_is_a_json_error(
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    assert body["data"] is None
+    assert "data" not in body  # a request error: the operation never ran
     assert [error["extensions"]["code"] for error in body["errors"]] == [code]
     assert upstream.count == 0  # an invalid document never reaches the upstream
+
+    strict = client.get(
+        "/graphql",
+        params={"query": query},
+        headers={"accept": "application/graphql-response+json, application/json;q=0.9"},
+    )
+    assert strict.status_code == 400
+    assert strict.headers["content-type"] == "application/graphql-response+json"
+    assert strict.json() == body
+
+
+def test_graphql_response_media_type_keeps_field_errors_at_200(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    upstream.faults["/api/v4/grids/"] = "503"
+    response = client.post(
+        "/graphql",
+        json={"query": "{ grid(id: 1) { title } categories { totalCount } }"},
+        headers={"accept": "application/graphql-response+json"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/graphql-response+json"
+    body = response.json()
+    assert body["data"]["grid"] is None and body["data"]["categories"]["totalCount"] == 4
+    assert [error["extensions"]["code"] for error in body["errors"]] == ["UPSTREAM_ERROR"]
 
 
 @pytest.mark.parametrize(

@@ -123,7 +123,7 @@ def test_query_with_an_invalid_document_prints_errors_and_exits_1(upstream: Fake
     run = _gateway("query", "{ nope }", "--upstream", upstream.base_url)
     assert run.returncode == 1
     body = _output(run)
-    assert body["data"] is None
+    assert "data" not in body
     assert [error["extensions"]["code"] for error in body["errors"]] == [
         "GRAPHQL_VALIDATION_FAILED"
     ]

@@ -387,3 +387,24 @@ async def test_links_to_a_foreign_host_are_read_for_their_id_only(upstream: Fake
     expected = grid_ids_of_package(upstream.dataset, row.id)
     assert [g["databaseId"] for g in data["package"]["grids"]["nodes"]] == expected
     assert all(request.startswith("/api/v4/") for request in upstream.requests)
+
+
+@pytest.mark.parametrize(
+    ("document", "variables", "code"),
+    [
+        ("query($id: Int!) { package(id: $id) { id } }", {"id": "x"}, "BAD_USER_INPUT"),
+        ("query($id: Int!) { package(id: $id) { id } }", {}, "BAD_USER_INPUT"),
+        ("query($id: Int!) { package(id: $id) { id } }", {"id": None}, "BAD_USER_INPUT"),
+        ("query($v: Int) { categories { totalCount } }", {}, "GRAPHQL_VALIDATION_FAILED"),
+        ("{ package(id: $nope) { id } }", {}, "GRAPHQL_VALIDATION_FAILED"),
+        ("{ package(id: 1) { id }", {}, "GRAPHQL_PARSE_FAILED"),
+    ],
+)
+async def test_request_errors_say_whose_fault_they_are(
+    upstream: FakeUpstream, document: str, variables: dict[str, Any], code: str
+) -> None:
+    settings = Settings(upstream=upstream.base_url)
+    body = dict(await run_query(settings, document, variables))
+    assert codes(body) == [code]
+    assert "data" not in body
+    assert upstream.count == 0
