@@ -59,6 +59,19 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--variables", help="variables as a JSON object")
     query.add_argument("--operation-name", help="the operation to run")
     _add_backend_options(query)
+
+    mirror = commands.add_parser(
+        "mirror", help="copy an APIv4's catalogue into a SQLite or PostgreSQL database"
+    )
+    mirror.add_argument("--from", dest="source", required=True, metavar="APIV4_URL")
+    mirror.add_argument(
+        "--to",
+        dest="target",
+        required=True,
+        metavar="DATABASE_URL",
+        help="sqlite:///… or postgresql://…",
+    )
+    mirror.add_argument("--concurrency", type=int, default=4, help="pages read at once")
     return parser
 
 
@@ -118,6 +131,24 @@ def _query(args: argparse.Namespace) -> int:
     return 1 if body.get("errors") else 0
 
 
+def _mirror(args: argparse.Namespace) -> int:
+    from gateway.mirror import MirrorError, mirror_to, progress_to
+
+    try:
+        with progress_to(sys.stderr) as progress:
+            summary = asyncio.run(
+                mirror_to(args.source, args.target, concurrency=args.concurrency, progress=progress)
+            )
+    except MirrorError as exc:
+        sys.stderr.write(f"gateway: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("gateway: error: interrupted; an unfinished mirror changes nothing\n")
+        return 130
+    sys.stdout.write(summary.report())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
     try:
@@ -127,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             code = _export_schema()
         elif args.command == "demo-upstream":
             code = _demo_upstream(args)
+        elif args.command == "mirror":
+            code = _mirror(args)
         else:
             code = _query(args)
     except ConfigError as exc:
