@@ -1,0 +1,434 @@
+"""The database backend: the Django Packages tables over SQLAlchemy Core (asyncio).
+
+The engine and what the database offers (`SqlFeatures`, read once by `inspect_database`) are
+process-wide; `SqlBackend` is built per request around them and holds nothing else. Each
+batch is one SQL statement, however many keys it has: lookups are `IN (...)`, relations page
+every window in SQL at once, and a list page carries its total. A failure of the database
+is a `DatabaseError` for the fields that needed it, and the next statement starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    CTE,
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Executable,
+    FromClause,
+    Row,
+    Select,
+    Table,
+    column,
+    func,
+    inspect,
+    literal,
+    select,
+    true,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import ConfigError, DatabaseError
+from gateway.loaders import search as searching
+from gateway.loaders.records import (
+    SITE_TIMEZONE,
+    Category,
+    Grid,
+    Package,
+    Page,
+    SearchHit,
+    Window,
+    split_participants,
+)
+from gateway.loaders.tables import category, grid, grid_package, package, search, version
+
+__all__ = ["SqlBackend", "SqlFeatures", "check_database", "inspect_database"]
+
+R = TypeVar("R")
+
+# What a driver or the network raises when the database is gone, slow or not what we expect.
+_FAILURES = (SQLAlchemyError, OSError, TimeoutError)
+
+_WINDOW_COLUMNS = ("slot", "parent", "after", "last")
+
+# Ids and offsets are bigint in the database: anything larger cannot exist or be reached.
+_BIGINT_MAX = 2**63 - 1
+
+_REQUIRED_TABLES = (package, category, version, grid, grid_package)
+
+
+@dataclass(frozen=True, slots=True)
+class SqlFeatures:
+    """What a database offers beyond the tables every Django Packages database has."""
+
+    dialect: str  # "sqlite" or "postgresql"
+    search_table: bool  # searchv3_searchv3 exists
+    search_vector: bool  # ... with the site's stored tsvector (PostgreSQL)
+    fts: bool  # the FTS5 index `search.build_search_index` builds exists (SQLite)
+
+
+def _one_line(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None) or exc
+    return " ".join(str(original).split()) or type(original).__name__
+
+
+async def check_database(engine: AsyncEngine) -> None:
+    """Refuse to start against a database we cannot reach or that is not Django Packages'."""
+    names = await _table_names(engine)
+    for needed in _REQUIRED_TABLES:
+        if needed.name not in names:
+            raise ConfigError(
+                f"database has no table {needed.name}: is this a Django Packages database?"
+            )
+
+
+async def inspect_database(engine: AsyncEngine) -> SqlFeatures:
+    """Read once at start-up which ways of searching the database supports."""
+
+    def columns_of_search(connection: Connection) -> set[str]:
+        return {info["name"] for info in inspect(connection).get_columns(search.name)}
+
+    names = await _table_names(engine)
+    search_columns: set[str] = set()
+    if search.name in names:
+        async with engine.connect() as connection:
+            search_columns = await connection.run_sync(columns_of_search)
+    return SqlFeatures(
+        dialect=engine.dialect.name,
+        search_table=search.name in names,
+        search_vector="search_vector" in search_columns,
+        fts=searching.FTS_TABLE in names,
+    )
+
+
+async def _table_names(engine: AsyncEngine) -> set[str]:
+    try:
+        async with engine.connect() as connection:
+            return set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+    except _FAILURES as exc:
+        raise ConfigError(f"database unreachable: {_one_line(exc)}") from exc
+
+
+def _local(value: Any) -> Any:
+    """Timestamps are read as aware UTC; the API shows them in the site's zone, as REST does."""
+    return None if value is None else value.astimezone(SITE_TIMEZONE)
+
+
+def _commits(value: Any) -> tuple[int, ...]:
+    """A JSON list; a database whose column is text hands it over still encoded."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return tuple(value)
+
+
+def _category(row: Row[Any]) -> Category:
+    return Category(
+        id=row.id,
+        title=row.title,
+        slug=row.slug,
+        description=row.description,
+        title_plural=row.title_plural,
+        show_pypi=bool(row.show_pypi),
+        created=_local(row.created),
+        modified=_local(row.modified),
+    )
+
+
+def _grid(row: Row[Any]) -> Grid:
+    return Grid(
+        id=row.id,
+        title=row.title,
+        slug=row.slug,
+        description=row.description,
+        is_locked=bool(row.is_locked),
+        header=bool(row.header),
+        created=_local(row.created),
+        modified=_local(row.modified),
+    )
+
+
+def _package(row: Row[Any]) -> Package:
+    return Package(
+        id=row.id,
+        title=row.title,
+        slug=row.slug,
+        category_id=row.category_id,
+        last_updated=_local(row.last_commit_date),
+        last_fetched=_local(row.last_fetched),
+        repo_url=row.repo_url,
+        pypi_version=row.pypi_version,
+        created=_local(row.created),
+        modified=_local(row.modified),
+        repo_forks=row.repo_forks,
+        repo_description=row.repo_description,
+        pypi_url=row.pypi_url,
+        documentation_url=row.documentation_url,
+        repo_watchers=row.repo_watchers,
+        commits_over_52=_commits(row.commits_over_52w),
+        participants=split_participants(row.participants),
+    )
+
+
+_PACKAGES = select(
+    *(c for c in package.c if c.name not in ("latest_version_id", "pypi_downloads")),
+    version.c.number.label("pypi_version"),
+).select_from(package.outerjoin(version, version.c.id == package.c.latest_version_id))
+
+
+def _storable(ids: Sequence[int]) -> list[int]:
+    return sorted({id for id in ids if -_BIGINT_MAX <= id <= _BIGINT_MAX})
+
+
+def _by_id(rows: Sequence[Row[Any]], build: Callable[[Row[Any]], R]) -> dict[int, R]:
+    return {row.id: build(row) for row in rows}
+
+
+class SqlBackend:
+    """The `Backend` over one database, for one request."""
+
+    def __init__(self, engine: AsyncEngine, features: SqlFeatures) -> None:
+        # Every batch is one statement: on PostgreSQL a transaction around it would only add
+        # two round trips (SQLite's driver opens none for a SELECT).
+        if features.dialect == "postgresql":
+            engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.engine = engine
+        self.features = features
+
+    async def _rows(self, statement: Executable) -> Sequence[Row[Any]]:
+        """Run one statement; on any failure, drop its connection so the next one is fresh."""
+        try:
+            async with self.engine.connect() as connection:
+                try:
+                    return (await connection.execute(statement)).all()
+                except _FAILURES:
+                    await connection.invalidate()
+                    raise
+        except _FAILURES as exc:
+            raise DatabaseError("The database is unavailable", detail=str(exc)) from exc
+
+    # -- by key -----------------------------------------------------------------------
+
+    async def _by_ids(
+        self, ids: Sequence[int], query: Select[Any], table: Table, build: Callable[[Row[Any]], R]
+    ) -> list[R | None]:
+        wanted = _storable(ids)
+        if not wanted:
+            return [None] * len(ids)
+        found = _by_id(await self._rows(query.where(table.c.id.in_(wanted))), build)
+        return [found.get(id) for id in ids]
+
+    async def _by_slugs(
+        self, slugs: Sequence[str], query: Select[Any], build: Callable[[Row[Any]], R]
+    ) -> list[R | None]:
+        if not slugs:
+            return []
+        rows = await self._rows(query)
+        found = {row.slug: build(row) for row in rows}
+        return [found.get(slug) for slug in slugs]
+
+    async def categories(self, ids: Sequence[int]) -> list[Category | None]:
+        return await self._by_ids(ids, select(category), category, _category)
+
+    async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
+        # Category slugs are not unique: the oldest category with the slug answers.
+        oldest = (
+            select(func.min(category.c.id))
+            .where(category.c.slug.in_(sorted(set(slugs))))
+            .group_by(category.c.slug)
+        )
+        return await self._by_slugs(
+            slugs, select(category).where(category.c.id.in_(oldest)), _category
+        )
+
+    async def grids(self, ids: Sequence[int]) -> list[Grid | None]:
+        return await self._by_ids(ids, select(grid), grid, _grid)
+
+    async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
+        query = select(grid).where(grid.c.slug.in_(sorted(set(slugs))))
+        return await self._by_slugs(slugs, query, _grid)
+
+    async def packages(self, ids: Sequence[int]) -> list[Package | None]:
+        return await self._by_ids(ids, _PACKAGES, package, _package)
+
+    async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]:
+        query = _PACKAGES.where(package.c.slug.in_(sorted(set(slugs))))
+        return await self._by_slugs(slugs, query, _package)
+
+    # -- relations, paged in SQL --------------------------------------------------------
+
+    def _windows(self, bounds: dict[int, tuple[int, int, int]]) -> CTE:
+        """The batch's windows as a table (a CTE, so SQLite reads the JSON once), from one
+        JSON parameter: one parameter whatever the batch size keeps the statement's
+        compiled form cached and clear of the drivers' limits on parameters.
+        """
+        rows = literal(
+            [
+                dict(zip(_WINDOW_COLUMNS, (slot, *bound), strict=True))
+                for slot, bound in bounds.items()
+            ],
+            JSON,
+        )
+        if self.features.dialect == "postgresql":
+            columns = (column(name, BigInteger) for name in _WINDOW_COLUMNS)
+            table = (
+                func.json_to_recordset(rows).table_valued(*columns).render_derived(with_types=True)
+            )
+            return select(table).cte("windows")
+        each = func.json_each(rows).table_valued("value")
+        fields = (
+            func.json_extract(each.c.value, f"$.{name}").label(name) for name in _WINDOW_COLUMNS
+        )
+        return select(*fields).cte("windows")
+
+    async def _pages(
+        self,
+        windows: Sequence[Window],
+        members: FromClause,
+        parent: ColumnElement[int],
+        member: ColumnElement[int],
+        order: Sequence[ColumnElement[Any]],
+        records: Select[Any],
+        build: Callable[[Row[Any]], R],
+    ) -> list[Page[R]]:
+        """Every window's rows in one statement, whatever their offsets and limits.
+
+        Each parent's `members` (the narrow rows that decide the order) are numbered and
+        counted in SQL; the records are joined only to the rows in a window, plus each
+        parent's first row, so that a window past the end still learns the total. A parent
+        with no members returns no row and has a total of 0.
+        """
+        parents = _storable([window.parent for window in windows])
+        bounds = {
+            slot: (window.parent, *_positions(window))
+            for slot, window in enumerate(windows)
+            if window.parent in parents
+        }
+        if not bounds:
+            return [Page([], 0) for _ in windows]
+        wanted = self._windows(bounds)
+        ranked = (
+            select(
+                parent.label("parent"),
+                member.label("member"),
+                func.row_number().over(partition_by=parent, order_by=order).label("position"),
+                func.count().over(partition_by=parent).label("total"),
+            )
+            .select_from(members)
+            .where(parent.in_(select(wanted.c.parent)))
+            .subquery("ranked")
+        )
+        position = ranked.c.position
+        in_window = (position > wanted.c.after) & (position <= wanted.c.last)
+        statement = (
+            records.add_columns(wanted.c.slot, position, ranked.c.total)
+            .join(ranked, ranked.c.member == records.selected_columns.id)
+            .join(wanted, (wanted.c.parent == ranked.c.parent) & (in_window | (position == 1)))
+            .order_by(wanted.c.slot, position)
+        )
+        items: list[list[R]] = [[] for _ in windows]
+        totals = [0] * len(windows)
+        for row in await self._rows(statement):
+            _, after, last = bounds[row.slot]
+            totals[row.slot] = row.total
+            if after < row.position <= last:
+                items[row.slot].append(build(row))
+        return [Page(page, total) for page, total in zip(items, totals, strict=True)]
+
+    def _title_order(self) -> ColumnElement[str]:
+        """Byte order: SQLite's BINARY collation is; PostgreSQL's database collation may not be."""
+        if self.features.dialect == "postgresql":
+            return package.c.title.collate("C")
+        return package.c.title
+
+    async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
+        return await self._pages(
+            windows,
+            grid_package.join(package, package.c.id == grid_package.c.package_id),
+            grid_package.c.grid_id,
+            package.c.id,
+            [self._title_order(), package.c.id],
+            _PACKAGES,
+            _package,
+        )
+
+    async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+        return await self._pages(
+            windows,
+            grid_package,
+            grid_package.c.package_id,
+            grid_package.c.grid_id,
+            [grid_package.c.id],
+            select(grid),
+            _grid,
+        )
+
+    async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
+        return await self._pages(
+            windows,
+            package,
+            package.c.category_id,
+            package.c.id,
+            [package.c.id.desc()],
+            _PACKAGES,
+            _package,
+        )
+
+    # -- lists ----------------------------------------------------------------------------
+
+    async def _list(
+        self,
+        query: Select[Any],
+        table: Table,
+        offset: int,
+        limit: int,
+        build: Callable[[Row[Any]], R],
+    ) -> Page[R]:
+        """A page newest id first and the table's size, in one statement.
+
+        The count is joined to the page (LEFT JOIN ... ON true), so that a page past the end
+        still brings the total.
+        """
+        total = select(func.count().label("total")).select_from(table).subquery("total")
+        page = (
+            query.order_by(table.c.id.desc())
+            .limit(min(limit, _BIGINT_MAX))
+            .offset(min(offset, _BIGINT_MAX))
+            .subquery("page")
+        )
+        statement = (
+            select(total.c.total, page)
+            .select_from(total.outerjoin(page, true()))
+            .order_by(page.c.id.desc())
+        )
+        rows = await self._rows(statement)
+        return Page([build(row) for row in rows if row.id is not None], rows[0].total)
+
+    async def list_categories(self, offset: int, limit: int) -> Page[Category]:
+        return await self._list(select(category), category, offset, limit, _category)
+
+    async def list_grids(self, offset: int, limit: int) -> Page[Grid]:
+        return await self._list(select(grid), grid, offset, limit, _grid)
+
+    async def list_packages(self, offset: int, limit: int) -> Page[Package]:
+        return await self._list(_PACKAGES, package, offset, limit, _package)
+
+    # -- search ---------------------------------------------------------------------------
+
+    async def search(self, query: str) -> list[SearchHit]:
+        statement = searching.search_statement(query, self.features)
+        if statement is None:
+            return []
+        return [searching.search_hit(row) for row in await self._rows(statement)]
+
+
+def _positions(window: Window) -> tuple[int, int]:
+    """The window as (after, last) row positions, kept inside bigint."""
+    after = min(window.offset, _BIGINT_MAX)
+    return after, min(after + window.limit, _BIGINT_MAX)
