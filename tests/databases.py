@@ -1,0 +1,194 @@
+"""Real databases loaded with the small demo dataset, shared by the database-backed tests.
+
+SQLite is a file in a temporary directory. PostgreSQL is the server on 127.0.0.1:5432
+(database `test`, user `postgres`, no password), in a fresh schema per test session that is
+dropped afterwards; its `searchv3_searchv3` gets the site's stored `search_vector` column.
+Without that server the PostgreSQL cases skip, except under CI, where they fail.
+
+Import the fixtures into a test module (`from tests.databases import ...`) to use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gateway.demo.dataset import Dataset, generate
+from gateway.loaders.database import async_url, create_engine
+from gateway.loaders.search import build_search_index
+from gateway.loaders.sql import SqlBackend, SqlFeatures, inspect_database
+from gateway.loaders.writer import write_dataset
+
+POSTGRES_PORT = 5432
+POSTGRES_URL = f"postgresql://postgres@127.0.0.1:{POSTGRES_PORT}/test"
+
+SMALL = generate(scale=0.02)
+
+# The site's generated column (config english; title A, slug B, description C, the rest D).
+SEARCH_VECTOR = """
+ALTER TABLE searchv3_searchv3 ADD COLUMN search_vector tsvector GENERATED ALWAYS AS (
+    setweight(to_tsvector('english', title), 'A')
+    || setweight(to_tsvector('english', slug), 'B')
+    || setweight(to_tsvector('english', description), 'C')
+    || setweight(to_tsvector('english', category || ' ' || participants), 'D')
+) STORED
+"""
+
+
+@dataclass(frozen=True)
+class Database:
+    """A database loaded with `SMALL`: its engine and what `inspect_database` found."""
+
+    engine: AsyncEngine
+    features: SqlFeatures
+    path: Path | None = None  # the SQLite file
+
+    def backend(self, **features: Any) -> SqlBackend:
+        """A backend for one request; keyword arguments override detected features."""
+        return SqlBackend(self.engine, dataclasses.replace(self.features, **features))
+
+
+async def load(engine: AsyncEngine, dataset: Dataset) -> None:
+    """The tables as the gateway's writer leaves them, with the site's search support.
+
+    That is the stored `search_vector` on PostgreSQL and the FTS5 index on SQLite (which
+    `write_dataset` may build itself: rebuilding it is harmless).
+    """
+    await write_dataset(engine, dataset)
+    async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.exec_driver_sql(SEARCH_VECTOR)
+        await build_search_index(connection)
+
+
+@pytest.fixture(scope="session")
+async def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
+    path = tmp_path_factory.mktemp("sqlite") / "data" / "gateway.sqlite3"
+    path.parent.mkdir()
+    engine = create_engine(f"sqlite:///{path}")
+    await load(engine, SMALL)
+    yield Database(engine, await inspect_database(engine), path)
+    await engine.dispose()
+
+
+def postgres_engine(schema: str, port: int = POSTGRES_PORT) -> AsyncEngine:
+    """An engine like the gateway's (`create_engine`), with the schema on its search path."""
+    url = async_url(POSTGRES_URL).set(port=port)
+    return create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"search_path": schema}},
+    )
+
+
+@pytest.fixture(scope="session")
+async def pg_schema() -> AsyncIterator[str]:
+    """A fresh schema in the test server, dropped afterwards; skip (or fail under CI) without it."""
+    admin = create_engine(POSTGRES_URL)
+    schema = f"gw_{uuid.uuid4().hex[:12]}"
+    try:
+        async with admin.begin() as connection:
+            await connection.execute(text(f"CREATE SCHEMA {schema}"))
+    except (OSError, SQLAlchemyError) as exc:
+        await admin.dispose()
+        reason = f"PostgreSQL at {POSTGRES_URL} is unreachable: {str(exc).splitlines()[0]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield schema
+    finally:
+        async with admin.begin() as connection:
+            await connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+async def postgres_database(pg_schema: str) -> AsyncIterator[Database]:
+    engine = postgres_engine(pg_schema)
+    await load(engine, SMALL)
+    yield Database(engine, await inspect_database(engine))
+    await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> Database:
+    """Each kind of loaded database in turn."""
+    loaded: Database = request.getfixturevalue(f"{request.param}_database")
+    return loaded
+
+
+@contextmanager
+def statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SQL statements the engine sends while the block runs."""
+    sent: list[str] = []
+
+    def record(*args: Any) -> None:
+        sent.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+class TcpProxy:
+    """A loopback TCP relay to a server, which can be cut (all connections dropped) and restored.
+
+    It stands for the network between the gateway and a database that goes away and comes back.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop every open one."""
+        if self._server is not None:
+            self._server.close()
+            for writer in self._writers:
+                writer.transport.abort()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.transport.abort()
+            return
+        self._writers |= {client_w, server_w}
+        await asyncio.gather(
+            self._pipe(client_r, server_w), self._pipe(server_r, client_w), return_exceptions=True
+        )
+        self._writers -= {client_w, server_w}
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.transport.abort()
