@@ -22,7 +22,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--upstream", help="APIv4 base URL (GATEWAY_UPSTREAM)")
+    parser.add_argument(
+        "--database",
+        help="sqlite:///… or postgresql://… (GATEWAY_DATABASE); default: the embedded catalogue",
+    )
+    parser.add_argument(
+        "--upstream", help="serve this APIv4 base URL instead of a database (GATEWAY_UPSTREAM)"
+    )
     parser.add_argument(
         "--upstream-timeout",
         type=float,
@@ -76,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("host", "port", "log_level", "upstream", "upstream_timeout")
+    names = ("host", "port", "log_level", "database", "upstream", "upstream_timeout")
     return {name: getattr(args, name, None) for name in names}
 
 
@@ -84,8 +90,10 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.loaders.factory import check_backend
 
     settings = load_settings(_flags(args), os.environ)
+    asyncio.run(check_backend(settings))
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
     )

@@ -1,5 +1,7 @@
 """Settings: defaults, overridden by `GATEWAY_*` environment variables, overridden by flags.
 
+With neither a database nor an upstream the gateway serves its embedded catalogue.
+
 Every value is validated here, once, so that a wrong setting stops the gateway at start-up
 with one clear line instead of failing a request later.
 """
@@ -14,15 +16,15 @@ from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
-
-DEFAULT_UPSTREAM = "https://djangopackages.org/api/v4/"
+from gateway.loaders.database import async_url
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
-    upstream: str = DEFAULT_UPSTREAM
+    database: str | None = None
+    upstream: str | None = None
     upstream_timeout: float = 10.0
     log_level: str = "info"
 
@@ -68,9 +70,14 @@ def load_settings(
 def validate(settings: Settings) -> None:
     if not 0 < settings.port < 65536:
         raise ConfigError(f"port must be between 1 and 65535, got {settings.port}")
-    url = urlsplit(settings.upstream)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise ConfigError(f"upstream must be an http(s) URL, got {settings.upstream!r}")
+    if settings.database is not None and settings.upstream is not None:
+        raise ConfigError("give a database or an upstream, not both")
+    if settings.upstream is not None:
+        url = urlsplit(settings.upstream)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError(f"upstream must be an http(s) URL, got {settings.upstream!r}")
+    if settings.database is not None:
+        async_url(settings.database)
     if not 0 < settings.upstream_timeout < math.inf:  # NaN fails both comparisons
         raise ConfigError(
             f"upstream timeout must be finite and positive, got {settings.upstream_timeout}"

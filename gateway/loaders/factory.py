@@ -1,4 +1,8 @@
-"""Which backend serves a process, opened at start-up and closed at shutdown."""
+"""Which backend serves a process, opened at start-up and closed at shutdown.
+
+An upstream URL selects the REST backend; otherwise a database URL, or with neither the
+embedded SQLite catalogue (created from the demo dataset on first use).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,28 @@ BackendFactory = Callable[[], Backend]
 @asynccontextmanager
 async def open_backend(settings: Settings) -> AsyncIterator[BackendFactory]:
     """Hold the process-wide resources of the backend; yield a per-request factory."""
-    upstream = Upstream(settings.upstream, timeout=settings.upstream_timeout)
+    if settings.upstream is not None:
+        upstream = Upstream(settings.upstream, timeout=settings.upstream_timeout)
+        try:
+            yield lambda: RestBackend(upstream)
+        finally:
+            await upstream.aclose()
+        return
+
+    from gateway.loaders.database import create_engine
+    from gateway.loaders.embedded import open_embedded
+    from gateway.loaders.sql import SqlBackend, check_database, inspect_database
+
+    engine = create_engine(settings.database or await open_embedded())
     try:
-        yield lambda: RestBackend(upstream)
+        await check_database(engine)
+        features = await inspect_database(engine)
+        yield lambda: SqlBackend(engine, features)
     finally:
-        await upstream.aclose()
+        await engine.dispose()
+
+
+async def check_backend(settings: Settings) -> None:
+    """Open the backend once, so that a database that cannot serve stops start-up."""
+    async with open_backend(settings):
+        pass
