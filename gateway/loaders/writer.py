@@ -15,6 +15,7 @@ from sqlalchemy import Table, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.demo.dataset import Dataset
+from gateway.loaders.search import build_search_index
 from gateway.loaders.tables import category, grid, grid_package, metadata, package, search, version
 
 __all__ = ["TableChanges", "WriteSummary", "write_dataset"]
@@ -49,7 +50,7 @@ def _tables(dataset: Dataset) -> tuple[tuple[Table, Sequence[Any]], ...]:
 
 
 async def write_dataset(engine: AsyncEngine, dataset: Dataset) -> WriteSummary:
-    """Create the tables if missing and make their rows exactly the dataset's."""
+    """Create the tables if missing, make their rows exactly the dataset's, rebuild the index."""
     tables = _tables(dataset)
     changes: dict[str, TableChanges] = {}
     rewrite: set[Table] = set()
@@ -69,7 +70,7 @@ async def write_dataset(engine: AsyncEngine, dataset: Dataset) -> WriteSummary:
                 names = table.columns.keys()
                 values = [{name: getattr(row, name) for name in names} for row in rows]
                 await connection.execute(table.insert(), values)
-        # SEARCH INDEX: await gateway.loaders.search.build_search_index(connection) goes here.
+        await build_search_index(connection)
     return WriteSummary(changes)
 
 
