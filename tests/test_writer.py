@@ -1,7 +1,7 @@
 """Writing a `Dataset` into SQLite and PostgreSQL, and the embedded catalogue built with it.
 
 `fresh_database` is a real, empty database per test: a SQLite file, or a new schema in the
-PostgreSQL on 127.0.0.1:5432 (database `test`, user `postgres`) that is dropped afterwards.
+PostgreSQL of `tests.databases` (127.0.0.1:5432, database `test`) that is dropped afterwards.
 Without that server the PostgreSQL cases skip, except under CI, where they fail.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Table, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.demo.dataset import (
     CategoryRow,
@@ -34,14 +34,11 @@ from gateway.demo.dataset import (
 )
 from gateway.errors import ConfigError
 from gateway.loaders import embedded
-from gateway.loaders.database import async_url, create_engine
+from gateway.loaders.database import create_engine
 from gateway.loaders.embedded import default_database_path, open_embedded
 from gateway.loaders.tables import category, grid, grid_package, package, search, version
 from gateway.loaders.writer import TableChanges, write_dataset
-
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-SMALL = generate(scale=0.02)
+from tests.databases import POSTGRES_URL, SMALL, postgres_engine
 
 
 @asynccontextmanager
@@ -55,21 +52,17 @@ async def fresh_database(kind: str, directory: Path) -> AsyncIterator[AsyncEngin
             await engine.dispose()
         return
     admin = create_engine(POSTGRES_URL)
+    schema = f"gw_{uuid.uuid4().hex[:12]}"
     try:
-        async with admin.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with admin.begin() as connection:
+            await connection.execute(text(f"CREATE SCHEMA {schema}"))
     except (OSError, SQLAlchemyError) as exc:
         await admin.dispose()
         reason = f"PostgreSQL at {POSTGRES_URL} is unreachable: {str(exc).splitlines()[0]}"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    schema = f"gw_{uuid.uuid4().hex[:12]}"
-    async with admin.begin() as connection:
-        await connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = create_async_engine(
-        async_url(POSTGRES_URL), connect_args={"server_settings": {"search_path": schema}}
-    )
+    engine = postgres_engine(schema)
     try:
         yield engine
     finally:
@@ -205,6 +198,25 @@ async def test_a_failed_write_leaves_the_previous_rows(database: AsyncEngine) ->
         await write_dataset(database, dangling)
 
     assert await read_dataset(database) == SMALL
+
+
+async def test_the_search_index_follows_the_rows(tmp_path: Path) -> None:
+    async def matches(word: str) -> list[int]:
+        async with engine.connect() as connection:
+            result = await connection.execute(
+                text("SELECT rowid FROM searchv3_fts WHERE searchv3_fts MATCH :word"),
+                {"word": word},
+            )
+            return [rowid for (rowid,) in result]
+
+    aardvark = next(row for row in SMALL.search_rows if row.slug == "aardvark")
+    async with fresh_database("sqlite", tmp_path) as engine:
+        await write_dataset(engine, SMALL)
+        assert await matches("aardvark") == [aardvark.id]
+
+        rows = tuple(row for row in SMALL.search_rows if row.id != aardvark.id)
+        await write_dataset(engine, replace(SMALL, search_rows=rows))
+        assert await matches("aardvark") == []
 
 
 # -- the embedded catalogue ------------------------------------------------------------
