@@ -529,6 +529,7 @@ async def test_features_are_detected(
 
 
 async def test_a_database_without_the_tables_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty.sqlite3").touch()
     engine = create_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     try:
         with pytest.raises(ConfigError) as refused:
@@ -544,10 +545,7 @@ async def test_a_database_without_the_tables_is_refused(tmp_path: Path) -> None:
 
 
 async def test_an_unreachable_database_is_refused(tmp_path: Path, pg_schema: str) -> None:
-    for engine in (
-        create_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.sqlite3'}"),
-        postgres_engine(pg_schema, port=1),
-    ):
+    for engine in (postgres_engine(pg_schema, port=1),):
         try:
             with pytest.raises(ConfigError) as refused:
                 await check_database(engine)
@@ -556,6 +554,17 @@ async def test_an_unreachable_database_is_refused(tmp_path: Path, pg_schema: str
 
         message = str(refused.value)
         assert message.startswith("database unreachable: ") and "\n" not in message
+
+
+async def test_a_missing_sqlite_file_is_refused_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "typo.sqlite3"
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with pytest.raises(ConfigError, match="database file not found"):
+            await check_database(engine)
+    finally:
+        await engine.dispose()
+    assert not path.exists()
 
 
 # -- a database that goes away --------------------------------------------------------------

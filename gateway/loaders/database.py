@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.errors import ConfigError
 
+CONNECT_TIMEOUT = 10.0  # seconds; asyncpg would wait 60 for a host that does not answer
+
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 
@@ -35,7 +37,13 @@ def create_engine(url: str | URL) -> AsyncEngine:
         engine = create_async_engine(parsed)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(parsed, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(
+        parsed,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        connect_args={"timeout": CONNECT_TIMEOUT},
+    )
 
 
 def _sqlite_pragmas(connection: object, record: object) -> None:

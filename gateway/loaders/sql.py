@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -80,7 +81,13 @@ def _one_line(exc: BaseException) -> str:
 
 
 async def check_database(engine: AsyncEngine) -> None:
-    """Refuse to start against a database we cannot reach or that is not Django Packages'."""
+    """Refuse to start against a database we cannot reach or that is not Django Packages'.
+
+    A SQLite file that does not exist is refused before SQLite would create an empty one.
+    """
+    file = engine.url.database
+    if engine.dialect.name == "sqlite" and file and file != ":memory:" and not Path(file).exists():
+        raise ConfigError(f"database file not found: {file}")
     names = await _table_names(engine)
     for needed in _REQUIRED_TABLES:
         if needed.name not in names:
