@@ -166,3 +166,29 @@ def comparable(body: Any) -> Any:
     """Errors come in the order their fields failed, which is the backend's: sort them."""
     errors = sorted(body.get("errors", []), key=lambda error: str(error.get("path")))
     return instants({**body, "errors": errors})
+
+
+SEARCH = """query($q: String!) { search(query: $q) { itemType title slug description category
+    repoWatchers repoForks participants lastCommitted absoluteUrl
+    package { databaseId } grid { databaseId } } }"""
+
+
+@pytest.mark.parametrize("term", ["django", "forms", "Джанго", "100%", "o'reilly", "quirks"])
+async def test_search_hits_are_equal_field_by_field(
+    upstream: FakeUpstream, database: str, term: str
+) -> None:
+    """Each backend ranks in its own way; a hit both return must be the same hit.
+
+    `weight`, `usage`, `pypiDownloads` and `lastReleased` only the site's search index holds,
+    and `created`/`modified` are the search row's own: a mirror cannot copy them.
+    """
+    rest = await run_query(Settings(upstream=upstream.base_url), SEARCH, {"q": term})
+    db = await run_query(Settings(database=database), SEARCH, {"q": term})
+    assert "errors" not in rest and "errors" not in db
+    rest_hits = {(hit["itemType"], hit["slug"]): hit for hit in rest["data"]["search"]}
+    db_hits = {(hit["itemType"], hit["slug"]): hit for hit in db["data"]["search"]}
+    assert len(db_hits) <= 20
+    shared = rest_hits.keys() & db_hits.keys()
+    assert shared, f"no hit in common for {term!r}"
+    for key in shared:
+        assert instants(db_hits[key]) == instants(rest_hits[key])
