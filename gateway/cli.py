@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_type_hints
 
 import orjson
 
-from gateway.config import load_settings
+from gateway.config import SERVER, Settings, env_name, flag_name, load_settings
 from gateway.errors import ConfigError
 
 
@@ -21,19 +22,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"gateway: error: {message}\n")
 
 
-def _add_backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database",
-        help="sqlite:///… or postgresql://… (GATEWAY_DATABASE); default: the embedded catalogue",
-    )
-    parser.add_argument(
-        "--upstream", help="serve this APIv4 base URL instead of a database (GATEWAY_UPSTREAM)"
-    )
-    parser.add_argument(
-        "--upstream-timeout",
-        type=float,
-        help="seconds per upstream request (GATEWAY_UPSTREAM_TIMEOUT)",
-    )
+def _add_settings(parser: argparse.ArgumentParser, *, server: bool) -> None:
+    """One flag per setting (`gateway serve` has them all, `gateway query` the non-server ones)."""
+    hints = get_type_hints(Settings)
+    for field in dataclasses.fields(Settings):
+        if field.metadata["scope"] == SERVER and not server:
+            continue
+        kind = hints[field.name]
+        default = "" if field.default in (None, "") else f"; default {field.default}"
+        help = f"{field.metadata['help']} ({env_name(field.name)}{default})"
+        if kind is bool:
+            parser.add_argument(
+                flag_name(field.name), action=argparse.BooleanOptionalAction, help=help
+            )
+        else:
+            base = float if kind is float else int if kind is int else str
+            parser.add_argument(flag_name(field.name), type=base, help=help)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,12 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser("serve", help="serve /graphql, GraphiQL and /healthz")
-    serve.add_argument("--host", help="interface to listen on (GATEWAY_HOST)")
-    serve.add_argument("--port", type=int, help="port to listen on (GATEWAY_PORT)")
-    serve.add_argument(
-        "--log-level", help="critical, error, warning, info, debug (GATEWAY_LOG_LEVEL)"
-    )
-    _add_backend_options(serve)
+    _add_settings(serve, server=True)
 
     commands.add_parser("export-schema", help="print the schema's SDL")
 
@@ -64,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("query", help="the GraphQL document")
     query.add_argument("--variables", help="variables as a JSON object")
     query.add_argument("--operation-name", help="the operation to run")
-    _add_backend_options(query)
+    _add_settings(query, server=False)
 
     mirror = commands.add_parser(
         "mirror", help="copy an APIv4's catalogue into a SQLite or PostgreSQL database"
@@ -82,8 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("host", "port", "log_level", "database", "upstream", "upstream_timeout")
-    return {name: getattr(args, name, None) for name in names}
+    return {field.name: getattr(args, field.name, None) for field in dataclasses.fields(Settings)}
 
 
 def _serve(args: argparse.Namespace) -> int:
