@@ -24,6 +24,7 @@ from strawberry.types.unset import UNSET
 
 from gateway import graphiql
 from gateway.config import Settings
+from gateway.cors import cors
 from gateway.errors import is_request_error, response_body
 from gateway.loaders.factory import BackendFactory, open_backend
 from gateway.loaders.loaders import Loaders
@@ -103,7 +104,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/graphql", GraphQLEndpoint(schema)),
+            Route("/graphql", cors(settings, GraphQLEndpoint(schema))),
             Route("/healthz", healthz),
             graphiql.graphiql_static,
         ],
