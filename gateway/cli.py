@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -92,8 +93,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(_flags(args), os.environ)
     asyncio.run(check_backend(settings))
+    # On SIGTERM or Ctrl-C uvicorn stops listening, lets requests in flight finish (cancelling
+    # any still running after the shutdown timeout, which it takes in whole seconds), closes
+    # the backend, then re-raises the signal: the process ends as killed by SIGTERM, the
+    # status supervisors expect.
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
     )
     return 0
 
