@@ -6,14 +6,26 @@ accepted; the gateway picks the async driver (aiosqlite, asyncpg) itself.
 
 from __future__ import annotations
 
+import math
+import time
+from typing import Any
+
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.errors import ConfigError
 
 CONNECT_TIMEOUT = 10.0  # seconds; asyncpg would wait 60 for a host that does not answer
+
+# Connections per process, at most POOL_SIZE + MAX_OVERFLOW (each SQLite one is a thread).
+POOL_SIZE = 10
+MAX_OVERFLOW = 10
+
+# SQLite virtual machine steps between two looks at the deadline: well under a millisecond.
+_PROGRESS_STEPS = 10_000
 
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -30,20 +42,70 @@ def async_url(url: str) -> URL:
     return parsed.set(drivername=_DRIVERS[backend])
 
 
-def create_engine(url: str | URL) -> AsyncEngine:
-    """An engine with a bounded pool that checks a connection before lending it out."""
+def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> AsyncEngine:
+    """An engine with a bounded pool that checks a connection before lending it out.
+
+    With a `statement_timeout` (seconds), the database stops any statement that runs longer,
+    and a request waits no longer than that for a free connection: a slow database fails the
+    fields that need it instead of holding requests, and the pool, without bound.
+    """
     parsed = async_url(url) if isinstance(url, str) else url
+    pool: dict[str, Any] = {}
+    if not _in_memory(parsed):
+        pool = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW}
+        if statement_timeout is not None:
+            pool["pool_timeout"] = statement_timeout
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(parsed)
+        engine = create_async_engine(parsed, **pool)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if statement_timeout is not None:
+            _interrupt_after(engine, statement_timeout)
         return engine
-    return create_async_engine(
-        parsed,
-        pool_size=10,
-        max_overflow=10,
-        pool_pre_ping=True,
-        connect_args={"timeout": CONNECT_TIMEOUT},
+    connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT}
+    if statement_timeout is not None:
+        milliseconds = max(1, math.ceil(statement_timeout * 1000))  # 0 would mean no limit
+        connect_args["server_settings"] = {"statement_timeout": str(milliseconds)}
+    return create_async_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **pool)
+
+
+def _in_memory(url: URL) -> bool:
+    """SQLite in memory is one connection, shared (SQLAlchemy's StaticPool): no pool to bound."""
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
     )
+
+
+class _Deadline:
+    """When SQLite interrupts the statement running on one connection (never, between them)."""
+
+    def __init__(self) -> None:
+        self.at = math.inf
+
+    def passed(self) -> bool:
+        return time.monotonic() > self.at
+
+
+def _interrupt_after(engine: AsyncEngine, seconds: float) -> None:
+    """SQLite has no statement timeout: its progress handler, which runs inside the statement
+    every few thousand steps, interrupts it once its deadline has passed; the statement then
+    fails with SQLITE_INTERRUPT, and its thread is free again.
+    """
+
+    def connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        deadline = record.info["deadline"] = _Deadline()
+        dbapi_connection.run_async(
+            lambda sqlite: sqlite.set_progress_handler(deadline.passed, _PROGRESS_STEPS)
+        )
+
+    def start(connection: Connection, *args: Any) -> None:
+        connection.info["deadline"].at = time.monotonic() + seconds
+
+    def stop(connection: Connection, *args: Any) -> None:
+        connection.info["deadline"].at = math.inf
+
+    event.listen(engine.sync_engine, "connect", connect)
+    event.listen(engine.sync_engine, "before_cursor_execute", start)
+    event.listen(engine.sync_engine, "after_cursor_execute", stop)
 
 
 def _sqlite_pragmas(connection: object, record: object) -> None:

@@ -10,6 +10,7 @@ is a `DatabaseError` for the fields that needed it, and the next statement start
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ConfigError, DatabaseError
@@ -56,6 +58,8 @@ R = TypeVar("R")
 
 # What a driver or the network raises when the database is gone, slow or not what we expect.
 _FAILURES = (SQLAlchemyError, OSError, TimeoutError)
+
+_QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement stopped by statement_timeout
 
 _WINDOW_COLUMNS = ("slot", "parent", "after", "last")
 
@@ -218,7 +222,7 @@ class SqlBackend:
                     await connection.invalidate()
                     raise
         except _FAILURES as exc:
-            raise DatabaseError("The database is unavailable", detail=str(exc)) from exc
+            raise DatabaseError(_message(exc), detail=str(exc)) from exc
 
     # -- by key -----------------------------------------------------------------------
 
@@ -433,6 +437,20 @@ class SqlBackend:
         if statement is None:
             return []
         return [searching.search_hit(row) for row in await self._rows(statement)]
+
+
+def _message(exc: BaseException) -> str:
+    """What the client is told: a wait for a connection or a statement that took too long
+    (PostgreSQL's query_canceled, SQLite's interrupt) is not a database that went away."""
+    if isinstance(exc, PoolTimeout):
+        return "The database is busy: no connection became free in time"
+    original = getattr(exc, "orig", None)
+    if (
+        getattr(original, "sqlstate", None) == _QUERY_CANCELED
+        or getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT
+    ):
+        return "The database took too long to answer"
+    return "The database is unavailable"
 
 
 def _positions(window: Window) -> tuple[int, int]:
