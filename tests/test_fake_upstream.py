@@ -284,30 +284,97 @@ def test_search_needs_every_word(client: httpx.Client) -> None:
 
 
 def test_requests_are_logged_in_order(client: httpx.Client, upstream: FakeUpstream) -> None:
+    started = time.monotonic()
     client.get("packages/?limit=2")
     client.get("grids/1/")
     client.post("search/")
     assert upstream.count == 3
     assert upstream.requests == ["/api/v4/packages/?limit=2", "/api/v4/grids/1/", "/api/v4/search/"]
+    times = [logged.at for logged in upstream.log]
+    assert started <= times[0] <= times[1] <= times[2] <= time.monotonic()
     upstream.reset()
-    assert upstream.count == 0
+    assert upstream.count == 0 and upstream.log == []
 
 
-@pytest.mark.parametrize("kind", ["500", "503", "malformed", "wrong-shape"])
+@pytest.mark.parametrize("kind", ["500", "503", "429", "malformed", "wrong-shape"])
 def test_faults_hit_only_their_prefix(
     client: httpx.Client, upstream: FakeUpstream, kind: FaultKind
 ) -> None:
     upstream.faults["/api/v4/grids/"] = kind
     response = client.get("grids/1/")
     assert client.get("packages/1/").status_code == 200
-    if kind in ("500", "503"):
+    if kind in ("500", "503", "429"):
         assert response.status_code == int(kind)
+        assert response.headers.get("retry-after") == ("1" if kind == "429" else None)
     elif kind == "malformed":
         assert response.status_code == 200
         with pytest.raises(ValueError):
             response.json()
     else:
         assert isinstance(response.json(), list)
+
+
+def test_a_fault_for_the_next_few_requests_only(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    upstream.retry_after = "7"
+    upstream.fail("/api/v4/grids/", "429", times=2)
+    statuses = [client.get("grids/1/").status_code for _ in range(4)]
+    assert statuses == [429, 429, 200, 200]
+    assert upstream.faults == {}
+    upstream.fail("/api/v4/grids/", "429", times=1)
+    assert client.get("grids/1/").headers["retry-after"] == "7"
+
+
+def test_random_faults_are_reproducible(client: httpx.Client, upstream: FakeUpstream) -> None:
+    paths = [f"packages/{row.id}/" for row in upstream.dataset.packages[:50]] * 4
+
+    def statuses(seed: int) -> list[int]:
+        upstream.reset()
+        upstream.random_faults = {"503": 0.2, "500": 0.1}
+        upstream.seed = seed
+        return [client.get(path).status_code for path in paths]
+
+    first = statuses(1)
+    assert first == statuses(1)
+    assert first != statuses(2)
+    assert 0.1 < first.count(503) / len(first) < 0.3
+    assert set(first) == {200, 500, 503}
+
+
+async def test_random_faults_do_not_depend_on_arrival_order(upstream: FakeUpstream) -> None:
+    """The nth request for a path meets the same fate however concurrent requests interleave."""
+    paths = [f"packages/{row.id}/" for row in upstream.dataset.packages[:30]] * 2
+    upstream.random_faults = {"503": 0.3}
+    upstream.seed = 5
+    async with httpx.AsyncClient(base_url=upstream.base_url) as client:
+        concurrent = await asyncio.gather(*(client.get(path) for path in paths))
+        upstream.reset()
+        upstream.random_faults = {"503": 0.3}
+        upstream.seed = 5
+        serial = [await client.get(path) for path in paths]
+    assert [r.status_code for r in concurrent] == [r.status_code for r in serial]
+
+
+def test_an_outage_hits_everything_until_it_ends(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    upstream.outage = "503"
+    assert {client.get(path).status_code for path in ("", "grids/1/", "search/?q=x")} == {503}
+    upstream.outage = None
+    assert client.get("grids/1/").status_code == 200
+
+
+def test_oversized_body_is_streamed_past_any_bound(upstream: FakeUpstream) -> None:
+    upstream.faults["/api/v4/packages/"] = "oversized"
+    with (
+        httpx.Client(base_url=upstream.base_url) as client,
+        client.stream("GET", "packages/1/") as response,
+    ):
+        assert response.status_code == 200
+        assert "content-length" not in response.headers
+        size = sum(len(chunk) for chunk in response.iter_raw())
+    assert size > 50 * 2**20
 
 
 def test_hang_lasts_until_the_client_gives_up(upstream: FakeUpstream) -> None:

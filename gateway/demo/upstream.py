@@ -1,8 +1,9 @@
 """A fake Django Packages APIv4, rendered from a `Dataset` as the real service renders its tables.
 
 Tests and benchmarks run the gateway against it over real HTTP. It answers with the real service's
-shapes and quirks (see UPSTREAM.md), records every request, tracks how many are in flight, and can
-be made slow, faulty or link-forging at runtime.
+shapes and quirks (see UPSTREAM.md), records every request with its time of arrival, tracks how
+many are in flight, and can be made slow, faulty (by path, for the next few requests, at random
+but reproducibly, or all at once in an outage) or link-forging at runtime.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import html
+import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +29,7 @@ import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,6 +39,7 @@ __all__ = [
     "API_PATH",
     "FakeUpstream",
     "FaultKind",
+    "Logged",
     "create_upstream_app",
     "serve_in_thread",
     "serve_upstream",
@@ -45,9 +49,10 @@ API_PATH = "/api/v4/"
 DEFAULT_LIMIT = 20
 SEARCH_LIMIT = 20
 HANG_SECONDS = 300.0
+OVERSIZED_BYTES = 60 * 2**20  # more than the real service ever sends: its whole list is 5 MB
 NEW_YORK = ZoneInfo("America/New_York")
 
-FaultKind = Literal["500", "503", "hang", "malformed", "wrong-shape"]
+FaultKind = Literal["500", "503", "429", "hang", "malformed", "wrong-shape", "oversized"]
 JSONDict = dict[str, Any]
 
 _RESOURCES = {"categories": "Category", "grids": "Grid", "packages": "Package"}
@@ -62,7 +67,16 @@ _FAULT_BODIES: dict[str, tuple[int, bytes, str]] = {
     "500": (500, b"<h1>Server Error (500)</h1>", "text/html; charset=utf-8"),
     "503": (503, b"<h1>503 Service Unavailable</h1>", "text/html; charset=utf-8"),
     "malformed": (200, b'{"count": 3, "next": null, "results": [{"id": 1, "ti', "application/json"),
+    "429": (429, b'{"detail": "Request was throttled."}', "application/json"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """A request as it arrived: its path and query, and `time.monotonic()` then."""
+
+    target: str
+    at: float
 
 
 def _when(value: datetime | None) -> str | None:
@@ -296,6 +310,10 @@ class FakeUpstream:
     """The fake APIv4 as an ASGI app, with its instrumentation and fault controls as attributes.
 
     `faults` maps a path prefix (`/api/v4/grids/`) to a fault kind; the longest prefix wins.
+    `fail` sets one for the next few requests only. `random_faults` maps kinds to the share of
+    requests they hit, drawn from `seed`, the path and how many times it was asked, so that a
+    run's faults do not depend on the order concurrent requests arrive in. `outage` answers
+    every request with one fault. A 429 carries `Retry-After: <retry_after>`.
     `foreign_origin` (`https://evil.example`) replaces the request's origin in every link.
     """
 
@@ -305,8 +323,14 @@ class FakeUpstream:
         self._initial_latency = latency
         self.latency = latency
         self.faults: dict[str, FaultKind] = {}
+        self.random_faults: dict[FaultKind, float] = {}
+        self.seed = 0
+        self.outage: FaultKind | None = None
+        self.retry_after = "1"
         self.foreign_origin: str | None = None
-        self.requests: list[str] = []
+        self.log: list[Logged] = []
+        self._fault_times: dict[str, int] = {}
+        self._asked: Counter[str] = Counter()
         self.in_flight = 0
         self.peak_in_flight = 0
         self.base_url = f"http://testserver{API_PATH}"
@@ -325,27 +349,44 @@ class FakeUpstream:
         self._catalogue, self._dataset = _Catalogue(dataset), dataset
 
     @property
+    def requests(self) -> list[str]:
+        """Each request's path and query, in order of arrival, since the last reset."""
+        return [logged.target for logged in self.log]
+
+    @property
     def count(self) -> int:
         """How many requests arrived since the last reset."""
-        return len(self.requests)
+        return len(self.log)
+
+    def fail(self, prefix: str, kind: FaultKind, times: int) -> None:
+        """Answer the next `times` requests under `prefix` with `kind`, then answer again."""
+        self._fault_times[prefix] = times
+        self.faults[prefix] = kind
 
     def reset(self) -> None:
         """Forget requests and peak, clear faults and forged links, restore the initial latency."""
-        self.requests = []
+        self.log = []
         self.peak_in_flight = self.in_flight
         self.faults = {}
+        self.random_faults = {}
+        self.seed = 0
+        self.outage = None
+        self.retry_after = "1"
+        self._fault_times = {}
+        self._asked = Counter()
         self.foreign_origin = None
         self.latency = self._initial_latency
 
     async def _endpoint(self, request: Request) -> Response:
         path, query = request.url.path, request.url.query
-        self.requests.append(f"{path}?{query}" if query else path)
+        target = f"{path}?{query}" if query else path
+        self.log.append(Logged(target, time.monotonic()))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
-            fault = self._fault(path)
+            fault = self._fault(path, target)
             if fault is None:
                 return self._answer(request)
             if fault == "hang":
@@ -356,14 +397,36 @@ class FakeUpstream:
                 search = path.startswith(f"{API_PATH}search/")
                 body = b'{"results": []}' if search else b'[{"id": 1}]'
                 return Response(body, media_type="application/json")
+            if fault == "oversized":
+                return StreamingResponse(_oversized(), media_type="application/json")
             status, body, media_type = _FAULT_BODIES[fault]
-            return Response(body, status_code=status, media_type=media_type)
+            headers = {"Retry-After": self.retry_after} if fault == "429" else None
+            return Response(body, status_code=status, headers=headers, media_type=media_type)
         finally:
             self.in_flight -= 1
 
-    def _fault(self, path: str) -> FaultKind | None:
+    def _fault(self, path: str, target: str) -> FaultKind | None:
+        if self.outage is not None:
+            return self.outage
         matches = [(p, kind) for p, kind in tuple(self.faults.items()) if path.startswith(p)]
-        return max(matches, key=lambda match: len(match[0]))[1] if matches else None
+        if matches:
+            prefix, kind = max(matches, key=lambda match: len(match[0]))
+            times = self._fault_times.get(prefix)
+            if times is not None:
+                self._fault_times[prefix] = times - 1
+                if times <= 1:
+                    self.faults.pop(prefix, None)
+                    self._fault_times.pop(prefix, None)
+            return kind
+        if not self.random_faults:
+            return None
+        self._asked[target] += 1
+        draw = random.Random(f"{self.seed}:{target}:{self._asked[target]}").random()
+        for kind, share in tuple(self.random_faults.items()):
+            if draw < share:
+                return kind
+            draw -= share
+        return None
 
     def _answer(self, request: Request) -> Response:
         path = request.url.path
@@ -442,6 +505,15 @@ def _metadata(name: str, key: str | None) -> JSONDict:
         "renders": ["application/json", "text/html"],
         "parses": ["application/json", "application/x-www-form-urlencoded", "multipart/form-data"],
     }
+
+
+async def _oversized() -> AsyncIterator[bytes]:
+    """A JSON list padded with spaces past any sane size, sent without a Content-Length."""
+    yield b"["
+    chunk = b" " * 2**20
+    for _ in range(OVERSIZED_BYTES // len(chunk)):
+        yield chunk
+    yield b"]"
 
 
 async def _disconnected(request: Request) -> None:
