@@ -26,7 +26,7 @@ from gateway import graphiql
 from gateway.config import Settings
 from gateway.cors import cors
 from gateway.errors import is_request_error, response_body
-from gateway.loaders.factory import BackendFactory, open_backend
+from gateway.loaders.factory import BackendFactory, mark_stale, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
 from gateway.schema import schema
@@ -40,12 +40,15 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         backend: BackendFactory = request.app.state.backend
-        return Context(loaders=Loaders(backend()))
+        context = Context(loaders=Loaders(backend()))
+        request.state.backend = context.loaders.backend
+        return context
 
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         request.state.request_error = is_request_error(result)
+        mark_stale(result, request.state.backend)
         return response_body(result)
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:

@@ -8,7 +8,7 @@ from strawberry.http import GraphQLHTTPResponse
 
 from gateway.config import Settings
 from gateway.errors import response_body
-from gateway.loaders.factory import open_backend
+from gateway.loaders.factory import mark_stale, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.schema import schema
 from gateway.schema.context import Context
@@ -21,10 +21,12 @@ async def run_query(
     operation_name: str | None = None,
 ) -> GraphQLHTTPResponse:
     async with open_backend(settings) as backend:
+        context = Context(loaders=Loaders(backend()))
         result = await schema.execute(
             query,
             variable_values=variables,
             operation_name=operation_name,
-            context_value=Context(loaders=Loaders(backend())),
+            context_value=context,
         )
+        mark_stale(result, context.loaders.backend)
     return response_body(result)

@@ -6,11 +6,15 @@ embedded SQLite catalogue (created from the demo dataset on first use).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from strawberry.types import ExecutionResult
+
 from gateway.config import Settings
 from gateway.loaders.backend import Backend
+from gateway.loaders.cache import ResourceCache
 from gateway.loaders.rest import RestBackend, Upstream
 
 BackendFactory = Callable[[], Backend]
@@ -20,10 +24,23 @@ BackendFactory = Callable[[], Backend]
 async def open_backend(settings: Settings) -> AsyncIterator[BackendFactory]:
     """Hold the process-wide resources of the backend; yield a per-request factory."""
     if settings.upstream is not None:
-        upstream = Upstream(settings.upstream, timeout=settings.upstream_timeout)
+        upstream = Upstream(
+            settings.upstream,
+            timeout=settings.upstream_timeout,
+            max_in_flight=settings.upstream_max_in_flight,
+            retries=settings.upstream_retries,
+        )
+        cache = ResourceCache(ttl=settings.cache_ttl, stale=settings.cache_stale)
+        loop = asyncio.get_running_loop()
+
+        def rest_backend() -> Backend:
+            # A request's upstream calls, retries included, end within its own time.
+            return RestBackend(upstream, cache, deadline=loop.time() + settings.request_timeout)
+
         try:
-            yield lambda: RestBackend(upstream)
+            yield rest_backend
         finally:
+            await cache.aclose()
             await upstream.aclose()
         return
 
@@ -44,3 +61,9 @@ async def check_backend(settings: Settings) -> None:
     """Open the backend once, so that a database that cannot serve stops start-up."""
     async with open_backend(settings):
         pass
+
+
+def mark_stale(result: ExecutionResult, backend: Backend) -> None:
+    """Say in the response's `extensions` when some of its data is a stale copy."""
+    if isinstance(backend, RestBackend) and backend.stale:
+        result.extensions = {**(result.extensions or {}), "stale": True}

@@ -1,24 +1,32 @@
 """The REST backend: the Django Packages APIv4 over HTTP.
 
-`Upstream` is the process-wide client (one keep-alive pool). `RestBackend` is built per
-request around it and remembers every resource the request has seen, by id and by slug,
-so that a list page, a slug lookup or a relation never costs a second request for the
-same resource. Relation URLs are only parsed for their id; they are never followed, so
-the gateway calls no host but its configured upstream.
+`Upstream` is the process-wide client (one keep-alive pool), and it protects the upstream:
+a cap on requests in flight, retries of transient failures within the caller's time, a
+circuit breaker, a bound on body size. `ResourceCache` (cache.py) is the process-wide cache
+of what it read. `RestBackend` is built per request around both and remembers every
+resource the request has seen, by id and by slug, so that a list page, a slug lookup or a
+relation never costs a second request for the same resource. Relation URLs are only parsed
+for their id; they are never followed, so the gateway calls no host but its configured
+upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
-from typing import Any, Literal, TypeVar
-from urllib.parse import quote, urlsplit
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import msgspec
 
 from gateway.errors import UpstreamError
+from gateway.loaders.cache import ResourceCache
 from gateway.loaders.records import (
     Category,
     Grid,
@@ -30,11 +38,42 @@ from gateway.loaders.records import (
     split_participants,
 )
 
+logger = logging.getLogger("gateway")
+
 # The upstream has no maximum page size: one request with this limit reads a whole list.
 WHOLE_LIST = 100_000
 
+# Retried: what says "try again" (429, 502, 503, 504; a 500 is a bug that would fail again)
+# and connections that failed before an answer. Not a read timeout: that attempt already
+# cost the upstream its full time. Backoff: full jitter, uniform in [0, BASE * 2**n] capped.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 2.0
+
+# Five failed attempts in a row open the circuit; a probe goes through every two seconds,
+# a single GET, so that recovery is noticed quickly at no cost to a struggling upstream.
+BREAKER_THRESHOLD = 5
+BREAKER_COOL_DOWN = 2.0
+
+# The whole real package list is about 5 MB; ten times that is not an answer we can use.
+MAX_BODY_BYTES = 50 * 2**20
+
 T = TypeVar("T")
 K = TypeVar("K")
+
+
+class _Listed(Protocol):
+    """What every listed resource has: its id, and a slug (not unique for categories)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def slug(self) -> str: ...
+
+
+L = TypeVar("L", bound=_Listed)
 
 
 class CategoryJSON(msgspec.Struct):
@@ -200,49 +239,236 @@ def decode(body: bytes | msgspec.Raw, kind: type[T], path: str) -> T:
         ) from exc
 
 
-class Upstream:
-    """The process-wide HTTP client for one APIv4 base URL."""
+def retry_after(value: str | None) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date), if readable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, as HTTP dates always are
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0, max_connections: int = 64):
+
+class TransientError(UpstreamError):
+    """A failure worth another attempt: a connection that failed, 429, 502, 503 or 504."""
+
+    def __init__(self, message: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after
+
+
+class Breaker:
+    """A circuit breaker: after `threshold` failed attempts in a row, calls fail at once.
+
+    Open, it refuses every attempt for `cool_down` seconds, then lets a single probe through
+    (half-open): a probe that gets an answer closes it, a failed probe opens it again. A
+    failure is a connection that failed, a timeout, a 5xx or a 429; any other answer, even a
+    404 or an unreadable body, shows the upstream alive.
+    """
+
+    def __init__(
+        self,
+        threshold: int = BREAKER_THRESHOLD,
+        cool_down: float = BREAKER_COOL_DOWN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.cool_down = cool_down
+        self._clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self._probing = False
+
+    def admit(self) -> bool:
+        """Let an attempt through, or raise; True when it is the half-open probe."""
+        if self.opened_at is None:
+            return False
+        if self._probing or self._clock() - self.opened_at < self.cool_down:
+            raise UpstreamError("The upstream API is unavailable", "circuit breaker open")
+        self._probing = True
+        return True
+
+    def record(self, ok: bool) -> None:
+        if ok:
+            if self.opened_at is not None:
+                logger.warning("the upstream API answers again: circuit breaker closed")
+            self.failures, self.opened_at, self._probing = 0, None, False
+            return
+        self.failures += 1
+        if self._probing or self.failures >= self.threshold:
+            if self.opened_at is None:
+                logger.warning("the upstream API is failing: circuit breaker open")
+            self.opened_at, self._probing = self._clock(), False
+
+    def abandon(self, probe: bool) -> None:
+        """An attempt ended without a verdict (cancelled): let the next one probe."""
+        if probe:
+            self._probing = False
+
+
+class Upstream:
+    """The process-wide HTTP client for one APIv4 base URL.
+
+    Every GET waits for one of `max_in_flight` slots, passes the circuit breaker, and is
+    retried on transient failures (`retries` more attempts at most, after a jittered
+    exponential backoff or the upstream's `Retry-After`) as long as the caller's deadline
+    allows. A body over `max_body` bytes is refused without being read to its end.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        max_in_flight: int = 32,
+        retries: int = 2,
+        max_body: int = MAX_BODY_BYTES,
+        breaker: Breaker | None = None,
+    ):
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.timeout = timeout
+        self.retries = retries
+        self.max_body = max_body
+        self.breaker = breaker or Breaker()
+        self._slots = asyncio.Semaphore(max_in_flight)
         self.client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_in_flight, max_keepalive_connections=max_in_flight
             ),
             headers={"Accept": "application/json", "User-Agent": "djangopackages-gateway"},
             follow_redirects=False,
         )
 
-    async def get(self, path: str, params: dict[str, str | int] | None = None) -> bytes | None:
-        """The body of a 200 answer, None for a 404; anything else is an `UpstreamError`."""
+    async def get(
+        self,
+        path: str,
+        params: Mapping[str, str | int] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> bytes | None:
+        """The body of a 200 answer, None for a 404; anything else is an `UpstreamError`.
+
+        `deadline` (event loop time) bounds the whole call, waits and retries included.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(path, params, deadline)
+            except TransientError as exc:
+                delay = exc.retry_after
+                if delay is None:
+                    delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+                if attempt >= self.retries or not _in_time(delay, deadline):
+                    raise
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, path: str, params: Mapping[str, str | int] | None, deadline: float | None
+    ) -> bytes | None:
         try:
-            response = await self.client.get(path, params=params)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError("The upstream API timed out", f"GET {path}: {exc!r}") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                "The upstream API could not be reached", f"GET {path}: {exc!r}"
-            ) from exc
-        if response.status_code == 404:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise UpstreamError("The upstream API timed out", f"GET {path}: no slot") from None
+        try:
+            left = self.timeout if deadline is None else deadline - _now()
+            if left <= 0:
+                raise UpstreamError("The upstream API timed out", f"GET {path}: no time left")
+            probe = self.breaker.admit()
+            try:
+                async with asyncio.timeout(min(self.timeout, left)):
+                    status, headers, body = await self._exchange(path, params)
+            except (httpx.HTTPError, TimeoutError) as exc:
+                self.breaker.record(ok=False)
+                raise _failure(path, exc) from exc
+            except UpstreamError:
+                self.breaker.record(ok=True)  # it answered, with a body too large to read
+                raise
+            except BaseException:
+                self.breaker.abandon(probe)
+                raise
+        finally:
+            self._slots.release()
+        self.breaker.record(ok=status < 500 and status != 429)
+        if status == 200:
+            return body
+        if status == 404:
             return None
-        if response.status_code != 200:
-            raise UpstreamError(
-                f"The upstream API answered HTTP {response.status_code}",
-                f"GET {response.url}: HTTP {response.status_code}",
-            )
-        return response.content
+        message = f"The upstream API answered HTTP {status}"
+        if status in RETRY_STATUSES:
+            wait = retry_after(headers.get("retry-after"))
+            raise TransientError(message, f"GET {path}: HTTP {status}", wait)
+        raise UpstreamError(message, f"GET {path}: HTTP {status}")
+
+    async def _exchange(
+        self, path: str, params: Mapping[str, str | int] | None
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """Send the GET and read the body, giving up as soon as it is too large."""
+        async with self.client.stream("GET", path, params=params) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body:
+                raise self._too_large(path)
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > self.max_body:
+                    raise self._too_large(path)
+            return response.status_code, response.headers, bytes(body)
+
+    def _too_large(self, path: str) -> UpstreamError:
+        return UpstreamError(
+            "The upstream API returned a body too large to read",
+            f"GET {path}: over {self.max_body} bytes",
+        )
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
-class RestBackend:
-    """The `Backend` over one `Upstream`, remembering what this request has fetched."""
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
-    def __init__(self, upstream: Upstream) -> None:
+
+def _in_time(delay: float, deadline: float | None) -> bool:
+    return deadline is None or _now() + delay < deadline
+
+
+def _failure(path: str, exc: Exception) -> UpstreamError:
+    """The error for an attempt that got no answer; transient when another may get one."""
+    detail = f"GET {path}: {exc!r}"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return TransientError("The upstream API timed out", detail)
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return UpstreamError("The upstream API timed out", detail)
+    if isinstance(exc, RETRY_ERRORS):
+        return TransientError("The upstream API could not be reached", detail)
+    return UpstreamError("The upstream API could not be reached", detail)
+
+
+class RestBackend:
+    """The `Backend` over one `Upstream`, remembering what this request has fetched.
+
+    Resources come from the process-wide `cache` when it has them fresh; what this request
+    read once it reads again from its own memo, so that it sees one consistent snapshot.
+    `stale` tells whether any of it was a stale copy served while the upstream failed.
+    """
+
+    def __init__(
+        self, upstream: Upstream, cache: ResourceCache, *, deadline: float | None = None
+    ) -> None:
         self.upstream = upstream
+        self.cache = cache
+        self.deadline = deadline
+        self.stale = False
         self._categories: dict[int, Category | None] = {}
         self._grids: dict[int, Grid | None] = {}
         self._packages: dict[int, Package | None] = {}
@@ -263,24 +489,56 @@ class RestBackend:
         result: T = await asyncio.shield(future)
         return result
 
-    async def _detail(self, path: str, kind: type[T]) -> T | None:
-        body = await self.upstream.get(path)
-        return None if body is None else decode(body, kind, path)
+    async def _get(self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]]) -> T:
+        """The resource at `key`: this request's copy, else the cache's, else `fetch`'s."""
 
-    async def _list(self, path: str, kind: type[T], offset: int, limit: int) -> tuple[list[T], int]:
-        body = await self.upstream.get(path, {"limit": limit, "offset": offset})
-        if body is None:
-            raise UpstreamError("The upstream API has no such list", f"GET {path}: 404")
-        page = decode(body, ListJSON, path)
-        return [decode(raw, kind, path) for raw in page.results], page.count
+        async def shared() -> T:
+            value, stale = await self.cache.get(key, fetch)
+            self.stale = self.stale or stale
+            return value
 
-    async def _whole_list(self, path: str, kind: type[T]) -> list[T]:
-        items, count = await self._list(path, kind, 0, WHOLE_LIST)
+        return await self._once(key, shared)
+
+    async def _detail(self, resource: str, key: str, kind: type[T]) -> T | None:
+        path = f"{resource}{quote(key, safe='')}/"
+
+        async def fetch() -> tuple[T | None, int]:
+            body = await self.upstream.get(path, deadline=self.deadline)
+            return (None, 0) if body is None else (decode(body, kind, path), len(body))
+
+        return await self._get(path, fetch)
+
+    async def _list(
+        self, resource: str, kind: type[L], offset: int, limit: int
+    ) -> tuple[list[L], int]:
+        params = {"limit": limit, "offset": offset}
+
+        async def fetch() -> tuple[tuple[list[L], int], int]:
+            body = await self.upstream.get(resource, params, deadline=self.deadline)
+            if body is None:
+                raise UpstreamError("The upstream API has no such list", f"GET {resource}: 404")
+            page = decode(body, ListJSON, resource)
+            items = [decode(raw, kind, resource) for raw in page.results]
+            for raw, item in zip(page.results, items, strict=True):
+                self._prime(resource, item, len(raw))
+            return (items, page.count), len(body)
+
+        return await self._get(f"{resource}?{urlencode(params)}", fetch)
+
+    def _prime(self, resource: str, item: L, size: int) -> None:
+        """Cache a listed object as its detail GET would answer it, by id and by slug."""
+        self.cache.put(f"{resource}{item.id}/", item, size)
+        # Categories have no slug lookup, and an all-digit slug is an id to the upstream.
+        if resource != "categories/" and not item.slug.isdigit():
+            self.cache.put(f"{resource}{quote(item.slug, safe='')}/", item, size)
+
+    async def _whole_list(self, resource: str, kind: type[L]) -> list[L]:
+        items, count = await self._list(resource, kind, 0, WHOLE_LIST)
         while len(items) < count:
-            more, _ = await self._list(path, kind, len(items), WHOLE_LIST)
+            more, _ = await self._list(resource, kind, len(items), WHOLE_LIST)
             if not more:
                 break
-            items.extend(more)
+            items = items + more
         return items
 
     # -- remembering ------------------------------------------------------------------
@@ -335,8 +593,7 @@ class RestBackend:
 
     async def categories(self, ids: Sequence[int]) -> list[Category | None]:
         async def fetch_one(id: int) -> Category | None:
-            path = f"categories/{id}/"
-            raw = await self._once(path, lambda: self._detail(path, CategoryJSON))
+            raw = await self._detail("categories/", str(id), CategoryJSON)
             return None if raw is None else self._remember_category(raw)
 
         return await self._by_keys(ids, self._categories, fetch_one)
@@ -351,16 +608,14 @@ class RestBackend:
 
     async def grids(self, ids: Sequence[int]) -> list[Grid | None]:
         async def fetch_one(id: int) -> Grid | None:
-            path = f"grids/{id}/"
-            raw = await self._once(path, lambda: self._detail(path, GridJSON))
+            raw = await self._detail("grids/", str(id), GridJSON)
             return None if raw is None else self._remember_grid(raw)
 
         return await self._by_keys(ids, self._grids, fetch_one)
 
     async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
         async def fetch_one(slug: str) -> int | None:
-            path = f"grids/{quote(slug, safe='')}/"
-            raw = await self._once(path, lambda: self._detail(path, GridJSON))
+            raw = await self._detail("grids/", slug, GridJSON)
             # An all-digit slug is an id to the upstream: accept only a real slug match.
             return self._remember_grid(raw).id if raw is not None and raw.slug == slug else None
 
@@ -369,16 +624,14 @@ class RestBackend:
 
     async def packages(self, ids: Sequence[int]) -> list[Package | None]:
         async def fetch_one(id: int) -> Package | None:
-            path = f"packages/{id}/"
-            raw = await self._once(path, lambda: self._detail(path, PackageJSON))
+            raw = await self._detail("packages/", str(id), PackageJSON)
             return None if raw is None else self._remember_package(raw)
 
         return await self._by_keys(ids, self._packages, fetch_one)
 
     async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]:
         async def fetch_one(slug: str) -> int | None:
-            path = f"packages/{quote(slug, safe='')}/"
-            raw = await self._once(path, lambda: self._detail(path, PackageJSON))
+            raw = await self._detail("packages/", slug, PackageJSON)
             if raw is None or raw.slug != slug:
                 return None
             return self._remember_package(raw).id
@@ -437,15 +690,22 @@ class RestBackend:
         raw, total = await self._page("packages/", PackageJSON, offset, limit)
         return Page([self._remember_package(item) for item in raw], total)
 
-    async def _page(self, path: str, kind: type[T], offset: int, limit: int) -> tuple[list[T], int]:
+    async def _page(
+        self, resource: str, kind: type[L], offset: int, limit: int
+    ) -> tuple[list[L], int]:
         # The upstream reads limit=0 as "the default": ask for one and keep none.
-        items, total = await self._list(path, kind, offset, max(limit, 1))
+        items, total = await self._list(resource, kind, offset, max(limit, 1))
         return items[:limit], total
 
     async def search(self, query: str) -> list[SearchHit]:
         if not query.strip():
             return []
-        body = await self.upstream.get("search/", {"q": query})
-        if body is None:
-            raise UpstreamError("The upstream API has no search", "GET search/: 404")
-        return [_search_hit(raw) for raw in decode(body, list[SearchJSON], "search/")]
+        params = {"q": query}
+
+        async def fetch() -> tuple[list[SearchJSON], int]:
+            body = await self.upstream.get("search/", params, deadline=self.deadline)
+            if body is None:
+                raise UpstreamError("The upstream API has no search", "GET search/: 404")
+            return decode(body, list[SearchJSON], "search/"), len(body)
+
+        return [_search_hit(raw) for raw in await self._get(f"search/?{urlencode(params)}", fetch)]

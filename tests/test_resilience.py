@@ -1,0 +1,475 @@
+"""Protecting the upstream and surviving it failing, against the fake APIv4 over real HTTP.
+
+Each test serves a gateway of its own (uvicorn on loopback), since the process-wide cache and
+circuit breaker remember everything a gateway did; the fake's faults, latency and request log
+drive and observe it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.demo.dataset import Dataset, GridRow, generate
+from gateway.demo.upstream import FakeUpstream, serve_in_thread, serve_upstream
+from gateway.errors import UpstreamError
+from gateway.loaders.cache import ENTRY_OVERHEAD, ResourceCache
+from gateway.loaders.rest import BREAKER_COOL_DOWN, BREAKER_THRESHOLD, Breaker, retry_after
+from gateway.loaders.rest import Upstream as UpstreamClient
+from tests.expected import grid_ids_of_package, package_ids_of_grid
+
+Ask = Callable[..., Awaitable[dict[str, Any]]]
+
+FAN_OUT = """query($slug: String!) { grid(slug: $slug) { packages(first: 100) { nodes {
+    category { slug } grids(first: 10) { nodes { slug } } } } } }"""
+PACKAGE = "query($id: Int!) { package(id: $id) { slug category { slug } } }"
+
+
+@asynccontextmanager
+async def gateway(upstream: FakeUpstream, **settings: Any) -> AsyncIterator[Ask]:
+    """A gateway of the test's own in front of `upstream`; yields `ask(document, **variables)`."""
+    app = create_app(Settings(upstream=upstream.base_url, **settings))
+    with serve_in_thread(app) as origin:
+        async with httpx.AsyncClient(base_url=origin, timeout=30) as client:
+
+            async def ask(document: str, **variables: Any) -> dict[str, Any]:
+                response = await client.post(
+                    "/graphql", json={"query": document, "variables": variables}
+                )
+                assert response.status_code == 200, response.text
+                body: dict[str, Any] = response.json()
+                return body
+
+            yield ask
+
+
+def codes(body: dict[str, Any]) -> list[str]:
+    return [error["extensions"]["code"] for error in body.get("errors", [])]
+
+
+def global_id(type_name: str, id: int) -> str:
+    return base64.b64encode(f"{type_name}:{id}".encode()).decode()
+
+
+def biggest_grid(dataset: Dataset) -> GridRow:
+    return max(dataset.grids, key=lambda row: len(package_ids_of_grid(dataset, row.id)))
+
+
+def fan_out_cost(dataset: Dataset, grid: GridRow) -> int:
+    """The grid by slug, each of its first 100 packages, their categories and other grids."""
+    package_ids = package_ids_of_grid(dataset, grid.id)[:100]
+    packages = {row.id: row for row in dataset.packages}
+    categories = {packages[id].category_id for id in package_ids}
+    grids = {gid for id in package_ids for gid in grid_ids_of_package(dataset, id)[:10]}
+    return 1 + len(package_ids) + len(categories) + len(grids - {grid.id})
+
+
+def expected_package(dataset: Dataset, id: int) -> dict[str, Any]:
+    row = next(row for row in dataset.packages if row.id == id)
+    category = next(c for c in dataset.categories if c.id == row.category_id)
+    return {"slug": row.slug, "category": {"slug": category.slug}}
+
+
+# -- the cache ------------------------------------------------------------------------
+
+
+async def test_a_second_identical_query_within_the_ttl_costs_nothing(
+    upstream: FakeUpstream,
+) -> None:
+    grid = biggest_grid(upstream.dataset)
+    async with gateway(upstream) as ask:
+        first = await ask(FAN_OUT, slug=grid.slug)
+        assert "errors" not in first and len(first["data"]["grid"]["packages"]["nodes"]) >= 20
+        assert upstream.count == fan_out_cost(upstream.dataset, grid)
+        upstream.reset()
+        assert await ask(FAN_OUT, slug=grid.slug) == first
+        assert upstream.count == 0
+
+
+async def test_after_the_ttl_it_refetches(upstream: FakeUpstream) -> None:
+    row = upstream.dataset.packages[0]
+    async with gateway(upstream, cache_ttl=0.3) as ask:
+        first = await ask(PACKAGE, id=row.id)
+        assert first == {"data": {"package": expected_package(upstream.dataset, row.id)}}
+        assert await ask(PACKAGE, id=row.id) == first
+        assert upstream.count == 2  # the package and its category, once
+        await asyncio.sleep(0.4)
+        assert await ask(PACKAGE, id=row.id) == first
+        assert upstream.count == 4
+
+
+async def test_a_list_page_primes_details_by_id_and_slug(upstream: FakeUpstream) -> None:
+    async with gateway(upstream) as ask:
+        page = await ask(
+            "{ packages(first: 20) { nodes { databaseId slug } } grids { nodes { slug } } }"
+        )
+        assert upstream.requests == [
+            "/api/v4/packages/?limit=20&offset=0",
+            "/api/v4/grids/?limit=20&offset=0",
+        ]
+        packages = page["data"]["packages"]["nodes"]
+        grids = page["data"]["grids"]["nodes"]
+        upstream.reset()
+        body = await ask(
+            "query($ids: [ID!]!, $p: String!, $g: String!) {"
+            " nodes(ids: $ids) { ... on Package { slug } }"
+            " p: package(slug: $p) { databaseId } g: grid(slug: $g) { slug } }",
+            ids=[global_id("Package", node["databaseId"]) for node in packages],
+            p=packages[-1]["slug"],
+            g=grids[-1]["slug"],
+        )
+        assert body["data"]["nodes"] == [{"slug": node["slug"]} for node in packages]
+        assert body["data"]["p"] == {"databaseId": packages[-1]["databaseId"]}
+        assert body["data"]["g"] == grids[-1]
+        assert upstream.count == 0
+
+
+async def test_concurrent_identical_cold_queries_share_one_request_per_resource(
+    upstream: FakeUpstream,
+) -> None:
+    grid = biggest_grid(upstream.dataset)
+    upstream.latency = 0.05  # so that the twenty really are in flight together
+    async with gateway(upstream) as ask:
+        bodies = await asyncio.gather(*(ask(FAN_OUT, slug=grid.slug) for _ in range(20)))
+    assert "errors" not in bodies[0] and all(body == bodies[0] for body in bodies)
+    assert max(Counter(upstream.requests).values()) == 1
+    assert upstream.count == fan_out_cost(upstream.dataset, grid)
+
+
+def test_the_cache_evicts_the_least_recently_used_past_its_bound() -> None:
+    cache = ResourceCache(ttl=10, stale=10, max_bytes=3 * (100 + ENTRY_OVERHEAD))
+    for key in "abc":
+        cache.put(key, key, 100)
+    assert cache._lookup("a", 10) is not None  # used: "b" is now the least recently used
+    cache.put("d", "d", 100)
+    assert [key for key in "abcd" if cache._lookup(key, 10)] == ["a", "c", "d"]
+    assert cache.size == 3 * (100 + ENTRY_OVERHEAD)
+    cache.put("huge", "huge", 10_000)  # larger than the whole bound: not kept, evicts nothing
+    assert len(cache) == 3 and cache._lookup("huge", 10) is None
+
+
+async def test_the_cache_serves_a_stale_copy_only_within_its_window() -> None:
+    now = [0.0]
+    cache = ResourceCache(ttl=10, stale=20, clock=lambda: now[0])
+
+    async def fails() -> tuple[str, int]:
+        raise UpstreamError("The upstream API timed out")
+
+    async def answers() -> tuple[str, int]:
+        return "new", 3
+
+    cache.put("k", "old", 3)
+    now[0] = 5
+    assert await cache.get("k", fails) == ("old", False)  # fresh: not even asked
+    now[0] = 25
+    assert await cache.get("k", fails) == ("old", True)
+    now[0] = 31
+    with pytest.raises(UpstreamError):
+        await cache.get("k", fails)
+    assert await cache.get("k", answers) == ("new", False)
+
+
+# -- retries --------------------------------------------------------------------------
+
+
+async def test_a_503_twice_then_an_answer_gives_the_data(upstream: FakeUpstream) -> None:
+    row = upstream.dataset.packages[1]
+    path = f"/api/v4/packages/{row.id}/"
+    upstream.fail(path, "503", times=2)
+    async with gateway(upstream) as ask:
+        body = await ask(PACKAGE, id=row.id)
+    assert body == {"data": {"package": expected_package(upstream.dataset, row.id)}}
+    assert upstream.requests.count(path) == 3
+
+
+async def test_retries_are_bounded_in_count(upstream: FakeUpstream) -> None:
+    row = upstream.dataset.packages[2]
+    path = f"/api/v4/packages/{row.id}/"
+    upstream.faults[path] = "503"
+    async with gateway(upstream, upstream_retries=1) as ask:
+        body = await ask(PACKAGE, id=row.id)
+    assert codes(body) == ["UPSTREAM_ERROR"] and body["data"] == {"package": None}
+    assert upstream.requests == [path] * 2
+
+
+async def test_a_429_waits_as_long_as_retry_after_says(upstream: FakeUpstream) -> None:
+    row = upstream.dataset.packages[3]
+    path = f"/api/v4/packages/{row.id}/"
+    upstream.fail(path, "429", times=1)
+    async with gateway(upstream) as ask:
+        body = await ask(PACKAGE, id=row.id)
+    assert body == {"data": {"package": expected_package(upstream.dataset, row.id)}}
+    first, second = (logged.at for logged in upstream.log if logged.target == path)
+    assert 0.99 <= second - first < 1.5
+
+
+async def test_a_retry_after_beyond_the_request_budget_fails_now(upstream: FakeUpstream) -> None:
+    row = upstream.dataset.packages[4]
+    path = f"/api/v4/packages/{row.id}/"
+    upstream.faults[path] = "429"
+    upstream.retry_after = "30"
+    async with gateway(upstream, request_timeout=5.0) as ask:
+        started = time.monotonic()
+        body = await ask(PACKAGE, id=row.id)
+        assert time.monotonic() - started < 1
+    assert codes(body) == ["UPSTREAM_ERROR"] and upstream.requests == [path]
+
+
+async def test_a_500_is_not_retried(upstream: FakeUpstream) -> None:
+    """A 500 is the upstream's bug: asking again would fail again."""
+    row = upstream.dataset.packages[5]
+    path = f"/api/v4/packages/{row.id}/"
+    upstream.faults[path] = "500"
+    async with gateway(upstream) as ask:
+        body = await ask(PACKAGE, id=row.id)
+    assert codes(body) == ["UPSTREAM_ERROR"] and upstream.requests == [path]
+
+
+async def test_a_dropped_connection_is_retried() -> None:
+    connections = 0
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = UpstreamClient(f"http://127.0.0.1:{port}/api/v4/", retries=2)
+    try:
+        with pytest.raises(UpstreamError, match="could not be reached"):
+            await client.get("packages/1/")
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    assert connections == 3
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    assert retry_after("3") == 3.0
+    assert retry_after(None) is None and retry_after("soon") is None
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 28 < (retry_after(later) or 0) <= 30
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+# -- the cap on requests in flight ----------------------------------------------------
+
+
+async def test_requests_in_flight_never_exceed_the_cap(upstream: FakeUpstream) -> None:
+    upstream.latency = 0.05
+    ids = [global_id("Package", row.id) for row in upstream.dataset.packages[:100]]
+    async with gateway(upstream, upstream_max_in_flight=8) as ask:
+        body = await ask(
+            "query($ids: [ID!]!) { nodes(ids: $ids) { ... on Package {"
+            " category { slug } grids(first: 10) { nodes { slug } } } } }",
+            ids=ids,
+        )
+    assert "errors" not in body
+    assert upstream.count > 100
+    assert upstream.peak_in_flight == 8
+
+
+# -- the circuit breaker --------------------------------------------------------------
+
+
+async def test_the_breaker_fails_fast_in_an_outage_and_closes_after_it(
+    upstream: FakeUpstream,
+) -> None:
+    rows = upstream.dataset.packages
+    async with gateway(upstream) as ask:
+        # Every query asks for a package not asked for before: no cached copy hides the outage.
+        upstream.outage = "503"
+        first, second = [await ask(PACKAGE, id=row.id) for row in rows[:2]]
+        assert first["errors"][0]["message"] == "The upstream API answered HTTP 503"
+        assert second["errors"][0]["message"] == "The upstream API is unavailable"
+        assert upstream.count == BREAKER_THRESHOLD  # three attempts, then two
+
+        started = time.monotonic()
+        for row in rows[2:22]:
+            body = await ask(PACKAGE, id=row.id)
+            assert codes(body) == ["UPSTREAM_ERROR"] and body["data"] == {"package": None}
+        assert time.monotonic() - started < 1
+        assert upstream.count == BREAKER_THRESHOLD
+
+        upstream.outage = None
+        started = time.monotonic()
+        while "errors" in (body := await ask(PACKAGE, id=rows[30].id)):
+            assert time.monotonic() - started < BREAKER_COOL_DOWN + 1
+            await asyncio.sleep(0.1)
+        bodies = await asyncio.gather(*(ask(PACKAGE, id=row.id) for row in rows[40:50]))
+        assert all("errors" not in body for body in bodies)
+
+
+def test_the_breaker_lets_one_probe_through_after_the_cool_down() -> None:
+    now = [0.0]
+    breaker = Breaker(threshold=3, cool_down=2, clock=lambda: now[0])
+    for _ in range(2):
+        breaker.admit()
+        breaker.record(ok=False)
+    breaker.admit()
+    breaker.record(ok=True)  # a success in between: the count starts again
+    for _ in range(3):
+        assert breaker.admit() is False
+        breaker.record(ok=False)
+    with pytest.raises(UpstreamError, match="unavailable"):
+        breaker.admit()
+    now[0] = 2.5
+    assert breaker.admit() is True  # the probe
+    with pytest.raises(UpstreamError):
+        breaker.admit()  # one probe at a time
+    breaker.record(ok=False)  # a failed probe opens it again
+    with pytest.raises(UpstreamError):
+        breaker.admit()
+    now[0] = 5
+    assert breaker.admit() is True
+    breaker.abandon(probe=True)  # cancelled: the next attempt probes
+    assert breaker.admit() is True
+    breaker.record(ok=True)
+    assert breaker.admit() is False and breaker.opened_at is None
+
+
+# -- stale-if-error -------------------------------------------------------------------
+
+
+async def test_a_stale_copy_is_served_and_marked_while_the_upstream_fails(
+    upstream: FakeUpstream,
+) -> None:
+    old, fresh, cold = (row.id for row in upstream.dataset.packages[:3])
+    async with gateway(upstream, cache_ttl=0.5) as ask:
+        warmed = await ask(PACKAGE, id=old)
+        await asyncio.sleep(0.6)
+        assert await ask(PACKAGE, id=fresh) == {
+            "data": {"package": expected_package(upstream.dataset, fresh)}
+        }
+        upstream.outage = "503"
+        assert await ask(PACKAGE, id=old) == {**warmed, "extensions": {"stale": True}}
+        # Within its time to live a copy is simply fresh, outage or not.
+        assert "extensions" not in await ask(PACKAGE, id=fresh)
+        body = await ask(PACKAGE, id=cold)
+        assert codes(body) == ["UPSTREAM_ERROR"] and body["data"] == {"package": None}
+        assert "extensions" not in body
+
+
+# -- a mix of faults ------------------------------------------------------------------
+
+MIX = """query($id: Int!, $slug: String!, $n: Int!, $c: Int!) {
+    p: package(id: $id) { slug category { slug } grids(first: 10) { nodes { slug } } }
+    g: grid(slug: $slug) { databaseId packages(first: 5) { nodes { slug } } }
+    l: packages(first: $n) { nodes { databaseId } }
+    c: category(id: $c) { slug }
+}"""
+
+
+def _mix_case(dataset: Dataset, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The variables of the ith query of the mix, and the data it must answer."""
+    packages = {row.id: row for row in dataset.packages}
+    grids = {row.id: row for row in dataset.grids}
+    categories = {row.id: row for row in dataset.categories}
+    package = dataset.packages[(i * 7) % len(dataset.packages)]
+    grid = dataset.grids[i % len(dataset.grids)]
+    category = dataset.categories[i % len(dataset.categories)]
+    n = 1 + i % 30
+    variables = {"id": package.id, "slug": grid.slug, "n": n, "c": category.id}
+    expected = {
+        "p": {
+            "slug": package.slug,
+            "category": {"slug": categories[package.category_id].slug},
+            "grids": {
+                "nodes": [
+                    {"slug": grids[id].slug} for id in grid_ids_of_package(dataset, package.id)
+                ][:10]
+            },
+        },
+        "g": {
+            "databaseId": grid.id,
+            "packages": {
+                "nodes": [
+                    {"slug": packages[id].slug} for id in package_ids_of_grid(dataset, grid.id)
+                ][:5]
+            },
+        },
+        "l": {"nodes": [{"databaseId": id} for id in sorted(packages, reverse=True)[:n]]},
+        "c": {"slug": category.slug},
+    }
+    return variables, expected
+
+
+def _null_along(data: Any, path: list[str | int]) -> bool:
+    """Whether the data is null at the error's path or above it (where a null propagated)."""
+    for key in path:
+        if data is None:
+            return True
+        data = data[key]
+    return data is None
+
+
+@pytest.fixture(scope="module")
+def larger_upstream() -> Iterator[FakeUpstream]:
+    """A fake APIv4 five times the session's (540 packages), so that the mix reaches far."""
+    with serve_upstream(generate(scale=0.1)) as upstream:
+        yield upstream
+
+
+async def test_a_mix_of_faults_fails_only_what_it_hit(larger_upstream: FakeUpstream) -> None:
+    upstream, dataset = larger_upstream, larger_upstream.dataset
+    cases = [_mix_case(dataset, i) for i in range(200)]
+    upstream.random_faults = {"503": 0.05, "hang": 0.01}
+    upstream.seed = 2024
+    started = time.monotonic()
+    async with gateway(upstream, upstream_timeout=0.3) as ask:
+        bodies: list[dict[str, Any]] = []
+        for batch in range(0, len(cases), 20):
+            bodies += await asyncio.gather(
+                *(ask(MIX, **variables) for variables, _ in cases[batch : batch + 20])
+            )
+    assert time.monotonic() - started < 15
+    failed_fields = 0
+    for (_, expected), body in zip(cases, bodies, strict=True):
+        errors = body.get("errors", [])
+        assert set(codes(body)) <= {"UPSTREAM_ERROR"}, errors
+        hit = {error["path"][0] for error in errors}
+        if body["data"] is None:  # `packages` is non-null: its failure nulls the whole data
+            assert "l" in hit
+            failed_fields += len(expected)
+            continue
+        for error in errors:
+            assert _null_along(body["data"], error["path"]), error
+        for field, value in expected.items():
+            if field not in hit:
+                assert body["data"][field] == value
+        failed_fields += len(hit)
+    assert 0 < failed_fields < len(cases)  # the faults did hit, and most fields were answered
+    assert upstream.peak_in_flight <= 32
+
+
+# -- bodies too large -----------------------------------------------------------------
+
+
+async def test_an_oversized_body_fails_only_its_field(upstream: FakeUpstream) -> None:
+    grid, package = upstream.dataset.grids[0], upstream.dataset.packages[0]
+    upstream.faults["/api/v4/grids/"] = "oversized"
+    async with gateway(upstream) as ask:
+        body = await ask(
+            "query($g: Int!, $p: Int!) { grid(id: $g) { title } package(id: $p) { slug } }",
+            g=grid.id,
+            p=package.id,
+        )
+    assert codes(body) == ["UPSTREAM_ERROR"] and body["errors"][0]["path"] == ["grid"]
+    assert "too large" in body["errors"][0]["message"]
+    assert body["data"] == {"grid": None, "package": {"slug": package.slug}}
+    assert upstream.requests.count(f"/api/v4/grids/{grid.id}/") == 1
