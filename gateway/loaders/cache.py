@@ -12,11 +12,10 @@ the others, and its answer still lands in the cache.
 
 The cache is bounded by size: each entry counts the bytes of the JSON it was decoded from
 plus `ENTRY_OVERHEAD` for its key and bookkeeping, and the least recently used entries are
-evicted past `max_bytes`. The default, 32 MiB of JSON, holds the whole real catalogue (its
-5 MB package list, every package and grid by id and by slug) with room for pages and
-searches; decoded objects take a few times their JSON in memory, and the entries primed from a
-list share their objects with it, so the count is an estimate of the right order, not a
-measure of the process's memory.
+evicted past `max_bytes`. The default, 32 MiB, holds the whole catalogue with room for pages
+and searches: at the real site's scale, both whole lists and every package and grid primed by
+id and by slug count 17.6 MiB and take about 15 MiB of memory (primed entries share their
+objects with the list). The count estimates memory to the right order; it does not measure it.
 """
 
 from __future__ import annotations
