@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 
+from gateway.config import Settings
 from gateway.errors import response_body
 from gateway.loaders.database import MAX_OVERFLOW, POOL_SIZE, create_engine
+from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.sql import SqlBackend
 from gateway.schema import schema
@@ -37,11 +40,12 @@ __all__ = ["pg_schema", "postgres_database", "sqlite_database"]
 TIMEOUT = 0.3  # seconds: the engine's statement timeout
 SLACK = 1.5  # seconds beyond it that a failure may take to reach the client
 
-# About 20 s of work for SQLite, evaluated once per statement; 30 s of sleep for PostgreSQL.
+# About 20 s of work for SQLite (evaluated once per statement); 30 s of sleep for PostgreSQL.
+SQLITE_SLOW = """WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000000)
+    SELECT count(*) FROM n"""
 SLOW_GRIDS = {
-    "sqlite": """CREATE TEMP VIEW grid_grid AS SELECT g.* FROM main.grid_grid AS g WHERE (
-        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000000)
-        SELECT count(*) FROM n) > 0""",
+    "sqlite": "CREATE TEMP VIEW grid_grid AS SELECT g.* FROM main.grid_grid AS g "
+    f"WHERE ({SQLITE_SLOW}) > 0",
     "postgresql": "CREATE TEMP VIEW grid_grid AS SELECT g.* FROM {schema}.grid_grid AS g, "
     "pg_sleep(30)",
 }
@@ -154,6 +158,18 @@ async def test_a_request_waits_for_a_connection_no_longer_than_the_timeout(
     assert await execute(limited, COUNT) == {
         "data": {"categories": {"totalCount": len(SMALL.categories)}}
     }
+
+
+async def test_the_setting_reaches_the_served_engine(sqlite_database: Database) -> None:
+    settings = Settings(database=f"sqlite:///{sqlite_database.path}", statement_timeout=TIMEOUT)
+    async with open_backend(settings) as backend:
+        served = backend()
+        assert isinstance(served, SqlBackend)
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="interrupted"):
+            async with served.engine.connect() as connection:
+                await connection.execute(text(SQLITE_SLOW))
+        assert time.monotonic() - started < TIMEOUT + SLACK
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])

@@ -48,7 +48,8 @@ async def open_backend(settings: Settings) -> AsyncIterator[BackendFactory]:
     from gateway.loaders.embedded import open_embedded
     from gateway.loaders.sql import SqlBackend, check_database, inspect_database
 
-    engine = create_engine(settings.database or await open_embedded())
+    url = settings.database or await open_embedded()
+    engine = create_engine(url, statement_timeout=settings.statement_timeout)
     try:
         await check_database(engine)
         features = await inspect_database(engine)
