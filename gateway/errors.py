@@ -22,6 +22,15 @@ DATABASE_ERROR = "DATABASE_ERROR"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+# The query limits (gateway/limits.py): the operation never ran, except for REQUEST_TIMEOUT.
+QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
+QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
+TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
+TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
+INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
+REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
+REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
 
 
 # What graphql-core says when a variable's value does not fit its type (a request's input,
@@ -109,8 +118,14 @@ def log_unexpected(errors: list[GraphQLError]) -> None:
 
 
 def is_request_error(result: ExecutionResult) -> bool:
-    """The operation never ran: the document or its variables were refused."""
-    return result.data is None and any(error.path is None for error in result.errors or ())
+    """The operation never ran: the document or its variables were refused.
+
+    An operation cut short by the request's time limit did run: its `data` is null.
+    """
+    return result.data is None and any(
+        error.path is None and (error.extensions or {}).get("code") != REQUEST_TIMEOUT
+        for error in result.errors or ()
+    )
 
 
 def response_body(result: ExecutionResult) -> GraphQLHTTPResponse:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from strawberry.http import GraphQLHTTPResponse
 
 from gateway.config import Settings
 from gateway.errors import response_body
+from gateway.limits import in_time
 from gateway.loaders.factory import mark_stale, open_backend
 from gateway.loaders.loaders import Loaders
-from gateway.schema import schema
+from gateway.schema import build_schema
 from gateway.schema.context import Context
 
 
@@ -20,13 +22,17 @@ async def run_query(
     variables: dict[str, Any] | None = None,
     operation_name: str | None = None,
 ) -> GraphQLHTTPResponse:
+    """The operation's response, under the limits of `gateway serve` but body and batch size."""
+    schema = build_schema(settings)
     async with open_backend(settings) as backend:
         context = Context(loaders=Loaders(backend()))
-        result = await schema.execute(
+        deadline = asyncio.get_running_loop().time() + settings.request_timeout
+        operation = schema.execute(
             query,
             variable_values=variables,
             operation_name=operation_name,
             context_value=context,
         )
+        result = await in_time(operation, deadline, settings.request_timeout)
         mark_stale(result, context.loaders.backend)
     return response_body(result)

@@ -171,7 +171,10 @@ def test_graphql_response_media_type_keeps_field_errors_at_200(
         (b"null", "application/json", 400, "Unable to parse"),
         (b"3", "application/json", 400, "Unable to parse"),
         (b'"{ __typename }"', "application/json", 400, "Unable to parse"),
-        (b"[]", "application/json", 400, "Batching is not enabled"),
+        # A batch holds at least one operation, each an object (tests/test_limits.py: batches).
+        (b"[]", "application/json", 400, "Unable to parse"),
+        (b'[{"query": "{ __typename }"}, 1]', "application/json", 400, "Unable to parse"),
+        (b'[{"query": ["{ __typename }"]}]', "application/json", 400, "Unable to parse"),
         (b"{}", "application/json", 400, "No GraphQL query found"),
         (b'{"query": 1}', "application/json", 400, "`query` must be a string"),
         (b'{"query": "{ __typename }", "variables": [1]}', "application/json", 400, "`variables`"),

@@ -9,6 +9,8 @@ from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from gateway import limits
+from gateway.config import Settings
 from gateway.errors import log_unexpected
 from gateway.schema.query import Query
 from gateway.schema.scalars import DateTime
@@ -23,12 +25,18 @@ class GatewaySchema(strawberry.Schema):
         log_unexpected(errors)
 
 
-def build_schema() -> GatewaySchema:
+def build_schema(settings: Settings) -> GatewaySchema:
+    """The schema with `settings`' query limits; batching allows `max_batch` operations."""
     return GatewaySchema(
         query=Query,
         types=[Category, Grid, Package],
-        config=StrawberryConfig(scalar_map={datetime: DateTime}),
+        extensions=limits.extensions(settings),
+        config=StrawberryConfig(
+            scalar_map={datetime: DateTime},
+            batching_config={"max_operations": settings.max_batch},
+        ),
     )
 
 
-schema = build_schema()
+# The default settings' schema, for `gateway export-schema`: limits do not change the SDL.
+schema = build_schema(Settings())

@@ -1,0 +1,408 @@
+"""Query limits: what one request may ask of the gateway, refused before anything runs.
+
+Tokens are counted by graphql-core's parser; depth, aliases and introspection are Strawberry's
+and graphql-core's validation rules, their errors labelled with our codes. Parsing and
+validation are cached per document, keyed by the limits too, so a refused document stays
+refused. The cost depends on the variables, so it is estimated after validation, just before
+execution. The HTTP view refuses oversized bodies and batches with `HTTPRefusal`, and ends
+operations at the request's deadline with `in_time`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLField,
+    GraphQLInterfaceType,
+    GraphQLList,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLSyntaxError,
+    InlineFragmentNode,
+    NamedTypeNode,
+    Node,
+    NoSchemaIntrospectionCustomRule,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationContext,
+    get_argument_values,
+    get_named_type,
+    get_nullable_type,
+    get_operation_ast,
+    get_variable_values,
+    is_composite_type,
+)
+from graphql.execution.values import VariableValues
+from starlette.requests import Request
+from starlette.types import Message, Receive
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+
+from gateway.config import Settings
+from gateway.errors import (
+    GRAPHQL_PARSE_FAILED,
+    INTROSPECTION_DISABLED,
+    QUERY_TOO_COSTLY,
+    QUERY_TOO_DEEP,
+    REQUEST_TIMEOUT,
+    REQUEST_TOO_LARGE,
+    TOO_MANY_ALIASES,
+    TOO_MANY_TOKENS,
+)
+
+# graphql-core's parser refuses selections nested deeper; fragments must not get around that.
+MAX_NESTING = 200
+# A list of objects that is neither a connection nor `nodes(ids:)`: `search` has at most 20 hits.
+LIST_SIZE = 20
+
+Extension = type[SchemaExtension] | Callable[[], SchemaExtension]
+
+
+def extensions(settings: Settings) -> list[Extension]:
+    """The schema extensions that enforce `settings`' limits, one instance of each per request.
+
+    The validation rules are made once, here: they are part of the validation cache's key.
+    """
+    rules = _validation_rules(settings)
+    return [
+        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+        lambda: _Parse(settings.max_tokens),
+        lambda: AddValidationRules(rules),
+        ValidationCache,
+        lambda: _Cost(settings.max_cost),
+    ]
+
+
+def _validation_rules(settings: Settings) -> list[type[ASTValidationRule]]:
+    depth = QueryDepthLimiter(max_depth=settings.max_depth)
+    aliases = MaxAliasesLimiter(max_alias_count=settings.max_aliases)
+    rules = [_coded(rule, QUERY_TOO_DEEP) for rule in depth.validation_rules]
+    rules += [_coded(rule, TOO_MANY_ALIASES) for rule in aliases.validation_rules]
+    if not settings.introspection:
+        rules.append(_coded(NoSchemaIntrospectionCustomRule, INTROSPECTION_DISABLED))
+    return rules
+
+
+def _label(error: GraphQLError, code: str) -> GraphQLError:
+    error.extensions = {**(error.extensions or {}), "code": code}
+    return error
+
+
+def _coded(rule: type[ASTValidationRule], code: str) -> type[ASTValidationRule]:
+    """`rule`, its errors carrying `code`: those it reports while visiting the document, and
+    those Strawberry's limiters report all at once when they are created."""
+
+    class Coded(rule):  # type: ignore[misc,valid-type]
+        def __init__(self, context: ValidationContext) -> None:
+            report = context.on_error
+            context.on_error = lambda error: report(_label(error, code))  # type: ignore[method-assign]
+            try:
+                super().__init__(context)
+            finally:
+                context.on_error = report  # type: ignore[method-assign]
+
+        def report_error(self, error: GraphQLError) -> None:
+            super().report_error(_label(error, code))
+
+    return Coded
+
+
+class _Parse(ParserCache):
+    """Strawberry's parser cache, with our codes on the parser's refusals, and a document measured
+    as if its fragments were written out where they are spread.
+
+    Strawberry's depth and alias limiters follow every spread of every fragment: a few hundred
+    tokens of fragments spreading others twice would keep them busy for hours. They also fail
+    on an empty selection set, which graphql-core's parser now accepts.
+    """
+
+    def __init__(self, max_tokens: int) -> None:
+        super().__init__()
+        self.max_tokens = max_tokens
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        try:
+            document = self.cached_parse_document(context.query, **context.parse_options)
+        except GraphQLSyntaxError as error:
+            if "Document contains more than" in error.message:
+                raise _label(error, TOO_MANY_TOKENS) from None
+            if "Document is nested too deeply" in error.message:
+                raise _label(error, QUERY_TOO_DEEP) from None
+            raise
+        selections = _Spread(document).selections()
+        if selections > self.max_tokens:
+            raise GraphQLError(
+                f"Document contains more than {self.max_tokens} tokens once its fragments are"
+                f" spread: {selections} selections",
+                extensions={"code": TOO_MANY_TOKENS},
+            )
+        context.graphql_document = document
+        yield
+
+
+class _Spread:
+    """Selections counted, and nesting checked, with every fragment spread out; each fragment is
+    measured once, so that this takes time in proportion to the document's size."""
+
+    def __init__(self, document: DocumentNode) -> None:
+        self.document = document
+        self.fragments = {
+            node.name.value: node
+            for node in document.definitions
+            if isinstance(node, FragmentDefinitionNode)
+        }
+        self.measured: dict[str, tuple[int, int]] = {}
+        self.open: set[str] = set()
+
+    def selections(self) -> int:
+        """All the selections of all operations; unused fragments are measured too."""
+        total = 0
+        for node in self.document.definitions:
+            if isinstance(node, OperationDefinitionNode):
+                total += self._measure(node.selection_set, 1)[0]
+            elif isinstance(node, FragmentDefinitionNode):
+                self._fragment(node.name.value, 0)
+        return total
+
+    def _measure(self, selection_set: SelectionSetNode, depth: int) -> tuple[int, int]:
+        """Selections in `selection_set`, at nesting `depth`, and how many levels it spans."""
+        if not selection_set.selections:
+            raise GraphQLError(
+                "Syntax Error: a selection set may not be empty.",
+                selection_set,
+                extensions={"code": GRAPHQL_PARSE_FAILED},
+            )
+        if depth > MAX_NESTING:
+            raise _too_deep(selection_set)
+        count, levels = 0, 1
+        for selection in selection_set.selections:
+            inner = (0, 0)
+            if isinstance(selection, FragmentSpreadNode):
+                inner = self._fragment(selection.name.value, depth)
+            elif isinstance(selection, FieldNode | InlineFragmentNode) and selection.selection_set:
+                inner = self._measure(selection.selection_set, depth + 1)
+            count += 1 + inner[0]
+            levels = max(levels, 1 + inner[1])
+        return count, levels
+
+    def _fragment(self, name: str, depth: int) -> tuple[int, int]:
+        fragment = self.fragments.get(name)
+        if fragment is None or name in self.open:
+            return 0, 0  # unknown fragments and cycles are validation errors
+        if name not in self.measured:
+            self.open.add(name)
+            self.measured[name] = self._measure(fragment.selection_set, depth + 1)
+            self.open.discard(name)
+        count, levels = self.measured[name]
+        if depth + levels > MAX_NESTING:
+            raise _too_deep(fragment)
+        return count, levels
+
+
+def _too_deep(node: Node) -> GraphQLError:
+    return GraphQLError(
+        f"Document is nested more than {MAX_NESTING} levels deep once its fragments are spread",
+        node,
+        extensions={"code": QUERY_TOO_DEEP},
+    )
+
+
+class _Cost(SchemaExtension):
+    """Refuse an operation whose estimated cost is over the limit, before it runs."""
+
+    def __init__(self, max_cost: int) -> None:
+        super().__init__()
+        self.max_cost = max_cost
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        assert context.graphql_document is not None  # validated by now
+        cost = estimate_cost(
+            context.schema._schema,
+            context.graphql_document,
+            context.operation_name,
+            context.variables,
+        )
+        if cost > self.max_cost:
+            raise GraphQLError(
+                f"The query's estimated cost is {cost}, over the limit of {self.max_cost}: ask"
+                " for fewer items with `first`, or nest fewer connections",
+                extensions={"code": QUERY_TOO_COSTLY},
+            )
+        yield
+
+
+def estimate_cost(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None = None,
+    variables: dict[str, Any] | None = None,
+) -> int:
+    """The most objects a valid operation may return.
+
+    Each connection field counts its `first` (its default, 20, when not given or null) times
+    the sizes of the lists above it, and so does each other list of objects with its own size:
+    the number of `ids` for `nodes`, 20 otherwise (`search`). The operation's cost is the sum
+    over all these fields. Fragments count wherever they are spread, aliased fields once each.
+    Variables the operation will refuse make the estimate 0: it will not run.
+    """
+    operation = get_operation_ast(document, operation_name)
+    if operation is None:
+        return 0
+    coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
+    root = schema.get_root_type(operation.operation)
+    if isinstance(coerced, list) or root is None:
+        return 0
+    return _Estimate(schema, document, coerced).selections(operation.selection_set, root)
+
+
+class _Estimate:
+    def __init__(self, schema: GraphQLSchema, document: DocumentNode, variables: VariableValues):
+        self.schema = schema
+        self.variables = variables
+        self.fragments = {
+            node.name.value: node
+            for node in document.definitions
+            if isinstance(node, FragmentDefinitionNode)
+        }
+        self.costs: dict[str, int] = {}  # per fragment, for each of its spreads
+
+    def selections(self, selection_set: SelectionSetNode, parent: GraphQLNamedType | None) -> int:
+        """The cost of `selection_set` as if its parent were one object: the cost is linear."""
+        total = 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                total += self._field(selection, parent)
+            elif isinstance(selection, InlineFragmentNode):
+                inner = self._type(selection.type_condition, parent)
+                total += self.selections(selection.selection_set, inner)
+            elif isinstance(selection, FragmentSpreadNode):
+                total += self._fragment(selection.name.value)
+        return total
+
+    def _fragment(self, name: str) -> int:
+        if name not in self.costs:
+            self.costs[name] = 0  # validation refuses cycles; this only ends one
+            fragment = self.fragments[name]
+            inner = self._type(fragment.type_condition, None)
+            self.costs[name] = self.selections(fragment.selection_set, inner)
+        return self.costs[name]
+
+    def _type(
+        self, condition: NamedTypeNode | None, parent: GraphQLNamedType | None
+    ) -> GraphQLNamedType | None:
+        return parent if condition is None else self.schema.get_type(condition.name.value)
+
+    def _field(self, node: FieldNode, parent: GraphQLNamedType | None) -> int:
+        if not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
+            return 0  # `__typename` of a union
+        field = parent.fields.get(node.name.value)
+        if field is None:
+            return 0  # `__typename`, `__schema`, `__type`
+        inner = 0
+        if node.selection_set is not None:
+            inner = self.selections(node.selection_set, get_named_type(field.type))
+        size = self._size(node, field, parent)
+        return inner if size is None else size * (1 + inner)
+
+    def _size(
+        self, node: FieldNode, field: GraphQLField, parent: GraphQLObjectType | GraphQLInterfaceType
+    ) -> int | None:
+        """How many objects the field returns, or None for one object (or a connection's page,
+        already counted by the connection)."""
+        if "first" in field.args:
+            first = get_argument_values(field, node, self.variables).get("first")
+            if first is None:  # null: the resolvers use the default
+                first = field.args["first"].default_value
+            return max(first, 0) if isinstance(first, int) else LIST_SIZE
+        listed = get_nullable_type(field.type)
+        if not isinstance(listed, GraphQLList) or not is_composite_type(get_named_type(listed)):
+            return None
+        if "pageInfo" in parent.fields:
+            return None
+        ids = get_argument_values(field, node, self.variables).get("ids")
+        return len(ids) if isinstance(ids, list) else LIST_SIZE
+
+
+class HTTPRefusal(Exception):
+    """A request refused before any operation ran: an HTTP status and a GraphQL error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body: GraphQLHTTPResponse = {
+            "errors": [{"message": message, "extensions": {"code": code}}]
+        }
+
+
+def _too_large(max_bytes: int) -> HTTPRefusal:
+    return HTTPRefusal(413, REQUEST_TOO_LARGE, f"The request body is over {max_bytes} bytes")
+
+
+def limit_body(receive: Receive, max_bytes: int) -> Receive:
+    """`receive`, refusing a body once more than `max_bytes` of it have arrived: a body sent in
+    chunks, without a Content-Length, is counted as it is read."""
+    received = 0
+
+    async def limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise _too_large(max_bytes)
+        return message
+
+    return limited
+
+
+async def read_body(request: Request, max_bytes: int, deadline: float) -> None:
+    """Read the whole body, through `limit_body`, before anything else: a Content-Length over
+    the limit is refused without reading, and a body still arriving at the deadline is a 408."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise _too_large(max_bytes)
+    try:
+        async with asyncio.timeout_at(deadline):
+            await request.body()  # Starlette keeps it for Strawberry
+    except TimeoutError:
+        raise HTTPRefusal(
+            408, REQUEST_TIMEOUT, "The request body did not arrive within the time limit"
+        ) from None
+
+
+async def in_time(
+    operation: Awaitable[ExecutionResult], deadline: float, timeout: float
+) -> ExecutionResult:
+    """The operation's result, or, once the loop's clock passes `deadline`, a REQUEST_TIMEOUT
+    error and null `data`: the operation did run, so this is no request error."""
+    try:
+        async with asyncio.timeout_at(deadline) as scope:
+            return await operation
+    except TimeoutError:
+        if not scope.expired():
+            raise
+    error = GraphQLError(
+        f"The request took longer than {timeout:g} s", extensions={"code": REQUEST_TIMEOUT}
+    )
+    return ExecutionResult(data=None, errors=[error])
