@@ -454,6 +454,12 @@ def _failure(path: str, exc: Exception) -> UpstreamError:
     return UpstreamError("The upstream API could not be reached", detail)
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a shared fetch's failure as seen: its callers may all have given up already."""
+    if not future.cancelled():
+        future.exception()
+
+
 class RestBackend:
     """The `Backend` over one `Upstream`, remembering what this request has fetched.
 
@@ -485,6 +491,7 @@ class RestBackend:
         future = self._in_flight.get(key)
         if future is None:
             future = asyncio.ensure_future(fetch())
+            future.add_done_callback(_retrieve)
             self._in_flight[key] = future
         result: T = await asyncio.shield(future)
         return result
