@@ -507,6 +507,8 @@ class RestBackend:
         return await self._once(key, shared)
 
     async def _detail(self, resource: str, key: str, kind: type[T]) -> T | None:
+        if key in ("", ".", ".."):  # as a path segment these name the list, not a resource
+            return None
         path = f"{resource}{quote(key, safe='')}/"
 
         async def fetch() -> tuple[T | None, int]:

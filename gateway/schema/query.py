@@ -14,6 +14,14 @@ from gateway.schema.context import Info
 from gateway.schema.pagination import DEFAULT_FIRST, Connection, connection, window
 from gateway.schema.types import Category, Grid, Node, Package, SearchResult
 
+MAX_SLUG = 100
+MAX_SEARCH = 1_000
+
+
+def _shown(value: str) -> str:
+    """A client's value quoted back in an error, cut short: errors are not an echo service."""
+    return repr(value) if len(value) <= 80 else repr(value[:80]) + "…"
+
 
 async def _lookup(
     id: int | None, slug: str | None, by_id: DataLoader[int, Any], by_slug: DataLoader[str, Any]
@@ -22,7 +30,8 @@ async def _lookup(
     if isinstance(id, int) and not isinstance(slug, str):
         return await by_id.load(id)
     if isinstance(slug, str) and not isinstance(id, int):
-        return await by_slug.load(slug)
+        # No slug is longer than its column (at most 100 characters): no need to ask.
+        return await by_slug.load(slug) if len(slug) <= MAX_SLUG else None
     raise BadUserInput("Pass exactly one of `id` and `slug`")
 
 
@@ -30,7 +39,7 @@ async def _load_node(info: Info, global_id: str) -> Any:
     try:
         type_name, raw_id = from_base64(global_id)
     except ValueError:
-        raise BadUserInput(f"Not a valid node id: {global_id!r}") from None
+        raise BadUserInput(f"Not a valid node id: {_shown(global_id)}") from None
     loaders = info.context.loaders
     by_type: dict[str, DataLoader[int, Any]] = {
         "Category": loaders.category,
@@ -97,6 +106,8 @@ async def _packages(
 
 
 async def _search(info: Info, query: str) -> list[Any]:
+    if len(query) > MAX_SEARCH:
+        raise BadUserInput(f"`query` may not be longer than {MAX_SEARCH} characters")
     return list(await info.context.loaders.backend.search(query))
 
 
