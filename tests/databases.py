@@ -15,7 +15,7 @@ import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,8 +95,8 @@ def postgres_engine(schema: str, port: int = POSTGRES_PORT) -> AsyncEngine:
     )
 
 
-@pytest.fixture(scope="session")
-async def pg_schema() -> AsyncIterator[str]:
+@asynccontextmanager
+async def new_schema() -> AsyncIterator[str]:
     """A fresh schema in the test server, dropped afterwards; skip (or fail under CI) without it."""
     admin = create_engine(POSTGRES_URL)
     schema = f"gw_{uuid.uuid4().hex[:12]}"
@@ -115,6 +115,12 @@ async def pg_schema() -> AsyncIterator[str]:
         async with admin.begin() as connection:
             await connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+async def pg_schema() -> AsyncIterator[str]:
+    async with new_schema() as schema:
+        yield schema
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import replace
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Table, select, text
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.demo.dataset import (
@@ -38,7 +37,7 @@ from gateway.loaders.database import create_engine
 from gateway.loaders.embedded import default_database_path, open_embedded
 from gateway.loaders.tables import category, grid, grid_package, package, search, version
 from gateway.loaders.writer import TableChanges, write_dataset
-from tests.databases import POSTGRES_URL, SMALL, postgres_engine
+from tests.databases import SMALL, new_schema, postgres_engine
 
 
 @asynccontextmanager
@@ -51,25 +50,12 @@ async def fresh_database(kind: str, directory: Path) -> AsyncIterator[AsyncEngin
         finally:
             await engine.dispose()
         return
-    admin = create_engine(POSTGRES_URL)
-    schema = f"gw_{uuid.uuid4().hex[:12]}"
-    try:
-        async with admin.begin() as connection:
-            await connection.execute(text(f"CREATE SCHEMA {schema}"))
-    except (OSError, SQLAlchemyError) as exc:
-        await admin.dispose()
-        reason = f"PostgreSQL at {POSTGRES_URL} is unreachable: {str(exc).splitlines()[0]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    engine = postgres_engine(schema)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-        async with admin.begin() as connection:
-            await connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        await admin.dispose()
+    async with new_schema() as schema:
+        engine = postgres_engine(schema)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
