@@ -28,7 +28,7 @@ from gateway import graphiql, limits
 from gateway.config import Settings
 from gateway.cors import cors
 from gateway.errors import BATCH_TOO_LARGE, is_request_error, response_body
-from gateway.loaders.factory import BackendFactory, mark_stale, open_backend
+from gateway.loaders.factory import BackendFactory, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
 from gateway.schema import GatewaySchema, build_schema
@@ -59,8 +59,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         request.state.request_error = is_request_error(result)
-        mark_stale(result, request.state.backend)
-        return response_body(result)
+        return response_body(result, stale=request.state.backend.stale)
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         """GraphQL-over-HTTP: a client that accepts `application/graphql-response+json`

@@ -128,14 +128,16 @@ def is_request_error(result: ExecutionResult) -> bool:
     )
 
 
-def response_body(result: ExecutionResult) -> GraphQLHTTPResponse:
+def response_body(result: ExecutionResult, *, stale: bool = False) -> GraphQLHTTPResponse:
     """The GraphQL response for a result: data, errors formatted for clients, extensions.
 
-    A request error has no `data` entry at all, as the GraphQL-over-HTTP spec asks.
+    A request error has no `data` entry at all, as the GraphQL-over-HTTP spec asks. When
+    some of the data is a stale copy (`stale`), `extensions.stale` tells the client.
     """
     body: GraphQLHTTPResponse = {} if is_request_error(result) else {"data": result.data}
     if result.errors:
         body["errors"] = [format_error(error) for error in result.errors]
-    if result.extensions:
-        body["extensions"] = result.extensions
+    extensions = {**(result.extensions or {}), **({"stale": True} if stale else {})}
+    if extensions:
+        body["extensions"] = extensions
     return body

@@ -10,7 +10,7 @@ from strawberry.http import GraphQLHTTPResponse
 from gateway.config import Settings
 from gateway.errors import response_body
 from gateway.limits import in_time
-from gateway.loaders.factory import mark_stale, open_backend
+from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.schema import build_schema
 from gateway.schema.context import Context
@@ -34,5 +34,4 @@ async def run_query(
             context_value=context,
         )
         result = await in_time(operation, deadline, settings.request_timeout)
-        mark_stale(result, context.loaders.backend)
-    return response_body(result)
+    return response_body(result, stale=context.loaders.backend.stale)

@@ -15,6 +15,9 @@ from gateway.loaders.records import Category, Grid, Package, Page, SearchHit, Wi
 
 
 class Backend(Protocol):
+    stale: bool
+    """Whether any answer so far was a stale copy, served while the source failed."""
+
     async def categories(self, ids: Sequence[int]) -> list[Category | None]: ...
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]: ...

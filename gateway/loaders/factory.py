@@ -10,8 +10,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from strawberry.types import ExecutionResult
-
 from gateway.config import Settings
 from gateway.loaders.backend import Backend
 from gateway.loaders.cache import ResourceCache
@@ -62,9 +60,3 @@ async def check_backend(settings: Settings) -> None:
     """Open the backend once, so that a database that cannot serve stops start-up."""
     async with open_backend(settings):
         pass
-
-
-def mark_stale(result: ExecutionResult, backend: Backend) -> None:
-    """Say in the response's `extensions` when some of its data is a stale copy."""
-    if isinstance(backend, RestBackend) and backend.stale:
-        result.extensions = {**(result.extensions or {}), "stale": True}

@@ -204,6 +204,8 @@ def _by_id(rows: Sequence[Row[Any]], build: Callable[[Row[Any]], R]) -> dict[int
 class SqlBackend:
     """The `Backend` over one database, for one request."""
 
+    stale = False  # a database answers now or fails: it has no older copy to serve
+
     def __init__(self, engine: AsyncEngine, features: SqlFeatures) -> None:
         # Every batch is one statement: on PostgreSQL a transaction around it would only add
         # two round trips (SQLite's driver opens none for a SELECT).
