@@ -291,7 +291,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=summary)
     parser.add_argument("--requests", type=int, default=20_000, help="requests measured")
     parser.add_argument("--concurrency", type=int, default=50, help="clients at once")
-    parser.add_argument("--warmup", type=int, default=1_000, help="requests before measuring")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=4_000,
+        help="requests before measuring; enough to fill the resource cache, so that memory"
+        " growth afterwards would be a leak, not the cache filling",
+    )
     parser.add_argument("--outage", type=float, default=30.0, help="seconds of total outage")
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds, at most")
     parser.add_argument("--seed", type=int, default=0, help="the mix's and the faults' seed")
