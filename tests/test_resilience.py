@@ -26,7 +26,13 @@ from gateway.demo.dataset import Dataset, GridRow, generate
 from gateway.demo.upstream import FakeUpstream, serve_in_thread, serve_upstream
 from gateway.errors import UpstreamError
 from gateway.loaders.cache import ENTRY_OVERHEAD, ResourceCache
-from gateway.loaders.rest import BREAKER_COOL_DOWN, BREAKER_THRESHOLD, Breaker, retry_after
+from gateway.loaders.rest import (
+    BREAKER_COOL_DOWN,
+    BREAKER_THRESHOLD,
+    Breaker,
+    RestBackend,
+    retry_after,
+)
 from gateway.loaders.rest import Upstream as UpstreamClient
 from tests.expected import grid_ids_of_package, package_ids_of_grid
 
@@ -473,3 +479,30 @@ async def test_an_oversized_body_fails_only_its_field(upstream: FakeUpstream) ->
     assert "too large" in body["errors"][0]["message"]
     assert body["data"] == {"grid": None, "package": {"slug": package.slug}}
     assert upstream.requests.count(f"/api/v4/grids/{grid.id}/") == 1
+
+
+async def test_a_shared_fetch_is_bounded_by_each_request_own_deadline(
+    upstream: FakeUpstream,
+) -> None:
+    """A fresh request that joins an older request's fetch keeps its own time to wait.
+
+    The older one gives up at its deadline; the fetch goes on, and the fresh one gets it.
+    """
+    upstream.latency = 0.5
+    client = UpstreamClient(upstream.base_url, timeout=10.0)
+    cache = ResourceCache(ttl=300, stale=0)
+    loop = asyncio.get_running_loop()
+    ids = [row.id for row in upstream.dataset.packages[:2]]
+    old = RestBackend(client, cache, deadline=loop.time() + 0.2)
+    fresh = RestBackend(client, cache, deadline=loop.time() + 10.0)
+    try:
+        first = asyncio.create_task(old.packages(ids))
+        await asyncio.sleep(0.01)
+        second = await fresh.packages(ids)
+        with pytest.raises(UpstreamError, match="timed out"):
+            await first
+    finally:
+        await cache.aclose()
+        await client.aclose()
+    assert [package.id if package else None for package in second] == ids
+    assert sorted(upstream.requests) == sorted(f"/api/v4/packages/{id}/" for id in ids)

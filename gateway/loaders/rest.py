@@ -317,8 +317,10 @@ class Upstream:
 
     Every GET waits for one of `max_in_flight` slots, passes the circuit breaker, and is
     retried on transient failures (`retries` more attempts at most, after a jittered
-    exponential backoff or the upstream's `Retry-After`) as long as the caller's deadline
-    allows. A body over `max_body` bytes is refused without being read to its end.
+    exponential backoff or the upstream's `Retry-After`, unless that asks for longer than
+    one attempt's `timeout`). A body over `max_body` bytes is refused without being read to
+    its end. A GET is not bound to one request's deadline: many requests may share it, and
+    each gives up at its own (see `RestBackend`).
     """
 
     def __init__(
@@ -347,45 +349,27 @@ class Upstream:
             follow_redirects=False,
         )
 
-    async def get(
-        self,
-        path: str,
-        params: Mapping[str, str | int] | None = None,
-        *,
-        deadline: float | None = None,
-    ) -> bytes | None:
-        """The body of a 200 answer, None for a 404; anything else is an `UpstreamError`.
-
-        `deadline` (event loop time) bounds the whole call, waits and retries included.
-        """
+    async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> bytes | None:
+        """The body of a 200 answer, None for a 404; anything else is an `UpstreamError`."""
         attempt = 0
         while True:
             try:
-                return await self._attempt(path, params, deadline)
+                return await self._attempt(path, params)
             except TransientError as exc:
                 delay = exc.retry_after
                 if delay is None:
                     delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
-                if attempt >= self.retries or not _in_time(delay, deadline):
+                if attempt >= self.retries or delay > self.timeout:
                     raise
             attempt += 1
             await asyncio.sleep(delay)
 
-    async def _attempt(
-        self, path: str, params: Mapping[str, str | int] | None, deadline: float | None
-    ) -> bytes | None:
+    async def _attempt(self, path: str, params: Mapping[str, str | int] | None) -> bytes | None:
+        await self._slots.acquire()
         try:
-            async with asyncio.timeout_at(deadline):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise UpstreamError("The upstream API timed out", f"GET {path}: no slot") from None
-        try:
-            left = self.timeout if deadline is None else deadline - _now()
-            if left <= 0:
-                raise UpstreamError("The upstream API timed out", f"GET {path}: no time left")
             probe = self.breaker.admit()
             try:
-                async with asyncio.timeout(min(self.timeout, left)):
+                async with asyncio.timeout(self.timeout):
                     status, headers, body = await self._exchange(path, params)
             except (httpx.HTTPError, TimeoutError) as exc:
                 self.breaker.record(ok=False)
@@ -432,14 +416,6 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
-
-
-def _in_time(delay: float, deadline: float | None) -> bool:
-    return deadline is None or _now() + delay < deadline
 
 
 def _failure(path: str, exc: Exception) -> UpstreamError:
@@ -497,10 +473,20 @@ class RestBackend:
         return result
 
     async def _get(self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]]) -> T:
-        """The resource at `key`: this request's copy, else the cache's, else `fetch`'s."""
+        """The resource at `key`: this request's copy, else the cache's, else `fetch`'s.
+
+        The fetch may be shared with other requests; this one waits for it only until its
+        own deadline (the fetch goes on for the others, and fills the cache).
+        """
 
         async def shared() -> T:
-            value, stale = await self.cache.get(key, fetch)
+            try:
+                async with asyncio.timeout_at(self.deadline):
+                    value, stale = await self.cache.get(key, fetch)
+            except TimeoutError:
+                raise UpstreamError(
+                    "The upstream API timed out", f"GET {key}: the request's time ran out"
+                ) from None
             self.stale = self.stale or stale
             return value
 
@@ -512,7 +498,7 @@ class RestBackend:
         path = f"{resource}{quote(key, safe='')}/"
 
         async def fetch() -> tuple[T | None, int]:
-            body = await self.upstream.get(path, deadline=self.deadline)
+            body = await self.upstream.get(path)
             return (None, 0) if body is None else (decode(body, kind, path), len(body))
 
         return await self._get(path, fetch)
@@ -523,7 +509,7 @@ class RestBackend:
         params = {"limit": limit, "offset": offset}
 
         async def fetch() -> tuple[tuple[list[L], int], int]:
-            body = await self.upstream.get(resource, params, deadline=self.deadline)
+            body = await self.upstream.get(resource, params)
             if body is None:
                 raise UpstreamError("The upstream API has no such list", f"GET {resource}: 404")
             page = decode(body, ListJSON, resource)
@@ -712,7 +698,7 @@ class RestBackend:
         params = {"q": query}
 
         async def fetch() -> tuple[list[SearchJSON], int]:
-            body = await self.upstream.get("search/", params, deadline=self.deadline)
+            body = await self.upstream.get("search/", params)
             if body is None:
                 raise UpstreamError("The upstream API has no search", "GET search/: 404")
             return decode(body, list[SearchJSON], "search/"), len(body)
