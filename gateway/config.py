@@ -116,8 +116,6 @@ def _positive(settings: Settings, *names: str) -> None:
 
 
 def validate(settings: Settings) -> None:
-    from gateway.loaders.database import async_url  # SQLAlchemy only when a URL needs checking
-
     if not 0 < settings.port < 65536:
         raise ConfigError(f"port must be between 1 and 65535, got {settings.port}")
     if settings.database is not None and settings.upstream is not None:
@@ -127,6 +125,8 @@ def validate(settings: Settings) -> None:
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(f"upstream must be an http(s) URL, got {settings.upstream!r}")
     if settings.database is not None:
+        from gateway.loaders.database import async_url  # SQLAlchemy only for a URL to check
+
         async_url(settings.database)
     _positive(
         settings,

@@ -331,10 +331,14 @@ class _Estimate:
         """How many objects the field returns, or None for one object (or a connection's page,
         already counted by the connection)."""
         if "first" in field.args:
+            # Imported here: the schema package imports this module to build itself.
+            from gateway.schema.pagination import MAX_FIRST
+
             first = get_argument_values(field, node, self.variables).get("first")
             if first is None:  # null: the resolvers use the default
                 first = field.args["first"].default_value
-            return max(first, 0) if isinstance(first, int) else LIST_SIZE
+            # Over MAX_FIRST the resolver refuses it (BAD_USER_INPUT): count what it allows.
+            return min(max(first, 0), MAX_FIRST) if isinstance(first, int) else LIST_SIZE
         listed = get_nullable_type(field.type)
         if not isinstance(listed, GraphQLList) or not is_composite_type(get_named_type(listed)):
             return None

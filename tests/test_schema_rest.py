@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from typing import Any
 
@@ -407,4 +408,46 @@ async def test_request_errors_say_whose_fault_they_are(
     body = dict(await run_query(settings, document, variables))
     assert codes(body) == [code]
     assert "data" not in body
+    assert upstream.count == 0
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("package(id: 1) { grids(after: $v) { totalCount } }", b64("arrayconnection:²"), "cursor"),
+        (
+            "package(id: 1) { grids(after: $v) { totalCount } }",
+            b64("arrayconnection:" + "9" * 5000),
+            "cursor",
+        ),
+        ("search(query: $v) { title }", "a\x00b", "NUL"),
+        ("search(query: $v) { title }", "x" * 1001, "longer than"),
+    ],
+)
+async def test_odd_input_is_bad_user_input(
+    upstream: FakeUpstream, field: str, value: str, message: str
+) -> None:
+    body = await query(upstream, "query($v: String!) { x: %s }" % field, v=value)
+    assert codes(body) == ["BAD_USER_INPUT"] and message in body["errors"][0]["message"]
+    assert len(body["errors"][0]["message"]) < 200  # the value is not echoed whole
+    assert upstream.count <= 1  # the package, never the odd value
+
+
+async def test_odd_ids_and_slugs_name_nothing(upstream: FakeUpstream) -> None:
+    """Unicode digits, ids past any bigint, NUL and overlong slugs: null, and no request."""
+    body = await query(
+        upstream,
+        "query($a: ID!, $b: ID!, $c: String!, $d: String!) { a: node(id: $a) { id }"
+        " b: node(id: $b) { id } c: package(slug: $c) { id } d: grid(slug: $d) { id }"
+        ' e: package(slug: "..") { id } }',
+        a=b64("Package:²"),
+        b=b64("Package:" + "9" * 5000),
+        c="a\x00b",
+        d="x" * 101,
+    )
+    assert body == {"data": {"a": None, "b": None, "c": None, "d": None, "e": None}}
     assert upstream.count == 0

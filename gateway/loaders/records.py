@@ -9,12 +9,21 @@ time zone, which is what the Django Packages service renders.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, TypeVar, overload
 from zoneinfo import ZoneInfo
 
 import msgspec
 
 SITE_TIMEZONE = ZoneInfo("America/New_York")
+
+
+@overload
+def in_site_time(value: datetime) -> datetime: ...
+@overload
+def in_site_time(value: None) -> None: ...
+def in_site_time(value: datetime | None) -> datetime | None:
+    """An aware datetime (or None) shown in the site's zone, as the REST layer renders it."""
+    return None if value is None else value.astimezone(SITE_TIMEZONE)
 
 
 def site_time(value: datetime) -> datetime:

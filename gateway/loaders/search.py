@@ -43,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.loaders.records import SITE_TIMEZONE, SearchHit, split_participants
+from gateway.loaders.records import SearchHit, in_site_time, split_participants
 from gateway.loaders.tables import category, grid, package, search, version
 
 if TYPE_CHECKING:
@@ -135,16 +135,12 @@ def search_hit(row: Row[Any]) -> SearchHit:
         pypi_downloads=row.pypi_downloads,
         usage=row.usage,
         participants=split_participants(row.participants),
-        last_committed=_local(row.last_committed),
-        last_released=_local(row.last_released),
+        last_committed=in_site_time(row.last_committed),
+        last_released=in_site_time(row.last_released),
         absolute_url=f"/{row.item_type}s/{row.item_type[:1]}/{row.slug}/",
-        created=row.created.astimezone(SITE_TIMEZONE),
-        modified=row.modified.astimezone(SITE_TIMEZONE),
+        created=in_site_time(row.created),
+        modified=in_site_time(row.modified),
     )
-
-
-def _local(value: Any) -> Any:
-    return None if value is None else value.astimezone(SITE_TIMEZONE)
 
 
 def _packages_and_grids() -> FromClause:

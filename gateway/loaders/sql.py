@@ -41,13 +41,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.errors import ConfigError, DatabaseError
 from gateway.loaders import search as searching
 from gateway.loaders.records import (
-    SITE_TIMEZONE,
     Category,
     Grid,
     Package,
     Page,
     SearchHit,
     Window,
+    in_site_time,
     split_participants,
 )
 from gateway.loaders.tables import category, grid, grid_package, package, search, version
@@ -127,11 +127,6 @@ async def _table_names(engine: AsyncEngine) -> set[str]:
         raise ConfigError(f"database unreachable: {_one_line(exc)}") from exc
 
 
-def _local(value: Any) -> Any:
-    """Timestamps are read as aware UTC; the API shows them in the site's zone, as REST does."""
-    return None if value is None else value.astimezone(SITE_TIMEZONE)
-
-
 def _commits(value: Any) -> tuple[int, ...]:
     """A JSON list; a database whose column is text hands it over still encoded."""
     if isinstance(value, str):
@@ -147,8 +142,8 @@ def _category(row: Row[Any]) -> Category:
         description=row.description,
         title_plural=row.title_plural,
         show_pypi=bool(row.show_pypi),
-        created=_local(row.created),
-        modified=_local(row.modified),
+        created=in_site_time(row.created),
+        modified=in_site_time(row.modified),
     )
 
 
@@ -160,8 +155,8 @@ def _grid(row: Row[Any]) -> Grid:
         description=row.description,
         is_locked=bool(row.is_locked),
         header=bool(row.header),
-        created=_local(row.created),
-        modified=_local(row.modified),
+        created=in_site_time(row.created),
+        modified=in_site_time(row.modified),
     )
 
 
@@ -171,12 +166,12 @@ def _package(row: Row[Any]) -> Package:
         title=row.title,
         slug=row.slug,
         category_id=row.category_id,
-        last_updated=_local(row.last_commit_date),
-        last_fetched=_local(row.last_fetched),
+        last_updated=in_site_time(row.last_commit_date),
+        last_fetched=in_site_time(row.last_fetched),
         repo_url=row.repo_url,
         pypi_version=row.pypi_version,
-        created=_local(row.created),
-        modified=_local(row.modified),
+        created=in_site_time(row.created),
+        modified=in_site_time(row.modified),
         repo_forks=row.repo_forks,
         repo_description=row.repo_description,
         pypi_url=row.pypi_url,

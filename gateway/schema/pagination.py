@@ -30,10 +30,20 @@ def offset_of(cursor: str) -> int:
     try:
         prefix, value = from_base64(cursor)
     except ValueError:
-        raise BadUserInput(f"`after` is not a valid cursor: {cursor!r}") from None
-    if prefix != _CURSOR_PREFIX or not value.isdigit():
-        raise BadUserInput(f"`after` is not a valid cursor: {cursor!r}")
+        raise BadUserInput(f"`after` is not a valid cursor: {shown(cursor)}") from None
+    if prefix != _CURSOR_PREFIX or not is_number(value):
+        raise BadUserInput(f"`after` is not a valid cursor: {shown(cursor)}")
     return int(value)
+
+
+def is_number(text: str) -> bool:
+    """ASCII digits that fit a bigint: `str.isdigit` alone also takes "²" and 5,000 digits."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
+def shown(value: str) -> str:
+    """A client's value quoted back in an error, cut short: errors are not an echo service."""
+    return repr(value) if len(value) <= 80 else repr(value[:80]) + "…"
 
 
 def window(first: int | None, after: str | None) -> tuple[int, int]:

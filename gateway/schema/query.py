@@ -11,16 +11,18 @@ from strawberry.relay.utils import from_base64
 
 from gateway.errors import BadUserInput
 from gateway.schema.context import Info
-from gateway.schema.pagination import DEFAULT_FIRST, Connection, connection, window
+from gateway.schema.pagination import (
+    DEFAULT_FIRST,
+    Connection,
+    connection,
+    is_number,
+    shown,
+    window,
+)
 from gateway.schema.types import Category, Grid, Node, Package, SearchResult
 
 MAX_SLUG = 100
 MAX_SEARCH = 1_000
-
-
-def _shown(value: str) -> str:
-    """A client's value quoted back in an error, cut short: errors are not an echo service."""
-    return repr(value) if len(value) <= 80 else repr(value[:80]) + "…"
 
 
 async def _lookup(
@@ -30,8 +32,9 @@ async def _lookup(
     if isinstance(id, int) and not isinstance(slug, str):
         return await by_id.load(id)
     if isinstance(slug, str) and not isinstance(id, int):
-        # No slug is longer than its column (at most 100 characters): no need to ask.
-        return await by_slug.load(slug) if len(slug) <= MAX_SLUG else None
+        # No slug is longer than its column (at most 100 characters) or holds a NUL (which
+        # PostgreSQL cannot even receive): no need to ask.
+        return await by_slug.load(slug) if len(slug) <= MAX_SLUG and "\x00" not in slug else None
     raise BadUserInput("Pass exactly one of `id` and `slug`")
 
 
@@ -39,7 +42,7 @@ async def _load_node(info: Info, global_id: str) -> Any:
     try:
         type_name, raw_id = from_base64(global_id)
     except ValueError:
-        raise BadUserInput(f"Not a valid node id: {_shown(global_id)}") from None
+        raise BadUserInput(f"Not a valid node id: {shown(global_id)}") from None
     loaders = info.context.loaders
     by_type: dict[str, DataLoader[int, Any]] = {
         "Category": loaders.category,
@@ -47,7 +50,7 @@ async def _load_node(info: Info, global_id: str) -> Any:
         "Package": loaders.package,
     }
     loader = by_type.get(type_name)
-    if loader is None or not raw_id.isdigit():
+    if loader is None or not is_number(raw_id):
         return None
     return await loader.load(int(raw_id))
 
@@ -108,6 +111,8 @@ async def _packages(
 async def _search(info: Info, query: str) -> list[Any]:
     if len(query) > MAX_SEARCH:
         raise BadUserInput(f"`query` may not be longer than {MAX_SEARCH} characters")
+    if "\x00" in query:
+        raise BadUserInput("`query` may not contain a NUL character")
     return list(await info.context.loaders.backend.search(query))
 
 
