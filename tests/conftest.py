@@ -1,5 +1,6 @@
 """Shared fixtures: the fake APIv4 served over real HTTP on loopback."""
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,12 +16,21 @@ def fake_upstream() -> Iterator[FakeUpstream]:
         yield upstream
 
 
+def settle(upstream: FakeUpstream) -> None:
+    """Wait (a little) for requests a gateway gave up on but the fake still serves: left in
+    flight, they would count in the next test's log and peak concurrency."""
+    deadline = time.monotonic() + 3
+    while upstream.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    upstream.reset()
+
+
 @pytest.fixture
 def upstream(fake_upstream: FakeUpstream) -> Iterator[FakeUpstream]:
     """The session's fake APIv4 with a clean log, no faults and no latency, left clean after."""
     dataset = fake_upstream.dataset
-    fake_upstream.reset()
+    settle(fake_upstream)
     yield fake_upstream
-    fake_upstream.reset()
+    settle(fake_upstream)
     if fake_upstream.dataset is not dataset:
         fake_upstream.dataset = dataset

@@ -67,8 +67,10 @@ def _data(response: httpx.Response) -> Any:
 
 
 def test_post_runs_the_operation_named_in_the_request(
-    client: httpx.Client, upstream: FakeUpstream
+    own_client: httpx.Client, upstream: FakeUpstream
 ) -> None:
+    """A gateway of its own: a cached categories page would hide a second operation."""
+    client = own_client
     row = upstream.dataset.packages[len(upstream.dataset.packages) // 2]
     response = client.post(
         "/graphql",
@@ -144,8 +146,9 @@ def test_get_with_an_invalid_document_is_a_json_error(
 
 
 def test_graphql_response_media_type_keeps_field_errors_at_200(
-    client: httpx.Client, upstream: FakeUpstream
+    own_client: httpx.Client, upstream: FakeUpstream
 ) -> None:
+    client = own_client
     upstream.faults["/api/v4/grids/"] = "503"
     response = client.post(
         "/graphql",

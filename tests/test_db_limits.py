@@ -174,5 +174,10 @@ async def test_the_setting_reaches_the_served_engine(sqlite_database: Database) 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
 async def test_in_memory_sqlite_has_no_pool_to_bound(url: str) -> None:
+    """Pool sizes would crash an in-memory database's engine: it gets none, and works."""
     engine = create_engine(url, statement_timeout=TIMEOUT)
-    await engine.dispose()
+    try:
+        async with engine.connect() as connection:
+            assert (await connection.exec_driver_sql("SELECT 1")).scalar() == 1
+    finally:
+        await engine.dispose()
