@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.demo.dataset import Dataset, generate
 from gateway.loaders.database import async_url, create_engine
@@ -84,15 +84,17 @@ async def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
 
 
 def postgres_engine(schema: str, port: int = POSTGRES_PORT) -> AsyncEngine:
-    """An engine like the gateway's (`create_engine`), with the schema on its search path."""
-    url = async_url(POSTGRES_URL).set(port=port)
-    return create_async_engine(
-        url,
-        pool_size=10,
-        max_overflow=10,
-        pool_pre_ping=True,
-        connect_args={"server_settings": {"search_path": schema}},
-    )
+    """The gateway's own engine (`create_engine`), with the schema on its search path."""
+    engine = create_engine(async_url(POSTGRES_URL).set(port=port))
+
+    async def use_schema(driver_connection: Any) -> None:  # outside any transaction: it stays
+        await driver_connection.execute(f"SET search_path TO {schema}")
+
+    def connect(dbapi_connection: Any, record: object) -> None:
+        dbapi_connection.run_async(use_schema)
+
+    event.listen(engine.sync_engine, "connect", connect)
+    return engine
 
 
 @asynccontextmanager
