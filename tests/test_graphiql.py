@@ -9,10 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -31,7 +27,7 @@ from starlette.types import ASGIApp, Scope
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream
+from gateway.demo.upstream import FakeUpstream, serve_in_thread
 from gateway.graphiql import graphiql_page, wants_graphiql
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -56,19 +52,8 @@ def app(fake_upstream: FakeUpstream) -> ASGIApp:
 @pytest.fixture(scope="module")
 def origin(app: ASGIApp) -> Iterator[str]:
     """Serve `app` with uvicorn on a free loopback port, in a background thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve_in_thread(app) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
