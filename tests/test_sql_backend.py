@@ -10,14 +10,14 @@ import dataclasses
 import json
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import closing
-from datetime import datetime
+from contextlib import asynccontextmanager, closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import emoji
 import pytest
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.demo.dataset import CategoryRow, Dataset, GridRow, PackageRow
@@ -28,19 +28,26 @@ from gateway.loaders.records import (
     SITE_TIMEZONE,
     Category,
     Grid,
+    Order,
     Package,
+    PackageFilter,
     Page,
     SearchHit,
     Window,
+    text_key,
+    title_key,
+    words_of,
 )
 from gateway.loaders.sql import SqlBackend, SqlFeatures, check_database, inspect_database
 from gateway.loaders.tables import category, package
+from gateway.loaders.writer import write_dataset
 from tests.databases import (
     POSTGRES_PORT,
     SMALL,
     Database,
     TcpProxy,
     database,
+    new_schema,
     pg_schema,
     postgres_database,
     postgres_engine,
@@ -328,6 +335,174 @@ async def test_lists_are_newest_first_with_their_total(database: Database) -> No
             assert await method(offset, limit) == page(ids, offset, limit, records)
 
 
+# -- filters and orders ----------------------------------------------------------------------
+
+PACKAGE_FIELDS = (
+    "title",
+    "repo_watchers",
+    "repo_forks",
+    "last_updated",
+    "created",
+    "modified",
+    "id",
+)
+RECORD_FIELDS = ("title", "package_count", "id")
+
+
+def every_order(fields: tuple[str, ...]) -> list[Order]:
+    return [Order(field, descending) for field in fields for descending in (False, True)]
+
+
+def texts() -> dict[int, str]:
+    return {row.id: text_key(row.title, row.slug, row.repo_description) for row in SMALL.packages}
+
+
+async def test_a_filtered_ordered_first_page_is_one_statement(database: Database) -> None:
+    since = datetime(2023, 1, 1, tzinfo=UTC)
+    kept = PackageFilter(words=("django",), has_pypi_release=True, updated_after=since)
+    passing = [
+        record
+        for record in PACKAGES.values()
+        if "django" in texts()[record.id]
+        and record.pypi_version is not None
+        and record.last_updated is not None
+        and record.last_updated > since
+    ]
+    by_stars = sorted(passing, key=lambda record: (record.repo_watchers, record.id), reverse=True)
+
+    with statements(database.engine) as sent:
+        first = await database.backend().list_packages(0, 10, kept, Order("repo_watchers", True))
+
+    assert len(sent) == 1, sent
+    assert first == page([record.id for record in by_stars], 0, 10, PACKAGES)
+    assert 10 < first.total < len(PACKAGES)
+
+
+async def test_titles_order_by_python_lower_case_in_code_point_order(database: Database) -> None:
+    backend = database.backend()
+    for descending in (False, True):
+        rows = sorted(
+            SMALL.packages, key=lambda row: (title_key(row.title), row.id), reverse=descending
+        )
+        ordered = await backend.list_packages(0, 1000, order=Order("title", descending))
+        assert [record.id for record in ordered.items] == [row.id for row in rows]
+
+
+@pytest.mark.parametrize(
+    "words", [("джанго",), ("crème", "brûlée"), ("%",), ("_",), ('"',), ("'",), ("django", "foo")]
+)
+async def test_words_are_substrings_of_the_python_lower_cased_text(
+    database: Database, words: tuple[str, ...]
+) -> None:
+    expected = sorted(
+        (id for id, text in texts().items() if all(word in text for word in words)), reverse=True
+    )
+
+    found = await database.backend().list_packages(0, 1000, PackageFilter(words=words))
+
+    assert [record.id for record in found.items] == expected and expected
+
+
+async def test_without_key_tables_sqlite_lower_cases_ascii_only(sqlite_database: Database) -> None:
+    kept = PackageFilter(words=words_of("ДЖАНГО"))
+
+    assert (await sqlite_database.backend().list_packages(0, 5, kept)).total == 1
+    assert (await sqlite_database.backend(sort_keys=False).list_packages(0, 5, kept)).total == 0
+
+
+async def package_answers(backend: SqlBackend, kept: Any, order: Order) -> list[Any]:
+    return [
+        await backend.list_packages(3, 40, kept, order),
+        await backend.packages_of_grids([Window(id, 1, 30, kept, order) for id in GRIDS]),
+        await backend.packages_of_categories([Window(id, 0, 30, kept, order) for id in CATEGORIES]),
+    ]
+
+
+async def record_answers(backend: SqlBackend, order: Order) -> list[Any]:
+    return [
+        await backend.list_grids(0, 100, order),
+        await backend.list_categories(0, 100, order),
+        await backend.grids_of_packages([Window(id, 0, 10, order=order) for id in PACKAGES]),
+    ]
+
+
+async def test_without_key_tables_lower_stands_in(database: Database) -> None:
+    """On the demo rows, whose only non-ASCII capitals decide no order, both ways agree."""
+    stored, standing_in = database.backend(), database.backend(sort_keys=False)
+    filters = [None, PackageFilter(words=("django", "foo")), PackageFilter(category="apps")]
+    for order in every_order(PACKAGE_FIELDS):
+        for kept in filters:
+            expected = await package_answers(stored, kept, order)
+            assert await package_answers(standing_in, kept, order) == expected, (order, kept)
+    for order in every_order(RECORD_FIELDS):
+        assert await record_answers(standing_in, order) == await record_answers(stored, order)
+
+
+async def test_windows_of_several_shapes_are_one_statement(database: Database) -> None:
+    backend = database.backend()
+    kept, by_stars = PackageFilter(words=("django",)), Order("repo_watchers", descending=True)
+    windows = [
+        *(Window(id, 0, 0) for id in GRIDS),
+        *(Window(id, 1, 3, kept, by_stars) for id in GRIDS),
+        Window(QUIRKS_GRID.id, 0, 5, order=Order("title")),
+        Window(QUIRKS_GRID.id, 0, 0, kept),
+        Window(MISSING, 0, 5, kept),
+    ]
+
+    with statements(database.engine) as sent:
+        pages = await backend.packages_of_grids(windows)
+
+    assert len(sent) == 1, sent
+    assert pages == [(await backend.packages_of_grids([window]))[0] for window in windows]
+    assert [p.total for p in pages[: len(GRIDS)]] == [
+        len(package_ids_of_grid(SMALL, id)) for id in GRIDS
+    ]
+    assert 0 < pages[-2].total < pages[list(GRIDS).index(QUIRKS_GRID.id)].total
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_a_write_brings_an_older_database_up_to_date(kind: str, tmp_path: Path) -> None:
+    """Key tables and indexes missing (a database an older gateway wrote) are made again."""
+    async with owned_database(kind, tmp_path) as engine:
+        await write_dataset(engine, SMALL)
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP TABLE gateway_package_key"))
+            await connection.execute(text("DROP INDEX package_package_repo_watchers"))
+        assert not (await inspect_database(engine)).sort_keys
+        first = dataclasses.replace(SMALL.packages[0], title="ÆØÅ first")
+        renamed = dataclasses.replace(SMALL, packages=(first, *SMALL.packages[1:]))
+
+        await write_dataset(engine, renamed)
+
+        features = await inspect_database(engine)
+        async with engine.connect() as connection:
+            indexes = await connection.run_sync(
+                lambda sync: {index["name"] for index in inspect(sync).get_indexes(package.name)}
+            )
+        titled = await SqlBackend(engine, features).list_packages(0, 1000, order=Order("title"))
+    assert features.sort_keys and "package_package_repo_watchers" in indexes
+    rows = sorted(renamed.packages, key=lambda row: (title_key(row.title), row.id))
+    assert [record.id for record in titled.items] == [row.id for row in rows]
+
+
+@asynccontextmanager
+async def owned_database(kind: str, directory: Path) -> AsyncIterator[AsyncEngine]:
+    """An engine on an empty database of the kind: a SQLite file, or a new PostgreSQL schema."""
+    if kind == "sqlite":
+        engine = create_engine(f"sqlite:///{directory / 'owned.sqlite3'}")
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+        return
+    async with new_schema() as schema:
+        engine = postgres_engine(schema)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+
+
 # -- statements -----------------------------------------------------------------------------
 
 
@@ -519,10 +694,10 @@ async def test_features_are_detected(
     sqlite_database: Database, postgres_database: Database
 ) -> None:
     assert sqlite_database.features == SqlFeatures(
-        dialect="sqlite", search_table=True, search_vector=False, fts=True
+        dialect="sqlite", search_table=True, search_vector=False, fts=True, sort_keys=True
     )
     assert postgres_database.features == SqlFeatures(
-        dialect="postgresql", search_table=True, search_vector=True, fts=False
+        dialect="postgresql", search_table=True, search_vector=True, fts=False, sort_keys=True
     )
     await check_database(sqlite_database.engine)
     await check_database(postgres_database.engine)
@@ -541,7 +716,9 @@ async def test_a_database_without_the_tables_is_refused(tmp_path: Path) -> None:
     assert str(refused.value) == (
         "database has no table package_package: is this a Django Packages database?"
     )
-    assert features == SqlFeatures("sqlite", search_table=False, search_vector=False, fts=False)
+    assert features == SqlFeatures(
+        "sqlite", search_table=False, search_vector=False, fts=False, sort_keys=False
+    )
 
 
 async def test_an_unreachable_database_is_refused(tmp_path: Path, pg_schema: str) -> None:

@@ -262,6 +262,25 @@ async def test_an_empty_file_is_filled(tmp_path: Path, monkeypatch: pytest.Monke
     assert table_counts(path) == counts(SMALL)
 
 
+async def test_a_catalogue_of_an_older_layout_is_built_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "generate", lambda: SMALL)
+    path = tmp_path / "catalogue.sqlite3"
+    await open_embedded(path)
+    with closing(sqlite3.connect(path)) as connection:  # as an older gateway left it
+        connection.execute("DROP TABLE gateway_package_key")
+        connection.execute("PRAGMA user_version = 1")
+
+    await open_embedded(path)
+
+    with closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (embedded.LAYOUT_VERSION,)
+        (keys,) = connection.execute("SELECT count(*) FROM gateway_package_key").fetchone()
+    assert keys == len(SMALL.packages)
+    assert table_counts(path) == counts(SMALL)
+
+
 async def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "catalogue.sqlite3"
     path.write_text("not a database, but someone's notes\n" * 100)

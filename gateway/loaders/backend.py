@@ -4,6 +4,10 @@ Every method answers a whole batch: the dataloaders call it once per tick with a
 keys a query level asked for, and the answer is aligned with the keys (None where a
 record does not exist). A relation is asked for in windows (parent, offset, limit), so
 that a database pages it in SQL; the answer holds the window's records and the total.
+
+Filters and orders (`PackageFilter`, `Order` in records.py) come with a window or a list
+page; without them a list keeps the upstream's order (id descending) and a relation its own.
+The total is the size of the filtered list.
 """
 
 from __future__ import annotations
@@ -11,7 +15,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway.loaders.records import Category, Grid, Package, Page, SearchHit, Window
+from gateway.loaders.records import (
+    Category,
+    Grid,
+    Order,
+    Package,
+    PackageFilter,
+    Page,
+    SearchHit,
+    Window,
+)
 
 
 class Backend(Protocol):
@@ -31,21 +44,31 @@ class Backend(Protocol):
     async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]: ...
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
-        """A window of each grid's packages, ordered by package title, then id."""
+        """A window of each grid's packages, by package title, then id (unless ordered)."""
         ...
 
     async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
-        """A window of each package's grids, in the order of the membership rows."""
+        """A window of each package's grids, in membership-row order (unless ordered)."""
         ...
 
     async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
-        """A window of each category's packages, newest id first."""
+        """A window of each category's packages, newest id first (unless ordered)."""
         ...
 
-    async def list_categories(self, offset: int, limit: int) -> Page[Category]: ...
+    async def list_categories(
+        self, offset: int, limit: int, order: Order | None = None
+    ) -> Page[Category]: ...
 
-    async def list_grids(self, offset: int, limit: int) -> Page[Grid]: ...
+    async def list_grids(
+        self, offset: int, limit: int, order: Order | None = None
+    ) -> Page[Grid]: ...
 
-    async def list_packages(self, offset: int, limit: int) -> Page[Package]: ...
+    async def list_packages(
+        self,
+        offset: int,
+        limit: int,
+        filter: PackageFilter | None = None,
+        order: Order | None = None,
+    ) -> Page[Package]: ...
 
     async def search(self, query: str) -> list[SearchHit]: ...

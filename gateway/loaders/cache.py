@@ -13,9 +13,10 @@ the others, and its answer still lands in the cache.
 The cache is bounded by size: each entry counts the bytes of the JSON it was decoded from
 plus `ENTRY_OVERHEAD` for its key and bookkeeping, and the least recently used entries are
 evicted past `max_bytes`. The default, 32 MiB, holds the whole catalogue with room for pages
-and searches: at the real site's scale, both whole lists and every package and grid primed by
-id and by slug count 17.6 MiB and take about 15 MiB of memory (primed entries share their
-objects with the list). The count estimates memory to the right order; it does not measure it.
+and searches: at the real site's scale, the catalogue snapshot (rest.py, catalogue.py) and
+every record it primes by id and by slug count 18.0 MiB and take about 23 MiB of memory
+(primed entries share their objects with the snapshot's lists). The count estimates memory to
+the right order; it does not measure it.
 """
 
 from __future__ import annotations

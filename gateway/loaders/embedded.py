@@ -2,7 +2,9 @@
 
 It lets `gateway serve` answer with no upstream and no database server. The file is built
 beside its final path and renamed into place, so an interrupted first run leaves nothing
-half-filled behind; once it exists, opening it costs one `stat` and one small query.
+half-filled behind; once it exists, opening it costs one `stat` and one small query. The file
+carries the layout version it was built with (SQLite's `user_version`): a catalogue built by an
+older gateway, without the tables or indexes this one reads, is built again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from gateway.loaders.writer import write_dataset
 
 __all__ = ["default_database_path", "open_embedded"]
 
+# Raised whenever the gateway starts to need more of its own database (2: the sort-key tables).
+LAYOUT_VERSION = 2
+
 
 def default_database_path() -> Path:
     """Where the embedded catalogue lives unless told otherwise: the user's data directory."""
@@ -31,7 +36,7 @@ def default_database_path() -> Path:
 async def open_embedded(path: Path | None = None) -> str:
     """The `sqlite:///` URL of the embedded catalogue, created from the demo dataset if missing."""
     path = (path or default_database_path()).absolute()
-    if _has_tables(path):
+    if _layout_version(path) == LAYOUT_VERSION:
         return _url(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -41,6 +46,8 @@ async def open_embedded(path: Path | None = None) -> str:
         engine = create_engine(_url(temporary))
         try:
             await write_dataset(engine, generate())
+            async with engine.begin() as connection:
+                await connection.exec_driver_sql(f"PRAGMA user_version = {LAYOUT_VERSION}")
         finally:
             # Closing the last connection folds the write-ahead log into the file itself.
             await engine.dispose()
@@ -51,16 +58,16 @@ async def open_embedded(path: Path | None = None) -> str:
     return _url(path)
 
 
-def _has_tables(path: Path) -> bool:
-    """False for a missing or empty file, which is ours to fill; any other file is kept."""
+def _layout_version(path: Path) -> int:
+    """The layout a catalogue file was built with; 0 for a missing or empty file."""
     if not path.exists() or path.stat().st_size == 0:
-        return False
+        return 0
     try:
         with closing(sqlite3.connect(path)) as connection:
-            (count,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"the embedded catalogue {path} cannot be read: {exc}") from None
-    return bool(count)
+    return int(version)
 
 
 def _sidecars(path: Path) -> tuple[Path, Path]:

@@ -14,7 +14,7 @@ from typing import TypeVar
 from aiodataloader import DataLoader
 
 from gateway.loaders.backend import Backend
-from gateway.loaders.records import Category, Grid, Package, Page, Window
+from gateway.loaders.records import Category, Grid, Order, Package, PackageFilter, Page, Window
 
 R = TypeVar("R", Category, Grid, Package)
 
@@ -95,17 +95,25 @@ class Loaders:
 
     # Whole-list windows: a list page holds full records, which prime the id loaders.
 
-    async def list_categories(self, offset: int, limit: int) -> Page[Category]:
-        page = await self.backend.list_categories(offset, limit)
+    async def list_categories(
+        self, offset: int, limit: int, order: Order | None = None
+    ) -> Page[Category]:
+        page = await self.backend.list_categories(offset, limit, order)
         _prime(page.items, self.category, self.category_by_slug)
         return page
 
-    async def list_grids(self, offset: int, limit: int) -> Page[Grid]:
-        page = await self.backend.list_grids(offset, limit)
+    async def list_grids(self, offset: int, limit: int, order: Order | None = None) -> Page[Grid]:
+        page = await self.backend.list_grids(offset, limit, order)
         _prime(page.items, self.grid, self.grid_by_slug)
         return page
 
-    async def list_packages(self, offset: int, limit: int) -> Page[Package]:
-        page = await self.backend.list_packages(offset, limit)
+    async def list_packages(
+        self,
+        offset: int,
+        limit: int,
+        filter: PackageFilter | None = None,
+        order: Order | None = None,
+    ) -> Page[Package]:
+        page = await self.backend.list_packages(offset, limit, filter, order)
         _prime(page.items, self.package, self.package_by_slug)
         return page

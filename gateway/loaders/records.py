@@ -95,12 +95,65 @@ class SearchHit(msgspec.Struct, frozen=True, gc=False):
 R = TypeVar("R")
 
 
+class PackageFilter(NamedTuple):
+    """Which packages a list keeps: every condition that is set must hold.
+
+    Both backends agree to the row: `category` is a category slug; `grids` are grid slugs
+    the package must all be in; `words` (lower-cased with `str.lower`) must each appear in
+    `text_key(title, slug, description)`; `has_pypi_release` compares `pypi_version` with
+    None; `updated_after`/`updated_before` are strict bounds on `last_updated`, which a
+    package without one never meets; `min_watchers` is inclusive.
+    """
+
+    category: str | None = None
+    grids: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+    has_pypi_release: bool | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    min_watchers: int | None = None
+
+
+class Order(NamedTuple):
+    """An order of a list: `field` one of the record's order fields, then id the same way.
+
+    Package fields: title, repo_watchers, repo_forks, last_updated, created, modified, id;
+    grid and category fields: title, package_count, id. `title` orders by `title_key`
+    (code-point order of the lower-cased title); a null (`last_updated`) sorts last in both
+    directions, among the nulls by id in the order's direction.
+    """
+
+    field: str
+    descending: bool = False
+
+
 class Window(NamedTuple):
-    """A window of one parent's related records: `limit` of them from `offset` on."""
+    """A window of one parent's related records: `limit` of them from `offset` on.
+
+    With a `filter` (packages only) the relation keeps the packages that pass it; with an
+    `order` it is sorted by that order instead of the relation's own.
+    """
 
     parent: int
     offset: int
     limit: int
+    filter: PackageFilter | None = None
+    order: Order | None = None
+
+
+def title_key(title: str) -> str:
+    """What `title` orders by: the lower-cased title, compared by code point."""
+    return title.lower()
+
+
+def text_key(title: str, slug: str, description: str) -> str:
+    """The text a filter's words are looked for in: no word holds the separating newline."""
+    return "\n".join((title.lower(), slug.lower(), description.lower()))
+
+
+def words_of(query: str) -> tuple[str, ...]:
+    """A filter's `query` as the lower-cased words that must all appear, each once."""
+    return tuple(dict.fromkeys(query.lower().split()))
 
 
 class Page(msgspec.Struct, Generic[R], frozen=True, gc=False):

@@ -8,11 +8,17 @@ resource the request has seen, by id and by slug, so that a list page, a slug lo
 relation never costs a second request for the same resource. Relation URLs are only parsed
 for their id; they are never followed, so the gateway calls no host but its configured
 upstream.
+
+The upstream cannot filter, and orders every list one way: what asks for a filter or an
+order (and `Category.packages`, which the upstream cannot list either) is answered from a
+`Catalogue` (catalogue.py), a snapshot of the three whole lists kept in the cache as one
+entry. Everything else takes the upstream's own list pages and relations.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -27,10 +33,13 @@ import msgspec
 
 from gateway.errors import UpstreamError
 from gateway.loaders.cache import ResourceCache
+from gateway.loaders.catalogue import Catalogue
 from gateway.loaders.records import (
     Category,
     Grid,
+    Order,
     Package,
+    PackageFilter,
     Page,
     SearchHit,
     Window,
@@ -42,6 +51,9 @@ logger = logging.getLogger("gateway")
 
 # The upstream has no maximum page size: one request with this limit reads a whole list.
 WHOLE_LIST = 100_000
+
+# The cache key of the catalogue snapshot: no upstream path, so no list or detail entry.
+CATALOGUE = "catalogue"
 
 # Retried: what says "try again" (429, 502, 503, 504; a 500 is a bug that would fail again)
 # and connections that failed before an answer. Not a read timeout: that attempt already
@@ -144,10 +156,15 @@ class ListJSON(msgspec.Struct):
     results: list[msgspec.Raw]
 
 
+@functools.lru_cache(maxsize=2**13)
 def id_from_url(url: str) -> int:
-    """The id at the end of a relation URL's path, whatever its host or query string."""
+    """The id at the end of a relation URL's path, whatever its host or query string.
+
+    Remembered for the few thousand links a catalogue has: each grid's link recurs in every
+    package it lists, and a snapshot's refresh parses them all again.
+    """
     last = urlsplit(url).path.rstrip("/").rpartition("/")[2]
-    if not last.isdigit():
+    if not (last.isascii() and last.isdigit()):
         raise UpstreamError("The upstream API returned a malformed relation link", f"link {url!r}")
     return int(last)
 
@@ -436,6 +453,22 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+async def _all_pages(read: Callable[[int], Awaitable[tuple[list[L], int]]]) -> list[L]:
+    """A whole list from `read(offset)` pages: one request, unless the upstream caps pages."""
+    items, count = await read(0)
+    while len(items) < count:
+        more, _ = await read(len(items))
+        if not more:
+            break
+        items = items + more
+    return items
+
+
+def _shaped(window: Window) -> bool:
+    """Whether a window asks for a filter or an order: only the catalogue can answer it."""
+    return window.filter is not None or window.order is not None
+
+
 class RestBackend:
     """The `Backend` over one `Upstream`, remembering what this request has fetched.
 
@@ -506,19 +539,21 @@ class RestBackend:
     async def _list(
         self, resource: str, kind: type[L], offset: int, limit: int
     ) -> tuple[list[L], int]:
-        params = {"limit": limit, "offset": offset}
+        key = f"{resource}?{urlencode({'limit': limit, 'offset': offset})}"
+        return await self._get(key, lambda: self._read_page(resource, kind, offset, limit))
 
-        async def fetch() -> tuple[tuple[list[L], int], int]:
-            body = await self.upstream.get(resource, params)
-            if body is None:
-                raise UpstreamError("The upstream API has no such list", f"GET {resource}: 404")
-            page = decode(body, ListJSON, resource)
-            items = [decode(raw, kind, resource) for raw in page.results]
-            for raw, item in zip(page.results, items, strict=True):
-                self._prime(resource, item, len(raw))
-            return (items, page.count), len(body)
-
-        return await self._get(f"{resource}?{urlencode(params)}", fetch)
+    async def _read_page(
+        self, resource: str, kind: type[L], offset: int, limit: int
+    ) -> tuple[tuple[list[L], int], int]:
+        """A list page from the upstream, its items primed by id and slug; and its size."""
+        body = await self.upstream.get(resource, {"limit": limit, "offset": offset})
+        if body is None:
+            raise UpstreamError("The upstream API has no such list", f"GET {resource}: 404")
+        page = decode(body, ListJSON, resource)
+        items = [decode(raw, kind, resource) for raw in page.results]
+        for raw, item in zip(page.results, items, strict=True):
+            self._prime(resource, item, len(raw))
+        return (items, page.count), len(body)
 
     def _prime(self, resource: str, item: L, size: int) -> None:
         """Cache a listed object as its detail GET would answer it, by id and by slug."""
@@ -528,13 +563,42 @@ class RestBackend:
             self.cache.put(f"{resource}{quote(item.slug, safe='')}/", item, size)
 
     async def _whole_list(self, resource: str, kind: type[L]) -> list[L]:
-        items, count = await self._list(resource, kind, 0, WHOLE_LIST)
-        while len(items) < count:
-            more, _ = await self._list(resource, kind, len(items), WHOLE_LIST)
-            if not more:
-                break
-            items = items + more
-        return items
+        return await _all_pages(lambda offset: self._list(resource, kind, offset, WHOLE_LIST))
+
+    async def _catalogue(self) -> Catalogue:
+        """The catalogue snapshot: the three whole lists, refetched together once stale.
+
+        Their pages are read straight from the upstream, not bound to this request's time
+        (the fetch is shared), and cached only as the snapshot; their items prime the
+        details, as any list page does.
+        """
+
+        async def read_all(resource: str, kind: type[L]) -> tuple[list[L], int]:
+            sizes: list[int] = []
+
+            async def read(offset: int) -> tuple[list[L], int]:
+                page, size = await self._read_page(resource, kind, offset, WHOLE_LIST)
+                sizes.append(size)
+                return page
+
+            return await _all_pages(read), sum(sizes)
+
+        async def fetch() -> tuple[Catalogue, int]:
+            (categories, a), (grids, b), (packages, c) = await asyncio.gather(
+                read_all("categories/", CategoryJSON),
+                read_all("grids/", GridJSON),
+                read_all("packages/", PackageJSON),
+            )
+            catalogue = Catalogue(
+                [_category(raw) for raw in categories],
+                [_grid(raw) for raw in grids],
+                [_package(raw) for raw in packages],
+                packages_of_grid={raw.id: map(id_from_url, raw.packages) for raw in grids},
+                grids_of_package={raw.id: map(id_from_url, raw.grids) for raw in packages},
+            )
+            return catalogue, a + b + c
+
+        return await self._get(CATALOGUE, fetch)
 
     # -- remembering ------------------------------------------------------------------
 
@@ -563,13 +627,6 @@ class RestBackend:
             return [self._remember_category(item) for item in raw]
 
         return await self._once("categories/", fetch)
-
-    async def _all_packages(self) -> list[Package]:
-        async def fetch() -> list[Package]:
-            raw = await self._whole_list("packages/", PackageJSON)
-            return [self._remember_package(item) for item in raw]
-
-        return await self._once("packages/", fetch)
 
     async def _by_keys(
         self,
@@ -635,22 +692,40 @@ class RestBackend:
         return [None if id is None else self._packages.get(id) for id in ids]
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
+        return await self._relation(windows, self._grid_members, Catalogue.packages_of_grid)
+
+    async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+        return await self._relation(windows, self._package_grids, Catalogue.grids_of_package)
+
+    async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
+        # The upstream cannot filter packages by category: the snapshot's whole package
+        # list answers every window, filtered or not.
+        catalogue = await self._catalogue()
+        return [catalogue.packages_of_category(window) for window in windows]
+
+    async def _relation(
+        self,
+        windows: Sequence[Window],
+        plain: Callable[[Sequence[Window]], Awaitable[list[Page[T]]]],
+        shaped: Callable[[Catalogue, Window], Page[T]],
+    ) -> list[Page[T]]:
+        """Answer the windows with a filter or order from the catalogue, the others as the
+        upstream's relation. The catalogue goes first: the details it primes serve the rest."""
+        pages: dict[Window, Page[T]] = {}
+        if any(map(_shaped, windows)):
+            catalogue = await self._catalogue()
+            pages = {window: shaped(catalogue, window) for window in windows if _shaped(window)}
+        own = [window for window in windows if window not in pages]
+        pages.update(zip(own, await plain(own), strict=True))
+        return [pages[window] for window in windows]
+
+    async def _grid_members(self, windows: Sequence[Window]) -> list[Page[Package]]:
         await self.grids([window.parent for window in windows])
         return await self._windows(windows, self._package_ids_of_grid, self.packages)
 
-    async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+    async def _package_grids(self, windows: Sequence[Window]) -> list[Page[Grid]]:
         await self.packages([window.parent for window in windows])
         return await self._windows(windows, self._grid_ids_of_package, self.grids)
-
-    async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
-        # The upstream cannot filter packages by category: read the whole package list
-        # (one request, no maximum page size) and group it. Its order is id descending.
-        members: dict[int, list[int]] = {window.parent: [] for window in windows}
-        for package in await self._all_packages():
-            ids = members.get(package.category_id)
-            if ids is not None:
-                ids.append(package.id)
-        return await self._windows(windows, members, self.packages)
 
     async def _windows(
         self,
@@ -673,15 +748,29 @@ class RestBackend:
             for window, ids in zip(windows, slices, strict=True)
         ]
 
-    async def list_categories(self, offset: int, limit: int) -> Page[Category]:
+    async def list_categories(
+        self, offset: int, limit: int, order: Order | None = None
+    ) -> Page[Category]:
+        if order is not None:
+            return (await self._catalogue()).list_categories(offset, limit, order)
         raw, total = await self._page("categories/", CategoryJSON, offset, limit)
         return Page([self._remember_category(item) for item in raw], total)
 
-    async def list_grids(self, offset: int, limit: int) -> Page[Grid]:
+    async def list_grids(self, offset: int, limit: int, order: Order | None = None) -> Page[Grid]:
+        if order is not None:
+            return (await self._catalogue()).list_grids(offset, limit, order)
         raw, total = await self._page("grids/", GridJSON, offset, limit)
         return Page([self._remember_grid(item) for item in raw], total)
 
-    async def list_packages(self, offset: int, limit: int) -> Page[Package]:
+    async def list_packages(
+        self,
+        offset: int,
+        limit: int,
+        filter: PackageFilter | None = None,
+        order: Order | None = None,
+    ) -> Page[Package]:
+        if filter is not None or order is not None:
+            return (await self._catalogue()).list_packages(offset, limit, filter, order)
         raw, total = await self._page("packages/", PackageJSON, offset, limit)
         return Page([self._remember_package(item) for item in raw], total)
 

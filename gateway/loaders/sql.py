@@ -3,18 +3,19 @@
 The engine and what the database offers (`SqlFeatures`, read once by `inspect_database`) are
 process-wide; `SqlBackend` is built per request around them and holds nothing else. Each
 batch is one SQL statement, however many keys it has: lookups are `IN (...)`, relations page
-every window in SQL at once, and a list page carries its total. A failure of the database
-is a `DatabaseError` for the fields that needed it, and the next statement starts afresh.
+every window in SQL at once, and a list page carries its total. Filters and orders are
+part of that statement (sort_keys.py). A failure of the database is a `DatabaseError` for the
+fields that needed it, and the next statement starts afresh.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
     CTE,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     literal,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,14 +45,25 @@ from gateway.loaders import search as searching
 from gateway.loaders.records import (
     Category,
     Grid,
+    Order,
     Package,
+    PackageFilter,
     Page,
     SearchHit,
     Window,
     in_site_time,
     split_participants,
 )
-from gateway.loaders.tables import category, grid, grid_package, package, search, version
+from gateway.loaders.sort_keys import Key, Plan, Plans
+from gateway.loaders.tables import (
+    KEY_TABLES,
+    category,
+    grid,
+    grid_package,
+    package,
+    search,
+    version,
+)
 
 __all__ = ["SqlBackend", "SqlFeatures", "check_database", "inspect_database"]
 
@@ -61,7 +74,7 @@ _FAILURES = (SQLAlchemyError, OSError, TimeoutError)
 
 _QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement stopped by statement_timeout
 
-_WINDOW_COLUMNS = ("slot", "parent", "after", "last")
+_WINDOW_COLUMNS = ("slot", "parent", "shape", "after", "last")
 
 # Ids and offsets are bigint in the database: anything larger cannot exist or be reached.
 _BIGINT_MAX = 2**63 - 1
@@ -77,6 +90,7 @@ class SqlFeatures:
     search_table: bool  # searchv3_searchv3 exists
     search_vector: bool  # ... with the site's stored tsvector (PostgreSQL)
     fts: bool  # the FTS5 index `search.build_search_index` builds exists (SQLite)
+    sort_keys: bool  # the key tables `sort_keys.build_sort_keys` fills exist (a database we own)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -101,7 +115,7 @@ async def check_database(engine: AsyncEngine) -> None:
 
 
 async def inspect_database(engine: AsyncEngine) -> SqlFeatures:
-    """Read once at start-up which ways of searching the database supports."""
+    """Read once at start-up which ways of searching and sorting the database supports."""
 
     def columns_of_search(connection: Connection) -> set[str]:
         return {info["name"] for info in inspect(connection).get_columns(search.name)}
@@ -116,6 +130,7 @@ async def inspect_database(engine: AsyncEngine) -> SqlFeatures:
         search_table=search.name in names,
         search_vector="search_vector" in search_columns,
         fts=searching.FTS_TABLE in names,
+        sort_keys=all(table.name in names for table in KEY_TABLES),
     )
 
 
@@ -196,6 +211,36 @@ def _by_id(rows: Sequence[Row[Any]], build: Callable[[Row[Any]], R]) -> dict[int
     return {row.id: build(row) for row in rows}
 
 
+def _newest(table: Table) -> tuple[Key]:
+    """The upstream's order of a list: newest id first."""
+    return (Key(table.c.id, descending=True),)
+
+
+class _Relation(NamedTuple):
+    """A relation's narrow rows: which parent each belongs to, and which member it pages."""
+
+    members: FromClause
+    parent: ColumnElement[int]
+    member: ColumnElement[int]
+
+    def ranked(self, plan: Plan, shape: int, wanted: CTE) -> Select[Any]:
+        """The members of the parents `wanted` asks for in this shape, numbered and counted."""
+        asked = select(wanted.c.parent).where(wanted.c.shape == shape)
+        return plan.apply(
+            select(
+                self.parent.label("parent"),
+                self.member.label("member"),
+                func.row_number()
+                .over(partition_by=self.parent, order_by=plan.order_by())
+                .label("position"),
+                func.count().over(partition_by=self.parent).label("total"),
+                literal(shape, BigInteger).label("shape"),
+            )
+            .select_from(self.members)
+            .where(self.parent.in_(asked))
+        )
+
+
 class SqlBackend:
     """The `Backend` over one database, for one request."""
 
@@ -208,6 +253,7 @@ class SqlBackend:
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.engine = engine
         self.features = features
+        self.plans = Plans(features)
 
     async def _rows(self, statement: Executable) -> Sequence[Row[Any]]:
         """Run one statement; on any failure, drop its connection so the next one is fresh."""
@@ -271,7 +317,7 @@ class SqlBackend:
 
     # -- relations, paged in SQL --------------------------------------------------------
 
-    def _windows(self, bounds: dict[int, tuple[int, int, int]]) -> CTE:
+    def _windows(self, bounds: Mapping[int, tuple[int, ...]]) -> CTE:
         """The batch's windows as a table (a CTE, so SQLite reads the JSON once), from one
         JSON parameter: one parameter whatever the batch size keeps the statement's
         compiled form cached and clear of the drivers' limits on parameters.
@@ -298,81 +344,95 @@ class SqlBackend:
     async def _pages(
         self,
         windows: Sequence[Window],
-        members: FromClause,
-        parent: ColumnElement[int],
-        member: ColumnElement[int],
-        order: Sequence[ColumnElement[Any]],
+        relation: _Relation,
+        plan_of: Callable[[Window], Plan],
         records: Select[Any],
         build: Callable[[Row[Any]], R],
     ) -> list[Page[R]]:
-        """Every window's rows in one statement, whatever their offsets and limits.
+        """Every window's rows in one statement, whatever their offsets, limits and shapes.
 
-        Each parent's `members` (the narrow rows that decide the order) are numbered and
-        counted in SQL; the records are joined only to the rows in a window, plus each
-        parent's first row, so that a window past the end still learns the total. A parent
-        with no members returns no row and has a total of 0.
+        Each parent's members (the narrow rows that decide the order) are filtered, numbered
+        and counted in SQL, once per shape (filter and order) in the batch, all shapes in one
+        UNION ALL; the records are joined only to the rows in a window, plus each parent's
+        first row, so that a window past the end (or of limit 0) still learns the total. A
+        parent with no members returns no row and has a total of 0.
         """
-        parents = _storable([window.parent for window in windows])
-        bounds = {
-            slot: (window.parent, *_positions(window))
-            for slot, window in enumerate(windows)
-            if window.parent in parents
-        }
-        if not bounds:
+        parents = set(_storable([window.parent for window in windows]))
+        kept = {slot: w for slot, w in enumerate(windows) if w.parent in parents}
+        if not kept:
             return [Page([], 0) for _ in windows]
+        if all(w.limit == 0 and w.filter is None for w in kept.values()):
+            return await self._totals(windows, relation, parents)
+        shapes: dict[tuple[PackageFilter | None, Order | None], int] = {}
+        plans: list[Plan] = []
+        for window in kept.values():
+            if (window.filter, window.order) not in shapes:
+                shapes[window.filter, window.order] = len(plans)
+                plans.append(plan_of(window))
+        bounds = {
+            slot: (w.parent, shapes[w.filter, w.order], *_positions(w)) for slot, w in kept.items()
+        }
         wanted = self._windows(bounds)
-        ranked = (
-            select(
-                parent.label("parent"),
-                member.label("member"),
-                func.row_number().over(partition_by=parent, order_by=order).label("position"),
-                func.count().over(partition_by=parent).label("total"),
-            )
-            .select_from(members)
-            .where(parent.in_(select(wanted.c.parent)))
-            .subquery("ranked")
-        )
+        ranked = union_all(
+            *(relation.ranked(plan, shape, wanted) for shape, plan in enumerate(plans))
+        ).subquery("ranked")
         position = ranked.c.position
         in_window = (position > wanted.c.after) & (position <= wanted.c.last)
         statement = (
             records.add_columns(wanted.c.slot, position, ranked.c.total)
             .join(ranked, ranked.c.member == records.selected_columns.id)
-            .join(wanted, (wanted.c.parent == ranked.c.parent) & (in_window | (position == 1)))
+            .join(
+                wanted,
+                (wanted.c.parent == ranked.c.parent)
+                & (wanted.c.shape == ranked.c.shape)
+                & (in_window | (position == 1)),
+            )
             .order_by(wanted.c.slot, position)
         )
         items: list[list[R]] = [[] for _ in windows]
         totals = [0] * len(windows)
         for row in await self._rows(statement):
-            _, after, last = bounds[row.slot]
+            _, _, after, last = bounds[row.slot]
             totals[row.slot] = row.total
             if after < row.position <= last:
                 items[row.slot].append(build(row))
         return [Page(page, total) for page, total in zip(items, totals, strict=True)]
 
-    def _title_order(self) -> ColumnElement[str]:
-        """Byte order: SQLite's BINARY collation is; PostgreSQL's database collation may not be."""
-        if self.features.dialect == "postgresql":
-            return package.c.title.collate("C")
-        return package.c.title
+    async def _totals(
+        self, windows: Sequence[Window], relation: _Relation, parents: set[int]
+    ) -> list[Page[R]]:
+        """Only sizes were asked for (`packageCount`, `gridCount`): count, rank nothing."""
+        statement = (
+            select(relation.parent.label("parent"), func.count().label("total"))
+            .select_from(relation.members)
+            .where(relation.parent.in_(sorted(parents)))
+            .group_by(relation.parent)
+        )
+        totals = {row.parent: row.total for row in await self._rows(statement)}
+        return [Page([], totals.get(window.parent, 0)) for window in windows]
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
+        by_title = (Key(self.plans.in_byte_order(package.c.title)), Key(package.c.id))
         return await self._pages(
             windows,
-            grid_package.join(package, package.c.id == grid_package.c.package_id),
-            grid_package.c.grid_id,
-            package.c.id,
-            [self._title_order(), package.c.id],
+            _Relation(
+                grid_package.join(package, package.c.id == grid_package.c.package_id),
+                grid_package.c.grid_id,
+                package.c.id,
+            ),
+            lambda window: self.plans.packages(window.filter, window.order, by_title),
             _PACKAGES,
             _package,
         )
 
     async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+        in_membership_order = (Key(grid_package.c.id),)
         return await self._pages(
             windows,
-            grid_package,
-            grid_package.c.package_id,
-            grid_package.c.grid_id,
-            [grid_package.c.id],
+            _Relation(grid_package, grid_package.c.package_id, grid_package.c.grid_id),
+            lambda window: self.plans.grids(
+                window.order, grid_package.c.grid_id, in_membership_order
+            ),
             select(grid),
             _grid,
         )
@@ -380,10 +440,8 @@ class SqlBackend:
     async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
         return await self._pages(
             windows,
-            package,
-            package.c.category_id,
-            package.c.id,
-            [package.c.id.desc()],
+            _Relation(package, package.c.category_id, package.c.id),
+            lambda window: self.plans.packages(window.filter, window.order, _newest(package)),
             _PACKAGES,
             _package,
         )
@@ -394,38 +452,58 @@ class SqlBackend:
         self,
         query: Select[Any],
         table: Table,
+        plan: Plan,
         offset: int,
         limit: int,
         build: Callable[[Row[Any]], R],
     ) -> Page[R]:
-        """A page newest id first and the table's size, in one statement.
+        """A page of the table's rows that pass the plan, in its order, and their count, in
+        one statement.
 
         The count is joined to the page (LEFT JOIN ... ON true), so that a page past the end
-        still brings the total.
+        still brings the total. The page carries its sort keys, to be put back in order by.
         """
-        total = select(func.count().label("total")).select_from(table).subquery("total")
+        count = select(func.count().label("total")).select_from(table)
+        total = plan.filtered(count).subquery("total")
+        sorts = [key.value.label(f"sort_{index}") for index, key in enumerate(plan.keys)]
         page = (
-            query.order_by(table.c.id.desc())
+            plan.apply(query.add_columns(*sorts))
+            .order_by(*plan.order_by())
             .limit(min(limit, _BIGINT_MAX))
             .offset(min(offset, _BIGINT_MAX))
             .subquery("page")
         )
+        in_page_order = (
+            key._replace(value=page.c[sort.name])
+            for key, sort in zip(plan.keys, sorts, strict=True)
+        )
         statement = (
             select(total.c.total, page)
             .select_from(total.outerjoin(page, true()))
-            .order_by(page.c.id.desc())
+            .order_by(*(key.clause() for key in in_page_order))
         )
         rows = await self._rows(statement)
         return Page([build(row) for row in rows if row.id is not None], rows[0].total)
 
-    async def list_categories(self, offset: int, limit: int) -> Page[Category]:
-        return await self._list(select(category), category, offset, limit, _category)
+    async def list_categories(
+        self, offset: int, limit: int, order: Order | None = None
+    ) -> Page[Category]:
+        plan = self.plans.categories(order, _newest(category))
+        return await self._list(select(category), category, plan, offset, limit, _category)
 
-    async def list_grids(self, offset: int, limit: int) -> Page[Grid]:
-        return await self._list(select(grid), grid, offset, limit, _grid)
+    async def list_grids(self, offset: int, limit: int, order: Order | None = None) -> Page[Grid]:
+        plan = self.plans.grids(order, grid.c.id, _newest(grid))
+        return await self._list(select(grid), grid, plan, offset, limit, _grid)
 
-    async def list_packages(self, offset: int, limit: int) -> Page[Package]:
-        return await self._list(_PACKAGES, package, offset, limit, _package)
+    async def list_packages(
+        self,
+        offset: int,
+        limit: int,
+        filter: PackageFilter | None = None,
+        order: Order | None = None,
+    ) -> Page[Package]:
+        plan = self.plans.packages(filter, order, _newest(package))
+        return await self._list(_PACKAGES, package, plan, offset, limit, _package)
 
     # -- search ---------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 Readers see the old rows or the new ones, never a mix: an interrupted write rolls back. Each
 table that changed is emptied and refilled in bulk (together with the tables whose rows point
 into it, as the foreign keys require); the counts reported come from comparing the rows.
+What is derived from the rows, the search index and the sort keys, is rebuilt in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, select, text
+from sqlalchemy import Connection, Table, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.demo.dataset import Dataset
 from gateway.loaders.search import build_search_index
+from gateway.loaders.sort_keys import build_sort_keys
 from gateway.loaders.tables import category, grid, grid_package, metadata, package, search, version
 
 __all__ = ["TableChanges", "WriteSummary", "write_dataset"]
@@ -50,13 +53,14 @@ def _tables(dataset: Dataset) -> tuple[tuple[Table, Sequence[Any]], ...]:
 
 
 async def write_dataset(engine: AsyncEngine, dataset: Dataset) -> WriteSummary:
-    """Create the tables if missing, make their rows exactly the dataset's, rebuild the index."""
+    """Create the tables if missing, make their rows exactly the dataset's, rebuild the
+    search index and the sort keys."""
     tables = _tables(dataset)
     changes: dict[str, TableChanges] = {}
     rewrite: set[Table] = set()
     async with engine.begin() as connection:
         await _lock(connection)
-        await connection.run_sync(metadata.create_all)
+        await connection.run_sync(_create_schema)
         for table, rows in tables:
             changes[table.name] = await _compare(connection, table, rows)
             parents = {key.column.table for key in table.foreign_keys}
@@ -71,7 +75,16 @@ async def write_dataset(engine: AsyncEngine, dataset: Dataset) -> WriteSummary:
                 values = [{name: getattr(row, name) for name in names} for row in rows]
                 await connection.execute(table.insert(), values)
         await build_search_index(connection)
+        await build_sort_keys(connection, dataset)
     return WriteSummary(changes)
+
+
+def _create_schema(connection: Connection) -> None:
+    """The tables that are missing, and the indexes that tables made by an older gateway lack."""
+    metadata.create_all(connection)
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
 
 
 async def _lock(connection: AsyncConnection) -> None:

@@ -1,11 +1,14 @@
 """Relay connections over offset windows.
 
 A cursor is an opaque position in a list; `first`/`after` become one offset and limit,
-which a backend answers with one window of the list, never by walking pages.
+which a backend answers with one window of the list, never by walking pages. A list asked
+for with a filter or an order has a shape (a fingerprint of both): its cursors carry it, and
+a cursor of another shape is refused rather than read as a position in a different list.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
@@ -21,19 +24,31 @@ _CURSOR_PREFIX = "arrayconnection"
 T = TypeVar("T")
 
 
-def cursor_of(offset: int) -> str:
-    return to_base64(_CURSOR_PREFIX, offset)
+def shape_of(*arguments: object) -> str:
+    """The fingerprint of a list's filter and order; "" for the list as the upstream has it."""
+    if all(argument is None for argument in arguments):
+        return ""
+    return hashlib.blake2b(repr(arguments).encode(), digest_size=6).hexdigest()
 
 
-def offset_of(cursor: str) -> int:
-    """The position a cursor stands for; anything we did not issue is bad input."""
+def cursor_of(offset: int, shape: str = "") -> str:
+    return to_base64(_CURSOR_PREFIX, f"{offset}:{shape}" if shape else offset)
+
+
+def offset_of(cursor: str, shape: str = "") -> int:
+    """The position a cursor stands for; anything we did not issue for this shape is bad input."""
     try:
         prefix, value = from_base64(cursor)
     except ValueError:
         raise BadUserInput(f"`after` is not a valid cursor: {shown(cursor)}") from None
-    if prefix != _CURSOR_PREFIX or not is_number(value):
+    position, _, cursor_shape = value.partition(":")
+    if prefix != _CURSOR_PREFIX or not is_number(position):
         raise BadUserInput(f"`after` is not a valid cursor: {shown(cursor)}")
-    return int(value)
+    if cursor_shape != shape:
+        raise BadUserInput(
+            f"`after` is a cursor of a list with another filter or order: {shown(cursor)}"
+        )
+    return int(position)
 
 
 def is_number(text: str) -> bool:
@@ -46,14 +61,14 @@ def shown(value: str) -> str:
     return repr(value) if len(value) <= 80 else repr(value[:80]) + "…"
 
 
-def window(first: int | None, after: str | None) -> tuple[int, int]:
+def window(first: int | None, after: str | None, shape: str = "") -> tuple[int, int]:
     """Validate `first`/`after` and turn them into (offset, limit); `after` may be unset."""
     limit = DEFAULT_FIRST if first is None else first
     if limit < 0:
         raise BadUserInput("`first` may not be negative")
     if limit > MAX_FIRST:
         raise BadUserInput(f"`first` may not exceed {MAX_FIRST}, got {limit}")
-    offset = 0 if after is None or after is strawberry.UNSET else offset_of(after) + 1
+    offset = 0 if after is None or after is strawberry.UNSET else offset_of(after, shape) + 1
     return offset, limit
 
 
@@ -79,9 +94,11 @@ class Connection(Generic[T]):
     total_count: int
 
 
-def connection(nodes: Sequence[T], offset: int, limit: int, total: int) -> Connection[T]:
+def connection(
+    nodes: Sequence[T], offset: int, limit: int, total: int, shape: str = ""
+) -> Connection[T]:
     """The connection for `nodes`, the window of `limit` items at `offset` in `total`."""
-    edges = [Edge(cursor=cursor_of(offset + i), node=node) for i, node in enumerate(nodes)]
+    edges = [Edge(cursor=cursor_of(offset + i, shape), node=node) for i, node in enumerate(nodes)]
     return Connection(
         edges=edges,
         nodes=list(nodes),

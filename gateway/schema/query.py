@@ -11,18 +11,27 @@ from strawberry.relay.utils import from_base64
 
 from gateway.errors import BadUserInput
 from gateway.schema.context import Info
+from gateway.schema.inputs import (
+    MAX_SLUG,
+    MAX_TEXT,
+    CategoryOrder,
+    GridOrder,
+    PackageFilter,
+    PackageOrder,
+    checked_text,
+    order,
+    package_filter,
+)
 from gateway.schema.pagination import (
     DEFAULT_FIRST,
     Connection,
     connection,
     is_number,
+    shape_of,
     shown,
     window,
 )
 from gateway.schema.types import Category, Grid, Node, Package, SearchResult
-
-MAX_SLUG = 100
-MAX_SEARCH = 1_000
 
 
 async def _lookup(
@@ -85,34 +94,47 @@ async def _package(
 
 
 async def _categories(
-    info: Info, first: int | None = DEFAULT_FIRST, after: str | None = strawberry.UNSET
+    info: Info,
+    first: int | None = DEFAULT_FIRST,
+    after: str | None = strawberry.UNSET,
+    order_by: CategoryOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    offset, limit = window(first, after)
-    page = await info.context.loaders.list_categories(offset, limit)
-    return connection(page.items, offset, limit, page.total)
+    ordered = order(order_by)
+    shape = shape_of(ordered)
+    offset, limit = window(first, after, shape)
+    page = await info.context.loaders.list_categories(offset, limit, ordered)
+    return connection(page.items, offset, limit, page.total, shape)
 
 
 async def _grids(
-    info: Info, first: int | None = DEFAULT_FIRST, after: str | None = strawberry.UNSET
+    info: Info,
+    first: int | None = DEFAULT_FIRST,
+    after: str | None = strawberry.UNSET,
+    order_by: GridOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    offset, limit = window(first, after)
-    page = await info.context.loaders.list_grids(offset, limit)
-    return connection(page.items, offset, limit, page.total)
+    ordered = order(order_by)
+    shape = shape_of(ordered)
+    offset, limit = window(first, after, shape)
+    page = await info.context.loaders.list_grids(offset, limit, ordered)
+    return connection(page.items, offset, limit, page.total, shape)
 
 
 async def _packages(
-    info: Info, first: int | None = DEFAULT_FIRST, after: str | None = strawberry.UNSET
+    info: Info,
+    first: int | None = DEFAULT_FIRST,
+    after: str | None = strawberry.UNSET,
+    filter: PackageFilter | None = strawberry.UNSET,
+    order_by: PackageOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    offset, limit = window(first, after)
-    page = await info.context.loaders.list_packages(offset, limit)
-    return connection(page.items, offset, limit, page.total)
+    kept, ordered = package_filter(filter), order(order_by)
+    shape = shape_of(kept, ordered)
+    offset, limit = window(first, after, shape)
+    page = await info.context.loaders.list_packages(offset, limit, kept, ordered)
+    return connection(page.items, offset, limit, page.total, shape)
 
 
 async def _search(info: Info, query: str) -> list[Any]:
-    if len(query) > MAX_SEARCH:
-        raise BadUserInput(f"`query` may not be longer than {MAX_SEARCH} characters")
-    if "\x00" in query:
-        raise BadUserInput("`query` may not contain a NUL character")
+    checked_text("query", query, MAX_TEXT)
     return list(await info.context.loaders.backend.search(query))
 
 
@@ -128,19 +150,19 @@ class Query:
         resolver=_category, description="One category by `id` or `slug` (exactly one)."
     )
     categories: Connection[Category] = strawberry.field(
-        resolver=_categories, description="All categories, newest id first."
+        resolver=_categories, description="All categories, newest id first unless ordered."
     )
     grid: Grid | None = strawberry.field(
         resolver=_grid, description="One grid by `id` or `slug` (exactly one)."
     )
     grids: Connection[Grid] = strawberry.field(
-        resolver=_grids, description="All grids, newest id first."
+        resolver=_grids, description="All grids, newest id first unless ordered."
     )
     package: Package | None = strawberry.field(
         resolver=_package, description="One package by `id` or `slug` (exactly one)."
     )
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages, description="All packages, newest id first."
+        resolver=_packages, description="All packages, newest id first unless ordered."
     )
     search: list[SearchResult] = strawberry.field(
         resolver=_search, description="Search packages and grids, at most 20 hits, best first."

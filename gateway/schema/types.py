@@ -18,7 +18,8 @@ from strawberry.relay.utils import to_base64
 from gateway.loaders import records
 from gateway.loaders.records import Page, Window
 from gateway.schema.context import Info
-from gateway.schema.pagination import DEFAULT_FIRST, Connection, connection, window
+from gateway.schema.inputs import GridOrder, PackageFilter, PackageOrder, order, package_filter
+from gateway.schema.pagination import DEFAULT_FIRST, Connection, connection, shape_of, window
 
 
 def _type_of(record_class: type) -> Any:
@@ -50,11 +51,22 @@ def _database_id(root: strawberry.Parent[records.Category | records.Grid | recor
 
 
 async def _window_of(
-    loader: DataLoader[Window, Page[Any]], parent: int, first: int | None, after: str | None
+    loader: DataLoader[Window, Page[Any]],
+    parent: int,
+    first: int | None,
+    after: str | None,
+    filter: records.PackageFilter | None = None,
+    order: records.Order | None = None,
 ) -> Connection[Any]:
-    offset, limit = window(first, after)
-    page = await loader.load(Window(parent, offset, limit))
-    return connection(page.items, offset, limit, page.total)
+    shape = shape_of(filter, order)
+    offset, limit = window(first, after, shape)
+    page = await loader.load(Window(parent, offset, limit, filter, order))
+    return connection(page.items, offset, limit, page.total, shape)
+
+
+async def _count_of(loader: DataLoader[Window, Page[Any]], parent: int) -> int:
+    """A relation's size: the total of an empty window of it, batched like any window."""
+    return (await loader.load(Window(parent, 0, 0))).total
 
 
 async def _category_packages(
@@ -62,8 +74,17 @@ async def _category_packages(
     info: Info,
     first: int | None = DEFAULT_FIRST,
     after: str | None = strawberry.UNSET,
+    filter: PackageFilter | None = strawberry.UNSET,
+    order_by: PackageOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    return await _window_of(info.context.loaders.packages_of_category, root.id, first, after)
+    return await _window_of(
+        info.context.loaders.packages_of_category,
+        root.id,
+        first,
+        after,
+        package_filter(filter),
+        order(order_by),
+    )
 
 
 async def _grid_packages(
@@ -71,8 +92,17 @@ async def _grid_packages(
     info: Info,
     first: int | None = DEFAULT_FIRST,
     after: str | None = strawberry.UNSET,
+    filter: PackageFilter | None = strawberry.UNSET,
+    order_by: PackageOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    return await _window_of(info.context.loaders.packages_of_grid, root.id, first, after)
+    return await _window_of(
+        info.context.loaders.packages_of_grid,
+        root.id,
+        first,
+        after,
+        package_filter(filter),
+        order(order_by),
+    )
 
 
 async def _package_grids(
@@ -80,8 +110,23 @@ async def _package_grids(
     info: Info,
     first: int | None = DEFAULT_FIRST,
     after: str | None = strawberry.UNSET,
+    order_by: GridOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    return await _window_of(info.context.loaders.grids_of_package, root.id, first, after)
+    return await _window_of(
+        info.context.loaders.grids_of_package, root.id, first, after, order=order(order_by)
+    )
+
+
+async def _category_package_count(root: strawberry.Parent[records.Category], info: Info) -> int:
+    return await _count_of(info.context.loaders.packages_of_category, root.id)
+
+
+async def _grid_package_count(root: strawberry.Parent[records.Grid], info: Info) -> int:
+    return await _count_of(info.context.loaders.packages_of_grid, root.id)
+
+
+async def _package_grid_count(root: strawberry.Parent[records.Package], info: Info) -> int:
+    return await _count_of(info.context.loaders.grids_of_package, root.id)
 
 
 async def _package_category(root: strawberry.Parent[records.Package], info: Info) -> Any:
@@ -100,7 +145,11 @@ class Category(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_category_packages, description="The packages in this category, newest first."
+        resolver=_category_packages,
+        description="The packages in this category, newest first unless ordered.",
+    )
+    package_count: int = strawberry.field(
+        resolver=_category_package_count, description="How many packages this category has."
     )
     is_type_of = _type_of(records.Category)
 
@@ -117,7 +166,10 @@ class Grid(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_grid_packages, description="The packages in this grid, by title."
+        resolver=_grid_packages, description="The packages in this grid, by title unless ordered."
+    )
+    package_count: int = strawberry.field(
+        resolver=_grid_package_count, description="How many packages this grid lists."
     )
     is_type_of = _type_of(records.Grid)
 
@@ -131,6 +183,9 @@ class Package(Node):
     category: Category = strawberry.field(resolver=_package_category)
     grids: Connection[Grid] = strawberry.field(
         resolver=_package_grids, description="The grids listing this package."
+    )
+    grid_count: int = strawberry.field(
+        resolver=_package_grid_count, description="How many grids list this package."
     )
     last_updated: datetime | None = strawberry.field(description="Date of the last commit.")
     last_fetched: datetime | None

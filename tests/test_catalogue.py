@@ -1,0 +1,393 @@
+"""The REST backend's catalogue snapshot: its in-memory filters and orders, and its cost.
+
+The unit tests build a `Catalogue` from records made here, each aimed at one rule of
+records.py (title key, ties, nulls, instants, strict bounds, slugs); the others run gateways
+against the fake APIv4 and count what the snapshot costs it, cold and warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.demo.dataset import Dataset
+from gateway.demo.upstream import FakeUpstream
+from gateway.errors import UpstreamError
+from gateway.loaders.cache import ResourceCache
+from gateway.loaders.catalogue import Catalogue
+from gateway.loaders.records import (
+    Category,
+    Grid,
+    Order,
+    Package,
+    PackageFilter,
+    Page,
+    Window,
+    words_of,
+)
+from gateway.loaders.rest import RestBackend, id_from_url
+from gateway.loaders.rest import Upstream as UpstreamClient
+from tests.expected import grid_ids_of_package, package_ids_of_grid
+from tests.test_resilience import codes, gateway
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+ALL = 1_000
+
+
+def package(
+    id: int,
+    title: str = "",
+    *,
+    slug: str = "",
+    description: str = "",
+    category: int = 1,
+    updated: datetime | None = None,
+    version: str | None = None,
+    watchers: int = 0,
+    created: datetime = T0,
+) -> Package:
+    return Package(
+        id=id,
+        title=title or f"package {id}",
+        slug=slug or f"p{id}",
+        category_id=category,
+        last_updated=updated,
+        last_fetched=None,
+        repo_url=f"https://example.com/{id}",
+        pypi_version=version,
+        created=created,
+        modified=T0,
+        repo_forks=0,
+        repo_description=description,
+        pypi_url="",
+        documentation_url=None,
+        repo_watchers=watchers,
+        commits_over_52=(),
+        participants=(),
+    )
+
+
+def grid(id: int, slug: str, title: str = "") -> Grid:
+    return Grid(id, title or slug, slug, "", False, False, T0, T0)
+
+
+def category(id: int, slug: str, title: str = "") -> Category:
+    return Category(id, title or slug, slug, "", slug + "s", True, T0, T0)
+
+
+def catalogue(
+    packages: list[Package],
+    members: dict[int, list[int]] | None = None,
+    grids: list[Grid] | None = None,
+    categories: list[Category] | None = None,
+) -> Catalogue:
+    """A catalogue whose grids list `members` (grid id → package ids, in that order)."""
+    members = members or {}
+    grids_of: dict[int, list[int]] = {}
+    for grid_id, package_ids in members.items():
+        for id in package_ids:
+            grids_of.setdefault(id, []).append(grid_id)
+    return Catalogue(
+        categories or [category(1, "apps")],
+        grids or [grid(id, f"g{id}") for id in members],
+        packages,
+        packages_of_grid=members,
+        grids_of_package=grids_of,
+    )
+
+
+def ids(page: Page[Any]) -> list[int]:
+    return [record.id for record in page.items]
+
+
+def listed(
+    snapshot: Catalogue, filter: PackageFilter | None = None, order: Order | None = None
+) -> list[int]:
+    return ids(snapshot.list_packages(0, ALL, filter, order))
+
+
+# -- orders ---------------------------------------------------------------------------
+
+
+def test_title_is_the_lower_cased_title_by_code_point_then_id_either_way() -> None:
+    snapshot = catalogue(
+        [package(1, "b"), package(2, "B"), package(3, "a"), package(4, "É"), package(5, "z")]
+    )
+    assert listed(snapshot, order=Order("title")) == [3, 1, 2, 5, 4]  # "é" after "z"
+    assert listed(snapshot, order=Order("title", descending=True)) == [4, 5, 2, 1, 3]
+
+
+def test_nulls_come_last_either_way_by_id_in_the_order_direction() -> None:
+    early, late = T0, T0 + timedelta(days=1)
+    snapshot = catalogue(
+        [
+            package(1, updated=None),
+            package(2, updated=late),
+            package(3, updated=None),
+            package(4, updated=early),
+            package(5, updated=late),
+        ]
+    )
+    assert listed(snapshot, order=Order("last_updated")) == [4, 2, 5, 1, 3]
+    assert listed(snapshot, order=Order("last_updated", True)) == [5, 2, 4, 3, 1]
+    # The same within a subset, where the order is a sort of its members.
+    only = PackageFilter(min_watchers=0)
+    assert listed(snapshot, only, Order("last_updated", True)) == [5, 2, 4, 3, 1]
+
+
+def test_datetimes_order_as_instants_even_in_the_hour_dst_repeats() -> None:
+    new_york = ZoneInfo("America/New_York")
+    first = datetime(2024, 11, 3, 1, 45, tzinfo=new_york)  # EDT, 05:45 UTC
+    second = datetime(2024, 11, 3, 1, 15, tzinfo=new_york, fold=1)  # EST, 06:15 UTC
+    snapshot = catalogue([package(1, updated=second), package(2, updated=first)])
+    assert listed(snapshot, order=Order("last_updated")) == [2, 1]
+    assert listed(snapshot, PackageFilter(updated_after=first)) == [1]
+
+
+def test_without_an_order_a_list_is_newest_id_first_and_offset_limit_cut_it() -> None:
+    snapshot = catalogue([package(id) for id in (3, 9, 1, 7)])
+    assert listed(snapshot) == [9, 7, 3, 1]
+    assert ids(snapshot.list_packages(1, 2, None, Order("id"))) == [3, 7]
+    assert snapshot.list_packages(9, 5, None, None) == Page([], 4)
+    assert snapshot.list_packages(0, 0, PackageFilter(min_watchers=0), None) == Page([], 4)
+
+
+def test_grids_and_categories_order_by_package_count_title_and_id() -> None:
+    snapshot = catalogue(
+        [package(id, category=1 if id < 4 else 2) for id in range(1, 6)],
+        members={10: [1, 2], 11: [3], 12: [4, 5], 13: [99]},  # 99: no such package
+        grids=[grid(10, "b"), grid(11, "a"), grid(12, "C"), grid(13, "d")],
+        categories=[category(1, "apps", "App"), category(2, "frameworks", "Framework")],
+    )
+    count = Order("package_count")
+    assert ids(snapshot.list_grids(0, ALL, count)) == [13, 11, 10, 12]
+    assert ids(snapshot.list_grids(0, ALL, Order("package_count", True))) == [12, 10, 11, 13]
+    assert ids(snapshot.list_grids(0, ALL, Order("title"))) == [11, 10, 12, 13]
+    assert ids(snapshot.list_categories(0, ALL, count)) == [2, 1]
+    assert ids(snapshot.list_categories(0, ALL, Order("id", True))) == [2, 1]
+    assert snapshot.packages_of_grid(Window(13, 0, 0)).total == 0
+
+
+# -- filters --------------------------------------------------------------------------
+
+
+def test_each_condition_alone() -> None:
+    before, at, after = T0 - timedelta(seconds=1), T0, T0 + timedelta(seconds=1)
+    snapshot = catalogue(
+        [
+            package(1, "Django-Admin Tools", description="Ünïcode ÀDMIN"),
+            package(2, "other", slug="django-rest", version="1.0", watchers=10, updated=before),
+            package(3, "third", description="rest\nadmin", version="", watchers=9, updated=at),
+            package(4, "fourth", watchers=11, updated=after),
+        ]
+    )
+    assert listed(snapshot, PackageFilter(words=words_of("ADMIN"))) == [3, 1]
+    assert listed(snapshot, PackageFilter(words=words_of("django admin"))) == [1]
+    assert listed(snapshot, PackageFilter(words=words_of("ünïcode àdmin"))) == [1]
+    assert listed(snapshot, PackageFilter(words=words_of("rest admin"))) == [3]
+    assert listed(snapshot, PackageFilter(words=words_of("ngo-re"))) == [2]  # within the slug
+    assert listed(snapshot, PackageFilter(has_pypi_release=True)) == [3, 2]  # "" is a version
+    assert listed(snapshot, PackageFilter(has_pypi_release=False)) == [4, 1]
+    assert listed(snapshot, PackageFilter(min_watchers=10)) == [4, 2]
+    assert listed(snapshot, PackageFilter(updated_after=at)) == [4]
+    assert listed(snapshot, PackageFilter(updated_before=at)) == [2]
+    assert listed(snapshot, PackageFilter(updated_after=before, updated_before=after)) == [3]
+
+
+def test_slugs_category_pools_its_namesakes_and_grids_must_all_match() -> None:
+    snapshot = catalogue(
+        [package(id, category=1 + id % 3) for id in range(1, 7)],
+        members={10: [1, 2, 3, 4], 11: [3, 4, 5], 12: []},
+        grids=[grid(10, "a"), grid(11, "b"), grid(12, "empty")],
+        categories=[category(1, "apps"), category(2, "others"), category(3, "apps")],
+    )
+    assert listed(snapshot, PackageFilter(category="apps")) == [6, 5, 3, 2]
+    assert listed(snapshot, PackageFilter(category="others")) == [4, 1]
+    assert listed(snapshot, PackageFilter(category="nope")) == []
+    assert listed(snapshot, PackageFilter(grids=("a", "b"))) == [4, 3]
+    assert listed(snapshot, PackageFilter(grids=("a", "nope"))) == []
+    assert listed(snapshot, PackageFilter(grids=("empty",))) == []
+    assert listed(snapshot, PackageFilter(category="apps", grids=("b",))) == [5, 3]
+
+
+def test_relations_keep_their_own_order_unless_ordered() -> None:
+    snapshot = catalogue(
+        [package(1, "b", watchers=5), package(2, "a", watchers=7), package(3, "c", watchers=5)],
+        members={10: [3, 1, 2], 11: [1]},
+    )
+    rich = PackageFilter(min_watchers=5)
+    assert ids(snapshot.packages_of_grid(Window(10, 0, ALL, rich))) == [3, 1, 2]
+    by_watchers = Order("repo_watchers", True)
+    assert ids(snapshot.packages_of_grid(Window(10, 0, 2, rich, by_watchers))) == [2, 3]
+    assert snapshot.packages_of_grid(Window(10, 0, 2, rich, by_watchers)).total == 3
+    assert ids(snapshot.packages_of_category(Window(1, 0, ALL))) == [3, 2, 1]
+    assert ids(snapshot.grids_of_package(Window(1, 0, ALL))) == [10, 11]
+    assert ids(snapshot.grids_of_package(Window(1, 0, ALL, order=Order("id", True)))) == [11, 10]
+    assert snapshot.packages_of_grid(Window(99, 0, ALL, rich)) == Page([], 0)
+
+
+# -- against the fake APIv4 -----------------------------------------------------------
+
+
+def test_relation_links_give_ascii_ids_only() -> None:
+    """Remembered or not, a link whose last segment is no ASCII number is malformed."""
+    assert id_from_url("https://elsewhere.example/api/v4/grids/218/?format=api") == 218
+    for _ in range(2):
+        with pytest.raises(UpstreamError, match="malformed"):
+            id_from_url("https://djangopackages.org/api/v4/grids/²/")
+
+
+LIST_REQUESTS = sorted(
+    f"/api/v4/{resource}/?limit=100000&offset=0" for resource in ("categories", "grids", "packages")
+)
+
+FILTERED = """query($q: String!) {
+    packages(first: 5, filter: {query: $q, hasPypiRelease: true},
+             orderBy: {field: REPO_WATCHERS, direction: DESC}) {
+        totalCount
+        nodes { databaseId category { slug } gridCount grids(first: 3) { nodes { slug } } }
+    }
+}"""
+
+
+WARM = """{
+    categories(orderBy: {field: PACKAGE_COUNT, direction: DESC}) { nodes { slug packageCount } }
+    grid(slug: "healt-checkers") {
+        packageCount
+        packages(first: 5, filter: {minWatchers: 10}, orderBy: {field: TITLE}) {
+            totalCount
+            nodes { slug category { slug } grids(orderBy: {field: TITLE}) { totalCount } }
+        }
+    }
+}"""
+
+
+async def _snapshot_of(upstream: FakeUpstream) -> Catalogue:
+    client = UpstreamClient(upstream.base_url)
+    try:
+        return await RestBackend(client, ResourceCache(ttl=60, stale=0))._catalogue()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "field", ["title", "repo_watchers", "repo_forks", "last_updated", "created", "modified", "id"]
+)
+async def test_every_package_order_over_the_dataset(upstream: FakeUpstream, field: str) -> None:
+    snapshot = await _snapshot_of(upstream)
+    rows = upstream.dataset.packages
+    value = {
+        "title": lambda row: row.title.lower(),
+        "last_updated": lambda row: row.last_commit_date,
+    }.get(field, lambda row: getattr(row, field))
+    valued = sorted((row for row in rows if value(row) is not None), key=lambda r: (value(r), r.id))
+    valueless = sorted(row.id for row in rows if value(row) is None)
+    ascending = [row.id for row in valued]
+    assert listed(snapshot, order=Order(field)) == ascending + valueless
+    assert listed(snapshot, order=Order(field, True)) == ascending[::-1] + valueless[::-1]
+
+
+async def test_memberships_follow_the_dataset(upstream: FakeUpstream) -> None:
+    snapshot, dataset = await _snapshot_of(upstream), upstream.dataset
+    for row in dataset.grids:
+        assert ids(snapshot.packages_of_grid(Window(row.id, 0, ALL))) == package_ids_of_grid(
+            dataset, row.id
+        )
+    for row in dataset.packages[:50]:
+        assert ids(snapshot.grids_of_package(Window(row.id, 0, ALL))) == grid_ids_of_package(
+            dataset, row.id
+        )
+
+
+def _filtered(dataset: Dataset, term: str) -> tuple[int, list[int]]:
+    """What FILTERED answers: the total and the first five ids, computed from the rows."""
+    released = {version.id for version in dataset.versions}
+    kept = [
+        row
+        for row in dataset.packages
+        if row.latest_version_id in released
+        and term in "\n".join((row.title, row.slug, row.repo_description)).lower()
+    ]
+    kept.sort(key=lambda row: (row.repo_watchers, row.id), reverse=True)
+    return len(kept), [row.id for row in kept[:5]]
+
+
+async def test_a_filtered_ordered_page_costs_the_lists_cold_and_nothing_warm(
+    upstream: FakeUpstream,
+) -> None:
+    async with gateway(upstream) as ask:
+        cold = await ask(FILTERED, q="django")
+        assert "errors" not in cold
+        assert sorted(upstream.requests) == LIST_REQUESTS  # nested fields read primed details
+        total, first = _filtered(upstream.dataset, "django")
+        packages = cold["data"]["packages"]
+        assert (packages["totalCount"], [n["databaseId"] for n in packages["nodes"]]) == (
+            total,
+            first,
+        )
+        upstream.reset()
+        warm = await ask(WARM)
+        assert "errors" not in warm, warm["errors"]
+        assert await ask(FILTERED, q="rest") != cold
+        assert upstream.count == 0
+
+
+async def test_counts_cost_no_member_fetches(upstream: FakeUpstream) -> None:
+    dataset = upstream.dataset
+    row = dataset.packages[0]
+    async with gateway(upstream) as ask:
+        grids = await ask("{ grids(first: 100) { nodes { databaseId packageCount } } }")
+        assert upstream.requests == ["/api/v4/grids/?limit=100&offset=0"]
+        assert {n["databaseId"]: n["packageCount"] for n in grids["data"]["grids"]["nodes"]} == {
+            g.id: len(package_ids_of_grid(dataset, g.id)) for g in dataset.grids
+        }
+        upstream.reset()
+        one = await ask("{ package(id: %d) { gridCount } }" % row.id)
+        assert one["data"]["package"]["gridCount"] == len(grid_ids_of_package(dataset, row.id))
+        assert upstream.requests == [f"/api/v4/packages/{row.id}/"]
+        upstream.reset()
+        categories = await ask("{ categories { nodes { databaseId packageCount } } }")
+        assert {
+            n["databaseId"]: n["packageCount"] for n in categories["data"]["categories"]["nodes"]
+        } == Counter(p.category_id for p in dataset.packages)
+        assert upstream.requests[0] == "/api/v4/categories/?limit=20&offset=0"
+        assert sorted(upstream.requests[1:]) == LIST_REQUESTS
+
+
+async def test_concurrent_cold_queries_share_one_snapshot(upstream: FakeUpstream) -> None:
+    upstream.latency = 0.05  # so that they really are in flight together
+    async with gateway(upstream) as ask:
+        bodies = await asyncio.gather(*(ask(FILTERED, q=q) for q in ("django", "a", "rest") * 4))
+    assert all("errors" not in body for body in bodies)
+    assert sorted(upstream.requests) == LIST_REQUESTS
+
+
+async def test_the_snapshot_refreshes_after_the_ttl_and_is_served_stale_in_an_outage(
+    upstream: FakeUpstream,
+) -> None:
+    async with gateway(upstream, cache_ttl=0.3) as ask:
+        first = await ask(FILTERED, q="django")
+        await asyncio.sleep(0.4)
+        assert await ask(FILTERED, q="django") == first
+        assert sorted(upstream.requests) == sorted(LIST_REQUESTS * 2)
+        await asyncio.sleep(0.4)
+        upstream.outage = "503"
+        assert await ask(FILTERED, q="django") == {**first, "extensions": {"stale": True}}
+
+
+async def test_a_failing_list_fails_only_the_fields_that_need_the_snapshot(
+    upstream: FakeUpstream,
+) -> None:
+    upstream.faults["/api/v4/grids/"] = "500"
+    async with gateway(upstream) as ask:
+        body = await ask(
+            "{ l: packages(first: 2) { totalCount }"
+            " c: category(id: 1) { packages { totalCount } } }"
+        )
+    assert codes(body) == ["UPSTREAM_ERROR"] and body["errors"][0]["path"] == ["c", "packages"]
+    assert body["data"] == {"l": {"totalCount": len(upstream.dataset.packages)}, "c": None}
