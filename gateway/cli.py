@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, export-schema, query."""
+"""The `gateway` command: serve, export-schema, query, config, mirror, demo-upstream."""
 
 from __future__ import annotations
 
@@ -13,8 +13,21 @@ from typing import Any, NoReturn, get_type_hints
 
 import orjson
 
-from gateway.config import SERVER, Settings, env_name, flag_name, load_settings
+from gateway.config import (
+    CONFIG_FILE,
+    CONFIG_VARIABLE,
+    SCHEMA,
+    SERVER,
+    Configuration,
+    Settings,
+    configure,
+    env_name,
+    find_config_file,
+    flag_name,
+)
 from gateway.errors import ConfigError
+
+EVERY_SCOPE = (SERVER, SCHEMA, "")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,11 +36,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"gateway: error: {message}\n")
 
 
-def _add_settings(parser: argparse.ArgumentParser, *, server: bool) -> None:
-    """One flag per setting (`gateway serve` has them all, `gateway query` the non-server ones)."""
+def _add_settings(parser: argparse.ArgumentParser, scopes: Sequence[str]) -> None:
+    """`--config`, and one flag per setting of these scopes (`gateway serve` has them all)."""
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"a TOML file of settings ({CONFIG_VARIABLE}; default ./{CONFIG_FILE} if present)",
+    )
     hints = get_type_hints(Settings)
     for field in dataclasses.fields(Settings):
-        if field.metadata["scope"] == SERVER and not server:
+        if field.metadata["scope"] not in scopes:
             continue
         kind = hints[field.name]
         default = "" if field.default in (None, "") else f"; default {field.default}"
@@ -46,9 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser("serve", help="serve /graphql, GraphiQL and /healthz")
-    _add_settings(serve, server=True)
+    _add_settings(serve, EVERY_SCOPE)
 
-    commands.add_parser("export-schema", help="print the schema's SDL")
+    export = commands.add_parser("export-schema", help="print the schema's SDL")
+    _add_settings(export, (SCHEMA,))
+
+    config = commands.add_parser(
+        "config", help="print the effective settings, where each came from (secrets masked)"
+    )
+    _add_settings(config, EVERY_SCOPE)
 
     demo = commands.add_parser(
         "demo-upstream", help="serve a fake APIv4 over the generated demo catalogue"
@@ -64,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("query", help="the GraphQL document")
     query.add_argument("--variables", help="variables as a JSON object")
     query.add_argument("--operation-name", help="the operation to run")
-    _add_settings(query, server=False)
+    _add_settings(query, (SCHEMA, ""))
 
     mirror = commands.add_parser(
         "mirror", help="copy an APIv4's catalogue into a SQLite or PostgreSQL database"
@@ -85,32 +109,49 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     return {field.name: getattr(args, field.name, None) for field in dataclasses.fields(Settings)}
 
 
+def _configuration(args: argparse.Namespace) -> Configuration:
+    """The settings from the command's flags, the environment and the TOML file, validated."""
+    file = find_config_file(args.config, os.environ)
+    return configure(_flags(args), os.environ, file)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.app import create_app
     from gateway.loaders.factory import check_backend
 
-    settings = load_settings(_flags(args), os.environ)
+    settings = _configuration(args).settings
+    # Once, here: a backend that cannot serve stops start-up with one line, before any worker.
     asyncio.run(check_backend(settings))
     # On SIGTERM or Ctrl-C uvicorn stops listening, lets requests in flight finish (cancelling
     # any still running after the shutdown timeout, which it takes in whole seconds), closes
     # the backend, then re-raises the signal: the process ends as killed by SIGTERM, the
-    # status supervisors expect.
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
-    )
+    # status supervisors expect. With workers, each one does so, and then the parent.
+    if settings.workers == 1:
+        from gateway.app import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+        )
+        return 0
+    from gateway.worker import serve_workers
+
+    return serve_workers(settings)
+
+
+def _export_schema(args: argparse.Namespace) -> int:
+    from gateway.schema import build_schema
+
+    print(build_schema(_configuration(args).settings).as_str())
     return 0
 
 
-def _export_schema() -> int:
-    from gateway.schema import schema
-
-    print(schema.as_str())
+def _config(args: argparse.Namespace) -> int:
+    sys.stdout.write(_configuration(args).report())
     return 0
 
 
@@ -140,7 +181,7 @@ def _query(args: argparse.Namespace) -> int:
             raise ConfigError(f"--variables is not valid JSON: {exc}") from None
         if not isinstance(variables, dict):
             raise ConfigError("--variables must be a JSON object")
-    settings = load_settings(_flags(args), os.environ)
+    settings = _configuration(args).settings
     body = asyncio.run(run_query(settings, args.query, variables, args.operation_name))
     sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 1 if body.get("errors") else 0
@@ -170,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if args.command == "serve":
             code = _serve(args)
         elif args.command == "export-schema":
-            code = _export_schema()
+            code = _export_schema(args)
+        elif args.command == "config":
+            code = _config(args)
         elif args.command == "demo-upstream":
             code = _demo_upstream(args)
         elif args.command == "mirror":

@@ -1,25 +1,36 @@
-"""Settings: defaults, overridden by `GATEWAY_*` environment variables, overridden by flags.
+"""Settings: defaults, overridden by a TOML file, by `GATEWAY_*` environment variables, by flags.
 
 With neither a database nor an upstream the gateway serves its embedded catalogue. Each
-setting is declared once here, with its help text; the command line's flags are made from
-these declarations. Every value is validated here, once, so that a wrong setting stops the
-gateway at start-up with one clear line instead of failing a request later.
+setting is declared once here, with its help text; the command line's flags, the environment
+variables and the TOML file's keys (the field names) are all made from these declarations.
+Every value is validated here, once, so that a wrong setting stops the gateway at start-up
+with one clear line naming where the value came from, instead of failing a request later.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import math
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, get_type_hints
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from gateway.errors import ConfigError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
-SERVER = "server"  # a setting of `gateway serve` only; the others also apply to `gateway query`
+# Which commands have a setting's flag: `gateway serve` and `gateway config` have them all.
+SERVER = "server"  # serving only; unscoped settings are flags of `gateway query` too
+SCHEMA = "schema"  # changes the schema itself: a flag of `query` and `export-schema` too
+
+# The TOML file: `--config PATH`, else `GATEWAY_CONFIG`, else this file if the directory has it.
+CONFIG_FILE = "gateway.toml"
+CONFIG_VARIABLE = "GATEWAY_CONFIG"
 
 
 def _setting(default: Any, help: str, scope: str = "") -> Any:
@@ -59,6 +70,16 @@ class Settings:
     shutdown_timeout: float = _setting(
         10.0, "seconds requests in flight get to finish on SIGTERM", SERVER
     )
+    response_cache_ttl: float = _setting(
+        60.0,
+        "seconds a query's whole answer is reused, 0 for never (over an upstream, at most the"
+        " cache TTL); a minute lets repeated queries skip execution, yet an edit shows soon",
+        SERVER,
+    )
+    workers: int = _setting(1, "worker processes serving the one port", SERVER)
+    federation: bool = _setting(
+        False, "serve an Apollo Federation 2 subgraph (keys, `_service`, `_entities`)", SCHEMA
+    )
 
 
 def flag_name(field: str) -> str:
@@ -72,39 +93,234 @@ def env_name(field: str) -> str:
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
 _BOOLEANS |= {"0": False, "false": False, "no": False, "off": False}
 
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+# Where a value came from, in order of precedence.
+FLAG, ENVIRONMENT, FILE, DEFAULT = "flag", "environment", "file", "default"
+
+
+class SettingError(ConfigError):
+    """A value the gateway cannot run with; `settings` names the settings it concerns."""
+
+    def __init__(self, message: str, *settings: str) -> None:
+        super().__init__(message)
+        self.settings = settings
+
+
+def _base(name: str) -> type:
+    """The setting's type without its `None`: bool, int, float or str."""
+    kind = get_type_hints(Settings)[name]
+    return next((base for base in (bool, int, float) if kind is base), str)
+
+
+def _shown(raw: object) -> str:
+    """A value as an error quotes it: text in double quotes (secrets masked), TOML's words."""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, str):
+        return json.dumps(mask(raw), ensure_ascii=False)
+    if isinstance(raw, dict):
+        return "a table"
+    if isinstance(raw, list):
+        return "an array"
+    return str(raw)
+
 
 def _convert(name: str, raw: object, source: str) -> Any:
+    """A flag's or an environment variable's value: text (or typed by argparse) to convert."""
     kind = get_type_hints(Settings)[name]
     if isinstance(raw, kind):
         return raw
-    if kind is bool:
+    base = _base(name)
+    if base is bool:
         value = _BOOLEANS.get(str(raw).strip().lower())
         if value is None:
-            raise ConfigError(f"{source}: expected true or false, got {raw!r}")
+            raise ConfigError(f"{source}: expected {_EXPECTED[bool]}, got {_shown(raw)}")
         return value
-    base = float if kind is float else int if kind is int else str
     try:
         return base(str(raw))
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: expected {base.__name__}, got {raw!r}") from None
+        raise ConfigError(f"{source}: expected {_EXPECTED[base]}, got {_shown(raw)}") from None
+
+
+def _typed(name: str, raw: object, source: str) -> Any:
+    """A TOML (or JSON) value, typed already: only the setting's own type will do.
+
+    An integer is a number for a float setting; a string is never a number, nor a number a
+    string, and only `true` and `false` are booleans.
+    """
+    kind = get_type_hints(Settings)[name]
+    if raw is None and isinstance(None, kind):  # JSON's null, for a setting whose default it is
+        return None
+    base = _base(name)
+    accepted = (int, float) if base is float else (base,)
+    if isinstance(raw, bool) != (base is bool) or not isinstance(raw, accepted):
+        raise ConfigError(f"{source}: expected {_EXPECTED[base]}, got {_shown(raw)}")
+    return float(raw) if isinstance(raw, int | float) and base is float else raw
+
+
+def _table_values(table: Mapping[str, object], source: str) -> dict[str, Any]:
+    """A table's values (a TOML file's, a worker's JSON): known keys only, each of its type."""
+    names = [field.name for field in dataclasses.fields(Settings)]
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key not in names:
+            close = difflib.get_close_matches(key.replace("-", "_"), names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{source}: unknown setting {_shown(key)}{hint}")
+        values[key] = _typed(key, raw, f"{source}: {key}")
+    return values
+
+
+def _validated(settings: Settings, where: Mapping[str, str]) -> Settings:
+    """`validate`, its error led by where the values at fault came from (`where` by setting)."""
+    try:
+        validate(settings)
+    except SettingError as exc:
+        at_fault = " and ".join(where[name] for name in exc.settings)
+        raise ConfigError(f"{at_fault}: {exc}") from None
+    return settings
+
+
+def find_config_file(
+    flag: str | None, environ: Mapping[str, str], cwd: Path | None = None
+) -> Path | None:
+    """The TOML file to read: `--config`, else `GATEWAY_CONFIG`, else `./gateway.toml` if any."""
+    if flag is not None:
+        chosen, source = flag, "--config"
+    elif CONFIG_VARIABLE in environ:
+        chosen, source = environ[CONFIG_VARIABLE], CONFIG_VARIABLE
+    else:
+        default = Path(CONFIG_FILE) if cwd is None else cwd / CONFIG_FILE
+        return default if default.is_file() else None
+    if not chosen.strip():
+        raise ConfigError(f"{source}: expected a file name, got {_shown(chosen)}")
+    return Path(chosen).expanduser()
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as stream:
+            return tomllib.load(stream)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # not TOML, or not even UTF-8
+        raise ConfigError(f"{path}: not valid TOML: {' '.join(str(exc).split())}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """The effective settings, where each value came from, and the TOML file read, if any."""
+
+    settings: Settings
+    origins: Mapping[str, str]  # by setting: FLAG, ENVIRONMENT, FILE or DEFAULT
+    file: Path | None = None
+
+    def source(self, name: str) -> str:
+        """Where the setting's value came from, as `gateway config` shows it."""
+        return {
+            FLAG: flag_name(name),
+            ENVIRONMENT: env_name(name),
+            FILE: str(self.file),
+        }.get(self.origins[name], DEFAULT)
+
+    def report(self) -> str:
+        """Every setting as a TOML line with its source, secrets masked (`gateway config`)."""
+        none = f"none (no --config, no {CONFIG_VARIABLE}, no ./{CONFIG_FILE})"
+        lines = [f"# configuration file: {self.file or none}"]
+        for field in dataclasses.fields(Settings):
+            value = getattr(self.settings, field.name)
+            if value is None:
+                shown = f"# {field.name}: not set"
+            else:
+                shown = f"{field.name} = {_toml(value)}"
+            lines.append(f"{shown:<48} # {self.source(field.name)}")
+        return "\n".join(lines) + "\n"
+
+
+def configure(
+    flags: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    file: Path | None = None,
+) -> Configuration:
+    """Each setting from its flag (None means "not given"), else its environment variable,
+    else the TOML `file`, else its default; then all of them validated.
+
+    The whole file is checked (unknown keys, types), even the keys a flag or a variable hides.
+    """
+    flags = flags or {}
+    environ = environ or {}
+    from_file = _table_values(read_config_file(file), str(file)) if file is not None else {}
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for field in dataclasses.fields(Settings):
+        name = field.name
+        if flags.get(name) is not None:
+            where[name], origins[name] = flag_name(name), FLAG
+            values[name] = _convert(name, flags[name], where[name])
+        elif env_name(name) in environ:
+            where[name], origins[name] = env_name(name), ENVIRONMENT
+            values[name] = _convert(name, environ[env_name(name)], where[name])
+        elif name in from_file:
+            where[name], origins[name] = f"{file}: {name}", FILE
+            values[name] = from_file[name]
+        else:
+            where[name], origins[name] = name, DEFAULT
+    return Configuration(_validated(Settings(**values), where), origins, file)
 
 
 def load_settings(
-    flags: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
+    flags: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    file: Path | None = None,
 ) -> Settings:
-    """Settings from flags (None means "not given"), then the environment, then defaults."""
-    flags = flags or {}
-    environ = environ or {}
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(Settings):
-        if flags.get(field.name) is not None:
-            values[field.name] = _convert(field.name, flags[field.name], flag_name(field.name))
-        elif env_name(field.name) in environ:
-            raw = environ[env_name(field.name)]
-            values[field.name] = _convert(field.name, raw, env_name(field.name))
-    settings = Settings(**values)
-    validate(settings)
-    return settings
+    """The settings of `configure`, without their sources."""
+    return configure(flags, environ, file).settings
+
+
+def settings_from_table(table: Mapping[str, object], source: str) -> Settings:
+    """Settings from typed values (a worker's, handed down as JSON), the others their defaults."""
+    where = {field.name: f"{source}: {field.name}" for field in dataclasses.fields(Settings)}
+    return _validated(Settings(**_table_values(table, source)), where)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(mask(value), ensure_ascii=False)
+    return str(value)
+
+
+_SECRET_PARAMETERS = ("pass", "secret", "token", "key")
+
+
+def mask(value: str) -> str:
+    """A URL with its password, and any password-like query parameter, shown as `***`.
+
+    `postgresql://user:secret@host/db` is shown `postgresql://user:***@host/db`; anything
+    that is not such a URL is shown as it is.
+    """
+    if "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return value
+    shown = value
+    if password is not None:  # the netloc comes first after the scheme: replace it there
+        userinfo, _, host = parts.netloc.rpartition("@")
+        shown = shown.replace(parts.netloc, f"{userinfo.partition(':')[0]}:***@{host}", 1)
+    if parts.query:
+        pairs = []
+        for pair in parts.query.split("&"):
+            key, equals, _ = pair.partition("=")
+            secret = equals and any(word in unquote(key).lower() for word in _SECRET_PARAMETERS)
+            pairs.append(f"{key}=***" if secret else pair)
+        shown = shown.replace(f"?{parts.query}", f"?{'&'.join(pairs)}", 1)
+    return shown
 
 
 def _positive(settings: Settings, *names: str) -> None:
@@ -112,22 +328,27 @@ def _positive(settings: Settings, *names: str) -> None:
         value = getattr(settings, name)
         if not 0 < value < math.inf:  # NaN fails both comparisons
             label = name.replace("_", " ")
-            raise ConfigError(f"{label} must be finite and positive, got {value}")
+            raise SettingError(f"{label} must be finite and positive, got {value}", name)
 
 
 def validate(settings: Settings) -> None:
     if not 0 < settings.port < 65536:
-        raise ConfigError(f"port must be between 1 and 65535, got {settings.port}")
+        raise SettingError(f"port must be between 1 and 65535, got {settings.port}", "port")
     if settings.database is not None and settings.upstream is not None:
-        raise ConfigError("give a database or an upstream, not both")
+        raise SettingError("give a database or an upstream, not both", "database", "upstream")
     if settings.upstream is not None:
         url = urlsplit(settings.upstream)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigError(f"upstream must be an http(s) URL, got {settings.upstream!r}")
+            shown = mask(settings.upstream)
+            raise SettingError(f"upstream must be an http(s) URL, got {shown!r}", "upstream")
     if settings.database is not None:
         from gateway.loaders.database import async_url  # SQLAlchemy only for a URL to check
 
-        async_url(settings.database)
+        try:
+            async_url(settings.database)
+        except ConfigError as exc:
+            message = str(exc).replace(settings.database, mask(settings.database))
+            raise SettingError(message, "database") from None
     _positive(
         settings,
         "upstream_timeout",
@@ -143,14 +364,26 @@ def validate(settings: Settings) -> None:
         "request_timeout",
         "shutdown_timeout",
     )
-    if settings.upstream_retries < 0 or not 0 <= settings.cache_stale < math.inf:
-        raise ConfigError("upstream retries and cache stale may not be negative")
+    if settings.workers < 1:
+        raise SettingError(f"workers must be at least 1, got {settings.workers}", "workers")
+    if settings.upstream_retries < 0:
+        message = f"upstream retries may not be negative, got {settings.upstream_retries}"
+        raise SettingError(message, "upstream_retries")
+    if not 0 <= settings.cache_stale < math.inf:
+        stale = settings.cache_stale
+        message = f"cache stale must be finite and not negative, got {stale}"
+        raise SettingError(message, "cache_stale")
+    if not 0 <= settings.response_cache_ttl < math.inf:
+        ttl = settings.response_cache_ttl
+        message = f"response cache ttl must be finite and not negative, got {ttl}"
+        raise SettingError(message, "response_cache_ttl")
     if settings.log_level not in LOG_LEVELS:
-        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+        raise SettingError(f"log level must be one of {', '.join(LOG_LEVELS)}", "log_level")
     for origin in cors_origins(settings):
         parts = urlsplit(origin)
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc):
-            raise ConfigError(f"CORS origin must be * or scheme://host[:port], got {origin!r}")
+            message = f"CORS origin must be * or scheme://host[:port], got {origin!r}"
+            raise SettingError(message, "cors_origins")
 
 
 def cors_origins(settings: Settings) -> list[str]:

@@ -6,6 +6,7 @@ that what is checked is what a terminal shows: standard output, standard error a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -36,13 +37,15 @@ def _env(**gateway: str) -> dict[str, str]:
     return {**env, **gateway}
 
 
-def _gateway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _gateway(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
         capture_output=True,
         encoding="utf-8",
         env=_env() if env is None else env,
-        cwd=ROOT,
+        cwd=cwd,
         timeout=30,
         check=False,
     )
@@ -328,3 +331,104 @@ def test_values_at_the_edges_are_accepted(flags: dict[str, object]) -> None:
     settings = load_settings(flags, {})
     [(name, value)] = flags.items()
     assert getattr(settings, name) == value
+
+
+# The TOML file, `gateway config`, and mistakes in either, as a terminal shows them.
+
+
+def _rows(report: str) -> dict[str, tuple[str, str]]:
+    """`gateway config`'s lines by setting: (what is shown, its source)."""
+    rows = {}
+    for line in report.splitlines()[1:]:
+        shown, _, source = line.rpartition(" # ")
+        name = shown.lstrip("# ").split(" ")[0].rstrip(":")
+        rows[name] = (shown.strip(), source)
+    return rows
+
+
+def test_config_prints_each_setting_its_value_and_source(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_text(
+        'database = "postgresql://app:hunter2@db.example/dp"\nmax_depth = 4\nport = 8001\n'
+    )
+    run = _gateway(
+        "config",
+        "--port",
+        "9100",
+        env=_env(GATEWAY_MAX_COST="99", GATEWAY_PORT="9000"),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert "hunter2" not in run.stdout
+    assert run.stdout.splitlines()[0] == "# configuration file: gateway.toml"
+    rows = _rows(run.stdout)
+    assert len(rows) == len(dataclasses.fields(Settings))
+    assert rows["database"] == ('database = "postgresql://app:***@db.example/dp"', "gateway.toml")
+    assert rows["max_depth"] == ("max_depth = 4", "gateway.toml")
+    assert rows["max_cost"] == ("max_cost = 99", "GATEWAY_MAX_COST")
+    assert rows["port"] == ("port = 9100", "--port")
+    assert rows["upstream"] == ("# upstream: not set", "default")
+    assert rows["federation"] == ("federation = false", "default")
+
+
+def test_the_config_flag_beats_the_variable_which_beats_gateway_toml(tmp_path: Path) -> None:
+    for name, port in [("gateway.toml", 8001), ("env.toml", 8002), ("flag.toml", 8003)]:
+        (tmp_path / name).write_text(f"port = {port}\n")
+    cases = [
+        ([], {}, "gateway.toml", "8001"),
+        ([], {"GATEWAY_CONFIG": "env.toml"}, "env.toml", "8002"),
+        (["--config", "flag.toml"], {"GATEWAY_CONFIG": "env.toml"}, "flag.toml", "8003"),
+    ]
+    for args, env, file, port in cases:
+        run = _gateway("config", *args, env=_env(**env), cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.splitlines()[0] == f"# configuration file: {file}"
+        assert _rows(run.stdout)["port"] == (f"port = {port}", file)
+
+
+def test_query_and_export_schema_read_the_file_too(tmp_path: Path, upstream: FakeUpstream) -> None:
+    (tmp_path / "gateway.toml").write_text(f'upstream = "{upstream.base_url}"\nfederation = true\n')
+    run = _gateway("query", "{ _service { sdl } categories { totalCount } }", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    data = _output(run)["data"]
+    assert data["categories"] == {"totalCount": len(upstream.dataset.categories)}
+    assert '@key(fields: "id")' in data["_service"]["sdl"]
+    exported = _gateway("export-schema", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout == data["_service"]["sdl"] + "\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "toml", "env", "needles"),
+    [
+        (["serve"], 'cache_ttl = "x"', {}, ['gateway.toml: cache_ttl: expected a number, got "x"']),
+        (
+            ["serve"],
+            "cache-ttl = 1",
+            {},
+            ['gateway.toml: unknown setting "cache-ttl"', "cache_ttl?"],
+        ),
+        (["serve"], "port = ", {}, ["gateway.toml: not valid TOML"]),
+        (["serve"], "port = 70000", {}, ["gateway.toml: port: ", "70000"]),
+        (["serve"], "", {"GATEWAY_CONFIG": "missing.toml"}, ["missing.toml: cannot be read"]),
+        (["serve", "--config", "."], "", {}, [".: cannot be read: Is a directory"]),
+        (["serve", "--workers", "0"], "", {}, ["--workers: workers must be at least 1, got 0"]),
+        (["serve"], "workers = -2", {}, ["gateway.toml: workers: ", "at least 1, got -2"]),
+        (
+            ["serve"],
+            "",
+            {"GATEWAY_WORKERS": "two"},
+            ['GATEWAY_WORKERS: expected an integer, got "two"'],
+        ),
+        (["config"], "federation = 1", {}, ["gateway.toml: federation: expected true or false"]),
+        (["query", "{ __typename }"], "max_depth = 0", {}, ["gateway.toml: max_depth: "]),
+        (["export-schema"], 'federation = "yes"', {}, ["gateway.toml: federation: "]),
+    ],
+)
+def test_a_wrong_file_or_value_is_a_one_line_error(
+    tmp_path: Path, command: list[str], toml: str, env: dict[str, str], needles: list[str]
+) -> None:
+    if toml:
+        (tmp_path / "gateway.toml").write_text(toml)
+    run = _gateway(*command, env=_env(GATEWAY_UPSTREAM=NOWHERE, **env), cwd=tmp_path)
+    _assert_one_line_error(run, *needles)

@@ -26,14 +26,27 @@ class GatewaySchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings) -> GatewaySchema:
-    """The schema with `settings`' query limits; batching allows `max_batch` operations."""
-    return GatewaySchema(
+    """The schema with `settings`' query limits; batching allows `max_batch` operations.
+
+    With `federation`, an Apollo Federation 2 subgraph (gateway/schema/federation.py).
+    """
+    schema_class: type[GatewaySchema] = GatewaySchema
+    types: list[type] = [Category, Grid, Package]
+    if settings.federation:
+        from gateway.schema.federation import ENTITIES, FederatedSchema
+
+        schema_class, types = FederatedSchema, ENTITIES
+    return schema_class(
         query=Query,
-        types=[Category, Grid, Package],
+        types=types,
         extensions=limits.extensions(settings),
         config=StrawberryConfig(
             scalar_map={datetime: DateTime},
             batching_config={"max_operations": settings.max_batch},
+            # The entities are subclasses of Category, Grid and Package, with their names and
+            # their keys: converted first (`types`), they stand for them wherever the query
+            # reaches those types, which this validation would refuse as a duplicate name.
+            _unsafe_disable_same_type_validation=settings.federation,
         ),
     )
 

@@ -1,0 +1,75 @@
+"""The schema as an Apollo Federation 2 subgraph (`--federation`).
+
+Package, Grid and Category are entities with two keys, `id` (the global relay id) and
+`slug`; a router resolves their representations through `_entities`, by the same loaders as
+`node` and the `package(slug:)` fields. The keys live on subclasses of the types, used only
+here: the schema without federation, and its SDL, stay exactly as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from aiodataloader import DataLoader
+from strawberry.federation.schema import FederationAny
+from strawberry.types.base import get_object_definition
+
+from gateway.errors import BadUserInput
+from gateway.schema import GatewaySchema
+from gateway.schema.context import Info
+from gateway.schema.query import _load_node, _lookup
+from gateway.schema.types import NODE_TYPE_NAMES, Category, Grid, Package
+
+KEYS = ["id", "slug"]
+
+
+async def _reference(info: Info, type_name: str, id: object, slug: object) -> Any:
+    """The record a representation names, by global id or by slug; null when there is none."""
+    if isinstance(id, str):
+        record = await _load_node(info, id)
+        # The global id of another type names no entity of this one.
+        return record if NODE_TYPE_NAMES.get(type(record)) == type_name else None
+    if isinstance(slug, str):
+        loaders = info.context.loaders
+        by_slug: dict[str, tuple[DataLoader[int, Any], DataLoader[str, Any]]] = {
+            "Category": (loaders.category, loaders.category_by_slug),
+            "Grid": (loaders.grid, loaders.grid_by_slug),
+            "Package": (loaders.package, loaders.package_by_slug),
+        }
+        return await _lookup(None, slug, *by_slug[type_name])
+    raise BadUserInput(f"A {type_name} representation needs an `id` or a `slug` string")
+
+
+def _entity(base: type) -> type:
+    """`base` with the keys `id` and `slug`, and the reference resolver for each."""
+    definition = get_object_definition(base, strict=True)
+    type_name = definition.name
+
+    @strawberry.federation.type(name=type_name, description=definition.description, keys=KEYS)
+    class Entity(base):  # type: ignore[misc]
+        @classmethod
+        async def resolve_reference(
+            cls, info: Info, id: object = None, slug: object = None, **fields: object
+        ) -> Any:
+            return await _reference(info, type_name, id, slug)
+
+    return Entity
+
+
+ENTITIES = [_entity(Category), _entity(Grid), _entity(Package)]
+ENTITY_NAMES = frozenset(NODE_TYPE_NAMES.values())
+
+
+class FederatedSchema(GatewaySchema, strawberry.federation.Schema):
+    def entities_resolver(
+        self, info: strawberry.Info, representations: list[FederationAny]
+    ) -> list[FederationAny]:
+        """Strawberry's, once each representation is known to name one of our entities."""
+        for representation in representations:
+            if not isinstance(representation, dict):
+                raise BadUserInput("A representation must be an object")
+            if representation.get("__typename") not in ENTITY_NAMES:
+                names = ", ".join(sorted(ENTITY_NAMES))
+                raise BadUserInput(f"A representation's __typename must be one of {names}")
+        return super().entities_resolver(info, representations)

@@ -1,0 +1,103 @@
+"""`gateway serve --workers N`: N worker processes serving one port, and each one's app.
+
+The parent binds the port and supervises the workers with uvicorn's supervisor, which starts
+them as fresh processes (and starts another if one dies) and builds each one's app by
+importing `WORKER_APP` and calling it. The parent has already read and validated the settings
+and checked the backend; it hands the effective settings down in an environment variable, so
+that every worker serves with exactly the same ones, whatever happens meanwhile to the
+environment or the TOML file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import sys
+from collections.abc import MutableMapping
+
+import orjson
+from starlette.applications import Starlette
+
+from gateway.config import Settings, settings_from_table
+from gateway.errors import ConfigError
+
+WORKER_APP = "gateway.worker:app_from_environment"
+
+# Internal: not a setting, hence not `GATEWAY_*`.
+SETTINGS_VARIABLE = "_GATEWAY_WORKER_SETTINGS"
+
+
+def hand_down(settings: Settings, environ: MutableMapping[str, str]) -> None:
+    """Put the settings where the workers (started with this environment) will find them."""
+    environ[SETTINGS_VARIABLE] = orjson.dumps(dataclasses.asdict(settings)).decode()
+
+
+def settings_from_environment() -> Settings:
+    raw = os.environ.get(SETTINGS_VARIABLE)
+    if raw is None:
+        raise ConfigError(f"{SETTINGS_VARIABLE} is not set: workers are started by gateway serve")
+    try:
+        table = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        table = None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{SETTINGS_VARIABLE}: expected a JSON object")
+    return settings_from_table(table, SETTINGS_VARIABLE)
+
+
+def app_from_environment() -> Starlette:
+    """The app factory uvicorn calls in each worker."""
+    from gateway.app import create_app
+
+    return create_app(settings_from_environment())
+
+
+def serve_workers(settings: Settings) -> int:
+    """Serve with `settings.workers` processes until SIGTERM or SIGINT; the exit status.
+
+    On the signal each worker shuts down gracefully, as a single process does; then the
+    parent ends as killed by that signal too. If a worker fails to start, all stop: status 1.
+    """
+    from uvicorn import Config
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        received: signal.Signals | None = None
+
+        def stop(self, received: signal.Signals) -> None:
+            # The workers close their copies of the socket as they shut down: then it stops
+            # listening, and a new connection is refused rather than left waiting.
+            self.received = received
+            for sock in self.sockets:
+                sock.close()
+
+        def handle_term(self) -> None:
+            self.stop(signal.SIGTERM)
+            super().handle_term()
+
+        def handle_int(self) -> None:
+            self.stop(signal.SIGINT)
+            super().handle_int()
+
+    hand_down(settings, os.environ)
+    config = Config(
+        WORKER_APP,
+        factory=True,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+    )
+    supervisor = Supervisor(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if supervisor.received is not None:
+        signal.signal(supervisor.received, signal.SIG_DFL)
+        signal.raise_signal(supervisor.received)
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        sys.stderr.write("gateway: error: a worker failed to start (its log is above)\n")
+        return 1
+    return 0
