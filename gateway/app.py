@@ -1,18 +1,22 @@
 """The ASGI app: `/graphql` (POST, GET, GraphiQL) and `/healthz`.
 
 It opens the backend for the process's lifetime and builds each request's context (the
-dataloaders) and nothing else.
+dataloaders), once per HTTP request: the operations of a batch share one set of loaders, so what
+one fetched serves the others. Around each operation it resolves automatic persisted queries
+(gateway/persisted.py) and keeps whole answers in the response cache (gateway/response_cache.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import orjson
+from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,17 +28,34 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, GraphQLRequ
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
-from gateway import graphiql, limits
+from gateway import graphiql, limits, persisted, response_cache
 from gateway.config import Settings
 from gateway.cors import cors
-from gateway.errors import BATCH_TOO_LARGE, is_request_error, response_body
+from gateway.errors import BATCH_TOO_LARGE, GatewayError, is_request_error, response_body
 from gateway.loaders.factory import BackendFactory, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
+from gateway.response_cache import Cached, MemoryStore, ResponseCache
 from gateway.schema import GatewaySchema, build_schema
 from gateway.schema.context import Context
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+class _CachedResult(ExecutionResult):
+    """An operation answered by the response cache: its body is already encoded."""
+
+    def __init__(self, cached: Cached) -> None:
+        super().__init__(data=None, errors=None)
+        self.cached = cached
+
+
+class _Encoded(dict[str, Any]):
+    """A response body already encoded (`encode_json` writes `body` as it is)."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -43,6 +64,18 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     def __init__(self, schema: GatewaySchema, settings: Settings) -> None:
         super().__init__(schema)
         self.settings = settings
+        self.persisted = persisted.PersistedQueries()
+        ttl = response_cache.effective_ttl(settings)
+        self.responses = (
+            ResponseCache(
+                MemoryStore(response_cache.MAX_BYTES),
+                ttl=ttl,
+                namespace=response_cache.namespace(schema.as_str(), settings),
+                max_tokens=settings.max_tokens,
+            )
+            if ttl > 0
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -50,6 +83,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         await super().__call__(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        """Called once per HTTP request: a batch's operations all get this context."""
         backend: BackendFactory = request.app.state.backend
         context = Context(loaders=Loaders(backend()))
         request.state.backend = context.loaders.backend
@@ -58,8 +92,21 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
-        request.state.request_error = is_request_error(result)
-        return response_body(result, stale=request.state.backend.stale)
+        stale: bool = request.state.backend.stale
+        if isinstance(result, _CachedResult):
+            request.state.request_error = False
+            request.state.answers.append(result.cached)
+            if not stale:
+                return cast(GraphQLHTTPResponse, _Encoded(result.cached.body))
+            # Another operation of the batch was served stale: the body says so for all.
+            body: dict[str, Any] = orjson.loads(result.cached.body)
+            body["extensions"] = {**body.get("extensions", {}), "stale": True}
+            return cast(GraphQLHTTPResponse, body)
+        request.state.request_error = is_request_error(result) and not persisted.is_not_found(
+            result
+        )
+        request.state.answers.append(None)
+        return response_body(result, stale=stale)
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         """GraphQL-over-HTTP: a client that accepts `application/graphql-response+json`
@@ -70,6 +117,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         """
         deadline = asyncio.get_running_loop().time() + self.settings.request_timeout
         request.state.deadline = deadline
+        request.state.answers = []  # per operation, its cached answer or None
         try:
             await limits.read_body(request, self.settings.max_body_bytes, deadline)
             response = await super().run(request, context, root_value)
@@ -85,6 +133,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             # A batch is answered with a list, at 200, whatever its operations' errors.
             if getattr(request.state, "request_error", False) and response.body[:1] != b"[":
                 response.status_code = 400
+        if isinstance(response, Response) and response.media_type == "application/json":
+            return _cache_headers(request, response)
         return response
 
     async def execute_single(
@@ -96,17 +146,60 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
-        """Each operation, alone or in a batch, ends by the request's deadline."""
-        operation = super().execute_single(
-            request=request,
-            request_adapter=request_adapter,
-            sub_response=sub_response,
-            context=context,
-            root_value=root_value,
-            request_data=request_data,
-        )
+        """Each operation, alone or in a batch, ends by the request's deadline.
+
+        An APQ hash is replaced by its document first; a query's answer may then come from the
+        response cache, or be computed once for all the requests asking for it at that moment.
+        """
+        execute_single = super().execute_single
+
+        async def answer() -> ExecutionResult:
+            try:
+                lookup = await self.persisted.resolve(request_data.query, request_data.extensions)
+            except GatewayError as error:
+                return ExecutionResult(
+                    data=None, errors=[GraphQLError(error.message, extensions=error.extensions)]
+                )
+            data = dataclasses.replace(request_data, query=lookup.query)
+
+            async def execute() -> ExecutionResult:
+                result = await execute_single(
+                    request=request,
+                    request_adapter=request_adapter,
+                    sub_response=sub_response,
+                    context=context,
+                    root_value=root_value,
+                    request_data=data,
+                )
+                if lookup.remember is not None and not is_request_error(result):
+                    await self.persisted.remember(lookup)
+                return result
+
+            if self.responses is None or lookup.query is None:
+                return await execute()
+            key = self.responses.key(lookup.query, data.variables, data.operation_name)
+            return await (execute() if key is None else self._cached(request, key, execute))
+
         deadline: float = request.state.deadline
-        return await limits.in_time(operation, deadline, self.settings.request_timeout)
+        return await limits.in_time(answer(), deadline, self.settings.request_timeout)
+
+    async def _cached(
+        self, request: Request, key: str, execute: Callable[[], Awaitable[ExecutionResult]]
+    ) -> ExecutionResult:
+        """The answer at `key` in the response cache, or `execute`'s, cached if it succeeded."""
+        assert self.responses is not None
+
+        async def compute() -> tuple[ExecutionResult, bytes | None]:
+            result = await execute()
+            # Whether some of the data was stale is known by the time an operation ends; in a
+            # batch, another operation's stale data keeps this one out of the cache too.
+            complete = not result.errors and result.data is not None
+            if not complete or request.state.backend.stale:
+                return result, None
+            return result, self.encode_json(response_body(result))
+
+        answer = await self.responses.fetch(key, compute)
+        return _CachedResult(answer) if isinstance(answer, Cached) else answer
 
     def _validate_batch_request(
         self, request_data: list[GraphQLRequestData], protocol: GraphQLRequestProtocol
@@ -135,10 +228,15 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return value
 
     def encode_json(self, data: object) -> bytes:
+        if isinstance(data, _Encoded):
+            return data.body
+        if isinstance(data, list) and any(isinstance(item, _Encoded) for item in data):
+            return b"[" + b",".join(map(self.encode_json, data)) + b"]"
         return orjson.dumps(data)
 
     def should_render_graphql_ide(self, request: Any) -> bool:
-        return graphiql.wants_graphiql(request)
+        # An APQ GET carries `extensions` instead of `query`: it is for the API, not the page.
+        return "extensions" not in request.query_params and graphiql.wants_graphiql(request)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return graphiql.graphiql_page(request.url.path)
@@ -153,6 +251,31 @@ def _is_operation(value: object) -> bool:
         and isinstance(value.get("variables"), dict | None)
         and isinstance(value.get("extensions"), dict | None)
     )
+
+
+def _cache_headers(request: Request, response: Response) -> Response:
+    """HTTP caching for a GET: a cached answer is public for the rest of its time, has an ETag,
+    and a matching `If-None-Match` gets a 304; any other answer is not to be stored. Over POST,
+    a cached answer has its ETag only."""
+    answers: list[Cached | None] = request.state.answers
+    single = response.status_code == 200 and len(answers) == 1 and response.body[:1] != b"["
+    cached = answers[0] if single else None
+    if cached is not None:
+        response.headers["etag"] = cached.etag
+    if request.method != "GET":
+        return response
+    if cached is None:
+        response.headers["cache-control"] = "no-store"
+        return response
+    headers = {
+        "etag": cached.etag,
+        "cache-control": f"public, max-age={response_cache.max_age(cached)}",
+        "vary": "Accept",
+    }
+    if response_cache.matches(request.headers.get("if-none-match", ""), cached.etag):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return response
 
 
 def _prefers_graphql_response(accept: str) -> bool:

@@ -31,6 +31,8 @@ INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
 REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+# Automatic persisted queries (gateway/persisted.py): a hash the gateway does not know (yet).
+PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 
 
 # What graphql-core says when a variable's value does not fit its type (a request's input,
@@ -66,6 +68,12 @@ class UpstreamError(GatewayError):
 
 class DatabaseError(GatewayError):
     code = DATABASE_ERROR
+
+
+class PersistedQueryNotFound(GatewayError):
+    """An APQ hash without its document, unknown here: the client is to send the document."""
+
+    code = PERSISTED_QUERY_NOT_FOUND
 
 
 class ConfigError(Exception):

@@ -1,0 +1,93 @@
+"""Automatic persisted queries: Apollo's APQ protocol, over GET and POST, alone or in a batch.
+
+A client sends `extensions.persistedQuery = {"version": 1, "sha256Hash": …}` with the SHA-256 of
+its document, and no `query`. A hash the gateway knows runs its document; an unknown one is
+answered with the error Apollo clients look for (message `PersistedQueryNotFound`, code
+`PERSISTED_QUERY_NOT_FOUND`, HTTP 200 whatever the media type), and the client sends the hash
+again with the document: the gateway checks that the hash is the document's, runs it, and
+remembers it unless the document was refused (it does not parse, or breaks a rule or a limit).
+
+Documents are kept in a `Store` (see gateway/response_cache.py), bounded in bytes, least recently
+used out first: a forgotten document costs the client one more round trip, nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from strawberry.types import ExecutionResult
+
+from gateway.errors import PERSISTED_QUERY_NOT_FOUND, BadUserInput, PersistedQueryNotFound
+from gateway.response_cache import MemoryStore, Store
+
+VERSION = 1
+MAX_BYTES = 4 * 2**20  # the documents kept by one process
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The document to run (None: the request has none), and the hash to remember it by."""
+
+    query: str | None
+    remember: str | None = None
+
+
+class PersistedQueries:
+    def __init__(self, store: Store | None = None) -> None:
+        self.store: Store = store if store is not None else MemoryStore(MAX_BYTES)
+
+    async def resolve(self, query: str | None, extensions: Mapping[str, Any] | None) -> Lookup:
+        """The document a request runs: its own, or the one its hash names.
+
+        Raises `PersistedQueryNotFound` for a hash the gateway does not know, and `BadUserInput`
+        for an APQ extension it cannot read or a hash that is not the document's.
+        """
+        persisted = (extensions or {}).get("persistedQuery")
+        if persisted is None:
+            return Lookup(query)
+        if not isinstance(persisted, dict):
+            raise BadUserInput("`extensions.persistedQuery` must be an object")
+        version = persisted.get("version")
+        if type(version) is not int or version != VERSION:
+            raise BadUserInput(
+                f"Unsupported persisted query version {version!r}: only version {VERSION} is"
+                " supported"
+            )
+        sha = persisted.get("sha256Hash")
+        if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+            raise BadUserInput(
+                "`extensions.persistedQuery.sha256Hash` must be a SHA-256 hash in hexadecimal"
+            )
+        sha = sha.lower()
+        if query is None:
+            found = await self.store.get(_key(sha))
+            if found is None:
+                raise PersistedQueryNotFound("PersistedQueryNotFound")
+            return Lookup(found[0].decode())
+        if hashlib.sha256(query.encode()).hexdigest() != sha:
+            raise BadUserInput("provided sha does not match query")
+        return Lookup(query, remember=sha)
+
+    async def remember(self, lookup: Lookup) -> None:
+        """Keep a document the client sent with its hash, once it has run."""
+        if lookup.remember is not None and lookup.query is not None:
+            await self.store.set(_key(lookup.remember), lookup.query.encode(), math.inf)
+
+
+def is_not_found(result: ExecutionResult) -> bool:
+    """An unknown hash: the protocol's next step, not a request error (HTTP 200 even under
+    `application/graphql-response+json`, or Apollo clients would give up on APQ)."""
+    return any(
+        (error.extensions or {}).get("code") == PERSISTED_QUERY_NOT_FOUND
+        for error in result.errors or ()
+    )
+
+
+def _key(sha: str) -> str:
+    return f"gateway:apq:{sha}"

@@ -1,0 +1,273 @@
+"""The response cache: whole answers to queries, by document, variables and operation name.
+
+A key is made from the document as graphql-core prints it (so whitespace, commas and comments do
+not matter; each raw text is parsed for this once, then remembered), the operation name and the
+variables, under a namespace that holds everything else that changes an answer: the schema and the
+settings that limit or feed it. Only a query is ever cached, and only a complete, successful
+answer (no errors, nothing stale): the HTTP view (gateway/app.py) decides that and hands over the
+encoded body. A refused request never runs far enough to be looked up: the body and batch limits
+refuse it before, and the document limits are part of the namespace, so an answer cached under
+laxer limits is never served under stricter ones.
+
+Concurrent requests for the same key share one execution (single-flight): the first runs it, the
+others wait for its answer and run their own only if it could not be cached.
+
+Entries live in a `Store`, a small async protocol of bytes by key with a time to live, so that a
+store shared by several processes (Redis) can take the place of `MemoryStore`, which keeps them in
+this process, least recently used out first past a bound in bytes. The stored value is the ETag
+(the hash of the body) followed by the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import orjson
+from graphql import OperationDefinitionNode, OperationType, parse, print_ast
+
+from gateway.config import Settings
+
+logger = logging.getLogger("gateway")
+
+T = TypeVar("T")
+
+MAX_BYTES = 32 * 2**20  # the responses kept by one process
+DOCUMENTS_MAX_BYTES = 4 * 2**20  # the raw documents whose normal form is remembered
+ENTRY_OVERHEAD = 200  # bytes counted per entry for its key and bookkeeping
+_ETAG_LENGTH = 32  # hex digits of a 16-byte BLAKE2b digest
+
+
+class Store(Protocol):
+    """Bytes by key, each for a time. An implementation may forget an entry at any time."""
+
+    async def get(self, key: str) -> tuple[bytes, float] | None:
+        """The value at `key` and the seconds it has left (`math.inf`: no end), or None."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Keep `value` at `key` for `ttl` seconds (`math.inf`: until it is evicted)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    value: bytes
+    expires: float
+    size: int
+
+
+class MemoryStore:
+    """A `Store` in this process's memory: bounded in bytes, least recently used out first."""
+
+    def __init__(self, max_bytes: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> tuple[bytes, float] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        left = entry.expires - self._clock()
+        if left <= 0:
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry.value, left
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._drop(key)
+        entry = _Entry(value, self._clock() + ttl, len(key) + len(value) + ENTRY_OVERHEAD)
+        if ttl <= 0 or entry.size > self.max_bytes:
+            return
+        self._entries[key] = entry
+        self.size += entry.size
+        while self.size > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.size -= entry.size
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """A cached answer: its encoded body, its ETag (quoted), and the seconds it stays fresh."""
+
+    body: bytes
+    etag: str
+    max_age: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Document:
+    digest: bytes  # of the printed document
+    queries: frozenset[str | None]  # the names of its query operations (None: anonymous)
+    operations: int
+
+
+class _Documents:
+    """Each raw document's normal form, remembered per raw text, least recently used out first;
+    None for a document that does not parse (within the token limit)."""
+
+    def __init__(self, max_tokens: int, max_bytes: int = DOCUMENTS_MAX_BYTES) -> None:
+        self.max_tokens = max_tokens
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._known: OrderedDict[str, _Document | None] = OrderedDict()
+
+    def get(self, text: str) -> _Document | None:
+        if text in self._known:
+            self._known.move_to_end(text)
+            return self._known[text]
+        document = self._normalise(text)
+        size = len(text) + ENTRY_OVERHEAD
+        if size <= self.max_bytes:
+            self._known[text] = document
+            self.size += size
+            while self.size > self.max_bytes:
+                oldest, _ = self._known.popitem(last=False)
+                self.size -= len(oldest) + ENTRY_OVERHEAD
+        return document
+
+    def _normalise(self, text: str) -> _Document | None:
+        try:
+            document = parse(text, no_location=True, max_tokens=self.max_tokens)
+            printed = print_ast(document)
+        except Exception:  # the schema's own parse reports it; such a document is not cached
+            return None
+        operations = [
+            node for node in document.definitions if isinstance(node, OperationDefinitionNode)
+        ]
+        queries = frozenset(
+            node.name.value if node.name else None
+            for node in operations
+            if node.operation == OperationType.QUERY
+        )
+        return _Document(hashlib.sha256(printed.encode()).digest(), queries, len(operations))
+
+
+def namespace(sdl: str, settings: Settings) -> bytes:
+    """What, besides the request, decides an answer: the schema, the source and the limits."""
+    decisive = (
+        sdl,
+        settings.database,
+        settings.upstream,
+        settings.max_depth,
+        settings.max_cost,
+        settings.max_aliases,
+        settings.max_tokens,
+        settings.introspection,
+    )
+    return hashlib.sha256(repr(decisive).encode()).digest()
+
+
+def effective_ttl(settings: Settings) -> float:
+    """How long an answer stays fresh: `response_cache_ttl`, and over an upstream no longer than
+    the resources it is made of (`cache_ttl`)."""
+    if settings.upstream is not None:
+        return min(settings.response_cache_ttl, settings.cache_ttl)
+    return settings.response_cache_ttl
+
+
+class ResponseCache:
+    def __init__(self, store: Store, *, ttl: float, namespace: bytes, max_tokens: int) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.namespace = namespace
+        self._documents = _Documents(max_tokens)
+        self._flights: dict[str, asyncio.Future[Cached | None]] = {}
+
+    def key(
+        self, query: str, variables: Mapping[str, Any] | None, operation_name: str | None
+    ) -> str | None:
+        """The key of a query's answer, or None when it is not a query (or not a document)."""
+        document = self._documents.get(query)
+        if document is None:
+            return None
+        if operation_name is None:  # then only a document of one operation runs: that one
+            if document.operations != 1 or not document.queries:
+                return None
+            [operation_name] = document.queries
+        elif operation_name not in document.queries:
+            return None
+        try:
+            request = orjson.dumps([operation_name, variables or {}], option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # orjson.JSONEncodeError: nothing JSON can decode to
+            return None
+        digest = hashlib.sha256(self.namespace + document.digest + request).hexdigest()
+        return f"gateway:response:{digest}"
+
+    async def fetch(
+        self, key: str, compute: Callable[[], Awaitable[tuple[T, bytes | None]]]
+    ) -> T | Cached:
+        """The cached answer at `key`, or `compute`'s: its result, and the body to cache (None
+        when it may not be). Concurrent callers with the same key share one `compute`."""
+        cached = await self._get(key)
+        if cached is not None:
+            return cached
+        flight = self._flights.get(key)
+        if flight is not None:
+            shared = await asyncio.shield(flight)
+            if shared is not None:
+                return shared
+            result, _ = await compute()  # the first caller's answer could not be cached
+            return result
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        stored: Cached | None = None
+        try:
+            result, body = await compute()
+            if body is None:
+                return result
+            stored = await self._put(key, body)
+            return stored
+        finally:
+            del self._flights[key]
+            flight.set_result(stored)
+
+    async def _get(self, key: str) -> Cached | None:
+        try:
+            found = await self.store.get(key)
+        except Exception:
+            logger.warning("response cache: reading %s failed", key, exc_info=True)
+            return None
+        if found is None:
+            return None
+        value, left = found
+        etag = value[:_ETAG_LENGTH].decode()
+        return Cached(value[_ETAG_LENGTH:], f'"{etag}"', min(left, self.ttl))
+
+    async def _put(self, key: str, body: bytes) -> Cached:
+        etag = hashlib.blake2b(body, digest_size=_ETAG_LENGTH // 2).hexdigest()
+        try:
+            await self.store.set(key, etag.encode() + body, self.ttl)
+        except Exception:
+            logger.warning("response cache: writing %s failed", key, exc_info=True)
+        return Cached(body, f'"{etag}"', self.ttl)
+
+
+def matches(if_none_match: str, etag: str) -> bool:
+    """Whether an `If-None-Match` header names `etag` (weak comparison, as RFC 9110 asks)."""
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def max_age(cached: Cached) -> int:
+    return max(0, math.floor(cached.max_age))

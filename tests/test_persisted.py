@@ -1,0 +1,222 @@
+"""Automatic persisted queries (Apollo's APQ protocol) over HTTP, as Apollo clients speak it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.demo.upstream import FakeUpstream, serve_in_thread
+
+QUERY = "query Grid($id: Int!) { grid(id: $id) { title } }"
+NOT_FOUND = {
+    "errors": [
+        {"message": "PersistedQueryNotFound", "extensions": {"code": "PERSISTED_QUERY_NOT_FOUND"}}
+    ]
+}
+STRICT = {"accept": "application/graphql-response+json"}
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def _sha(query: str) -> str:
+    return hashlib.sha256(query.encode()).hexdigest()
+
+
+def _apq(query: str, version: object = 1) -> dict[str, Any]:
+    return {"persistedQuery": {"version": version, "sha256Hash": _sha(query)}}
+
+
+@pytest.fixture(params=[300.0, 0.0], ids=["response-cache", "no-response-cache"])
+def client(request: pytest.FixtureRequest, upstream: FakeUpstream) -> Iterator[httpx.Client]:
+    """A gateway of the test's own (its APQ store starts empty), with and without the response
+    cache: APQ must not depend on it."""
+    settings = Settings(upstream=upstream.base_url, response_cache_ttl=request.param)
+    with (
+        serve_in_thread(create_app(settings)) as origin,
+        httpx.Client(base_url=origin, timeout=10) as client,
+    ):
+        yield client
+
+
+def _get(client: httpx.Client, query: str | None = None, **params: Any) -> httpx.Response:
+    """`variables` and `extensions` go as JSON, `operationName` as it is (Apollo's GET)."""
+    encoded = {
+        name: value if isinstance(value, str) else json.dumps(value)
+        for name, value in params.items()
+    }
+    if query is not None:
+        encoded["query"] = query
+    return client.get("/graphql", params=encoded)
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_the_apollo_round_trip(client: httpx.Client, upstream: FakeUpstream, method: str) -> None:
+    """Hash alone: not found; hash and document: it runs and is kept; hash alone again: it runs."""
+    grid = upstream.dataset.grids[0]
+    request: dict[str, Any] = {
+        "variables": {"id": grid.id},
+        "operationName": "Grid",
+        "extensions": _apq(QUERY),
+    }
+
+    def send(query: str | None) -> httpx.Response:
+        if method == "GET":
+            return _get(client, query, **request)
+        return client.post("/graphql", json={**request, "query": query})
+
+    unknown = send(None)
+    assert unknown.status_code == 200
+    assert unknown.json() == NOT_FOUND
+
+    registered = send(QUERY)
+    assert registered.status_code == 200
+    assert registered.json() == {"data": {"grid": {"title": grid.title}}}
+
+    by_hash = send(None)
+    assert by_hash.status_code == 200
+    assert by_hash.json() == registered.json()
+
+
+def test_a_document_registered_over_post_runs_by_hash_over_get(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    grid = upstream.dataset.grids[1]
+    registered = client.post(
+        "/graphql",
+        json={"query": QUERY, "variables": {"id": grid.id}, "extensions": _apq(QUERY)},
+    )
+    assert registered.json() == {"data": {"grid": {"title": grid.title}}}
+
+    other = upstream.dataset.grids[2]
+    response = _get(client, variables={"id": other.id}, extensions=_apq(QUERY))
+    assert response.json() == {"data": {"grid": {"title": other.title}}}
+
+
+def test_not_found_is_a_200_for_a_strict_client_too(client: httpx.Client) -> None:
+    """Apollo clients stop using APQ altogether after a 400 or a 500: this one must be a 200."""
+    response = client.post("/graphql", json={"extensions": _apq(QUERY)}, headers=STRICT)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/graphql-response+json"
+    assert response.json() == NOT_FOUND
+
+    get = client.get("/graphql", params={"extensions": json.dumps(_apq(QUERY))}, headers=STRICT)
+    assert get.status_code == 200
+    assert get.json() == NOT_FOUND
+    assert get.headers["cache-control"] == "no-store"
+
+
+def test_a_hash_that_is_not_the_documents_is_refused_and_not_kept(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    grid = upstream.dataset.grids[0]
+    other = "{ categories { totalCount } }"
+    response = client.post(
+        "/graphql",
+        json={"query": other, "variables": {"id": grid.id}, "extensions": _apq(QUERY)},
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "errors": [
+            {
+                "message": "provided sha does not match query",
+                "extensions": {"code": "BAD_USER_INPUT"},
+            }
+        ]
+    }
+    assert upstream.count == 0  # nothing ran
+
+    strict = client.post(
+        "/graphql", json={"query": other, "extensions": _apq(QUERY)}, headers=STRICT
+    )
+    assert strict.status_code == 400
+
+    # The hash still names nothing: the other document was not kept under it.
+    response = client.post(
+        "/graphql", json={"variables": {"id": grid.id}, "extensions": _apq(QUERY)}
+    )
+    assert response.json() == NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("persisted", "message"),
+    [
+        ({"version": 2, "sha256Hash": _sha(QUERY)}, "Unsupported persisted query version 2"),
+        ({"version": "1", "sha256Hash": _sha(QUERY)}, "Unsupported persisted query version '1'"),
+        ({"version": True, "sha256Hash": _sha(QUERY)}, "Unsupported persisted query version"),
+        ({"sha256Hash": _sha(QUERY)}, "Unsupported persisted query version None"),
+        ({"version": 1}, "must be a SHA-256 hash"),
+        ({"version": 1, "sha256Hash": "abc"}, "must be a SHA-256 hash"),
+        ("yes", "must be an object"),
+    ],
+)
+def test_an_apq_extension_it_cannot_read_is_a_clear_error(
+    client: httpx.Client, persisted: object, message: str
+) -> None:
+    response = client.post("/graphql", json={"extensions": {"persistedQuery": persisted}})
+    assert response.status_code == 200
+    [error] = response.json()["errors"]
+    assert message in error["message"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT"}
+
+
+def test_a_refused_document_is_not_kept(client: httpx.Client) -> None:
+    invalid = "{ nope }"
+    response = client.post("/graphql", json={"query": invalid, "extensions": _apq(invalid)})
+    assert response.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    response = client.post("/graphql", json={"extensions": _apq(invalid)})
+    assert response.json() == NOT_FOUND
+
+
+def test_the_hash_is_case_insensitive(client: httpx.Client) -> None:
+    query = "{ __typename }"
+    upper = {"persistedQuery": {"version": 1, "sha256Hash": _sha(query).upper()}}
+    response = client.post("/graphql", json={"query": query, "extensions": upper})
+    assert response.json() == {"data": {"__typename": "Query"}}
+    response = client.post("/graphql", json={"extensions": _apq(query)})
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+def test_each_operation_of_a_batch_may_be_persisted(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    grid = upstream.dataset.grids[0]
+    typename = "{ __typename }"
+    client.post("/graphql", json={"query": typename, "extensions": _apq(typename)})
+    response = client.post(
+        "/graphql",
+        json=[
+            {"extensions": _apq(typename)},
+            {"variables": {"id": grid.id}, "extensions": _apq(QUERY)},
+            {"query": QUERY, "variables": {"id": grid.id}, "extensions": _apq(QUERY)},
+        ],
+    )
+    assert response.status_code == 200
+    assert response.json() == [
+        {"data": {"__typename": "Query"}},
+        NOT_FOUND,
+        {"data": {"grid": {"title": grid.title}}},
+    ]
+
+
+def test_a_browser_get_by_hash_gets_the_answer_not_graphiql(client: httpx.Client) -> None:
+    query = "{ __typename }"
+    client.post("/graphql", json={"query": query, "extensions": _apq(query)})
+    response = client.get(
+        "/graphql",
+        params={"extensions": json.dumps(_apq(query))},
+        headers={"accept": BROWSER_ACCEPT},
+    )
+    assert response.status_code == 200
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+def test_a_get_without_query_or_hash_is_still_refused(client: httpx.Client) -> None:
+    response = client.get("/graphql", params={"extensions": json.dumps({"other": 1})})
+    assert response.status_code == 400
+    assert response.text == "No GraphQL query found in the request"
