@@ -293,7 +293,7 @@ async def healthz(request: Request) -> Response:
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_backend(settings) as backend:
+        async with open_backend(settings, keep_warm=settings.warm_catalogue) as backend:
             app.state.backend = backend
             yield
 

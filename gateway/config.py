@@ -76,6 +76,12 @@ class Settings:
         " cache TTL); a minute lets repeated queries skip execution, yet an edit shows soon",
         SERVER,
     )
+    warm_catalogue: bool = _setting(
+        True,
+        "REST backend: fetch the catalogue snapshot at start-up and refresh it before it"
+        " expires, so that no request waits for it",
+        SERVER,
+    )
     workers: int = _setting(1, "worker processes serving the one port", SERVER)
     federation: bool = _setting(
         False, "serve an Apollo Federation 2 subgraph (keys, `_service`, `_entities`)", SCHEMA

@@ -41,6 +41,11 @@ def package_fields(dataset: Dataset, row: PackageRow) -> dict[str, Any]:
     }
 
 
+# The catalogue snapshot's requests: each whole list in one page.
+LIST_REQUESTS = sorted(
+    f"/api/v4/{resource}/?limit=100000&offset=0" for resource in ("categories", "grids", "packages")
+)
+
 PACKAGE_DATETIMES = ("lastUpdated", "lastFetched", "created", "modified")
 
 

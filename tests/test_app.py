@@ -33,7 +33,9 @@ query CategoryCount { categories { totalCount } }
 @pytest.fixture(scope="module")
 def origin(fake_upstream: FakeUpstream) -> Iterator[str]:
     """One gateway per module: starting uvicorn (and its lifespan) per test would be slow."""
-    settings = Settings(upstream=fake_upstream.base_url, upstream_timeout=UPSTREAM_TIMEOUT)
+    settings = Settings(
+        upstream=fake_upstream.base_url, upstream_timeout=UPSTREAM_TIMEOUT, warm_catalogue=False
+    )
     with serve_in_thread(create_app(settings)) as origin:
         yield origin
 
@@ -49,7 +51,9 @@ def client(origin: str, upstream: FakeUpstream) -> Iterator[httpx.Client]:
 def own_client(upstream: FakeUpstream) -> Iterator[httpx.Client]:
     """A client of a gateway of the test's own, for tests that make the upstream fail: the
     process-wide cache and circuit breaker would remember it in the module's gateway."""
-    settings = Settings(upstream=upstream.base_url, upstream_timeout=UPSTREAM_TIMEOUT)
+    settings = Settings(
+        upstream=upstream.base_url, upstream_timeout=UPSTREAM_TIMEOUT, warm_catalogue=False
+    )
     with (
         serve_in_thread(create_app(settings)) as origin,
         httpx.Client(base_url=origin, timeout=10) as client,

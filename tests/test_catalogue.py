@@ -30,9 +30,9 @@ from gateway.loaders.records import (
     Window,
     words_of,
 )
-from gateway.loaders.rest import RestBackend, id_from_url
+from gateway.loaders.rest import Breaker, RestBackend, id_from_url, keep_catalogue_warm
 from gateway.loaders.rest import Upstream as UpstreamClient
-from tests.expected import grid_ids_of_package, package_ids_of_grid
+from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 from tests.test_resilience import codes, gateway
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -242,10 +242,6 @@ def test_relation_links_give_ascii_ids_only() -> None:
             id_from_url("https://djangopackages.org/api/v4/grids/²/")
 
 
-LIST_REQUESTS = sorted(
-    f"/api/v4/{resource}/?limit=100000&offset=0" for resource in ("categories", "grids", "packages")
-)
-
 FILTERED = """query($q: String!) {
     packages(first: 5, filter: {query: $q, hasPypiRelease: true},
              orderBy: {field: REPO_WATCHERS, direction: DESC}) {
@@ -391,3 +387,52 @@ async def test_a_failing_list_fails_only_the_fields_that_need_the_snapshot(
         )
     assert codes(body) == ["UPSTREAM_ERROR"] and body["errors"][0]["path"] == ["c", "packages"]
     assert body["data"] == {"l": {"totalCount": len(upstream.dataset.packages)}, "c": None}
+
+
+async def test_a_warm_gateway_fetches_the_lists_at_start_and_a_fan_out_costs_nothing(
+    upstream: FakeUpstream,
+) -> None:
+    dataset = upstream.dataset
+    grid = max(dataset.grids, key=lambda row: len(package_ids_of_grid(dataset, row.id)))
+    async with gateway(upstream, warm_catalogue=True) as ask:
+        for _ in range(200):  # the warm-up runs in the background from start-up
+            if len(upstream.requests) == len(LIST_REQUESTS):
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(upstream.requests) == LIST_REQUESTS
+        body = await ask(
+            "query($slug: String!) { grid(slug: $slug) { packages(first: 100) { nodes {"
+            " category { slug } grids(first: 10) { nodes { slug } } } } } }",
+            slug=grid.slug,
+        )
+    assert "errors" not in body
+    assert len(body["data"]["grid"]["packages"]["nodes"]) == min(
+        100, len(package_ids_of_grid(dataset, grid.id))
+    )
+    assert sorted(upstream.requests) == LIST_REQUESTS
+
+
+async def test_the_snapshot_is_refreshed_before_it_expires_and_an_outage_is_survived(
+    upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    breaker = Breaker(cool_down=0.05)
+    client = UpstreamClient(upstream.base_url, timeout=2.0, retries=0, breaker=breaker)
+    cache = ResourceCache(ttl=0.2, stale=60.0)
+    keeper = asyncio.create_task(keep_catalogue_warm(client, cache, min_interval=0.05))
+    try:
+        await asyncio.sleep(0.5)  # 0.18 s apart: about three refreshes
+        refreshes = upstream.requests.count("/api/v4/packages/?limit=100000&offset=0")
+        assert 2 <= refreshes <= 4
+        assert cache.holds("catalogue")
+        upstream.outage = "503"
+        await asyncio.sleep(0.3)
+        assert "could not refresh the catalogue snapshot" in caplog.text
+        assert not keeper.done()  # it goes on, and the cache still has its (stale) copy
+        upstream.outage = None
+        upstream.reset()
+        await asyncio.sleep(0.3)
+        assert "/api/v4/packages/?limit=100000&offset=0" in upstream.requests
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        await client.aclose()

@@ -36,7 +36,9 @@ def _apq(query: str, version: object = 1) -> dict[str, Any]:
 def client(request: pytest.FixtureRequest, upstream: FakeUpstream) -> Iterator[httpx.Client]:
     """A gateway of the test's own (its APQ store starts empty), with and without the response
     cache: APQ must not depend on it."""
-    settings = Settings(upstream=upstream.base_url, response_cache_ttl=request.param)
+    settings = Settings(
+        upstream=upstream.base_url, response_cache_ttl=request.param, warm_catalogue=False
+    )
     with (
         serve_in_thread(create_app(settings)) as origin,
         httpx.Client(base_url=origin, timeout=10) as client,

@@ -29,12 +29,13 @@ from gateway.loaders.cache import ENTRY_OVERHEAD, ResourceCache
 from gateway.loaders.rest import (
     BREAKER_COOL_DOWN,
     BREAKER_THRESHOLD,
+    MAX_DETAILS,
     Breaker,
     RestBackend,
     retry_after,
 )
 from gateway.loaders.rest import Upstream as UpstreamClient
-from tests.expected import grid_ids_of_package, package_ids_of_grid
+from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 
 Ask = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -45,8 +46,11 @@ PACKAGE = "query($id: Int!) { package(id: $id) { slug category { slug } } }"
 
 @asynccontextmanager
 async def gateway(upstream: FakeUpstream, **settings: Any) -> AsyncIterator[Ask]:
-    """A gateway of the test's own in front of `upstream`; yields `ask(document, **variables)`."""
-    app = create_app(Settings(upstream=upstream.base_url, **settings))
+    """A gateway of the test's own in front of `upstream`; yields `ask(document, **variables)`.
+
+    Its catalogue is not warmed at start-up unless asked: the tests count what queries cost.
+    """
+    app = create_app(Settings(upstream=upstream.base_url, **{"warm_catalogue": False, **settings}))
     with serve_in_thread(app) as origin:
         async with httpx.AsyncClient(base_url=origin, timeout=30) as client:
 
@@ -74,12 +78,10 @@ def biggest_grid(dataset: Dataset) -> GridRow:
 
 
 def fan_out_cost(dataset: Dataset, grid: GridRow) -> int:
-    """The grid by slug, each of its first 100 packages, their categories and other grids."""
-    package_ids = package_ids_of_grid(dataset, grid.id)[:100]
-    packages = {row.id: row for row in dataset.packages}
-    categories = {packages[id].category_id for id in package_ids}
-    grids = {gid for id in package_ids for gid in grid_ids_of_package(dataset, id)[:10]}
-    return 1 + len(package_ids) + len(categories) + len(grids - {grid.id})
+    """The grid by slug, then the catalogue's three lists: its first 100 packages are more
+    than `MAX_DETAILS`, and the lists bring their categories and grids too."""
+    assert len(package_ids_of_grid(dataset, grid.id)[:100]) > MAX_DETAILS
+    return 1 + len(LIST_REQUESTS)
 
 
 def expected_package(dataset: Dataset, id: int) -> dict[str, Any]:
@@ -119,11 +121,12 @@ async def test_after_the_ttl_it_refetches(upstream: FakeUpstream) -> None:
 async def test_a_list_page_primes_details_by_id_and_slug(upstream: FakeUpstream) -> None:
     async with gateway(upstream) as ask:
         page = await ask(
-            "{ packages(first: 20) { nodes { databaseId slug } } grids { nodes { slug } } }"
+            "{ packages(first: 10) { nodes { databaseId slug } }"
+            " grids(first: 10) { nodes { slug } } }"
         )
         assert upstream.requests == [
-            "/api/v4/packages/?limit=20&offset=0",
-            "/api/v4/grids/?limit=20&offset=0",
+            "/api/v4/packages/?limit=10&offset=0",
+            "/api/v4/grids/?limit=10&offset=0",
         ]
         packages = page["data"]["packages"]["nodes"]
         grids = page["data"]["grids"]["nodes"]
@@ -278,15 +281,15 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 
 async def test_requests_in_flight_never_exceed_the_cap(upstream: FakeUpstream) -> None:
     upstream.latency = 0.05
-    ids = [global_id("Package", row.id) for row in upstream.dataset.packages[:100]]
+    # As many packages as are still fetched one GET each, twice the cap.
+    ids = [global_id("Package", row.id) for row in upstream.dataset.packages[:MAX_DETAILS]]
     async with gateway(upstream, upstream_max_in_flight=8) as ask:
         body = await ask(
-            "query($ids: [ID!]!) { nodes(ids: $ids) { ... on Package {"
-            " category { slug } grids(first: 10) { nodes { slug } } } } }",
+            "query($ids: [ID!]!) { nodes(ids: $ids) { ... on Package { category { slug } } } }",
             ids=ids,
         )
     assert "errors" not in body
-    assert upstream.count > 100
+    assert upstream.count > MAX_DETAILS
     assert upstream.peak_in_flight == 8
 
 

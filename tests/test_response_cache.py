@@ -102,6 +102,7 @@ class _Counting:
 
 @contextmanager
 def serve(upstream: FakeUpstream, **settings: Any) -> Iterator[Gateway]:
+    settings = {"warm_catalogue": False, **settings}  # the tests count what queries cost
     app = create_app(Settings(upstream=upstream.base_url, upstream_timeout=0.5, **settings))
     with serve_in_thread(app) as origin, httpx.Client(base_url=origin, timeout=10) as client:
         yield Gateway(app, client)

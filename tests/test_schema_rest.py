@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import base64
-from collections import Counter
 from typing import Any
 
 import pytest
 
 from gateway.config import Settings
 from gateway.demo.upstream import FakeUpstream, serve_upstream
+from gateway.loaders.rest import MAX_DETAILS
 from gateway.run import run_query
 from tests.expected import (
+    LIST_REQUESTS,
     PACKAGE_DATETIMES,
     grid_ids_of_package,
     package_fields,
@@ -264,26 +265,48 @@ async def test_top_level_first_over_100_fails_the_request(upstream: FakeUpstream
     assert upstream.count == 0
 
 
-async def test_fan_out_costs_one_request_per_distinct_resource(upstream: FakeUpstream) -> None:
+async def test_fan_out_costs_the_grid_and_the_catalogue_lists(upstream: FakeUpstream) -> None:
+    """A grid's hundred packages are more than `MAX_DETAILS`: the snapshot's three lists
+    bring them all, and their categories and grids, instead of a GET each."""
     dataset = upstream.dataset
     grid = max(dataset.grids, key=lambda row: len(package_ids_of_grid(dataset, row.id)))
     package_ids = package_ids_of_grid(dataset, grid.id)[:100]
+    assert len(package_ids) > MAX_DETAILS  # the fan-out really fans out
     packages = {row.id: row for row in dataset.packages}
-    category_ids = {packages[id].category_id for id in package_ids}
-    grid_ids = {gid for id in package_ids for gid in grid_ids_of_package(dataset, id)[:10]}
+    grids = {row.id: row for row in dataset.grids}
     upstream.reset()
     data = await data_of(
         upstream,
         "query($slug: String!) { grid(slug: $slug) { packages(first: 100) { nodes {"
-        " category { slug } grids(first: 10) { nodes { slug } } } } } }",
+        " slug category { slug } grids(first: 10) { nodes { slug } } } } } }",
         slug=grid.slug,
     )
-    assert len(data["grid"]["packages"]["nodes"]) == len(package_ids)
-    requests = Counter(upstream.requests)
-    assert max(requests.values()) == 1, "a resource was fetched twice"
-    # The grid by slug, each package, each distinct category, each other grid: no more.
-    assert upstream.count == 1 + len(package_ids) + len(category_ids) + len(grid_ids - {grid.id})
-    assert len(package_ids) >= 20  # the fan-out really fanned out
+    nodes = data["grid"]["packages"]["nodes"]
+    assert [node["slug"] for node in nodes] == [packages[id].slug for id in package_ids]
+    for node, id in zip(nodes, package_ids, strict=True):
+        assert node["grids"]["nodes"] == [
+            {"slug": grids[gid].slug} for gid in grid_ids_of_package(dataset, id)[:10]
+        ]
+    assert sorted(upstream.requests) == sorted([f"/api/v4/grids/{grid.slug}/", *LIST_REQUESTS])
+
+
+async def test_a_few_records_cost_a_get_each(upstream: FakeUpstream) -> None:
+    """A package with its category and grids: fewer than `MAX_DETAILS` of each, no lists."""
+    dataset = upstream.dataset
+    row = max(dataset.packages, key=lambda p: len(grid_ids_of_package(dataset, p.id)))
+    grid_ids = grid_ids_of_package(dataset, row.id)[:10]
+    assert 1 < len(grid_ids) <= MAX_DETAILS
+    upstream.reset()
+    data = await data_of(
+        upstream,
+        "query($id: Int!) { package(id: $id) { category { slug } grids(first: 10) {"
+        " nodes { databaseId } } } }",
+        id=row.id,
+    )
+    assert [n["databaseId"] for n in data["package"]["grids"]["nodes"]] == grid_ids
+    expected = [f"/api/v4/packages/{row.id}/", f"/api/v4/categories/{row.category_id}/"]
+    expected += [f"/api/v4/grids/{id}/" for id in grid_ids]
+    assert sorted(upstream.requests) == sorted(expected)
 
 
 async def test_the_same_package_twice_costs_one_request(upstream: FakeUpstream) -> None:

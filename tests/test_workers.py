@@ -90,7 +90,7 @@ def test_two_workers_answer_on_one_port_with_the_same_settings(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     # One setting from each source: the file (depth, workers), the environment, a flag.
-    (tmp_path / "gateway.toml").write_text("max_depth = 3\nworkers = 2\n")
+    (tmp_path / "gateway.toml").write_text("max_depth = 3\nworkers = 2\nwarm_catalogue = false\n")
     port = _free_port()
     log = tmp_path / "gateway.log"
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]

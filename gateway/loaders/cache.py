@@ -86,18 +86,26 @@ class ResourceCache:
         entry = self._lookup(key, self.ttl)
         if entry is not None:
             return cast(T, entry.value), False
-        flight = self._flights.get(key)
-        if flight is None:
-            flight = asyncio.ensure_future(self._fetch(key, fetch))
-            self._flights[key] = flight
-            flight.add_done_callback(lambda done: self._landed(key, done))
         try:
-            return cast(T, await asyncio.shield(flight)), False
+            return await self.refresh(key, fetch), False
         except UpstreamError:
             entry = self._lookup(key, self.ttl + self.stale)
             if entry is None:
                 raise
             return cast(T, entry.value), True
+
+    async def refresh(self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]]) -> T:
+        """Fetch `key` anew, fresh or not, sharing a fetch already in flight; store the value."""
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._fetch(key, fetch))
+            self._flights[key] = flight
+            flight.add_done_callback(lambda done: self._landed(key, done))
+        return cast(T, await asyncio.shield(flight))
+
+    def holds(self, key: str) -> bool:
+        """Whether `key` is fresh here or being fetched: asking for it costs no new request."""
+        return key in self._flights or self._lookup(key, self.ttl) is not None
 
     async def aclose(self) -> None:
         """Cancel the fetches still in flight: at shutdown nobody waits for them."""

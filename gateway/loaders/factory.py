@@ -7,20 +7,27 @@ embedded SQLite catalogue (created from the demo dataset on first use).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from gateway.config import Settings
 from gateway.loaders.backend import Backend
 from gateway.loaders.cache import ResourceCache
-from gateway.loaders.rest import RestBackend, Upstream
+from gateway.loaders.rest import RestBackend, Upstream, keep_catalogue_warm
 
 BackendFactory = Callable[[], Backend]
 
 
 @asynccontextmanager
-async def open_backend(settings: Settings) -> AsyncIterator[BackendFactory]:
-    """Hold the process-wide resources of the backend; yield a per-request factory."""
+async def open_backend(
+    settings: Settings, *, keep_warm: bool = False
+) -> AsyncIterator[BackendFactory]:
+    """Hold the process-wide resources of the backend; yield a per-request factory.
+
+    With `keep_warm` (a server's lifetime), the REST backend's catalogue snapshot is fetched
+    at once, in the background, and refreshed before it expires.
+    """
     if settings.upstream is not None:
         upstream = Upstream(
             settings.upstream,
@@ -35,9 +42,14 @@ async def open_backend(settings: Settings) -> AsyncIterator[BackendFactory]:
             # A request's upstream calls, retries included, end within its own time.
             return RestBackend(upstream, cache, deadline=loop.time() + settings.request_timeout)
 
+        warming = asyncio.create_task(keep_catalogue_warm(upstream, cache)) if keep_warm else None
         try:
             yield rest_backend
         finally:
+            if warming is not None:
+                warming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await warming
             await cache.aclose()
             await upstream.aclose()
         return

@@ -18,6 +18,7 @@ entry. Everything else takes the upstream's own list pages and relations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -54,6 +55,14 @@ WHOLE_LIST = 100_000
 
 # The cache key of the catalogue snapshot: no upstream path, so no list or detail entry.
 CATALOGUE = "catalogue"
+
+# A batch that needs more records of one kind than this, none of them at hand, reads the
+# snapshot (3 list requests) instead of as many detail GETs: a grid's hundred packages and
+# their grids cost the lists, a package's ten grids their own GETs.
+MAX_DETAILS = 16
+
+# The snapshot is refreshed before it expires, but not more often than this (seconds).
+MIN_REFRESH_INTERVAL = 10.0
 
 # Retried: what says "try again" (429, 502, 503, 504; a 500 is a bug that would fail again)
 # and connections that failed before an answer. Not a read timeout: that attempt already
@@ -566,11 +575,19 @@ class RestBackend:
         return await _all_pages(lambda offset: self._list(resource, kind, offset, WHOLE_LIST))
 
     async def _catalogue(self) -> Catalogue:
-        """The catalogue snapshot: the three whole lists, refetched together once stale.
+        """The catalogue snapshot: the three whole lists, refetched together once stale."""
+        return await self._get(CATALOGUE, self._fetch_catalogue)
+
+    async def refresh_catalogue(self) -> Catalogue:
+        """Fetch the snapshot anew, fresh or not: what keeps it warm before it expires."""
+        return await self.cache.refresh(CATALOGUE, self._fetch_catalogue)
+
+    async def _fetch_catalogue(self) -> tuple[Catalogue, int]:
+        """The three whole lists and the snapshot built from them, and their JSON size.
 
         Their pages are read straight from the upstream, not bound to this request's time
         (the fetch is shared), and cached only as the snapshot; their items prime the
-        details, as any list page does.
+        details, as any list page does, so that a lookup by id or slug costs no request.
         """
 
         async def read_all(resource: str, kind: type[L]) -> tuple[list[L], int]:
@@ -583,22 +600,19 @@ class RestBackend:
 
             return await _all_pages(read), sum(sizes)
 
-        async def fetch() -> tuple[Catalogue, int]:
-            (categories, a), (grids, b), (packages, c) = await asyncio.gather(
-                read_all("categories/", CategoryJSON),
-                read_all("grids/", GridJSON),
-                read_all("packages/", PackageJSON),
-            )
-            catalogue = Catalogue(
-                [_category(raw) for raw in categories],
-                [_grid(raw) for raw in grids],
-                [_package(raw) for raw in packages],
-                packages_of_grid={raw.id: map(id_from_url, raw.packages) for raw in grids},
-                grids_of_package={raw.id: map(id_from_url, raw.grids) for raw in packages},
-            )
-            return catalogue, a + b + c
-
-        return await self._get(CATALOGUE, fetch)
+        (categories, a), (grids, b), (packages, c) = await asyncio.gather(
+            read_all("categories/", CategoryJSON),
+            read_all("grids/", GridJSON),
+            read_all("packages/", PackageJSON),
+        )
+        catalogue = Catalogue(
+            [_category(raw) for raw in categories],
+            [_grid(raw) for raw in grids],
+            [_package(raw) for raw in packages],
+            packages_of_grid={raw.id: map(id_from_url, raw.packages) for raw in grids},
+            grids_of_package={raw.id: map(id_from_url, raw.grids) for raw in packages},
+        )
+        return catalogue, a + b + c
 
     # -- remembering ------------------------------------------------------------------
 
@@ -635,6 +649,11 @@ class RestBackend:
         fetch_one: Callable[[K], Awaitable[T | None]],
     ) -> list[T | None]:
         missing = [key for key in dict.fromkeys(keys) if key not in known]
+        if len(missing) > MAX_DETAILS or (missing and self.cache.holds(CATALOGUE)):
+            # Many records of one kind cost a few list requests, not one GET each: the
+            # snapshot primes every detail. If it cannot be had, each is asked for alone.
+            with contextlib.suppress(UpstreamError):
+                await self._catalogue()
         if missing:
             fetched = await asyncio.gather(*(fetch_one(key) for key in missing))
             for key, record in zip(missing, fetched, strict=True):
@@ -793,3 +812,23 @@ class RestBackend:
             return decode(body, list[SearchJSON], "search/"), len(body)
 
         return [_search_hit(raw) for raw in await self._get(f"search/?{urlencode(params)}", fetch)]
+
+
+async def keep_catalogue_warm(
+    upstream: Upstream, cache: ResourceCache, min_interval: float = MIN_REFRESH_INTERVAL
+) -> None:
+    """Fetch the snapshot now and again before each expiry, until cancelled.
+
+    Requests then find the catalogue fresh from the start, and never wait for its refresh;
+    a failed refresh is logged and tried again after `min_interval`, while the cache serves
+    its copy.
+    """
+    interval = max(0.9 * cache.ttl, min_interval)
+    while True:
+        try:
+            await RestBackend(upstream, cache).refresh_catalogue()
+        except UpstreamError as exc:
+            logger.warning("could not refresh the catalogue snapshot: %s (%s)", exc, exc.detail)
+            await asyncio.sleep(min_interval)
+        else:
+            await asyncio.sleep(interval)
