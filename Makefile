@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint browser
+.PHONY: serve test lint browser bench
 
 $(BIN)/gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,21 @@ browser:
 			echo "chromium/chromedriver missing and not root: the browser test will skip"; \
 		fi; \
 	fi
+
+# The side-by-side benchmark against the Apollo peer (issue 4): it needs Debian's wrk and the
+# peer's node_modules; `make bench ARGS="--duration 10"` passes options on.
+APOLLO := ../shared/peers/apollo
+
+bench: $(BIN)/gateway
+	@if ! command -v wrk >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+		else \
+			echo "wrk missing and not root: apt-get install wrk" >&2; exit 1; \
+		fi; \
+	fi
+	@if [ ! -d $(APOLLO)/node_modules ]; then cd $(APOLLO) && npm ci --no-audit --no-fund; fi
+	$(BIN)/python -m bench.compare $(ARGS)
 
 lint: $(BIN)/gateway
 	$(BIN)/ruff check .
