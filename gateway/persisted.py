@@ -8,7 +8,8 @@ again with the document: the gateway checks that the hash is the document's, run
 remembers it unless the document was refused (it does not parse, or breaks a rule or a limit).
 
 Documents are kept in a `Store` (see gateway/response_cache.py), bounded in bytes, least recently
-used out first: a forgotten document costs the client one more round trip, nothing else.
+used out first (with `--cache`, in Redis too, so that a hash registered through one process runs on
+every other): a forgotten document costs the client one more round trip, nothing else.
 """
 
 from __future__ import annotations

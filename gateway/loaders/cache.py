@@ -10,6 +10,12 @@ cold queries costs the upstream one request per resource. The fetch runs in a ta
 own, so a caller that gives up (a client gone, a request timed out) does not cancel it for
 the others, and its answer still lands in the cache.
 
+With a cache shared by processes (`--cache redis://…`), `shared` is its second layer
+(shared.py): the bodies a fetch reads may come from there, already some seconds old, or as a
+stale copy when the upstream failed. The fetch in progress learns that through `current_fetch()`,
+and its value is kept as old as the oldest body it was made of: no process serves a resource as
+fresh for longer than `ttl` after the upstream sent it.
+
 The cache is bounded by size: each entry counts the bytes of the JSON it was decoded from
 plus `ENTRY_OVERHEAD` for its key and bookkeeping, and the least recently used entries are
 evicted past `max_bytes`. The default, 32 MiB, holds the whole catalogue with room for pages
@@ -25,10 +31,14 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from gateway.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from gateway.loaders.shared import SharedBodies
 
 T = TypeVar("T")
 
@@ -43,6 +53,27 @@ class _Entry:
     stored: float
 
 
+@dataclass(slots=True)
+class Fetching:
+    """A fetch in progress: the oldest copy it may take as fresh, and what it has read."""
+
+    max_age: float
+    age: float = 0.0  # of the oldest body read
+    stale: bool = False  # whether one was a stale copy, served as the upstream failed
+
+    def read(self, age: float, *, stale: bool = False) -> None:
+        self.age = max(self.age, age)
+        self.stale = self.stale or stale
+
+
+_fetching: ContextVar[Fetching | None] = ContextVar("gateway_fetching", default=None)
+
+
+def current_fetch() -> Fetching | None:
+    """The cache's fetch this code runs in (each runs in a task of its own), if any."""
+    return _fetching.get()
+
+
 class ResourceCache:
     """Upstream resources by path: fresh for `ttl`, then served on failure for `stale` more."""
 
@@ -53,22 +84,29 @@ class ResourceCache:
         stale: float,
         max_bytes: int = MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedBodies | None = None,
     ) -> None:
         self.ttl = ttl
         self.stale = stale
         self.max_bytes = max_bytes
+        self.shared = shared
         self.size = 0
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._flights: dict[str, asyncio.Task[Any]] = {}
+        self._flights: dict[str, asyncio.Task[tuple[Any, bool]]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def put(self, key: str, value: object, size: int) -> None:
-        """Store `value`, decoded from `size` bytes of JSON, evicting the least recently used."""
+        """Store `value`, decoded from `size` bytes of JSON, evicting the least recently used.
+
+        Within a fetch, the value is as old as the oldest body that fetch has read so far.
+        """
         self._drop(key)
-        entry = _Entry(value, size + ENTRY_OVERHEAD, self._clock())
+        fetching = current_fetch()
+        age = 0.0 if fetching is None else fetching.age
+        entry = _Entry(value, size + ENTRY_OVERHEAD, self._clock() - age)
         if entry.size > self.max_bytes:
             return
         self._entries[key] = entry
@@ -87,7 +125,7 @@ class ResourceCache:
         if entry is not None:
             return cast(T, entry.value), False
         try:
-            return await self.refresh(key, fetch), False
+            return await self._flight(key, fetch, self.ttl)
         except UpstreamError:
             entry = self._lookup(key, self.ttl + self.stale)
             if entry is None:
@@ -95,13 +133,26 @@ class ResourceCache:
             return cast(T, entry.value), True
 
     async def refresh(self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]]) -> T:
-        """Fetch `key` anew, fresh or not, sharing a fetch already in flight; store the value."""
+        """Fetch `key` anew, fresh or not, sharing a fetch already in flight; store the value.
+
+        A shared copy (`shared`) younger than half the TTL will do: the value then stays fresh
+        for at least the other half, and among processes refreshing on their own schedules the
+        first to find the copy past that age refetches it for the others.
+        """
+        value, _ = await self._flight(key, fetch, self.ttl / 2)
+        return value
+
+    async def _flight(
+        self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]], max_age: float
+    ) -> tuple[T, bool]:
+        """The value `fetch` returns and whether it is stale; concurrent callers share it."""
         flight = self._flights.get(key)
         if flight is None:
-            flight = asyncio.ensure_future(self._fetch(key, fetch))
+            flight = asyncio.ensure_future(self._fetch(key, fetch, max_age))
             self._flights[key] = flight
             flight.add_done_callback(lambda done: self._landed(key, done))
-        return cast(T, await asyncio.shield(flight))
+        value, stale = await asyncio.shield(flight)
+        return cast(T, value), stale
 
     def holds(self, key: str) -> bool:
         """Whether `key` is fresh here or being fetched: asking for it costs no new request."""
@@ -114,12 +165,23 @@ class ResourceCache:
             flight.cancel()
         await asyncio.gather(*flights, return_exceptions=True)
 
-    async def _fetch(self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]]) -> T:
+    def fresh_for(self, key: str) -> float:
+        """Seconds the entry at `key` stays fresh: 0 when there is none, or it is stale."""
+        entry = self._entries.get(key)
+        return 0.0 if entry is None else max(0.0, entry.stored + self.ttl - self._clock())
+
+    async def _fetch(
+        self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]], max_age: float
+    ) -> tuple[T, bool]:
+        # In this flight's own task: the bodies read by `fetch` (and the tasks it starts) note
+        # their age here; the value is stored as old as the oldest of them.
+        fetching = Fetching(max_age)
+        _fetching.set(fetching)
         value, size = await fetch()
         self.put(key, value, size)
-        return value
+        return value, fetching.stale
 
-    def _landed(self, key: str, flight: asyncio.Task[Any]) -> None:
+    def _landed(self, key: str, flight: asyncio.Task[tuple[Any, bool]]) -> None:
         """Forget a finished flight; its failure was raised to whoever still waited."""
         if self._flights.get(key) is flight:
             del self._flights[key]

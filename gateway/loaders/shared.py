@@ -1,0 +1,174 @@
+"""The resource cache's second layer: the upstream's raw bodies in the shared Redis.
+
+`ResourceCache` (cache.py) keeps decoded resources in each process. Under it, with
+`--cache redis://…`, this layer keeps the bodies they were decoded from, by upstream and path with
+its query string, for every process and host: a body one process fetched is not fetched again by
+another while it is fresh. Each is stored with how long Redis keeps it (`cache_ttl + cache_stale`),
+so that its age is Redis's own count (no clock is compared across hosts): younger than the fetch's
+`max_age` (`cache_ttl`, less for a refresh) it is fresh; older, it is served only when the upstream
+fails (stale-if-error across processes). A 404 is kept too, as one.
+
+A body that is not fresh is fetched under a short lock (SET NX PX, `LOCK_TTL`, extended while the
+fetch lasts): one process fetches, the others poll for the body (every few milliseconds at first,
+then every `POLL_CAP` seconds) until it appears fresh, or the lock goes without one (its holder
+failed or died), or `wait_limit` passes; then they fetch it themselves. Within a process the
+resource cache's single flight already makes one caller per key: a burst of identical cold queries
+over many processes costs the upstream one request per resource.
+
+When Redis is unavailable (gateway/shared_cache.py) every step falls back to the plain fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from urllib.parse import urlencode
+
+from gateway.errors import UpstreamError
+from gateway.loaders.cache import current_fetch
+from gateway.shared_cache import SharedCache, Unavailable
+
+LOCK_TTL = 2.0  # seconds a lock lasts unless its holder, still fetching, extends it
+POLL_FIRST = 0.005  # seconds before a waiter's first look; doubled up to POLL_CAP
+POLL_CAP = 0.05
+
+# A stored body: its lifetime in Redis (milliseconds) and whether the upstream had it (1) or
+# answered 404 (0), then the body.
+_HEADER = struct.Struct("!QB")
+
+Fetch = Callable[[], Awaitable[bytes | None]]
+
+
+class SharedBodies:
+    """Upstream bodies in the shared cache, for one upstream."""
+
+    def __init__(
+        self,
+        shared: SharedCache,
+        upstream_url: str,
+        *,
+        ttl: float,
+        stale: float,
+        max_body: int,
+        wait_limit: float,
+        lock_ttl: float = LOCK_TTL,
+    ) -> None:
+        self.shared = shared
+        self.ttl = ttl
+        self.stale = stale
+        self.max_body = max_body
+        self.wait_limit = wait_limit
+        self.lock_ttl = lock_ttl
+        # Gateways of different upstreams may share a server: their paths must not meet.
+        self._space = "body:" + hashlib.sha256(upstream_url.encode()).hexdigest()[:16] + ":"
+
+    def key(self, path: str, params: Mapping[str, str | int] | None) -> str:
+        return self._space + (f"{path}?{urlencode(params)}" if params else path)
+
+    async def get(
+        self, path: str, params: Mapping[str, str | int] | None, fetch: Fetch
+    ) -> bytes | None:
+        """The body at `path` with `params`: the shared copy if fresh, else `fetch`'s, shared.
+
+        Raises what `fetch` raises, unless a stale copy can stand in for a failed fetch; the
+        fetch in progress (cache.py) is told each body's age, and whether it was stale.
+        """
+        key = self.key(path, params)
+        lock = "lock:" + key
+        progress = current_fetch()
+        max_age = self.ttl if progress is None else min(progress.max_age, self.ttl)
+        stale: tuple[bytes | None, float] | None = None
+        token = secrets.token_hex(8)
+        taken = False
+        try:
+            found = await self._read(key)
+            if found is not None:
+                body, age = found
+                if age <= max_age:
+                    return _noted(body, age)
+                stale, found = found, None
+            taken = await self.shared.lock(lock, token, self.lock_ttl)
+            if not taken:  # another process is fetching it
+                found = await self._wait(key, lock, max_age)
+        except Unavailable:
+            found = None
+        if not taken:
+            return _noted(*found) if found is not None else await self._fetch(key, fetch, stale)
+        keeping = asyncio.ensure_future(self._keep(lock, token))
+        try:
+            with contextlib.suppress(Unavailable):  # another's body may have landed meanwhile
+                found = await self._read(key)
+                if found is not None and found[1] <= max_age:
+                    return _noted(*found)
+            return await self._fetch(key, fetch, stale)
+        finally:
+            keeping.cancel()
+            with contextlib.suppress(Unavailable):
+                await self.shared.unlock(lock, token)
+
+    async def _read(self, key: str) -> tuple[bytes | None, float] | None:
+        """The stored body at `key` (None for a 404) and its age in seconds, if any."""
+        return _decoded(await self.shared.get(key))
+
+    async def _wait(self, key: str, lock: str, max_age: float) -> tuple[bytes | None, float] | None:
+        """Wait for another process's fetch: its body, or None when it is not coming."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_limit
+        delay = POLL_FIRST
+        while loop.time() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, POLL_CAP)
+            stored, locked = await self.shared.peek(key, lock)
+            found = _decoded(stored)
+            if found is not None and found[1] <= max_age:
+                return found
+            if not locked:
+                return None
+        return None
+
+    async def _fetch(
+        self, key: str, fetch: Fetch, stale: tuple[bytes | None, float] | None
+    ) -> bytes | None:
+        """`fetch`'s body, kept for the others; if it fails, the stale copy, if any."""
+        try:
+            body = await fetch()
+        except UpstreamError:
+            if stale is None:
+                raise
+            return _noted(*stale, stale=True)
+        if body is None or len(body) <= self.max_body:
+            lifetime = self.ttl + self.stale
+            header = _HEADER.pack(round(lifetime * 1000), body is not None)
+            with contextlib.suppress(Unavailable):
+                await self.shared.set(key, header + (body or b""), lifetime)
+        return _noted(body, 0.0)
+
+    async def _keep(self, lock: str, token: str) -> None:
+        """Extend the lock while its fetch lasts, so that waiters know it is still coming."""
+        with contextlib.suppress(Unavailable):
+            while True:
+                await asyncio.sleep(self.lock_ttl / 3)
+                if not await self.shared.extend(lock, token, self.lock_ttl):
+                    return
+
+
+def _decoded(stored: tuple[bytes, int] | None) -> tuple[bytes | None, float] | None:
+    if stored is None:
+        return None
+    value, left = stored
+    if len(value) < _HEADER.size or left < 0:
+        return None
+    lifetime, found = _HEADER.unpack_from(value)
+    age = max(0, lifetime - left) / 1000
+    return (value[_HEADER.size :] if found else None), age
+
+
+def _noted(body: bytes | None, age: float, *, stale: bool = False) -> bytes | None:
+    progress = current_fetch()
+    if progress is not None:
+        progress.read(age, stale=stale)
+    return body

@@ -1,0 +1,568 @@
+"""`--cache redis://…`: every process and host shares the upstream bodies, the answers and the
+persisted queries through a real Redis, and a burst on a cold key costs one upstream request.
+
+The Redis is the server on 127.0.0.1:6379, in a database of its own for this test run (claimed
+with a marker key, so that concurrent runs do not meet), emptied before and after each test.
+Without that server these tests skip, except under CI, where they fail. The test of a Redis that
+dies mid-run starts a `redis-server` of its own on a free port and kills it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from gateway.config import configure
+from gateway.demo.upstream import FakeUpstream
+from gateway.errors import ConfigError, UpstreamError
+from gateway.loaders.cache import ResourceCache
+from gateway.loaders.shared import SharedBodies
+from gateway.response_cache import MemoryStore
+from gateway.shared_cache import SharedCache, SharedStore, Unavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+CLAIM = "djpgw-test:claim"  # marks a database as this run's
+OURS = "djpgw:*"  # every key the gateway writes (KEY_PREFIX and the tests' own prefixes)
+
+# Several resources: a list page, then each package's category and grids by id.
+QUERY = (
+    "{ packages(first: 6) { totalCount nodes { slug category { title }"
+    " grids(first: 2) { nodes { slug } } } } }"
+)
+
+
+def _unreachable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _only_ours(client: redis.Redis) -> bool:
+    """Whether a database holds nothing but what these tests (or the gateway) left there."""
+    return all(key.startswith((b"djpgw:", CLAIM.encode())) for key in client.scan_iter(count=1000))
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[int]:
+    """A database of the test Redis for this run alone, emptied when the run ends."""
+    token = uuid.uuid4().hex
+    try:
+        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        _unreachable(f"Redis at {REDIS_HOST}:{REDIS_PORT} is unreachable: {exc}")
+    for db in range(15, 0, -1):
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_timeout=2)
+        if not client.set(CLAIM, token, nx=True, ex=3600):
+            continue  # another run's
+        if _only_ours(client):
+            client.flushdb()
+            client.set(CLAIM, token, ex=3600)
+            break
+        client.delete(CLAIM)  # someone else's data: not ours to empty
+    else:
+        _unreachable("every database of the test Redis is in use")
+    try:
+        yield db
+    finally:
+        client.flushdb()
+
+
+@pytest.fixture
+def redis_url(redis_db: int) -> Iterator[str]:
+    """The URL of this run's database, without a key of the gateway's before or after the test."""
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=redis_db)
+
+    def clean() -> None:
+        keys = list(client.scan_iter(OURS, count=1000))
+        if keys:
+            client.delete(*keys)
+
+    clean()
+    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+    clean()
+
+
+@pytest.fixture
+async def caches(redis_url: str) -> AsyncIterator[tuple[SharedCache, SharedCache]]:
+    """Two connections to the shared cache, as two processes have them, under a fresh prefix."""
+    prefix = f"djpgw:test:{uuid.uuid4().hex[:8]}:"
+    first, second = SharedCache(redis_url, prefix=prefix), SharedCache(redis_url, prefix=prefix)
+    await first.start()
+    await second.start()
+    assert first.available and second.available
+    yield first, second
+    await first.aclose()
+    await second.aclose()
+
+
+class Origin:
+    """A fake upstream body source: counts its fetches, slow if asked, failing if asked."""
+
+    def __init__(self, delay: float = 0.0, body: bytes = b'{"id": 1}') -> None:
+        self.delay = delay
+        self.body = body
+        self.calls = 0
+        self.failing = False
+
+    async def __call__(self) -> bytes | None:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.failing:
+            raise UpstreamError("The upstream API answered HTTP 503", "GET x/: HTTP 503")
+        return self.body
+
+
+def _bodies(shared: SharedCache, **options: Any) -> SharedBodies:
+    settings: dict[str, Any] = {
+        "ttl": 60.0,
+        "stale": 600.0,
+        "max_body": 2**20,
+        "wait_limit": 5.0,
+    }
+    return SharedBodies(shared, "http://upstream.test/api/v4/", **{**settings, **options})
+
+
+# -- the lock and the wait, against the real Redis ---------------------------------------
+
+
+async def test_the_lock_is_one_holders_until_released_or_expired(
+    caches: tuple[SharedCache, SharedCache],
+) -> None:
+    first, second = caches
+    assert await first.lock("lock:k", "a", 0.3)
+    assert not await second.lock("lock:k", "b", 0.3)
+    await second.unlock("lock:k", "b")  # not b's: left alone
+    assert not await second.lock("lock:k", "b", 0.3)
+    assert await first.extend("lock:k", "a", 0.3)
+    assert not await second.extend("lock:k", "b", 0.3)
+    await first.unlock("lock:k", "a")
+    assert await second.lock("lock:k", "b", 0.2)
+    await asyncio.sleep(0.3)  # expired: anyone may take it
+    assert await first.lock("lock:k", "a", 0.2)
+    assert not await first.extend("lock:k", "b", 0.3)
+
+
+async def test_a_cold_burst_over_two_processes_fetches_once(
+    caches: tuple[SharedCache, SharedCache],
+) -> None:
+    first, second = _bodies(caches[0]), _bodies(caches[1])
+    origin = Origin(delay=0.3)
+    started = time.monotonic()
+    bodies = await asyncio.gather(
+        first.get("packages/", {"limit": 5, "offset": 0}, origin),
+        second.get("packages/", {"limit": 5, "offset": 0}, origin),
+    )
+    assert bodies == [origin.body, origin.body]
+    assert origin.calls == 1
+    assert time.monotonic() - started < 1.0  # the waiter polled; it did not wait its limit
+    # And later, fresh: from Redis, by either.
+    assert await second.get("packages/", {"limit": 5, "offset": 0}, origin) == origin.body
+    assert origin.calls == 1
+
+
+async def test_a_404_is_shared_too(caches: tuple[SharedCache, SharedCache]) -> None:
+    first, second = _bodies(caches[0]), _bodies(caches[1])
+    origin = Origin(body=b"")
+
+    async def missing() -> bytes | None:
+        await origin()
+        return None
+
+    assert await first.get("grids/nope/", None, missing) is None
+    assert await second.get("grids/nope/", None, missing) is None
+    assert origin.calls == 1
+
+
+async def test_a_fetch_longer_than_the_lock_keeps_it(
+    caches: tuple[SharedCache, SharedCache],
+) -> None:
+    first, second = _bodies(caches[0], lock_ttl=0.3), _bodies(caches[1], lock_ttl=0.3)
+    origin = Origin(delay=1.0)  # three lock lifetimes: extended all along
+    holder = asyncio.create_task(first.get("search/", {"q": "forms"}, origin))
+    await asyncio.sleep(0.05)
+    assert await second.get("search/", {"q": "forms"}, origin) == origin.body
+    assert await holder == origin.body
+    assert origin.calls == 1
+
+
+async def test_when_the_holder_fails_a_waiter_fetches_at_once(
+    caches: tuple[SharedCache, SharedCache],
+) -> None:
+    first, second = _bodies(caches[0]), _bodies(caches[1])
+    failing = Origin(delay=0.2)
+    failing.failing = True
+    holder = asyncio.create_task(first.get("grids/1/", None, failing))
+    await asyncio.sleep(0.05)
+    origin = Origin()
+    started = time.monotonic()
+    assert await second.get("grids/1/", None, origin) == origin.body
+    assert origin.calls == 1
+    assert time.monotonic() - started < 1.0  # not its wait limit (5 s)
+    with pytest.raises(UpstreamError):
+        await holder
+
+
+async def test_when_the_holder_dies_a_waiter_fetches_once_its_lock_expires(
+    caches: tuple[SharedCache, SharedCache], redis_db: int
+) -> None:
+    first, second = caches
+    bodies = _bodies(second)
+    key = bodies.key("grids/2/", None)
+    assert await first.lock("lock:" + key, "dead", 0.4)  # taken, then never released
+    origin = Origin()
+    started = time.monotonic()
+    assert await bodies.get("grids/2/", None, origin) == origin.body
+    waited = time.monotonic() - started
+    assert origin.calls == 1
+    assert 0.3 <= waited < 2.0
+
+
+async def test_the_age_of_a_shared_body_counts_in_each_process(
+    caches: tuple[SharedCache, SharedCache],
+) -> None:
+    """B's copy of A's resource is fresh only for what is left of A's TTL; past it, A's copy
+    is served by B as stale when the upstream fails."""
+    ttl = 1.2
+    a = ResourceCache(ttl=ttl, stale=60, shared=_bodies(caches[0], ttl=ttl, stale=60))
+    b = ResourceCache(ttl=ttl, stale=60, shared=_bodies(caches[1], ttl=ttl, stale=60))
+    origin = Origin()
+
+    def via(cache: ResourceCache) -> Any:
+        async def fetch() -> tuple[bytes | None, int]:
+            assert cache.shared is not None
+            body = await cache.shared.get("categories/1/", None, origin)
+            return body, len(body or b"")
+
+        return fetch
+
+    assert await a.get("categories/1/", via(a)) == (origin.body, False)
+    await asyncio.sleep(0.7)
+    assert await b.get("categories/1/", via(b)) == (origin.body, False)
+    assert origin.calls == 1
+    assert 0 < b.fresh_for("categories/1/") <= ttl - 0.7
+    # A refresh wants a copy younger than half the TTL: this one is not, so it refetches.
+    await b.refresh("categories/1/", via(b))
+    assert origin.calls == 2
+    assert b.fresh_for("categories/1/") > ttl - 0.3
+
+    await asyncio.sleep(ttl + 0.1)
+    origin.failing = True
+    c = ResourceCache(ttl=ttl, stale=60, shared=_bodies(caches[0], ttl=ttl, stale=60))
+    assert await c.get("categories/1/", via(c)) == (origin.body, True)  # stale, and says so
+    assert c.fresh_for("categories/1/") == 0
+
+
+async def test_the_store_of_answers_and_documents_is_shared(
+    caches: tuple[SharedCache, SharedCache],
+) -> None:
+    first = SharedStore(MemoryStore(2**20), caches[0])
+    second = SharedStore(MemoryStore(2**20), caches[1])
+    await first.set("response:abc", b"etag-and-body", 30)
+    found = await second.get("response:abc")
+    assert found is not None
+    assert found[0] == b"etag-and-body"
+    assert 29 < found[1] <= 30
+    await first.set("apq:def", b"{ a }", float("inf"))
+    assert await second.get("apq:def") == (b"{ a }", float("inf"))
+
+
+# -- Redis unavailable or hung --------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_without_redis_everything_falls_back_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    shared = SharedCache(f"redis://:hunter2@127.0.0.1:{_free_port()}/0")  # nothing listens
+    await shared.start()
+    try:
+        assert not shared.available
+        reason = shared.health()
+        assert reason is not None
+        assert "unavailable" in reason
+        assert "redis://:***@127.0.0.1" in reason
+        assert "hunter2" not in reason + caplog.text
+        bodies = _bodies(shared)
+        origin = Origin()
+        store = SharedStore(MemoryStore(2**20), shared)
+        started = time.monotonic()
+        for _ in range(20):
+            assert await bodies.get("packages/1/", None, origin) == origin.body
+            await store.set("response:x", b"y", 30)
+            assert await store.get("response:x") is not None  # from this process's memory
+        assert time.monotonic() - started < 0.5  # the circuit is open: Redis costs nothing
+        assert origin.calls == 20  # no shared copy, no lock: each read is the upstream's
+        with pytest.raises(Unavailable):
+            await shared.get("anything")
+        assert await shared.check() is not None
+        assert caplog.text.count("is unavailable") == 1
+    finally:
+        await shared.aclose()
+
+
+async def test_a_hung_redis_stalls_no_request() -> None:
+    """A server that accepts connections and never answers: each call gives up in time."""
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    shared = SharedCache(f"redis://127.0.0.1:{port}/0")
+    try:
+        started = time.monotonic()
+        await shared.start()
+        assert not shared.available
+        origin = Origin()
+        assert await _bodies(shared).get("packages/", None, origin) == origin.body
+        assert time.monotonic() - started < 1.0
+    finally:
+        await shared.aclose()
+        server.close()
+        for writer in accepted:
+            writer.transport.abort()
+        await server.wait_closed()
+
+
+def test_the_cache_url_is_checked_and_its_password_masked() -> None:
+    report = configure({"cache": "redis://:hunter2@cache.internal:6379/3"}).report()
+    assert 'cache = "redis://:***@cache.internal:6379/3"' in report
+    assert "hunter2" not in report
+    for wrong in ("http://cache.internal/", "redis://:hunter2@cache.internal/x", "redis://h:p"):
+        with pytest.raises(ConfigError, match="--cache") as raised:
+            configure({"cache": wrong})
+        assert "hunter2" not in str(raised.value)
+
+
+# -- real gateway processes ---------------------------------------------------------------
+
+
+@dataclass
+class Gateway:
+    origin: str
+    log: Path
+    process: subprocess.Popen[str]
+
+    def post(self, body: Any, **headers: str) -> httpx.Response:
+        return httpx.post(f"{self.origin}/graphql", json=body, headers=headers, timeout=15)
+
+
+def _env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
+
+
+@contextmanager
+def _gateways(
+    tmp_path: Path, upstream: FakeUpstream, cache: str, *flags: str, count: int = 2
+) -> Iterator[list[Gateway]]:
+    """`count` gateway processes on ports of their own, sharing `cache`."""
+    gateways: list[Gateway] = []
+    try:
+        for n in range(count):
+            port = _free_port()
+            log = tmp_path / f"gateway-{n}-{port}.log"
+            command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
+            command += ["--upstream", upstream.base_url, "--cache", cache]
+            command += ["--no-warm-catalogue", "--log-level", "info", *flags]
+            with log.open("w") as stderr:
+                process = subprocess.Popen(
+                    command, env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr
+                )
+            gateways.append(Gateway(f"http://127.0.0.1:{port}", log, process))
+        for gateway in gateways:
+            deadline = time.monotonic() + 30
+            while True:
+                assert gateway.process.poll() is None, gateway.log.read_text()
+                assert time.monotonic() < deadline, "the gateway never answered /healthz"
+                try:
+                    if httpx.get(f"{gateway.origin}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+        yield gateways
+    finally:
+        for gateway in gateways:
+            gateway.process.terminate()
+        for gateway in gateways:
+            gateway.process.wait(timeout=30)
+    for gateway in gateways:
+        text = gateway.log.read_text()
+        assert "Traceback" not in text, text
+        assert gateway.process.returncode == -signal.SIGTERM
+
+
+def _data(response: httpx.Response) -> Any:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def test_a_resource_one_process_fetched_is_not_fetched_by_another(
+    tmp_path: Path, upstream: FakeUpstream, redis_url: str
+) -> None:
+    # No response cache: the second process executes the query, from the shared bodies.
+    with _gateways(tmp_path, upstream, redis_url, "--response-cache-ttl", "0") as (a, b):
+        expected = _data(a.post({"query": QUERY}))
+        fetched = len(upstream.requests)
+        assert fetched >= 3
+        upstream.reset()
+        assert _data(b.post({"query": QUERY})) == expected
+        assert upstream.requests == []
+
+
+def test_a_cold_burst_across_two_processes_costs_one_request_per_resource(
+    tmp_path: Path, upstream: FakeUpstream, redis_url: str
+) -> None:
+    with _gateways(tmp_path, upstream, redis_url, "--response-cache-ttl", "0") as gateways:
+        upstream.latency = 0.3  # every upstream answer takes long enough for the burst to meet
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(
+                    *(
+                        client.post(f"{gateways[n % 2].origin}/graphql", json={"query": QUERY})
+                        for n in range(50)
+                    )
+                )
+
+        answers = [_data(response) for response in asyncio.run(burst())]
+        assert all(answer == answers[0] for answer in answers)
+        counted = Counter(upstream.requests)
+        assert len(counted) >= 3  # a list page, categories, grids
+        assert set(counted.values()) == {1}, counted
+
+
+def test_the_response_cache_is_shared(
+    tmp_path: Path, upstream: FakeUpstream, redis_url: str
+) -> None:
+    with _gateways(tmp_path, upstream, redis_url) as (a, b):
+        first = a.post({"query": QUERY})
+        expected = _data(first)
+        # Without the bodies, only the shared answer can spare the second an upstream request.
+        client = redis.Redis.from_url(redis_url)
+        bodies = list(client.scan_iter("djpgw:v1:body:*"))
+        assert bodies
+        client.delete(*bodies)
+        upstream.reset()
+        second = b.post({"query": QUERY})
+        assert _data(second) == expected
+        assert second.headers["etag"] == first.headers["etag"]
+        assert upstream.requests == []
+        params = {"query": QUERY}
+        revalidated = httpx.get(
+            f"{b.origin}/graphql",
+            params=params,
+            headers={"if-none-match": first.headers["etag"]},
+            timeout=15,
+        )
+        assert revalidated.status_code == 304
+        assert upstream.requests == []
+
+
+def test_a_persisted_query_registered_with_one_process_runs_on_another(
+    tmp_path: Path, upstream: FakeUpstream, redis_url: str
+) -> None:
+    query = "{ categories { totalCount } }"
+    extensions = {
+        "persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(query.encode()).hexdigest()}
+    }
+    with _gateways(tmp_path, upstream, redis_url) as (a, b):
+        expected = _data(a.post({"query": query, "extensions": extensions}))
+        assert _data(b.post({"extensions": extensions})) == expected
+
+
+@contextmanager
+def _redis_server(port: int, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _unreachable("redis-server is not installed")
+    assert binary is not None
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=port, socket_timeout=1).ping()
+                break
+            except redis.RedisError:
+                assert process.poll() is None, "redis-server did not start"
+                assert time.monotonic() < deadline, "redis-server never answered"
+                time.sleep(0.05)
+        yield process
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def test_redis_stopping_mid_run_leaves_both_processes_answering(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    port = _free_port()
+    cache = f"redis://127.0.0.1:{port}/0"
+    other = "{ grids(first: 3) { nodes { slug packages(first: 2) { nodes { slug } } } } }"
+    third = "{ categories(first: 2) { nodes { slug title } } }"
+    with _redis_server(port, tmp_path) as server, _gateways(tmp_path, upstream, cache) as (a, b):
+        expected = _data(a.post({"query": QUERY}))
+        upstream.reset()
+        assert _data(b.post({"query": QUERY})) == expected
+        assert upstream.requests == []
+
+        server.kill()
+        server.wait(timeout=10)
+        for gateway in (a, b):
+            assert _data(gateway.post({"query": QUERY})) == expected
+            assert _data(gateway.post({"query": other}))  # cold: straight from the upstream
+            assert _data(gateway.post({"query": other}))
+        for gateway in (a, b):
+            text = gateway.log.read_text()
+            assert text.count("is unavailable") == 1, text
+            assert f"Redis at {cache}" in text
+
+        with _redis_server(port, tmp_path):
+            # A probe follows a request after half a second: then the cache is shared again.
+            deadline = time.monotonic() + 15
+            while not all("answers again" in g.log.read_text() for g in (a, b)):
+                assert time.monotonic() < deadline, a.log.read_text() + b.log.read_text()
+                for gateway in (a, b):
+                    _data(gateway.post({"query": QUERY}))
+                time.sleep(0.2)
+            expected = _data(a.post({"query": third}))
+            upstream.reset()
+            assert _data(b.post({"query": third})) == expected
+            assert upstream.requests == []
+        for gateway in (a, b):
+            assert gateway.log.read_text().count("is unavailable") == 1
