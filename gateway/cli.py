@@ -129,12 +129,16 @@ def _serve(args: argparse.Namespace) -> int:
     # status supervisors expect. With workers, each one does so, and then the parent.
     if settings.workers == 1:
         from gateway.app import create_app
+        from gateway.observe import logging_config
 
         uvicorn.run(
             create_app(settings),
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            # One line per request, the gateway's own (gateway/observe.py), not uvicorn's.
+            log_config=logging_config(settings.log_format, settings.log_level),
+            access_log=False,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
         )
         return 0

@@ -354,6 +354,7 @@ class HTTPRefusal(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
         self.body: GraphQLHTTPResponse = {
             "errors": [{"message": message, "extensions": {"code": code}}]
         }

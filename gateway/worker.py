@@ -5,7 +5,8 @@ them as fresh processes (and starts another if one dies) and builds each one's a
 importing `WORKER_APP` and calling it. The parent has already read and validated the settings
 and checked the backend; it hands the effective settings down in an environment variable, so
 that every worker serves with exactly the same ones, whatever happens meanwhile to the
-environment or the TOML file.
+environment or the TOML file. It also makes the directory where the workers keep their metrics
+(`PROMETHEUS_MULTIPROC_DIR`), and removes it once they have all stopped.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from collections.abc import MutableMapping
 import orjson
 from starlette.applications import Starlette
 
+from gateway import metrics
 from gateway.config import Settings, settings_from_table
 from gateway.errors import ConfigError
+from gateway.observe import logging_config
 
 WORKER_APP = "gateway.worker:app_from_environment"
 
@@ -90,10 +93,14 @@ def serve_workers(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=logging_config(settings.log_format, settings.log_level),
+        access_log=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
     )
     supervisor = Supervisor(config, sockets=[config.bind_socket()])
-    supervisor.run()
+    # The workers count in files of one directory, which `/metrics` sums, whichever answers.
+    with metrics.multiprocess_directory(os.environ):
+        supervisor.run()
     if supervisor.received is not None:
         signal.signal(supervisor.received, signal.SIG_DFL)
         signal.raise_signal(supervisor.received)

@@ -16,9 +16,9 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode
@@ -73,10 +73,12 @@ _FAULT_BODIES: dict[str, tuple[int, bytes, str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Logged:
-    """A request as it arrived: its path and query, and `time.monotonic()` then."""
+    """A request as it arrived: its path and query, `time.monotonic()` then, and its headers
+    (names lower-cased)."""
 
     target: str
     at: float
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def _when(value: datetime | None) -> str | None:
@@ -380,7 +382,7 @@ class FakeUpstream:
     async def _endpoint(self, request: Request) -> Response:
         path, query = request.url.path, request.url.query
         target = f"{path}?{query}" if query else path
-        self.log.append(Logged(target, time.monotonic()))
+        self.log.append(Logged(target, time.monotonic(), dict(request.headers)))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:

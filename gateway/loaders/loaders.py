@@ -15,6 +15,7 @@ from aiodataloader import DataLoader
 
 from gateway.loaders.backend import Backend
 from gateway.loaders.records import Category, Grid, Order, Package, PackageFilter, Page, Window
+from gateway.observe import batch
 
 R = TypeVar("R", Category, Grid, Package)
 
@@ -45,48 +46,57 @@ class Loaders:
         self.grids_of_package = DataLoader[Window, Page[Grid]](self._grids_of_packages)
         self.packages_of_category = DataLoader[Window, Page[Package]](self._packages_of_categories)
 
+    @batch("category")
     async def _categories(self, ids: list[int]) -> list[Category | None]:
         records = await self.backend.categories(ids)
         _prime(records, self.category, self.category_by_slug)
         return records
 
+    @batch("category_by_slug")
     async def _categories_by_slug(self, slugs: list[str]) -> list[Category | None]:
         records = await self.backend.categories_by_slug(slugs)
         _prime(records, self.category, self.category_by_slug)
         return records
 
+    @batch("grid")
     async def _grids(self, ids: list[int]) -> list[Grid | None]:
         records = await self.backend.grids(ids)
         _prime(records, self.grid, self.grid_by_slug)
         return records
 
+    @batch("grid_by_slug")
     async def _grids_by_slug(self, slugs: list[str]) -> list[Grid | None]:
         records = await self.backend.grids_by_slug(slugs)
         _prime(records, self.grid, self.grid_by_slug)
         return records
 
+    @batch("package")
     async def _packages(self, ids: list[int]) -> list[Package | None]:
         records = await self.backend.packages(ids)
         _prime(records, self.package, self.package_by_slug)
         return records
 
+    @batch("package_by_slug")
     async def _packages_by_slug(self, slugs: list[str]) -> list[Package | None]:
         records = await self.backend.packages_by_slug(slugs)
         _prime(records, self.package, self.package_by_slug)
         return records
 
+    @batch("packages_of_grid")
     async def _packages_of_grids(self, windows: list[Window]) -> list[Page[Package]]:
         pages = await self.backend.packages_of_grids(windows)
         for page in pages:
             _prime(page.items, self.package, self.package_by_slug)
         return pages
 
+    @batch("packages_of_category")
     async def _packages_of_categories(self, windows: list[Window]) -> list[Page[Package]]:
         pages = await self.backend.packages_of_categories(windows)
         for page in pages:
             _prime(page.items, self.package, self.package_by_slug)
         return pages
 
+    @batch("grids_of_package")
     async def _grids_of_packages(self, windows: list[Window]) -> list[Page[Grid]]:
         pages = await self.backend.grids_of_packages(windows)
         for page in pages:

@@ -1,0 +1,309 @@
+"""`/metrics`: known traffic, against the fake APIv4 or a database, shows the expected counts.
+
+The metrics are process-wide, so each test reads what they gained while it ran; gateways are
+served with `warm_catalogue=False`, so that no background fetch counts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway import metrics
+from gateway.demo.upstream import FakeUpstream
+from tests.databases import Database, sqlite_database
+from tests.observing import Metrics, parse, post, served, value
+
+# The shared fixtures pytest finds by name in this module.
+__all__ = ["sqlite_database"]
+
+PAGE = "query Page { packages(first: 3) { nodes { slug category { slug } } } }"
+SLUGS = "query Slugs { packages(first: 3) { nodes { slug } } }"
+ORDERED = "query Ordered { packages(first: 2, orderBy: {field: TITLE}) { nodes { slug } } }"
+DESCENDING = (
+    "query Descending { packages(first: 2, orderBy: {field: TITLE, direction: DESC})"
+    " { nodes { slug } } }"
+)
+PACKAGE = "query Package($id: Int!) { package(id: $id) { slug } }"
+GRID = "query Grid($id: Int!) { grid(id: $id) { slug } }"
+
+
+def first_categories(upstream: FakeUpstream, count: int) -> set[int]:
+    """The categories of the upstream's first `count` packages (newest id first)."""
+    rows = sorted(upstream.dataset.packages, key=lambda row: row.id, reverse=True)[:count]
+    return {row.category_id for row in rows}
+
+
+def test_operations_upstream_requests_and_caches_are_counted(upstream: FakeUpstream) -> None:
+    categories = len(first_categories(upstream, 3))
+    with served(upstream=upstream.base_url, warm_catalogue=False) as client:
+        seen = Metrics(client)
+        for _ in range(2):
+            assert "errors" not in post(client, PAGE)
+        assert "errors" not in post(client, SLUGS)
+        seen.read()
+
+    assert upstream.count == 1 + categories  # the list page, then each category once
+    assert seen.gained("gateway_requests_total", operation="Page", outcome="ok") == 2
+    assert seen.gained("gateway_requests_total", operation="Slugs", outcome="ok") == 1
+    assert seen.gained("gateway_request_duration_seconds_count", operation="Page") == 2
+    assert seen.gained("gateway_request_duration_seconds_sum", operation="Page") > 0
+
+    upstream_requests = "gateway_upstream_requests_total"
+    assert seen.gained(upstream_requests, resource="packages", kind="list", status="200") == 1
+    assert (
+        seen.gained(upstream_requests, resource="categories", kind="detail", status="200")
+        == categories
+    )
+    duration = "gateway_upstream_request_duration_seconds_count"
+    assert seen.gained(duration, resource="categories", kind="detail") == categories
+
+    # The second Page is a whole answer from the response cache; Slugs is not, but the list
+    # page it reads is in the upstream cache.
+    lookups = "gateway_cache_lookups_total"
+    assert seen.gained(lookups, layer="response", result="miss") == 2
+    assert seen.gained(lookups, layer="response", result="hit") == 1
+    assert seen.gained(lookups, layer="upstream", result="miss") == 1 + categories
+    assert seen.gained(lookups, layer="upstream", result="hit") == 1
+
+    # One batch of the category loader, holding every category of the page.
+    assert seen.gained("gateway_dataloader_batch_size_count", loader="category") == 1
+    assert seen.gained("gateway_dataloader_batch_size_sum", loader="category") == categories
+
+
+def test_the_catalogue_snapshot_is_a_cache_layer_of_its_own(upstream: FakeUpstream) -> None:
+    with served(upstream=upstream.base_url, warm_catalogue=False) as client:
+        seen = Metrics(client)
+        assert "errors" not in post(client, ORDERED)
+        assert "errors" not in post(client, DESCENDING)
+        seen.read()
+    lookups = "gateway_cache_lookups_total"
+    assert seen.gained(lookups, layer="catalogue", result="miss") == 1
+    assert seen.gained(lookups, layer="catalogue", result="hit") == 1
+    for resource in ("categories", "grids", "packages"):  # the three whole lists, once
+        assert (
+            seen.gained(
+                "gateway_upstream_requests_total", resource=resource, kind="list", status="200"
+            )
+            == 1
+        )
+
+
+def test_refusals_are_counted_by_limit(upstream: FakeUpstream) -> None:
+    limits = {
+        "max_depth": 3,
+        "max_cost": 50,
+        "max_aliases": 2,
+        "max_tokens": 200,
+        "max_body_bytes": 5_000,
+        "max_batch": 2,
+        "introspection": False,
+        "request_timeout": 0.5,
+    }
+    refused = {
+        "depth": "{ packages { nodes { category { packages { nodes { slug } } } } } }",
+        "cost": "{ packages(first: 100) { nodes { slug } } }",
+        "aliases": "{ a: __typename b: __typename c: __typename }",
+        "tokens": "{ %s }" % " ".join(["__typename"] * 250),
+        "introspection": "{ __schema { queryType { name } } }",
+    }
+    with served(upstream=upstream.base_url, warm_catalogue=False, **limits) as client:
+        seen = Metrics(client)
+        for query in refused.values():
+            client.post("/graphql", json={"query": query})
+        assert client.post("/graphql", content=b"{" * 6_000).status_code == 413
+        batch = [{"query": "{ __typename }"}] * 3
+        assert client.post("/graphql", json=batch).status_code == 400
+        assert client.post("/graphql", content=b"not json").status_code == 400
+        upstream.latency = 1.0
+        body = post(client, "query Slow { categories { totalCount } }")
+        assert body["errors"][0]["extensions"]["code"] == "REQUEST_TIMEOUT"
+        seen.read()
+
+    for limit in [*refused, "body_size", "batch", "timeout"]:
+        assert seen.gained("gateway_refusals_total", limit=limit) == 1, limit
+    requests = "gateway_requests_total"
+    assert seen.gained(requests, operation="anonymous", outcome="refused") == len(refused)
+    assert seen.gained(requests, operation="unknown", outcome="refused") == 2
+    assert seen.gained(requests, operation="unknown", outcome="bad_request") == 1
+    assert seen.gained(requests, operation="Slow", outcome="REQUEST_TIMEOUT") == 1
+
+
+def test_upstream_failures_are_counted_by_status(upstream: FakeUpstream) -> None:
+    package, grid = upstream.dataset.packages[0], upstream.dataset.grids[0]
+    with served(upstream=upstream.base_url, warm_catalogue=False, upstream_timeout=0.3) as client:
+        seen = Metrics(client)
+        upstream.fail("/api/v4/packages/", "500", 1)
+        body = post(client, PACKAGE, variables={"id": package.id})
+        assert body["errors"][0]["extensions"]["code"] == "UPSTREAM_ERROR"
+        upstream.fail("/api/v4/grids/", "hang", 1)
+        body = post(client, GRID, variables={"id": grid.id})
+        assert body["errors"][0]["extensions"]["code"] == "UPSTREAM_ERROR"
+        seen.read()
+    upstream_requests = "gateway_upstream_requests_total"
+    assert seen.gained(upstream_requests, resource="packages", kind="detail", status="500") == 1
+    assert seen.gained(upstream_requests, resource="grids", kind="detail", status="timeout") == 1
+    requests = "gateway_requests_total"
+    assert seen.gained(requests, operation="Package", outcome="UPSTREAM_ERROR") == 1
+    # A failed lookup fetched: a miss.
+    assert seen.gained("gateway_cache_lookups_total", layer="upstream", result="miss") == 2
+
+
+def test_sql_statements_are_counted_by_kind(sqlite_database: Database) -> None:
+    with served(database=f"sqlite:///{sqlite_database.path}") as client:
+        seen = Metrics(client)
+        assert "errors" not in post(
+            client, "query Sql { packages(first: 3) { nodes { slug category { title } } } }"
+        )
+        seen.read()
+    statements = "gateway_sql_statements_total"
+    assert seen.gained(statements, statement="list", outcome="ok") == 1
+    assert seen.gained(statements, statement="by_id", outcome="ok") == 1
+    assert seen.gained("gateway_sql_statement_duration_seconds_count", statement="list") == 1
+    assert seen.gained("gateway_dataloader_batch_size_count", loader="category") == 1
+    assert (
+        seen.gained(
+            "gateway_upstream_requests_total", resource="packages", kind="list", status="200"
+        )
+        == 0
+    )
+
+
+def test_operation_names_are_read_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = metrics.operation_name
+    assert name(None, "query One { a }") == "One"
+    assert name(None, "# a comment\n ,mutation\n# another\n Two($x: Int) { a }") == "Two"
+    assert name("Given", "query One { a } query Given { b }") == "Given"
+    assert name(None, "{ search(query: x) }") is None
+    assert name(None, "query($id: Int!) { a }") is None
+    assert name(None, "queryOne { a }") is None
+    assert name(None, "#" * 100_000) is None  # no backtracking: this returns at once
+
+    monkeypatch.setattr(metrics, "_names", set())
+    monkeypatch.setattr(metrics, "MAX_OPERATION_NAMES", 2)
+    label = metrics.operation_label
+    assert [label("A"), label("B"), label("C"), label("A")] == ["A", "B", "other", "A"]
+    assert label(None) == "anonymous"
+    assert label("not a name") == "invalid"
+    assert label("x" * 101) == "invalid"
+    assert label(42) == label(["A"]) == "invalid"
+    assert name(42, "query One { a }") == 42
+
+
+def test_every_metric_family_is_exposed() -> None:
+    with served() as client:
+        text = client.get("/metrics").text
+    for family in [
+        "gateway_requests_total",
+        "gateway_request_duration_seconds",
+        "gateway_refusals_total",
+        "gateway_upstream_requests_total",
+        "gateway_upstream_request_duration_seconds",
+        "gateway_cache_lookups_total",
+        "gateway_dataloader_batch_size",
+        "gateway_sql_statements_total",
+        "gateway_sql_statement_duration_seconds",
+    ]:
+        assert f"# TYPE {family} " in text, family
+    samples = parse(text)
+    assert value(samples, "gateway_cache_lookups_total", layer="redis", result="hit") >= 0
+
+
+# -- several workers ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _workers(parent: int) -> list[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+@contextmanager
+def _frozen(pid: int) -> Iterator[None]:
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 2
+        while Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "T":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's /proc")
+def test_two_workers_metrics_are_summed(tmp_path: Path, upstream: FakeUpstream) -> None:
+    port = _free_port()
+    log = tmp_path / "gateway.log"
+    command = [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", "2"]
+    command += ["--upstream", upstream.base_url, "--no-warm-catalogue"]
+    env = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
+    env.pop(metrics.MULTIPROC_VARIABLE, None)
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    origin = f"http://127.0.0.1:{port}"
+    query = {"query": "query Count { categories { totalCount } }"}
+    try:
+        deadline = time.monotonic() + 30
+        while log.read_text().count("Application startup complete") < 2:
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.05)
+        first, second = _workers(process.pid)
+        directory = next(
+            line.partition(b"=")[2].decode()
+            for line in Path(f"/proc/{first}/environ").read_bytes().split(b"\0")
+            if line.startswith(metrics.MULTIPROC_VARIABLE.encode() + b"=")
+        )
+        assert Path(directory).is_dir()
+        # Each worker answers some: two by the second while the first is frozen, then three.
+        for frozen, times in [(first, 2), (second, 3)]:
+            with _frozen(frozen):
+                for _ in range(times):
+                    response = httpx.post(f"{origin}/graphql", json=query, timeout=5)
+                    assert response.status_code == 200, response.text
+        # Either worker answers /metrics with both workers' counts.
+        for frozen in (first, second):
+            with _frozen(frozen):
+                text = httpx.get(f"{origin}/metrics", timeout=5).text
+            samples = parse(text)
+            assert value(samples, "gateway_requests_total", operation="Count", outcome="ok") == 5
+            # Each worker fetched the categories page once: two upstream requests in all.
+            assert (
+                value(
+                    samples,
+                    "gateway_upstream_requests_total",
+                    resource="categories",
+                    kind="list",
+                    status="200",
+                )
+                == 2
+            )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGTERM, log.read_text()
+    assert not Path(directory).exists()  # the parent removed it
