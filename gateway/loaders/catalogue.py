@@ -106,6 +106,7 @@ class _Table(Generic[R]):
     def __init__(self, records: Iterable[R], fields: Mapping[str, Field[R]]) -> None:
         self.records = sorted(records, key=lambda record: -record.id)
         self.position = {record.id: i for i, record in enumerate(self.records)}
+        self.by_id = {record.id: record for record in self.records}
         self._fields = fields
         self._rankings: dict[str, _Ranking] = {}
 
@@ -176,6 +177,8 @@ class Catalogue:
             package: tuple(grid_at[id] for id in ids if id in grid_at)
             for package, ids in grids_of_package.items()
         }
+        self._grid_slugs = {grid.slug: grid for grid in self._grids.records}
+        self._package_slugs = {package.slug: package for package in records}
         self._by_grid_slug = {
             grid.slug: frozenset(self._of_grid.get(grid.id, ())) for grid in self._grids.records
         }
@@ -190,6 +193,23 @@ class Catalogue:
             members = self._of_category.get(category.id, ())
             by_category_slug.setdefault(category.slug, set()).update(members)
         self._by_category_slug = {slug: frozenset(ids) for slug, ids in by_category_slug.items()}
+
+    # -- by key -----------------------------------------------------------------------
+
+    def category(self, id: int) -> Category | None:
+        return self._categories.by_id.get(id)
+
+    def grid(self, id: int) -> Grid | None:
+        return self._grids.by_id.get(id)
+
+    def package(self, id: int) -> Package | None:
+        return self._packages.by_id.get(id)
+
+    def grid_by_slug(self, slug: str) -> Grid | None:
+        return self._grid_slugs.get(slug)
+
+    def package_by_slug(self, slug: str) -> Package | None:
+        return self._package_slugs.get(slug)
 
     # -- whole lists ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from strawberry.types import ExecutionContext
 from gateway import limits
 from gateway.config import Settings
 from gateway.errors import log_unexpected
+from gateway.schema.direct import use_direct_resolvers
 from gateway.schema.query import Query
 from gateway.schema.scalars import DateTime
 from gateway.schema.types import Category, Grid, Package
@@ -36,7 +37,7 @@ def build_schema(settings: Settings) -> GatewaySchema:
         from gateway.schema.federation import ENTITIES, FederatedSchema
 
         schema_class, types = FederatedSchema, ENTITIES
-    return schema_class(
+    built = schema_class(
         query=Query,
         types=types,
         extensions=limits.extensions(settings),
@@ -49,6 +50,8 @@ def build_schema(settings: Settings) -> GatewaySchema:
             _unsafe_disable_same_type_validation=settings.federation,
         ),
     )
+    use_direct_resolvers(built)
+    return built
 
 
 # The default settings' schema, for `gateway export-schema`: limits do not change the SDL.
