@@ -1,9 +1,11 @@
-"""The ASGI app: `/graphql` (POST, GET, GraphiQL) and `/healthz`.
+"""The ASGI app: `/graphql` (POST, GET, GraphiQL), `/healthz`, `/readyz` and `/metrics`.
 
 It opens the backend for the process's lifetime and builds each request's context (the
 dataloaders), once per HTTP request: the operations of a batch share one set of loaders, so what
 one fetched serves the others. Around each operation it resolves automatic persisted queries
 (gateway/persisted.py) and keeps whole answers in the response cache (gateway/response_cache.py).
+Every request goes through `observe.Observed` (its id, counters, span and log line); each
+operation is counted by name and outcome (gateway/metrics.py).
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import orjson
+from cross_web import HTTPException
 from graphql import GraphQLError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,16 +33,17 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, GraphQLRequ
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
-from gateway import graphiql, limits, persisted, response_cache
+from gateway import graphiql, limits, metrics, observe, persisted, response_cache, tracing
 from gateway.config import Settings
 from gateway.cors import cors
 from gateway.errors import BATCH_TOO_LARGE, GatewayError, is_request_error, response_body
-from gateway.loaders.factory import BackendFactory, open_backend
+from gateway.loaders.factory import BackendFactory, OpenBackend, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
 from gateway.response_cache import Cached, MemoryStore, ResponseCache
 from gateway.schema import GatewaySchema, build_schema
 from gateway.schema.context import Context
+from gateway.shared_cache import SharedCache, SharedStore
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 
@@ -61,14 +67,22 @@ class _Encoded(dict[str, Any]):
 class GraphQLEndpoint(GraphQL[Context, None]):
     """Strawberry's GraphQL-over-HTTP view with our context, errors, JSON, GraphiQL and limits."""
 
-    def __init__(self, schema: GatewaySchema, settings: Settings) -> None:
+    def __init__(
+        self, schema: GatewaySchema, settings: Settings, shared: SharedCache | None = None
+    ) -> None:
         super().__init__(schema)
         self.settings = settings
-        self.persisted = persisted.PersistedQueries()
+
+        def store(max_bytes: int) -> response_cache.Store:
+            # With `--cache`, in this process's memory and in Redis for every other process too.
+            local = MemoryStore(max_bytes)
+            return local if shared is None else SharedStore(local, shared)
+
+        self.persisted = persisted.PersistedQueries(store(persisted.MAX_BYTES))
         ttl = response_cache.effective_ttl(settings)
         self.responses = (
             ResponseCache(
-                MemoryStore(response_cache.MAX_BYTES),
+                store(response_cache.MAX_BYTES),
                 ttl=ttl,
                 namespace=response_cache.namespace(schema.as_str(), settings),
                 max_tokens=settings.max_tokens,
@@ -121,7 +135,11 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         try:
             await limits.read_body(request, self.settings.max_body_bytes, deadline)
             response = await super().run(request, context, root_value)
+        except HTTPException as refusal:  # Strawberry's own: answered in plain text
+            metrics.bad_request(refusal.status_code)
+            raise
         except limits.HTTPRefusal as refusal:
+            metrics.refused(refusal.code)
             body = self.encode_json(refusal.body)
             response = Response(body, refusal.status, media_type="application/json")
         if (
@@ -152,14 +170,18 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         response cache, or be computed once for all the requests asking for it at that moment.
         """
         execute_single = super().execute_single
+        started = time.perf_counter()
+        name: object = request_data.operation_name
 
         async def answer() -> ExecutionResult:
+            nonlocal name
             try:
                 lookup = await self.persisted.resolve(request_data.query, request_data.extensions)
             except GatewayError as error:
                 return ExecutionResult(
                     data=None, errors=[GraphQLError(error.message, extensions=error.extensions)]
                 )
+            name = metrics.operation_name(request_data.operation_name, lookup.query)
             data = dataclasses.replace(request_data, query=lookup.query)
 
             async def execute() -> ExecutionResult:
@@ -181,15 +203,25 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return await (execute() if key is None else self._cached(request, key, execute))
 
         deadline: float = request.state.deadline
-        return await limits.in_time(answer(), deadline, self.settings.request_timeout)
+        with tracing.span("graphql operation") as span:
+            result = await limits.in_time(answer(), deadline, self.settings.request_timeout)
+            label = metrics.operation_label(name)
+            if span is not None:
+                span.update_name(f"graphql {label}")
+                span.set_attribute("graphql.operation.name", label)
+        metrics.operation(label, result, time.perf_counter() - started)
+        return result
 
     async def _cached(
         self, request: Request, key: str, execute: Callable[[], Awaitable[ExecutionResult]]
     ) -> ExecutionResult:
         """The answer at `key` in the response cache, or `execute`'s, cached if it succeeded."""
         assert self.responses is not None
+        computed = False  # else another request computed it, or it was cached
 
         async def compute() -> tuple[ExecutionResult, bytes | None]:
+            nonlocal computed
+            computed = True
             result = await execute()
             # Whether some of the data was stale is known by the time an operation ends; in a
             # batch, another operation's stale data keeps this one out of the cache too.
@@ -199,6 +231,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return result, self.encode_json(response_body(result))
 
         answer = await self.responses.fetch(key, compute)
+        metrics.cache_lookup("response", hit=not computed)
         return _CachedResult(answer) if isinstance(answer, Cached) else answer
 
     def _validate_batch_request(
@@ -290,18 +323,57 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def readyz(request: Request) -> Response:
+    """200 when the backend answers (and what else it checked); 503 with the reason if not."""
+    backend: OpenBackend = request.app.state.opened
+    ready, checks, reason = await backend.ready()
+    if ready:
+        return JSONResponse({"status": "ready", "checks": checks})
+    body = {"status": "unavailable", "reason": reason, "checks": checks}
+    return JSONResponse(body, status_code=503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus's text format (or OpenMetrics, if asked for): every worker's counts."""
+    body, media_type = metrics.exposition(request.headers.get("accept", ""))
+    return Response(body, headers={"content-type": media_type})
+
+
 def create_app(settings: Settings) -> Starlette:
+    # `--cache`: the Redis every process shares; `app.state.shared_cache` (None without it) tells
+    # its state: `available`, `health()`, `await check()`.
+    shared = SharedCache.from_settings(settings)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_backend(settings, keep_warm=settings.warm_catalogue) as backend:
-            app.state.backend = backend
-            yield
+        if settings.otel:
+            tracing.start()
+        if shared is not None:
+            await shared.start()  # never fails: without Redis, each process serves on its own
+        try:
+            async with open_backend(
+                settings, keep_warm=settings.warm_catalogue, shared=shared
+            ) as backend:
+                # `backend` makes each request's backend; `opened` answers `/readyz`.
+                app.state.backend = app.state.opened = backend
+                yield
+        finally:
+            if shared is not None:
+                await shared.aclose()
+            if settings.otel:
+                tracing.stop()
 
-    return Starlette(
+    endpoint = GraphQLEndpoint(build_schema(settings), settings, shared)
+    app = Starlette(
         routes=[
-            Route("/graphql", cors(settings, GraphQLEndpoint(build_schema(settings), settings))),
+            Route("/graphql", cors(settings, endpoint)),
             Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
             graphiql.graphiql_static,
         ],
+        middleware=[Middleware(observe.Observed)],
         lifespan=lifespan,
     )
+    app.state.shared_cache = shared
+    return app

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 from gateway.errors import ConfigError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 
 # Which commands have a setting's flag: `gateway serve` and `gateway config` have them all.
 SERVER = "server"  # serving only; unscoped settings are flags of `gateway query` too
@@ -42,6 +43,15 @@ class Settings:
     host: str = _setting("127.0.0.1", "interface to listen on", SERVER)
     port: int = _setting(8000, "port to listen on", SERVER)
     log_level: str = _setting("info", ", ".join(LOG_LEVELS), SERVER)
+    log_format: str = _setting(
+        "text", "text (a readable line per request) or json (an object per line)", SERVER
+    )
+    otel: bool = _setting(
+        False,
+        "export OpenTelemetry traces over OTLP, where the OTEL_* variables say (needs the otel"
+        " extra)",
+        SERVER,
+    )
     database: str | None = _setting(
         None, "sqlite:///… or postgresql://…; default: the embedded catalogue"
     )
@@ -78,11 +88,17 @@ class Settings:
     )
     warm_catalogue: bool = _setting(
         True,
-        "REST backend: fetch the catalogue snapshot at start-up and refresh it before it"
-        " expires, so that no request waits for it",
+        "REST backend: fetch the catalogue snapshot before serving (waiting at most the upstream"
+        " timeout) and refresh it before it expires, so that no request waits for it",
         SERVER,
     )
     workers: int = _setting(1, "worker processes serving the one port", SERVER)
+    cache: str | None = _setting(
+        None,
+        "redis://… (or rediss://, unix://) shared by every worker and host: upstream bodies,"
+        " answers, persisted queries; default: each process its own memory",
+        SERVER,
+    )
     federation: bool = _setting(
         False, "serve an Apollo Federation 2 subgraph (keys, `_service`, `_entities`)", SCHEMA
     )
@@ -347,6 +363,8 @@ def validate(settings: Settings) -> None:
         if url.scheme not in ("http", "https") or not url.hostname:
             shown = mask(settings.upstream)
             raise SettingError(f"upstream must be an http(s) URL, got {shown!r}", "upstream")
+    if settings.cache is not None:
+        _check_cache_url(settings.cache)
     if settings.database is not None:
         from gateway.loaders.database import async_url  # SQLAlchemy only for a URL to check
 
@@ -385,11 +403,39 @@ def validate(settings: Settings) -> None:
         raise SettingError(message, "response_cache_ttl")
     if settings.log_level not in LOG_LEVELS:
         raise SettingError(f"log level must be one of {', '.join(LOG_LEVELS)}", "log_level")
+    if settings.log_format not in LOG_FORMATS:
+        message = f"log format must be one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}"
+        raise SettingError(message, "log_format")
+    if settings.otel:
+        from gateway import tracing  # imports OpenTelemetry only to see that it is there
+
+        if not tracing.available():
+            message = f"OpenTelemetry is not installed: {tracing.INSTALL}"
+            raise SettingError(message, "otel")
     for origin in cors_origins(settings):
         parts = urlsplit(origin)
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc):
             message = f"CORS origin must be * or scheme://host[:port], got {origin!r}"
             raise SettingError(message, "cors_origins")
+
+
+def _check_cache_url(value: str) -> None:
+    """A Redis URL as redis-py reads it: redis://[[user]:password@]host[:port][/db], rediss://
+    the same over TLS, unix://[[user]:password@]/path/to/socket[?db=N]."""
+    shown = mask(value)
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        raise SettingError(f"cache must be a redis:// URL, got {shown!r}", "cache") from None
+    if url.scheme in ("redis", "rediss"):
+        db = url.path.strip("/")
+        if not url.hostname or not (db == "" or (db.isascii() and db.isdigit())):
+            message = f"cache must be redis://host[:port][/db], got {shown!r}"
+            raise SettingError(message, "cache")
+    elif url.scheme != "unix" or not url.path:
+        message = f"cache must be a redis://, rediss:// or unix:// URL, got {shown!r}"
+        raise SettingError(message, "cache")
 
 
 def cors_origins(settings: Settings) -> list[str]:

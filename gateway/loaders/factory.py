@@ -8,25 +8,72 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from gateway.config import Settings
 from gateway.loaders.backend import Backend
 from gateway.loaders.cache import ResourceCache
-from gateway.loaders.rest import RestBackend, Upstream, keep_catalogue_warm
+from gateway.loaders.rest import CATALOGUE, RestBackend, Upstream, keep_catalogue_warm
+from gateway.loaders.shared import SharedBodies
+from gateway.shared_cache import SharedCache
 
 BackendFactory = Callable[[], Backend]
+
+# `/readyz`: seconds a check may take (the database's `SELECT 1`).
+READY_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One readiness check: whether it passed and what to report; an optional check that
+    fails is reported without making the process unready."""
+
+    ok: bool
+    detail: str
+    required: bool = True
+
+
+Probe = Callable[[], Awaitable[Check]]
+
+
+class OpenBackend:
+    """An open backend: call it for a request's `Backend`; `ready()` checks it can serve.
+
+    `checks` are named coroutines, each giving a `Check`: the backend's own (`upstream` or
+    `database`), the catalogue snapshot's warmth, the shared cache's (`redis`).
+    """
+
+    def __init__(self, make: BackendFactory, checks: Mapping[str, Probe]) -> None:
+        self._make = make
+        self.checks = dict(checks)
+
+    def __call__(self) -> Backend:
+        return self._make()
+
+    async def ready(self) -> tuple[bool, dict[str, str], str]:
+        """Whether every required check passed, each check's report by name, and why not."""
+        done = await asyncio.gather(*(check() for check in self.checks.values()))
+        results = dict(zip(self.checks, done, strict=True))
+        failed = [f"{name} {c.detail}" for name, c in results.items() if c.required and not c.ok]
+        return not failed, {name: c.detail for name, c in results.items()}, "; ".join(failed)
+
+
+def _required(reason: str | None) -> Check:
+    return Check(reason is None, "ok" if reason is None else f"unavailable: {reason}")
 
 
 @asynccontextmanager
 async def open_backend(
-    settings: Settings, *, keep_warm: bool = False
-) -> AsyncIterator[BackendFactory]:
+    settings: Settings, *, keep_warm: bool = False, shared: SharedCache | None = None
+) -> AsyncIterator[OpenBackend]:
     """Hold the process-wide resources of the backend; yield a per-request factory.
 
     With `keep_warm` (a server's lifetime), the REST backend's catalogue snapshot is fetched
-    at once, in the background, and refreshed before it expires.
+    before the first request is served (for at most one upstream timeout) and refreshed in
+    the background before it expires. With `shared` (`--cache`),
+    the REST backend's upstream bodies are shared with every other process using it.
     """
     if settings.upstream is not None:
         upstream = Upstream(
@@ -35,16 +82,45 @@ async def open_backend(
             max_in_flight=settings.upstream_max_in_flight,
             retries=settings.upstream_retries,
         )
-        cache = ResourceCache(ttl=settings.cache_ttl, stale=settings.cache_stale)
+        bodies = None
+        if shared is not None:
+            bodies = SharedBodies(
+                shared,
+                upstream.base_url,
+                ttl=settings.cache_ttl,
+                stale=settings.cache_stale,
+                max_body=upstream.max_body,
+                # Another process's fetch, retries included, ends within this.
+                wait_limit=settings.upstream_timeout * (settings.upstream_retries + 1),
+            )
+        cache = ResourceCache(ttl=settings.cache_ttl, stale=settings.cache_stale, shared=bodies)
         loop = asyncio.get_running_loop()
 
         def rest_backend() -> Backend:
             # A request's upstream calls, retries included, end within its own time.
             return RestBackend(upstream, cache, deadline=loop.time() + settings.request_timeout)
 
-        warming = asyncio.create_task(keep_catalogue_warm(upstream, cache)) if keep_warm else None
+        warming = None
+        if keep_warm:
+            # Serve once the first snapshot is in (or failed, or took an upstream timeout):
+            # the first requests then find it rather than wait for it.
+            tried = asyncio.Event()
+            warming = asyncio.create_task(keep_catalogue_warm(upstream, cache, tried=tried))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tried.wait(), settings.upstream_timeout)
+
+        async def upstream_check() -> Check:
+            return _required(await upstream.ready())
+
+        async def catalogue_check() -> Check:
+            # Informational: a cold snapshot is fetched by the first request that needs it.
+            return Check(True, "warm" if cache.fresh_for(CATALOGUE) > 0 else "cold")
+
+        checks: dict[str, Probe] = {"upstream": upstream_check, "catalogue": catalogue_check}
+        if shared is not None:
+            checks["redis"] = _redis_check(shared)
         try:
-            yield rest_backend
+            yield OpenBackend(rest_backend, checks)
         finally:
             if warming is not None:
                 warming.cancel()
@@ -56,16 +132,35 @@ async def open_backend(
 
     from gateway.loaders.database import create_engine
     from gateway.loaders.embedded import open_embedded
-    from gateway.loaders.sql import SqlBackend, check_database, inspect_database
+    from gateway.loaders.sql import SqlBackend, check_database, database_ready, inspect_database
 
     url = settings.database or await open_embedded()
     engine = create_engine(url, statement_timeout=settings.statement_timeout)
     try:
         await check_database(engine)
         features = await inspect_database(engine)
-        yield lambda: SqlBackend(engine, features)
+
+        async def database_check() -> Check:
+            return _required(await database_ready(engine, READY_TIMEOUT))
+
+        checks = {"database": database_check}
+        if shared is not None:
+            checks["redis"] = _redis_check(shared)
+        yield OpenBackend(lambda: SqlBackend(engine, features), checks)
     finally:
         await engine.dispose()
+
+
+def _redis_check(shared: SharedCache) -> Probe:
+    """The shared cache is optional: without it each process serves from its own memory."""
+
+    async def check() -> Check:
+        reason = await shared.check()
+        if reason is None:
+            return Check(True, "ok", required=False)
+        return Check(False, "unavailable: serving from memory", required=False)
+
+    return check
 
 
 async def check_backend(settings: Settings) -> None:

@@ -3,9 +3,10 @@
 `Upstream` is the process-wide client (one keep-alive pool), and it protects the upstream:
 a cap on requests in flight, retries of transient failures within the caller's time, a
 circuit breaker, a bound on body size. `ResourceCache` (cache.py) is the process-wide cache
-of what it read. `RestBackend` is built per request around both and remembers every
-resource the request has seen, by id and by slug, so that a list page, a slug lookup or a
-relation never costs a second request for the same resource. Relation URLs are only parsed
+of what it read (with `--cache`, over the bodies every process shares: shared.py).
+`RestBackend` is built per request around both and remembers every resource the request has
+seen, by id and by slug, so that a list page, a slug lookup or a relation never costs a
+second request for the same resource. Relation URLs are only parsed
 for their id; they are never followed, so the gateway calls no host but its configured
 upstream.
 
@@ -18,7 +19,6 @@ entry. Everything else takes the upstream's own list pages and relations.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import random
@@ -32,6 +32,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import httpx
 import msgspec
 
+from gateway import metrics, observe
 from gateway.errors import UpstreamError
 from gateway.loaders.cache import ResourceCache
 from gateway.loaders.catalogue import Catalogue
@@ -79,6 +80,11 @@ BREAKER_COOL_DOWN = 2.0
 
 # The whole real package list is about 5 MB; ten times that is not an answer we can use.
 MAX_BODY_BYTES = 50 * 2**20
+
+# `/readyz`: an answer this recent (seconds) shows the upstream alive; else the API root is
+# asked, for this long at most.
+READY_RECENT = 2.0
+READY_TIMEOUT = 2.0
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -309,6 +315,7 @@ class Breaker:
         self._clock = clock
         self.failures = 0
         self.opened_at: float | None = None
+        self.answered_at: float | None = None  # the last attempt that got an answer, if any
         self._probing = False
 
     def admit(self) -> bool:
@@ -322,6 +329,7 @@ class Breaker:
 
     def record(self, ok: bool) -> None:
         if ok:
+            self.answered_at = self._clock()
             if self.opened_at is not None:
                 logger.warning("the upstream API answers again: circuit breaker closed")
             self.failures, self.opened_at, self._probing = 0, None, False
@@ -331,6 +339,11 @@ class Breaker:
             if self.opened_at is None:
                 logger.warning("the upstream API is failing: circuit breaker open")
             self.opened_at, self._probing = self._clock(), False
+
+    def answered_within(self, seconds: float) -> bool:
+        """Whether the last attempt got an answer, at most `seconds` ago."""
+        at = self.answered_at
+        return self.failures == 0 and at is not None and self._clock() - at <= seconds
 
     def abandon(self, probe: bool) -> None:
         """An attempt ended without a verdict (cancelled): let the next one probe."""
@@ -395,8 +408,10 @@ class Upstream:
         try:
             probe = self.breaker.admit()
             try:
-                async with asyncio.timeout(self.timeout):
-                    status, headers, body = await self._exchange(path, params)
+                with observe.UpstreamCall(path) as call:
+                    async with asyncio.timeout(self.timeout):
+                        status, headers, body = await self._exchange(path, params)
+                    call.status = status
             except (httpx.HTTPError, TimeoutError) as exc:
                 self.breaker.record(ok=False)
                 raise _failure(path, exc) from exc
@@ -423,7 +438,9 @@ class Upstream:
         self, path: str, params: Mapping[str, str | int] | None
     ) -> tuple[int, httpx.Headers, bytes]:
         """Send the GET and read the body, giving up as soon as it is too large."""
-        async with self.client.stream("GET", path, params=params) as response:
+        # The request's id (and trace) go along: the upstream's logs can be matched to ours.
+        headers = observe.outgoing_headers()
+        async with self.client.stream("GET", path, params=params, headers=headers) as response:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body:
                 raise self._too_large(path)
@@ -439,6 +456,24 @@ class Upstream:
             "The upstream API returned a body too large to read",
             f"GET {path}: over {self.max_body} bytes",
         )
+
+    async def ready(self) -> str | None:
+        """None when the upstream answers, else why not (for `/readyz`).
+
+        An answer to the last attempt, within `READY_RECENT` seconds, is enough; otherwise the
+        API root is asked once, without retries, within `READY_TIMEOUT` (a failure counts for
+        the circuit breaker, and while it is open this fails at once).
+        """
+        if self.breaker.answered_within(READY_RECENT):
+            return None
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await self._attempt("", None)
+        except TimeoutError:
+            return "The upstream API did not answer in time"
+        except UpstreamError as exc:
+            return exc.message
+        return None
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -521,18 +556,38 @@ class RestBackend:
         own deadline (the fetch goes on for the others, and fills the cache).
         """
 
+        fetched = False
+
+        async def fetching() -> tuple[T, int]:
+            nonlocal fetched
+            fetched = True
+            return await fetch()
+
         async def shared() -> T:
+            # A miss is a lookup that fetched; a hit found the value, or another's fetch of it.
+            layer = "catalogue" if key == CATALOGUE else "upstream"
             try:
                 async with asyncio.timeout_at(self.deadline):
-                    value, stale = await self.cache.get(key, fetch)
+                    value, stale = await self.cache.get(key, fetching)
             except TimeoutError:
                 raise UpstreamError(
                     "The upstream API timed out", f"GET {key}: the request's time ran out"
                 ) from None
+            except UpstreamError:
+                metrics.cache_lookup(layer, hit=False)
+                raise
+            metrics.cache_lookup(layer, hit=not fetched)
             self.stale = self.stale or stale
             return value
 
         return await self._once(key, shared)
+
+    async def _body(self, path: str, params: Mapping[str, str | int] | None = None) -> bytes | None:
+        """An upstream body, through the cache shared by processes when there is one."""
+        shared = self.cache.shared
+        if shared is None:
+            return await self.upstream.get(path, params)
+        return await shared.get(path, params, lambda: self.upstream.get(path, params))
 
     async def _detail(self, resource: str, key: str, kind: type[T]) -> T | None:
         if key in ("", ".", ".."):  # as a path segment these name the list, not a resource
@@ -540,7 +595,7 @@ class RestBackend:
         path = f"{resource}{quote(key, safe='')}/"
 
         async def fetch() -> tuple[T | None, int]:
-            body = await self.upstream.get(path)
+            body = await self._body(path)
             return (None, 0) if body is None else (decode(body, kind, path), len(body))
 
         return await self._get(path, fetch)
@@ -555,7 +610,7 @@ class RestBackend:
         self, resource: str, kind: type[L], offset: int, limit: int
     ) -> tuple[tuple[list[L], int], int]:
         """A list page from the upstream, its items primed by id and slug; and its size."""
-        body = await self.upstream.get(resource, {"limit": limit, "offset": offset})
+        body = await self._body(resource, {"limit": limit, "offset": offset})
         if body is None:
             raise UpstreamError("The upstream API has no such list", f"GET {resource}: 404")
         page = decode(body, ListJSON, resource)
@@ -642,23 +697,55 @@ class RestBackend:
 
         return await self._once("categories/", fetch)
 
+    async def _at_hand(self, wanted: int) -> Catalogue | None:
+        """The snapshot, when it costs no new request (this request has it, or the cache has
+        it fresh or on its way) or when `wanted` records of one kind are more than a GET
+        each is worth; None if it cannot be had (each record is then asked for alone)."""
+        if wanted <= MAX_DETAILS and not (
+            CATALOGUE in self._in_flight or self.cache.holds(CATALOGUE)
+        ):
+            return None
+        try:
+            return await self._catalogue()
+        except UpstreamError:
+            return None
+
     async def _by_keys(
         self,
         keys: Sequence[K],
         known: dict[K, T | None],
         fetch_one: Callable[[K], Awaitable[T | None]],
+        in_catalogue: Callable[[Catalogue, K], T | None],
     ) -> list[T | None]:
+        """The records for `keys`: this request's, else the snapshot's, else a GET each (what
+        the snapshot lacks may be newer than it, or not exist)."""
         missing = [key for key in dict.fromkeys(keys) if key not in known]
-        if len(missing) > MAX_DETAILS or (missing and self.cache.holds(CATALOGUE)):
-            # Many records of one kind cost a few list requests, not one GET each: the
-            # snapshot primes every detail. If it cannot be had, each is asked for alone.
-            with contextlib.suppress(UpstreamError):
-                await self._catalogue()
+        catalogue = await self._at_hand(len(missing)) if missing else None
+        if catalogue is not None:
+            for key in missing:
+                record = in_catalogue(catalogue, key)
+                if record is not None:
+                    known[key] = record
+            missing = [key for key in missing if key not in known]
         if missing:
             fetched = await asyncio.gather(*(fetch_one(key) for key in missing))
             for key, record in zip(missing, fetched, strict=True):
                 known.setdefault(key, record)
         return [known[key] for key in keys]
+
+    def _grid_in(self, catalogue: Catalogue, slug: str) -> int | None:
+        grid = catalogue.grid_by_slug(slug)
+        if grid is None:
+            return None
+        self._grids[grid.id] = grid
+        return grid.id
+
+    def _package_in(self, catalogue: Catalogue, slug: str) -> int | None:
+        package = catalogue.package_by_slug(slug)
+        if package is None:
+            return None
+        self._packages[package.id] = package
+        return package.id
 
     # -- the Backend interface --------------------------------------------------------
 
@@ -667,7 +754,7 @@ class RestBackend:
             raw = await self._detail("categories/", str(id), CategoryJSON)
             return None if raw is None else self._remember_category(raw)
 
-        return await self._by_keys(ids, self._categories, fetch_one)
+        return await self._by_keys(ids, self._categories, fetch_one, Catalogue.category)
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
         # The upstream has no slug lookup for categories, and their slugs are not unique:
@@ -682,7 +769,7 @@ class RestBackend:
             raw = await self._detail("grids/", str(id), GridJSON)
             return None if raw is None else self._remember_grid(raw)
 
-        return await self._by_keys(ids, self._grids, fetch_one)
+        return await self._by_keys(ids, self._grids, fetch_one, Catalogue.grid)
 
     async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
         async def fetch_one(slug: str) -> int | None:
@@ -690,7 +777,7 @@ class RestBackend:
             # An all-digit slug is an id to the upstream: accept only a real slug match.
             return self._remember_grid(raw).id if raw is not None and raw.slug == slug else None
 
-        ids = await self._by_keys(slugs, self._grid_slugs, fetch_one)
+        ids = await self._by_keys(slugs, self._grid_slugs, fetch_one, self._grid_in)
         return [None if id is None else self._grids.get(id) for id in ids]
 
     async def packages(self, ids: Sequence[int]) -> list[Package | None]:
@@ -698,7 +785,7 @@ class RestBackend:
             raw = await self._detail("packages/", str(id), PackageJSON)
             return None if raw is None else self._remember_package(raw)
 
-        return await self._by_keys(ids, self._packages, fetch_one)
+        return await self._by_keys(ids, self._packages, fetch_one, Catalogue.package)
 
     async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]:
         async def fetch_one(slug: str) -> int | None:
@@ -707,14 +794,18 @@ class RestBackend:
                 return None
             return self._remember_package(raw).id
 
-        ids = await self._by_keys(slugs, self._package_slugs, fetch_one)
+        ids = await self._by_keys(slugs, self._package_slugs, fetch_one, self._package_in)
         return [None if id is None else self._packages.get(id) for id in ids]
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
-        return await self._relation(windows, self._grid_members, Catalogue.packages_of_grid)
+        return await self._relation(
+            windows, self._grid_members, Catalogue.grid, Catalogue.packages_of_grid
+        )
 
     async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
-        return await self._relation(windows, self._package_grids, Catalogue.grids_of_package)
+        return await self._relation(
+            windows, self._package_grids, Catalogue.package, Catalogue.grids_of_package
+        )
 
     async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
         # The upstream cannot filter packages by category: the snapshot's whole package
@@ -726,16 +817,24 @@ class RestBackend:
         self,
         windows: Sequence[Window],
         plain: Callable[[Sequence[Window]], Awaitable[list[Page[T]]]],
-        shaped: Callable[[Catalogue, Window], Page[T]],
+        parent_in: Callable[[Catalogue, int], object | None],
+        from_catalogue: Callable[[Catalogue, Window], Page[T]],
     ) -> list[Page[T]]:
-        """Answer the windows with a filter or order from the catalogue, the others as the
-        upstream's relation. The catalogue goes first: the details it primes serve the rest."""
-        pages: dict[Window, Page[T]] = {}
-        if any(map(_shaped, windows)):
+        """Answer from the snapshot the windows with a filter or order, and any window whose
+        parent it knows while it is at hand; the others as the upstream's relation."""
+        catalogue = await self._at_hand(0)
+        if catalogue is None and any(map(_shaped, windows)):
             catalogue = await self._catalogue()
-            pages = {window: shaped(catalogue, window) for window in windows if _shaped(window)}
+        pages: dict[Window, Page[T]] = {}
+        if catalogue is not None:
+            pages = {
+                window: from_catalogue(catalogue, window)
+                for window in windows
+                if _shaped(window) or parent_in(catalogue, window.parent) is not None
+            }
         own = [window for window in windows if window not in pages]
-        pages.update(zip(own, await plain(own), strict=True))
+        if own:
+            pages.update(zip(own, await plain(own), strict=True))
         return [pages[window] for window in windows]
 
     async def _grid_members(self, windows: Sequence[Window]) -> list[Page[Package]]:
@@ -806,7 +905,7 @@ class RestBackend:
         params = {"q": query}
 
         async def fetch() -> tuple[list[SearchJSON], int]:
-            body = await self.upstream.get("search/", params)
+            body = await self._body("search/", params)
             if body is None:
                 raise UpstreamError("The upstream API has no search", "GET search/: 404")
             return decode(body, list[SearchJSON], "search/"), len(body)
@@ -815,20 +914,26 @@ class RestBackend:
 
 
 async def keep_catalogue_warm(
-    upstream: Upstream, cache: ResourceCache, min_interval: float = MIN_REFRESH_INTERVAL
+    upstream: Upstream,
+    cache: ResourceCache,
+    min_interval: float = MIN_REFRESH_INTERVAL,
+    tried: asyncio.Event | None = None,
 ) -> None:
     """Fetch the snapshot now and again before each expiry, until cancelled.
 
     Requests then find the catalogue fresh from the start, and never wait for its refresh;
     a failed refresh is logged and tried again after `min_interval`, while the cache serves
-    its copy.
+    its copy. `tried` is set once the first attempt is over, whatever its outcome.
     """
-    interval = max(0.9 * cache.ttl, min_interval)
     while True:
+        interval = min_interval
         try:
             await RestBackend(upstream, cache).refresh_catalogue()
         except UpstreamError as exc:
             logger.warning("could not refresh the catalogue snapshot: %s (%s)", exc, exc.detail)
-            await asyncio.sleep(min_interval)
         else:
-            await asyncio.sleep(interval)
+            # A snapshot made from another process's bodies (`--cache`) is fresh for less.
+            interval = max(0.9 * cache.fresh_for(CATALOGUE), min_interval)
+        if tried is not None:
+            tried.set()
+        await asyncio.sleep(interval)

@@ -10,6 +10,7 @@ fields that needed it, and the next statement starts afresh.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway import observe
 from gateway.errors import ConfigError, DatabaseError
 from gateway.loaders import search as searching
 from gateway.loaders.records import (
@@ -65,7 +67,7 @@ from gateway.loaders.tables import (
     version,
 )
 
-__all__ = ["SqlBackend", "SqlFeatures", "check_database", "inspect_database"]
+__all__ = ["SqlBackend", "SqlFeatures", "check_database", "database_ready", "inspect_database"]
 
 R = TypeVar("R")
 
@@ -112,6 +114,22 @@ async def check_database(engine: AsyncEngine) -> None:
             raise ConfigError(
                 f"database has no table {needed.name}: is this a Django Packages database?"
             )
+
+
+async def database_ready(engine: AsyncEngine, timeout: float) -> str | None:
+    """None when the database answers `SELECT 1` within `timeout`, else why not (`/readyz`).
+
+    A SQLite file must still be there: SQLite would answer from a deleted file's open handle.
+    """
+    file = engine.url.database
+    if engine.dialect.name == "sqlite" and file and file != ":memory:" and not Path(file).exists():
+        return "The database file is gone"
+    try:
+        async with asyncio.timeout(timeout), engine.connect() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+    except _FAILURES as exc:
+        return _message(exc)
+    return None
 
 
 async def inspect_database(engine: AsyncEngine) -> SqlFeatures:
@@ -255,15 +273,17 @@ class SqlBackend:
         self.features = features
         self.plans = Plans(features)
 
-    async def _rows(self, statement: Executable) -> Sequence[Row[Any]]:
-        """Run one statement; on any failure, drop its connection so the next one is fresh."""
+    async def _rows(self, statement: Executable, kind: str) -> Sequence[Row[Any]]:
+        """Run one statement (counted and traced as `kind`); on any failure, drop its
+        connection so the next one is fresh."""
         try:
-            async with self.engine.connect() as connection:
-                try:
-                    return (await connection.execute(statement)).all()
-                except _FAILURES:
-                    await connection.invalidate()
-                    raise
+            with observe.SqlStatement(kind, self.features.dialect):
+                async with self.engine.connect() as connection:
+                    try:
+                        return (await connection.execute(statement)).all()
+                    except _FAILURES:
+                        await connection.invalidate()
+                        raise
         except _FAILURES as exc:
             raise DatabaseError(_message(exc), detail=str(exc)) from exc
 
@@ -275,7 +295,7 @@ class SqlBackend:
         wanted = _storable(ids)
         if not wanted:
             return [None] * len(ids)
-        found = _by_id(await self._rows(query.where(table.c.id.in_(wanted))), build)
+        found = _by_id(await self._rows(query.where(table.c.id.in_(wanted)), "by_id"), build)
         return [found.get(id) for id in ids]
 
     async def _by_slugs(
@@ -283,7 +303,7 @@ class SqlBackend:
     ) -> list[R | None]:
         if not slugs:
             return []
-        rows = await self._rows(query)
+        rows = await self._rows(query, "by_slug")
         found = {row.slug: build(row) for row in rows}
         return [found.get(slug) for slug in slugs]
 
@@ -391,11 +411,15 @@ class SqlBackend:
         )
         items: list[list[R]] = [[] for _ in windows]
         totals = [0] * len(windows)
-        for row in await self._rows(statement):
+        built: dict[int, R] = {}  # a record in several windows (a grid of many packages) once
+        for row in await self._rows(statement, "relation"):
             _, _, after, last = bounds[row.slot]
             totals[row.slot] = row.total
             if after < row.position <= last:
-                items[row.slot].append(build(row))
+                record = built.get(row.id)
+                if record is None:
+                    record = built[row.id] = build(row)
+                items[row.slot].append(record)
         return [Page(page, total) for page, total in zip(items, totals, strict=True)]
 
     async def _totals(
@@ -408,7 +432,7 @@ class SqlBackend:
             .where(relation.parent.in_(sorted(parents)))
             .group_by(relation.parent)
         )
-        totals = {row.parent: row.total for row in await self._rows(statement)}
+        totals = {row.parent: row.total for row in await self._rows(statement, "count")}
         return [Page([], totals.get(window.parent, 0)) for window in windows]
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
@@ -482,7 +506,7 @@ class SqlBackend:
             .select_from(total.outerjoin(page, true()))
             .order_by(*(key.clause() for key in in_page_order))
         )
-        rows = await self._rows(statement)
+        rows = await self._rows(statement, "list")
         return Page([build(row) for row in rows if row.id is not None], rows[0].total)
 
     async def list_categories(
@@ -511,7 +535,7 @@ class SqlBackend:
         statement = searching.search_statement(query, self.features)
         if statement is None:
             return []
-        return [searching.search_hit(row) for row in await self._rows(statement)]
+        return [searching.search_hit(row) for row in await self._rows(statement, "search")]
 
 
 def _message(exc: BaseException) -> str:
