@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -129,18 +128,9 @@ def _serve(args: argparse.Namespace) -> int:
     # status supervisors expect. With workers, each one does so, and then the parent.
     if settings.workers == 1:
         from gateway.app import create_app
-        from gateway.observe import logging_config
+        from gateway.worker import server_options
 
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            # One line per request, the gateway's own (gateway/observe.py), not uvicorn's.
-            log_config=logging_config(settings.log_format, settings.log_level),
-            access_log=False,
-            timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
-        )
+        uvicorn.run(create_app(settings), **server_options(settings))
         return 0
     from gateway.worker import serve_workers
 

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import MutableMapping
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -30,6 +31,19 @@ WORKER_APP = "gateway.worker:app_from_environment"
 
 # Internal: not a setting, hence not `GATEWAY_*`.
 SETTINGS_VARIABLE = "_GATEWAY_WORKER_SETTINGS"
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for `gateway serve`, one process or several."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        # One line per request, the gateway's own (gateway/observe.py), not uvicorn's.
+        "log_config": logging_config(settings.log_format, settings.log_level),
+        "access_log": False,
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_timeout),
+    }
 
 
 def hand_down(settings: Settings, environ: MutableMapping[str, str]) -> None:
@@ -86,17 +100,7 @@ def serve_workers(settings: Settings) -> int:
             super().handle_int()
 
     hand_down(settings, os.environ)
-    config = Config(
-        WORKER_APP,
-        factory=True,
-        workers=settings.workers,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=logging_config(settings.log_format, settings.log_level),
-        access_log=False,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
-    )
+    config = Config(WORKER_APP, factory=True, workers=settings.workers, **server_options(settings))
     supervisor = Supervisor(config, sockets=[config.bind_socket()])
     # The workers count in files of one directory, which `/metrics` sums, whichever answers.
     with metrics.multiprocess_directory(os.environ):
