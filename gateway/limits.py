@@ -11,9 +11,11 @@ operations at the request's deadline with `in_time`.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import orjson
 from graphql import (
     ASTValidationRule,
     DocumentNode,
@@ -55,7 +57,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.http import GraphQLHTTPResponse
-from strawberry.types import ExecutionResult
+from strawberry.types import ExecutionContext, ExecutionResult
 
 from gateway.config import Settings
 from gateway.errors import (
@@ -83,12 +85,13 @@ def extensions(settings: Settings) -> list[Extension]:
     The validation rules are made once, here: they are part of the validation cache's key.
     """
     rules = _validation_rules(settings)
+    costs = _Costs()
     return [
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: _Parse(settings.max_tokens),
         lambda: AddValidationRules(rules),
         ValidationCache,
-        lambda: _Cost(settings.max_cost),
+        lambda: _Cost(settings.max_cost, costs),
     ]
 
 
@@ -227,22 +230,49 @@ def _too_deep(node: Node) -> GraphQLError:
     )
 
 
+class _Costs:
+    """The estimates of the documents seen lately, by document text, operation and variables:
+    a client sends the same few queries again and again, and estimating one walks it whole."""
+
+    SIZE = 1024
+
+    def __init__(self) -> None:
+        self._known: OrderedDict[tuple[str, str | None, bytes], int] = OrderedDict()
+
+    def cost(self, context: ExecutionContext) -> int:
+        assert context.graphql_document is not None  # validated by now
+        try:
+            variables = orjson.dumps(context.variables or {}, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # not from JSON: estimate it, but do not keep it
+            variables = b""
+        key = (context.query or "", context.operation_name, variables)
+        cost = self._known.get(key)
+        if cost is None:
+            cost = estimate_cost(
+                context.schema._schema,
+                context.graphql_document,
+                context.operation_name,
+                context.variables,
+            )
+            if variables:
+                self._known[key] = cost
+                if len(self._known) > self.SIZE:
+                    self._known.popitem(last=False)
+        else:
+            self._known.move_to_end(key)
+        return cost
+
+
 class _Cost(SchemaExtension):
     """Refuse an operation whose estimated cost is over the limit, before it runs."""
 
-    def __init__(self, max_cost: int) -> None:
+    def __init__(self, max_cost: int, costs: _Costs) -> None:
         super().__init__()
         self.max_cost = max_cost
+        self.costs = costs
 
     def on_execute(self) -> Iterator[None]:
-        context = self.execution_context
-        assert context.graphql_document is not None  # validated by now
-        cost = estimate_cost(
-            context.schema._schema,
-            context.graphql_document,
-            context.operation_name,
-            context.variables,
-        )
+        cost = self.costs.cost(self.execution_context)
         if cost > self.max_cost:
             raise GraphQLError(
                 f"The query's estimated cost is {cost}, over the limit of {self.max_cost}: ask"

@@ -405,10 +405,17 @@ async def test_a_warm_gateway_fetches_the_lists_at_start_and_a_fan_out_costs_not
             " category { slug } grids(first: 10) { nodes { slug } } } } } }",
             slug=grid.slug,
         )
+        page = await ask("{ packages(first: 5) { totalCount nodes { databaseId } } }")
     assert "errors" not in body
     assert len(body["data"]["grid"]["packages"]["nodes"]) == min(
         100, len(package_ids_of_grid(dataset, grid.id))
     )
+    # A plain list page reads as the upstream's would: newest id first, all counted.
+    newest = sorted((row.id for row in dataset.packages), reverse=True)[:5]
+    assert page["data"]["packages"] == {
+        "totalCount": len(dataset.packages),
+        "nodes": [{"databaseId": id} for id in newest],
+    }
     assert sorted(upstream.requests) == LIST_REQUESTS
 
 

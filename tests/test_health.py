@@ -59,9 +59,10 @@ def test_ready_while_the_upstream_answers_and_not_while_it_fails(upstream: FakeU
         assert post(client, ORDERED)["data"]["packages"]["nodes"]
         assert ready(client)[1]["checks"]["catalogue"] == "warm"
 
-        # A request that fails: the upstream is asked again, and fails again.
+        # A request that fails: the upstream is asked again (a search: the warm catalogue
+        # answers lists and lookups), and fails again.
         upstream.outage = "503"
-        failed = post(client, "{ grids(first: 1) { nodes { slug } } }")
+        failed = post(client, '{ search(query: "forms") { slug } }')
         assert failed["errors"][0]["extensions"]["code"] == "UPSTREAM_ERROR"
         status, body = ready(client)
         assert status == 503

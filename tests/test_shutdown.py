@@ -60,6 +60,7 @@ def gateway(upstream: FakeUpstream, *args: str) -> Iterator[Gateway]:
     port = _free_port()
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
     command += ["--upstream", upstream.base_url, "--log-level", "info", *args]
+    command += ["--no-warm-catalogue"]  # the queries must reach the (slow) upstream
     env = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True

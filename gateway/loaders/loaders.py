@@ -9,6 +9,7 @@ by slug, whichever way it was reached, and from any list or relation page that h
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 from typing import TypeVar
 
 from aiodataloader import DataLoader
@@ -32,19 +33,47 @@ def _prime(
 
 
 class Loaders:
-    """The dataloaders of one request, all over one backend."""
+    """The dataloaders of one request, all over one backend; each made when first asked for
+    (a request answered from the response cache, or asking for one thing, makes few)."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.category = DataLoader[int, Category | None](self._categories)
-        self.category_by_slug = DataLoader[str, Category | None](self._categories_by_slug)
-        self.grid = DataLoader[int, Grid | None](self._grids)
-        self.grid_by_slug = DataLoader[str, Grid | None](self._grids_by_slug)
-        self.package = DataLoader[int, Package | None](self._packages)
-        self.package_by_slug = DataLoader[str, Package | None](self._packages_by_slug)
-        self.packages_of_grid = DataLoader[Window, Page[Package]](self._packages_of_grids)
-        self.grids_of_package = DataLoader[Window, Page[Grid]](self._grids_of_packages)
-        self.packages_of_category = DataLoader[Window, Page[Package]](self._packages_of_categories)
+
+    @cached_property
+    def category(self) -> DataLoader[int, Category | None]:
+        return DataLoader(self._categories)
+
+    @cached_property
+    def category_by_slug(self) -> DataLoader[str, Category | None]:
+        return DataLoader(self._categories_by_slug)
+
+    @cached_property
+    def grid(self) -> DataLoader[int, Grid | None]:
+        return DataLoader(self._grids)
+
+    @cached_property
+    def grid_by_slug(self) -> DataLoader[str, Grid | None]:
+        return DataLoader(self._grids_by_slug)
+
+    @cached_property
+    def package(self) -> DataLoader[int, Package | None]:
+        return DataLoader(self._packages)
+
+    @cached_property
+    def package_by_slug(self) -> DataLoader[str, Package | None]:
+        return DataLoader(self._packages_by_slug)
+
+    @cached_property
+    def packages_of_grid(self) -> DataLoader[Window, Page[Package]]:
+        return DataLoader(self._packages_of_grids)
+
+    @cached_property
+    def grids_of_package(self) -> DataLoader[Window, Page[Grid]]:
+        return DataLoader(self._grids_of_packages)
+
+    @cached_property
+    def packages_of_category(self) -> DataLoader[Window, Page[Package]]:
+        return DataLoader(self._packages_of_categories)
 
     @batch("category")
     async def _categories(self, ids: list[int]) -> list[Category | None]:

@@ -710,6 +710,11 @@ class RestBackend:
         except UpstreamError:
             return None
 
+    async def _catalogue_for(self, *, shaped: bool) -> Catalogue | None:
+        """The snapshot for a list or relation: needed for a filter or an order (`shaped`),
+        else used when at hand, since it answers as the upstream's own pages would."""
+        return await self._catalogue() if shaped else await self._at_hand(0)
+
     async def _by_keys(
         self,
         keys: Sequence[K],
@@ -822,9 +827,7 @@ class RestBackend:
     ) -> list[Page[T]]:
         """Answer from the snapshot the windows with a filter or order, and any window whose
         parent it knows while it is at hand; the others as the upstream's relation."""
-        catalogue = await self._at_hand(0)
-        if catalogue is None and any(map(_shaped, windows)):
-            catalogue = await self._catalogue()
+        catalogue = await self._catalogue_for(shaped=any(map(_shaped, windows)))
         pages: dict[Window, Page[T]] = {}
         if catalogue is not None:
             pages = {
@@ -869,14 +872,16 @@ class RestBackend:
     async def list_categories(
         self, offset: int, limit: int, order: Order | None = None
     ) -> Page[Category]:
-        if order is not None:
-            return (await self._catalogue()).list_categories(offset, limit, order)
+        catalogue = await self._catalogue_for(shaped=order is not None)
+        if catalogue is not None:
+            return catalogue.list_categories(offset, limit, order)
         raw, total = await self._page("categories/", CategoryJSON, offset, limit)
         return Page([self._remember_category(item) for item in raw], total)
 
     async def list_grids(self, offset: int, limit: int, order: Order | None = None) -> Page[Grid]:
-        if order is not None:
-            return (await self._catalogue()).list_grids(offset, limit, order)
+        catalogue = await self._catalogue_for(shaped=order is not None)
+        if catalogue is not None:
+            return catalogue.list_grids(offset, limit, order)
         raw, total = await self._page("grids/", GridJSON, offset, limit)
         return Page([self._remember_grid(item) for item in raw], total)
 
@@ -887,8 +892,9 @@ class RestBackend:
         filter: PackageFilter | None = None,
         order: Order | None = None,
     ) -> Page[Package]:
-        if filter is not None or order is not None:
-            return (await self._catalogue()).list_packages(offset, limit, filter, order)
+        catalogue = await self._catalogue_for(shaped=filter is not None or order is not None)
+        if catalogue is not None:
+            return catalogue.list_packages(offset, limit, filter, order)
         raw, total = await self._page("packages/", PackageJSON, offset, limit)
         return Page([self._remember_package(item) for item in raw], total)
 
