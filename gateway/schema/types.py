@@ -7,6 +7,7 @@ and relations only ask a loader.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -16,6 +17,7 @@ from aiodataloader import DataLoader
 from strawberry.relay.utils import to_base64
 
 from gateway.loaders import records
+from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Page, Window
 from gateway.schema.context import Info
 from gateway.schema.inputs import GridOrder, PackageFilter, PackageOrder, order, package_filter
@@ -69,40 +71,25 @@ async def _count_of(loader: DataLoader[Window, Page[Any]], parent: int) -> int:
     return (await loader.load(Window(parent, 0, 0))).total
 
 
-async def _category_packages(
-    root: strawberry.Parent[records.Category],
-    info: Info,
-    first: int | None = DEFAULT_FIRST,
-    after: str | None = strawberry.UNSET,
-    filter: PackageFilter | None = strawberry.UNSET,
-    order_by: PackageOrder | None = strawberry.UNSET,
-) -> Connection[Any]:
-    return await _window_of(
-        info.context.loaders.packages_of_category,
-        root.id,
-        first,
-        after,
-        package_filter(filter),
-        order(order_by),
-    )
+def _packages_of(
+    relation: Callable[[Loaders], DataLoader[Window, Page[records.Package]]],
+) -> Callable[..., Awaitable[Connection[Any]]]:
+    """The resolver of a parent's packages (`Category.packages`, `Grid.packages`), windowed
+    by the loader `relation` picks, filtered and ordered as asked."""
 
+    async def packages(
+        root: strawberry.Parent[records.Category | records.Grid],
+        info: Info,
+        first: int | None = DEFAULT_FIRST,
+        after: str | None = strawberry.UNSET,
+        filter: PackageFilter | None = strawberry.UNSET,
+        order_by: PackageOrder | None = strawberry.UNSET,
+    ) -> Connection[Any]:
+        kept, ordered = package_filter(filter), order(order_by)
+        loader = relation(info.context.loaders)
+        return await _window_of(loader, root.id, first, after, kept, ordered)
 
-async def _grid_packages(
-    root: strawberry.Parent[records.Grid],
-    info: Info,
-    first: int | None = DEFAULT_FIRST,
-    after: str | None = strawberry.UNSET,
-    filter: PackageFilter | None = strawberry.UNSET,
-    order_by: PackageOrder | None = strawberry.UNSET,
-) -> Connection[Any]:
-    return await _window_of(
-        info.context.loaders.packages_of_grid,
-        root.id,
-        first,
-        after,
-        package_filter(filter),
-        order(order_by),
-    )
+    return packages
 
 
 async def _package_grids(
@@ -145,7 +132,7 @@ class Category(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_category_packages,
+        resolver=_packages_of(lambda loaders: loaders.packages_of_category),
         description="The packages in this category, newest first unless ordered.",
     )
     package_count: int = strawberry.field(
@@ -166,7 +153,8 @@ class Grid(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_grid_packages, description="The packages in this grid, by title unless ordered."
+        resolver=_packages_of(lambda loaders: loaders.packages_of_grid),
+        description="The packages in this grid, by title unless ordered.",
     )
     package_count: int = strawberry.field(
         resolver=_grid_package_count, description="How many packages this grid lists."
