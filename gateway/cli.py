@@ -8,7 +8,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn, get_type_hints
+from typing import Any, NoReturn
 
 import orjson
 
@@ -23,6 +23,7 @@ from gateway.config import (
     env_name,
     find_config_file,
     flag_name,
+    setting_type,
 )
 from gateway.errors import ConfigError
 
@@ -42,11 +43,10 @@ def _add_settings(parser: argparse.ArgumentParser, scopes: Sequence[str]) -> Non
         metavar="PATH",
         help=f"a TOML file of settings ({CONFIG_VARIABLE}; default ./{CONFIG_FILE} if present)",
     )
-    hints = get_type_hints(Settings)
     for field in dataclasses.fields(Settings):
         if field.metadata["scope"] not in scopes:
             continue
-        kind = hints[field.name]
+        kind = setting_type(field.name)
         default = "" if field.default in (None, "") else f"; default {field.default}"
         help = f"{field.metadata['help']} ({env_name(field.name)}{default})"
         if kind is bool:
@@ -54,8 +54,7 @@ def _add_settings(parser: argparse.ArgumentParser, scopes: Sequence[str]) -> Non
                 flag_name(field.name), action=argparse.BooleanOptionalAction, help=help
             )
         else:
-            base = float if kind is float else int if kind is int else str
-            parser.add_argument(flag_name(field.name), type=base, help=help)
+            parser.add_argument(flag_name(field.name), type=kind, help=help)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ class SettingError(ConfigError):
         self.settings = settings
 
 
-def _base(name: str) -> type:
+def setting_type(name: str) -> type:
     """The setting's type without its `None`: bool, int, float or str."""
     kind = get_type_hints(Settings)[name]
     return next((base for base in (bool, int, float) if kind is base), str)
@@ -153,7 +154,7 @@ def _convert(name: str, raw: object, source: str) -> Any:
     kind = get_type_hints(Settings)[name]
     if isinstance(raw, kind):
         return raw
-    base = _base(name)
+    base = setting_type(name)
     if base is bool:
         value = _BOOLEANS.get(str(raw).strip().lower())
         if value is None:
@@ -174,7 +175,7 @@ def _typed(name: str, raw: object, source: str) -> Any:
     kind = get_type_hints(Settings)[name]
     if raw is None and isinstance(None, kind):  # JSON's null, for a setting whose default it is
         return None
-    base = _base(name)
+    base = setting_type(name)
     accepted = (int, float) if base is float else (base,)
     if isinstance(raw, bool) != (base is bool) or not isinstance(raw, accepted):
         raise ConfigError(f"{source}: expected {_EXPECTED[base]}, got {_shown(raw)}")
@@ -318,6 +319,11 @@ def _toml(value: object) -> str:
 _SECRET_PARAMETERS = ("pass", "secret", "token", "key")
 
 
+# A URL's user information, as SQLAlchemy reads it: a password runs to the first `@`, and may
+# hold `/`, `?` or `#`, where `urlsplit` would end the host part and miss it.
+_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@]*):[^@]*@")
+
+
 def mask(value: str) -> str:
     """A URL with its password, and any password-like query parameter, shown as `***`.
 
@@ -326,22 +332,18 @@ def mask(value: str) -> str:
     """
     if "://" not in value:
         return value
+    shown = _USERINFO.sub(r"\1:***@", value, count=1)
     try:
-        parts = urlsplit(value)
-        password = parts.password
+        query = urlsplit(shown).query
     except ValueError:
-        return value
-    shown = value
-    if password is not None:  # the netloc comes first after the scheme: replace it there
-        userinfo, _, host = parts.netloc.rpartition("@")
-        shown = shown.replace(parts.netloc, f"{userinfo.partition(':')[0]}:***@{host}", 1)
-    if parts.query:
+        return shown
+    if query:
         pairs = []
-        for pair in parts.query.split("&"):
+        for pair in query.split("&"):
             key, equals, _ = pair.partition("=")
             secret = equals and any(word in unquote(key).lower() for word in _SECRET_PARAMETERS)
             pairs.append(f"{key}=***" if secret else pair)
-        shown = shown.replace(f"?{parts.query}", f"?{'&'.join(pairs)}", 1)
+        shown = shown.replace(f"?{query}", f"?{'&'.join(pairs)}", 1)
     return shown
 
 

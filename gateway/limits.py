@@ -11,6 +11,7 @@ operations at the request's deadline with `in_time`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -237,7 +238,7 @@ class _Costs:
     SIZE = 1024
 
     def __init__(self) -> None:
-        self._known: OrderedDict[tuple[str, str | None, bytes], int] = OrderedDict()
+        self._known: OrderedDict[bytes, int] = OrderedDict()  # by digest: 24 bytes a key
 
     def cost(self, context: ExecutionContext) -> int:
         assert context.graphql_document is not None  # validated by now
@@ -245,7 +246,11 @@ class _Costs:
             variables = orjson.dumps(context.variables or {}, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:  # not from JSON: estimate it, but do not keep it
             variables = b""
-        key = (context.query or "", context.operation_name, variables)
+        digest = hashlib.blake2b(digest_size=24)
+        for part in ((context.query or "").encode(), (context.operation_name or "").encode()):
+            digest.update(len(part).to_bytes(8, "big") + part)  # no two keys run together
+        digest.update(variables)
+        key = digest.digest()
         cost = self._known.get(key)
         if cost is None:
             cost = estimate_cost(

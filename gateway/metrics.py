@@ -62,8 +62,9 @@ from gateway.errors import (
 
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
-# The limit each refusal code stands for (`gateway_refusals_total{limit}`). All but the timeout
-# refuse an operation before it runs: their outcome is `refused`.
+# The limit each refusal code stands for (`gateway_refusals_total{limit}`). A refusal before any
+# operation runs (these, and a body that does not arrive in time) has the outcome `refused`; an
+# operation that outlives the request's time is counted under its own name as REQUEST_TIMEOUT.
 LIMITS = {
     QUERY_TOO_DEEP: "depth",
     QUERY_TOO_COSTLY: "cost",
@@ -311,15 +312,19 @@ def operation_name(given: object, document: str | None) -> object:
     return match.group(2) if match else None
 
 
-def operation_label(name: object) -> str:
+def operation_label(name: object, ran: bool = True) -> str:
     """The `operation` label for a name: bounded in length and in number of distinct values
-    (whatever a request sends as its `operationName`)."""
+    (whatever a request sends as its `operationName`). A name is taken in only from an
+    operation that `ran` (parsed and validated): names made up by refused requests cannot use
+    up the slots."""
     if name is None or name == "":
         return "anonymous"
     if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH:
         return "invalid"
     if name in _names:
         return name
+    if not ran:
+        return "unknown"
     if not _NAME.fullmatch(name):
         return "invalid"
     if len(_names) >= MAX_OPERATION_NAMES:

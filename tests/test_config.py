@@ -246,6 +246,9 @@ def test_an_empty_file_name_is_an_error(flag: str | None, environ: dict[str, str
         ("postgresql://user:secret@host/db", "postgresql://user:***@host/db"),
         ("postgresql://user:s%40cr:et@host:5432/db", "postgresql://user:***@host:5432/db"),
         ("redis://:secret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        # SQLAlchemy reads a password up to the first `@`, `/`, `?` and `#` included.
+        ("postgresql://gw:pa/ss@db.internal/dp", "postgresql://gw:***@db.internal/dp"),
+        ("postgresql://gw:p#w?x@h/db", "postgresql://gw:***@h/db"),
         (
             "postgresql:///db?host=/run/pg&password=secret&sslmode=require",
             "postgresql:///db?host=/run/pg&password=***&sslmode=require",

@@ -191,7 +191,10 @@ def test_operation_names_are_read_and_bounded(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(metrics, "_names", set())
     monkeypatch.setattr(metrics, "MAX_OPERATION_NAMES", 2)
     label = metrics.operation_label
+    # Refused operations take no slot: made-up names cannot push the real ones out.
+    assert [label("Made", ran=False), label("Up", ran=False)] == ["unknown", "unknown"]
     assert [label("A"), label("B"), label("C"), label("A")] == ["A", "B", "other", "A"]
+    assert label("A", ran=False) == "A"  # a name already known keeps its label
     assert label(None) == "anonymous"
     assert label("not a name") == "invalid"
     assert label("x" * 101) == "invalid"
