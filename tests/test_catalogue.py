@@ -8,6 +8,8 @@ against the fake APIv4 and count what the snapshot costs it, cold and warm.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +32,14 @@ from gateway.loaders.records import (
     Window,
     words_of,
 )
-from gateway.loaders.rest import Breaker, RestBackend, id_from_url, keep_catalogue_warm
+from gateway.loaders.rest import (
+    Breaker,
+    RestBackend,
+    _link_ids,
+    _readable,
+    id_from_url,
+    keep_catalogue_warm,
+)
 from gateway.loaders.rest import Upstream as UpstreamClient
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 from tests.test_resilience import codes, gateway
@@ -443,3 +452,69 @@ async def test_the_snapshot_is_refreshed_before_it_expires_and_an_outage_is_surv
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)
         await client.aclose()
+
+
+# -- the snapshot beside the request's own reads ---------------------------------------------
+
+
+def test_a_malformed_link_leaves_out_only_itself(caplog: pytest.LogCaptureFixture) -> None:
+    base = "https://djangopackages.org/api/v4/grids/"
+    assert _link_ids([f"{base}12/", f"{base}twelve/", f"{base}7/?format=api"]) == [12, 7]
+
+    def convert(raw: str) -> int:
+        return id_from_url(raw)
+
+    assert _readable(convert, [f"{base}3/", f"{base}x/"]) == [3]
+    assert caplog.text.count("catalogue snapshot: left out") == 2
+
+
+async def test_a_category_by_slug_costs_nothing_on_a_warm_snapshot(
+    upstream: FakeUpstream,
+) -> None:
+    category = upstream.dataset.categories[0]
+    async with gateway(upstream, warm_catalogue=True) as ask:
+        for _ in range(200):
+            if len(upstream.requests) == len(LIST_REQUESTS):
+                break
+            await asyncio.sleep(0.01)
+        upstream.reset()
+        body = await ask('{ category(slug: "%s") { databaseId } }' % category.slug)
+    assert body["data"]["category"] == {"databaseId": category.id}
+    assert upstream.requests == []
+
+
+async def test_a_lookup_does_not_wait_for_a_snapshot_on_its_way(upstream: FakeUpstream) -> None:
+    row = upstream.dataset.packages[3]
+    upstream.fail("/api/v4/grids/", "hang", times=1)  # the snapshot's grid list never comes
+    async with gateway(upstream, upstream_timeout=2.0, request_timeout=3.0) as ask:
+        snapshot = asyncio.ensure_future(ask(FILTERED, q="django"))
+        while not any(path.startswith("/api/v4/grids/") for path in upstream.requests):
+            await asyncio.sleep(0.01)
+        started = asyncio.get_running_loop().time()
+        body = await ask("{ package(id: %d) { title } }" % row.id)
+        took = asyncio.get_running_loop().time() - started
+        await snapshot
+    assert body["data"]["package"] == {"title": row.title}
+    assert took < 1.0  # a GET of its own, not the snapshot's upstream timeout
+
+
+async def test_one_answer_shows_a_record_one_way(upstream: FakeUpstream) -> None:
+    """A package read by its detail before the snapshot came is shown as read, in the pages
+    the snapshot answers later in the same request, even if the upstream changed it since."""
+    dataset = upstream.dataset
+    row = dataset.packages[5]
+    async with gateway(upstream) as ask:
+        first = await ask("{ package(id: %d) { title } }" % row.id)  # its detail, cached
+        assert first["data"]["package"] == {"title": row.title}
+        renamed = dataclasses.replace(row, title="Renamed since")
+        upstream.dataset = dataclasses.replace(
+            dataset, packages=tuple(renamed if p.id == row.id else p for p in dataset.packages)
+        )
+        body = await ask(
+            "{ package(id: %d) { title } category(id: %d) {"
+            " packages(first: 100, filter: {query: %s}) { nodes { databaseId title } } } }"
+            % (row.id, row.category_id, json.dumps(row.slug))
+        )
+    assert "errors" not in body
+    nested = {n["databaseId"]: n["title"] for n in body["data"]["category"]["packages"]["nodes"]}
+    assert nested[row.id] == body["data"]["package"]["title"] == row.title

@@ -1150,6 +1150,9 @@ BAD_FILTERS: dict[str, Filter] = {
     "category too long": {"category": "c" * 101},
     "grid slug too long": {"grids": ["g" * 101]},
     "too many grids": {"grids": TOO_MANY},
+    # Instants the calendar cannot hold in UTC (an internal error once).
+    "date past year 9999 in UTC": {"updatedBefore": "9999-12-31T23:00:00-05:00"},
+    "date before year 1 in UTC": {"updatedAfter": "0001-01-01T00:00:00+05:00"},
 }
 ACCEPTED_FILTERS: dict[str, Filter] = {
     "longest query": {"query": "a " * 499 + "bc"},

@@ -155,8 +155,8 @@ class ResourceCache:
         return cast(T, value), stale
 
     def holds(self, key: str) -> bool:
-        """Whether `key` is fresh here or being fetched: asking for it costs no new request."""
-        return key in self._flights or self._lookup(key, self.ttl) is not None
+        """Whether `key` is fresh here: asking for it costs no request and no wait."""
+        return self._lookup(key, self.ttl) is not None
 
     async def aclose(self) -> None:
         """Cancel the fetches still in flight: at shutdown nobody waits for them."""

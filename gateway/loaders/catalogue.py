@@ -196,6 +196,9 @@ class Catalogue:
 
     # -- by key -----------------------------------------------------------------------
 
+    def categories(self) -> Sequence[Category]:
+        return self._categories.records
+
     def category(self, id: int) -> Category | None:
         return self._categories.by_id.get(id)
 

@@ -122,12 +122,14 @@ async def open_backend(
         try:
             yield OpenBackend(rest_backend, checks)
         finally:
-            if warming is not None:
-                warming.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await warming
-            await cache.aclose()
-            await upstream.aclose()
+            try:
+                if warming is not None:
+                    warming.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await warming
+            finally:
+                await cache.aclose()
+                await upstream.aclose()
         return
 
     from gateway.loaders.database import create_engine

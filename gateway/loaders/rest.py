@@ -13,7 +13,9 @@ upstream.
 The upstream cannot filter, and orders every list one way: what asks for a filter or an
 order (and `Category.packages`, which the upstream cannot list either) is answered from a
 `Catalogue` (catalogue.py), a snapshot of the three whole lists kept in the cache as one
-entry. Everything else takes the upstream's own list pages and relations.
+entry. While that snapshot is fresh, plain lists, relations and lookups are read from it too,
+and a batch of more records of one kind than `MAX_DETAILS` fetches it rather than a GET each;
+otherwise the upstream's own list pages, details and relations answer.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol, TypeVar
@@ -508,6 +510,29 @@ async def _all_pages(read: Callable[[int], Awaitable[tuple[list[L], int]]]) -> l
     return items
 
 
+def _readable(convert: Callable[[K], T], raws: Iterable[K]) -> list[T]:
+    """The records of a whole list, leaving out (and logging) any with a malformed link: one
+    odd package must not cost every filter, order and category its snapshot."""
+    records = []
+    for raw in raws:
+        try:
+            records.append(convert(raw))
+        except UpstreamError as exc:
+            logger.warning("catalogue snapshot: left out a record: %s (%s)", exc, exc.detail)
+    return records
+
+
+def _link_ids(urls: Iterable[str]) -> list[int]:
+    """The ids of a relation's links, leaving out any malformed one (logged)."""
+    ids = []
+    for url in urls:
+        try:
+            ids.append(id_from_url(url))
+        except UpstreamError as exc:
+            logger.warning("catalogue snapshot: left out a link: %s (%s)", exc, exc.detail)
+    return ids
+
+
 def _shaped(window: Window) -> bool:
     """Whether a window asks for a filter or an order: only the catalogue can answer it."""
     return window.filter is not None or window.order is not None
@@ -517,7 +542,7 @@ class RestBackend:
     """The `Backend` over one `Upstream`, remembering what this request has fetched.
 
     Resources come from the process-wide `cache` when it has them fresh; what this request
-    read once it reads again from its own memo, so that it sees one consistent snapshot.
+    read once it reads again from its own memo, so that one answer shows a record one way.
     `stale` tells whether any of it was a stale copy served while the upstream failed.
     """
 
@@ -661,11 +686,11 @@ class RestBackend:
             read_all("packages/", PackageJSON),
         )
         catalogue = Catalogue(
-            [_category(raw) for raw in categories],
-            [_grid(raw) for raw in grids],
-            [_package(raw) for raw in packages],
-            packages_of_grid={raw.id: map(id_from_url, raw.packages) for raw in grids},
-            grids_of_package={raw.id: map(id_from_url, raw.grids) for raw in packages},
+            _readable(_category, categories),
+            _readable(_grid, grids),
+            _readable(_package, packages),
+            packages_of_grid={raw.id: _link_ids(raw.packages) for raw in grids},
+            grids_of_package={raw.id: _link_ids(raw.grids) for raw in packages},
         )
         return catalogue, a + b + c
 
@@ -698,9 +723,9 @@ class RestBackend:
         return await self._once("categories/", fetch)
 
     async def _at_hand(self, wanted: int) -> Catalogue | None:
-        """The snapshot, when it costs no new request (this request has it, or the cache has
-        it fresh or on its way) or when `wanted` records of one kind are more than a GET
-        each is worth; None if it cannot be had (each record is then asked for alone)."""
+        """The snapshot, when it costs no request and no wait (this request has it, or the
+        cache has it fresh) or when `wanted` records of one kind are more than a GET each is
+        worth; None if it cannot be had (each record is then asked for alone)."""
         if wanted <= MAX_DETAILS and not (
             CATALOGUE in self._in_flight or self.cache.holds(CATALOGUE)
         ):
@@ -709,6 +734,13 @@ class RestBackend:
             return await self._catalogue()
         except UpstreamError:
             return None
+
+    @staticmethod
+    def _as_seen(page: Page[L], seen: Mapping[int, L | None]) -> Page[L]:
+        """`page` with each record this request has already `seen` as it saw it."""
+        if not seen:
+            return page
+        return Page([seen.get(record.id) or record for record in page.items], page.total)
 
     async def _catalogue_for(self, *, shaped: bool) -> Catalogue | None:
         """The snapshot for a list or relation: needed for a filter or an order (`shaped`),
@@ -763,9 +795,11 @@ class RestBackend:
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
         # The upstream has no slug lookup for categories, and their slugs are not unique:
-        # read the (short) list and take the oldest category with the slug.
+        # read the (short) list, or the snapshot's, and take the oldest category with the slug.
+        catalogue = await self._at_hand(0)
+        listed = catalogue.categories() if catalogue else await self._all_categories()
         by_slug: dict[str, Category] = {}
-        for category in sorted(await self._all_categories(), key=lambda c: c.id):
+        for category in sorted(listed, key=lambda c: c.id):
             by_slug.setdefault(category.slug, category)
         return [by_slug.get(slug) for slug in slugs]
 
@@ -804,34 +838,39 @@ class RestBackend:
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
         return await self._relation(
-            windows, self._grid_members, Catalogue.grid, Catalogue.packages_of_grid
+            windows, self._grid_members, Catalogue.grid, Catalogue.packages_of_grid, self._packages
         )
 
     async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
         return await self._relation(
-            windows, self._package_grids, Catalogue.package, Catalogue.grids_of_package
+            windows, self._package_grids, Catalogue.package, Catalogue.grids_of_package, self._grids
         )
 
     async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
         # The upstream cannot filter packages by category: the snapshot's whole package
         # list answers every window, filtered or not.
         catalogue = await self._catalogue()
-        return [catalogue.packages_of_category(window) for window in windows]
+        return [
+            self._as_seen(catalogue.packages_of_category(window), self._packages)
+            for window in windows
+        ]
 
     async def _relation(
         self,
         windows: Sequence[Window],
-        plain: Callable[[Sequence[Window]], Awaitable[list[Page[T]]]],
+        plain: Callable[[Sequence[Window]], Awaitable[list[Page[L]]]],
         parent_in: Callable[[Catalogue, int], object | None],
-        from_catalogue: Callable[[Catalogue, Window], Page[T]],
-    ) -> list[Page[T]]:
+        from_catalogue: Callable[[Catalogue, Window], Page[L]],
+        seen: Mapping[int, L | None],
+    ) -> list[Page[L]]:
         """Answer from the snapshot the windows with a filter or order, and any window whose
-        parent it knows while it is at hand; the others as the upstream's relation."""
+        parent it knows while it is at hand; the others as the upstream's relation. A record
+        this request has seen already is served as it saw it, wherever the page came from."""
         catalogue = await self._catalogue_for(shaped=any(map(_shaped, windows)))
-        pages: dict[Window, Page[T]] = {}
+        pages: dict[Window, Page[L]] = {}
         if catalogue is not None:
             pages = {
-                window: from_catalogue(catalogue, window)
+                window: self._as_seen(from_catalogue(catalogue, window), seen)
                 for window in windows
                 if _shaped(window) or parent_in(catalogue, window.parent) is not None
             }
@@ -874,14 +913,14 @@ class RestBackend:
     ) -> Page[Category]:
         catalogue = await self._catalogue_for(shaped=order is not None)
         if catalogue is not None:
-            return catalogue.list_categories(offset, limit, order)
+            return self._as_seen(catalogue.list_categories(offset, limit, order), self._categories)
         raw, total = await self._page("categories/", CategoryJSON, offset, limit)
         return Page([self._remember_category(item) for item in raw], total)
 
     async def list_grids(self, offset: int, limit: int, order: Order | None = None) -> Page[Grid]:
         catalogue = await self._catalogue_for(shaped=order is not None)
         if catalogue is not None:
-            return catalogue.list_grids(offset, limit, order)
+            return self._as_seen(catalogue.list_grids(offset, limit, order), self._grids)
         raw, total = await self._page("grids/", GridJSON, offset, limit)
         return Page([self._remember_grid(item) for item in raw], total)
 
@@ -894,7 +933,8 @@ class RestBackend:
     ) -> Page[Package]:
         catalogue = await self._catalogue_for(shaped=filter is not None or order is not None)
         if catalogue is not None:
-            return catalogue.list_packages(offset, limit, filter, order)
+            page = catalogue.list_packages(offset, limit, filter, order)
+            return self._as_seen(page, self._packages)
         raw, total = await self._page("packages/", PackageJSON, offset, limit)
         return Page([self._remember_package(item) for item in raw], total)
 
@@ -937,6 +977,8 @@ async def keep_catalogue_warm(
             await RestBackend(upstream, cache).refresh_catalogue()
         except UpstreamError as exc:
             logger.warning("could not refresh the catalogue snapshot: %s (%s)", exc, exc.detail)
+        except Exception:  # a bug must not end the refreshing for the process's lifetime
+            logger.exception("could not refresh the catalogue snapshot")
         else:
             # A snapshot made from another process's bodies (`--cache`) is fresh for less.
             interval = max(0.9 * cache.fresh_for(CATALOGUE), min_interval)

@@ -115,9 +115,14 @@ class CategoryOrder:
     direction: OrderDirection = OrderDirection.ASC
 
 
-def _instant(value: datetime | None) -> datetime | None:
+def _instant(name: str, value: datetime | None) -> datetime | None:
     """The same instant however it was written, so that equal filters have equal cursors."""
-    return None if value is None else value.astimezone(UTC)
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is past the end of the calendar in UTC
+        raise BadUserInput(f"`{name}` is outside the years 1 to 9999 in UTC") from None
 
 
 def package_filter(value: PackageFilter | None) -> records.PackageFilter | None:
@@ -139,8 +144,8 @@ def package_filter(value: PackageFilter | None) -> records.PackageFilter | None:
         grids=tuple(sorted(grids)),
         words=words,
         has_pypi_release=given(value.has_pypi_release),
-        updated_after=_instant(given(value.updated_after)),
-        updated_before=_instant(given(value.updated_before)),
+        updated_after=_instant("updatedAfter", given(value.updated_after)),
+        updated_before=_instant("updatedBefore", given(value.updated_before)),
         min_watchers=given(value.min_watchers),
     )
     return None if result == records.PackageFilter() else result
