@@ -139,7 +139,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             metrics.bad_request(refusal.status_code)
             raise
         except limits.HTTPRefusal as refusal:
-            metrics.refused(refusal.code)
+            if isinstance(refusal, persisted.Refused):  # no limit: an APQ extension it cannot use
+                metrics.bad_request(refusal.status)
+            else:
+                metrics.refused(refusal.code)
             body = self.encode_json(refusal.body)
             response = Response(body, refusal.status, media_type="application/json")
         if (
@@ -185,7 +188,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             data = dataclasses.replace(request_data, query=lookup.query)
 
             async def execute() -> ExecutionResult:
-                result = await execute_single(
+                return await execute_single(
                     request=request,
                     request_adapter=request_adapter,
                     sub_response=sub_response,
@@ -193,19 +196,23 @@ class GraphQLEndpoint(GraphQL[Context, None]):
                     root_value=root_value,
                     request_data=data,
                 )
-                if lookup.remember is not None and not is_request_error(result):
-                    await self.persisted.remember(lookup)
-                return result
 
-            if self.responses is None or lookup.query is None:
-                return await execute()
-            key = self.responses.key(lookup.query, data.variables, data.operation_name)
-            return await (execute() if key is None else self._cached(request, key, execute))
+            key: str | None = None
+            if self.responses is not None and lookup.query is not None:
+                key = self.responses.key(lookup.query, data.variables, data.operation_name)
+            if key is None:
+                result = await execute()
+            else:
+                result = await self._cached(request, key, execute)
+            # Ran here, by another request, or cached: the hash has been checked either way.
+            if lookup.remember is not None and not is_request_error(result):
+                await self.persisted.remember(lookup)
+            return result
 
         deadline: float = request.state.deadline
         with tracing.span("graphql operation") as span:
             result = await limits.in_time(answer(), deadline, self.settings.request_timeout)
-            label = metrics.operation_label(name)
+            label = metrics.operation_label(name, ran=not is_request_error(result))
             if span is not None:
                 span.update_name(f"graphql {label}")
                 span.set_attribute("graphql.operation.name", label)

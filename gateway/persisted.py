@@ -4,18 +4,21 @@ A client sends `extensions.persistedQuery = {"version": 1, "sha256Hash": …}` w
 its document, and no `query`. A hash the gateway knows runs its document; an unknown one is
 answered with the error Apollo clients look for (message `PersistedQueryNotFound`, code
 `PERSISTED_QUERY_NOT_FOUND`, HTTP 200 whatever the media type), and the client sends the hash
-again with the document: the gateway checks that the hash is the document's, runs it, and
-remembers it unless the document was refused (it does not parse, or breaks a rule or a limit).
+again with the document: the gateway checks that the hash is the document's, runs it (or answers
+it from the response cache), and remembers it unless the document was refused (it does not parse,
+or breaks a rule or a limit). As with Apollo Server, an extension the gateway cannot use (another
+version, a hash that is not the document's) refuses the whole request with HTTP 400 (`Refused`).
 
-Documents are kept in a `Store` (see gateway/response_cache.py), bounded in bytes, least recently
-used out first (with `--cache`, in Redis too, so that a hash registered through one process runs on
-every other): a forgotten document costs the client one more round trip, nothing else.
+Documents are kept for `TTL` seconds from when they were sent, in a `Store` (see
+gateway/response_cache.py): this process's memory, bounded in bytes, least recently used out
+first, and with `--cache` Redis too (where they expire, or are evicted by Redis's own policy), so
+that a hash registered through one process runs on every other. A forgotten document costs the
+client one more round trip, nothing else.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,11 +26,15 @@ from typing import Any
 
 from strawberry.types import ExecutionResult
 
-from gateway.errors import PERSISTED_QUERY_NOT_FOUND, BadUserInput, PersistedQueryNotFound
+from gateway.errors import BAD_USER_INPUT, PERSISTED_QUERY_NOT_FOUND, PersistedQueryNotFound
+from gateway.limits import HTTPRefusal
 from gateway.response_cache import MemoryStore, Store
 
 VERSION = 1
 MAX_BYTES = 4 * 2**20  # the documents kept by one process
+# Seconds a document is kept: any client may register documents, so even in Redis they must not
+# pile up for ever; a client whose document expired registers it again in one round trip.
+TTL = 24 * 3600.0
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -39,6 +46,13 @@ class Lookup:
     remember: str | None = None
 
 
+class Refused(HTTPRefusal):
+    """An APQ extension the gateway cannot use: the request is answered with HTTP 400."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, BAD_USER_INPUT, message)
+
+
 class PersistedQueries:
     def __init__(self, store: Store | None = None) -> None:
         self.store: Store = store if store is not None else MemoryStore(MAX_BYTES)
@@ -46,23 +60,23 @@ class PersistedQueries:
     async def resolve(self, query: str | None, extensions: Mapping[str, Any] | None) -> Lookup:
         """The document a request runs: its own, or the one its hash names.
 
-        Raises `PersistedQueryNotFound` for a hash the gateway does not know, and `BadUserInput`
-        for an APQ extension it cannot read or a hash that is not the document's.
+        Raises `PersistedQueryNotFound` for a hash the gateway does not know, and `Refused` for
+        an APQ extension it cannot read or a hash that is not the document's.
         """
         persisted = (extensions or {}).get("persistedQuery")
         if persisted is None:
             return Lookup(query)
         if not isinstance(persisted, dict):
-            raise BadUserInput("`extensions.persistedQuery` must be an object")
+            raise Refused("`extensions.persistedQuery` must be an object")
         version = persisted.get("version")
         if type(version) is not int or version != VERSION:
-            raise BadUserInput(
+            raise Refused(
                 f"Unsupported persisted query version {version!r}: only version {VERSION} is"
                 " supported"
             )
         sha = persisted.get("sha256Hash")
         if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
-            raise BadUserInput(
+            raise Refused(
                 "`extensions.persistedQuery.sha256Hash` must be a SHA-256 hash in hexadecimal"
             )
         sha = sha.lower()
@@ -72,13 +86,13 @@ class PersistedQueries:
                 raise PersistedQueryNotFound("PersistedQueryNotFound")
             return Lookup(found[0].decode())
         if hashlib.sha256(query.encode()).hexdigest() != sha:
-            raise BadUserInput("provided sha does not match query")
+            raise Refused("provided sha does not match query")
         return Lookup(query, remember=sha)
 
     async def remember(self, lookup: Lookup) -> None:
-        """Keep a document the client sent with its hash, once it has run."""
+        """Keep a document the client sent with its hash, once it has been answered."""
         if lookup.remember is not None and lookup.query is not None:
-            await self.store.set(_key(lookup.remember), lookup.query.encode(), math.inf)
+            await self.store.set(_key(lookup.remember), lookup.query.encode(), TTL)
 
 
 def is_not_found(result: ExecutionResult) -> bool:

@@ -7,10 +7,13 @@ raw bodies (gateway/loaders/shared.py, the second layer of the resource cache), 
 server never read what they cannot decode.
 
 Redis is a help, never a need. Every command has a short time limit (`COMMAND_TIMEOUT`, or
-`TRANSFER_TIMEOUT` for one that carries a body), and the first failure marks the server
-unavailable: from then on no request calls it, each one is served from the process's own memory
-and the upstream, until a probe in the background (a PING, after half a second, then less and less
-often, up to every `PROBE_CAP` seconds) finds it answering again. Both changes are logged once.
+`TRANSFER_TIMEOUT` for one that carries a body), and the first failure to reach the server (no
+connection, a timeout) marks it unavailable: from then on no request calls it, each one is served
+from the process's own memory and the upstream, until a probe in the background (a PING, after half
+a second, then less and less often, up to every `PROBE_CAP` seconds) finds it answering again. Both
+changes are logged once. A command the server answers with an error (OOM, READONLY) or one that
+finds every pooled connection busy for `POOL_TIMEOUT` only fails (a miss, a write not done); the
+server stays in use. The server's errors are logged at most once per `REFUSAL_LOG_INTERVAL`.
 `available` and `health()` tell `/readyz` the state without asking the server; `check()` asks it
 (a PING) while it is thought available.
 """
@@ -21,13 +24,15 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 
 from gateway import metrics
 from gateway.config import Settings, mask
@@ -42,7 +47,12 @@ COMMAND_TIMEOUT = 0.2  # seconds for a small command: a hung server stalls no re
 TRANSFER_TIMEOUT = 1.0  # seconds for a command that carries a body (up to megabytes)
 PROBE_FIRST = 0.5  # seconds from a failure to the first probe; doubled after each failed one
 PROBE_CAP = 5.0
-MAX_CONNECTIONS = 64  # per process; a command waits for one within its own time limit
+MAX_CONNECTIONS = 64  # per process
+# Seconds a command waits for a pooled connection, less than any command's time limit: a busy
+# pool fails that command alone (a miss), where a hung server times it out and marks it down.
+POOL_TIMEOUT = 0.1
+REFUSAL_LOG_INTERVAL = 60.0  # seconds between two warnings about commands the server refused
+_BUSY = "every pooled connection is in use"
 
 # Delete (or extend) a lock only if it is still the caller's: it may have expired and been taken.
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
@@ -59,10 +69,14 @@ class Unavailable(Exception):
 class SharedCache:
     """One process's connection pool to the shared Redis, and what it knows of its state."""
 
-    def __init__(self, url: str, *, prefix: str = KEY_PREFIX) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = KEY_PREFIX, max_connections: int = MAX_CONNECTIONS
+    ) -> None:
         self.url = url
         self.shown_url = mask(url)
         self.prefix = prefix
+        self.max_connections = max_connections
+        self._refusal_logged = -math.inf  # when a refused command was last logged
         self._client: aioredis.Redis | None = None
         self._down: str | None = "not started"
         self._recovery: asyncio.Task[None] | None = None
@@ -77,8 +91,8 @@ class SharedCache:
         """Open the pool (in the serving event loop) and try the server once; never raises."""
         pool = aioredis.BlockingConnectionPool.from_url(
             self.url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=COMMAND_TIMEOUT,
+            max_connections=self.max_connections,
+            timeout=POOL_TIMEOUT,
             socket_timeout=TRANSFER_TIMEOUT,
             socket_connect_timeout=COMMAND_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
@@ -99,7 +113,8 @@ class SharedCache:
         if self._client is not None:
             client, self._client = self._client, None
             with contextlib.suppress(Exception):
-                await client.aclose()
+                # The client was given the pool: it closes the pool's connections only if told.
+                await client.aclose(close_connection_pool=True)
         self._down = "closed"
 
     @property
@@ -115,10 +130,11 @@ class SharedCache:
 
     async def check(self) -> str | None:
         """`health()`, after a PING if the server is thought available (a failure marks it
-        down); while it is down, the probes in the background keep the reason current."""
+        down, unless every pooled connection was busy); while it is down, the probes in the
+        background keep the reason current."""
         if self._down is None:
             reason = await self._ping()
-            if reason is not None:
+            if reason is not None and reason != _BUSY:
                 self._mark_down(reason)
         return self.health()
 
@@ -171,21 +187,39 @@ class SharedCache:
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 await self._client.ping()
         except (RedisError, OSError, TimeoutError) as exc:
-            return _reason(exc)
+            return _BUSY if _pool_busy(exc) else _reason(exc)
         return None
 
     async def _run(
         self, command: Callable[[aioredis.Redis], Awaitable[T]], timeout: float = COMMAND_TIMEOUT
     ) -> T:
-        """Run a command within `timeout`; any failure marks the server down: `Unavailable`."""
+        """Run a command within `timeout`; any failure raises `Unavailable`, and one that says
+        the server cannot be reached (no connection, a timeout) marks it down."""
         client = self._admit()
         try:
             async with asyncio.timeout(timeout):
                 return await command(client)
+        except ResponseError as exc:  # the server answered, with an error: it is up
+            self._log_refusal(exc)
+            raise Unavailable(_reason(exc)) from exc
         except (RedisError, OSError, TimeoutError) as exc:
             reason = _reason(exc)
-            self._mark_down(reason)
+            if not _pool_busy(exc):
+                self._mark_down(reason)
             raise Unavailable(reason) from exc
+
+    def _log_refusal(self, exc: ResponseError) -> None:
+        """Warn of a command the server refused (OOM, READONLY), at most once per interval."""
+        now = time.monotonic()
+        if now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged = now
+            logger.warning(
+                "shared cache: Redis at %s refused a command (%s): it counts as a miss, or a"
+                " write not done (logged at most every %g s)",
+                self.shown_url,
+                _reason(exc),
+                REFUSAL_LOG_INTERVAL,
+            )
 
     # -- commands (keys without the prefix) --------------------------------------------
 
@@ -255,6 +289,15 @@ class SharedCache:
 
 def _eval(client: aioredis.Redis, script: str, key: str, *args: str) -> Awaitable[object]:
     return client.eval(script, 1, key, *args)
+
+
+def _pool_busy(exc: BaseException) -> bool:
+    """Whether a command found every connection of the pool in use for `POOL_TIMEOUT`."""
+    return (
+        isinstance(exc, RedisConnectionError)
+        and isinstance(exc.__cause__, TimeoutError)
+        and str(exc).startswith("No connection available")
+    )
 
 
 def _reason(exc: BaseException) -> str:

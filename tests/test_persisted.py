@@ -116,13 +116,15 @@ def test_not_found_is_a_200_for_a_strict_client_too(client: httpx.Client) -> Non
 def test_a_hash_that_is_not_the_documents_is_refused_and_not_kept(
     client: httpx.Client, upstream: FakeUpstream
 ) -> None:
+    """HTTP 400 whatever the media type, as Apollo Server answers it."""
     grid = upstream.dataset.grids[0]
     other = "{ categories { totalCount } }"
     response = client.post(
         "/graphql",
         json={"query": other, "variables": {"id": grid.id}, "extensions": _apq(QUERY)},
     )
-    assert response.status_code == 200
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
     assert response.json() == {
         "errors": [
             {
@@ -137,6 +139,10 @@ def test_a_hash_that_is_not_the_documents_is_refused_and_not_kept(
         "/graphql", json={"query": other, "extensions": _apq(QUERY)}, headers=STRICT
     )
     assert strict.status_code == 400
+    assert strict.headers["content-type"] == "application/graphql-response+json"
+    get = _get(client, other, extensions=_apq(QUERY))
+    assert get.status_code == 400
+    assert get.headers["cache-control"] == "no-store"
 
     # The hash still names nothing: the other document was not kept under it.
     response = client.post(
@@ -161,10 +167,53 @@ def test_an_apq_extension_it_cannot_read_is_a_clear_error(
     client: httpx.Client, persisted: object, message: str
 ) -> None:
     response = client.post("/graphql", json={"extensions": {"persistedQuery": persisted}})
-    assert response.status_code == 200
+    assert response.status_code == 400  # Apollo Server's status, whatever the media type
     [error] = response.json()["errors"]
     assert message in error["message"]
     assert error["extensions"] == {"code": "BAD_USER_INPUT"}
+
+
+def test_an_apq_extension_it_cannot_use_refuses_the_whole_batch(client: httpx.Client) -> None:
+    """Like Apollo Server: the batch is answered with HTTP 400."""
+    typename = "{ __typename }"
+    response = client.post(
+        "/graphql",
+        json=[{"query": typename}, {"query": typename, "extensions": _apq(typename, version=2)}],
+    )
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert "Unsupported persisted query version 2" in error["message"]
+
+
+def test_a_hash_is_kept_whatever_answered_its_document(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    """The answer to a hash sent with its document may come from the response cache, or from
+    another operation computing it at that moment: the hash is kept all the same."""
+    grid = upstream.dataset.grids[0]
+    cached = client.post("/graphql", json={"query": QUERY, "variables": {"id": grid.id}})
+    expected = {"data": {"grid": {"title": grid.title}}}
+    assert cached.json() == expected
+    registered = client.post(
+        "/graphql",
+        json={"query": QUERY, "variables": {"id": grid.id}, "extensions": _apq(QUERY)},
+    )
+    assert registered.json() == expected
+    by_hash = client.post(
+        "/graphql", json={"variables": {"id": grid.id}, "extensions": _apq(QUERY)}
+    )
+    assert by_hash.json() == expected
+
+    query = "query Title($id: Int!) { grid(id: $id) { title slug } }"
+    other = upstream.dataset.grids[1]
+    operation = {"query": query, "variables": {"id": other.id}}
+    shared = client.post("/graphql", json=[operation, {**operation, "extensions": _apq(query)}])
+    answer = {"data": {"grid": {"title": other.title, "slug": other.slug}}}
+    assert shared.json() == [answer, answer]
+    by_hash = client.post(
+        "/graphql", json={"variables": {"id": other.id}, "extensions": _apq(query)}
+    )
+    assert by_hash.json() == answer
 
 
 def test_a_refused_document_is_not_kept(client: httpx.Client) -> None:

@@ -10,6 +10,7 @@ dies mid-run starts a `redis-server` of its own on a free port and kills it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import os
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -30,12 +32,14 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from gateway.config import configure
 from gateway.demo.upstream import FakeUpstream
 from gateway.errors import ConfigError, UpstreamError
 from gateway.loaders.cache import ResourceCache
 from gateway.loaders.shared import SharedBodies
+from gateway.persisted import TTL as APQ_TTL
 from gateway.response_cache import MemoryStore
 from gateway.shared_cache import SharedCache, SharedStore, Unavailable
 
@@ -501,16 +505,20 @@ def test_a_persisted_query_registered_with_one_process_runs_on_another(
     with _gateways(tmp_path, upstream, redis_url) as (a, b):
         expected = _data(a.post({"query": query, "extensions": extensions}))
         assert _data(b.post({"extensions": extensions})) == expected
+    # Kept for a while, not for ever: clients cannot fill Redis with documents.
+    client = redis.Redis.from_url(redis_url)
+    [key] = client.scan_iter("djpgw:v1:gateway:apq:*")
+    assert 0 < client.pttl(key) <= APQ_TTL * 1000
 
 
 @contextmanager
-def _redis_server(port: int, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _redis_server(port: int, tmp_path: Path, *options: str) -> Iterator[subprocess.Popen[bytes]]:
     binary = shutil.which("redis-server")
     if binary is None:
         _unreachable("redis-server is not installed")
     assert binary is not None
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "no", "--dir", str(tmp_path)]
+    command += ["--appendonly", "no", "--dir", str(tmp_path), *options]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -566,3 +574,85 @@ def test_redis_stopping_mid_run_leaves_both_processes_answering(
             assert upstream.requests == []
         for gateway in (a, b):
             assert gateway.log.read_text().count("is unavailable") == 1
+
+
+async def test_a_command_the_server_refuses_is_a_miss_and_redis_stays_in_use(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error reply (here OOM: the server is over its `maxmemory`) fails that command only:
+    Redis is not marked down, reads go on, and the refusals are logged once, not each time."""
+    caplog.set_level(logging.INFO, logger="gateway")
+    port = _free_port()
+    with _redis_server(port, tmp_path):
+        admin = redis.Redis(port=port)
+        shared = SharedCache(f"redis://127.0.0.1:{port}/0")
+        await shared.start()
+        try:
+            await shared.set("kept", b"body", 60)
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", 1)  # every write is refused from now on
+            store = SharedStore(MemoryStore(2**20), shared)
+            origin = Origin()
+            for n in range(20):
+                with pytest.raises(Unavailable, match="OutOfMemoryError"):
+                    await shared.set(f"refused:{n}", b"body", 60)
+                await store.set(f"response:{n}", b"y", 30)  # in this process's memory only
+                assert await _bodies(shared).get(f"grids/{n}/", None, origin) == origin.body
+                assert shared.available
+                assert await shared.get("kept") is not None  # reads still reach Redis
+            assert origin.calls == 20
+            assert shared.health() is None
+            assert await shared.check() is None
+            assert caplog.text.count("refused a command") == 1, caplog.text
+            assert "OutOfMemoryError" in caplog.text
+            assert "is unavailable" not in caplog.text
+            assert "answers again" not in caplog.text
+        finally:
+            await shared.aclose()
+
+
+async def test_a_busy_pool_is_a_miss_not_a_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A command that finds every pooled connection in use (here, one connection, held by a
+    command that the server answers late but in time) fails alone; Redis stays in use."""
+    caplog.set_level(logging.INFO, logger="gateway")
+    port = _free_port()
+    with _redis_server(port, tmp_path, "--enable-debug-command", "yes"):
+        shared = SharedCache(f"redis://127.0.0.1:{port}/0", max_connections=1)
+        sleeper = aioredis.Redis(port=port)
+        await shared.start()
+        try:
+            await shared.set("kept", b"body", 60)
+            # The server answers nobody for half a second (under a body's time limit, 1 s).
+            asleep = asyncio.create_task(sleeper.execute_command("DEBUG", "SLEEP", "0.5"))
+            await asyncio.sleep(0.05)
+            holder = asyncio.create_task(shared.get("kept"))  # takes the only connection
+            await asyncio.sleep(0.02)
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="No connection available"):
+                await shared.get("kept")
+            assert time.monotonic() - started < 0.3  # the pool's wait, not the server's
+            assert shared.available
+            assert await holder is not None
+            await asleep
+            assert await shared.get("kept") is not None
+            assert await shared.check() is None
+            assert "is unavailable" not in caplog.text
+        finally:
+            await sleeper.aclose()
+            await shared.aclose()
+
+
+async def test_closing_closes_every_pooled_connection(redis_url: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        shared = SharedCache(redis_url, prefix="djpgw:test:close:", max_connections=4)
+        await shared.start()
+        # Concurrent commands: several connections are opened, then back in the pool.
+        await asyncio.gather(*(shared.set(f"k{n}", b"v" * 100_000, 10) for n in range(4)))
+        await shared.aclose()
+        del shared
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert unclosed == []
