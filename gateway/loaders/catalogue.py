@@ -109,6 +109,7 @@ class _Table(Generic[R]):
         self.by_id = {record.id: record for record in self.records}
         self._fields = fields
         self._rankings: dict[str, _Ranking] = {}
+        self._descending: dict[str, Sequence[int]] = {}  # the whole table's, once asked for
 
     def ordered(self, positions: Sequence[int] | None, order: Order | None) -> Sequence[int]:
         """`positions` (None: the whole table) in `order`, or as they are without one.
@@ -122,8 +123,13 @@ class _Table(Generic[R]):
         ascending = ranking.ascending if positions is None else sorted(positions, key=rank)
         if not order.descending:
             return ascending
+        if positions is None and order.field in self._descending:
+            return self._descending[order.field]
         cut = bisect_left(ascending, ranking.valued, key=rank)
-        return [*reversed(ascending[:cut]), *reversed(ascending[cut:])]
+        descending = [*reversed(ascending[:cut]), *reversed(ascending[cut:])]
+        if positions is None:
+            self._descending[order.field] = descending
+        return descending
 
     def page(self, positions: Sequence[int], offset: int, limit: int) -> Page[R]:
         return Page([self.records[i] for i in positions[offset : offset + limit]], len(positions))

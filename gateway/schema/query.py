@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import strawberry
@@ -10,6 +11,7 @@ from aiodataloader import DataLoader
 from strawberry.relay.utils import from_base64
 
 from gateway.errors import BadUserInput
+from gateway.loaders.records import Page
 from gateway.schema.context import Info
 from gateway.schema.inputs import (
     MAX_SLUG,
@@ -93,6 +95,19 @@ async def _package(
     return await _lookup(id, slug, loaders.package, loaders.package_by_slug)
 
 
+async def _list_page(
+    load: Callable[[int, int], Awaitable[Page[Any]]],
+    first: int | None,
+    after: str | None,
+    *shape: object,
+) -> Connection[Any]:
+    """A window of a whole list: `load(offset, limit)` with its filter and order (`shape`)."""
+    cursor_shape = shape_of(*shape)
+    offset, limit = window(first, after, cursor_shape)
+    page = await load(offset, limit)
+    return connection(page.items, offset, limit, page.total, cursor_shape)
+
+
 async def _categories(
     info: Info,
     first: int | None = DEFAULT_FIRST,
@@ -100,10 +115,10 @@ async def _categories(
     order_by: CategoryOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
     ordered = order(order_by)
-    shape = shape_of(ordered)
-    offset, limit = window(first, after, shape)
-    page = await info.context.loaders.list_categories(offset, limit, ordered)
-    return connection(page.items, offset, limit, page.total, shape)
+    loaders = info.context.loaders
+    return await _list_page(
+        lambda offset, limit: loaders.list_categories(offset, limit, ordered), first, after, ordered
+    )
 
 
 async def _grids(
@@ -113,10 +128,10 @@ async def _grids(
     order_by: GridOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
     ordered = order(order_by)
-    shape = shape_of(ordered)
-    offset, limit = window(first, after, shape)
-    page = await info.context.loaders.list_grids(offset, limit, ordered)
-    return connection(page.items, offset, limit, page.total, shape)
+    loaders = info.context.loaders
+    return await _list_page(
+        lambda offset, limit: loaders.list_grids(offset, limit, ordered), first, after, ordered
+    )
 
 
 async def _packages(
@@ -127,10 +142,14 @@ async def _packages(
     order_by: PackageOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
     kept, ordered = package_filter(filter), order(order_by)
-    shape = shape_of(kept, ordered)
-    offset, limit = window(first, after, shape)
-    page = await info.context.loaders.list_packages(offset, limit, kept, ordered)
-    return connection(page.items, offset, limit, page.total, shape)
+    loaders = info.context.loaders
+    return await _list_page(
+        lambda offset, limit: loaders.list_packages(offset, limit, kept, ordered),
+        first,
+        after,
+        kept,
+        ordered,
+    )
 
 
 async def _search(info: Info, query: str) -> list[Any]:
