@@ -368,7 +368,7 @@ def validate(settings: Settings) -> None:
     if settings.cache is not None:
         _check_cache_url(settings.cache)
     if settings.database is not None:
-        from gateway.loaders.database import async_url  # SQLAlchemy only for a URL to check
+        from gateway.loaders.sql.engine import async_url  # SQLAlchemy only for a URL to check
 
         try:
             async_url(settings.database)

@@ -31,7 +31,6 @@ from gateway.demo.dataset import (
     VersionRow,
 )
 from gateway.errors import ConfigError, UpstreamError
-from gateway.loaders.database import create_engine
 from gateway.loaders.records import site_time
 from gateway.loaders.rest import (
     CategoryJSON,
@@ -42,7 +41,8 @@ from gateway.loaders.rest import (
     decode,
     id_from_url,
 )
-from gateway.loaders.writer import WriteSummary, write_dataset
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.writer import WriteSummary, write_dataset
 
 __all__ = [
     "Catalogue",

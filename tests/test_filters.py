@@ -53,10 +53,11 @@ from gateway.demo.dataset import (
 from gateway.demo.upstream import FakeUpstream, serve_upstream
 from gateway.errors import response_body
 from gateway.loaders.backend import Backend
-from gateway.loaders.database import create_engine
 from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
-from gateway.loaders.sql import SqlBackend, SqlFeatures, inspect_database
+from gateway.loaders.sql.backend import SqlBackend
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.features import SqlFeatures, inspect_database
 from gateway.schema import build_schema
 from gateway.schema.context import Context
 from tests.databases import load, new_schema, postgres_engine, statements

@@ -12,9 +12,9 @@ import pytest
 
 from gateway.demo.upstream import FakeUpstream
 from gateway.loaders import rest
-from gateway.loaders.database import create_engine
 from gateway.loaders.factory import Check, OpenBackend
-from gateway.loaders.sql import database_ready
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.features import database_ready
 from tests.databases import (
     POSTGRES_PORT,
     SMALL,

@@ -33,8 +33,8 @@ from gateway.loaders.rest import (
     decode,
     id_from_url,
 )
-from gateway.loaders.tables import category, grid, grid_package, package, version
-from gateway.loaders.writer import TableChanges
+from gateway.loaders.sql.tables import category, grid, grid_package, package, version
+from gateway.loaders.sql.writer import TableChanges
 from gateway.mirror import MirrorError, build_catalogue, mirror, mirror_to
 from tests.test_writer import edit, fresh_database
 

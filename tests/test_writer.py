@@ -32,11 +32,11 @@ from gateway.demo.dataset import (
     generate,
 )
 from gateway.errors import ConfigError
-from gateway.loaders import embedded
-from gateway.loaders.database import create_engine
-from gateway.loaders.embedded import default_database_path, open_embedded
-from gateway.loaders.tables import category, grid, grid_package, package, search, version
-from gateway.loaders.writer import TableChanges, write_dataset
+from gateway.loaders.sql import embedded
+from gateway.loaders.sql.embedded import default_database_path, open_embedded
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.tables import category, grid, grid_package, package, search, version
+from gateway.loaders.sql.writer import TableChanges, write_dataset
 from tests.databases import SMALL, new_schema, postgres_engine
 
 

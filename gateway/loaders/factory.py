@@ -132,9 +132,10 @@ async def open_backend(
                 await upstream.aclose()
         return
 
-    from gateway.loaders.database import create_engine
-    from gateway.loaders.embedded import open_embedded
-    from gateway.loaders.sql import SqlBackend, check_database, database_ready, inspect_database
+    from gateway.loaders.sql.backend import SqlBackend
+    from gateway.loaders.sql.embedded import open_embedded
+    from gateway.loaders.sql.engine import create_engine
+    from gateway.loaders.sql.features import check_database, database_ready, inspect_database
 
     url = settings.database or await open_embedded()
     engine = create_engine(url, statement_timeout=settings.statement_timeout)

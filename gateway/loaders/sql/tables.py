@@ -198,3 +198,6 @@ grid_key = _key_table("gateway_grid_key", "grid_id", "title_key")
 category_key = _key_table("gateway_category_key", "category_id", "title_key")
 
 KEY_TABLES = (package_key, grid_key, category_key)
+
+# SQLite's FTS5 index over `searchv3_searchv3`, which `search.build_search_index` (re)builds.
+FTS_TABLE = "searchv3_fts"
