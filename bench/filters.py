@@ -35,12 +35,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
-from gateway.demo.dataset import NOW, Dataset, generate
+from gateway.demo.dataset import NOW, generate
 from gateway.demo.upstream import serve_upstream
 from gateway.errors import response_body
 from gateway.loaders.factory import BackendFactory, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.sql.embedded import open_embedded
+from gateway.loaders.sql.rows import Dataset
 from gateway.schema import build_schema
 from gateway.schema.context import Context
 

@@ -33,8 +33,9 @@ import httpx
 from strawberry.relay.utils import to_base64
 
 from gateway.config import Settings
-from gateway.demo.dataset import Dataset, generate
+from gateway.demo.dataset import generate
 from gateway.demo.upstream import FakeUpstream, serve_upstream
+from gateway.loaders.sql.rows import Dataset
 from gateway.schema.pagination import cursor_of
 
 ROOT = Path(__file__).resolve().parent.parent

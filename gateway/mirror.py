@@ -21,15 +21,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from gateway.demo.dataset import (
-    CategoryRow,
-    Dataset,
-    GridPackageRow,
-    GridRow,
-    PackageRow,
-    SearchRow,
-    VersionRow,
-)
 from gateway.errors import ConfigError, UpstreamError
 from gateway.loaders.records import site_time
 from gateway.loaders.rest import (
@@ -42,6 +33,15 @@ from gateway.loaders.rest import (
     id_from_url,
 )
 from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.rows import (
+    CategoryRow,
+    Dataset,
+    GridPackageRow,
+    GridRow,
+    PackageRow,
+    SearchRow,
+    VersionRow,
+)
 from gateway.loaders.sql.writer import WriteSummary, write_dataset
 
 __all__ = [

@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.demo.dataset import Dataset
 from gateway.demo.upstream import FakeUpstream
 from gateway.errors import UpstreamError
 from gateway.loaders.cache import ResourceCache
@@ -41,6 +40,7 @@ from gateway.loaders.rest import (
     keep_catalogue_warm,
 )
 from gateway.loaders.rest import Upstream as UpstreamClient
+from gateway.loaders.sql.rows import Dataset
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 from tests.test_resilience import codes, gateway
 

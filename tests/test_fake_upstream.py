@@ -10,8 +10,9 @@ import httpx
 import orjson
 import pytest
 
-from gateway.demo.dataset import Dataset, PackageRow, generate
+from gateway.demo.dataset import generate
 from gateway.demo.upstream import FakeUpstream, FaultKind
+from gateway.loaders.sql.rows import Dataset, PackageRow
 
 NEW_YORK = ZoneInfo("America/New_York")
 CATEGORY_FIELDS = [

@@ -41,15 +41,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import Settings
-from gateway.demo.dataset import (
-    NOW,
-    CategoryRow,
-    Dataset,
-    GridPackageRow,
-    GridRow,
-    PackageRow,
-    generate,
-)
+from gateway.demo.dataset import NOW, generate
 from gateway.demo.upstream import FakeUpstream, serve_upstream
 from gateway.errors import response_body
 from gateway.loaders.backend import Backend
@@ -58,6 +50,7 @@ from gateway.loaders.loaders import Loaders
 from gateway.loaders.sql.backend import SqlBackend
 from gateway.loaders.sql.engine import create_engine
 from gateway.loaders.sql.features import SqlFeatures, inspect_database
+from gateway.loaders.sql.rows import CategoryRow, Dataset, GridPackageRow, GridRow, PackageRow
 from gateway.schema import build_schema
 from gateway.schema.context import Context
 from tests.databases import load, new_schema, postgres_engine, statements

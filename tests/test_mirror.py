@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import mirror as mirror_module
 from gateway.cli import main
-from gateway.demo.dataset import Dataset
 from gateway.demo.upstream import FakeUpstream
 from gateway.errors import UpstreamError
 from gateway.loaders.records import split_participants
@@ -33,6 +32,7 @@ from gateway.loaders.rest import (
     decode,
     id_from_url,
 )
+from gateway.loaders.sql.rows import Dataset
 from gateway.loaders.sql.tables import category, grid, grid_package, package, version
 from gateway.loaders.sql.writer import TableChanges
 from gateway.mirror import MirrorError, build_catalogue, mirror, mirror_to

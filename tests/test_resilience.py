@@ -22,7 +22,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.demo.dataset import Dataset, GridRow, generate
+from gateway.demo.dataset import generate
 from gateway.demo.upstream import FakeUpstream, serve_in_thread, serve_upstream
 from gateway.errors import UpstreamError
 from gateway.loaders.cache import ENTRY_OVERHEAD, ResourceCache
@@ -35,6 +35,7 @@ from gateway.loaders.rest import (
     retry_after,
 )
 from gateway.loaders.rest import Upstream as UpstreamClient
+from gateway.loaders.sql.rows import Dataset, GridRow
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 
 Ask = Callable[..., Awaitable[dict[str, Any]]]

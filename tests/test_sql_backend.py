@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import delete, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.demo.dataset import CategoryRow, Dataset, GridRow, PackageRow
 from gateway.errors import ConfigError, DatabaseError
 from gateway.loaders.backend import Backend
 from gateway.loaders.records import (
@@ -40,6 +39,7 @@ from gateway.loaders.records import (
 from gateway.loaders.sql.backend import SqlBackend
 from gateway.loaders.sql.engine import create_engine
 from gateway.loaders.sql.features import SqlFeatures, check_database, inspect_database
+from gateway.loaders.sql.rows import CategoryRow, Dataset, GridRow, PackageRow
 from gateway.loaders.sql.tables import category, package
 from gateway.loaders.sql.writer import write_dataset
 from tests.databases import (

@@ -13,128 +13,20 @@ import random
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 
-__all__ = [
-    "CategoryRow",
-    "Dataset",
-    "GridPackageRow",
-    "GridRow",
-    "PackageRow",
-    "SearchRow",
-    "VersionRow",
-    "generate",
-]
+from gateway.loaders.sql.rows import (
+    CategoryRow,
+    Dataset,
+    GridPackageRow,
+    GridRow,
+    PackageRow,
+    SearchRow,
+    VersionRow,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class CategoryRow:
-    """A `package_category` row."""
-
-    id: int
-    title: str
-    slug: str
-    description: str
-    title_plural: str
-    show_pypi: bool
-    created: datetime
-    modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PackageRow:
-    """A `package_package` row; `participants` is the raw comma-separated TEXT column."""
-
-    id: int
-    title: str
-    slug: str
-    category_id: int
-    repo_description: str
-    repo_url: str
-    repo_watchers: int
-    repo_forks: int
-    pypi_url: str
-    pypi_downloads: int
-    participants: str
-    last_fetched: datetime | None
-    documentation_url: str | None
-    commits_over_52w: tuple[int, ...]
-    last_commit_date: datetime | None
-    latest_version_id: int | None
-    created: datetime
-    modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class VersionRow:
-    """A `package_version` row."""
-
-    id: int
-    package_id: int
-    number: str
-    upload_time: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class GridRow:
-    """A `grid_grid` row."""
-
-    id: int
-    title: str
-    slug: str
-    description: str
-    is_locked: bool
-    header: bool
-    created: datetime
-    modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class GridPackageRow:
-    """A `grid_gridpackage` row: ids follow insertion order, which is what Package.grids shows."""
-
-    id: int
-    grid_id: int
-    package_id: int
-    created: datetime
-    modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class SearchRow:
-    """A `searchv3_searchv3` row; title and description hold the raw text (shortcodes kept)."""
-
-    id: int
-    item_type: str
-    title: str
-    slug: str
-    description: str
-    category: str
-    weight: int
-    repo_watchers: int
-    repo_forks: int
-    pypi_downloads: int
-    score: int
-    usage: int
-    participants: str
-    last_committed: datetime | None
-    last_released: datetime | None
-    created: datetime
-    modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Dataset:
-    """The tables' rows, each tuple sorted by id."""
-
-    categories: tuple[CategoryRow, ...]
-    packages: tuple[PackageRow, ...]
-    versions: tuple[VersionRow, ...]
-    grids: tuple[GridRow, ...]
-    grid_packages: tuple[GridPackageRow, ...]
-    search_rows: tuple[SearchRow, ...]
+__all__ = ["generate"]
 
 
 START = datetime(2010, 8, 1, 12, 0, tzinfo=UTC)

@@ -33,7 +33,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.demo.dataset import Dataset
+from gateway.loaders.sql.rows import Dataset
 
 __all__ = [
     "API_PATH",

@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import Column, ColumnElement, Select, Table, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.demo.dataset import Dataset
 from gateway.loaders.records import Order, PackageFilter, text_key, title_key
 from gateway.loaders.sql.features import SqlFeatures
+from gateway.loaders.sql.rows import Dataset
 from gateway.loaders.sql.tables import (
     category,
     category_key,
