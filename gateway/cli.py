@@ -181,7 +181,8 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _mirror(args: argparse.Namespace) -> int:
-    from gateway.mirror import MirrorError, mirror_to, progress_to
+    from gateway.errors import MirrorError
+    from gateway.loaders.sql.mirror import mirror_to, progress_to
 
     try:
         with progress_to(sys.stderr) as progress:

@@ -149,3 +149,7 @@ def response_body(result: ExecutionResult, *, stale: bool = False) -> GraphQLHTT
     if extensions:
         body["extensions"] = extensions
     return body
+
+
+class MirrorError(GatewayError):
+    """Why `gateway mirror` stopped, in one line; the database was left as it was."""

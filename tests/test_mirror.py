@@ -19,10 +19,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway import mirror as mirror_module
 from gateway.cli import main
 from gateway.demo.upstream import FakeUpstream
-from gateway.errors import UpstreamError
+from gateway.errors import MirrorError, UpstreamError
 from gateway.loaders.records import split_participants
 from gateway.loaders.rest import (
     CategoryJSON,
@@ -32,10 +31,11 @@ from gateway.loaders.rest import (
     decode,
     id_from_url,
 )
+from gateway.loaders.sql import mirror as mirror_module
+from gateway.loaders.sql.mirror import build_catalogue, mirror, mirror_to
 from gateway.loaders.sql.rows import Dataset
 from gateway.loaders.sql.tables import category, grid, grid_package, package, version
 from gateway.loaders.sql.writer import TableChanges
-from gateway.mirror import MirrorError, build_catalogue, mirror, mirror_to
 from tests.test_writer import edit, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -130,7 +130,7 @@ def instants(value: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def mirrored_sqlite(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> str:
-    from gateway.mirror import mirror_to
+    from gateway.loaders.sql.mirror import mirror_to
 
     url = f"sqlite:///{tmp_path_factory.mktemp('parity') / 'mirror.sqlite3'}"
     asyncio.run(mirror_to(fake_upstream.base_url, url))
@@ -139,7 +139,7 @@ def mirrored_sqlite(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="module")
 def mirrored_postgres(fake_upstream: FakeUpstream) -> Iterator[str]:
-    from gateway.mirror import mirror_to
+    from gateway.loaders.sql.mirror import mirror_to
 
     with postgres_url() as url:
         asyncio.run(mirror_to(fake_upstream.base_url, url))

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from gateway.errors import ConfigError, UpstreamError
+from gateway.errors import ConfigError, MirrorError, UpstreamError
 from gateway.loaders.records import site_time
 from gateway.loaders.rest import (
     CategoryJSON,
@@ -46,7 +46,6 @@ from gateway.loaders.sql.writer import WriteSummary, write_dataset
 
 __all__ = [
     "Catalogue",
-    "MirrorError",
     "MirrorSummary",
     "Progress",
     "build_catalogue",
@@ -69,10 +68,6 @@ class _Identified(Protocol):
 
 
 Item = TypeVar("Item", bound=_Identified)
-
-
-class MirrorError(Exception):
-    """Why a mirror stopped, in one line; the database was left as it was."""
 
 
 class Catalogue(NamedTuple):
