@@ -36,7 +36,6 @@ from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
 from gateway.demo.dataset import NOW, generate
-from gateway.demo.upstream import serve_upstream
 from gateway.errors import response_body
 from gateway.loaders.factory import BackendFactory, open_backend
 from gateway.loaders.loaders import Loaders
@@ -44,6 +43,7 @@ from gateway.loaders.sql.embedded import open_embedded
 from gateway.loaders.sql.rows import Dataset
 from gateway.schema import build_schema
 from gateway.schema.context import Context
+from tests.fake_upstream import serve_upstream
 
 SCHEMA = build_schema(Settings())
 

@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, export-schema, query, config, mirror, demo-upstream."""
+"""The `gateway` command: serve, export-schema, query, config, mirror."""
 
 from __future__ import annotations
 
@@ -72,16 +72,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_settings(config, EVERY_SCOPE)
 
-    demo = commands.add_parser(
-        "demo-upstream", help="serve a fake APIv4 over the generated demo catalogue"
-    )
-    demo.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    demo.add_argument("--port", type=int, default=8401, help="port to listen on")
-    demo.add_argument(
-        "--scale", type=float, default=1.0, help="catalogue size, 1.0 = the real site"
-    )
-    demo.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
-
     query = commands.add_parser("query", help="run one query in-process and print the JSON")
     query.add_argument("query", help="the GraphQL document")
     query.add_argument("--variables", help="variables as a JSON object")
@@ -148,21 +138,6 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_upstream(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.demo.dataset import generate
-    from gateway.demo.upstream import API_PATH, create_upstream_app
-
-    if args.scale <= 0 or args.latency < 0:
-        raise ConfigError("--scale must be positive and --latency not negative")
-    app = create_upstream_app(generate(scale=args.scale), latency=args.latency)
-    app.base_url = f"http://{args.host}:{args.port}{API_PATH}"
-    print(f"demo APIv4 at {app.base_url}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
-
-
 def _query(args: argparse.Namespace) -> int:
     from gateway.run import run_query
 
@@ -208,8 +183,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             code = _export_schema(args)
         elif args.command == "config":
             code = _config(args)
-        elif args.command == "demo-upstream":
-            code = _demo_upstream(args)
         elif args.command == "mirror":
             code = _mirror(args)
         else:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.demo.dataset import generate
-from gateway.demo.upstream import FakeUpstream, serve_upstream
+from tests.fake_upstream import FakeUpstream, serve_upstream
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.demo.upstream import serve_in_thread
+from tests.fake_upstream import serve_in_thread
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

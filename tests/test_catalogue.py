@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.demo.upstream import FakeUpstream
 from gateway.errors import UpstreamError
 from gateway.loaders.cache import ResourceCache
 from gateway.loaders.catalogue import Catalogue
@@ -42,6 +41,7 @@ from gateway.loaders.rest import (
 from gateway.loaders.rest import Upstream as UpstreamClient
 from gateway.loaders.sql.rows import Dataset
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
+from tests.fake_upstream import FakeUpstream
 from tests.test_resilience import codes, gateway
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

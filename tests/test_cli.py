@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from gateway.config import Settings, load_settings
-from gateway.demo.upstream import FakeUpstream
 from gateway.errors import ConfigError
+from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -42,7 +42,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import Settings
 from gateway.demo.dataset import NOW, generate
-from gateway.demo.upstream import FakeUpstream, serve_upstream
 from gateway.errors import response_body
 from gateway.loaders.backend import Backend
 from gateway.loaders.factory import open_backend
@@ -55,6 +54,7 @@ from gateway.schema import build_schema
 from gateway.schema.context import Context
 from tests.databases import load, new_schema, postgres_engine, statements
 from tests.expected import PACKAGE_DATETIMES, package_fields, parse_datetimes, when
+from tests.fake_upstream import FakeUpstream, serve_upstream
 
 SCHEMA = build_schema(Settings())
 SITE = ZoneInfo("America/New_York")

@@ -38,8 +38,8 @@ from hypothesis import strategies as st
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, serve_in_thread
 from gateway.schema import schema
+from tests.fake_upstream import FakeUpstream, serve_in_thread
 
 TIME_LIMIT = 15.0  # seconds any answer may take: the request timeout is 10
 MAX_TEXT_REFUSAL = 200  # characters of a plain-text refusal

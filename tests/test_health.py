@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.demo.upstream import FakeUpstream
 from gateway.loaders import rest
 from gateway.loaders.factory import Check, OpenBackend
 from gateway.loaders.sql.engine import create_engine
@@ -25,6 +24,7 @@ from tests.databases import (
     postgres_database,
     postgres_engine,
 )
+from tests.fake_upstream import FakeUpstream
 from tests.observing import post, served
 
 # The shared fixtures pytest finds by name in this module.

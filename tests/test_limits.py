@@ -22,10 +22,10 @@ from graphql import parse
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, serve_in_thread
 from gateway.limits import estimate_cost
 from gateway.run import run_query
 from gateway.schema import schema
+from tests.fake_upstream import FakeUpstream, serve_in_thread
 
 LIMITS = {
     "max_depth": 3,

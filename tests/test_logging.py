@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.demo.upstream import FakeUpstream
 from gateway.observe import JsonFormatter, TextFormatter, logging_config
+from tests.fake_upstream import FakeUpstream
 from tests.observing import served
 
 ROOT = Path(__file__).resolve().parent.parent

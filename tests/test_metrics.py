@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from gateway import metrics
-from gateway.demo.upstream import FakeUpstream
 from tests.databases import Database, sqlite_database
+from tests.fake_upstream import FakeUpstream
 from tests.observing import Metrics, parse, post, served, value
 
 # The shared fixtures pytest finds by name in this module.

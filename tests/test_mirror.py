@@ -20,7 +20,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.cli import main
-from gateway.demo.upstream import FakeUpstream
 from gateway.errors import MirrorError, UpstreamError
 from gateway.loaders.records import split_participants
 from gateway.loaders.rest import (
@@ -36,6 +35,7 @@ from gateway.loaders.sql.mirror import build_catalogue, mirror, mirror_to
 from gateway.loaders.sql.rows import Dataset
 from gateway.loaders.sql.tables import category, grid, grid_package, package, version
 from gateway.loaders.sql.writer import TableChanges
+from tests.fake_upstream import FakeUpstream
 from tests.test_writer import edit, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent

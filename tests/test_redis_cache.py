@@ -35,13 +35,13 @@ import redis
 import redis.asyncio as aioredis
 
 from gateway.config import configure
-from gateway.demo.upstream import FakeUpstream
 from gateway.errors import ConfigError, UpstreamError
 from gateway.loaders.cache import ResourceCache
 from gateway.loaders.shared import SharedBodies
 from gateway.persisted import TTL as APQ_TTL
 from gateway.response_cache import MemoryStore
 from gateway.shared_cache import SharedCache, SharedStore, Unavailable
+from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379

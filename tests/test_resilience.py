@@ -23,7 +23,6 @@ import pytest
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.demo.dataset import generate
-from gateway.demo.upstream import FakeUpstream, serve_in_thread, serve_upstream
 from gateway.errors import UpstreamError
 from gateway.loaders.cache import ENTRY_OVERHEAD, ResourceCache
 from gateway.loaders.rest import (
@@ -37,6 +36,7 @@ from gateway.loaders.rest import (
 from gateway.loaders.rest import Upstream as UpstreamClient
 from gateway.loaders.sql.rows import Dataset, GridRow
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
+from tests.fake_upstream import FakeUpstream, serve_in_thread, serve_upstream
 
 Ask = Callable[..., Awaitable[dict[str, Any]]]
 

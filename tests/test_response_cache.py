@@ -24,10 +24,10 @@ from starlette.applications import Starlette
 
 from gateway.app import GraphQLEndpoint, create_app
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, serve_in_thread
 from gateway.loaders.backend import Backend
 from gateway.response_cache import MemoryStore, ResponseCache, namespace
 from gateway.schema import schema
+from tests.fake_upstream import FakeUpstream, serve_in_thread
 
 PACKAGE = "query($id: Int!) { package(id: $id) { databaseId title category { title } } }"
 PACKAGE_REFORMATTED = """

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, serve_upstream
 from gateway.loaders.rest import MAX_DETAILS
 from gateway.run import run_query
 from tests.expected import (
@@ -21,6 +20,7 @@ from tests.expected import (
     parse_datetimes,
     when,
 )
+from tests.fake_upstream import FakeUpstream, serve_upstream
 
 PACKAGE_FIELDS = """
     id databaseId title slug lastUpdated lastFetched repoUrl pypiVersion created modified

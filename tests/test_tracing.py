@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from gateway import tracing
-from gateway.demo.upstream import FakeUpstream
 from tests.databases import Database, sqlite_database
+from tests.fake_upstream import FakeUpstream
 from tests.observing import post, served
 
 # The shared fixtures pytest finds by name in this module.

@@ -24,9 +24,9 @@ import httpx
 import pytest
 
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream
 from gateway.errors import ConfigError
 from gateway.worker import SETTINGS_VARIABLE, hand_down, settings_from_environment
+from tests.fake_upstream import FakeUpstream
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/task").is_dir(), reason="reads the process tree from Linux's /proc"
