@@ -24,6 +24,8 @@ from gateway.loaders.sql.rows import (
     PackageRow,
     SearchRow,
     VersionRow,
+    grid_search_row,
+    package_search_row,
 )
 
 __all__ = ["generate"]
@@ -468,55 +470,32 @@ def _search_rows(
     for membership in memberships:
         grid_sizes[membership.grid_id] = grid_sizes.get(membership.grid_id, 0) + 1
     rows: list[SearchRow] = []
-    built = SEARCH_BUILT
+    built = (SEARCH_BUILT, SEARCH_BUILT)
     for package in packages:
         usage = int(rng.lognormvariate(0.5, 1.5))
-        weight = int(12 * math.log1p(package.repo_watchers) + 6 * math.log1p(usage))
-        built = _stamp(rng, built, built + timedelta(milliseconds=40))
+        built = _built(rng, built[0])
         rows.append(
-            SearchRow(
-                id=len(rows) + 1,
-                item_type="package",
-                title=package.title,
-                slug=package.slug,
-                description=package.repo_description,
-                category=category_titles[package.category_id],
-                weight=weight,
-                repo_watchers=package.repo_watchers,
-                repo_forks=package.repo_forks,
-                pypi_downloads=package.pypi_downloads,
-                score=package.repo_watchers + 10 * usage,
+            package_search_row(
+                len(rows) + 1,
+                package,
+                category_titles[package.category_id],
+                weight=int(12 * math.log1p(package.repo_watchers) + 6 * math.log1p(usage)),
                 usage=usage,
-                participants=package.participants,
-                last_committed=package.last_commit_date,
+                score=package.repo_watchers + 10 * usage,
                 last_released=(
                     released[package.latest_version_id] if package.latest_version_id else None
                 ),
-                created=built,
-                modified=built + timedelta(microseconds=rng.randrange(5, 900)),
+                built=built,
             )
         )
     for grid in grids:
-        built = _stamp(rng, built, built + timedelta(milliseconds=40))
-        rows.append(
-            SearchRow(
-                id=len(rows) + 1,
-                item_type="grid",
-                title=grid.title,
-                slug=grid.slug,
-                description=grid.description,
-                category="",
-                weight=int(20 * math.log1p(grid_sizes.get(grid.id, 0))),
-                repo_watchers=0,
-                repo_forks=0,
-                pypi_downloads=0,
-                score=0,
-                usage=0,
-                participants="",
-                last_committed=None,
-                last_released=None,
-                created=built,
-                modified=built + timedelta(microseconds=rng.randrange(5, 900)),
-            )
-        )
+        built = _built(rng, built[0])
+        weight = int(20 * math.log1p(grid_sizes.get(grid.id, 0)))
+        rows.append(grid_search_row(len(rows) + 1, grid, weight=weight, built=built))
     return tuple(rows)
+
+
+def _built(rng: random.Random, previous: datetime) -> tuple[datetime, datetime]:
+    """The next index row's (created, modified): a few milliseconds after the one before."""
+    created = _stamp(rng, previous, previous + timedelta(milliseconds=40))
+    return created, created + timedelta(microseconds=rng.randrange(5, 900))

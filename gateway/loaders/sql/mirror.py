@@ -41,6 +41,8 @@ from gateway.loaders.sql.rows import (
     PackageRow,
     SearchRow,
     VersionRow,
+    grid_search_row,
+    package_search_row,
 )
 from gateway.loaders.sql.writer import WriteSummary, write_dataset
 
@@ -350,51 +352,23 @@ def _search_rows(
     now: datetime,
 ) -> tuple[SearchRow, ...]:
     """Packages then grids, as the site's index build writes them, with the API's values."""
-    rows: list[SearchRow] = []
-    for package in packages:
-        rows.append(
-            SearchRow(
-                id=len(rows) + 1,
-                item_type="package",
-                title=package.title,
-                slug=package.slug,
-                description=package.repo_description,
-                category=category_titles[package.category_id],
-                weight=0,
-                repo_watchers=package.repo_watchers,
-                repo_forks=package.repo_forks,
-                pypi_downloads=0,
-                score=0,
-                usage=0,
-                participants=package.participants,
-                last_committed=package.last_commit_date,
-                last_released=None,
-                created=now,
-                modified=now,
-            )
+    rows = [
+        package_search_row(
+            row_id,
+            package,
+            category_titles[package.category_id],
+            weight=0,
+            usage=0,
+            score=0,
+            last_released=None,
+            built=(now, now),
         )
-    for grid in grids:
-        rows.append(
-            SearchRow(
-                id=len(rows) + 1,
-                item_type="grid",
-                title=grid.title,
-                slug=grid.slug,
-                description=grid.description,
-                category="",
-                weight=0,
-                repo_watchers=0,
-                repo_forks=0,
-                pypi_downloads=0,
-                score=0,
-                usage=0,
-                participants="",
-                last_committed=None,
-                last_released=None,
-                created=now,
-                modified=now,
-            )
-        )
+        for row_id, package in enumerate(packages, start=1)
+    ]
+    rows += (
+        grid_search_row(row_id, grid, weight=0, built=(now, now))
+        for row_id, grid in enumerate(grids, start=len(rows) + 1)
+    )
     return tuple(rows)
 
 

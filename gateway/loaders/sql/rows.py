@@ -17,6 +17,8 @@ __all__ = [
     "PackageRow",
     "SearchRow",
     "VersionRow",
+    "grid_search_row",
+    "package_search_row",
 ]
 
 
@@ -126,3 +128,64 @@ class Dataset:
     grids: tuple[GridRow, ...]
     grid_packages: tuple[GridPackageRow, ...]
     search_rows: tuple[SearchRow, ...]
+
+
+def package_search_row(
+    id: int,
+    package: PackageRow,
+    category: str,
+    *,
+    weight: int,
+    usage: int,
+    score: int,
+    last_released: datetime | None,
+    built: tuple[datetime, datetime],
+) -> SearchRow:
+    """A package's row as the site's index build writes it: the package's own values, its
+    category's title, and what only the index knows; `built` is (created, modified)."""
+    created, modified = built
+    return SearchRow(
+        id=id,
+        item_type="package",
+        title=package.title,
+        slug=package.slug,
+        description=package.repo_description,
+        category=category,
+        weight=weight,
+        repo_watchers=package.repo_watchers,
+        repo_forks=package.repo_forks,
+        pypi_downloads=package.pypi_downloads,
+        score=score,
+        usage=usage,
+        participants=package.participants,
+        last_committed=package.last_commit_date,
+        last_released=last_released,
+        created=created,
+        modified=modified,
+    )
+
+
+def grid_search_row(
+    id: int, grid: GridRow, *, weight: int, built: tuple[datetime, datetime]
+) -> SearchRow:
+    """A grid's row as the site's index build writes it: no category, counts or dates."""
+    created, modified = built
+    return SearchRow(
+        id=id,
+        item_type="grid",
+        title=grid.title,
+        slug=grid.slug,
+        description=grid.description,
+        category="",
+        weight=weight,
+        repo_watchers=0,
+        repo_forks=0,
+        pypi_downloads=0,
+        score=0,
+        usage=0,
+        participants="",
+        last_committed=None,
+        last_released=None,
+        created=created,
+        modified=modified,
+    )
