@@ -215,6 +215,14 @@ def _stamp(rng: random.Random, start: datetime, end: datetime) -> datetime:
     return start + timedelta(seconds=seconds, microseconds=rng.randrange(1, 1_000_000))
 
 
+def _created(rng: random.Random, id_: int, step: float) -> datetime:
+    """When the row with this id was made: ids grow with time, `step` seconds apart on average."""
+    return START + timedelta(
+        seconds=int(step * (id_ - 1) + rng.uniform(0, step - 1)),
+        microseconds=rng.randrange(1, 1_000_000),
+    )
+
+
 def _slugify(title: str) -> str:
     """Django's slugify, truncated to the column's 50 characters."""
     text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
@@ -308,10 +316,7 @@ def _packages(
     versions: list[VersionRow] = []
     version_id = 0
     for index, id_ in enumerate(ids):
-        created = START + timedelta(
-            seconds=int(step * (id_ - 1) + rng.uniform(0, step - 1)),
-            microseconds=rng.randrange(1, 1_000_000),
-        )
+        created = _created(rng, id_, step)
         if index in quirks:
             title, slug, description = quirks[index]
         else:
@@ -405,10 +410,7 @@ def _grids(rng: random.Random, ids: list[int]) -> tuple[GridRow, ...]:
                 cut = rng.randrange(2, len(slug) - 2)
                 slug = slug[:cut] + slug[cut + 1 :]
             slug, description = _unique(slug, taken), _description(rng)
-        created = START + timedelta(
-            seconds=int(step * (id_ - 1) + rng.uniform(0, step - 1)),
-            microseconds=rng.randrange(1, 1_000_000),
-        )
+        created = _created(rng, id_, step)
         grids.append(
             GridRow(
                 id=id_,
