@@ -1,9 +1,10 @@
 """A deterministic Django Packages catalogue, shaped like the site's database tables.
 
-The fake APIv4 renders its JSON from these rows and database-backed tests can load the same rows, so
-every backend meets the same quirks: sparse ids, titles that sort differently under a C collation,
-duplicate titles, emoji shortcodes, non-Latin text, nullable dates, comma-separated participants and
-membership rows whose ids follow insertion order rather than grid or package id.
+The embedded catalogue is built from these rows, and the tests' fake APIv4 and database-backed
+tests serve the same rows, so every backend meets the same quirks: sparse ids, titles that sort
+differently under a C collation, duplicate titles, emoji shortcodes, non-Latin text, nullable
+dates, comma-separated participants and membership rows whose ids follow insertion order rather
+than grid or package id.
 """
 
 from __future__ import annotations
