@@ -1,9 +1,9 @@
-"""The database backend and what fills a database the gateway owns.
+"""The database backend, and what fills a database the gateway owns.
 
-Bottom up: `rows.py` (the tables' rows as the product writes them), `tables.py` (the schema),
-`engine.py` (URLs to async engines), `failures.py`, `features.py` (what a database offers);
-then the statements, `search.py` and `sort_keys.py`; `backend.py` (`SqlBackend`, one statement
-per batch) reads; `writer.py` writes a `Dataset` in one transaction, which `mirror.py` (a REST
-APIv4 copied into the tables) and `embedded.py` (the demo catalogue as a SQLite file) use.
-Each module imports only the ones listed before it.
+Bottom up: `rows.py` (the tables' rows as the gateway writes them), `tables.py` (the schema),
+`engine.py` (a URL to an async engine), `failures.py` (what a client is told when the database
+fails), `features.py` (what a database offers); the statements, `search.py` and `sort_keys.py`;
+`backend.py` (`SqlBackend`, one statement per batch). `writer.py` writes a `Dataset` in one
+transaction for `mirror.py` (an APIv4 copied into the tables) and `embedded.py` (the demo
+catalogue as a SQLite file). Each module imports only modules named before it.
 """
