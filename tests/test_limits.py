@@ -460,7 +460,7 @@ def test_a_slow_query_ends_at_the_request_timeout(slow_origin: str, upstream: Fa
         # The fetch the timed-out requests shared goes on for whoever joins it next and
         # fills the cache (latency 1 s): once it has landed, the answer is immediate.
         upstream.latency = 0.0
-        time.sleep(1.1)
+        assert upstream.wait_until(lambda: upstream.in_flight == 0)
         response = client.post("/graphql", json={"query": "{ categories { totalCount } }"})
         assert _data(response)["categories"]["totalCount"] == len(upstream.dataset.categories)
 
