@@ -10,8 +10,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 from gateway.demo.upstream import FakeUpstream
 from gateway.observe import JsonFormatter, TextFormatter, logging_config
 from tests.observing import served
+from tests.waiting import LISTENING, Output
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,32 +169,18 @@ def _serve(upstream: FakeUpstream, *args: str) -> tuple[list[str], str]:
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    lines: list[str] = []
-
-    def read() -> None:
-        assert process.stderr is not None
-        lines.extend(process.stderr)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    log = Output(process.stderr)
     origin = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, "".join(lines)
-            assert time.monotonic() < deadline, "the gateway never answered /healthz"
-            try:
-                if httpx.get(f"{origin}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        log.wait_for(LISTENING)
+        assert httpx.get(f"{origin}/healthz", timeout=5).status_code == 200
         response = httpx.post(f"{origin}/graphql", json={"query": PAGE}, timeout=10)
         assert response.status_code == 200
     finally:
         process.terminate()
         process.wait(timeout=15)
-        reader.join(timeout=5)
-    return lines, response.headers["x-request-id"]
+        log.close()
+    return log.lines, response.headers["x-request-id"]
 
 
 def test_serve_logs_json_lines(upstream: FakeUpstream) -> None:

@@ -14,6 +14,10 @@ import time
 from collections.abc import Callable
 from typing import IO
 
+# What uvicorn logs (at info) once its socket listens, and each worker once its app started.
+LISTENING = "Uvicorn running on"
+STARTED = "Application startup complete"
+
 
 class Clock:
     """A monotonic clock that moves only when the test moves it.
