@@ -9,9 +9,13 @@ polls, for the few states that nothing announces (a process stopped by a signal)
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import IO
 
 # What uvicorn logs (at info) once its socket listens, and each worker once its app started.
@@ -112,3 +116,16 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.01)
+
+
+@contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """The process stopped (SIGSTOP) for the block, then let go on; Linux's /proc tells when it
+    has stopped, and nothing announces it: polled."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stat = Path(f"/proc/{pid}/stat")
+        wait_until(lambda: stat.read_text().rpartition(")")[2].split()[0] == "T", "not stopped", 2)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
