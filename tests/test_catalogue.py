@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.demo.dataset import Dataset
+from gateway.demo.dataset import Dataset, PackageRow
 from gateway.demo.upstream import FakeUpstream
 from gateway.errors import UpstreamError
 from gateway.loaders.cache import ResourceCache
@@ -290,10 +290,14 @@ async def _snapshot_of(upstream: FakeUpstream) -> Catalogue:
 async def test_every_package_order_over_the_dataset(upstream: FakeUpstream, field: str) -> None:
     snapshot = await _snapshot_of(upstream)
     rows = upstream.dataset.packages
-    value = {
-        "title": lambda row: row.title.lower(),
-        "last_updated": lambda row: row.last_commit_date,
-    }.get(field, lambda row: getattr(row, field))
+
+    def value(row: PackageRow) -> Any:
+        if field == "title":
+            return row.title.lower()
+        if field == "last_updated":
+            return row.last_commit_date
+        return getattr(row, field)
+
     valued = sorted((row for row in rows if value(row) is not None), key=lambda r: (value(r), r.id))
     valueless = sorted(row.id for row in rows if value(row) is None)
     ascending = [row.id for row in valued]
@@ -303,13 +307,13 @@ async def test_every_package_order_over_the_dataset(upstream: FakeUpstream, fiel
 
 async def test_memberships_follow_the_dataset(upstream: FakeUpstream) -> None:
     snapshot, dataset = await _snapshot_of(upstream), upstream.dataset
-    for row in dataset.grids:
-        assert ids(snapshot.packages_of_grid(Window(row.id, 0, ALL))) == package_ids_of_grid(
-            dataset, row.id
+    for grid_row in dataset.grids:
+        assert ids(snapshot.packages_of_grid(Window(grid_row.id, 0, ALL))) == package_ids_of_grid(
+            dataset, grid_row.id
         )
-    for row in dataset.packages[:50]:
-        assert ids(snapshot.grids_of_package(Window(row.id, 0, ALL))) == grid_ids_of_package(
-            dataset, row.id
+    for package_row in dataset.packages[:50]:
+        assert ids(snapshot.grids_of_package(Window(package_row.id, 0, ALL))) == (
+            grid_ids_of_package(dataset, package_row.id)
         )
 
 

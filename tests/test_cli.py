@@ -368,8 +368,8 @@ def test_config_prints_each_setting_its_value_and_source(tmp_path: Path) -> None
 
 
 def test_the_config_flag_beats_the_variable_which_beats_gateway_toml(tmp_path: Path) -> None:
-    for name, port in [("gateway.toml", 8001), ("env.toml", 8002), ("flag.toml", 8003)]:
-        (tmp_path / name).write_text(f"port = {port}\n")
+    for name, number in [("gateway.toml", 8001), ("env.toml", 8002), ("flag.toml", 8003)]:
+        (tmp_path / name).write_text(f"port = {number}\n")
     cases = [
         ([], {}, "gateway.toml", "8001"),
         ([], {"GATEWAY_CONFIG": "env.toml"}, "env.toml", "8002"),

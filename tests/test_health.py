@@ -11,6 +11,7 @@ import httpx
 
 from gateway.demo.upstream import FakeUpstream
 from gateway.loaders import rest
+from gateway.loaders.backend import Backend
 from gateway.loaders.database import create_engine
 from gateway.loaders.factory import Check, OpenBackend
 from gateway.loaders.sql import database_ready
@@ -156,13 +157,16 @@ async def test_an_optional_check_that_fails_is_reported_but_ready() -> None:
     async def database() -> Check:
         return Check(False, "unavailable: The database is unavailable")
 
-    backend = OpenBackend(lambda: None, {"upstream": ok, "redis": redis})
+    def no_backend() -> Backend:
+        raise AssertionError("checking readiness makes no backend")
+
+    backend = OpenBackend(no_backend, {"upstream": ok, "redis": redis})
     assert await backend.ready() == (
         True,
         {"upstream": "ok", "redis": "unavailable: serving from memory"},
         "",
     )
-    backend = OpenBackend(lambda: None, {"database": database, "redis": redis})
+    backend = OpenBackend(no_backend, {"database": database, "redis": redis})
     assert await backend.ready() == (
         False,
         {

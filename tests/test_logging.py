@@ -44,7 +44,9 @@ def test_a_request_id_goes_to_the_upstream_and_back(upstream: FakeUpstream) -> N
 def test_a_missing_or_unfit_request_id_is_replaced(
     upstream: FakeUpstream, given: str | bytes | None
 ) -> None:
-    headers = {} if given is None else {"X-Request-ID": given}
+    headers: dict[bytes, bytes] = {}
+    if given is not None:
+        headers[b"X-Request-ID"] = given if isinstance(given, bytes) else given.encode()
     with served(upstream=upstream.base_url, warm_catalogue=False) as client:
         response = client.post("/graphql", json={"query": PAGE}, headers=headers)
         made = response.headers["x-request-id"]
@@ -52,6 +54,12 @@ def test_a_missing_or_unfit_request_id_is_replaced(
         assert {logged.headers.get("x-request-id") for logged in upstream.log} == {made}
         again = client.get("/healthz", headers=headers).headers["x-request-id"]
         assert GENERATED.fullmatch(again) and again != made
+
+
+def _access(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields of an access line, which the gateway hands its log record (`extra`)."""
+    fields: dict[str, Any] = vars(record)["access"]
+    return fields
 
 
 def test_one_line_per_request_with_what_it_cost(
@@ -72,8 +80,8 @@ def test_one_line_per_request_with_what_it_cost(
         client.get("/readyz")
         client.get("/metrics")
     lines = [record for record in caplog.records if record.name == "gateway.access"]
-    assert [line.access["request_id"] for line in lines] == ["first", "second", "third"]
-    first, second, third = (line.access for line in lines)
+    assert [_access(line)["request_id"] for line in lines] == ["first", "second", "third"]
+    first, second, third = (_access(line) for line in lines)
     assert first["operations"] == ["Page"]
     assert (first["method"], first["path"], first["status"]) == ("POST", "/graphql", 200)
     assert first["duration_ms"] > 0

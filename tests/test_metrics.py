@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -97,7 +98,7 @@ def test_the_catalogue_snapshot_is_a_cache_layer_of_its_own(upstream: FakeUpstre
 
 
 def test_refusals_are_counted_by_limit(upstream: FakeUpstream) -> None:
-    limits = {
+    limits: dict[str, Any] = {
         "max_depth": 3,
         "max_cost": 50,
         "max_aliases": 2,

@@ -189,7 +189,7 @@ async def test_a_cold_burst_over_two_processes_fetches_once(
         first.get("packages/", {"limit": 5, "offset": 0}, origin),
         second.get("packages/", {"limit": 5, "offset": 0}, origin),
     )
-    assert bodies == [origin.body, origin.body]
+    assert list(bodies) == [origin.body, origin.body]
     assert origin.calls == 1
     assert time.monotonic() - started < 1.0  # the waiter polled; it did not wait its limit
     # And later, fresh: from Redis, by either.

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.routing import Route
 
 from gateway.app import GraphQLEndpoint, create_app
 from gateway.config import Settings
@@ -79,7 +80,9 @@ class Gateway:
 
     @property
     def endpoint(self) -> GraphQLEndpoint:
-        endpoint = self.app.routes[0].app  # type: ignore[attr-defined]
+        route = self.app.routes[0]
+        assert isinstance(route, Route)
+        endpoint = route.app
         assert isinstance(endpoint, GraphQLEndpoint)
         return endpoint
 
@@ -107,9 +110,10 @@ class _Counting:
 def serve(
     upstream: FakeUpstream, clock: Callable[[], float] = time.monotonic, **settings: Any
 ) -> Iterator[Gateway]:
-    settings = {"warm_catalogue": False, **settings}  # the tests count what queries cost
-    settings = Settings(upstream=upstream.base_url, upstream_timeout=0.5, **settings)
-    app = create_app(settings, clock=clock)
+    options = {"warm_catalogue": False, **settings}  # the tests count what queries cost
+    app = create_app(
+        Settings(upstream=upstream.base_url, upstream_timeout=0.5, **options), clock=clock
+    )
     with serve_in_thread(app) as origin, httpx.Client(base_url=origin, timeout=10) as client:
         yield Gateway(app, client)
 
