@@ -68,14 +68,18 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     """Strawberry's GraphQL-over-HTTP view with our context, errors, JSON, GraphiQL and limits."""
 
     def __init__(
-        self, schema: GatewaySchema, settings: Settings, shared: SharedCache | None = None
+        self,
+        schema: GatewaySchema,
+        settings: Settings,
+        shared: SharedCache | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(schema)
         self.settings = settings
 
         def store(max_bytes: int) -> response_cache.Store:
             # With `--cache`, in this process's memory and in Redis for every other process too.
-            local = MemoryStore(max_bytes)
+            local = MemoryStore(max_bytes, clock=clock)
             return local if shared is None else SharedStore(local, shared)
 
         self.persisted = persisted.PersistedQueries(store(persisted.MAX_BYTES))
@@ -346,9 +350,10 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(body, headers={"content-type": media_type})
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> Starlette:
     # `--cache`: the Redis every process shares; `app.state.shared_cache` (None without it) tells
-    # its state: `available`, `health()`, `await check()`.
+    # its state: `available`, `health()`, `await check()`. `clock` times the caches and the
+    # circuit breaker: a test moves its own instead of waiting.
     shared = SharedCache.from_settings(settings)
 
     @asynccontextmanager
@@ -359,7 +364,7 @@ def create_app(settings: Settings) -> Starlette:
             await shared.start()  # never fails: without Redis, each process serves on its own
         try:
             async with open_backend(
-                settings, keep_warm=settings.warm_catalogue, shared=shared
+                settings, keep_warm=settings.warm_catalogue, shared=shared, clock=clock
             ) as backend:
                 # `backend` makes each request's backend; `opened` answers `/readyz`.
                 app.state.backend = app.state.opened = backend
@@ -370,7 +375,7 @@ def create_app(settings: Settings) -> Starlette:
             if settings.otel:
                 tracing.stop()
 
-    endpoint = GraphQLEndpoint(build_schema(settings), settings, shared)
+    endpoint = GraphQLEndpoint(build_schema(settings), settings, shared, clock)
     app = Starlette(
         routes=[
             Route("/graphql", cors(settings, endpoint)),

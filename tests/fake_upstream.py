@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -345,6 +345,7 @@ class FakeUpstream:
         self._asked: Counter[str] = Counter()
         self.in_flight = 0
         self.peak_in_flight = 0
+        self._changed = threading.Condition()  # notified as a request arrives and as it ends
         self.base_url = f"http://testserver{API_PATH}"
         self._app = Starlette(routes=[Route("/{path:path}", self._endpoint, methods=_METHODS)])
 
@@ -369,6 +370,16 @@ class FakeUpstream:
     def count(self) -> int:
         """How many requests arrived since the last reset."""
         return len(self.log)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Block until `condition()` holds, checked again as each request arrives and as each
+        ends (the fake serves on a thread of its own); whether it held within `timeout`."""
+        with self._changed:
+            return self._changed.wait_for(condition, timeout)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     def fail(self, prefix: str, kind: FaultKind, times: int) -> None:
         """Answer the next `times` requests under `prefix` with `kind`, then answer again."""
@@ -395,6 +406,7 @@ class FakeUpstream:
         self.log.append(Logged(target, time.monotonic(), dict(request.headers)))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self._notify()
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
@@ -416,6 +428,7 @@ class FakeUpstream:
             return Response(body, status_code=status, headers=headers, media_type=media_type)
         finally:
             self.in_flight -= 1
+            self._notify()
 
     def _fault(self, path: str, target: str) -> FaultKind | None:
         if self.outage is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -57,9 +58,9 @@ class Metrics:
 
 
 @contextmanager
-def served(**settings: Any) -> Iterator[httpx.Client]:
-    """A gateway of the test's own, and a client of it."""
-    app = create_app(Settings(**settings))
+def served(clock: Callable[[], float] = time.monotonic, **settings: Any) -> Iterator[httpx.Client]:
+    """A gateway of the test's own (its caches and breaker on `clock`), and a client of it."""
+    app = create_app(Settings(**settings), clock=clock)
     with serve_in_thread(app) as origin, httpx.Client(base_url=origin, timeout=30) as client:
         yield client
 

@@ -182,8 +182,10 @@ async def test_search_hits_are_equal_field_by_field(
     `weight`, `usage`, `pypiDownloads` and `lastReleased` only the site's search index holds,
     and `created`/`modified` are the search row's own: a mirror cannot copy them.
     """
-    rest = await run_query(Settings(upstream=upstream.base_url), SEARCH, {"q": term})
-    db = await run_query(Settings(database=database), SEARCH, {"q": term})
+    rest: dict[str, Any] = dict(
+        await run_query(Settings(upstream=upstream.base_url), SEARCH, {"q": term})
+    )
+    db: dict[str, Any] = dict(await run_query(Settings(database=database), SEARCH, {"q": term}))
     assert "errors" not in rest and "errors" not in db
     rest_hits = {(hit["itemType"], hit["slug"]): hit for hit in rest["data"]["search"]}
     db_hits = {(hit["itemType"], hit["slug"]): hit for hit in db["data"]["search"]}

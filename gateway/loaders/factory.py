@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from gateway.config import Settings
 from gateway.loaders.backend import Backend
 from gateway.loaders.cache import ResourceCache
-from gateway.loaders.rest import CATALOGUE, RestBackend, Upstream, keep_catalogue_warm
+from gateway.loaders.rest import CATALOGUE, Breaker, RestBackend, Upstream, keep_catalogue_warm
 from gateway.loaders.shared import SharedBodies
 from gateway.shared_cache import SharedCache
 
@@ -66,7 +67,11 @@ def _required(reason: str | None) -> Check:
 
 @asynccontextmanager
 async def open_backend(
-    settings: Settings, *, keep_warm: bool = False, shared: SharedCache | None = None
+    settings: Settings,
+    *,
+    keep_warm: bool = False,
+    shared: SharedCache | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[OpenBackend]:
     """Hold the process-wide resources of the backend; yield a per-request factory.
 
@@ -74,6 +79,7 @@ async def open_backend(
     before the first request is served (for at most one upstream timeout) and refreshed in
     the background before it expires. With `shared` (`--cache`),
     the REST backend's upstream bodies are shared with every other process using it.
+    `clock` times its cache and circuit breaker (tests move their own).
     """
     if settings.upstream is not None:
         upstream = Upstream(
@@ -81,6 +87,7 @@ async def open_backend(
             timeout=settings.upstream_timeout,
             max_in_flight=settings.upstream_max_in_flight,
             retries=settings.upstream_retries,
+            breaker=Breaker(clock=clock),
         )
         bodies = None
         if shared is not None:
@@ -93,7 +100,9 @@ async def open_backend(
                 # Another process's fetch, retries included, ends within this.
                 wait_limit=settings.upstream_timeout * (settings.upstream_retries + 1),
             )
-        cache = ResourceCache(ttl=settings.cache_ttl, stale=settings.cache_stale, shared=bodies)
+        cache = ResourceCache(
+            ttl=settings.cache_ttl, stale=settings.cache_stale, clock=clock, shared=bodies
+        )
         loop = asyncio.get_running_loop()
 
         def rest_backend() -> Backend:

@@ -964,12 +964,14 @@ async def keep_catalogue_warm(
     cache: ResourceCache,
     min_interval: float = MIN_REFRESH_INTERVAL,
     tried: asyncio.Event | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Fetch the snapshot now and again before each expiry, until cancelled.
 
     Requests then find the catalogue fresh from the start, and never wait for its refresh;
     a failed refresh is logged and tried again after `min_interval`, while the cache serves
-    its copy. `tried` is set once the first attempt is over, whatever its outcome.
+    its copy. `tried` is set once the first attempt is over, whatever its outcome. `sleep`
+    waits between attempts (a test hands in its own, with the cache's `clock`).
     """
     while True:
         interval = min_interval
@@ -984,4 +986,4 @@ async def keep_catalogue_warm(
             interval = max(0.9 * cache.fresh_for(CATALOGUE), min_interval)
         if tried is not None:
             tried.set()
-        await asyncio.sleep(interval)
+        await sleep(interval)
