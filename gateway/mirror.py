@@ -33,7 +33,7 @@ from gateway.demo.dataset import (
 from gateway.errors import ConfigError, UpstreamError
 from gateway.loaders.database import create_engine
 from gateway.loaders.records import site_time
-from gateway.loaders.rest import (
+from gateway.loaders.rest.backend import (
     CategoryJSON,
     GridJSON,
     ListJSON,

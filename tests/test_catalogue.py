@@ -20,8 +20,6 @@ import pytest
 from gateway.demo.dataset import Dataset
 from gateway.demo.upstream import FakeUpstream
 from gateway.errors import UpstreamError
-from gateway.loaders.cache import ResourceCache
-from gateway.loaders.catalogue import Catalogue
 from gateway.loaders.records import (
     Category,
     Grid,
@@ -32,7 +30,7 @@ from gateway.loaders.records import (
     Window,
     words_of,
 )
-from gateway.loaders.rest import (
+from gateway.loaders.rest.backend import (
     Breaker,
     RestBackend,
     _link_ids,
@@ -40,7 +38,9 @@ from gateway.loaders.rest import (
     id_from_url,
     keep_catalogue_warm,
 )
-from gateway.loaders.rest import Upstream as UpstreamClient
+from gateway.loaders.rest.backend import Upstream as UpstreamClient
+from gateway.loaders.rest.cache import ResourceCache
+from gateway.loaders.rest.snapshot import Catalogue
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 from tests.test_resilience import codes, gateway
 

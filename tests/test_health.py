@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from gateway.demo.upstream import FakeUpstream
-from gateway.loaders import rest
 from gateway.loaders.database import create_engine
 from gateway.loaders.factory import Check, OpenBackend
+from gateway.loaders.rest import backend as rest
 from gateway.loaders.sql import database_ready
 from tests.databases import (
     POSTGRES_PORT,

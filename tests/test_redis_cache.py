@@ -37,8 +37,8 @@ import redis.asyncio as aioredis
 from gateway.config import configure
 from gateway.demo.upstream import FakeUpstream
 from gateway.errors import ConfigError, UpstreamError
-from gateway.loaders.cache import ResourceCache
-from gateway.loaders.shared import SharedBodies
+from gateway.loaders.rest.cache import ResourceCache
+from gateway.loaders.rest.shared import SharedBodies
 from gateway.persisted import TTL as APQ_TTL
 from gateway.response_cache import MemoryStore
 from gateway.shared_cache import SharedCache, SharedStore, Unavailable

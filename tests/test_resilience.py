@@ -25,8 +25,7 @@ from gateway.config import Settings
 from gateway.demo.dataset import Dataset, GridRow, generate
 from gateway.demo.upstream import FakeUpstream, serve_in_thread, serve_upstream
 from gateway.errors import UpstreamError
-from gateway.loaders.cache import ENTRY_OVERHEAD, ResourceCache
-from gateway.loaders.rest import (
+from gateway.loaders.rest.backend import (
     BREAKER_COOL_DOWN,
     BREAKER_THRESHOLD,
     MAX_DETAILS,
@@ -34,7 +33,8 @@ from gateway.loaders.rest import (
     RestBackend,
     retry_after,
 )
-from gateway.loaders.rest import Upstream as UpstreamClient
+from gateway.loaders.rest.backend import Upstream as UpstreamClient
+from gateway.loaders.rest.cache import ENTRY_OVERHEAD, ResourceCache
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 
 Ask = Callable[..., Awaitable[dict[str, Any]]]

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.config import Settings
 from gateway.demo.upstream import FakeUpstream, serve_upstream
-from gateway.loaders.rest import MAX_DETAILS
+from gateway.loaders.rest.backend import MAX_DETAILS
 from gateway.run import run_query
 from tests.expected import (
     LIST_REQUESTS,

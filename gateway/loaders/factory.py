@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from gateway.config import Settings
 from gateway.loaders.backend import Backend
-from gateway.loaders.cache import ResourceCache
-from gateway.loaders.rest import CATALOGUE, RestBackend, Upstream, keep_catalogue_warm
-from gateway.loaders.shared import SharedBodies
+from gateway.loaders.rest.backend import CATALOGUE, RestBackend, Upstream, keep_catalogue_warm
+from gateway.loaders.rest.cache import ResourceCache
+from gateway.loaders.rest.shared import SharedBodies
 from gateway.shared_cache import SharedCache
 
 BackendFactory = Callable[[], Backend]

@@ -36,8 +36,6 @@ import msgspec
 
 from gateway import metrics, observe
 from gateway.errors import UpstreamError
-from gateway.loaders.cache import ResourceCache
-from gateway.loaders.catalogue import Catalogue
 from gateway.loaders.records import (
     Category,
     Grid,
@@ -50,6 +48,8 @@ from gateway.loaders.records import (
     site_time,
     split_participants,
 )
+from gateway.loaders.rest.cache import ResourceCache
+from gateway.loaders.rest.snapshot import Catalogue
 
 logger = logging.getLogger("gateway")
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from gateway.errors import UpstreamError
 
 if TYPE_CHECKING:
-    from gateway.loaders.shared import SharedBodies
+    from gateway.loaders.rest.shared import SharedBodies
 
 T = TypeVar("T")
 

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlencode
 
 from gateway.errors import UpstreamError
-from gateway.loaders.cache import current_fetch
+from gateway.loaders.rest.cache import current_fetch
 from gateway.shared_cache import SharedCache, Unavailable
 
 LOCK_TTL = 2.0  # seconds a lock lasts unless its holder, still fetching, extends it
