@@ -35,7 +35,7 @@ import httpx
 import msgspec
 
 from gateway import metrics, observe
-from gateway.errors import UpstreamError
+from gateway.errors import TransientError, UpstreamError
 from gateway.loaders.records import (
     Category,
     Grid,
@@ -287,14 +287,6 @@ def retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:  # "-0000": UTC, as HTTP dates always are
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-class TransientError(UpstreamError):
-    """A failure worth another attempt: a connection that failed, 429, 502, 503 or 504."""
-
-    def __init__(self, message: str, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(message, detail)
-        self.retry_after = retry_after
 
 
 class Breaker:
