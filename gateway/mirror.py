@@ -33,12 +33,12 @@ from gateway.demo.dataset import (
 from gateway.errors import ConfigError, UpstreamError
 from gateway.loaders.database import create_engine
 from gateway.loaders.records import site_time
-from gateway.loaders.rest.backend import (
+from gateway.loaders.rest.client import Upstream
+from gateway.loaders.rest.wire import (
     CategoryJSON,
     GridJSON,
     ListJSON,
     PackageJSON,
-    Upstream,
     decode,
     id_from_url,
 )

@@ -13,7 +13,8 @@ import pytest
 from gateway.demo.upstream import FakeUpstream
 from gateway.loaders.database import create_engine
 from gateway.loaders.factory import Check, OpenBackend
-from gateway.loaders.rest import backend as rest
+from gateway.loaders.rest import client as rest_client
+from gateway.loaders.rest.breaker import BREAKER_THRESHOLD
 from gateway.loaders.sql import database_ready
 from tests.databases import (
     POSTGRES_PORT,
@@ -78,7 +79,7 @@ def test_ready_while_the_upstream_answers_and_not_while_it_fails(upstream: FakeU
 def test_without_traffic_the_upstream_is_asked(
     upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rest, "READY_RECENT", 0.1)
+    monkeypatch.setattr(rest_client, "READY_RECENT", 0.1)
     with served(upstream=upstream.base_url, warm_catalogue=False) as client:
         assert ready(client)[0] == 200
         upstream.reset()
@@ -94,7 +95,7 @@ def test_without_traffic_the_upstream_is_asked(
             503,
             "upstream unavailable: The upstream API did not answer in time",
         )
-        assert time.monotonic() - started < rest.READY_TIMEOUT + 1
+        assert time.monotonic() - started < rest_client.READY_TIMEOUT + 1
         upstream.outage = None
         eventually_ready(client)
 
@@ -102,7 +103,7 @@ def test_without_traffic_the_upstream_is_asked(
 def test_an_open_circuit_breaker_is_unready_at_once(upstream: FakeUpstream) -> None:
     with served(upstream=upstream.base_url, warm_catalogue=False, upstream_retries=0) as client:
         upstream.outage = "500"
-        for _ in range(rest.BREAKER_THRESHOLD):
+        for _ in range(BREAKER_THRESHOLD):
             post(client, "{ categories(first: 1) { nodes { slug } } }")
         upstream.reset()
         status, body = ready(client)

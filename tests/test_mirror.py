@@ -25,7 +25,7 @@ from gateway.demo.dataset import Dataset
 from gateway.demo.upstream import FakeUpstream
 from gateway.errors import UpstreamError
 from gateway.loaders.records import split_participants
-from gateway.loaders.rest.backend import (
+from gateway.loaders.rest.wire import (
     CategoryJSON,
     GridJSON,
     ListJSON,

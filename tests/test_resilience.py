@@ -25,16 +25,11 @@ from gateway.config import Settings
 from gateway.demo.dataset import Dataset, GridRow, generate
 from gateway.demo.upstream import FakeUpstream, serve_in_thread, serve_upstream
 from gateway.errors import UpstreamError
-from gateway.loaders.rest.backend import (
-    BREAKER_COOL_DOWN,
-    BREAKER_THRESHOLD,
-    MAX_DETAILS,
-    Breaker,
-    RestBackend,
-    retry_after,
-)
-from gateway.loaders.rest.backend import Upstream as UpstreamClient
+from gateway.loaders.rest.backend import MAX_DETAILS, RestBackend
+from gateway.loaders.rest.breaker import BREAKER_COOL_DOWN, BREAKER_THRESHOLD, Breaker
 from gateway.loaders.rest.cache import ENTRY_OVERHEAD, ResourceCache
+from gateway.loaders.rest.client import Upstream as UpstreamClient
+from gateway.loaders.rest.client import retry_after
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 
 Ask = Callable[..., Awaitable[dict[str, Any]]]

@@ -21,21 +21,13 @@ otherwise the upstream's own list pages, details and relations answer.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import random
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, Literal, Protocol, TypeVar
-from urllib.parse import quote, urlencode, urlsplit
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote, urlencode
 
-import httpx
-import msgspec
-
-from gateway import metrics, observe
-from gateway.errors import TransientError, UpstreamError
+from gateway import metrics
+from gateway.errors import UpstreamError
 from gateway.loaders.records import (
     Category,
     Grid,
@@ -45,11 +37,23 @@ from gateway.loaders.records import (
     Page,
     SearchHit,
     Window,
-    site_time,
-    split_participants,
 )
 from gateway.loaders.rest.cache import ResourceCache
+from gateway.loaders.rest.client import Upstream
 from gateway.loaders.rest.snapshot import Catalogue
+from gateway.loaders.rest.wire import (
+    CategoryJSON,
+    GridJSON,
+    ListJSON,
+    PackageJSON,
+    SearchJSON,
+    decode,
+    id_from_url,
+    to_category,
+    to_grid,
+    to_package,
+    to_search_hit,
+)
 
 logger = logging.getLogger("gateway")
 
@@ -63,30 +67,6 @@ CATALOGUE = "catalogue"
 # snapshot (3 list requests) instead of as many detail GETs: a grid's hundred packages and
 # their grids cost the lists, a package's ten grids their own GETs.
 MAX_DETAILS = 16
-
-# The snapshot is refreshed before it expires, but not more often than this (seconds).
-MIN_REFRESH_INTERVAL = 10.0
-
-# Retried: what says "try again" (429, 502, 503, 504; a 500 is a bug that would fail again)
-# and connections that failed before an answer. Not a read timeout: that attempt already
-# cost the upstream its full time. Backoff: full jitter, uniform in [0, BASE * 2**n] capped.
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-RETRY_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
-BACKOFF_BASE = 0.1
-BACKOFF_CAP = 2.0
-
-# Five failed attempts in a row open the circuit; a probe goes through every two seconds,
-# a single GET, so that recovery is noticed quickly at no cost to a struggling upstream.
-BREAKER_THRESHOLD = 5
-BREAKER_COOL_DOWN = 2.0
-
-# The whole real package list is about 5 MB; ten times that is not an answer we can use.
-MAX_BODY_BYTES = 50 * 2**20
-
-# `/readyz`: an answer this recent (seconds) shows the upstream alive; else the API root is
-# asked, for this long at most.
-READY_RECENT = 2.0
-READY_TIMEOUT = 2.0
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -103,386 +83,6 @@ class _Listed(Protocol):
 
 
 L = TypeVar("L", bound=_Listed)
-
-
-class CategoryJSON(msgspec.Struct):
-    id: int
-    title: str
-    slug: str
-    description: str
-    title_plural: str
-    show_pypi: bool
-    created: datetime
-    modified: datetime
-
-
-class GridJSON(msgspec.Struct):
-    id: int
-    title: str
-    slug: str
-    description: str
-    is_locked: bool
-    packages: list[str]
-    header: bool
-    created: datetime
-    modified: datetime
-
-
-class PackageJSON(msgspec.Struct):
-    category: str
-    grids: list[str]
-    id: int
-    title: str
-    slug: str
-    last_updated: datetime | None
-    last_fetched: datetime | None
-    repo_url: str
-    pypi_version: str | None
-    created: datetime
-    modified: datetime
-    repo_forks: int
-    repo_description: str
-    pypi_url: str
-    documentation_url: str | None
-    repo_watchers: int
-    commits_over_52: list[int]
-    participants: list[str]
-
-
-class SearchJSON(msgspec.Struct):
-    description: str
-    title: str
-    created: datetime
-    modified: datetime
-    weight: int
-    item_type: Literal["package", "grid"]
-    slug: str
-    category: str
-    absolute_url: str
-    repo_watchers: int
-    repo_forks: int
-    pypi_downloads: int
-    usage: int
-    participants: str
-    last_committed: datetime | None
-    last_released: datetime | None
-
-
-class ListJSON(msgspec.Struct):
-    count: int
-    results: list[msgspec.Raw]
-
-
-@functools.lru_cache(maxsize=2**13)
-def id_from_url(url: str) -> int:
-    """The id at the end of a relation URL's path, whatever its host or query string.
-
-    Remembered for the few thousand links a catalogue has: each grid's link recurs in every
-    package it lists, and a snapshot's refresh parses them all again.
-    """
-    last = urlsplit(url).path.rstrip("/").rpartition("/")[2]
-    if not (last.isascii() and last.isdigit()):
-        raise UpstreamError("The upstream API returned a malformed relation link", f"link {url!r}")
-    return int(last)
-
-
-def _maybe_time(value: datetime | None) -> datetime | None:
-    return None if value is None else site_time(value)
-
-
-def _category(raw: CategoryJSON) -> Category:
-    return Category(
-        id=raw.id,
-        title=raw.title,
-        slug=raw.slug,
-        description=raw.description,
-        title_plural=raw.title_plural,
-        show_pypi=raw.show_pypi,
-        created=site_time(raw.created),
-        modified=site_time(raw.modified),
-    )
-
-
-def _grid(raw: GridJSON) -> Grid:
-    return Grid(
-        id=raw.id,
-        title=raw.title,
-        slug=raw.slug,
-        description=raw.description,
-        is_locked=raw.is_locked,
-        header=raw.header,
-        created=site_time(raw.created),
-        modified=site_time(raw.modified),
-    )
-
-
-def _package(raw: PackageJSON) -> Package:
-    return Package(
-        id=raw.id,
-        title=raw.title,
-        slug=raw.slug,
-        category_id=id_from_url(raw.category),
-        last_updated=_maybe_time(raw.last_updated),
-        last_fetched=_maybe_time(raw.last_fetched),
-        repo_url=raw.repo_url,
-        pypi_version=raw.pypi_version,
-        created=site_time(raw.created),
-        modified=site_time(raw.modified),
-        repo_forks=raw.repo_forks,
-        repo_description=raw.repo_description,
-        pypi_url=raw.pypi_url,
-        documentation_url=raw.documentation_url,
-        repo_watchers=raw.repo_watchers,
-        commits_over_52=tuple(raw.commits_over_52),
-        participants=tuple(raw.participants),
-    )
-
-
-def _search_hit(raw: SearchJSON) -> SearchHit:
-    return SearchHit(
-        item_type=raw.item_type,
-        title=raw.title,
-        slug=raw.slug,
-        description=raw.description,
-        category=raw.category,
-        weight=raw.weight,
-        repo_watchers=raw.repo_watchers,
-        repo_forks=raw.repo_forks,
-        pypi_downloads=raw.pypi_downloads,
-        usage=raw.usage,
-        participants=split_participants(raw.participants),
-        last_committed=_maybe_time(raw.last_committed),
-        last_released=_maybe_time(raw.last_released),
-        absolute_url=raw.absolute_url,
-        created=site_time(raw.created),
-        modified=site_time(raw.modified),
-    )
-
-
-def decode(body: bytes | msgspec.Raw, kind: type[T], path: str) -> T:
-    """Decode and validate an upstream body; a body of the wrong shape is an upstream error."""
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        raise UpstreamError(
-            "The upstream API returned data of an unexpected shape", f"{path}: {exc}"
-        ) from exc
-    except msgspec.DecodeError as exc:
-        raise UpstreamError(
-            "The upstream API returned a body that is not valid JSON", f"{path}: {exc}"
-        ) from exc
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date), if readable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000": UTC, as HTTP dates always are
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-class Breaker:
-    """A circuit breaker: after `threshold` failed attempts in a row, calls fail at once.
-
-    Open, it refuses every attempt for `cool_down` seconds, then lets a single probe through
-    (half-open): a probe that gets an answer closes it, a failed probe opens it again. A
-    failure is a connection that failed, a timeout, a 5xx or a 429; any other answer, even a
-    404 or an unreadable body, shows the upstream alive.
-    """
-
-    def __init__(
-        self,
-        threshold: int = BREAKER_THRESHOLD,
-        cool_down: float = BREAKER_COOL_DOWN,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.threshold = threshold
-        self.cool_down = cool_down
-        self._clock = clock
-        self.failures = 0
-        self.opened_at: float | None = None
-        self.answered_at: float | None = None  # the last attempt that got an answer, if any
-        self._probing = False
-
-    def admit(self) -> bool:
-        """Let an attempt through, or raise; True when it is the half-open probe."""
-        if self.opened_at is None:
-            return False
-        if self._probing or self._clock() - self.opened_at < self.cool_down:
-            raise UpstreamError("The upstream API is unavailable", "circuit breaker open")
-        self._probing = True
-        return True
-
-    def record(self, ok: bool) -> None:
-        if ok:
-            self.answered_at = self._clock()
-            if self.opened_at is not None:
-                logger.warning("the upstream API answers again: circuit breaker closed")
-            self.failures, self.opened_at, self._probing = 0, None, False
-            return
-        self.failures += 1
-        if self._probing or self.failures >= self.threshold:
-            if self.opened_at is None:
-                logger.warning("the upstream API is failing: circuit breaker open")
-            self.opened_at, self._probing = self._clock(), False
-
-    def answered_within(self, seconds: float) -> bool:
-        """Whether the last attempt got an answer, at most `seconds` ago."""
-        at = self.answered_at
-        return self.failures == 0 and at is not None and self._clock() - at <= seconds
-
-    def abandon(self, probe: bool) -> None:
-        """An attempt ended without a verdict (cancelled): let the next one probe."""
-        if probe:
-            self._probing = False
-
-
-class Upstream:
-    """The process-wide HTTP client for one APIv4 base URL.
-
-    Every GET waits for one of `max_in_flight` slots, passes the circuit breaker, and is
-    retried on transient failures (`retries` more attempts at most, after a jittered
-    exponential backoff or the upstream's `Retry-After`, unless that asks for longer than
-    one attempt's `timeout`). A body over `max_body` bytes is refused without being read to
-    its end. A GET is not bound to one request's deadline: many requests may share it, and
-    each gives up at its own (see `RestBackend`).
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout: float = 10.0,
-        max_in_flight: int = 32,
-        retries: int = 2,
-        max_body: int = MAX_BODY_BYTES,
-        breaker: Breaker | None = None,
-    ):
-        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
-        self.timeout = timeout
-        self.retries = retries
-        self.max_body = max_body
-        self.breaker = breaker or Breaker()
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self.client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(
-                max_connections=max_in_flight, max_keepalive_connections=max_in_flight
-            ),
-            headers={"Accept": "application/json", "User-Agent": "djangopackages-gateway"},
-            follow_redirects=False,
-        )
-
-    async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> bytes | None:
-        """The body of a 200 answer, None for a 404; anything else is an `UpstreamError`."""
-        attempt = 0
-        while True:
-            try:
-                return await self._attempt(path, params)
-            except TransientError as exc:
-                delay = exc.retry_after
-                if delay is None:
-                    delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
-                if attempt >= self.retries or delay > self.timeout:
-                    raise
-            attempt += 1
-            await asyncio.sleep(delay)
-
-    async def _attempt(self, path: str, params: Mapping[str, str | int] | None) -> bytes | None:
-        await self._slots.acquire()
-        try:
-            probe = self.breaker.admit()
-            try:
-                with observe.UpstreamCall(path) as call:
-                    async with asyncio.timeout(self.timeout):
-                        status, headers, body = await self._exchange(path, params)
-                    call.status = status
-            except (httpx.HTTPError, TimeoutError) as exc:
-                self.breaker.record(ok=False)
-                raise _failure(path, exc) from exc
-            except UpstreamError:
-                self.breaker.record(ok=True)  # it answered, with a body too large to read
-                raise
-            except BaseException:
-                self.breaker.abandon(probe)
-                raise
-        finally:
-            self._slots.release()
-        self.breaker.record(ok=status < 500 and status != 429)
-        if status == 200:
-            return body
-        if status == 404:
-            return None
-        message = f"The upstream API answered HTTP {status}"
-        if status in RETRY_STATUSES:
-            wait = retry_after(headers.get("retry-after"))
-            raise TransientError(message, f"GET {path}: HTTP {status}", wait)
-        raise UpstreamError(message, f"GET {path}: HTTP {status}")
-
-    async def _exchange(
-        self, path: str, params: Mapping[str, str | int] | None
-    ) -> tuple[int, httpx.Headers, bytes]:
-        """Send the GET and read the body, giving up as soon as it is too large."""
-        # The request's id (and trace) go along: the upstream's logs can be matched to ours.
-        headers = observe.outgoing_headers()
-        async with self.client.stream("GET", path, params=params, headers=headers) as response:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self.max_body:
-                raise self._too_large(path)
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > self.max_body:
-                    raise self._too_large(path)
-            return response.status_code, response.headers, bytes(body)
-
-    def _too_large(self, path: str) -> UpstreamError:
-        return UpstreamError(
-            "The upstream API returned a body too large to read",
-            f"GET {path}: over {self.max_body} bytes",
-        )
-
-    async def ready(self) -> str | None:
-        """None when the upstream answers, else why not (for `/readyz`).
-
-        An answer to the last attempt, within `READY_RECENT` seconds, is enough; otherwise the
-        API root is asked once, without retries, within `READY_TIMEOUT` (a failure counts for
-        the circuit breaker, and while it is open this fails at once).
-        """
-        if self.breaker.answered_within(READY_RECENT):
-            return None
-        try:
-            async with asyncio.timeout(READY_TIMEOUT):
-                await self._attempt("", None)
-        except TimeoutError:
-            return "The upstream API did not answer in time"
-        except UpstreamError as exc:
-            return exc.message
-        return None
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-
-def _failure(path: str, exc: Exception) -> UpstreamError:
-    """The error for an attempt that got no answer; transient when another may get one."""
-    detail = f"GET {path}: {exc!r}"
-    if isinstance(exc, httpx.ConnectTimeout):
-        return TransientError("The upstream API timed out", detail)
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
-        return UpstreamError("The upstream API timed out", detail)
-    if isinstance(exc, RETRY_ERRORS):
-        return TransientError("The upstream API could not be reached", detail)
-    return UpstreamError("The upstream API could not be reached", detail)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -678,9 +278,9 @@ class RestBackend:
             read_all("packages/", PackageJSON),
         )
         catalogue = Catalogue(
-            _readable(_category, categories),
-            _readable(_grid, grids),
-            _readable(_package, packages),
+            _readable(to_category, categories),
+            _readable(to_grid, grids),
+            _readable(to_package, packages),
             packages_of_grid={raw.id: _link_ids(raw.packages) for raw in grids},
             grids_of_package={raw.id: _link_ids(raw.grids) for raw in packages},
         )
@@ -689,19 +289,19 @@ class RestBackend:
     # -- remembering ------------------------------------------------------------------
 
     def _remember_category(self, raw: CategoryJSON) -> Category:
-        record = _category(raw)
+        record = to_category(raw)
         self._categories[record.id] = record
         return record
 
     def _remember_grid(self, raw: GridJSON) -> Grid:
-        record = _grid(raw)
+        record = to_grid(raw)
         self._grids[record.id] = record
         self._grid_slugs[record.slug] = record.id
         self._package_ids_of_grid[record.id] = tuple(id_from_url(url) for url in raw.packages)
         return record
 
     def _remember_package(self, raw: PackageJSON) -> Package:
-        record = _package(raw)
+        record = to_package(raw)
         self._packages[record.id] = record
         self._package_slugs[record.slug] = record.id
         self._grid_ids_of_package[record.id] = tuple(id_from_url(url) for url in raw.grids)
@@ -948,32 +548,5 @@ class RestBackend:
                 raise UpstreamError("The upstream API has no search", "GET search/: 404")
             return decode(body, list[SearchJSON], "search/"), len(body)
 
-        return [_search_hit(raw) for raw in await self._get(f"search/?{urlencode(params)}", fetch)]
-
-
-async def keep_catalogue_warm(
-    upstream: Upstream,
-    cache: ResourceCache,
-    min_interval: float = MIN_REFRESH_INTERVAL,
-    tried: asyncio.Event | None = None,
-) -> None:
-    """Fetch the snapshot now and again before each expiry, until cancelled.
-
-    Requests then find the catalogue fresh from the start, and never wait for its refresh;
-    a failed refresh is logged and tried again after `min_interval`, while the cache serves
-    its copy. `tried` is set once the first attempt is over, whatever its outcome.
-    """
-    while True:
-        interval = min_interval
-        try:
-            await RestBackend(upstream, cache).refresh_catalogue()
-        except UpstreamError as exc:
-            logger.warning("could not refresh the catalogue snapshot: %s (%s)", exc, exc.detail)
-        except Exception:  # a bug must not end the refreshing for the process's lifetime
-            logger.exception("could not refresh the catalogue snapshot")
-        else:
-            # A snapshot made from another process's bodies (`--cache`) is fresh for less.
-            interval = max(0.9 * cache.fresh_for(CATALOGUE), min_interval)
-        if tried is not None:
-            tried.set()
-        await asyncio.sleep(interval)
+        hits = await self._get(f"search/?{urlencode(params)}", fetch)
+        return [to_search_hit(raw) for raw in hits]

@@ -1,0 +1,44 @@
+"""Keeping the catalogue snapshot fresh in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.errors import UpstreamError
+from gateway.loaders.rest.backend import CATALOGUE, RestBackend
+from gateway.loaders.rest.cache import ResourceCache
+from gateway.loaders.rest.client import Upstream
+
+logger = logging.getLogger("gateway")
+
+# The snapshot is refreshed before it expires, but not more often than this (seconds).
+MIN_REFRESH_INTERVAL = 10.0
+
+
+async def keep_catalogue_warm(
+    upstream: Upstream,
+    cache: ResourceCache,
+    min_interval: float = MIN_REFRESH_INTERVAL,
+    tried: asyncio.Event | None = None,
+) -> None:
+    """Fetch the snapshot now and again before each expiry, until cancelled.
+
+    Requests then find the catalogue fresh from the start, and never wait for its refresh;
+    a failed refresh is logged and tried again after `min_interval`, while the cache serves
+    its copy. `tried` is set once the first attempt is over, whatever its outcome.
+    """
+    while True:
+        interval = min_interval
+        try:
+            await RestBackend(upstream, cache).refresh_catalogue()
+        except UpstreamError as exc:
+            logger.warning("could not refresh the catalogue snapshot: %s (%s)", exc, exc.detail)
+        except Exception:  # a bug must not end the refreshing for the process's lifetime
+            logger.exception("could not refresh the catalogue snapshot")
+        else:
+            # A snapshot made from another process's bodies (`--cache`) is fresh for less.
+            interval = max(0.9 * cache.fresh_for(CATALOGUE), min_interval)
+        if tried is not None:
+            tried.set()
+        await asyncio.sleep(interval)

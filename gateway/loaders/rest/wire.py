@@ -1,0 +1,190 @@
+"""The APIv4's JSON: its structs, how a body is decoded, and its records."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+
+from gateway.errors import UpstreamError
+from gateway.loaders.records import (
+    Category,
+    Grid,
+    Package,
+    SearchHit,
+    site_time,
+    split_participants,
+)
+
+T = TypeVar("T")
+
+
+class CategoryJSON(msgspec.Struct):
+    id: int
+    title: str
+    slug: str
+    description: str
+    title_plural: str
+    show_pypi: bool
+    created: datetime
+    modified: datetime
+
+
+class GridJSON(msgspec.Struct):
+    id: int
+    title: str
+    slug: str
+    description: str
+    is_locked: bool
+    packages: list[str]
+    header: bool
+    created: datetime
+    modified: datetime
+
+
+class PackageJSON(msgspec.Struct):
+    category: str
+    grids: list[str]
+    id: int
+    title: str
+    slug: str
+    last_updated: datetime | None
+    last_fetched: datetime | None
+    repo_url: str
+    pypi_version: str | None
+    created: datetime
+    modified: datetime
+    repo_forks: int
+    repo_description: str
+    pypi_url: str
+    documentation_url: str | None
+    repo_watchers: int
+    commits_over_52: list[int]
+    participants: list[str]
+
+
+class SearchJSON(msgspec.Struct):
+    description: str
+    title: str
+    created: datetime
+    modified: datetime
+    weight: int
+    item_type: Literal["package", "grid"]
+    slug: str
+    category: str
+    absolute_url: str
+    repo_watchers: int
+    repo_forks: int
+    pypi_downloads: int
+    usage: int
+    participants: str
+    last_committed: datetime | None
+    last_released: datetime | None
+
+
+class ListJSON(msgspec.Struct):
+    count: int
+    results: list[msgspec.Raw]
+
+
+@functools.lru_cache(maxsize=2**13)
+def id_from_url(url: str) -> int:
+    """The id at the end of a relation URL's path, whatever its host or query string.
+
+    Remembered for the few thousand links a catalogue has: each grid's link recurs in every
+    package it lists, and a snapshot's refresh parses them all again.
+    """
+    last = urlsplit(url).path.rstrip("/").rpartition("/")[2]
+    if not (last.isascii() and last.isdigit()):
+        raise UpstreamError("The upstream API returned a malformed relation link", f"link {url!r}")
+    return int(last)
+
+
+def _maybe_time(value: datetime | None) -> datetime | None:
+    return None if value is None else site_time(value)
+
+
+def to_category(raw: CategoryJSON) -> Category:
+    return Category(
+        id=raw.id,
+        title=raw.title,
+        slug=raw.slug,
+        description=raw.description,
+        title_plural=raw.title_plural,
+        show_pypi=raw.show_pypi,
+        created=site_time(raw.created),
+        modified=site_time(raw.modified),
+    )
+
+
+def to_grid(raw: GridJSON) -> Grid:
+    return Grid(
+        id=raw.id,
+        title=raw.title,
+        slug=raw.slug,
+        description=raw.description,
+        is_locked=raw.is_locked,
+        header=raw.header,
+        created=site_time(raw.created),
+        modified=site_time(raw.modified),
+    )
+
+
+def to_package(raw: PackageJSON) -> Package:
+    return Package(
+        id=raw.id,
+        title=raw.title,
+        slug=raw.slug,
+        category_id=id_from_url(raw.category),
+        last_updated=_maybe_time(raw.last_updated),
+        last_fetched=_maybe_time(raw.last_fetched),
+        repo_url=raw.repo_url,
+        pypi_version=raw.pypi_version,
+        created=site_time(raw.created),
+        modified=site_time(raw.modified),
+        repo_forks=raw.repo_forks,
+        repo_description=raw.repo_description,
+        pypi_url=raw.pypi_url,
+        documentation_url=raw.documentation_url,
+        repo_watchers=raw.repo_watchers,
+        commits_over_52=tuple(raw.commits_over_52),
+        participants=tuple(raw.participants),
+    )
+
+
+def to_search_hit(raw: SearchJSON) -> SearchHit:
+    return SearchHit(
+        item_type=raw.item_type,
+        title=raw.title,
+        slug=raw.slug,
+        description=raw.description,
+        category=raw.category,
+        weight=raw.weight,
+        repo_watchers=raw.repo_watchers,
+        repo_forks=raw.repo_forks,
+        pypi_downloads=raw.pypi_downloads,
+        usage=raw.usage,
+        participants=split_participants(raw.participants),
+        last_committed=_maybe_time(raw.last_committed),
+        last_released=_maybe_time(raw.last_released),
+        absolute_url=raw.absolute_url,
+        created=site_time(raw.created),
+        modified=site_time(raw.modified),
+    )
+
+
+def decode(body: bytes | msgspec.Raw, kind: type[T], path: str) -> T:
+    """Decode and validate an upstream body; a body of the wrong shape is an upstream error."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise UpstreamError(
+            "The upstream API returned data of an unexpected shape", f"{path}: {exc}"
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise UpstreamError(
+            "The upstream API returned a body that is not valid JSON", f"{path}: {exc}"
+        ) from exc
