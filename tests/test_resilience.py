@@ -27,7 +27,7 @@ from gateway.demo.upstream import FakeUpstream, serve_in_thread, serve_upstream
 from gateway.errors import UpstreamError
 from gateway.loaders.rest.backend import MAX_DETAILS, RestBackend
 from gateway.loaders.rest.breaker import BREAKER_COOL_DOWN, BREAKER_THRESHOLD, Breaker
-from gateway.loaders.rest.cache import ENTRY_OVERHEAD, ResourceCache
+from gateway.loaders.rest.cache import ENTRY_OVERHEAD, Fetching, ResourceCache
 from gateway.loaders.rest.client import Upstream as UpstreamClient
 from gateway.loaders.rest.client import retry_after
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
@@ -168,10 +168,10 @@ async def test_the_cache_serves_a_stale_copy_only_within_its_window() -> None:
     now = [0.0]
     cache = ResourceCache(ttl=10, stale=20, clock=lambda: now[0])
 
-    async def fails() -> tuple[str, int]:
+    async def fails(fetching: Fetching) -> tuple[str, int]:
         raise UpstreamError("The upstream API timed out")
 
-    async def answers() -> tuple[str, int]:
+    async def answers(fetching: Fetching) -> tuple[str, int]:
         return "new", 3
 
     cache.put("k", "old", 3)

@@ -95,19 +95,21 @@ async def open_backend(
                 # Another process's fetch, retries included, ends within this.
                 wait_limit=settings.upstream_timeout * (settings.upstream_retries + 1),
             )
-        cache = ResourceCache(ttl=settings.cache_ttl, stale=settings.cache_stale, shared=bodies)
+        cache = ResourceCache(ttl=settings.cache_ttl, stale=settings.cache_stale)
         loop = asyncio.get_running_loop()
 
         def rest_backend() -> Backend:
             # A request's upstream calls, retries included, end within its own time.
-            return RestBackend(upstream, cache, deadline=loop.time() + settings.request_timeout)
+            return RestBackend(
+                upstream, cache, bodies, deadline=loop.time() + settings.request_timeout
+            )
 
         warming = None
         if keep_warm:
             # Serve once the first snapshot is in (or failed, or took an upstream timeout):
             # the first requests then find it rather than wait for it.
             tried = asyncio.Event()
-            warming = asyncio.create_task(keep_catalogue_warm(upstream, cache, tried=tried))
+            warming = asyncio.create_task(keep_catalogue_warm(upstream, cache, bodies, tried=tried))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(tried.wait(), settings.upstream_timeout)
 

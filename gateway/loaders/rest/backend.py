@@ -38,8 +38,9 @@ from gateway.loaders.records import (
     SearchHit,
     Window,
 )
-from gateway.loaders.rest.cache import ResourceCache
+from gateway.loaders.rest.cache import Fetch, Fetching, ResourceCache
 from gateway.loaders.rest.client import Upstream
+from gateway.loaders.rest.shared import SharedBodies
 from gateway.loaders.rest.snapshot import Catalogue
 from gateway.loaders.rest.wire import (
     CategoryJSON,
@@ -139,10 +140,16 @@ class RestBackend:
     """
 
     def __init__(
-        self, upstream: Upstream, cache: ResourceCache, *, deadline: float | None = None
+        self,
+        upstream: Upstream,
+        cache: ResourceCache,
+        bodies: SharedBodies | None = None,
+        *,
+        deadline: float | None = None,
     ) -> None:
         self.upstream = upstream
         self.cache = cache
+        self.bodies = bodies
         self.deadline = deadline
         self.stale = False
         self._categories: dict[int, Category | None] = {}
@@ -166,7 +173,7 @@ class RestBackend:
         result: T = await asyncio.shield(future)
         return result
 
-    async def _get(self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]]) -> T:
+    async def _get(self, key: str, fetch: Fetch[T]) -> T:
         """The resource at `key`: this request's copy, else the cache's, else `fetch`'s.
 
         The fetch may be shared with other requests; this one waits for it only until its
@@ -175,10 +182,10 @@ class RestBackend:
 
         fetched = False
 
-        async def fetching() -> tuple[T, int]:
+        async def fetching(progress: Fetching) -> tuple[T, int]:
             nonlocal fetched
             fetched = True
-            return await fetch()
+            return await fetch(progress)
 
         async def shared() -> T:
             # A miss is a lookup that fetched; a hit found the value, or another's fetch of it.
@@ -199,20 +206,23 @@ class RestBackend:
 
         return await self._once(key, shared)
 
-    async def _body(self, path: str, params: Mapping[str, str | int] | None = None) -> bytes | None:
-        """An upstream body, through the cache shared by processes when there is one."""
-        shared = self.cache.shared
-        if shared is None:
+    async def _body(
+        self, path: str, params: Mapping[str, str | int] | None, fetching: Fetching
+    ) -> bytes | None:
+        """An upstream body, through the bodies shared by processes when there are."""
+        if self.bodies is None:
             return await self.upstream.get(path, params)
-        return await shared.get(path, params, lambda: self.upstream.get(path, params))
+        return await self.bodies.get(
+            path, params, lambda: self.upstream.get(path, params), fetching
+        )
 
     async def _detail(self, resource: str, key: str, kind: type[T]) -> T | None:
         if key in ("", ".", ".."):  # as a path segment these name the list, not a resource
             return None
         path = f"{resource}{quote(key, safe='')}/"
 
-        async def fetch() -> tuple[T | None, int]:
-            body = await self._body(path)
+        async def fetch(fetching: Fetching) -> tuple[T | None, int]:
+            body = await self._body(path, None, fetching)
             return (None, 0) if body is None else (decode(body, kind, path), len(body))
 
         return await self._get(path, fetch)
@@ -221,27 +231,29 @@ class RestBackend:
         self, resource: str, kind: type[L], offset: int, limit: int
     ) -> tuple[list[L], int]:
         key = f"{resource}?{urlencode({'limit': limit, 'offset': offset})}"
-        return await self._get(key, lambda: self._read_page(resource, kind, offset, limit))
+        return await self._get(
+            key, lambda fetching: self._read_page(resource, kind, offset, limit, fetching)
+        )
 
     async def _read_page(
-        self, resource: str, kind: type[L], offset: int, limit: int
+        self, resource: str, kind: type[L], offset: int, limit: int, fetching: Fetching
     ) -> tuple[tuple[list[L], int], int]:
         """A list page from the upstream, its items primed by id and slug; and its size."""
-        body = await self._body(resource, {"limit": limit, "offset": offset})
+        body = await self._body(resource, {"limit": limit, "offset": offset}, fetching)
         if body is None:
             raise UpstreamError("The upstream API has no such list", f"GET {resource}: 404")
         page = decode(body, ListJSON, resource)
         items = [decode(raw, kind, resource) for raw in page.results]
         for raw, item in zip(page.results, items, strict=True):
-            self._prime(resource, item, len(raw))
+            self._prime(resource, item, len(raw), fetching.age)
         return (items, page.count), len(body)
 
-    def _prime(self, resource: str, item: L, size: int) -> None:
+    def _prime(self, resource: str, item: L, size: int, age: float) -> None:
         """Cache a listed object as its detail GET would answer it, by id and by slug."""
-        self.cache.put(f"{resource}{item.id}/", item, size)
+        self.cache.put(f"{resource}{item.id}/", item, size, age=age)
         # Categories have no slug lookup, and an all-digit slug is an id to the upstream.
         if resource != "categories/" and not item.slug.isdigit():
-            self.cache.put(f"{resource}{quote(item.slug, safe='')}/", item, size)
+            self.cache.put(f"{resource}{quote(item.slug, safe='')}/", item, size, age=age)
 
     async def _whole_list(self, resource: str, kind: type[L]) -> list[L]:
         return await _all_pages(lambda offset: self._list(resource, kind, offset, WHOLE_LIST))
@@ -254,7 +266,7 @@ class RestBackend:
         """Fetch the snapshot anew, fresh or not: what keeps it warm before it expires."""
         return await self.cache.refresh(CATALOGUE, self._fetch_catalogue)
 
-    async def _fetch_catalogue(self) -> tuple[Catalogue, int]:
+    async def _fetch_catalogue(self, fetching: Fetching) -> tuple[Catalogue, int]:
         """The three whole lists and the snapshot built from them, and their JSON size.
 
         Their pages are read straight from the upstream, not bound to this request's time
@@ -266,7 +278,7 @@ class RestBackend:
             sizes: list[int] = []
 
             async def read(offset: int) -> tuple[list[L], int]:
-                page, size = await self._read_page(resource, kind, offset, WHOLE_LIST)
+                page, size = await self._read_page(resource, kind, offset, WHOLE_LIST, fetching)
                 sizes.append(size)
                 return page
 
@@ -542,8 +554,8 @@ class RestBackend:
             return []
         params = {"q": query}
 
-        async def fetch() -> tuple[list[SearchJSON], int]:
-            body = await self._body("search/", params)
+        async def fetch(fetching: Fetching) -> tuple[list[SearchJSON], int]:
+            body = await self._body("search/", params, fetching)
             if body is None:
                 raise UpstreamError("The upstream API has no search", "GET search/: 404")
             return decode(body, list[SearchJSON], "search/"), len(body)

@@ -9,6 +9,7 @@ from gateway.errors import UpstreamError
 from gateway.loaders.rest.backend import CATALOGUE, RestBackend
 from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream
+from gateway.loaders.rest.shared import SharedBodies
 
 logger = logging.getLogger("gateway")
 
@@ -19,6 +20,8 @@ MIN_REFRESH_INTERVAL = 10.0
 async def keep_catalogue_warm(
     upstream: Upstream,
     cache: ResourceCache,
+    bodies: SharedBodies | None = None,
+    *,
     min_interval: float = MIN_REFRESH_INTERVAL,
     tried: asyncio.Event | None = None,
 ) -> None:
@@ -31,7 +34,7 @@ async def keep_catalogue_warm(
     while True:
         interval = min_interval
         try:
-            await RestBackend(upstream, cache).refresh_catalogue()
+            await RestBackend(upstream, cache, bodies).refresh_catalogue()
         except UpstreamError as exc:
             logger.warning("could not refresh the catalogue snapshot: %s (%s)", exc, exc.detail)
         except Exception:  # a bug must not end the refreshing for the process's lifetime
