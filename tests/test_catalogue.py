@@ -30,13 +30,13 @@ from gateway.loaders.records import (
     Window,
     words_of,
 )
-from gateway.loaders.rest.backend import RestBackend, _link_ids, _readable
 from gateway.loaders.rest.breaker import Breaker
 from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream as UpstreamClient
+from gateway.loaders.rest.fetcher import Fetcher
 from gateway.loaders.rest.snapshot import Catalogue
 from gateway.loaders.rest.warm import keep_catalogue_warm
-from gateway.loaders.rest.wire import id_from_url
+from gateway.loaders.rest.wire import _link_ids, _readable, id_from_url
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 from tests.test_resilience import codes, gateway
 
@@ -271,7 +271,7 @@ WARM = """{
 async def _snapshot_of(upstream: FakeUpstream) -> Catalogue:
     client = UpstreamClient(upstream.base_url)
     try:
-        return await RestBackend(client, ResourceCache(ttl=60, stale=0))._catalogue()
+        return await Fetcher(client, ResourceCache(ttl=60, stale=0)).snapshot()
     finally:
         await client.aclose()
 

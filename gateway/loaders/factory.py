@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from gateway.config import Settings
 from gateway.loaders.backend import Backend
-from gateway.loaders.rest.backend import CATALOGUE, RestBackend
+from gateway.loaders.rest.backend import RestBackend
 from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream
+from gateway.loaders.rest.fetcher import CATALOGUE
 from gateway.loaders.rest.shared import SharedBodies
 from gateway.loaders.rest.warm import keep_catalogue_warm
 from gateway.shared_cache import SharedCache

@@ -6,9 +6,9 @@ import asyncio
 import logging
 
 from gateway.errors import UpstreamError
-from gateway.loaders.rest.backend import CATALOGUE, RestBackend
 from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream
+from gateway.loaders.rest.fetcher import CATALOGUE, Fetcher
 from gateway.loaders.rest.shared import SharedBodies
 
 logger = logging.getLogger("gateway")
@@ -34,7 +34,7 @@ async def keep_catalogue_warm(
     while True:
         interval = min_interval
         try:
-            await RestBackend(upstream, cache, bodies).refresh_catalogue()
+            await Fetcher(upstream, cache, bodies).refresh_snapshot()
         except UpstreamError as exc:
             logger.warning("could not refresh the catalogue snapshot: %s (%s)", exc, exc.detail)
         except Exception:  # a bug must not end the refreshing for the process's lifetime

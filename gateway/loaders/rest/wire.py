@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
@@ -18,8 +20,12 @@ from gateway.loaders.records import (
     site_time,
     split_participants,
 )
+from gateway.loaders.rest.snapshot import Catalogue
+
+logger = logging.getLogger("gateway")
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 class CategoryJSON(msgspec.Struct):
@@ -188,3 +194,39 @@ def decode(body: bytes | msgspec.Raw, kind: type[T], path: str) -> T:
         raise UpstreamError(
             "The upstream API returned a body that is not valid JSON", f"{path}: {exc}"
         ) from exc
+
+
+def snapshot_of(
+    categories: Sequence[CategoryJSON], grids: Sequence[GridJSON], packages: Sequence[PackageJSON]
+) -> Catalogue:
+    """The catalogue snapshot of the three whole lists."""
+    return Catalogue(
+        _readable(to_category, categories),
+        _readable(to_grid, grids),
+        _readable(to_package, packages),
+        packages_of_grid={raw.id: _link_ids(raw.packages) for raw in grids},
+        grids_of_package={raw.id: _link_ids(raw.grids) for raw in packages},
+    )
+
+
+def _readable(convert: Callable[[K], T], raws: Iterable[K]) -> list[T]:
+    """The records of a whole list, leaving out (and logging) any with a malformed link: one
+    odd package must not cost every filter, order and category its snapshot."""
+    records = []
+    for raw in raws:
+        try:
+            records.append(convert(raw))
+        except UpstreamError as exc:
+            logger.warning("catalogue snapshot: left out a record: %s (%s)", exc, exc.detail)
+    return records
+
+
+def _link_ids(urls: Iterable[str]) -> list[int]:
+    """The ids of a relation's links, leaving out any malformed one (logged)."""
+    ids = []
+    for url in urls:
+        try:
+            ids.append(id_from_url(url))
+        except UpstreamError as exc:
+            logger.warning("catalogue snapshot: left out a link: %s (%s)", exc, exc.detail)
+    return ids
