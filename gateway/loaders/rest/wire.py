@@ -1,4 +1,4 @@
-"""The APIv4's JSON: its structs, how a body is decoded, and its records."""
+"""The APIv4's JSON: its structs, how a body is decoded, its records, and the snapshot."""
 
 from __future__ import annotations
 
