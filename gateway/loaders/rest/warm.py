@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from gateway.errors import UpstreamError
 from gateway.loaders.rest.cache import ResourceCache
@@ -45,3 +47,33 @@ async def keep_catalogue_warm(
         if tried is not None:
             tried.set()
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def warm_catalogue(
+    upstream: Upstream,
+    cache: ResourceCache,
+    bodies: SharedBodies | None = None,
+    *,
+    first_wait: float,
+) -> AsyncIterator[None]:
+    """Keep the snapshot warm for as long as the block runs.
+
+    The block starts once the first snapshot is in (or failed, or took `first_wait` seconds):
+    the first requests then find it rather than wait for it.
+    """
+    tried = asyncio.Event()
+    warming = asyncio.create_task(keep_catalogue_warm(upstream, cache, bodies, tried=tried))
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(tried.wait(), first_wait)
+        yield
+    finally:
+        warming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warming
+
+
+def catalogue_is_warm(cache: ResourceCache) -> bool:
+    """Whether the cache holds the snapshot fresh: a request would find it at once."""
+    return cache.fresh_for(CATALOGUE) > 0
