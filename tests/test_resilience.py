@@ -30,6 +30,7 @@ from gateway.loaders.rest.breaker import BREAKER_COOL_DOWN, BREAKER_THRESHOLD, B
 from gateway.loaders.rest.cache import ENTRY_OVERHEAD, Fetching, ResourceCache
 from gateway.loaders.rest.client import Upstream as UpstreamClient
 from gateway.loaders.rest.client import retry_after
+from gateway.loaders.rest.fetcher import Fetcher
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 
 Ask = Callable[..., Awaitable[dict[str, Any]]]
@@ -491,8 +492,8 @@ async def test_a_shared_fetch_is_bounded_by_each_request_own_deadline(
     cache = ResourceCache(ttl=300, stale=0)
     loop = asyncio.get_running_loop()
     ids = [row.id for row in upstream.dataset.packages[:2]]
-    old = RestBackend(client, cache, deadline=loop.time() + 0.2)
-    fresh = RestBackend(client, cache, deadline=loop.time() + 10.0)
+    old = RestBackend(Fetcher(client, cache, deadline=loop.time() + 0.2))
+    fresh = RestBackend(Fetcher(client, cache, deadline=loop.time() + 10.0))
     try:
         first = asyncio.create_task(old.packages(ids))
         await asyncio.sleep(0.01)

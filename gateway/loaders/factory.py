@@ -17,6 +17,7 @@ from gateway.loaders.backend import Backend
 from gateway.loaders.rest.backend import RestBackend
 from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream
+from gateway.loaders.rest.fetcher import Fetcher
 from gateway.loaders.rest.shared import SharedBodies
 from gateway.loaders.rest.warm import catalogue_is_warm, warm_catalogue
 from gateway.shared_cache import SharedCache
@@ -132,7 +133,7 @@ async def _open_rest(
     def rest_backend() -> Backend:
         # A request's upstream calls, retries included, end within its own time.
         deadline = loop.time() + settings.request_timeout
-        return RestBackend(upstream, cache, bodies, deadline=deadline)
+        return RestBackend(Fetcher(upstream, cache, bodies, deadline=deadline))
 
     async def upstream_check() -> Check:
         return _required(await upstream.ready())

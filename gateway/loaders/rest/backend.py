@@ -23,11 +23,8 @@ from gateway.loaders.records import (
     SearchHit,
     Window,
 )
-from gateway.loaders.rest.cache import ResourceCache
-from gateway.loaders.rest.client import Upstream
 from gateway.loaders.rest.fetcher import Fetcher
 from gateway.loaders.rest.memo import Memo
-from gateway.loaders.rest.shared import SharedBodies
 from gateway.loaders.rest.snapshot import Catalogue
 from gateway.loaders.rest.wire import CategoryJSON, GridJSON, PackageJSON, to_search_hit
 
@@ -39,6 +36,7 @@ MAX_DETAILS = 16
 K = TypeVar("K")
 V = TypeVar("V")
 R = TypeVar("R", Category, Grid, Package)
+J = TypeVar("J", CategoryJSON, GridJSON, PackageJSON)
 
 
 class RestBackend:
@@ -61,15 +59,8 @@ class RestBackend:
     wherever its page came from.
     """
 
-    def __init__(
-        self,
-        upstream: Upstream,
-        cache: ResourceCache,
-        bodies: SharedBodies | None = None,
-        *,
-        deadline: float | None = None,
-    ) -> None:
-        self.fetcher = Fetcher(upstream, cache, bodies, deadline=deadline)
+    def __init__(self, fetcher: Fetcher) -> None:
+        self.fetcher = fetcher
         self.memo = Memo()
 
     @property
@@ -122,22 +113,63 @@ class RestBackend:
             return page
         return Page([seen.get(record.id) or record for record in page.items], page.total)
 
-    @staticmethod
-    def _seen_id(seen: dict[int, R | None], record: R | None) -> int | None:
-        """The id of a record the snapshot found by slug, remembered by id."""
-        if record is None:
-            return None
-        seen[record.id] = record
-        return record.id
+    async def _by_id(
+        self,
+        ids: Sequence[int],
+        resource: str,
+        kind: type[J],
+        *,
+        remember: Callable[[J], R],
+        seen: dict[int, R | None],
+        in_snapshot: Callable[[Catalogue, int], R | None],
+    ) -> list[R | None]:
+        """The records of `ids`, each read as `kind` at `resource` if need be."""
+
+        async def fetch_one(id: int) -> R | None:
+            raw = await self.fetcher.detail(resource, str(id), kind)
+            return None if raw is None else remember(raw)
+
+        return await self._lookup(ids, seen, in_snapshot, fetch_one)
+
+    async def _by_slug(
+        self,
+        slugs: Sequence[str],
+        resource: str,
+        kind: type[J],
+        *,
+        remember: Callable[[J], R],
+        seen: dict[int, R | None],
+        seen_ids: dict[str, int | None],
+        in_snapshot: Callable[[Catalogue, str], R | None],
+    ) -> list[R | None]:
+        """The records of `slugs`, by way of their ids (`seen_ids`): one record, one way."""
+
+        def id_in_snapshot(snapshot: Catalogue, slug: str) -> int | None:
+            record = in_snapshot(snapshot, slug)
+            if record is None:
+                return None
+            seen[record.id] = record
+            return record.id
+
+        async def fetch_one(slug: str) -> int | None:
+            raw = await self.fetcher.detail(resource, slug, kind)
+            # An all-digit slug is an id to the upstream: accept only a real slug match.
+            return remember(raw).id if raw is not None and raw.slug == slug else None
+
+        ids = await self._lookup(slugs, seen_ids, id_in_snapshot, fetch_one)
+        return [None if id is None else seen.get(id) for id in ids]
 
     # -- lookups -----------------------------------------------------------------------------
 
     async def categories(self, ids: Sequence[int]) -> list[Category | None]:
-        async def fetch_one(id: int) -> Category | None:
-            raw = await self.fetcher.detail("categories/", str(id), CategoryJSON)
-            return None if raw is None else self.memo.remember_category(raw)
-
-        return await self._lookup(ids, self.memo.categories, Catalogue.category, fetch_one)
+        return await self._by_id(
+            ids,
+            "categories/",
+            CategoryJSON,
+            remember=self.memo.remember_category,
+            seen=self.memo.categories,
+            in_snapshot=Catalogue.category,
+        )
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
         # The upstream has no slug lookup for categories, and their slugs are not unique:
@@ -154,43 +186,46 @@ class RestBackend:
         return [by_slug.get(slug) for slug in slugs]
 
     async def grids(self, ids: Sequence[int]) -> list[Grid | None]:
-        async def fetch_one(id: int) -> Grid | None:
-            raw = await self.fetcher.detail("grids/", str(id), GridJSON)
-            return None if raw is None else self.memo.remember_grid(raw)
-
-        return await self._lookup(ids, self.memo.grids, Catalogue.grid, fetch_one)
+        return await self._by_id(
+            ids,
+            "grids/",
+            GridJSON,
+            remember=self.memo.remember_grid,
+            seen=self.memo.grids,
+            in_snapshot=Catalogue.grid,
+        )
 
     async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
-        def in_snapshot(snapshot: Catalogue, slug: str) -> int | None:
-            return self._seen_id(self.memo.grids, snapshot.grid_by_slug(slug))
-
-        async def fetch_one(slug: str) -> int | None:
-            raw = await self.fetcher.detail("grids/", slug, GridJSON)
-            # An all-digit slug is an id to the upstream: accept only a real slug match.
-            return self.memo.remember_grid(raw).id if raw is not None and raw.slug == slug else None
-
-        ids = await self._lookup(slugs, self.memo.grid_ids, in_snapshot, fetch_one)
-        return [None if id is None else self.memo.grids.get(id) for id in ids]
+        return await self._by_slug(
+            slugs,
+            "grids/",
+            GridJSON,
+            remember=self.memo.remember_grid,
+            seen=self.memo.grids,
+            seen_ids=self.memo.grid_ids,
+            in_snapshot=Catalogue.grid_by_slug,
+        )
 
     async def packages(self, ids: Sequence[int]) -> list[Package | None]:
-        async def fetch_one(id: int) -> Package | None:
-            raw = await self.fetcher.detail("packages/", str(id), PackageJSON)
-            return None if raw is None else self.memo.remember_package(raw)
-
-        return await self._lookup(ids, self.memo.packages, Catalogue.package, fetch_one)
+        return await self._by_id(
+            ids,
+            "packages/",
+            PackageJSON,
+            remember=self.memo.remember_package,
+            seen=self.memo.packages,
+            in_snapshot=Catalogue.package,
+        )
 
     async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]:
-        def in_snapshot(snapshot: Catalogue, slug: str) -> int | None:
-            return self._seen_id(self.memo.packages, snapshot.package_by_slug(slug))
-
-        async def fetch_one(slug: str) -> int | None:
-            raw = await self.fetcher.detail("packages/", slug, PackageJSON)
-            if raw is None or raw.slug != slug:
-                return None
-            return self.memo.remember_package(raw).id
-
-        ids = await self._lookup(slugs, self.memo.package_ids, in_snapshot, fetch_one)
-        return [None if id is None else self.memo.packages.get(id) for id in ids]
+        return await self._by_slug(
+            slugs,
+            "packages/",
+            PackageJSON,
+            remember=self.memo.remember_package,
+            seen=self.memo.packages,
+            seen_ids=self.memo.package_ids,
+            in_snapshot=Catalogue.package_by_slug,
+        )
 
     # -- relations -----------------------------------------------------------------------------
 

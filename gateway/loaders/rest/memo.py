@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from gateway.loaders.records import Category, Grid, Package
 from gateway.loaders.rest.wire import (
     CategoryJSON,
@@ -12,6 +14,8 @@ from gateway.loaders.rest.wire import (
     to_grid,
     to_package,
 )
+
+R = TypeVar("R", Grid, Package)
 
 
 class Memo:
@@ -37,14 +41,23 @@ class Memo:
 
     def remember_grid(self, raw: GridJSON) -> Grid:
         record = to_grid(raw)
-        self.grids[record.id] = record
-        self.grid_ids[record.slug] = record.id
-        self.packages_of_grid[record.id] = tuple(id_from_url(url) for url in raw.packages)
+        _remember(record, raw.packages, self.grids, self.grid_ids, self.packages_of_grid)
         return record
 
     def remember_package(self, raw: PackageJSON) -> Package:
         record = to_package(raw)
-        self.packages[record.id] = record
-        self.package_ids[record.slug] = record.id
-        self.grids_of_package[record.id] = tuple(id_from_url(url) for url in raw.grids)
+        _remember(record, raw.grids, self.packages, self.package_ids, self.grids_of_package)
         return record
+
+
+def _remember(
+    record: R,
+    links: list[str],
+    by_id: dict[int, R | None],
+    ids_by_slug: dict[str, int | None],
+    related: dict[int, tuple[int, ...]],
+) -> None:
+    """Remember a grid or a package by id and by slug, and the ids of its relation's links."""
+    by_id[record.id] = record
+    ids_by_slug[record.slug] = record.id
+    related[record.id] = tuple(id_from_url(url) for url in links)
