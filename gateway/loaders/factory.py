@@ -19,7 +19,7 @@ from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream
 from gateway.loaders.rest.fetcher import Fetcher
 from gateway.loaders.rest.shared import SharedBodies
-from gateway.loaders.rest.warm import catalogue_is_warm, warm_catalogue
+from gateway.loaders.rest.warm import catalogue_is_warm, catalogue_kept_warm
 from gateway.shared_cache import SharedCache
 
 BackendFactory = Callable[[], Backend]
@@ -151,7 +151,7 @@ async def _open_rest(
         if keep_warm:
             first_wait = settings.upstream_timeout
             await stack.enter_async_context(
-                warm_catalogue(upstream, cache, bodies, first_wait=first_wait)
+                catalogue_kept_warm(upstream, cache, bodies, first_wait=first_wait)
             )
         yield OpenBackend(rest_backend, checks)
 

@@ -50,13 +50,14 @@ class RestBackend:
        resource cache holds it fresh), or if more records of one kind are missing than
        `MAX_DETAILS` (its three list requests then cost less than a GET each);
     3. the fetcher (fetcher.py), one GET a record: from the resource cache, else the bodies
-       shared by processes (`--cache`), else the upstream. What the snapshot lacks is asked
-       for too: it may be newer than the snapshot.
+       shared by processes (`--cache`), else the upstream. A record the snapshot lacks is
+       asked for too: it may have been added since.
 
-    Lists and relations go the same way, a page at a time, except that a window or page with
-    a filter or an order, and every window of a category's packages, needs the snapshot (the
-    upstream can do none of these); a record the memo has is served as the memo has it,
-    wherever its page came from.
+    Lists and relations are answered from the snapshot while it is at hand, and always when
+    they ask for a filter or an order or are a category's packages (the upstream can do none
+    of these); otherwise from the upstream's list pages, or from the parents' links with each
+    record looked up as above. A record the memo has is served as the memo has it, wherever
+    its page came from.
     """
 
     def __init__(self, fetcher: Fetcher) -> None:

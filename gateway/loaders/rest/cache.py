@@ -58,7 +58,8 @@ class Fetching:
         self.stale = self.stale or stale
 
 
-# What the cache runs on a miss: the value and the size of the JSON it was decoded from.
+# What the cache runs on a miss, handed its `Fetching`: the value, and the size of the JSON
+# it was decoded from.
 Fetch: TypeAlias = Callable[[Fetching], Awaitable[tuple[T, int]]]
 
 

@@ -55,7 +55,7 @@ class Upstream:
     exponential backoff or the upstream's `Retry-After`, unless that asks for longer than
     one attempt's `timeout`). A body over `max_body` bytes is refused without being read to
     its end. A GET is not bound to one request's deadline: many requests may share it, and
-    each gives up at its own (see `RestBackend`).
+    each gives up at its own (see `Fetcher`).
     """
 
     def __init__(

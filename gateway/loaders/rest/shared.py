@@ -39,7 +39,7 @@ POLL_CAP = 0.05
 # answered 404 (0), then the body.
 _HEADER = struct.Struct("!QB")
 
-Fetch = Callable[[], Awaitable[bytes | None]]
+FetchBody = Callable[[], Awaitable[bytes | None]]
 
 
 class _Copy(NamedTuple):
@@ -81,7 +81,7 @@ class SharedBodies:
         self,
         path: str,
         params: Mapping[str, str | int] | None,
-        fetch: Fetch,
+        fetch: FetchBody,
         fetching: Fetching | None = None,
     ) -> bytes | None:
         """The body at `path` with `params`: the shared copy if fresh, else `fetch`'s, shared.
@@ -96,7 +96,8 @@ class SharedBodies:
             fetching.read(copy.age, stale=copy.stale)
         return copy.body
 
-    async def _read_through(self, key: str, fetch: Fetch, max_age: float) -> _Copy:
+    async def _read_through(self, key: str, fetch: FetchBody, max_age: float) -> _Copy:
+        """The body at `key`: a fresh shared copy, another process's fetch, or `fetch`'s."""
         lock = "lock:" + key
         stale: _Copy | None = None
         token = secrets.token_hex(8)
@@ -146,7 +147,7 @@ class SharedBodies:
                 return None
         return None
 
-    async def _fetch(self, key: str, fetch: Fetch, stale: _Copy | None) -> _Copy:
+    async def _fetch(self, key: str, fetch: FetchBody, stale: _Copy | None) -> _Copy:
         """`fetch`'s body, kept for the others; if it fails, the stale copy, if any."""
         try:
             body = await fetch()

@@ -50,7 +50,7 @@ async def keep_catalogue_warm(
 
 
 @contextlib.asynccontextmanager
-async def warm_catalogue(
+async def catalogue_kept_warm(
     upstream: Upstream,
     cache: ResourceCache,
     bodies: SharedBodies | None = None,
