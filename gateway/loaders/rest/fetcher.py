@@ -97,9 +97,11 @@ class Fetcher:
         return items[:limit], total
 
     async def whole_list(self, resource: str, kind: type[Listed]) -> list[Listed]:
+        """A whole list of the upstream's: one request, unless the upstream caps its pages."""
         return await _all_pages(lambda offset: self._list(resource, kind, offset, WHOLE_LIST))
 
     async def search(self, query: str) -> list[SearchJSON]:
+        """The upstream's search results for `query`."""
         params = {"q": query}
 
         async def fetch(fetching: Fetching) -> tuple[list[SearchJSON], int]:
