@@ -271,7 +271,7 @@ async def test_the_age_of_a_shared_body_counts_in_each_process(
     await asyncio.sleep(ttl + 0.1)
     origin.failing = True
     c = ResourceCache(ttl=ttl, stale=60)
-    assert await c.get("categories/1/", via(bodies[0])) == (origin.body, True)  # stale, says so
+    assert await c.get("categories/1/", via(bodies[0])) == (origin.body, True)  # stale, and says so
     assert c.fresh_for("categories/1/") == 0
 
 
