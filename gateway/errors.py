@@ -153,3 +153,11 @@ def response_body(result: ExecutionResult, *, stale: bool = False) -> GraphQLHTT
 
 class MirrorError(GatewayError):
     """Why `gateway mirror` stopped, in one line; the database was left as it was."""
+
+
+class TransientError(UpstreamError):
+    """A failure worth another attempt: a connection that failed, 429, 502, 503 or 504."""
+
+    def __init__(self, message: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after

@@ -21,8 +21,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.errors import UpstreamError
-from gateway.loaders.cache import ResourceCache
-from gateway.loaders.catalogue import Catalogue
 from gateway.loaders.records import (
     Category,
     Grid,
@@ -33,15 +31,13 @@ from gateway.loaders.records import (
     Window,
     words_of,
 )
-from gateway.loaders.rest import (
-    Breaker,
-    RestBackend,
-    _link_ids,
-    _readable,
-    id_from_url,
-    keep_catalogue_warm,
-)
-from gateway.loaders.rest import Upstream as UpstreamClient
+from gateway.loaders.rest.breaker import Breaker
+from gateway.loaders.rest.cache import ResourceCache
+from gateway.loaders.rest.client import Upstream as UpstreamClient
+from gateway.loaders.rest.fetcher import Fetcher
+from gateway.loaders.rest.snapshot import Catalogue
+from gateway.loaders.rest.warm import keep_catalogue_warm
+from gateway.loaders.rest.wire import _link_ids, _readable, id_from_url
 from gateway.loaders.sql.rows import Dataset, PackageRow
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 from tests.fake_upstream import FakeUpstream
@@ -279,7 +275,7 @@ WARM = """{
 async def _snapshot_of(upstream: FakeUpstream) -> Catalogue:
     client = UpstreamClient(upstream.base_url)
     try:
-        return await RestBackend(client, ResourceCache(ttl=60, stale=0))._catalogue()
+        return await Fetcher(client, ResourceCache(ttl=60, stale=0)).snapshot()
     finally:
         await client.aclose()
 

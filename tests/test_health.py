@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 
-from gateway.loaders import rest
 from gateway.loaders.backend import Backend
 from gateway.loaders.factory import Check, OpenBackend
+from gateway.loaders.rest import client as rest_client
+from gateway.loaders.rest.breaker import BREAKER_COOL_DOWN, BREAKER_THRESHOLD
 from gateway.loaders.sql.engine import create_engine
 from gateway.loaders.sql.features import database_ready
 from tests.databases import (
@@ -72,19 +73,19 @@ def test_without_traffic_the_upstream_is_asked(upstream: FakeUpstream) -> None:
     with served(clock, upstream=upstream.base_url, warm_catalogue=False) as client:
         assert ready(client)[0] == 200
         upstream.reset()
-        clock.advance(rest.READY_RECENT + 0.1)
+        clock.advance(rest_client.READY_RECENT + 0.1)
         assert ready(client)[0] == 200
         assert upstream.requests == ["/api/v4/"]  # the API root, once
 
         upstream.outage = "hang"
-        clock.advance(rest.READY_RECENT + 0.1)
+        clock.advance(rest_client.READY_RECENT + 0.1)
         started = time.monotonic()
         status, body = ready(client)
         assert (status, body["reason"]) == (
             503,
             "upstream unavailable: The upstream API did not answer in time",
         )
-        assert time.monotonic() - started < rest.READY_TIMEOUT + 1
+        assert time.monotonic() - started < rest_client.READY_TIMEOUT + 1
         upstream.outage = None
         assert ready(client)[0] == 200
 
@@ -94,7 +95,7 @@ def test_an_open_circuit_breaker_is_unready_at_once(upstream: FakeUpstream) -> N
     settings = {"warm_catalogue": False, "upstream_retries": 0}
     with served(clock, upstream=upstream.base_url, **settings) as client:
         upstream.outage = "500"
-        for _ in range(rest.BREAKER_THRESHOLD):
+        for _ in range(BREAKER_THRESHOLD):
             post(client, "{ categories(first: 1) { nodes { slug } } }")
         upstream.reset()
         status, body = ready(client)
@@ -103,7 +104,7 @@ def test_an_open_circuit_breaker_is_unready_at_once(upstream: FakeUpstream) -> N
             "upstream unavailable: The upstream API is unavailable",
         )
         assert upstream.count == 0  # the breaker answered: the upstream was spared
-        clock.advance(rest.BREAKER_COOL_DOWN)
+        clock.advance(BREAKER_COOL_DOWN)
         assert ready(client)[0] == 200  # once it cools down, the probe closes it
 
 

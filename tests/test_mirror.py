@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.cli import main
 from gateway.errors import MirrorError, UpstreamError
 from gateway.loaders.records import split_participants
-from gateway.loaders.rest import (
+from gateway.loaders.rest.wire import (
     CategoryJSON,
     GridJSON,
     ListJSON,

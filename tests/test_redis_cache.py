@@ -35,8 +35,8 @@ import redis
 
 from gateway.config import configure
 from gateway.errors import ConfigError, UpstreamError
-from gateway.loaders.cache import ResourceCache
-from gateway.loaders.shared import SharedBodies
+from gateway.loaders.rest.cache import Fetching, ResourceCache
+from gateway.loaders.rest.shared import SharedBodies
 from gateway.persisted import TTL as APQ_TTL
 from gateway.response_cache import MemoryStore
 from gateway.shared_cache import SharedCache, SharedStore, Unavailable
@@ -262,32 +262,31 @@ async def test_the_age_of_a_shared_body_counts_in_each_process(
     admin = redis.Redis.from_url(redis_url)
     stored = caches[0].key(_bodies(caches[0]).key("categories/1/", None))
     ttl = 1.2
-    a = ResourceCache(ttl=ttl, stale=60, shared=_bodies(caches[0], ttl=ttl, stale=60))
-    b = ResourceCache(ttl=ttl, stale=60, shared=_bodies(caches[1], ttl=ttl, stale=60))
+    a, b = ResourceCache(ttl=ttl, stale=60), ResourceCache(ttl=ttl, stale=60)
+    bodies = _bodies(caches[0], ttl=ttl, stale=60), _bodies(caches[1], ttl=ttl, stale=60)
     origin = Origin()
 
-    def via(cache: ResourceCache) -> Any:
-        async def fetch() -> tuple[bytes | None, int]:
-            assert cache.shared is not None
-            body = await cache.shared.get("categories/1/", None, origin)
+    def via(shared: SharedBodies) -> Any:
+        async def fetch(fetching: Fetching) -> tuple[bytes | None, int]:
+            body = await shared.get("categories/1/", None, origin, fetching)
             return body, len(body or b"")
 
         return fetch
 
-    assert await a.get("categories/1/", via(a)) == (origin.body, False)
+    assert await a.get("categories/1/", via(bodies[0])) == (origin.body, False)
     _age(admin, stored, 0.7)
-    assert await b.get("categories/1/", via(b)) == (origin.body, False)
+    assert await b.get("categories/1/", via(bodies[1])) == (origin.body, False)
     assert origin.calls == 1
     assert 0 < b.fresh_for("categories/1/") <= ttl - 0.7
     # A refresh wants a copy younger than half the TTL: this one is not, so it refetches.
-    await b.refresh("categories/1/", via(b))
+    await b.refresh("categories/1/", via(bodies[1]))
     assert origin.calls == 2
     assert b.fresh_for("categories/1/") > ttl - 0.3
 
     _age(admin, stored, ttl + 0.1)
     origin.failing = True
-    c = ResourceCache(ttl=ttl, stale=60, shared=_bodies(caches[0], ttl=ttl, stale=60))
-    assert await c.get("categories/1/", via(c)) == (origin.body, True)  # stale, and says so
+    c = ResourceCache(ttl=ttl, stale=60)
+    assert await c.get("categories/1/", via(bodies[0])) == (origin.body, True)  # stale, and says so
     assert c.fresh_for("categories/1/") == 0
 
 

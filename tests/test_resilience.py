@@ -24,16 +24,12 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.demo.dataset import generate
 from gateway.errors import UpstreamError
-from gateway.loaders.cache import ENTRY_OVERHEAD, ResourceCache
-from gateway.loaders.rest import (
-    BREAKER_COOL_DOWN,
-    BREAKER_THRESHOLD,
-    MAX_DETAILS,
-    Breaker,
-    RestBackend,
-    retry_after,
-)
-from gateway.loaders.rest import Upstream as UpstreamClient
+from gateway.loaders.rest.backend import MAX_DETAILS, RestBackend
+from gateway.loaders.rest.breaker import BREAKER_COOL_DOWN, BREAKER_THRESHOLD, Breaker
+from gateway.loaders.rest.cache import ENTRY_OVERHEAD, Fetching, ResourceCache
+from gateway.loaders.rest.client import Upstream as UpstreamClient
+from gateway.loaders.rest.client import retry_after
+from gateway.loaders.rest.fetcher import Fetcher
 from gateway.loaders.sql.rows import Dataset, GridRow
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 from tests.fake_upstream import FakeUpstream, serve_in_thread, serve_upstream
@@ -182,10 +178,10 @@ async def test_the_cache_serves_a_stale_copy_only_within_its_window() -> None:
     now = [0.0]
     cache = ResourceCache(ttl=10, stale=20, clock=lambda: now[0])
 
-    async def fails() -> tuple[str, int]:
+    async def fails(fetching: Fetching) -> tuple[str, int]:
         raise UpstreamError("The upstream API timed out")
 
-    async def answers() -> tuple[str, int]:
+    async def answers(fetching: Fetching) -> tuple[str, int]:
         return "new", 3
 
     cache.put("k", "old", 3)
@@ -505,8 +501,8 @@ async def test_a_shared_fetch_is_bounded_by_each_request_own_deadline(
     cache = ResourceCache(ttl=300, stale=0)
     loop = asyncio.get_running_loop()
     ids = [row.id for row in upstream.dataset.packages[:2]]
-    old = RestBackend(client, cache, deadline=loop.time() + 0.2)
-    fresh = RestBackend(client, cache, deadline=loop.time() + 10.0)
+    old = RestBackend(Fetcher(client, cache, deadline=loop.time() + 0.2))
+    fresh = RestBackend(Fetcher(client, cache, deadline=loop.time() + 10.0))
     try:
         first = asyncio.create_task(old.packages(ids))
         assert await asyncio.to_thread(upstream.wait_until, lambda: upstream.count == len(ids))

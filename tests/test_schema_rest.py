@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings
-from gateway.loaders.rest import MAX_DETAILS
+from gateway.loaders.rest.backend import MAX_DETAILS
 from gateway.run import run_query
 from tests.expected import (
     LIST_REQUESTS,

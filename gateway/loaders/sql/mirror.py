@@ -23,12 +23,12 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from gateway.errors import ConfigError, MirrorError, UpstreamError
 from gateway.loaders.records import site_time
-from gateway.loaders.rest import (
+from gateway.loaders.rest.client import Upstream
+from gateway.loaders.rest.wire import (
     CategoryJSON,
     GridJSON,
     ListJSON,
     PackageJSON,
-    Upstream,
     decode,
     id_from_url,
 )
