@@ -295,7 +295,7 @@ def estimate_cost(
 ) -> int:
     """The most objects a valid operation may return.
 
-    Each connection field counts its `first` (its default, 20, when not given or null) times
+    Each connection field counts its `first` or `last` (20 when neither is given) times
     the sizes of the lists above it, and so does each other list of objects with its own size:
     the number of `ids` for `nodes`, 20 otherwise (`search`). The operation's cost is the sum
     over all these fields. Fragments count wherever they are spread, aliased fields once each.
@@ -367,13 +367,17 @@ class _Estimate:
         already counted by the connection)."""
         if "first" in field.args:
             # Imported here: the schema package imports this module to build itself.
-            from gateway.schema.pagination import MAX_FIRST
+            from gateway.schema.pagination import DEFAULT_FIRST, MAX_FIRST
 
-            first = get_argument_values(field, node, self.variables).get("first")
-            if first is None:  # null: the resolvers use the default
-                first = field.args["first"].default_value
+            arguments = get_argument_values(field, node, self.variables)
+            # `last` counts as `first` does; null or absent, the resolvers use the default
+            # (both at once the resolver refuses: count the larger).
+            given = [arguments.get(name) for name in ("first", "last")]
+            sizes = [size for size in given if size is not None] or [DEFAULT_FIRST]
+            if not all(isinstance(size, int) for size in sizes):
+                return LIST_SIZE
             # Over MAX_FIRST the resolver refuses it (BAD_USER_INPUT): count what it allows.
-            return min(max(first, 0), MAX_FIRST) if isinstance(first, int) else LIST_SIZE
+            return min(max(*sizes, 0), MAX_FIRST)
         listed = get_nullable_type(field.type)
         if not isinstance(listed, GraphQLList) or not is_composite_type(get_named_type(listed)):
             return None

@@ -127,16 +127,33 @@ class Order(NamedTuple):
     descending: bool = False
 
 
+# One value of an order's key: a title key, a number, an instant, or None (no last commit).
+KeyValue = int | str | datetime | None
+# Where a record stands in a list's order: its order field's value, then its id (or the
+# key of the list's own order); a cursor carries it.
+Key = tuple[KeyValue, ...]
+
+
+class Slice(NamedTuple):
+    """Which part of a list a page holds: the records strictly after `after` and strictly
+    before `before` (keys in the list's order; None: from the start, to the end), the first
+    `limit` of them, or the last `limit` of them when `backward`."""
+
+    limit: int
+    after: Key | None = None
+    before: Key | None = None
+    backward: bool = False
+
+
 class Window(NamedTuple):
-    """A window of one parent's related records: `limit` of them from `offset` on.
+    """A slice of one parent's related records.
 
     With a `filter` (packages only) the relation keeps the packages that pass it; with an
     `order` it is sorted by that order instead of the relation's own.
     """
 
     parent: int
-    offset: int
-    limit: int
+    slice: Slice
     filter: PackageFilter | None = None
     order: Order | None = None
 
@@ -157,10 +174,16 @@ def words_of(query: str) -> tuple[str, ...]:
 
 
 class Page(msgspec.Struct, Generic[R], frozen=True, gc=False):
-    """One window of a list: the records in it and the size of the whole list."""
+    """One slice of a list: its records with their keys, the size of the whole list, and
+    where the slice's cursors fall in it: `lower` records come at or before `after`, and
+    `upper` strictly before `before` (the records between them are positions `lower` to
+    `upper`, counted from 0), from which the connection tells whether more pages exist."""
 
     items: list[R]
     total: int
+    keys: list[Key] = msgspec.field(default_factory=list)
+    lower: int = 0
+    upper: int = 0
 
 
 def split_participants(text: str) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from aiodataloader import DataLoader
 from strawberry.relay.utils import from_base64
 
 from gateway.errors import BadUserInput
-from gateway.loaders.records import Page
+from gateway.loaders.records import Order, Page, Slice
 from gateway.schema.context import Info
 from gateway.schema.inputs import (
     MAX_SLUG,
@@ -25,13 +25,14 @@ from gateway.schema.inputs import (
     package_filter,
 )
 from gateway.schema.pagination import (
-    DEFAULT_FIRST,
+    BY_ID,
     Connection,
     connection,
     is_number,
+    layout_of,
+    page_slice,
     shape_of,
     shown,
-    window,
 )
 from gateway.schema.types import Category, Grid, Node, Package, SearchResult
 
@@ -96,57 +97,81 @@ async def _package(
 
 
 async def _list_page(
-    load: Callable[[int, int], Awaitable[Page[Any]]],
+    load: Callable[[Slice], Awaitable[Page[Any]]],
     first: int | None,
+    last: int | None,
     after: str | None,
-    *shape: object,
+    before: str | None,
+    order: Order | None,
+    *shape_arguments: object,
 ) -> Connection[Any]:
-    """A window of a whole list: `load(offset, limit)` with its filter and order (`shape`)."""
-    cursor_shape = shape_of(*shape)
-    offset, limit = window(first, after, cursor_shape)
-    page = await load(offset, limit)
-    return connection(page.items, offset, limit, page.total, cursor_shape)
+    """A slice of a whole list (newest id first unless ordered): `load(slice)` with its
+    `order` and filter (`shape_arguments`: both, as the cursors' shape)."""
+    shape = shape_of(*shape_arguments)
+    slice = page_slice(first, last, after, before, shape, layout_of(order, BY_ID))
+    return connection(await load(slice), slice, shape)
 
 
 async def _categories(
     info: Info,
-    first: int | None = DEFAULT_FIRST,
+    first: int | None = strawberry.UNSET,
     after: str | None = strawberry.UNSET,
+    last: int | None = strawberry.UNSET,
+    before: str | None = strawberry.UNSET,
     order_by: CategoryOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
     ordered = order(order_by)
     loaders = info.context.loaders
     return await _list_page(
-        lambda offset, limit: loaders.list_categories(offset, limit, ordered), first, after, ordered
+        lambda slice: loaders.list_categories(slice, ordered),
+        first,
+        last,
+        after,
+        before,
+        ordered,
+        ordered,
     )
 
 
 async def _grids(
     info: Info,
-    first: int | None = DEFAULT_FIRST,
+    first: int | None = strawberry.UNSET,
     after: str | None = strawberry.UNSET,
+    last: int | None = strawberry.UNSET,
+    before: str | None = strawberry.UNSET,
     order_by: GridOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
     ordered = order(order_by)
     loaders = info.context.loaders
     return await _list_page(
-        lambda offset, limit: loaders.list_grids(offset, limit, ordered), first, after, ordered
+        lambda slice: loaders.list_grids(slice, ordered),
+        first,
+        last,
+        after,
+        before,
+        ordered,
+        ordered,
     )
 
 
 async def _packages(
     info: Info,
-    first: int | None = DEFAULT_FIRST,
+    first: int | None = strawberry.UNSET,
     after: str | None = strawberry.UNSET,
+    last: int | None = strawberry.UNSET,
+    before: str | None = strawberry.UNSET,
     filter: PackageFilter | None = strawberry.UNSET,
     order_by: PackageOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
     kept, ordered = package_filter(filter), order(order_by)
     loaders = info.context.loaders
     return await _list_page(
-        lambda offset, limit: loaders.list_packages(offset, limit, kept, ordered),
+        lambda slice: loaders.list_packages(slice, kept, ordered),
         first,
+        last,
         after,
+        before,
+        ordered,
         kept,
         ordered,
     )

@@ -18,10 +18,20 @@ from strawberry.relay.utils import to_base64
 
 from gateway.loaders import records
 from gateway.loaders.loaders import Loaders
-from gateway.loaders.records import Page, Window
+from gateway.loaders.records import Page, Slice, Window
 from gateway.schema.context import Info
 from gateway.schema.inputs import GridOrder, PackageFilter, PackageOrder, order, package_filter
-from gateway.schema.pagination import DEFAULT_FIRST, Connection, connection, shape_of, window
+from gateway.schema.pagination import (
+    BY_ID,
+    BY_MEMBERSHIP,
+    BY_TITLE,
+    Connection,
+    Layout,
+    connection,
+    layout_of,
+    page_slice,
+    shape_of,
+)
 
 
 def _type_of(record_class: type) -> Any:
@@ -55,24 +65,29 @@ def _database_id(root: strawberry.Parent[records.Category | records.Grid | recor
 async def _window_of(
     loader: DataLoader[Window, Page[Any]],
     parent: int,
+    own_order: Layout,
     first: int | None,
+    last: int | None,
     after: str | None,
+    before: str | None,
     filter: records.PackageFilter | None = None,
     order: records.Order | None = None,
 ) -> Connection[Any]:
+    """A slice of a parent's relation, whose own order's key is `own_order`."""
     shape = shape_of(filter, order)
-    offset, limit = window(first, after, shape)
-    page = await loader.load(Window(parent, offset, limit, filter, order))
-    return connection(page.items, offset, limit, page.total, shape)
+    slice = page_slice(first, last, after, before, shape, layout_of(order, own_order))
+    page = await loader.load(Window(parent, slice, filter, order))
+    return connection(page, slice, shape)
 
 
 async def _count_of(loader: DataLoader[Window, Page[Any]], parent: int) -> int:
     """A relation's size: the total of an empty window of it, batched like any window."""
-    return (await loader.load(Window(parent, 0, 0))).total
+    return (await loader.load(Window(parent, Slice(0)))).total
 
 
 def _packages_of(
     relation: Callable[[Loaders], DataLoader[Window, Page[records.Package]]],
+    own_order: Layout,
 ) -> Callable[..., Awaitable[Connection[Any]]]:
     """The resolver of a parent's packages (`Category.packages`, `Grid.packages`), windowed
     by the loader `relation` picks, filtered and ordered as asked."""
@@ -80,14 +95,18 @@ def _packages_of(
     async def packages(
         root: strawberry.Parent[records.Category | records.Grid],
         info: Info,
-        first: int | None = DEFAULT_FIRST,
+        first: int | None = strawberry.UNSET,
         after: str | None = strawberry.UNSET,
+        last: int | None = strawberry.UNSET,
+        before: str | None = strawberry.UNSET,
         filter: PackageFilter | None = strawberry.UNSET,
         order_by: PackageOrder | None = strawberry.UNSET,
     ) -> Connection[Any]:
         kept, ordered = package_filter(filter), order(order_by)
         loader = relation(info.context.loaders)
-        return await _window_of(loader, root.id, first, after, kept, ordered)
+        return await _window_of(
+            loader, root.id, own_order, first, last, after, before, kept, ordered
+        )
 
     return packages
 
@@ -95,12 +114,15 @@ def _packages_of(
 async def _package_grids(
     root: strawberry.Parent[records.Package],
     info: Info,
-    first: int | None = DEFAULT_FIRST,
+    first: int | None = strawberry.UNSET,
     after: str | None = strawberry.UNSET,
+    last: int | None = strawberry.UNSET,
+    before: str | None = strawberry.UNSET,
     order_by: GridOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
+    loader = info.context.loaders.grids_of_package
     return await _window_of(
-        info.context.loaders.grids_of_package, root.id, first, after, order=order(order_by)
+        loader, root.id, BY_MEMBERSHIP, first, last, after, before, order=order(order_by)
     )
 
 
@@ -132,7 +154,7 @@ class Category(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages_of(lambda loaders: loaders.packages_of_category),
+        resolver=_packages_of(lambda loaders: loaders.packages_of_category, BY_ID),
         description="The packages in this category, newest first unless ordered.",
     )
     package_count: int = strawberry.field(
@@ -153,7 +175,7 @@ class Grid(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages_of(lambda loaders: loaders.packages_of_grid),
+        resolver=_packages_of(lambda loaders: loaders.packages_of_grid, BY_TITLE),
         description="The packages in this grid, by title unless ordered.",
     )
     package_count: int = strawberry.field(

@@ -12,15 +12,19 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
+import msgspec
+
 from gateway.errors import UpstreamError
 from gateway.loaders.records import (
     Category,
     Grid,
+    Key,
     Order,
     Package,
     PackageFilter,
     Page,
     SearchHit,
+    Slice,
     Window,
 )
 from gateway.loaders.rest.fetcher import Fetcher
@@ -54,10 +58,11 @@ class RestBackend:
        asked for too: it may have been added since.
 
     Lists and relations are answered from the snapshot while it is at hand, and always when
-    they ask for a filter or an order or are a category's packages (the upstream can do none
-    of these); otherwise from the upstream's list pages, or from the parents' links with each
-    record looked up as above. A record the memo has is served as the memo has it, wherever
-    its page came from.
+    they ask for a filter, an order, a cursor or the last records, or are a category's
+    packages (the upstream can do none of these: its pages are offsets, which a record added
+    or removed shifts); otherwise, for a first page, from the upstream's list pages, or from
+    the parents' links with each record looked up as above. A record the memo has is served
+    as the memo has it, wherever its page came from.
     """
 
     def __init__(self, fetcher: Fetcher) -> None:
@@ -81,8 +86,9 @@ class RestBackend:
             return None
 
     async def _snapshot_for_list(self, *, shaped: bool) -> Catalogue | None:
-        """The snapshot for a list or relation: needed for a filter or an order (`shaped`),
-        else used when at hand, since it answers as the upstream's own pages would."""
+        """The snapshot for a list or relation: needed for a filter, an order or anything but
+        a first page (`shaped`), else used when at hand, since it answers as the upstream's
+        own pages would."""
         return await self.fetcher.snapshot() if shaped else await self._snapshot_if_cheap(0)
 
     async def _lookup(
@@ -112,7 +118,9 @@ class RestBackend:
         """`page` with each record this request had already read as it first read it."""
         if not seen:
             return page
-        return Page([seen.get(record.id) or record for record in page.items], page.total)
+        return msgspec.structs.replace(
+            page, items=[seen.get(record.id) or record for record in page.items]
+        )
 
     async def _by_id(
         self,
@@ -282,65 +290,63 @@ class RestBackend:
 
     async def _grid_members(self, windows: Sequence[Window]) -> list[Page[Package]]:
         await self.grids([window.parent for window in windows])
-        return await self._windows(windows, self.memo.packages_of_grid, self.packages)
+        return await self._windows(
+            windows, self.memo.packages_of_grid, self.packages, lambda record, _: _by_title(record)
+        )
 
     async def _package_grids(self, windows: Sequence[Window]) -> list[Page[Grid]]:
         await self.packages([window.parent for window in windows])
-        return await self._windows(windows, self.memo.grids_of_package, self.grids)
+        return await self._windows(
+            windows, self.memo.grids_of_package, self.grids, lambda _, place: (place,)
+        )
 
     async def _windows(
         self,
         windows: Sequence[Window],
         members: Mapping[int, Sequence[int]],
         load: Callable[[Sequence[int]], Awaitable[list[R | None]]],
+        key: Callable[[R, int], Key],
     ) -> list[Page[R]]:
-        """Cut each window out of its parent's id list and load the records in all of them."""
-        slices = [
-            members.get(window.parent, ())[window.offset : window.offset + window.limit]
-            for window in windows
-        ]
+        """Cut each window's first page out of its parent's id list and load the records in
+        all of them; `key` is a record's key in the relation's order, given its place."""
+        slices = [members.get(window.parent, ())[: window.slice.limit] for window in windows]
         wanted = list(dict.fromkeys(id for ids in slices for id in ids))
         records = dict(zip(wanted, await load(wanted), strict=True))
-        return [
-            Page(
-                [record for id in ids if (record := records[id]) is not None],
-                len(members.get(window.parent, ())),
-            )
-            for window, ids in zip(windows, slices, strict=True)
-        ]
+        pages: list[Page[R]] = []
+        for window, ids in zip(windows, slices, strict=True):
+            found = [(place, record) for place, id in enumerate(ids) if (record := records[id])]
+            total = len(members.get(window.parent, ()))
+            keys = [key(record, place) for place, record in found]
+            pages.append(Page([record for _, record in found], total, keys, 0, total))
+        return pages
 
     # -- whole lists ---------------------------------------------------------------------------
 
-    async def list_categories(
-        self, offset: int, limit: int, order: Order | None = None
-    ) -> Page[Category]:
-        snapshot = await self._snapshot_for_list(shaped=order is not None)
+    async def list_categories(self, slice: Slice, order: Order | None = None) -> Page[Category]:
+        snapshot = await self._snapshot_for_list(shaped=order is not None or _paged(slice))
         if snapshot is not None:
-            page = snapshot.list_categories(offset, limit, order)
+            page = snapshot.list_categories(slice, order)
             return self._as_first_seen(page, self.memo.categories)
-        raws, total = await self.fetcher.page("categories/", CategoryJSON, offset, limit)
-        return Page([self.memo.remember_category(raw) for raw in raws], total)
+        raws, total = await self.fetcher.page("categories/", CategoryJSON, 0, slice.limit)
+        return _first_page([self.memo.remember_category(raw) for raw in raws], total)
 
-    async def list_grids(self, offset: int, limit: int, order: Order | None = None) -> Page[Grid]:
-        snapshot = await self._snapshot_for_list(shaped=order is not None)
+    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[Grid]:
+        snapshot = await self._snapshot_for_list(shaped=order is not None or _paged(slice))
         if snapshot is not None:
-            return self._as_first_seen(snapshot.list_grids(offset, limit, order), self.memo.grids)
-        raws, total = await self.fetcher.page("grids/", GridJSON, offset, limit)
-        return Page([self.memo.remember_grid(raw) for raw in raws], total)
+            return self._as_first_seen(snapshot.list_grids(slice, order), self.memo.grids)
+        raws, total = await self.fetcher.page("grids/", GridJSON, 0, slice.limit)
+        return _first_page([self.memo.remember_grid(raw) for raw in raws], total)
 
     async def list_packages(
-        self,
-        offset: int,
-        limit: int,
-        filter: PackageFilter | None = None,
-        order: Order | None = None,
+        self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
     ) -> Page[Package]:
-        snapshot = await self._snapshot_for_list(shaped=filter is not None or order is not None)
+        shaped = filter is not None or order is not None or _paged(slice)
+        snapshot = await self._snapshot_for_list(shaped=shaped)
         if snapshot is not None:
-            page = snapshot.list_packages(offset, limit, filter, order)
+            page = snapshot.list_packages(slice, filter, order)
             return self._as_first_seen(page, self.memo.packages)
-        raws, total = await self.fetcher.page("packages/", PackageJSON, offset, limit)
-        return Page([self.memo.remember_package(raw) for raw in raws], total)
+        raws, total = await self.fetcher.page("packages/", PackageJSON, 0, slice.limit)
+        return _first_page([self.memo.remember_package(raw) for raw in raws], total)
 
     async def search(self, query: str) -> list[SearchHit]:
         if not query.strip():
@@ -348,6 +354,22 @@ class RestBackend:
         return [to_search_hit(raw) for raw in await self.fetcher.search(query)]
 
 
+def _paged(slice: Slice) -> bool:
+    """Whether a slice is more than a first page: the upstream's offsets cannot hold a place."""
+    return slice.after is not None or slice.before is not None or slice.backward
+
+
 def _shaped(window: Window) -> bool:
-    """Whether a window asks for a filter or an order: only the snapshot can answer it."""
-    return window.filter is not None or window.order is not None
+    """Whether a window asks for a filter, an order or more than a first page: only the
+    snapshot can answer it."""
+    return window.filter is not None or window.order is not None or _paged(window.slice)
+
+
+def _by_title(package: Package) -> Key:
+    """A package's key in a grid's own order: by title, then id."""
+    return package.title, package.id
+
+
+def _first_page(records: list[R], total: int) -> Page[R]:
+    """A first page of the upstream's list, newest id first."""
+    return Page(records, total, [(record.id,) for record in records], 0, total)

@@ -19,19 +19,27 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     ColumnElement,
+    DateTime,
     Executable,
     FromClause,
+    Integer,
     Row,
     Select,
     Table,
+    Text,
+    case,
+    cast,
     column,
     func,
     literal,
+    null,
     select,
     true,
+    type_coerce,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeEngine
 
 from gateway import observe
 from gateway.errors import DatabaseError
@@ -43,6 +51,7 @@ from gateway.loaders.records import (
     PackageFilter,
     Page,
     SearchHit,
+    Slice,
     Window,
     in_site_time,
     split_participants,
@@ -50,14 +59,30 @@ from gateway.loaders.records import (
 from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.features import SqlFeatures
 from gateway.loaders.sql.search import search_hit, search_statement
-from gateway.loaders.sql.sort_keys import Key, Plan, Plans
-from gateway.loaders.sql.tables import category, grid, grid_package, package, version
+from gateway.loaders.sql.sort_keys import Key, Plan, Plans, beyond
+from gateway.loaders.sql.tables import (
+    UTCDateTime,
+    category,
+    grid,
+    grid_package,
+    package,
+    version,
+)
 
 __all__ = ["SqlBackend"]
 
 R = TypeVar("R")
 
-_WINDOW_COLUMNS = ("slot", "parent", "shape", "after", "last")
+_WINDOW_COLUMNS = ("slot", "parent", "shape", "size", "backward")
+
+# A relation's rows carry their order's key, in columns a UNION ALL of shapes can share: its
+# first two terms, each in the column of its kind (the others null).
+_KEY_KINDS: dict[str, TypeEngine[Any]] = {
+    "int": BigInteger(),
+    "text": Text(),
+    "time": UTCDateTime(),
+}
+_KEY_TERMS = 2
 
 # Ids and offsets are bigint in the database: anything larger cannot exist or be reached.
 _BIGINT_MAX = 2**63 - 1
@@ -137,6 +162,25 @@ def _newest(table: Table) -> tuple[Key]:
     return (Key(table.c.id, descending=True),)
 
 
+def _kind(key: Key) -> str:
+    """Which key column a term's values go in."""
+    if isinstance(key.value.type, Integer):
+        return "int"
+    return "time" if isinstance(key.value.type, DateTime | UTCDateTime) else "text"
+
+
+def _key_of(row: Row[Any], kinds: Sequence[str]) -> tuple[Any, ...]:
+    """A relation row's key, read back from the columns of its kinds."""
+    return tuple(getattr(row, f"key_{term}_{kind}") for term, kind in enumerate(kinds))
+
+
+def _count_of(condition: ColumnElement[bool] | None, partition: ColumnElement[int]) -> Any:
+    """How many of a parent's rows meet `condition` (all of them without one)."""
+    if condition is None:
+        return func.count().over(partition_by=partition)
+    return func.sum(case((condition, 1), else_=0)).over(partition_by=partition)
+
+
 class _Relation(NamedTuple):
     """A relation's narrow rows: which parent each belongs to, and which member it pages."""
 
@@ -144,9 +188,24 @@ class _Relation(NamedTuple):
     parent: ColumnElement[int]
     member: ColumnElement[int]
 
-    def ranked(self, plan: Plan, shape: int, wanted: CTE) -> Select[Any]:
-        """The members of the parents `wanted` asks for in this shape, numbered and counted."""
+    def ranked(self, plan: Plan, shape: int, slice: Slice, wanted: CTE) -> Select[Any]:
+        """The members of the parents `wanted` asks for in this shape, numbered and counted,
+        with their keys and where the shape's cursors fall (`lower`, `upper`)."""
         asked = select(wanted.c.parent).where(wanted.c.shape == shape)
+        past = None if slice.after is None else beyond(plan.keys, slice.after, later=True)
+        short = None if slice.before is None else beyond(plan.keys, slice.before, later=False)
+        total = _count_of(None, self.parent)
+        lower = literal(0, BigInteger) if past is None else total - _count_of(past, self.parent)
+        keys: list[ColumnElement[Any]] = []
+        for term in range(_KEY_TERMS):
+            key = plan.keys[term] if term < len(plan.keys) else None
+            for kind, type_ in _KEY_KINDS.items():
+                value: ColumnElement[Any]
+                if key is not None and _kind(key) == kind:
+                    value = type_coerce(key.value, type_)  # no CAST: SQLite's would convert
+                else:
+                    value = cast(null(), type_)  # typed, for PostgreSQL's UNION
+                keys.append(value.label(f"key_{term}_{kind}"))
         return plan.apply(
             select(
                 self.parent.label("parent"),
@@ -154,7 +213,10 @@ class _Relation(NamedTuple):
                 func.row_number()
                 .over(partition_by=self.parent, order_by=plan.order_by())
                 .label("position"),
-                func.count().over(partition_by=self.parent).label("total"),
+                total.label("total"),
+                lower.label("lower"),
+                _count_of(short, self.parent).label("upper"),
+                *keys,
                 literal(shape, BigInteger).label("shape"),
             )
             .select_from(self.members)
@@ -284,25 +346,39 @@ class SqlBackend:
         kept = {slot: w for slot, w in enumerate(windows) if w.parent in parents}
         if not kept:
             return [Page([], 0) for _ in windows]
-        if all(w.limit == 0 and w.filter is None for w in kept.values()):
+        if all(w.slice == Slice(0) and w.filter is None for w in kept.values()):
             return await self._totals(windows, relation, parents)
-        shapes: dict[tuple[PackageFilter | None, Order | None], int] = {}
-        plans: list[Plan] = []
+        Shape = tuple[PackageFilter | None, Order | None, Any, Any]
+        shapes: dict[Shape, int] = {}
+        plans: list[tuple[Plan, Slice]] = []
         for window in kept.values():
-            if (window.filter, window.order) not in shapes:
-                shapes[window.filter, window.order] = len(plans)
-                plans.append(plan_of(window))
-        bounds = {
-            slot: (w.parent, shapes[w.filter, w.order], *_positions(w)) for slot, w in kept.items()
+            shape = (window.filter, window.order, window.slice.after, window.slice.before)
+            if shape not in shapes:
+                shapes[shape] = len(plans)
+                plans.append((plan_of(window), window.slice))
+        shape_of = {
+            slot: shapes[w.filter, w.order, w.slice.after, w.slice.before]
+            for slot, w in kept.items()
         }
-        wanted = self._windows(bounds)
+        wanted = self._windows(
+            {
+                slot: (w.parent, shape_of[slot], w.slice.limit, int(w.slice.backward))
+                for slot, w in kept.items()
+            }
+        )
         ranked = union_all(
-            *(relation.ranked(plan, shape, wanted) for shape, plan in enumerate(plans))
+            *(
+                relation.ranked(plan, shape, slice, wanted)
+                for shape, (plan, slice) in enumerate(plans)
+            )
         ).subquery("ranked")
-        position = ranked.c.position
-        in_window = (position > wanted.c.after) & (position <= wanted.c.last)
+        position, lower, upper = ranked.c.position, ranked.c.lower, ranked.c.upper
+        forward = (wanted.c.backward == 0) & (position <= lower + wanted.c.size)
+        backward = (wanted.c.backward == 1) & (position > upper - wanted.c.size)
+        in_window = (position > lower) & (position <= upper) & (forward | backward)
+        key_columns = [c for c in ranked.c if c.name.startswith("key_")]
         statement = (
-            records.add_columns(wanted.c.slot, position, ranked.c.total)
+            records.add_columns(wanted.c.slot, position, ranked.c.total, lower, upper, *key_columns)
             .join(ranked, ranked.c.member == records.selected_columns.id)
             .join(
                 wanted,
@@ -312,18 +388,23 @@ class SqlBackend:
             )
             .order_by(wanted.c.slot, position)
         )
+        kinds = [[_kind(key) for key in plan.keys] for plan, _ in plans]
         items: list[list[R]] = [[] for _ in windows]
-        totals = [0] * len(windows)
+        keys: list[list[Any]] = [[] for _ in windows]
+        bounds = [(0, 0, 0)] * len(windows)
         built: dict[int, R] = {}  # a record in several windows (a grid of many packages) once
         for row in await self._rows(statement, "relation"):
-            _, _, after, last = bounds[row.slot]
-            totals[row.slot] = row.total
-            if after < row.position <= last:
+            bounds[row.slot] = (row.total, row.lower, row.upper)
+            if _in_slice(kept[row.slot].slice, row.position, row.lower, row.upper):
                 record = built.get(row.id)
                 if record is None:
                     record = built[row.id] = build(row)
                 items[row.slot].append(record)
-        return [Page(page, total) for page, total in zip(items, totals, strict=True)]
+                keys[row.slot].append(_key_of(row, kinds[shape_of[row.slot]]))
+        return [
+            Page(page, total, key, lower, upper)
+            for page, key, (total, lower, upper) in zip(items, keys, bounds, strict=True)
+        ]
 
     async def _totals(
         self, windows: Sequence[Window], relation: _Relation, parents: set[int]
@@ -336,7 +417,8 @@ class SqlBackend:
             .group_by(relation.parent)
         )
         totals = {row.parent: row.total for row in await self._rows(statement, "count")}
-        return [Page([], totals.get(window.parent, 0)) for window in windows]
+        sizes = [totals.get(window.parent, 0) for window in windows]
+        return [Page([], size, [], 0, size) for size in sizes]
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
         by_title = (Key(self.plans.in_byte_order(package.c.title)), Key(package.c.id))
@@ -380,24 +462,34 @@ class SqlBackend:
         query: Select[Any],
         table: Table,
         plan: Plan,
-        offset: int,
-        limit: int,
+        slice: Slice,
         build: Callable[[Row[Any]], R],
     ) -> Page[R]:
-        """A page of the table's rows that pass the plan, in its order, and their count, in
-        one statement.
+        """A slice of the table's rows that pass the plan, in its order, their count and where
+        the cursors fall, in one statement.
 
-        The count is joined to the page (LEFT JOIN ... ON true), so that a page past the end
-        still brings the total. The page carries its sort keys, to be put back in order by.
+        The rows strictly between the cursors are read by their keys, the first or the last
+        of them; the counts are joined to the page (LEFT JOIN ... ON true), so that an empty
+        page still brings them. The page carries its sort keys, to be put back in order by
+        and to make its cursors.
         """
-        count = select(func.count().label("total")).select_from(table)
-        total = plan.filtered(count).subquery("total")
+        past = None if slice.after is None else beyond(plan.keys, slice.after, later=True)
+        short = None if slice.before is None else beyond(plan.keys, slice.before, later=False)
+        counts = select(
+            func.count().label("total"),
+            (func.count() if past is None else func.count().filter(past)).label("past"),
+            (func.count() if short is None else func.count().filter(short)).label("upper"),
+        ).select_from(table)
+        cursors = past is not None or short is not None
+        counted = plan.apply if cursors else plan.filtered
+        total = counted(counts).subquery("total")  # type: ignore[arg-type]
         sorts = [key.value.label(f"sort_{index}") for index, key in enumerate(plan.keys)]
+        between = [condition for condition in (past, short) if condition is not None]
         page = (
             plan.apply(query.add_columns(*sorts))
-            .order_by(*plan.order_by())
-            .limit(min(limit, _BIGINT_MAX))
-            .offset(min(offset, _BIGINT_MAX))
+            .where(*between)
+            .order_by(*plan.order_by(reverse=slice.backward))
+            .limit(slice.limit)
             .subquery("page")
         )
         in_page_order = (
@@ -405,32 +497,34 @@ class SqlBackend:
             for key, sort in zip(plan.keys, sorts, strict=True)
         )
         statement = (
-            select(total.c.total, page)
+            select(total.c.total, total.c.past, total.c.upper, page)
             .select_from(total.outerjoin(page, true()))
             .order_by(*(key.clause() for key in in_page_order))
         )
         rows = await self._rows(statement, "list")
-        return Page([build(row) for row in rows if row.id is not None], rows[0].total)
+        found = [row for row in rows if row.id is not None]
+        first = rows[0]
+        return Page(
+            [build(row) for row in found],
+            first.total,
+            [tuple(getattr(row, sort.name) for sort in sorts) for row in found],
+            first.total - first.past,
+            first.upper,
+        )
 
-    async def list_categories(
-        self, offset: int, limit: int, order: Order | None = None
-    ) -> Page[Category]:
+    async def list_categories(self, slice: Slice, order: Order | None = None) -> Page[Category]:
         plan = self.plans.categories(order, _newest(category))
-        return await self._list(select(category), category, plan, offset, limit, _category)
+        return await self._list(select(category), category, plan, slice, _category)
 
-    async def list_grids(self, offset: int, limit: int, order: Order | None = None) -> Page[Grid]:
+    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[Grid]:
         plan = self.plans.grids(order, grid.c.id, _newest(grid))
-        return await self._list(select(grid), grid, plan, offset, limit, _grid)
+        return await self._list(select(grid), grid, plan, slice, _grid)
 
     async def list_packages(
-        self,
-        offset: int,
-        limit: int,
-        filter: PackageFilter | None = None,
-        order: Order | None = None,
+        self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
     ) -> Page[Package]:
         plan = self.plans.packages(filter, order, _newest(package))
-        return await self._list(_PACKAGES, package, plan, offset, limit, _package)
+        return await self._list(_PACKAGES, package, plan, slice, _package)
 
     # -- search ---------------------------------------------------------------------------
 
@@ -441,7 +535,9 @@ class SqlBackend:
         return [search_hit(row) for row in await self._rows(statement, "search")]
 
 
-def _positions(window: Window) -> tuple[int, int]:
-    """The window as (after, last) row positions, kept inside bigint."""
-    after = min(window.offset, _BIGINT_MAX)
-    return after, min(after + window.limit, _BIGINT_MAX)
+def _in_slice(slice: Slice, position: int, lower: int, upper: int) -> bool:
+    """Whether a relation row at `position` (from 1) is in the slice, given its cursors'
+    bounds: between them, among the first or the last `slice.limit`."""
+    if not lower < position <= upper:
+        return False
+    return position > upper - slice.limit if slice.backward else position <= lower + slice.limit
