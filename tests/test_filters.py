@@ -813,35 +813,44 @@ class Paged:
 
 
 TOP = (
-    """query($first: Int, $after: String, $filter: PackageFilter, $order: PackageOrder) {
-  x: packages(first: $first, after: $after, filter: $filter, orderBy: $order) { %s } }"""
+    """query($first: Int, $after: String, $last: Int, $before: String, $filter: PackageFilter,
+  $order: PackageOrder) {
+  x: packages(first: $first, after: $after, last: $last, before: $before, filter: $filter,
+    orderBy: $order) { %s } }"""
     % PAGE
 )
 IN_CATEGORY = (
-    """query($id: Int!, $first: Int, $after: String, $filter: PackageFilter,
-  $order: PackageOrder) { category(id: $id) {
-  x: packages(first: $first, after: $after, filter: $filter, orderBy: $order) { %s } } }"""
+    """query($id: Int!, $first: Int, $after: String, $last: Int, $before: String,
+  $filter: PackageFilter, $order: PackageOrder) { category(id: $id) {
+  x: packages(first: $first, after: $after, last: $last, before: $before, filter: $filter,
+    orderBy: $order) { %s } } }"""
     % PAGE
 )
 IN_GRID = (
-    """query($slug: String!, $first: Int, $after: String, $filter: PackageFilter,
-  $order: PackageOrder) { grid(slug: $slug) {
-  x: packages(first: $first, after: $after, filter: $filter, orderBy: $order) { %s } } }"""
+    """query($slug: String!, $first: Int, $after: String, $last: Int, $before: String,
+  $filter: PackageFilter, $order: PackageOrder) { grid(slug: $slug) {
+  x: packages(first: $first, after: $after, last: $last, before: $before, filter: $filter,
+    orderBy: $order) { %s } } }"""
     % PAGE
 )
 GRIDS_OF = (
-    """query($id: Int!, $first: Int, $after: String, $order: GridOrder) {
-  package(id: $id) { x: grids(first: $first, after: $after, orderBy: $order) { %s } } }"""
+    """query($id: Int!, $first: Int, $after: String, $last: Int, $before: String,
+  $order: GridOrder) { package(id: $id) {
+  x: grids(first: $first, after: $after, last: $last, before: $before, orderBy: $order) {
+    %s } } }"""
     % PAGE
 )
 GRID_LIST = (
-    """query($first: Int, $after: String, $order: GridOrder) {
-  x: grids(first: $first, after: $after, orderBy: $order) { %s } }"""
+    """query($first: Int, $after: String, $last: Int, $before: String, $order: GridOrder) {
+  x: grids(first: $first, after: $after, last: $last, before: $before, orderBy: $order) {
+    %s } }"""
     % PAGE
 )
 CATEGORY_LIST = (
-    """query($first: Int, $after: String, $order: CategoryOrder) {
-  x: categories(first: $first, after: $after, orderBy: $order) { %s } }"""
+    """query($first: Int, $after: String, $last: Int, $before: String,
+  $order: CategoryOrder) {
+  x: categories(first: $first, after: $after, last: $last, before: $before, orderBy: $order) {
+    %s } }"""
     % PAGE
 )
 
@@ -975,6 +984,83 @@ async def test_paging_to_the_end(gateway: Gateway, name: str) -> None:
     past = dig(data, case.path)
     assert (past["edges"], past["totalCount"]) == ([], len(whole))
     assert not past["pageInfo"]["hasNextPage"]
+
+
+@pytest.mark.parametrize("name", PAGED)
+async def test_paging_backward_to_the_start(gateway: Gateway, name: str) -> None:
+    """`last`/`before` from the end to the start: the same list, read from its end, with
+    `hasPreviousPage` exact and `hasNextPage` true once a `before` cursor leaves edges behind."""
+    case = PAGED[name]
+    whole = case.expected
+    ids: list[int] = []
+    before = None
+    for number in range(len(whole) // case.first + 2):
+        data = await gateway.data(case.document, last=case.first, before=before, **case.variables)
+        connection = dig(data, case.path)
+        page = [edge["node"]["databaseId"] for edge in connection["edges"]]
+        end = len(whole) - len(ids)
+        assert page == whole[max(0, end - case.first) : end], f"page {number}"
+        assert connection["totalCount"] == len(whole), f"page {number}"
+        info = connection["pageInfo"]
+        assert info["hasPreviousPage"] == (end - case.first > 0), f"page {number}"
+        assert info["hasNextPage"] == (before is not None), f"page {number}"
+        assert info["startCursor"] == connection["edges"][0]["cursor"]
+        assert info["endCursor"] == connection["edges"][-1]["cursor"]
+        ids = page + ids
+        if not info["hasPreviousPage"]:
+            break
+        before = info["startCursor"]
+    assert ids == whole
+    # Forward and backward meet: the page before a forward page's start is the one before it.
+    data = await gateway.data(case.document, first=case.first, **case.variables)
+    second = dig(
+        await gateway.data(
+            case.document,
+            first=case.first,
+            after=dig(data, case.path)["pageInfo"]["endCursor"],
+            **case.variables,
+        ),
+        case.path,
+    )
+    back = dig(
+        await gateway.data(
+            case.document,
+            last=case.first,
+            before=second["pageInfo"]["startCursor"],
+            **case.variables,
+        ),
+        case.path,
+    )
+    assert back["edges"] == dig(data, case.path)["edges"]
+    assert (back["pageInfo"]["hasPreviousPage"], back["pageInfo"]["hasNextPage"]) == (False, True)
+    # Between two cursors: `first` and `last` both read only the edges between them.
+    after, until = whole[0], whole[2 * case.first]
+    cursors = {edge["node"]["databaseId"]: edge["cursor"] for edge in dig(data, case.path)["edges"]}
+    cursors |= {edge["node"]["databaseId"]: edge["cursor"] for edge in second["edges"]}
+    if until in cursors:
+        for arguments, expected in (
+            ({"first": 100}, whole[1 : 2 * case.first]),
+            ({"last": 2}, whole[2 * case.first - 2 : 2 * case.first]),
+        ):
+            between = dig(
+                await gateway.data(
+                    case.document,
+                    after=cursors[after],
+                    before=cursors[until],
+                    **arguments,
+                    **case.variables,
+                ),
+                case.path,
+            )
+            assert [edge["node"]["databaseId"] for edge in between["edges"]] == expected
+
+
+@pytest.mark.parametrize("document", [TOP, GRID_LIST, CATEGORY_LIST])
+async def test_first_with_last_is_bad_input(gateway: Gateway, document: str) -> None:
+    body = await gateway.run(document, first=2, last=2)
+    assert codes(body)[:1] == ["BAD_USER_INPUT"], body
+    body = await gateway.run(document, last=101)
+    assert codes(body)[:1] == ["BAD_USER_INPUT"], body
 
 
 def random_case(seed: int) -> tuple[Filter, OrderArg | None]:
