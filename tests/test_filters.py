@@ -50,11 +50,13 @@ from gateway.loaders.sql.backend import SqlBackend
 from gateway.loaders.sql.engine import create_engine
 from gateway.loaders.sql.features import SqlFeatures, inspect_database
 from gateway.loaders.sql.rows import CategoryRow, Dataset, GridPackageRow, GridRow, PackageRow
+from gateway.loaders.sql.writer import write_dataset
 from gateway.schema import build_schema
 from gateway.schema.context import Context
 from tests.databases import load, new_schema, postgres_engine, statements
 from tests.expected import PACKAGE_DATETIMES, package_fields, parse_datetimes, when
 from tests.fake_upstream import FakeUpstream, serve_upstream
+from tests.waiting import Clock
 
 SCHEMA = build_schema(Settings())
 SITE = ZoneInfo("America/New_York")
@@ -1494,3 +1496,69 @@ async def test_a_filtered_ordered_first_page_is_cheap(
         connection = dig(data, costed.path)
         ids = [edge["node"]["databaseId"] for edge in connection["edges"]]
         assert (ids, connection["totalCount"]) == (expected[:20], len(expected)), query
+
+
+# -- cursors hold their place while the list changes ------------------------------------------
+
+
+def changed(data: Dataset, before_id: int, new_id: int) -> Dataset:
+    """`data` with the package `before_id` removed and a package `new_id` added, titled to
+    sort first: between two page requests, both shift an offset by one."""
+    gone = next(row for row in data.packages if row.id == before_id)
+    added = dataclasses.replace(
+        gone, id=new_id, title="!!! first by title", slug="first-new", latest_version_id=None
+    )
+    kept = tuple(row for row in data.packages if row.id != before_id)
+    return dataclasses.replace(
+        data,
+        packages=(*kept, added),
+        versions=tuple(row for row in data.versions if row.package_id != before_id),
+        grid_packages=tuple(row for row in data.grid_packages if row.package_id != before_id),
+    )
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+async def test_a_change_between_pages_neither_skips_nor_repeats(tmp_path: Path, name: str) -> None:
+    """A package added and one removed before the cursor, in both directions: the next page
+    starts right after (or ends right before) the cursor's edge all the same."""
+    order = _order("TITLE")
+    titled = MODEL.packages(None, order)
+    new_id = max(MODEL.package) + 1
+    after_change = Model(changed(DATA, titled[1], new_id))
+    clock = Clock()
+    async with AsyncExitStack() as stack:
+        if name == "rest":
+            upstream = stack.enter_context(serve_upstream(DATA))
+            settings = Settings(upstream=upstream.base_url, cache_ttl=1.0)
+            factory = await stack.enter_async_context(open_backend(settings, clock=clock))
+            gateway = Gateway(name, factory)
+        else:
+            loaded = Loaded(DATA, tmp_path)
+            await stack.enter_async_context(loaded.stack)
+            gateway = await loaded.gateway(name)
+
+        async def change() -> None:
+            if name == "rest":
+                upstream.dataset = after_change.data
+                clock.advance(2.0)  # the snapshot expires: the next page reads the new lists
+            else:
+                assert gateway.engine is not None
+                await write_dataset(gateway.engine, after_change.data)  # rows added, removed
+
+        first = (await gateway.data(TOP, first=5, order=order))["x"]
+        last = (await gateway.data(TOP, last=5, order=order))["x"]
+        await change()
+        now = after_change.packages(None, order)
+        assert now != titled
+        forward = await gateway.data(
+            TOP, first=5, after=first["pageInfo"]["endCursor"], order=order
+        )
+        ids = [edge["node"]["databaseId"] for edge in forward["x"]["edges"]]
+        assert ids == titled[5:10] == now[now.index(titled[4]) + 1 :][:5]
+        backward = await gateway.data(
+            TOP, last=5, before=last["pageInfo"]["startCursor"], order=order
+        )
+        ids = [edge["node"]["databaseId"] for edge in backward["x"]["edges"]]
+        end = now.index(titled[-5])
+        assert ids == now[end - 5 : end] == titled[-10:-5]
+        assert backward["x"]["totalCount"] == len(now)
