@@ -377,7 +377,7 @@ class _Estimate:
             if not all(isinstance(size, int) for size in sizes):
                 return LIST_SIZE
             # Over MAX_FIRST the resolver refuses it (BAD_USER_INPUT): count what it allows.
-            return min(max(*sizes, 0), MAX_FIRST)
+            return min(max(0, *map(int, sizes)), MAX_FIRST)
         listed = get_nullable_type(field.type)
         if not isinstance(listed, GraphQLList) or not is_composite_type(get_named_type(listed)):
             return None

@@ -28,6 +28,7 @@ from gateway.loaders.records import (
     Package,
     PackageFilter,
     Page,
+    Slice,
     Window,
     words_of,
 )
@@ -117,7 +118,7 @@ def ids(page: Page[Any]) -> list[int]:
 def listed(
     snapshot: Catalogue, filter: PackageFilter | None = None, order: Order | None = None
 ) -> list[int]:
-    return ids(snapshot.list_packages(0, ALL, filter, order))
+    return ids(snapshot.list_packages(Slice(ALL), filter, order))
 
 
 # -- orders ---------------------------------------------------------------------------
@@ -161,9 +162,11 @@ def test_datetimes_order_as_instants_even_in_the_hour_dst_repeats() -> None:
 def test_without_an_order_a_list_is_newest_id_first_and_offset_limit_cut_it() -> None:
     snapshot = catalogue([package(id) for id in (3, 9, 1, 7)])
     assert listed(snapshot) == [9, 7, 3, 1]
-    assert ids(snapshot.list_packages(1, 2, None, Order("id"))) == [3, 7]
-    assert snapshot.list_packages(9, 5, None, None) == Page([], 4)
-    assert snapshot.list_packages(0, 0, PackageFilter(min_watchers=0), None) == Page([], 4)
+    assert ids(snapshot.list_packages(Slice(2, after=(1, 1)), None, Order("id"))) == [3, 7]
+    past = snapshot.list_packages(Slice(5, after=(1,)), None, None)
+    assert (past.items, past.total) == ([], 4)
+    empty = snapshot.list_packages(Slice(0), PackageFilter(min_watchers=0), None)
+    assert (empty.items, empty.total) == ([], 4)
 
 
 def test_grids_and_categories_order_by_package_count_title_and_id() -> None:
@@ -174,12 +177,12 @@ def test_grids_and_categories_order_by_package_count_title_and_id() -> None:
         categories=[category(1, "apps", "App"), category(2, "frameworks", "Framework")],
     )
     count = Order("package_count")
-    assert ids(snapshot.list_grids(0, ALL, count)) == [13, 11, 10, 12]
-    assert ids(snapshot.list_grids(0, ALL, Order("package_count", True))) == [12, 10, 11, 13]
-    assert ids(snapshot.list_grids(0, ALL, Order("title"))) == [11, 10, 12, 13]
-    assert ids(snapshot.list_categories(0, ALL, count)) == [2, 1]
-    assert ids(snapshot.list_categories(0, ALL, Order("id", True))) == [2, 1]
-    assert snapshot.packages_of_grid(Window(13, 0, 0)).total == 0
+    assert ids(snapshot.list_grids(Slice(ALL), count)) == [13, 11, 10, 12]
+    assert ids(snapshot.list_grids(Slice(ALL), Order("package_count", True))) == [12, 10, 11, 13]
+    assert ids(snapshot.list_grids(Slice(ALL), Order("title"))) == [11, 10, 12, 13]
+    assert ids(snapshot.list_categories(Slice(ALL), count)) == [2, 1]
+    assert ids(snapshot.list_categories(Slice(ALL), Order("id", True))) == [2, 1]
+    assert snapshot.packages_of_grid(Window(13, Slice(0))).total == 0
 
 
 # -- filters --------------------------------------------------------------------------
@@ -230,14 +233,17 @@ def test_relations_keep_their_own_order_unless_ordered() -> None:
         members={10: [3, 1, 2], 11: [1]},
     )
     rich = PackageFilter(min_watchers=5)
-    assert ids(snapshot.packages_of_grid(Window(10, 0, ALL, rich))) == [3, 1, 2]
+    assert ids(snapshot.packages_of_grid(Window(10, Slice(ALL), rich))) == [3, 1, 2]
     by_watchers = Order("repo_watchers", True)
-    assert ids(snapshot.packages_of_grid(Window(10, 0, 2, rich, by_watchers))) == [2, 3]
-    assert snapshot.packages_of_grid(Window(10, 0, 2, rich, by_watchers)).total == 3
-    assert ids(snapshot.packages_of_category(Window(1, 0, ALL))) == [3, 2, 1]
-    assert ids(snapshot.grids_of_package(Window(1, 0, ALL))) == [10, 11]
-    assert ids(snapshot.grids_of_package(Window(1, 0, ALL, order=Order("id", True)))) == [11, 10]
-    assert snapshot.packages_of_grid(Window(99, 0, ALL, rich)) == Page([], 0)
+    assert ids(snapshot.packages_of_grid(Window(10, Slice(2), rich, by_watchers))) == [2, 3]
+    assert snapshot.packages_of_grid(Window(10, Slice(2), rich, by_watchers)).total == 3
+    assert ids(snapshot.packages_of_category(Window(1, Slice(ALL)))) == [3, 2, 1]
+    assert ids(snapshot.grids_of_package(Window(1, Slice(ALL)))) == [10, 11]
+    assert ids(snapshot.grids_of_package(Window(1, Slice(ALL), order=Order("id", True)))) == [
+        11,
+        10,
+    ]
+    assert snapshot.packages_of_grid(Window(99, Slice(ALL), rich)) == Page([], 0)
 
 
 # -- against the fake APIv4 -----------------------------------------------------------
@@ -304,11 +310,11 @@ async def test_every_package_order_over_the_dataset(upstream: FakeUpstream, fiel
 async def test_memberships_follow_the_dataset(upstream: FakeUpstream) -> None:
     snapshot, dataset = await _snapshot_of(upstream), upstream.dataset
     for grid_row in dataset.grids:
-        assert ids(snapshot.packages_of_grid(Window(grid_row.id, 0, ALL))) == package_ids_of_grid(
-            dataset, grid_row.id
-        )
+        assert ids(
+            snapshot.packages_of_grid(Window(grid_row.id, Slice(ALL)))
+        ) == package_ids_of_grid(dataset, grid_row.id)
     for package_row in dataset.packages[:50]:
-        assert ids(snapshot.grids_of_package(Window(package_row.id, 0, ALL))) == (
+        assert ids(snapshot.grids_of_package(Window(package_row.id, Slice(ALL)))) == (
             grid_ids_of_package(dataset, package_row.id)
         )
 

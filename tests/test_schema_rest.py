@@ -173,11 +173,15 @@ async def test_paging_through_the_whole_package_list(upstream: FakeUpstream) -> 
 
 
 async def test_one_list_request_per_page(upstream: FakeUpstream) -> None:
+    """A first page is one list request; a page after a cursor is read from the snapshot (the
+    upstream's offsets cannot hold a cursor's place), which one request then keeps at hand."""
     first = await data_of(upstream, "{ packages(first: 10) { pageInfo { endCursor } } }")
+    assert upstream.requests == ["/api/v4/packages/?limit=10&offset=0"]
     upstream.reset()
     cursor = first["packages"]["pageInfo"]["endCursor"]
     await data_of(upstream, '{ packages(first: 7, after: "%s") { nodes { slug } } }' % cursor)
-    assert upstream.requests == ["/api/v4/packages/?limit=7&offset=10"]
+    lists = {"categories", "grids", "packages"}
+    assert upstream.requests == [f"/api/v4/{name}/?limit=100000&offset=0" for name in sorted(lists)]
 
 
 async def test_first_zero_gives_the_count_and_no_nodes(upstream: FakeUpstream) -> None:

@@ -362,7 +362,7 @@ class SqlBackend:
         }
         wanted = self._windows(
             {
-                slot: (w.parent, shape_of[slot], w.slice.limit, int(w.slice.backward))
+                slot: (w.parent, shape_of[slot], _size(w.slice), int(w.slice.backward))
                 for slot, w in kept.items()
             }
         )
@@ -489,7 +489,7 @@ class SqlBackend:
             plan.apply(query.add_columns(*sorts))
             .where(*between)
             .order_by(*plan.order_by(reverse=slice.backward))
-            .limit(slice.limit)
+            .limit(_size(slice))
             .subquery("page")
         )
         in_page_order = (
@@ -533,6 +533,11 @@ class SqlBackend:
         if statement is None:
             return []
         return [search_hit(row) for row in await self._rows(statement, "search")]
+
+
+def _size(slice: Slice) -> int:
+    """A slice's size, kept inside bigint."""
+    return min(slice.limit, _BIGINT_MAX)
 
 
 def _in_slice(slice: Slice, position: int, lower: int, upper: int) -> bool:
