@@ -254,6 +254,10 @@ def test_cost_reads_first_from_variables(client: httpx.Client, upstream: FakeUps
         ),
         # Variables of the wrong type: the operation will be refused, it costs nothing.
         ("query($n: Int) { packages(first: $n) { totalCount } }", {"n": "many"}, 0),
+        # `last` counts as `first` does, from a variable too; over 100 it counts 100.
+        ("{ packages(last: 7) { nodes { grids(last: 3) { totalCount } } } }", {}, 7 + 21),
+        ("query($n: Int) { grids(last: $n) { totalCount } }", {"n": 30}, 30),
+        ("{ categories(last: 500) { totalCount } }", {}, 100),
     ],
 )
 def test_cost_estimates_computed_by_hand(query: str, variables: dict[str, Any], cost: int) -> None:
