@@ -22,6 +22,9 @@ from sqlalchemy.pool import NullPool
 
 from gateway.config import Settings
 from gateway.run import run_query
+from gateway.schema.pagination import cursor_of
+from tests.databases import SMALL
+from tests.expected import package_ids_of_category
 from tests.fake_upstream import FakeUpstream
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -34,18 +37,24 @@ PACKAGE = """
 GRID = "id databaseId title slug description isLocked header created modified"
 CATEGORY = "id databaseId title slug description titlePlural showPypi created modified"
 PAGE_INFO = "pageInfo { hasNextPage hasPreviousPage startCursor endCursor } totalCount"
+# A package's grids are in membership order, whose key a cursor holds: the membership row's id
+# on a database, its place in the package's list on REST (which has no such id).
+MEMBERSHIP_PAGE_INFO = "pageInfo { hasNextPage hasPreviousPage } totalCount"
+
+# The cursor of the 25th of the apps' packages (newest id first) in the session's dataset.
+AFTER_25 = cursor_of((package_ids_of_category(SMALL, 1)[24],))
 
 QUERIES: dict[str, tuple[str, dict[str, Any]]] = {
     "package by slug, its grids and their packages": (
         "query($slug: String!) { package(slug: $slug) { %s grids(first: 10) { %s"
         " nodes { %s packages(first: 100) { %s nodes { databaseId slug } } } } } }"
-        % (PACKAGE, PAGE_INFO, GRID, PAGE_INFO),
+        % (PACKAGE, MEMBERSHIP_PAGE_INFO, GRID, PAGE_INFO),
         {"slug": "django-foo"},
     ),
     "fan-out of a grid": (
         "query($slug: String!) { grid(slug: $slug) { %s packages(first: 100) { %s"
         " edges { cursor node { %s grids(first: 10) { %s nodes { slug } } } } } } }"
-        % (GRID, PAGE_INFO, PACKAGE, PAGE_INFO),
+        % (GRID, PAGE_INFO, PACKAGE, MEMBERSHIP_PAGE_INFO),
         {"slug": "quirks-edge-cases"},
     ),
     "categories with their packages": (
@@ -54,8 +63,8 @@ QUERIES: dict[str, tuple[str, dict[str, Any]]] = {
         {},
     ),
     "second page of a category": (
-        '{ category(slug: "apps") { packages(first: 25, after: "YXJyYXljb25uZWN0aW9uOjI0")'
-        " { %s nodes { databaseId } } } }" % PAGE_INFO,
+        '{ category(slug: "apps") { packages(first: 25, after: "%s")'
+        " { %s nodes { databaseId } } } }" % (AFTER_25, PAGE_INFO),
         {},
     ),
     "package list pages": (
