@@ -328,8 +328,24 @@ def _fts5(query: str, *, fuzzy: bool) -> Select[Any]:
         )
         # `title % q OR slug % q` is the greater similarity reaching the threshold.
         hit = or_(hit, and_(search.c.id.in_(sharing), similarity >= _SIMILAR))
-    return _ranked(search, hit, text_score + _weighted(search), similarity).select_from(
-        search.outerjoin(words, words.c.rowid == search.c.id)
+    hits = (
+        select(search.c.id, (text_score + _weighted(search)).label("relevance"))
+        .select_from(search.outerjoin(words, words.c.rowid == search.c.id))
+        .where(hit)
+        .cte("hits")
+    )
+    # The similarity is a Python call per row: only the rows at least as relevant as the
+    # twentieth can be among the first twenty, so only they are ordered by it.
+    twentieth = (
+        select(hits.c.relevance)
+        .order_by(hits.c.relevance.desc())
+        .limit(1)
+        .offset(LIMIT - 1)
+        .scalar_subquery()
+    )
+    contender = or_(twentieth.is_(None), hits.c.relevance >= twentieth)
+    return _ranked(search, contender, hits.c.relevance, similarity).join_from(
+        search, hits, hits.c.id == search.c.id
     )
 
 
