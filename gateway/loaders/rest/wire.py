@@ -51,6 +51,7 @@ class _GridLinks(_Keys):
 
 
 class _PackageLinks(_Keys):
+    category: str
     grids: list[str]
 
 
