@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import orjson
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,7 +29,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, GraphQLRequestProtocol
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
@@ -241,17 +241,19 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         metrics.cache_lookup("response", hit=not computed)
         return _CachedResult(answer) if isinstance(answer, Cached) else answer
 
-    def _validate_batch_request(
-        self, request_data: list[GraphQLRequestData], protocol: GraphQLRequestProtocol
-    ) -> None:
-        """Strawberry refuses a batch over its `max_operations` in plain text; ours has a code."""
-        if len(request_data) > self.settings.max_batch:
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        """Strawberry's reading of the request, and a batch over `max_batch` refused with a code
+        (Strawberry's own refusal is plain text)."""
+        data = await super().parse_http_body(request)
+        if isinstance(data, list) and len(data) > self.settings.max_batch:
             raise limits.HTTPRefusal(
                 400,
                 BATCH_TOO_LARGE,
-                f"A batch may hold {self.settings.max_batch} operations, not {len(request_data)}",
+                f"A batch may hold {self.settings.max_batch} operations, not {len(data)}",
             )
-        super()._validate_batch_request(request_data, protocol)
+        return data
 
     def decode_json(self, data: str | bytes) -> object:
         """Bodies and GET variables; Strawberry answers a JSONDecodeError with a 400.

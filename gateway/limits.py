@@ -71,6 +71,7 @@ from gateway.errors import (
     TOO_MANY_ALIASES,
     TOO_MANY_TOKENS,
 )
+from gateway.internals import graphql_schema, is_nested_too_deeply, is_over_token_limit
 
 # graphql-core's parser refuses selections nested deeper; fragments must not get around that.
 MAX_NESTING = 200
@@ -148,9 +149,9 @@ class _Parse(ParserCache):
         try:
             document = self.cached_parse_document(context.query, **context.parse_options)
         except GraphQLSyntaxError as error:
-            if "Document contains more than" in error.message:
+            if is_over_token_limit(error):
                 raise _label(error, TOO_MANY_TOKENS) from None
-            if "Document is nested too deeply" in error.message:
+            if is_nested_too_deeply(error):
                 raise _label(error, QUERY_TOO_DEEP) from None
             raise
         selections = _Spread(document).selections()
@@ -254,7 +255,7 @@ class _Costs:
         cost = self._known.get(key)
         if cost is None:
             cost = estimate_cost(
-                context.schema._schema,
+                graphql_schema(context.schema),
                 context.graphql_document,
                 context.operation_name,
                 context.variables,

@@ -19,6 +19,7 @@ from strawberry.relay.utils import to_base64
 
 from gateway.config import Settings
 from gateway.errors import response_body
+from gateway.internals import graphql_schema
 from gateway.loaders.loaders import Loaders
 from gateway.run import run_query
 from gateway.schema import build_schema
@@ -152,10 +153,10 @@ def test_the_schema_without_the_flag_is_untouched() -> None:
     plain = build_schema(Settings())
     assert plain.as_str() == (ROOT / "schema.graphql").read_text(encoding="utf-8").rstrip("\n")
     for name in ("_Service", "_Entity", "_Any"):
-        assert name in federated._schema.type_map
-        assert name not in plain._schema.type_map
+        assert name in graphql_schema(federated).type_map
+        assert name not in graphql_schema(plain).type_map
     assert "@key" not in plain.as_str()
-    query = plain._schema.query_type
+    query = graphql_schema(plain).query_type
     assert query is not None
     assert "_service" not in query.fields
     assert "_entities" not in query.fields

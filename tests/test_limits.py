@@ -23,6 +23,7 @@ from graphql import parse
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.demo.upstream import FakeUpstream, serve_in_thread
+from gateway.internals import graphql_schema
 from gateway.limits import estimate_cost
 from gateway.run import run_query
 from gateway.schema import schema
@@ -252,7 +253,7 @@ def test_cost_reads_first_from_variables(client: httpx.Client, upstream: FakeUps
     ],
 )
 def test_cost_estimates_computed_by_hand(query: str, variables: dict[str, Any], cost: int) -> None:
-    assert estimate_cost(schema._schema, parse(query), None, variables) == cost
+    assert estimate_cost(graphql_schema(schema), parse(query), None, variables) == cost
 
 
 def test_introspection_off_refuses_schema_and_type_but_not_typename(
