@@ -20,7 +20,6 @@ from typing import Any, cast
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
-from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -36,7 +35,15 @@ from strawberry.types.unset import UNSET
 from gateway import graphiql, limits, metrics, observe, persisted, response_cache, tracing
 from gateway.config import Settings
 from gateway.cors import cors
-from gateway.errors import BATCH_TOO_LARGE, GatewayError, is_request_error, response_body
+from gateway.errors import (
+    BatchTooLarge,
+    PersistedQueryNotFound,
+    PersistedQueryRefused,
+    RequestRefused,
+    is_request_error,
+    located,
+    response_body,
+)
 from gateway.loaders.factory import BackendFactory, OpenBackend, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
@@ -138,8 +145,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         except HTTPException as refusal:  # Strawberry's own: answered in plain text
             metrics.bad_request(refusal.status_code)
             raise
-        except limits.HTTPRefusal as refusal:
-            if isinstance(refusal, persisted.Refused):  # no limit: an APQ extension it cannot use
+        except RequestRefused as refusal:
+            if isinstance(refusal, PersistedQueryRefused):  # no limit: the request is wrong
                 metrics.bad_request(refusal.status)
             else:
                 metrics.refused(refusal.code)
@@ -180,10 +187,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             nonlocal name
             try:
                 lookup = await self.persisted.resolve(request_data.query, request_data.extensions)
-            except GatewayError as error:
-                return ExecutionResult(
-                    data=None, errors=[GraphQLError(error.message, extensions=error.extensions)]
-                )
+            except PersistedQueryNotFound as error:
+                return ExecutionResult(data=None, errors=[located(error)])
             name = metrics.operation_name(request_data.operation_name, lookup.query)
             data = dataclasses.replace(request_data, query=lookup.query)
 
@@ -248,10 +253,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         (Strawberry's own refusal is plain text)."""
         data = await super().parse_http_body(request)
         if isinstance(data, list) and len(data) > self.settings.max_batch:
-            raise limits.HTTPRefusal(
-                400,
-                BATCH_TOO_LARGE,
-                f"A batch may hold {self.settings.max_batch} operations, not {len(data)}",
+            raise BatchTooLarge(
+                f"A batch may hold {self.settings.max_batch} operations, not {len(data)}"
             )
         return data
 

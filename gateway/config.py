@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import unquote, urlsplit
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SettingError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMATS = ("text", "json")
@@ -120,14 +120,6 @@ _EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "
 
 # Where a value came from, in order of precedence.
 FLAG, ENVIRONMENT, FILE, DEFAULT = "flag", "environment", "file", "default"
-
-
-class SettingError(ConfigError):
-    """A value the gateway cannot run with; `settings` names the settings it concerns."""
-
-    def __init__(self, message: str, *settings: str) -> None:
-        super().__init__(message)
-        self.settings = settings
 
 
 def setting_type(name: str) -> type:

@@ -36,12 +36,12 @@ import redis.asyncio as aioredis
 
 from gateway.config import configure
 from gateway.demo.upstream import FakeUpstream
-from gateway.errors import ConfigError, UpstreamError
+from gateway.errors import ConfigError, SharedCacheUnavailable, UpstreamError
 from gateway.loaders.cache import ResourceCache
 from gateway.loaders.shared import SharedBodies
 from gateway.persisted import TTL as APQ_TTL
 from gateway.response_cache import MemoryStore
-from gateway.shared_cache import SharedCache, SharedStore, Unavailable
+from gateway.shared_cache import SharedCache, SharedStore
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -323,7 +323,7 @@ async def test_without_redis_everything_falls_back_and_says_so_once(
             assert await store.get("response:x") is not None  # from this process's memory
         assert time.monotonic() - started < 0.5  # the circuit is open: Redis costs nothing
         assert origin.calls == 20  # no shared copy, no lock: each read is the upstream's
-        with pytest.raises(Unavailable):
+        with pytest.raises(SharedCacheUnavailable):
             await shared.get("anything")
         assert await shared.check() is not None
         assert caplog.text.count("is unavailable") == 1
@@ -594,7 +594,7 @@ async def test_a_command_the_server_refuses_is_a_miss_and_redis_stays_in_use(
             store = SharedStore(MemoryStore(2**20), shared)
             origin = Origin()
             for n in range(20):
-                with pytest.raises(Unavailable, match="OutOfMemoryError"):
+                with pytest.raises(SharedCacheUnavailable, match="OutOfMemoryError"):
                     await shared.set(f"refused:{n}", b"body", 60)
                 await store.set(f"response:{n}", b"y", 30)  # in this process's memory only
                 assert await _bodies(shared).get(f"grids/{n}/", None, origin) == origin.body
@@ -630,7 +630,7 @@ async def test_a_busy_pool_is_a_miss_not_a_failure(
             holder = asyncio.create_task(shared.get("kept"))  # takes the only connection
             await asyncio.sleep(0.02)
             started = time.monotonic()
-            with pytest.raises(Unavailable, match="No connection available"):
+            with pytest.raises(SharedCacheUnavailable, match="No connection available"):
                 await shared.get("kept")
             assert time.monotonic() - started < 0.3  # the pool's wait, not the server's
             assert shared.available

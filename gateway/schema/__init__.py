@@ -12,7 +12,7 @@ from strawberry.types import ExecutionContext
 
 from gateway import limits
 from gateway.config import Settings
-from gateway.errors import log_unexpected
+from gateway.errors import VariableErrors, log_unexpected
 from gateway.internals import allow_types_of_one_name
 from gateway.schema.direct import use_direct_resolvers
 from gateway.schema.query import Query
@@ -51,7 +51,7 @@ def build_schema(settings: Settings) -> GatewaySchema:
     built = schema_class(
         query=Query,
         types=types,
-        extensions=limits.extensions(settings),
+        extensions=[*limits.extensions(settings), VariableErrors],
         config=config,
     )
     use_direct_resolvers(built)
