@@ -5,7 +5,8 @@ dataloaders), once per HTTP request: the operations of a batch share one set of 
 one fetched serves the others. Around each operation it resolves automatic persisted queries
 (gateway/persisted.py) and keeps whole answers in the response cache (gateway/response_cache.py).
 Every request goes through `observe.Observed` (its id, counters, span and log line); each
-operation is counted by name and outcome (gateway/metrics.py).
+operation is counted by name and outcome (gateway/metrics.py). The view's hooks share what they
+learn of a request through one `RequestState`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
@@ -44,6 +47,7 @@ from gateway.errors import (
     located,
     response_body,
 )
+from gateway.loaders.backend import Backend
 from gateway.loaders.factory import BackendFactory, OpenBackend, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
@@ -69,6 +73,25 @@ class _Encoded(dict[str, Any]):
     def __init__(self, body: bytes) -> None:
         super().__init__()
         self.body = body
+
+
+@dataclass(slots=True, eq=False)
+class RequestState:
+    """What the view's hooks learn about one HTTP request and hand each other: made by `run`
+    before any of them is called, and `current` while it runs."""
+
+    deadline: float  # the event loop's time by which every operation ends
+    backend: Backend | None = None  # the request's, once `get_context` has made it
+    answers: list[Cached | None] = field(default_factory=list)  # each operation's cached answer
+    request_error: bool = False  # the last operation processed never ran (a refused request)
+
+    @property
+    def stale(self) -> bool:
+        """Whether any data so far was a stale copy, served while the source failed."""
+        return self.backend is not None and self.backend.stale
+
+
+current: ContextVar[RequestState] = ContextVar("gateway_request_state")
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -107,27 +130,25 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         """Called once per HTTP request: a batch's operations all get this context."""
         backend: BackendFactory = request.app.state.backend
         context = Context(loaders=Loaders(backend()))
-        request.state.backend = context.loaders.backend
+        current.get().backend = context.loaders.backend
         return context
 
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
-        stale: bool = request.state.backend.stale
+        state = current.get()
         if isinstance(result, _CachedResult):
-            request.state.request_error = False
-            request.state.answers.append(result.cached)
-            if not stale:
+            state.request_error = False
+            state.answers.append(result.cached)
+            if not state.stale:
                 return cast(GraphQLHTTPResponse, _Encoded(result.cached.body))
             # Another operation of the batch was served stale: the body says so for all.
             body: dict[str, Any] = orjson.loads(result.cached.body)
             body["extensions"] = {**body.get("extensions", {}), "stale": True}
             return cast(GraphQLHTTPResponse, body)
-        request.state.request_error = is_request_error(result) and not persisted.is_not_found(
-            result
-        )
-        request.state.answers.append(None)
-        return response_body(result, stale=stale)
+        state.request_error = is_request_error(result) and not persisted.is_not_found(result)
+        state.answers.append(None)
+        return response_body(result, stale=state.stale)
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         """GraphQL-over-HTTP: a client that accepts `application/graphql-response+json`
@@ -136,12 +157,34 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         The request's deadline starts now and covers its body; a body or batch over its limit
         is answered with a GraphQL error and its own status, whatever the media type.
         """
-        deadline = asyncio.get_running_loop().time() + self.settings.request_timeout
-        request.state.deadline = deadline
-        request.state.answers = []  # per operation, its cached answer or None
+        state = RequestState(
+            deadline=asyncio.get_running_loop().time() + self.settings.request_timeout
+        )
+        token = current.set(state)
         try:
-            await limits.read_body(request, self.settings.max_body_bytes, deadline)
-            response = await super().run(request, context, root_value)
+            response = await self._respond(request, context, root_value, state)
+        finally:
+            current.reset(token)
+        if (
+            isinstance(response, Response)
+            and response.media_type == "application/json"
+            and _prefers_graphql_response(request.headers.get("accept", ""))
+        ):
+            response.headers["content-type"] = GRAPHQL_RESPONSE
+            # A batch is answered with a list, at 200, whatever its operations' errors.
+            if state.request_error and response.body[:1] != b"[":
+                response.status_code = 400
+        if isinstance(response, Response) and response.media_type == "application/json":
+            return _cache_headers(request, response, state.answers)
+        return response
+
+    async def _respond(
+        self, request: Request, context: Any, root_value: Any, state: RequestState
+    ) -> Any:
+        """Strawberry's response, or the JSON answer to a request refused as a whole."""
+        try:
+            await limits.read_body(request, self.settings.max_body_bytes, state.deadline)
+            return await super().run(request, context, root_value)
         except HTTPException as refusal:  # Strawberry's own: answered in plain text
             metrics.bad_request(refusal.status_code)
             raise
@@ -151,19 +194,19 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             else:
                 metrics.refused(refusal.code)
             body = self.encode_json(refusal.body)
-            response = Response(body, refusal.status, media_type="application/json")
-        if (
-            isinstance(response, Response)
-            and response.media_type == "application/json"
-            and _prefers_graphql_response(request.headers.get("accept", ""))
-        ):
-            response.headers["content-type"] = GRAPHQL_RESPONSE
-            # A batch is answered with a list, at 200, whatever its operations' errors.
-            if getattr(request.state, "request_error", False) and response.body[:1] != b"[":
-                response.status_code = 400
-        if isinstance(response, Response) and response.media_type == "application/json":
-            return _cache_headers(request, response)
-        return response
+            return Response(body, refusal.status, media_type="application/json")
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        """Strawberry's reading of the request, and a batch over `max_batch` refused with a code
+        (Strawberry's own refusal is plain text)."""
+        data = await super().parse_http_body(request)
+        if isinstance(data, list) and len(data) > self.settings.max_batch:
+            raise BatchTooLarge(
+                f"A batch may hold {self.settings.max_batch} operations, not {len(data)}"
+            )
+        return data
 
     async def execute_single(
         self,
@@ -208,13 +251,13 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             if key is None:
                 result = await execute()
             else:
-                result = await self._cached(request, key, execute)
+                result = await self._cached(key, execute)
             # Ran here, by another request, or cached: the hash has been checked either way.
             if lookup.remember is not None and not is_request_error(result):
                 await self.persisted.remember(lookup)
             return result
 
-        deadline: float = request.state.deadline
+        deadline = current.get().deadline
         with tracing.span("graphql operation") as span:
             result = await limits.in_time(answer(), deadline, self.settings.request_timeout)
             label = metrics.operation_label(name, ran=not is_request_error(result))
@@ -225,11 +268,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return result
 
     async def _cached(
-        self, request: Request, key: str, execute: Callable[[], Awaitable[ExecutionResult]]
+        self, key: str, execute: Callable[[], Awaitable[ExecutionResult]]
     ) -> ExecutionResult:
         """The answer at `key` in the response cache, or `execute`'s, cached if it succeeded."""
         assert self.responses is not None
         computed = False  # else another request computed it, or it was cached
+        state = current.get()
 
         async def compute() -> tuple[ExecutionResult, bytes | None]:
             nonlocal computed
@@ -238,25 +282,13 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             # Whether some of the data was stale is known by the time an operation ends; in a
             # batch, another operation's stale data keeps this one out of the cache too.
             complete = not result.errors and result.data is not None
-            if not complete or request.state.backend.stale:
+            if not complete or state.stale:
                 return result, None
             return result, self.encode_json(response_body(result))
 
         answer = await self.responses.fetch(key, compute)
         metrics.cache_lookup("response", hit=not computed)
         return _CachedResult(answer) if isinstance(answer, Cached) else answer
-
-    async def parse_http_body(
-        self, request: AsyncHTTPRequestAdapter
-    ) -> GraphQLRequestData | list[GraphQLRequestData]:
-        """Strawberry's reading of the request, and a batch over `max_batch` refused with a code
-        (Strawberry's own refusal is plain text)."""
-        data = await super().parse_http_body(request)
-        if isinstance(data, list) and len(data) > self.settings.max_batch:
-            raise BatchTooLarge(
-                f"A batch may hold {self.settings.max_batch} operations, not {len(data)}"
-            )
-        return data
 
     def decode_json(self, data: str | bytes) -> object:
         """Bodies and GET variables; Strawberry answers a JSONDecodeError with a 400.
@@ -298,11 +330,10 @@ def _is_operation(value: object) -> bool:
     )
 
 
-def _cache_headers(request: Request, response: Response) -> Response:
+def _cache_headers(request: Request, response: Response, answers: list[Cached | None]) -> Response:
     """HTTP caching for a GET: a cached answer is public for the rest of its time, has an ETag,
     and a matching `If-None-Match` gets a 304; any other answer is not to be stored. Over POST,
-    a cached answer has its ETag only."""
-    answers: list[Cached | None] = request.state.answers
+    a cached answer has its ETag only. `answers`: each operation's cached answer, or None."""
     single = response.status_code == 200 and len(answers) == 1 and response.body[:1] != b"["
     cached = answers[0] if single else None
     if cached is not None:
