@@ -1,4 +1,7 @@
-"""The `gateway` command: serve, export-schema, query, config, mirror, demo-upstream."""
+"""The `gateway` command: serve, export-schema, query, config, mirror, demo-upstream.
+
+It composes the gateway from its settings, importing each command's modules only when it runs.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any, NoReturn
 
 import orjson
 
+from gateway import tracing
 from gateway.config import (
     CONFIG_FILE,
     CONFIG_VARIABLE,
@@ -23,11 +27,35 @@ from gateway.config import (
     env_name,
     find_config_file,
     flag_name,
+    mask,
     setting_type,
 )
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SettingError
 
 EVERY_SCOPE = (SERVER, SCHEMA, "")
+
+
+def check_database_url(settings: Settings) -> None:
+    """A database URL the gateway's database layer can open (SQLAlchemy, only to check one)."""
+    if settings.database is None:
+        return
+    from gateway.loaders.database import async_url
+
+    try:
+        async_url(settings.database)
+    except ConfigError as exc:
+        message = str(exc).replace(settings.database, mask(settings.database))
+        raise SettingError(message, "database") from None
+
+
+def check_opentelemetry(settings: Settings) -> None:
+    """`--otel` needs the OpenTelemetry packages (imported only to see that they are there)."""
+    if settings.otel and not tracing.available():
+        raise SettingError(f"OpenTelemetry is not installed: {tracing.INSTALL}", "otel")
+
+
+# What only other layers can check of the settings, checked with them whatever the command.
+SETTINGS_CHECKS = (check_database_url, check_opentelemetry)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,7 +138,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 def _configuration(args: argparse.Namespace) -> Configuration:
     """The settings from the command's flags, the environment and the TOML file, validated."""
     file = find_config_file(args.config, os.environ)
-    return configure(_flags(args), os.environ, file)
+    return configure(_flags(args), os.environ, file, SETTINGS_CHECKS)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -3,8 +3,10 @@
 With neither a database nor an upstream the gateway serves its embedded catalogue. Each
 setting is declared once here, with its help text; the command line's flags, the environment
 variables and the TOML file's keys (the field names) are all made from these declarations.
-Every value is validated here, once, so that a wrong setting stops the gateway at start-up
-with one clear line naming where the value came from, instead of failing a request later.
+Every value is validated when the settings are made, so that a wrong setting stops the gateway
+at start-up with one clear line naming where the value came from, instead of failing a request
+later: here, and by the further checks the caller hands in (`Check`) for what only other layers
+know (a database URL the database driver reads, OpenTelemetry installed).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -122,6 +124,10 @@ _EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "
 FLAG, ENVIRONMENT, FILE, DEFAULT = "flag", "environment", "file", "default"
 
 
+Check = Callable[[Settings], None]
+"""A further check of the settings, by a layer config does not import: raises `SettingError`."""
+
+
 def setting_type(name: str) -> type:
     """The setting's type without its `None`: bool, int, float or str."""
     kind = get_type_hints(Settings)[name]
@@ -187,10 +193,13 @@ def _table_values(table: Mapping[str, object], source: str) -> dict[str, Any]:
     return values
 
 
-def _validated(settings: Settings, where: Mapping[str, str]) -> Settings:
-    """`validate`, its error led by where the values at fault came from (`where` by setting)."""
+def _validated(settings: Settings, where: Mapping[str, str], checks: Sequence[Check]) -> Settings:
+    """`validate` and `checks`, an error led by where the values at fault came from (`where` by
+    setting)."""
     try:
         validate(settings)
+        for check in checks:
+            check(settings)
     except SettingError as exc:
         at_fault = " and ".join(where[name] for name in exc.settings)
         raise ConfigError(f"{at_fault}: {exc}") from None
@@ -257,9 +266,10 @@ def configure(
     flags: Mapping[str, object] | None = None,
     environ: Mapping[str, str] | None = None,
     file: Path | None = None,
+    checks: Sequence[Check] = (),
 ) -> Configuration:
     """Each setting from its flag (None means "not given"), else its environment variable,
-    else the TOML `file`, else its default; then all of them validated.
+    else the TOML `file`, else its default; then all of them validated, and given to `checks`.
 
     The whole file is checked (unknown keys, types), even the keys a flag or a variable hides.
     """
@@ -282,7 +292,7 @@ def configure(
             values[name] = from_file[name]
         else:
             where[name], origins[name] = name, DEFAULT
-    return Configuration(_validated(Settings(**values), where), origins, file)
+    return Configuration(_validated(Settings(**values), where, checks), origins, file)
 
 
 def load_settings(
@@ -297,7 +307,7 @@ def load_settings(
 def settings_from_table(table: Mapping[str, object], source: str) -> Settings:
     """Settings from typed values (a worker's, handed down as JSON), the others their defaults."""
     where = {field.name: f"{source}: {field.name}" for field in dataclasses.fields(Settings)}
-    return _validated(Settings(**_table_values(table, source)), where)
+    return _validated(Settings(**_table_values(table, source)), where, ())
 
 
 def _toml(value: object) -> str:
@@ -359,14 +369,6 @@ def validate(settings: Settings) -> None:
             raise SettingError(f"upstream must be an http(s) URL, got {shown!r}", "upstream")
     if settings.cache is not None:
         _check_cache_url(settings.cache)
-    if settings.database is not None:
-        from gateway.loaders.database import async_url  # SQLAlchemy only for a URL to check
-
-        try:
-            async_url(settings.database)
-        except ConfigError as exc:
-            message = str(exc).replace(settings.database, mask(settings.database))
-            raise SettingError(message, "database") from None
     _positive(
         settings,
         "upstream_timeout",
@@ -400,12 +402,6 @@ def validate(settings: Settings) -> None:
     if settings.log_format not in LOG_FORMATS:
         message = f"log format must be one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}"
         raise SettingError(message, "log_format")
-    if settings.otel:
-        from gateway import tracing  # imports OpenTelemetry only to see that it is there
-
-        if not tracing.available():
-            message = f"OpenTelemetry is not installed: {tracing.INSTALL}"
-            raise SettingError(message, "otel")
     for origin in cors_origins(settings):
         parts = urlsplit(origin)
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc):

@@ -78,6 +78,8 @@ from gateway.internals import graphql_schema, is_nested_too_deeply, is_over_toke
 
 # graphql-core's parser refuses selections nested deeper; fragments must not get around that.
 MAX_NESTING = 200
+# The most items a connection gives at once (`first`); the resolvers refuse more.
+MAX_FIRST = 100
 # A list of objects that is neither a connection nor `nodes(ids:)`: `search` has at most 20 hits.
 LIST_SIZE = 20
 
@@ -359,9 +361,6 @@ class _Estimate:
         """How many objects the field returns, or None for one object (or a connection's page,
         already counted by the connection)."""
         if "first" in field.args:
-            # Imported here: the schema package imports this module to build itself.
-            from gateway.schema.pagination import MAX_FIRST
-
             first = get_argument_values(field, node, self.variables).get("first")
             if first is None:  # null: the resolvers use the default
                 first = field.args["first"].default_value

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli import SETTINGS_CHECKS
 from gateway.config import (
     DEFAULT,
     ENVIRONMENT,
@@ -205,7 +206,7 @@ def test_errors_never_show_a_password(toml: Path) -> None:
         ('upstream = "ftp://app:hunter2@example.org/"', {}),
         ('database = "mysql://app:hunter2@db.example/dp"', {}),
     ]:
-        message = _error(toml, text, environ=environ)
+        message = _error(toml, text, environ=environ, checks=SETTINGS_CHECKS)
         assert "hunter2" not in message
         assert "app:***@" in message
 
