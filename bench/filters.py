@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from gateway.app import schema_for
 from gateway.config import Settings
 from gateway.demo.dataset import NOW, Dataset, generate
 from gateway.demo.upstream import serve_upstream
@@ -41,10 +42,9 @@ from gateway.errors import response_body
 from gateway.loaders.embedded import open_embedded
 from gateway.loaders.factory import BackendFactory, open_backend
 from gateway.loaders.loaders import Loaders
-from gateway.schema import build_schema
 from gateway.schema.context import Context
 
-SCHEMA = build_schema(Settings())
+SCHEMA = schema_for(Settings())
 
 PACKAGE_PAGE = "totalCount nodes { title repoWatchers lastUpdated pypiVersion }"
 

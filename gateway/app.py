@@ -7,6 +7,9 @@ one fetched serves the others. Around each operation it resolves automatic persi
 Every request goes through `observe.Observed` (its id, counters, span and log line); each
 operation is counted by name and outcome (gateway/metrics.py). The view's hooks share what they
 learn of a request through one `RequestState`.
+
+With worker.py and cli.py, it is where the settings are read: every layer below gets the plain
+values it needs.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from gateway import graphiql, limits, metrics, observe, persisted, response_cache, tracing
-from gateway.config import Settings
+from gateway.config import Settings, cors_origins
 from gateway.cors import cors
 from gateway.errors import (
     BatchTooLarge,
@@ -47,11 +50,20 @@ from gateway.errors import (
     located,
     response_body,
 )
+from gateway.limits import QueryLimits
 from gateway.loaders.backend import Backend
 from gateway.loaders.factory import BackendFactory, OpenBackend, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
-from gateway.response_cache import Cached, MemoryStore, ResponseCache
+from gateway.persisted import PersistedQueries
+from gateway.response_cache import (
+    Cached,
+    MemoryStore,
+    ResponseCache,
+    Store,
+    effective_ttl,
+    namespace,
+)
 from gateway.schema import GatewaySchema, build_schema
 from gateway.schema.context import Context
 from gateway.shared_cache import SharedCache, SharedStore
@@ -98,32 +110,25 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     """Strawberry's GraphQL-over-HTTP view with our context, errors, JSON, GraphiQL and limits."""
 
     def __init__(
-        self, schema: GatewaySchema, settings: Settings, shared: SharedCache | None = None
+        self,
+        schema: GatewaySchema,
+        *,
+        persisted: PersistedQueries,
+        responses: ResponseCache | None,
+        max_body_bytes: int,
+        max_batch: int,
+        request_timeout: float,
     ) -> None:
         super().__init__(schema)
-        self.settings = settings
-
-        def store(max_bytes: int) -> response_cache.Store:
-            # With `--cache`, in this process's memory and in Redis for every other process too.
-            local = MemoryStore(max_bytes)
-            return local if shared is None else SharedStore(local, shared)
-
-        self.persisted = persisted.PersistedQueries(store(persisted.MAX_BYTES))
-        ttl = response_cache.effective_ttl(settings)
-        self.responses = (
-            ResponseCache(
-                store(response_cache.MAX_BYTES),
-                ttl=ttl,
-                namespace=response_cache.namespace(schema.as_str(), settings),
-                max_tokens=settings.max_tokens,
-            )
-            if ttl > 0
-            else None
-        )
+        self.persisted = persisted
+        self.responses = responses  # None: answers are not cached
+        self.max_body_bytes = max_body_bytes
+        self.max_batch = max_batch
+        self.request_timeout = request_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            receive = limits.limit_body(receive, self.settings.max_body_bytes)
+            receive = limits.limit_body(receive, self.max_body_bytes)
         await super().__call__(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
@@ -157,9 +162,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         The request's deadline starts now and covers its body; a body or batch over its limit
         is answered with a GraphQL error and its own status, whatever the media type.
         """
-        state = RequestState(
-            deadline=asyncio.get_running_loop().time() + self.settings.request_timeout
-        )
+        state = RequestState(deadline=asyncio.get_running_loop().time() + self.request_timeout)
         token = current.set(state)
         try:
             response = await self._respond(request, context, root_value, state)
@@ -183,7 +186,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     ) -> Any:
         """Strawberry's response, or the JSON answer to a request refused as a whole."""
         try:
-            await limits.read_body(request, self.settings.max_body_bytes, state.deadline)
+            await limits.read_body(request, self.max_body_bytes, state.deadline)
             return await super().run(request, context, root_value)
         except HTTPException as refusal:  # Strawberry's own: answered in plain text
             metrics.bad_request(refusal.status_code)
@@ -202,10 +205,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         """Strawberry's reading of the request, and a batch over `max_batch` refused with a code
         (Strawberry's own refusal is plain text)."""
         data = await super().parse_http_body(request)
-        if isinstance(data, list) and len(data) > self.settings.max_batch:
-            raise BatchTooLarge(
-                f"A batch may hold {self.settings.max_batch} operations, not {len(data)}"
-            )
+        if isinstance(data, list) and len(data) > self.max_batch:
+            raise BatchTooLarge(f"A batch may hold {self.max_batch} operations, not {len(data)}")
         return data
 
     async def execute_single(
@@ -259,7 +260,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
         deadline = current.get().deadline
         with tracing.span("graphql operation") as span:
-            result = await limits.in_time(answer(), deadline, self.settings.request_timeout)
+            result = await limits.in_time(answer(), deadline, self.request_timeout)
             label = metrics.operation_label(name, ran=not is_request_error(result))
             if span is not None:
                 span.update_name(f"graphql {label}")
@@ -382,10 +383,27 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(body, headers={"content-type": media_type})
 
 
+def schema_for(settings: Settings) -> GatewaySchema:
+    """The schema `settings` ask for: their query limits, and a federation subgraph or not."""
+    query_limits = QueryLimits(
+        max_depth=settings.max_depth,
+        max_cost=settings.max_cost,
+        max_aliases=settings.max_aliases,
+        max_tokens=settings.max_tokens,
+        introspection=settings.introspection,
+    )
+    return build_schema(query_limits, federation=settings.federation)
+
+
 def create_app(settings: Settings) -> Starlette:
     # `--cache`: the Redis every process shares; `app.state.shared_cache` (None without it) tells
     # its state: `available`, `health()`, `await check()`.
-    shared = SharedCache.from_settings(settings)
+    shared = None if settings.cache is None else SharedCache(settings.cache)
+
+    def store(max_bytes: int) -> Store:
+        # With `--cache`, in this process's memory and in Redis for every other process too.
+        local = MemoryStore(max_bytes)
+        return local if shared is None else SharedStore(local, shared)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -406,10 +424,28 @@ def create_app(settings: Settings) -> Starlette:
             if settings.otel:
                 tracing.stop()
 
-    endpoint = GraphQLEndpoint(build_schema(settings), settings, shared)
+    schema = schema_for(settings)
+    upstream_ttl = None if settings.upstream is None else settings.cache_ttl
+    ttl = effective_ttl(settings.response_cache_ttl, upstream_ttl)
+    responses = None
+    if ttl > 0:
+        responses = ResponseCache(
+            store(response_cache.MAX_BYTES),
+            ttl=ttl,
+            namespace=namespace(schema.as_str(), settings),
+            max_tokens=settings.max_tokens,
+        )
+    endpoint = GraphQLEndpoint(
+        schema,
+        persisted=PersistedQueries(store(persisted.MAX_BYTES)),
+        responses=responses,
+        max_body_bytes=settings.max_body_bytes,
+        max_batch=settings.max_batch,
+        request_timeout=settings.request_timeout,
+    )
     app = Starlette(
         routes=[
-            Route("/graphql", cors(settings, endpoint)),
+            Route("/graphql", cors(cors_origins(settings), endpoint)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),

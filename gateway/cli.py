@@ -11,7 +11,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -31,6 +31,9 @@ from gateway.config import (
     setting_type,
 )
 from gateway.errors import ConfigError, SettingError
+
+if TYPE_CHECKING:
+    from strawberry.http import GraphQLHTTPResponse
 
 EVERY_SCOPE = (SERVER, SCHEMA, "")
 
@@ -165,9 +168,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _export_schema(args: argparse.Namespace) -> int:
-    from gateway.schema import build_schema
+    from gateway.app import schema_for
 
-    print(build_schema(_configuration(args).settings).as_str())
+    print(schema_for(_configuration(args).settings).as_str())
     return 0
 
 
@@ -191,9 +194,26 @@ def _demo_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query(args: argparse.Namespace) -> int:
-    from gateway.run import run_query
+async def run_query(
+    settings: Settings,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    operation_name: str | None = None,
+) -> GraphQLHTTPResponse:
+    """`gateway query`: one operation, in this process, over the backend `settings` name."""
+    from gateway.app import schema_for
+    from gateway.loaders.factory import open_backend
+    from gateway.run import run_operation
 
+    schema = schema_for(settings)
+    async with open_backend(settings) as backend:
+        timeout = settings.request_timeout
+        return await run_operation(
+            schema, backend, query, variables, operation_name, timeout=timeout
+        )
+
+
+def _query(args: argparse.Namespace) -> int:
     variables: Any = None
     if args.variables is not None:
         try:

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -59,7 +60,6 @@ from strawberry.extensions import (
 )
 from strawberry.types import ExecutionContext, ExecutionResult
 
-from gateway.config import Settings
 from gateway.errors import (
     EmptySelectionSet,
     IntrospectionDisabled,
@@ -86,28 +86,39 @@ LIST_SIZE = 20
 Extension = type[SchemaExtension] | Callable[[], SchemaExtension]
 
 
-def extensions(settings: Settings) -> list[Extension]:
-    """The schema extensions that enforce `settings`' limits, one instance of each per request.
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    """What one document may ask for (each is a setting of gateway/config.py)."""
+
+    max_depth: int
+    max_cost: int
+    max_aliases: int
+    max_tokens: int
+    introspection: bool
+
+
+def extensions(limits: QueryLimits) -> list[Extension]:
+    """The schema extensions that enforce `limits`, one instance of each per request.
 
     The validation rules are made once, here: they are part of the validation cache's key.
     """
-    rules = _validation_rules(settings)
+    rules = _validation_rules(limits)
     costs = _Costs()
     return [
-        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: _Parse(settings.max_tokens),
+        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+        lambda: _Parse(limits.max_tokens),
         lambda: AddValidationRules(rules),
         ValidationCache,
-        lambda: _Cost(settings.max_cost, costs),
+        lambda: _Cost(limits.max_cost, costs),
     ]
 
 
-def _validation_rules(settings: Settings) -> list[type[ASTValidationRule]]:
-    depth = QueryDepthLimiter(max_depth=settings.max_depth)
-    aliases = MaxAliasesLimiter(max_alias_count=settings.max_aliases)
+def _validation_rules(limits: QueryLimits) -> list[type[ASTValidationRule]]:
+    depth = QueryDepthLimiter(max_depth=limits.max_depth)
+    aliases = MaxAliasesLimiter(max_alias_count=limits.max_aliases)
     rules = [_reporting(rule, QueryTooDeep) for rule in depth.validation_rules]
     rules += [_reporting(rule, TooManyAliases) for rule in aliases.validation_rules]
-    if not settings.introspection:
+    if not limits.introspection:
         rules.append(_reporting(NoSchemaIntrospectionCustomRule, IntrospectionDisabled))
     return rules
 

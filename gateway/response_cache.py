@@ -176,12 +176,10 @@ def namespace(sdl: str, settings: Settings) -> bytes:
     return hashlib.sha256(repr(decisive).encode()).digest()
 
 
-def effective_ttl(settings: Settings) -> float:
-    """How long an answer stays fresh: `response_cache_ttl`, and over an upstream no longer than
-    the resources it is made of (`cache_ttl`)."""
-    if settings.upstream is not None:
-        return min(settings.response_cache_ttl, settings.cache_ttl)
-    return settings.response_cache_ttl
+def effective_ttl(ttl: float, upstream_ttl: float | None) -> float:
+    """How long an answer stays fresh: `ttl`, and over an upstream no longer than the resources
+    it is made of (`upstream_ttl`, None without an upstream)."""
+    return ttl if upstream_ttl is None else min(ttl, upstream_ttl)
 
 
 class ResponseCache:

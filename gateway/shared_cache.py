@@ -35,7 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from gateway import metrics
-from gateway.config import Settings, mask
+from gateway.config import mask
 from gateway.errors import SharedCacheUnavailable
 from gateway.response_cache import MemoryStore
 
@@ -77,10 +77,6 @@ class SharedCache:
         self._client: aioredis.Redis | None = None
         self._down: str | None = "not started"
         self._recovery: asyncio.Task[None] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SharedCache | None:
-        return None if settings.cache is None else cls(settings.cache)
 
     # -- lifetime and state -------------------------------------------------------------
 

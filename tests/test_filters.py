@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.app import schema_for
 from gateway.config import Settings
 from gateway.demo.dataset import (
     NOW,
@@ -57,12 +58,11 @@ from gateway.loaders.database import create_engine
 from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.sql import SqlBackend, SqlFeatures, inspect_database
-from gateway.schema import build_schema
 from gateway.schema.context import Context
 from tests.databases import load, new_schema, postgres_engine, statements
 from tests.expected import PACKAGE_DATETIMES, package_fields, parse_datetimes, when
 
-SCHEMA = build_schema(Settings())
+SCHEMA = schema_for(Settings())
 SITE = ZoneInfo("America/New_York")
 BACKENDS = ("rest", "sqlite", "postgres")
 

@@ -22,12 +22,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from gateway.app import GraphQLEndpoint, create_app
+from gateway.app import GraphQLEndpoint, create_app, schema_for
 from gateway.config import Settings
 from gateway.demo.upstream import FakeUpstream, serve_in_thread
 from gateway.loaders.backend import Backend
 from gateway.response_cache import MemoryStore, ResponseCache, namespace
-from gateway.schema import schema
 
 PACKAGE = "query($id: Int!) { package(id: $id) { databaseId title category { title } } }"
 PACKAGE_REFORMATTED = """
@@ -450,7 +449,7 @@ def test_keys_follow_the_document_not_its_layout() -> None:
 
 
 def test_the_namespace_holds_the_limits_and_the_source() -> None:
-    sdl = schema.as_str()
+    sdl = schema_for(Settings()).as_str()
     base = namespace(sdl, Settings())
     assert namespace(sdl, Settings(port=9000)) == base
     assert namespace(sdl, Settings(introspection=False)) != base

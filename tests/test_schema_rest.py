@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from gateway.cli import run_query
 from gateway.config import Settings
 from gateway.demo.upstream import FakeUpstream, serve_upstream
 from gateway.loaders.rest import MAX_DETAILS
-from gateway.run import run_query
 from tests.expected import (
     LIST_REQUESTS,
     PACKAGE_DATETIMES,

@@ -13,11 +13,14 @@ from graphql import (
     build_schema,
 )
 
+from gateway.app import schema_for
+from gateway.config import Settings
 from gateway.internals import graphql_schema
-from gateway.schema import schema
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT.parent / "shared" / "api-contract.graphql"
+
+schema = schema_for(Settings())
 
 
 def test_schema_graphql_is_the_exported_sdl() -> None:

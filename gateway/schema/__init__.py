@@ -11,7 +11,6 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from gateway import limits
-from gateway.config import Settings
 from gateway.errors import VariableErrors, log_unexpected
 from gateway.internals import allow_types_of_one_name
 from gateway.schema.direct import use_direct_resolvers
@@ -28,9 +27,9 @@ class GatewaySchema(strawberry.Schema):
         log_unexpected(errors)
 
 
-def build_schema(settings: Settings) -> GatewaySchema:
-    """The schema with `settings`' query limits; with `federation`, an Apollo Federation 2
-    subgraph (gateway/schema/federation.py).
+def build_schema(query_limits: limits.QueryLimits, *, federation: bool = False) -> GatewaySchema:
+    """The schema, enforcing `query_limits`; with `federation`, an Apollo Federation 2 subgraph
+    (gateway/schema/federation.py). Limits do not change the SDL.
 
     Batching is on: how many operations a batch may hold is the HTTP view's limit (gateway/app.py),
     which refuses more with a code of its own.
@@ -40,7 +39,7 @@ def build_schema(settings: Settings) -> GatewaySchema:
     config = StrawberryConfig(
         scalar_map={datetime: DateTime}, batching_config={"max_operations": sys.maxsize}
     )
-    if settings.federation:
+    if federation:
         from gateway.schema.federation import ENTITIES, FederatedSchema
 
         schema_class, types = FederatedSchema, ENTITIES
@@ -51,12 +50,8 @@ def build_schema(settings: Settings) -> GatewaySchema:
     built = schema_class(
         query=Query,
         types=types,
-        extensions=[*limits.extensions(settings), VariableErrors],
+        extensions=[*limits.extensions(query_limits), VariableErrors],
         config=config,
     )
     use_direct_resolvers(built)
     return built
-
-
-# The default settings' schema, for `gateway export-schema`: limits do not change the SDL.
-schema = build_schema(Settings())
