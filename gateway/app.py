@@ -39,7 +39,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from gateway import graphiql, limits, metrics, observe, persisted, response_cache, tracing
-from gateway.config import Settings, cors_origins
+from gateway.config import Settings, answer_settings, cors_origins
 from gateway.cors import cors
 from gateway.errors import (
     BatchTooLarge,
@@ -432,7 +432,7 @@ def create_app(settings: Settings) -> Starlette:
         responses = ResponseCache(
             store(response_cache.MAX_BYTES),
             ttl=ttl,
-            namespace=namespace(schema.as_str(), settings),
+            namespace=namespace(schema.as_str(), answer_settings(settings)),
             max_tokens=settings.max_tokens,
         )
     endpoint = GraphQLEndpoint(
