@@ -11,12 +11,14 @@ import strawberry
 from graphql import GraphQLObjectType, GraphQLSchema, GraphQLSyntaxError, execute_sync, parse
 from strawberry.exceptions import DuplicatedTypeName
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types.base import get_object_definition
 
 from gateway.internals import (
     allow_types_of_one_name,
     graphql_schema,
     is_nested_too_deeply,
     is_over_token_limit,
+    resolver_function,
 )
 from gateway.schema.direct import use_direct_resolvers
 
@@ -69,6 +71,13 @@ async def test_a_direct_resolver_gets_the_info_strawberry_would_give() -> None:
     use_direct_resolvers(direct)
     assert item.fields["description"].resolve is not wrapped
     assert await _answer(direct) == strawberrys
+
+
+def test_a_resolvers_function_is_the_one_it_was_given() -> None:
+    fields = get_object_definition(Item, strict=True).fields
+    [resolver] = [field.base_resolver for field in fields if field.python_name == "description"]
+    assert resolver is not None
+    assert resolver_function(resolver) is _described
 
 
 def test_the_graphql_schema_is_the_one_strawberry_executes() -> None:

@@ -18,7 +18,7 @@ from strawberry import Schema
 from strawberry.types.base import StrawberryObjectDefinition
 from strawberry.types.field import StrawberryField
 
-from gateway.internals import graphql_schema, info_maker
+from gateway.internals import graphql_schema, info_maker, resolver_function
 
 Info = GraphQLResolveInfo[Any]
 Resolve = Callable[[Any, Info], Any]
@@ -57,16 +57,16 @@ def _direct(schema: Schema, field: StrawberryField) -> Resolve | None:
     wanted = {root.name} | ({info.name} if info else set()) if root else set()
     if root is None or set(resolver.signature.parameters) != wanted:
         return None  # a resolver of other parameters (self, ones with defaults): Strawberry's
-    root_name = root.name
+    function, root_name = resolver_function(resolver), root.name
     if info is None:
 
         def from_parent(source: Any, graphql_info: Info) -> Any:
-            return resolver(**{root_name: source})
+            return function(**{root_name: source})
 
         return from_parent
     make_info, info_name = info_maker(schema, field), info.name
 
     def with_info(source: Any, graphql_info: Info) -> Any:
-        return resolver(**{root_name: source, info_name: make_info(graphql_info)})
+        return function(**{root_name: source, info_name: make_info(graphql_info)})
 
     return with_info
