@@ -207,9 +207,8 @@ async def run_query(
 
     schema = schema_for(settings)
     async with open_backend(settings) as backend:
-        timeout = settings.request_timeout
         return await run_operation(
-            schema, backend, query, variables, operation_name, timeout=timeout
+            schema, backend, query, variables, operation_name, timeout=settings.request_timeout
         )
 
 
