@@ -301,7 +301,7 @@ def upstream_process(latency: float, scale: float) -> None:
     from starlette.types import Receive, Scope, Send
 
     from gateway.demo.dataset import generate
-    from gateway.demo.upstream import API_PATH, create_upstream_app, serve_in_thread
+    from tests.fake_upstream import API_PATH, create_upstream_app, serve_in_thread
 
     app = create_upstream_app(generate(scale=scale), latency=latency)
 

@@ -36,13 +36,14 @@ from sqlalchemy.engine import Engine
 
 from gateway.app import schema_for
 from gateway.config import Settings
-from gateway.demo.dataset import NOW, Dataset, generate
-from gateway.demo.upstream import serve_upstream
+from gateway.demo.dataset import NOW, generate
 from gateway.errors import response_body
-from gateway.loaders.embedded import open_embedded
 from gateway.loaders.factory import BackendFactory, open_backend
 from gateway.loaders.loaders import Loaders
+from gateway.loaders.sql.embedded import open_embedded
+from gateway.loaders.sql.rows import Dataset
 from gateway.schema.context import Context
+from tests.fake_upstream import serve_upstream
 
 SCHEMA = schema_for(Settings())
 

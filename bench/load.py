@@ -33,9 +33,10 @@ import httpx
 from strawberry.relay.utils import to_base64
 
 from gateway.config import Settings
-from gateway.demo.dataset import Dataset, generate
-from gateway.demo.upstream import FakeUpstream, serve_upstream
+from gateway.demo.dataset import generate
+from gateway.loaders.sql.rows import Dataset
 from gateway.schema.pagination import cursor_of
+from tests.fake_upstream import FakeUpstream, serve_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 

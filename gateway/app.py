@@ -395,14 +395,15 @@ def schema_for(settings: Settings) -> GatewaySchema:
     return build_schema(query_limits, federation=settings.federation)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> Starlette:
     # `--cache`: the Redis every process shares; `app.state.shared_cache` (None without it) tells
-    # its state: `available`, `health()`, `await check()`.
+    # its state: `available`, `health()`, `await check()`. `clock` times the caches and the
+    # circuit breaker: a test moves its own instead of waiting.
     shared = None if settings.cache is None else SharedCache(settings.cache)
 
     def store(max_bytes: int) -> Store:
         # With `--cache`, in this process's memory and in Redis for every other process too.
-        local = MemoryStore(max_bytes)
+        local = MemoryStore(max_bytes, clock=clock)
         return local if shared is None else SharedStore(local, shared)
 
     @asynccontextmanager
@@ -413,7 +414,7 @@ def create_app(settings: Settings) -> Starlette:
             await shared.start()  # never fails: without Redis, each process serves on its own
         try:
             async with open_backend(
-                settings, keep_warm=settings.warm_catalogue, shared=shared
+                settings, keep_warm=settings.warm_catalogue, shared=shared, clock=clock
             ) as backend:
                 # `backend` makes each request's backend; `opened` answers `/readyz`.
                 app.state.backend = app.state.opened = backend

@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, export-schema, query, config, mirror, demo-upstream.
+"""The `gateway` command: serve, export-schema, query, config, mirror.
 
 It composes the gateway from its settings, importing each command's modules only when it runs.
 """
@@ -42,7 +42,7 @@ def check_database_url(settings: Settings) -> None:
     """A database URL the gateway's database layer can open (SQLAlchemy, only to check one)."""
     if settings.database is None:
         return
-    from gateway.loaders.database import async_url
+    from gateway.loaders.sql.engine import async_url
 
     try:
         async_url(settings.database)
@@ -102,16 +102,6 @@ def _parser() -> argparse.ArgumentParser:
         "config", help="print the effective settings, where each came from (secrets masked)"
     )
     _add_settings(config, EVERY_SCOPE)
-
-    demo = commands.add_parser(
-        "demo-upstream", help="serve a fake APIv4 over the generated demo catalogue"
-    )
-    demo.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    demo.add_argument("--port", type=int, default=8401, help="port to listen on")
-    demo.add_argument(
-        "--scale", type=float, default=1.0, help="catalogue size, 1.0 = the real site"
-    )
-    demo.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
 
     query = commands.add_parser("query", help="run one query in-process and print the JSON")
     query.add_argument("query", help="the GraphQL document")
@@ -179,21 +169,6 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_upstream(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.demo.dataset import generate
-    from gateway.demo.upstream import API_PATH, create_upstream_app
-
-    if args.scale <= 0 or args.latency < 0:
-        raise ConfigError("--scale must be positive and --latency not negative")
-    app = create_upstream_app(generate(scale=args.scale), latency=args.latency)
-    app.base_url = f"http://{args.host}:{args.port}{API_PATH}"
-    print(f"demo APIv4 at {app.base_url}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
-
-
 async def run_query(
     settings: Settings,
     query: str,
@@ -228,7 +203,8 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _mirror(args: argparse.Namespace) -> int:
-    from gateway.mirror import MirrorError, mirror_to, progress_to
+    from gateway.errors import MirrorError
+    from gateway.loaders.sql.mirror import mirror_to, progress_to
 
     try:
         with progress_to(sys.stderr) as progress:
@@ -254,8 +230,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             code = _export_schema(args)
         elif args.command == "config":
             code = _config(args)
-        elif args.command == "demo-upstream":
-            code = _demo_upstream(args)
         elif args.command == "mirror":
             code = _mirror(args)
         else:

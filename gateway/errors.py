@@ -5,10 +5,12 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
 * GatewayError
   x ConfigError ............ a setting or an option it cannot run with: one line, exit status 2
     + SettingError
+  x MirrorError ............ why `gateway mirror` stopped: one line, exit status 1
   x SharedCacheUnavailable . the shared Redis cannot be used now; handled, never seen by a client
   x ReportedError .......... reported to the client as it is, with its `extensions.code`
     + BadUserInput
     + UpstreamError
+      - TransientError ..... worth another attempt (the REST client retries it)
     + DatabaseError
     + PersistedQueryNotFound
     + EmptySelectionSet
@@ -78,6 +80,10 @@ class SettingError(ConfigError):
         self.settings = settings
 
 
+class MirrorError(GatewayError):
+    """Why `gateway mirror` stopped, in one line; the database was left as it was."""
+
+
 class SharedCacheUnavailable(GatewayError):
     """The shared cache cannot be used now: not started, marked down, or the command failed."""
 
@@ -106,6 +112,14 @@ class UpstreamError(ReportedError):
     """The REST upstream failed: an error status, a timeout, or a body we cannot read."""
 
     code = UPSTREAM_ERROR
+
+
+class TransientError(UpstreamError):
+    """A failure worth another attempt: a connection that failed, 429, 502, 503 or 504."""
+
+    def __init__(self, message: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after
 
 
 class DatabaseError(ReportedError):

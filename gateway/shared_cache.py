@@ -1,7 +1,7 @@
 """The cache every process and every host shares: Redis, with `--cache redis://…`.
 
 Three things live there, each also kept in the process's own memory in front of it: the upstream's
-raw bodies (gateway/loaders/shared.py, the second layer of the resource cache), whole answers
+raw bodies (gateway/loaders/rest/shared.py, the second layer of the resource cache), whole answers
 (gateway/response_cache.py) and persisted queries (gateway/persisted.py). Every key starts with
 `KEY_PREFIX`, which carries the format's version, so that gateways of another version sharing the
 server never read what they cannot decode.

@@ -25,11 +25,13 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.demo.dataset import Dataset, generate
-from gateway.loaders.database import async_url, create_engine
-from gateway.loaders.search import build_search_index
-from gateway.loaders.sql import SqlBackend, SqlFeatures, inspect_database
-from gateway.loaders.writer import write_dataset
+from gateway.demo.dataset import generate
+from gateway.loaders.sql.backend import SqlBackend
+from gateway.loaders.sql.engine import async_url, create_engine
+from gateway.loaders.sql.features import SqlFeatures, inspect_database
+from gateway.loaders.sql.rows import Dataset
+from gateway.loaders.sql.search import build_search_index
+from gateway.loaders.sql.writer import write_dataset
 
 POSTGRES_PORT = 5432
 POSTGRES_URL = f"postgresql://postgres@127.0.0.1:{POSTGRES_PORT}/test"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from gateway.config import (
     ENVIRONMENT,
     FILE,
     FLAG,
+    Check,
     Settings,
     configure,
     find_config_file,
@@ -33,10 +35,16 @@ def toml(tmp_path: Path) -> Path:
     return tmp_path / "gateway.toml"
 
 
-def _error(toml: Path, text: str, **kwargs: object) -> str:
+def _error(
+    toml: Path,
+    text: str,
+    flags: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    checks: Sequence[Check] = (),
+) -> str:
     toml.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as raised:
-        configure(file=toml, **kwargs)  # type: ignore[arg-type]
+        configure(flags, environ, file=toml, checks=checks)
     message = str(raised.value)
     assert "\n" not in message
     return message

@@ -21,10 +21,10 @@ from sqlalchemy.exc import OperationalError
 from gateway.app import schema_for
 from gateway.config import Settings
 from gateway.errors import response_body
-from gateway.loaders.database import MAX_OVERFLOW, POOL_SIZE, create_engine
 from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
-from gateway.loaders.sql import SqlBackend
+from gateway.loaders.sql.backend import SqlBackend
+from gateway.loaders.sql.engine import MAX_OVERFLOW, POOL_SIZE, create_engine
 from gateway.schema.context import Context
 from tests.databases import (
     POSTGRES_URL,

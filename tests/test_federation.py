@@ -52,13 +52,18 @@ def _settings(db: Database) -> Settings:
     return Settings(database=f"sqlite:///{db.path}", federation=True)
 
 
-async def _entities(db: Database, *representations: dict[str, Any]) -> dict[str, Any]:
+async def _entities(db: Database, *representations: object) -> dict[str, Any]:
     body = await run_query(_settings(db), ENTITIES, {"representations": list(representations)})
     return dict(body)
 
 
 def _expected(type_name: str, id: int, slug: str, title: str) -> dict[str, Any]:
-    entity = {"__typename": type_name, "id": to_base64(type_name, id), "slug": slug, "title": title}
+    entity: dict[str, Any] = {
+        "__typename": type_name,
+        "id": to_base64(type_name, id),
+        "slug": slug,
+        "title": title,
+    }
     if type_name == "Package":
         [package] = [row for row in SMALL.packages if row.id == id]
         [category] = [row for row in SMALL.categories if row.id == package.category_id]
@@ -67,7 +72,7 @@ def _expected(type_name: str, id: int, slug: str, title: str) -> dict[str, Any]:
 
 
 async def test_service_sdl_carries_both_keys_of_each_entity(sqlite_database: Database) -> None:
-    body = await run_query(_settings(sqlite_database), "{ _service { sdl } }")
+    body: dict[str, Any] = dict(await run_query(_settings(sqlite_database), "{ _service { sdl } }"))
     assert "errors" not in body
     sdl: str = body["data"]["_service"]["sdl"]
     for type_name in ("Category", "Grid", "Package"):

@@ -42,25 +42,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import schema_for
 from gateway.config import Settings
-from gateway.demo.dataset import (
-    NOW,
-    CategoryRow,
-    Dataset,
-    GridPackageRow,
-    GridRow,
-    PackageRow,
-    generate,
-)
-from gateway.demo.upstream import FakeUpstream, serve_upstream
+from gateway.demo.dataset import NOW, generate
 from gateway.errors import response_body
 from gateway.loaders.backend import Backend
-from gateway.loaders.database import create_engine
 from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
-from gateway.loaders.sql import SqlBackend, SqlFeatures, inspect_database
+from gateway.loaders.sql.backend import SqlBackend
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.features import SqlFeatures, inspect_database
+from gateway.loaders.sql.rows import CategoryRow, Dataset, GridPackageRow, GridRow, PackageRow
 from gateway.schema.context import Context
 from tests.databases import load, new_schema, postgres_engine, statements
 from tests.expected import PACKAGE_DATETIMES, package_fields, parse_datetimes, when
+from tests.fake_upstream import FakeUpstream, serve_upstream
 
 SCHEMA = schema_for(Settings())
 SITE = ZoneInfo("America/New_York")

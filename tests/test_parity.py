@@ -22,7 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from gateway.cli import run_query
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -130,7 +130,7 @@ def instants(value: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def mirrored_sqlite(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> str:
-    from gateway.mirror import mirror_to
+    from gateway.loaders.sql.mirror import mirror_to
 
     url = f"sqlite:///{tmp_path_factory.mktemp('parity') / 'mirror.sqlite3'}"
     asyncio.run(mirror_to(fake_upstream.base_url, url))
@@ -139,7 +139,7 @@ def mirrored_sqlite(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="module")
 def mirrored_postgres(fake_upstream: FakeUpstream) -> Iterator[str]:
-    from gateway.mirror import mirror_to
+    from gateway.loaders.sql.mirror import mirror_to
 
     with postgres_url() as url:
         asyncio.run(mirror_to(fake_upstream.base_url, url))
@@ -182,8 +182,10 @@ async def test_search_hits_are_equal_field_by_field(
     `weight`, `usage`, `pypiDownloads` and `lastReleased` only the site's search index holds,
     and `created`/`modified` are the search row's own: a mirror cannot copy them.
     """
-    rest = await run_query(Settings(upstream=upstream.base_url), SEARCH, {"q": term})
-    db = await run_query(Settings(database=database), SEARCH, {"q": term})
+    rest: dict[str, Any] = dict(
+        await run_query(Settings(upstream=upstream.base_url), SEARCH, {"q": term})
+    )
+    db: dict[str, Any] = dict(await run_query(Settings(database=database), SEARCH, {"q": term}))
     assert "errors" not in rest and "errors" not in db
     rest_hits = {(hit["itemType"], hit["slug"]): hit for hit in rest["data"]["search"]}
     db_hits = {(hit["itemType"], hit["slug"]): hit for hit in db["data"]["search"]}

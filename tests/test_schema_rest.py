@@ -9,8 +9,7 @@ import pytest
 
 from gateway.cli import run_query
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, serve_upstream
-from gateway.loaders.rest import MAX_DETAILS
+from gateway.loaders.rest.backend import MAX_DETAILS
 from tests.expected import (
     LIST_REQUESTS,
     PACKAGE_DATETIMES,
@@ -21,6 +20,7 @@ from tests.expected import (
     parse_datetimes,
     when,
 )
+from tests.fake_upstream import FakeUpstream, FaultKind, serve_upstream
 
 PACKAGE_FIELDS = """
     id databaseId title slug lastUpdated lastFetched repoUrl pypiVersion created modified
@@ -379,10 +379,10 @@ async def test_empty_search_is_empty_without_a_request(upstream: FakeUpstream) -
 
 @pytest.mark.parametrize("fault", ["500", "503", "malformed", "wrong-shape", "hang"])
 async def test_an_upstream_fault_fails_only_the_fields_that_needed_it(
-    upstream: FakeUpstream, fault: str
+    upstream: FakeUpstream, fault: FaultKind
 ) -> None:
     grid = upstream.dataset.grids[0]
-    upstream.faults["/api/v4/grids/"] = fault  # type: ignore[assignment]
+    upstream.faults["/api/v4/grids/"] = fault
     body = await query(
         upstream,
         "{ grid(id: %d) { title } packages(first: 3) { nodes { title } }"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from graphql import (
+    GraphQLEnumType,
     GraphQLInterfaceType,
     GraphQLObjectType,
     GraphQLSchema,
@@ -73,4 +74,5 @@ def test_enum_values_of_the_contract_are_served() -> None:
     contract = _contract()
     expected = contract.type_map["SearchItemType"]
     actual = graphql_schema(schema).type_map["SearchItemType"]
-    assert set(expected.values) <= set(actual.values)  # type: ignore[attr-defined]
+    assert isinstance(expected, GraphQLEnumType) and isinstance(actual, GraphQLEnumType)
+    assert set(expected.values) <= set(actual.values)

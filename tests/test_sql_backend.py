@@ -20,10 +20,8 @@ import pytest
 from sqlalchemy import delete, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.demo.dataset import CategoryRow, Dataset, GridRow, PackageRow
 from gateway.errors import ConfigError, DatabaseError
 from gateway.loaders.backend import Backend
-from gateway.loaders.database import create_engine
 from gateway.loaders.records import (
     SITE_TIMEZONE,
     Category,
@@ -38,9 +36,12 @@ from gateway.loaders.records import (
     title_key,
     words_of,
 )
-from gateway.loaders.sql import SqlBackend, SqlFeatures, check_database, inspect_database
-from gateway.loaders.tables import category, package
-from gateway.loaders.writer import write_dataset
+from gateway.loaders.sql.backend import SqlBackend
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.features import SqlFeatures, check_database, inspect_database
+from gateway.loaders.sql.rows import CategoryRow, Dataset, GridRow, PackageRow
+from gateway.loaders.sql.tables import category, package
+from gateway.loaders.sql.writer import write_dataset
 from tests.databases import (
     POSTGRES_PORT,
     SMALL,

@@ -21,7 +21,12 @@ from sqlalchemy import Table, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.demo.dataset import (
+from gateway.demo.dataset import generate
+from gateway.errors import ConfigError
+from gateway.loaders.sql import embedded
+from gateway.loaders.sql.embedded import default_database_path, open_embedded
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.rows import (
     CategoryRow,
     Dataset,
     GridPackageRow,
@@ -29,14 +34,9 @@ from gateway.demo.dataset import (
     PackageRow,
     SearchRow,
     VersionRow,
-    generate,
 )
-from gateway.errors import ConfigError
-from gateway.loaders import embedded
-from gateway.loaders.database import create_engine
-from gateway.loaders.embedded import default_database_path, open_embedded
-from gateway.loaders.tables import category, grid, grid_package, package, search, version
-from gateway.loaders.writer import TableChanges, write_dataset
+from gateway.loaders.sql.tables import category, grid, grid_package, package, search, version
+from gateway.loaders.sql.writer import TableChanges, write_dataset
 from tests.databases import SMALL, new_schema, postgres_engine
 
 

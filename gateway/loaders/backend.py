@@ -28,8 +28,10 @@ from gateway.loaders.records import (
 
 
 class Backend(Protocol):
-    stale: bool
-    """Whether any answer so far was a stale copy, served while the source failed."""
+    @property
+    def stale(self) -> bool:
+        """Whether any answer so far was a stale copy, served while the source failed."""
+        ...
 
     async def categories(self, ids: Sequence[int]) -> list[Category | None]: ...
 

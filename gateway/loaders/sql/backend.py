@@ -1,21 +1,17 @@
 """The database backend: the Django Packages tables over SQLAlchemy Core (asyncio).
 
-The engine and what the database offers (`SqlFeatures`, read once by `inspect_database`) are
-process-wide; `SqlBackend` is built per request around them and holds nothing else. Each
-batch is one SQL statement, however many keys it has: lookups are `IN (...)`, relations page
-every window in SQL at once, and a list page carries its total. Filters and orders are
-part of that statement (sort_keys.py). A failure of the database is a `DatabaseError` for the
-fields that needed it, and the next statement starts afresh.
+The engine and what the database offers (`SqlFeatures`, read once by `inspect_database` in
+features.py) are process-wide; `SqlBackend` is built per request around them and holds nothing
+else. Each batch is one SQL statement, however many keys it has: lookups are `IN (...)`,
+relations page every window in SQL at once, and a list page carries its total. Filters and
+orders are part of that statement (sort_keys.py). A failure of the database is a
+`DatabaseError` for the fields that needed it, and the next statement starts afresh.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
@@ -30,20 +26,15 @@ from sqlalchemy import (
     Table,
     column,
     func,
-    inspect,
     literal,
     select,
     true,
     union_all,
 )
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import observe
-from gateway.errors import ConfigError, DatabaseError
-from gateway.loaders import search as searching
+from gateway.errors import DatabaseError
 from gateway.loaders.records import (
     Category,
     Grid,
@@ -56,108 +47,20 @@ from gateway.loaders.records import (
     in_site_time,
     split_participants,
 )
-from gateway.loaders.sort_keys import Key, Plan, Plans
-from gateway.loaders.tables import (
-    KEY_TABLES,
-    category,
-    grid,
-    grid_package,
-    package,
-    search,
-    version,
-)
+from gateway.loaders.sql.failures import FAILURES, failure_message
+from gateway.loaders.sql.features import SqlFeatures
+from gateway.loaders.sql.search import search_hit, search_statement
+from gateway.loaders.sql.sort_keys import Key, Plan, Plans
+from gateway.loaders.sql.tables import category, grid, grid_package, package, version
 
-__all__ = ["SqlBackend", "SqlFeatures", "check_database", "database_ready", "inspect_database"]
+__all__ = ["SqlBackend"]
 
 R = TypeVar("R")
-
-# What a driver or the network raises when the database is gone, slow or not what we expect.
-_FAILURES = (SQLAlchemyError, OSError, TimeoutError)
-
-_QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement stopped by statement_timeout
 
 _WINDOW_COLUMNS = ("slot", "parent", "shape", "after", "last")
 
 # Ids and offsets are bigint in the database: anything larger cannot exist or be reached.
 _BIGINT_MAX = 2**63 - 1
-
-_REQUIRED_TABLES = (package, category, version, grid, grid_package)
-
-
-@dataclass(frozen=True, slots=True)
-class SqlFeatures:
-    """What a database offers beyond the tables every Django Packages database has."""
-
-    dialect: str  # "sqlite" or "postgresql"
-    search_table: bool  # searchv3_searchv3 exists
-    search_vector: bool  # ... with the site's stored tsvector (PostgreSQL)
-    fts: bool  # the FTS5 index `search.build_search_index` builds exists (SQLite)
-    sort_keys: bool  # the key tables `sort_keys.build_sort_keys` fills exist (a database we own)
-
-
-def _one_line(exc: BaseException) -> str:
-    original = getattr(exc, "orig", None) or exc
-    return " ".join(str(original).split()) or type(original).__name__
-
-
-async def check_database(engine: AsyncEngine) -> None:
-    """Refuse to start against a database we cannot reach or that is not Django Packages'.
-
-    A SQLite file that does not exist is refused before SQLite would create an empty one.
-    """
-    file = engine.url.database
-    if engine.dialect.name == "sqlite" and file and file != ":memory:" and not Path(file).exists():
-        raise ConfigError(f"database file not found: {file}")
-    names = await _table_names(engine)
-    for needed in _REQUIRED_TABLES:
-        if needed.name not in names:
-            raise ConfigError(
-                f"database has no table {needed.name}: is this a Django Packages database?"
-            )
-
-
-async def database_ready(engine: AsyncEngine, timeout: float) -> str | None:
-    """None when the database answers `SELECT 1` within `timeout`, else why not (`/readyz`).
-
-    A SQLite file must still be there: SQLite would answer from a deleted file's open handle.
-    """
-    file = engine.url.database
-    if engine.dialect.name == "sqlite" and file and file != ":memory:" and not Path(file).exists():
-        return "The database file is gone"
-    try:
-        async with asyncio.timeout(timeout), engine.connect() as connection:
-            await connection.exec_driver_sql("SELECT 1")
-    except _FAILURES as exc:
-        return _message(exc)
-    return None
-
-
-async def inspect_database(engine: AsyncEngine) -> SqlFeatures:
-    """Read once at start-up which ways of searching and sorting the database supports."""
-
-    def columns_of_search(connection: Connection) -> set[str]:
-        return {info["name"] for info in inspect(connection).get_columns(search.name)}
-
-    names = await _table_names(engine)
-    search_columns: set[str] = set()
-    if search.name in names:
-        async with engine.connect() as connection:
-            search_columns = await connection.run_sync(columns_of_search)
-    return SqlFeatures(
-        dialect=engine.dialect.name,
-        search_table=search.name in names,
-        search_vector="search_vector" in search_columns,
-        fts=searching.FTS_TABLE in names,
-        sort_keys=all(table.name in names for table in KEY_TABLES),
-    )
-
-
-async def _table_names(engine: AsyncEngine) -> set[str]:
-    try:
-        async with engine.connect() as connection:
-            return set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
-    except _FAILURES as exc:
-        raise ConfigError(f"database unreachable: {_one_line(exc)}") from exc
 
 
 def _commits(value: Any) -> tuple[int, ...]:
@@ -281,11 +184,11 @@ class SqlBackend:
                 async with self.engine.connect() as connection:
                     try:
                         return (await connection.execute(statement)).all()
-                    except _FAILURES:
+                    except FAILURES:
                         await connection.invalidate()
                         raise
-        except _FAILURES as exc:
-            raise DatabaseError(_message(exc), detail=str(exc)) from exc
+        except FAILURES as exc:
+            raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
 
     # -- by key -----------------------------------------------------------------------
 
@@ -532,24 +435,10 @@ class SqlBackend:
     # -- search ---------------------------------------------------------------------------
 
     async def search(self, query: str) -> list[SearchHit]:
-        statement = searching.search_statement(query, self.features)
+        statement = search_statement(query, self.features)
         if statement is None:
             return []
-        return [searching.search_hit(row) for row in await self._rows(statement, "search")]
-
-
-def _message(exc: BaseException) -> str:
-    """What the client is told: a wait for a connection or a statement that took too long
-    (PostgreSQL's query_canceled, SQLite's interrupt) is not a database that went away."""
-    if isinstance(exc, PoolTimeout):
-        return "The database is busy: no connection became free in time"
-    original = getattr(exc, "orig", None)
-    if (
-        getattr(original, "sqlstate", None) == _QUERY_CANCELED
-        or getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT
-    ):
-        return "The database took too long to answer"
-    return "The database is unavailable"
+        return [search_hit(row) for row in await self._rows(statement, "search")]
 
 
 def _positions(window: Window) -> tuple[int, int]:

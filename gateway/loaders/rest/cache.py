@@ -1,28 +1,24 @@
-"""The process-wide cache of upstream resources, shared by every request.
+"""The process-wide cache of decoded upstream resources, shared by every request.
 
-Entries are keyed by the upstream path with its query string (`packages/12/`,
-`packages/?limit=20&offset=0`, `search/?q=forms`) and hold the decoded resource. An entry is
-fresh for `ttl` seconds; after that it is refetched, but for `stale` more seconds it is still
-served when the refetch fails (stale-if-error), and the caller is told it was stale.
+What it holds, by which key and for how long: the table in gateway/loaders/rest/__init__.py.
 
 Concurrent requests for the same key share one fetch (single-flight): a burst of identical
 cold queries costs the upstream one request per resource. The fetch runs in a task of its
 own, so a caller that gives up (a client gone, a request timed out) does not cancel it for
 the others, and its answer still lands in the cache.
 
-With a cache shared by processes (`--cache redis://…`), `shared` is its second layer
-(shared.py): the bodies a fetch reads may come from there, already some seconds old, or as a
-stale copy when the upstream failed. The fetch in progress learns that through `current_fetch()`,
-and its value is kept as old as the oldest body it was made of: no process serves a resource as
-fresh for longer than `ttl` after the upstream sent it.
+Each fetch is handed a `Fetching`: the oldest body shared by processes it may take as fresh,
+and the age of the oldest it took (shared.py notes it there). The value is stored as old as
+that body: no process serves a resource as fresh for longer than `ttl` after the upstream
+sent it.
 
 The cache is bounded by size: each entry counts the bytes of the JSON it was decoded from
 plus `ENTRY_OVERHEAD` for its key and bookkeeping, and the least recently used entries are
 evicted past `max_bytes`. The default, 32 MiB, holds the whole catalogue with room for pages
-and searches: at the real site's scale, the catalogue snapshot (rest.py, catalogue.py) and
-every record it primes by id and by slug count 18.0 MiB and take about 23 MiB of memory
-(primed entries share their objects with the snapshot's lists). The count estimates memory to
-the right order; it does not measure it.
+and searches: at the real site's scale, the catalogue snapshot (snapshot.py) and every record
+it primes by id and by slug count 18.0 MiB and take about 23 MiB of memory (primed entries
+share their objects with the snapshot's lists). The count estimates memory to the right
+order; it does not measure it.
 """
 
 from __future__ import annotations
@@ -31,14 +27,10 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 from gateway.errors import UpstreamError
-
-if TYPE_CHECKING:
-    from gateway.loaders.shared import SharedBodies
 
 T = TypeVar("T")
 
@@ -66,12 +58,9 @@ class Fetching:
         self.stale = self.stale or stale
 
 
-_fetching: ContextVar[Fetching | None] = ContextVar("gateway_fetching", default=None)
-
-
-def current_fetch() -> Fetching | None:
-    """The cache's fetch this code runs in (each runs in a task of its own), if any."""
-    return _fetching.get()
+# What the cache runs on a miss, handed its `Fetching`: the value, and the size of the JSON
+# it was decoded from.
+Fetch: TypeAlias = Callable[[Fetching], Awaitable[tuple[T, int]]]
 
 
 class ResourceCache:
@@ -84,12 +73,10 @@ class ResourceCache:
         stale: float,
         max_bytes: int = MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
-        shared: SharedBodies | None = None,
     ) -> None:
         self.ttl = ttl
         self.stale = stale
         self.max_bytes = max_bytes
-        self.shared = shared
         self.size = 0
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -98,14 +85,10 @@ class ResourceCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, key: str, value: object, size: int) -> None:
-        """Store `value`, decoded from `size` bytes of JSON, evicting the least recently used.
-
-        Within a fetch, the value is as old as the oldest body that fetch has read so far.
-        """
+    def put(self, key: str, value: object, size: int, *, age: float = 0.0) -> None:
+        """Store `value`, decoded from `size` bytes of JSON `age` seconds old, evicting the
+        least recently used."""
         self._drop(key)
-        fetching = current_fetch()
-        age = 0.0 if fetching is None else fetching.age
         entry = _Entry(value, size + ENTRY_OVERHEAD, self._clock() - age)
         if entry.size > self.max_bytes:
             return
@@ -114,12 +97,12 @@ class ResourceCache:
         while self.size > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
-    async def get(self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]]) -> tuple[T, bool]:
+    async def get(self, key: str, fetch: Fetch[T]) -> tuple[T, bool]:
         """The value at `key` and whether it is a stale copy.
 
-        A fresh entry costs nothing; otherwise `fetch` (returning the value and its JSON size)
-        runs once for all concurrent callers. If it fails, a copy no older than `ttl + stale`
-        is served instead; without one the `UpstreamError` goes to every caller.
+        A fresh entry costs nothing; otherwise `fetch` runs once for all concurrent callers.
+        If it fails, a copy no older than `ttl + stale` is served instead; without one the
+        `UpstreamError` goes to every caller.
         """
         entry = self._lookup(key, self.ttl)
         if entry is not None:
@@ -132,19 +115,17 @@ class ResourceCache:
                 raise
             return cast(T, entry.value), True
 
-    async def refresh(self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]]) -> T:
+    async def refresh(self, key: str, fetch: Fetch[T]) -> T:
         """Fetch `key` anew, fresh or not, sharing a fetch already in flight; store the value.
 
-        A shared copy (`shared`) younger than half the TTL will do: the value then stays fresh
+        A copy shared by processes younger than half the TTL will do: the value then stays fresh
         for at least the other half, and among processes refreshing on their own schedules the
         first to find the copy past that age refetches it for the others.
         """
         value, _ = await self._flight(key, fetch, self.ttl / 2)
         return value
 
-    async def _flight(
-        self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]], max_age: float
-    ) -> tuple[T, bool]:
+    async def _flight(self, key: str, fetch: Fetch[T], max_age: float) -> tuple[T, bool]:
         """The value `fetch` returns and whether it is stale; concurrent callers share it."""
         flight = self._flights.get(key)
         if flight is None:
@@ -170,15 +151,10 @@ class ResourceCache:
         entry = self._entries.get(key)
         return 0.0 if entry is None else max(0.0, entry.stored + self.ttl - self._clock())
 
-    async def _fetch(
-        self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]], max_age: float
-    ) -> tuple[T, bool]:
-        # In this flight's own task: the bodies read by `fetch` (and the tasks it starts) note
-        # their age here; the value is stored as old as the oldest of them.
+    async def _fetch(self, key: str, fetch: Fetch[T], max_age: float) -> tuple[T, bool]:
         fetching = Fetching(max_age)
-        _fetching.set(fetching)
-        value, size = await fetch()
-        self.put(key, value, size)
+        value, size = await fetch(fetching)
+        self.put(key, value, size, age=fetching.age)
         return value, fetching.stale
 
     def _landed(self, key: str, flight: asyncio.Task[tuple[Any, bool]]) -> None:

@@ -4,8 +4,8 @@ The APIv4 cannot filter and has one order (id descending), so a list or relation
 with a filter or an order is answered from a snapshot of the three whole lists. `Catalogue`
 is built once per snapshot from the records and the memberships the lists carry; it indexes
 what every query needs (memberships by parent and by slug, each package's `text_key`) at
-once, and each order the first time it is asked for. Everything here is pure: rest.py
-fetches the lists and keeps the snapshot in the process-wide cache.
+once, and each order the first time it is asked for. Everything here is pure: fetcher.py
+reads the lists, and wire.py makes them a snapshot.
 
 Cost at full scale, measured on the demo catalogue of `generate(scale=1.0)` (4 categories,
 420 grids, 5,400 packages) served by `serve_upstream` in another process on loopback, 2 cores:

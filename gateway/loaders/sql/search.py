@@ -19,7 +19,7 @@ one quoted tsquery lexeme, all of them required, the last one also matching as a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import emoji
 from sqlalchemy import (
@@ -44,21 +44,11 @@ from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.loaders.records import SearchHit, in_site_time, split_participants
-from gateway.loaders.tables import category, grid, package, search, version
+from gateway.loaders.sql.features import SqlFeatures
+from gateway.loaders.sql.tables import FTS_TABLE, category, grid, package, search, version
 
-if TYPE_CHECKING:
-    from gateway.loaders.sql import SqlFeatures
+__all__ = ["FTS_COLUMNS", "LIMIT", "build_search_index", "search_hit", "search_statement"]
 
-__all__ = [
-    "FTS_COLUMNS",
-    "FTS_TABLE",
-    "LIMIT",
-    "build_search_index",
-    "search_hit",
-    "search_statement",
-]
-
-FTS_TABLE = "searchv3_fts"
 FTS_COLUMNS = ("title", "slug", "description", "category", "participants")
 LIMIT = 20
 

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Column, ColumnElement, Select, Table, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.demo.dataset import Dataset
 from gateway.loaders.records import Order, PackageFilter, text_key, title_key
-from gateway.loaders.tables import (
+from gateway.loaders.sql.features import SqlFeatures
+from gateway.loaders.sql.rows import Dataset
+from gateway.loaders.sql.tables import (
     category,
     category_key,
     grid,
@@ -33,9 +34,6 @@ from gateway.loaders.tables import (
     package_key,
     version,
 )
-
-if TYPE_CHECKING:
-    from gateway.loaders.sql import SqlFeatures
 
 __all__ = ["Key", "Plan", "Plans", "build_sort_keys"]
 

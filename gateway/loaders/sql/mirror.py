@@ -21,7 +21,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from gateway.demo.dataset import (
+from gateway.errors import ConfigError, MirrorError, UpstreamError
+from gateway.loaders.records import site_time
+from gateway.loaders.rest.client import Upstream
+from gateway.loaders.rest.wire import (
+    CategoryJSON,
+    GridJSON,
+    ListJSON,
+    PackageJSON,
+    decode,
+    id_from_url,
+)
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.rows import (
     CategoryRow,
     Dataset,
     GridPackageRow,
@@ -29,24 +41,13 @@ from gateway.demo.dataset import (
     PackageRow,
     SearchRow,
     VersionRow,
+    grid_search_row,
+    package_search_row,
 )
-from gateway.errors import ConfigError, UpstreamError
-from gateway.loaders.database import create_engine
-from gateway.loaders.records import site_time
-from gateway.loaders.rest import (
-    CategoryJSON,
-    GridJSON,
-    ListJSON,
-    PackageJSON,
-    Upstream,
-    decode,
-    id_from_url,
-)
-from gateway.loaders.writer import WriteSummary, write_dataset
+from gateway.loaders.sql.writer import WriteSummary, write_dataset
 
 __all__ = [
     "Catalogue",
-    "MirrorError",
     "MirrorSummary",
     "Progress",
     "build_catalogue",
@@ -69,10 +70,6 @@ class _Identified(Protocol):
 
 
 Item = TypeVar("Item", bound=_Identified)
-
-
-class MirrorError(Exception):
-    """Why a mirror stopped, in one line; the database was left as it was."""
 
 
 class Catalogue(NamedTuple):
@@ -355,51 +352,23 @@ def _search_rows(
     now: datetime,
 ) -> tuple[SearchRow, ...]:
     """Packages then grids, as the site's index build writes them, with the API's values."""
-    rows: list[SearchRow] = []
-    for package in packages:
-        rows.append(
-            SearchRow(
-                id=len(rows) + 1,
-                item_type="package",
-                title=package.title,
-                slug=package.slug,
-                description=package.repo_description,
-                category=category_titles[package.category_id],
-                weight=0,
-                repo_watchers=package.repo_watchers,
-                repo_forks=package.repo_forks,
-                pypi_downloads=0,
-                score=0,
-                usage=0,
-                participants=package.participants,
-                last_committed=package.last_commit_date,
-                last_released=None,
-                created=now,
-                modified=now,
-            )
+    rows = [
+        package_search_row(
+            row_id,
+            package,
+            category_titles[package.category_id],
+            weight=0,
+            usage=0,
+            score=0,
+            last_released=None,
+            built=(now, now),
         )
-    for grid in grids:
-        rows.append(
-            SearchRow(
-                id=len(rows) + 1,
-                item_type="grid",
-                title=grid.title,
-                slug=grid.slug,
-                description=grid.description,
-                category="",
-                weight=0,
-                repo_watchers=0,
-                repo_forks=0,
-                pypi_downloads=0,
-                score=0,
-                usage=0,
-                participants="",
-                last_committed=None,
-                last_released=None,
-                created=now,
-                modified=now,
-            )
-        )
+        for row_id, package in enumerate(packages, start=1)
+    ]
+    rows += (
+        grid_search_row(row_id, grid, weight=0, built=(now, now))
+        for row_id, grid in enumerate(grids, start=len(rows) + 1)
+    )
     return tuple(rows)
 
 

@@ -1,13 +1,21 @@
 """A fake Django Packages APIv4, rendered from a `Dataset` as the real service renders its tables.
 
-Tests and benchmarks run the gateway against it over real HTTP. It answers with the real service's
-shapes and quirks (see UPSTREAM.md), records every request with its time of arrival, tracks how
-many are in flight, and can be made slow, faulty (by path, for the next few requests, at random
-but reproducibly, or all at once in an outage) or link-forging at runtime.
+Tests and benchmarks run the gateway against it over real HTTP; it is test support, not part of
+the gateway. It answers with the real service's shapes and quirks (Django REST Framework's:
+limit/offset pages newest id first with absolute links on the request's host, `?format=` carried
+into every link, lookups by id or slug, 301 for a missing trailing slash, an HTML 404 outside the
+router, search as one plain list of at most 20), records every request with its time of arrival,
+tracks how many are in flight, and can be made slow, faulty (by path, for the next few requests, at
+random but reproducibly, or all at once in an outage) or link-forging at runtime.
+
+`python -m tests.fake_upstream [--host H] [--port P] [--scale S] [--latency SECONDS]` serves it
+over the generated demo catalogue until interrupted (`--port 0`: any free port; the first line
+printed says where).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import heapq
 import html
@@ -16,7 +24,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +41,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.demo.dataset import Dataset
+from gateway.demo.dataset import generate
+from gateway.loaders.sql.rows import Dataset
 
 __all__ = [
     "API_PATH",
@@ -41,6 +50,7 @@ __all__ = [
     "FaultKind",
     "Logged",
     "create_upstream_app",
+    "main",
     "serve_in_thread",
     "serve_upstream",
 ]
@@ -335,6 +345,7 @@ class FakeUpstream:
         self._asked: Counter[str] = Counter()
         self.in_flight = 0
         self.peak_in_flight = 0
+        self._changed = threading.Condition()  # notified as a request arrives and as it ends
         self.base_url = f"http://testserver{API_PATH}"
         self._app = Starlette(routes=[Route("/{path:path}", self._endpoint, methods=_METHODS)])
 
@@ -359,6 +370,16 @@ class FakeUpstream:
     def count(self) -> int:
         """How many requests arrived since the last reset."""
         return len(self.log)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Block until `condition()` holds, checked again as each request arrives and as each
+        ends (the fake serves on a thread of its own); whether it held within `timeout`."""
+        with self._changed:
+            return self._changed.wait_for(condition, timeout)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     def fail(self, prefix: str, kind: FaultKind, times: int) -> None:
         """Answer the next `times` requests under `prefix` with `kind`, then answer again."""
@@ -385,6 +406,7 @@ class FakeUpstream:
         self.log.append(Logged(target, time.monotonic(), dict(request.headers)))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self._notify()
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
@@ -406,6 +428,7 @@ class FakeUpstream:
             return Response(body, status_code=status, headers=headers, media_type=media_type)
         finally:
             self.in_flight -= 1
+            self._notify()
 
     def _fault(self, path: str, target: str) -> FaultKind | None:
         if self.outage is not None:
@@ -530,14 +553,9 @@ def create_upstream_app(dataset: Dataset, *, latency: float = 0.0) -> FakeUpstre
 
 @contextmanager
 def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve any ASGI app with uvicorn on a background thread; yields `http://host:port`.
-
-    The socket is bound before the server starts, so port 0 picks a free port without a race. Its
-    protocol is named so that asyncio turns Nagle off (with proto 0 it does not: 40 ms per reply).
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    """Serve any ASGI app with uvicorn on a background thread; yields `http://host:port` once
+    the server has started."""
+    sock = _listening_socket(host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -561,3 +579,40 @@ def serve_upstream(dataset: Dataset, *, latency: float = 0.0) -> Iterator[FakeUp
     with serve_in_thread(app) as origin:
         app.base_url = f"{origin}{API_PATH}"
         yield app
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket already listening, so that port 0 picks a free port without a race and a client
+    may connect before the server runs. Its protocol is named so that asyncio turns Nagle off
+    (with proto 0 it does not: 40 ms per reply)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen()
+    return sock
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the fake APIv4 over the generated demo catalogue until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fake_upstream",
+        description="Serve a fake APIv4 over the generated demo catalogue.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=8401, help="port to listen on (0: any)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="catalogue size, 1.0 = the real site"
+    )
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    args = parser.parse_args(argv)
+    if args.scale <= 0 or args.latency < 0:
+        parser.error("--scale must be positive and --latency not negative")
+    app = create_upstream_app(generate(scale=args.scale), latency=args.latency)
+    sock = _listening_socket(args.host, args.port)
+    app.base_url = f"http://{args.host}:{sock.getsockname()[1]}{API_PATH}"
+    print(f"fake APIv4 at {app.base_url}", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
