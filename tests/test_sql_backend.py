@@ -39,7 +39,7 @@ from gateway.loaders.records import (
 from gateway.loaders.sql.backend import SqlBackend
 from gateway.loaders.sql.engine import create_engine
 from gateway.loaders.sql.features import SqlFeatures, check_database, inspect_database
-from gateway.loaders.sql.rows import CategoryRow, Dataset, GridRow, PackageRow
+from gateway.loaders.sql.rows import Dataset, PackageRow
 from gateway.loaders.sql.tables import category, package
 from gateway.loaders.sql.writer import write_dataset
 from tests.databases import (
@@ -73,7 +73,7 @@ def local(stamp: Any) -> Any:
     return None if stamp is None else stamp.astimezone(SITE_TIMEZONE)
 
 
-def category_of(row: CategoryRow) -> Category:
+def category_of(row: Category) -> Category:
     return Category(
         id=row.id,
         title=row.title,
@@ -86,7 +86,7 @@ def category_of(row: CategoryRow) -> Category:
     )
 
 
-def grid_of(row: GridRow) -> Grid:
+def grid_of(row: Grid) -> Grid:
     return Grid(
         id=row.id,
         title=row.title,

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import emoji
+import msgspec
 from sqlalchemy import (
     ColumnElement,
     Float,
@@ -43,7 +44,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.loaders.records import SearchHit, in_site_time, split_participants
+from gateway.loaders.entities import fields_of, from_columns
+from gateway.loaders.records import SearchHit
 from gateway.loaders.sql.features import SqlFeatures
 from gateway.loaders.sql.tables import FTS_TABLE, category, grid, package, search, version
 
@@ -57,24 +59,10 @@ _MAX_WORDS = 32
 _FTS_WEIGHTS = (10.0, 5.0, 2.0, 1.0, 1.0)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
-# What `search_hit` reads.
-_HIT_COLUMNS = (
-    "item_type",
-    "title",
-    "slug",
-    "description",
-    "category",
-    "weight",
-    "repo_watchers",
-    "repo_forks",
-    "pypi_downloads",
-    "usage",
-    "participants",
-    "last_committed",
-    "last_released",
-    "created",
-    "modified",
-)
+# What `search_hit` reads: every field of a hit but its `absolute_url`.
+_HIT_COLUMNS = tuple(spec.column for spec in fields_of(SearchHit) if spec.column)
+_HIT_FIELDS = tuple(spec.name for spec in fields_of(SearchHit))
+_hit = from_columns(SearchHit)
 
 _fts = table(FTS_TABLE, column("rowid"), column(FTS_TABLE))
 
@@ -113,23 +101,12 @@ def search_statement(query: str, features: SqlFeatures) -> Select[Any] | None:
 
 def search_hit(row: Row[Any]) -> SearchHit:
     """A hit as the upstream serves it: emoji shortcodes in title and description converted."""
-    return SearchHit(
-        item_type=row.item_type,
-        title=emoji.emojize(row.title),
-        slug=row.slug,
-        description=emoji.emojize(row.description),
-        category=row.category,
-        weight=row.weight,
-        repo_watchers=row.repo_watchers,
-        repo_forks=row.repo_forks,
-        pypi_downloads=row.pypi_downloads,
-        usage=row.usage,
-        participants=split_participants(row.participants),
-        last_committed=in_site_time(row.last_committed),
-        last_released=in_site_time(row.last_released),
-        absolute_url=f"/{row.item_type}s/{row.item_type[:1]}/{row.slug}/",
-        created=in_site_time(row.created),
-        modified=in_site_time(row.modified),
+    hit = _hit([getattr(row, name, "") for name in _HIT_FIELDS])
+    return msgspec.structs.replace(
+        hit,
+        title=emoji.emojize(hit.title),
+        description=emoji.emojize(hit.description),
+        absolute_url=f"/{hit.item_type}s/{hit.item_type[:1]}/{hit.slug}/",
     )
 
 
