@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.app import schema_for
 from gateway.config import Settings
 from gateway.demo.dataset import NOW, generate
 from gateway.errors import response_body
@@ -51,13 +52,12 @@ from gateway.loaders.sql.backend import SqlBackend
 from gateway.loaders.sql.engine import create_engine
 from gateway.loaders.sql.features import SqlFeatures, inspect_database
 from gateway.loaders.sql.rows import Dataset, GridPackageRow, PackageRow
-from gateway.schema import build_schema
 from gateway.schema.context import Context
 from tests.databases import load, new_schema, postgres_engine, statements
 from tests.expected import PACKAGE_DATETIMES, package_fields, parse_datetimes, when
 from tests.fake_upstream import FakeUpstream, serve_upstream
 
-SCHEMA = build_schema(Settings())
+SCHEMA = schema_for(Settings())
 SITE = ZoneInfo("America/New_York")
 BACKENDS = ("rest", "sqlite", "postgres")
 
