@@ -20,8 +20,8 @@ import sqlalchemy
 from sqlalchemy.ext.asyncio import create_async_engine as create_engine
 from sqlalchemy.pool import NullPool
 
+from gateway.cli import run_query
 from gateway.config import Settings
-from gateway.run import run_query
 from gateway.schema.pagination import cursor_of
 from tests.databases import SMALL
 from tests.expected import package_ids_of_category

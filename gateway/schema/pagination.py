@@ -24,10 +24,9 @@ import strawberry
 from strawberry.relay.utils import from_base64, to_base64
 
 from gateway.errors import BadUserInput
+from gateway.limits import DEFAULT_FIRST, MAX_FIRST
 from gateway.loaders.records import Key, KeyValue, Order, Page, Slice
 
-DEFAULT_FIRST = 20
-MAX_FIRST = 100
 MAX_CURSOR = 2_000  # characters: a title key and a few numbers, base64-encoded
 _CURSOR_PREFIX = "keyset"
 _BIGINT_MAX = 2**63 - 1
