@@ -37,6 +37,8 @@ from gateway import graphiql, limits, metrics, observe, persisted, response_cach
 from gateway.config import Settings
 from gateway.cors import cors
 from gateway.errors import BATCH_TOO_LARGE, GatewayError, is_request_error, response_body
+from gateway.interrupt import Interruptible
+from gateway.loaders.backend import Backend
 from gateway.loaders.factory import BackendFactory, OpenBackend, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
@@ -149,6 +151,11 @@ class GraphQLEndpoint(GraphQL[Context, None]):
                 metrics.refused(refusal.code)
             body = self.encode_json(refusal.body)
             response = Response(body, refusal.status, media_type="application/json")
+        finally:
+            # However the request ended, nothing it started is waited for any more.
+            backend: Backend | None = getattr(request.state, "backend", None)
+            if backend is not None:
+                backend.close()
         if (
             isinstance(response, Response)
             and response.media_type == "application/json"
@@ -384,7 +391,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
             Route("/metrics", metrics_endpoint),
             graphiql.graphiql_static,
         ],
-        middleware=[Middleware(observe.Observed)],
+        middleware=[Middleware(observe.Observed), Middleware(Interruptible)],
         lifespan=lifespan,
     )
     app.state.shared_cache = shared

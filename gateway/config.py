@@ -60,6 +60,9 @@ class Settings:
     upstream_timeout: float = _setting(10.0, "seconds allowed for one upstream request")
     upstream_max_in_flight: int = _setting(32, "upstream requests in flight at once, at most")
     upstream_retries: int = _setting(2, "retries of a failed idempotent upstream GET")
+    max_upstream_requests: int = _setting(
+        100, "upstream requests one request (a whole batch) may cause, at most"
+    )
     cache_ttl: float = _setting(300.0, "seconds an upstream resource stays fresh")
     cache_stale: float = _setting(
         86400.0, "seconds a stale copy may still be served while the upstream fails"
@@ -379,6 +382,7 @@ def validate(settings: Settings) -> None:
         settings,
         "upstream_timeout",
         "upstream_max_in_flight",
+        "max_upstream_requests",
         "cache_ttl",
         "statement_timeout",
         "max_depth",

@@ -31,6 +31,11 @@ INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
 REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+# The upstream requests one request may cause (`--max-upstream-requests`): the fields that
+# needed more fail with this.
+UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
+# A request still running when the server's shutdown bound came (`--shutdown-timeout`).
+SHUTTING_DOWN = "SHUTTING_DOWN"
 # Automatic persisted queries (gateway/persisted.py): a hash the gateway does not know (yet).
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 
@@ -64,6 +69,12 @@ class UpstreamError(GatewayError):
     """The REST upstream failed: an error status, a timeout, or a body we cannot read."""
 
     code = UPSTREAM_ERROR
+
+
+class UpstreamBudgetExceeded(GatewayError):
+    """The request has caused as many upstream requests as one may: the rest are not made."""
+
+    code = UPSTREAM_BUDGET_EXCEEDED
 
 
 class DatabaseError(GatewayError):
