@@ -1,4 +1,7 @@
-"""The `gateway` command: serve, export-schema, query, config, mirror."""
+"""The `gateway` command: serve, export-schema, query, config, mirror.
+
+It composes the gateway from its settings, importing each command's modules only when it runs.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,11 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
+from gateway import tracing
 from gateway.config import (
     CONFIG_FILE,
     CONFIG_VARIABLE,
@@ -23,11 +27,38 @@ from gateway.config import (
     env_name,
     find_config_file,
     flag_name,
+    mask,
     setting_type,
 )
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SettingError
+
+if TYPE_CHECKING:
+    from strawberry.http import GraphQLHTTPResponse
 
 EVERY_SCOPE = (SERVER, SCHEMA, "")
+
+
+def check_database_url(settings: Settings) -> None:
+    """A database URL the gateway's database layer can open (SQLAlchemy, only to check one)."""
+    if settings.database is None:
+        return
+    from gateway.loaders.sql.engine import async_url
+
+    try:
+        async_url(settings.database)
+    except ConfigError as exc:
+        message = str(exc).replace(settings.database, mask(settings.database))
+        raise SettingError(message, "database") from None
+
+
+def check_opentelemetry(settings: Settings) -> None:
+    """`--otel` needs the OpenTelemetry packages (imported only to see that they are there)."""
+    if settings.otel and not tracing.available():
+        raise SettingError(f"OpenTelemetry is not installed: {tracing.INSTALL}", "otel")
+
+
+# What only other layers can check of the settings, checked with them whatever the command.
+SETTINGS_CHECKS = (check_database_url, check_opentelemetry)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,7 +131,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 def _configuration(args: argparse.Namespace) -> Configuration:
     """The settings from the command's flags, the environment and the TOML file, validated."""
     file = find_config_file(args.config, os.environ)
-    return configure(_flags(args), os.environ, file)
+    return configure(_flags(args), os.environ, file, SETTINGS_CHECKS)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -127,9 +158,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _export_schema(args: argparse.Namespace) -> int:
-    from gateway.schema import build_schema
+    from gateway.app import schema_for
 
-    print(build_schema(_configuration(args).settings).as_str())
+    print(schema_for(_configuration(args).settings).as_str())
     return 0
 
 
@@ -138,9 +169,25 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query(args: argparse.Namespace) -> int:
-    from gateway.run import run_query
+async def run_query(
+    settings: Settings,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    operation_name: str | None = None,
+) -> GraphQLHTTPResponse:
+    """`gateway query`: one operation, in this process, over the backend `settings` name."""
+    from gateway.app import schema_for
+    from gateway.loaders.factory import open_backend
+    from gateway.run import run_operation
 
+    schema = schema_for(settings)
+    async with open_backend(settings) as backend:
+        return await run_operation(
+            schema, backend, query, variables, operation_name, timeout=settings.request_timeout
+        )
+
+
+def _query(args: argparse.Namespace) -> int:
     variables: Any = None
     if args.variables is not None:
         try:

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlencode
 from zoneinfo import ZoneInfo
 
 import emoji
+import msgspec
 import orjson
 import uvicorn
 from starlette.applications import Starlette
@@ -42,6 +43,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.demo.dataset import generate
+from gateway.loaders.entities import Spec, fields_of, from_columns
+from gateway.loaders.records import Form, Package
 from gateway.loaders.sql.rows import Dataset
 
 __all__ = [
@@ -96,6 +99,29 @@ def _when(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(NEW_YORK).isoformat()
 
 
+def _shown(spec: Spec, value: Any) -> Any:
+    if spec.is_time:
+        return _when(value)
+    if spec.rest_form is Form.COMMAS:
+        return ",".join(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _rendered(item: msgspec.Struct, **given: Any) -> JSONDict:
+    """A record as the APIv4 renders it, as its description says, but the keys `given`;
+    its links are left to the request, which decides how they look."""
+    return {
+        spec.rest: given[spec.rest]
+        if spec.rest in given
+        else _shown(spec, getattr(item, spec.name))
+        for spec in fields_of(type(item))
+        if not spec.link
+    }
+
+
+_package = from_columns(Package)
+
+
 @dataclass(frozen=True, slots=True)
 class _Links:
     """How a request's links look: absolute, on its host, carrying its `format`."""
@@ -127,19 +153,7 @@ class _Catalogue:
     """A dataset rendered once: scalar fields by id, slug lookups, list orders, search haystacks."""
 
     def __init__(self, dataset: Dataset) -> None:
-        self.categories: dict[int, JSONDict] = {
-            c.id: {
-                "id": c.id,
-                "title": c.title,
-                "slug": c.slug,
-                "description": c.description,
-                "title_plural": c.title_plural,
-                "show_pypi": c.show_pypi,
-                "created": _when(c.created),
-                "modified": _when(c.modified),
-            }
-            for c in dataset.categories
-        }
+        self.categories = {c.id: _rendered(c) for c in dataset.categories}
         versions = {v.id: v.number for v in dataset.versions}
         grids_of: dict[int, list[int]] = {p.id: [] for p in dataset.packages}
         packages_of: dict[int, list[int]] = {g.id: [] for g in dataset.grids}
@@ -151,40 +165,24 @@ class _Catalogue:
             p.id: (
                 p.category_id,
                 grids_of[p.id],
-                {
-                    "id": p.id,
-                    "title": p.title,
-                    "slug": p.slug,
-                    "last_updated": _when(p.last_commit_date),
-                    "last_fetched": _when(p.last_fetched),
-                    "repo_url": p.repo_url,
-                    "pypi_version": versions.get(p.latest_version_id or 0),
-                    "created": _when(p.created),
-                    "modified": _when(p.modified),
-                    "repo_forks": p.repo_forks,
-                    "repo_description": p.repo_description,
-                    "pypi_url": p.pypi_url,
-                    "documentation_url": p.documentation_url,
-                    "repo_watchers": p.repo_watchers,
-                    "commits_over_52": list(p.commits_over_52w),
-                    "participants": [n.strip() for n in p.participants.split(",") if n.strip()],
-                },
+                _rendered(
+                    _package(
+                        [
+                            getattr(p, spec.column) if spec.column else None
+                            for spec in fields_of(Package)
+                        ]
+                    ),
+                    pypi_version=versions.get(p.latest_version_id or 0),
+                ),
             )
             for p in dataset.packages
         }
         # Grid.packages: ORDER BY title under a C collation (code point order), no tie-break of
         # its own upstream; ours breaks ties by id so that tests can predict it.
-        self.grids: dict[int, tuple[JSONDict, list[int], JSONDict]] = {
+        self.grids: dict[int, tuple[list[tuple[str, Any]], list[int]]] = {
             g.id: (
-                {
-                    "id": g.id,
-                    "title": g.title,
-                    "slug": g.slug,
-                    "description": g.description,
-                    "is_locked": g.is_locked,
-                },
+                list(_rendered(g).items()),
                 sorted(packages_of[g.id], key=lambda id_: (titles[id_], id_)),
-                {"header": g.header, "created": _when(g.created), "modified": _when(g.modified)},
             )
             for g in dataset.grids
         }
@@ -254,8 +252,10 @@ class _Catalogue:
             }
         if id_ not in self.grids:
             return None
-        head, package_ids, tail = self.grids[id_]
-        return {**head, "packages": [links.to("packages", p) for p in package_ids], **tail}
+        fields, package_ids = self.grids[id_]
+        links_at = 5  # the APIv4 shows `packages` between `is_locked` and `header`
+        packages = ("packages", [links.to("packages", p) for p in package_ids])
+        return dict([*fields[:links_at], packages, *fields[links_at:]])
 
     def search(self, q: str) -> list[JSONDict]:
         """Every word must match somewhere; title beats slug beats description beats the rest."""

@@ -40,23 +40,24 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.app import schema_for
 from gateway.config import Settings
 from gateway.demo.dataset import NOW, generate
 from gateway.errors import response_body
 from gateway.loaders.backend import Backend
 from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
+from gateway.loaders.records import Category, Grid
 from gateway.loaders.sql.backend import SqlBackend
 from gateway.loaders.sql.engine import create_engine
 from gateway.loaders.sql.features import SqlFeatures, inspect_database
-from gateway.loaders.sql.rows import CategoryRow, Dataset, GridPackageRow, GridRow, PackageRow
-from gateway.schema import build_schema
+from gateway.loaders.sql.rows import Dataset, GridPackageRow, PackageRow
 from gateway.schema.context import Context
 from tests.databases import load, new_schema, postgres_engine, statements
 from tests.expected import PACKAGE_DATETIMES, package_fields, parse_datetimes, when
 from tests.fake_upstream import FakeUpstream, serve_upstream
 
-SCHEMA = build_schema(Settings())
+SCHEMA = schema_for(Settings())
 SITE = ZoneInfo("America/New_York")
 BACKENDS = ("rest", "sqlite", "postgres")
 
@@ -123,7 +124,7 @@ def derive(base: Dataset) -> Dataset:
         change(row, modified=TIE_MODIFIED)
 
     # A second category with the slug "apps", as many packages as the smallest one.
-    legacy = CategoryRow(
+    legacy = Category(
         id=7,
         title="apps (legacy)",
         slug="apps",
@@ -142,7 +143,7 @@ def derive(base: Dataset) -> Dataset:
     grids = list(base.grids)
     for id_, title, slug in NEW_GRIDS:
         created = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=id_, microseconds=id_)
-        grids.append(GridRow(id_, title, slug, f"The {title} grid.", False, False, created, NOW))
+        grids.append(Grid(id_, title, slug, f"The {title} grid.", False, False, created, NOW))
     members = Counter(row.grid_id for row in base.grid_packages)
     ids = sorted(changed)
     pairs = [(12, id_) for id_ in rng.sample(ids, min(members.values()))]  # a tie in size
@@ -282,7 +283,7 @@ class Model:
         ids = sorted(self.grid, reverse=True) if among is None else list(among)
         if order is None:
             return ids
-        keys: dict[str, Callable[[GridRow], Any]] = {
+        keys: dict[str, Callable[[Grid], Any]] = {
             "TITLE": lambda row: row.title.lower(),
             "PACKAGE_COUNT": lambda row: len(self.members[row.id]),
             "ID": lambda row: row.id,
@@ -295,7 +296,7 @@ class Model:
     def categories(self, order: OrderArg | None = None) -> list[int]:
         if order is None:
             return sorted(self.category, reverse=True)
-        keys: dict[str, Callable[[CategoryRow], Any]] = {
+        keys: dict[str, Callable[[Category], Any]] = {
             "TITLE": lambda row: row.title.lower(),
             "PACKAGE_COUNT": lambda row: len(self.in_category[row.id]),
             "ID": lambda row: row.id,

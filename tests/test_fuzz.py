@@ -36,16 +36,16 @@ from graphql import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import create_app
+from gateway.app import create_app, schema_for
 from gateway.config import Settings
-from gateway.schema import schema
+from gateway.internals import graphql_schema
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 
 TIME_LIMIT = 15.0  # seconds any answer may take: the request timeout is 10
 MAX_TEXT_REFUSAL = 200  # characters of a plain-text refusal
 MAX_URL_QUERY = 1_000  # characters of a GET parameter: httpx refuses a URL over 64 KB, encoded
 
-GRAPHQL = schema._schema
+GRAPHQL = graphql_schema(schema_for(Settings()))
 BASE = settings(
     deadline=None,
     derandomize=True,

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from graphql import parse
 
-from gateway.app import create_app
+from gateway.app import create_app, schema_for
+from gateway.cli import run_query
 from gateway.config import Settings
+from gateway.internals import graphql_schema
 from gateway.limits import estimate_cost
-from gateway.run import run_query
-from gateway.schema import schema
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 
 LIMITS = {
@@ -37,6 +37,7 @@ LIMITS = {
     "introspection": False,
 }
 NO_CACHE = 1e-6  # seconds an upstream resource stays fresh
+GRAPHQL = graphql_schema(schema_for(Settings()))
 
 STRICT = {"accept": "application/graphql-response+json"}
 
@@ -257,7 +258,7 @@ def test_cost_reads_first_from_variables(client: httpx.Client, upstream: FakeUps
     ],
 )
 def test_cost_estimates_computed_by_hand(query: str, variables: dict[str, Any], cost: int) -> None:
-    assert estimate_cost(schema._schema, parse(query), None, variables) == cost
+    assert estimate_cost(GRAPHQL, parse(query), None, variables) == cost
 
 
 def test_introspection_off_refuses_schema_and_type_but_not_typename(

@@ -20,8 +20,8 @@ import sqlalchemy
 from sqlalchemy.ext.asyncio import create_async_engine as create_engine
 from sqlalchemy.pool import NullPool
 
+from gateway.cli import run_query
 from gateway.config import Settings
-from gateway.run import run_query
 from tests.fake_upstream import FakeUpstream
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -34,12 +34,12 @@ import pytest
 import redis
 
 from gateway.config import configure
-from gateway.errors import ConfigError, UpstreamError
+from gateway.errors import ConfigError, SharedCacheUnavailable, UpstreamError
 from gateway.loaders.rest.cache import Fetching, ResourceCache
 from gateway.loaders.rest.shared import SharedBodies
 from gateway.persisted import TTL as APQ_TTL
 from gateway.response_cache import MemoryStore
-from gateway.shared_cache import SharedCache, SharedStore, Unavailable
+from gateway.shared_cache import SharedCache, SharedStore
 from tests.fake_upstream import FakeUpstream
 from tests.waiting import LISTENING, Output
 
@@ -337,7 +337,7 @@ async def test_without_redis_everything_falls_back_and_says_so_once(
             assert await store.get("response:x") is not None  # from this process's memory
         assert time.monotonic() - started < 0.5  # the circuit is open: Redis costs nothing
         assert origin.calls == 20  # no shared copy, no lock: each read is the upstream's
-        with pytest.raises(Unavailable):
+        with pytest.raises(SharedCacheUnavailable):
             await shared.get("anything")
         assert await shared.check() is not None
         assert caplog.text.count("is unavailable") == 1
@@ -598,7 +598,7 @@ async def test_a_command_the_server_refuses_is_a_miss_and_redis_stays_in_use(
             store = SharedStore(MemoryStore(2**20), shared)
             origin = Origin()
             for n in range(20):
-                with pytest.raises(Unavailable, match="OutOfMemoryError"):
+                with pytest.raises(SharedCacheUnavailable, match="OutOfMemoryError"):
                     await shared.set(f"refused:{n}", b"body", 60)
                 await store.set(f"response:{n}", b"y", 30)  # in this process's memory only
                 assert await _bodies(shared).get(f"grids/{n}/", None, origin) == origin.body
@@ -638,18 +638,18 @@ async def test_a_busy_pool_is_a_miss_not_a_failure(
                 started = time.monotonic()
                 try:
                     found: object = await shared.get("kept")
-                except Unavailable as exc:
+                except SharedCacheUnavailable as exc:
                     found = exc
                 return found, time.monotonic() - started
 
             # One read takes the only connection and waits for the server; the other finds
             # the pool busy.
             answers = await asyncio.gather(timed_get(), timed_get())
-            [(refused, waited)] = [a for a in answers if isinstance(a[0], Unavailable)]
+            [(refused, waited)] = [a for a in answers if isinstance(a[0], SharedCacheUnavailable)]
             assert "No connection available" in str(refused)
             assert waited < 0.3  # the pool's wait, not the server's
             assert shared.available
-            [(held, _)] = [a for a in answers if not isinstance(a[0], Unavailable)]
+            [(held, _)] = [a for a in answers if not isinstance(a[0], SharedCacheUnavailable)]
             assert held is not None
             assert await reader.readline() == b"+OK\r\n"  # the server slept
             assert await shared.get("kept") is not None

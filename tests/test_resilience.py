@@ -24,13 +24,14 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.demo.dataset import generate
 from gateway.errors import UpstreamError
+from gateway.loaders.records import Grid
 from gateway.loaders.rest.backend import MAX_DETAILS, RestBackend
 from gateway.loaders.rest.breaker import BREAKER_COOL_DOWN, BREAKER_THRESHOLD, Breaker
 from gateway.loaders.rest.cache import ENTRY_OVERHEAD, Fetching, ResourceCache
 from gateway.loaders.rest.client import Upstream as UpstreamClient
 from gateway.loaders.rest.client import retry_after
 from gateway.loaders.rest.fetcher import Fetcher
-from gateway.loaders.sql.rows import Dataset, GridRow
+from gateway.loaders.sql.rows import Dataset
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 from tests.fake_upstream import FakeUpstream, serve_in_thread, serve_upstream
 from tests.waiting import Clock
@@ -77,11 +78,11 @@ def global_id(type_name: str, id: int) -> str:
     return base64.b64encode(f"{type_name}:{id}".encode()).decode()
 
 
-def biggest_grid(dataset: Dataset) -> GridRow:
+def biggest_grid(dataset: Dataset) -> Grid:
     return max(dataset.grids, key=lambda row: len(package_ids_of_grid(dataset, row.id)))
 
 
-def fan_out_cost(dataset: Dataset, grid: GridRow) -> int:
+def fan_out_cost(dataset: Dataset, grid: Grid) -> int:
     """The grid by slug, then the catalogue's three lists: its first 100 packages are more
     than `MAX_DETAILS`, and the lists bring their categories and grids too."""
     assert len(package_ids_of_grid(dataset, grid.id)[:100]) > MAX_DETAILS

@@ -8,6 +8,7 @@ per HTTP request): a query answered from the response cache makes none.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import inspect
 import threading
@@ -23,11 +24,10 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gateway.app import GraphQLEndpoint, create_app
-from gateway.config import Settings
+from gateway.app import GraphQLEndpoint, create_app, schema_for
+from gateway.config import Settings, answer_settings, setting_type
 from gateway.loaders.backend import Backend
 from gateway.response_cache import Cached, MemoryStore, ResponseCache, namespace
-from gateway.schema import schema
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 from tests.waiting import Clock
 
@@ -464,14 +464,55 @@ def test_keys_follow_the_document_not_its_layout() -> None:
     assert cache.key(named, None, None) == cache.key(named, None, "Named")
 
 
+def _namespace(sdl: str, settings: Settings) -> bytes:
+    return namespace(sdl, answer_settings(settings))
+
+
 def test_the_namespace_holds_the_limits_and_the_source() -> None:
-    sdl = schema.as_str()
-    base = namespace(sdl, Settings())
-    assert namespace(sdl, Settings(port=9000)) == base
-    assert namespace(sdl, Settings(introspection=False)) != base
-    assert namespace(sdl, Settings(max_cost=10)) != base
-    assert namespace(sdl, Settings(upstream="http://a.example")) != base
-    assert namespace(sdl + " ", Settings()) != base
+    sdl = schema_for(Settings()).as_str()
+    base = _namespace(sdl, Settings())
+    assert _namespace(sdl, Settings(port=9000)) == base
+    assert _namespace(sdl, Settings(introspection=False)) != base
+    assert _namespace(sdl, Settings(max_cost=10)) != base
+    assert _namespace(sdl, Settings(upstream="http://a.example")) != base
+    assert _namespace(sdl + " ", Settings()) != base
+
+
+def _another_value(field: dataclasses.Field[Any]) -> object:
+    """A value of the setting's type other than its default."""
+    kind, default = setting_type(field.name), getattr(Settings(), field.name)
+    if kind is bool:
+        return not default
+    if kind is str:
+        return f"{default or ''}x"
+    return kind(default + 1)
+
+
+def test_every_setting_that_changes_an_answer_is_in_the_namespace() -> None:
+    """Declared in config.py as changing an answer, a setting cannot be left out of the response
+    cache's namespace; the others, which do not, never split the cache."""
+    sdl = "type Query { a: Int }"
+    base = _namespace(sdl, Settings())
+    changing: set[str] = set()
+    for field in dataclasses.fields(Settings):
+        other = Settings(**{field.name: _another_value(field)})  # type: ignore[arg-type]
+        if _namespace(sdl, other) != base:
+            changing.add(field.name)
+    declared = {
+        field.name for field in dataclasses.fields(Settings) if field.metadata["changes_answer"]
+    }
+    assert changing == declared
+    # The source, the schema and the limits; not, for instance, the timeouts or the cache TTLs.
+    assert declared == {
+        "database",
+        "upstream",
+        "max_depth",
+        "max_cost",
+        "max_aliases",
+        "max_tokens",
+        "introspection",
+        "federation",
+    }
 
 
 async def test_followers_run_their_own_when_the_first_answer_cannot_be_cached() -> None:

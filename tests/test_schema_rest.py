@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from gateway.cli import run_query
 from gateway.config import Settings
 from gateway.loaders.rest.backend import MAX_DETAILS
-from gateway.run import run_query
 from tests.expected import (
     LIST_REQUESTS,
     PACKAGE_DATETIMES,

@@ -17,11 +17,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 
+from gateway.loaders.records import Category, Grid
 from gateway.loaders.sql.rows import (
-    CategoryRow,
     Dataset,
     GridPackageRow,
-    GridRow,
     PackageRow,
     SearchRow,
     VersionRow,
@@ -172,9 +171,9 @@ def generate(scale: float = 1.0, seed: int = 0) -> Dataset:
     return Dataset(categories, packages, versions, grids, memberships, search_rows)
 
 
-def _categories() -> tuple[CategoryRow, ...]:
+def _categories() -> tuple[Category, ...]:
     return tuple(
-        CategoryRow(
+        Category(
             id=id_,
             title=title,
             slug=slug,
@@ -388,7 +387,7 @@ def _packages(
     return tuple(packages), tuple(versions)
 
 
-def _grids(rng: random.Random, ids: list[int]) -> tuple[GridRow, ...]:
+def _grids(rng: random.Random, ids: list[int]) -> tuple[Grid, ...]:
     step = (NOW - START - timedelta(days=200)).total_seconds() / ids[-1]
     taken: set[str] = set()
     grids = []
@@ -413,7 +412,7 @@ def _grids(rng: random.Random, ids: list[int]) -> tuple[GridRow, ...]:
             slug, description = _unique(slug, taken), _description(rng)
         created = _created(rng, id_, step)
         grids.append(
-            GridRow(
+            Grid(
                 id=id_,
                 title=title,
                 slug=slug,
@@ -430,7 +429,7 @@ def _grids(rng: random.Random, ids: list[int]) -> tuple[GridRow, ...]:
 def _memberships(
     rng: random.Random,
     packages: tuple[PackageRow, ...],
-    grids: tuple[GridRow, ...],
+    grids: tuple[Grid, ...],
     quirk_ids: set[int],
 ) -> tuple[GridPackageRow, ...]:
     """Rows in insertion (creation) order: neither grid id nor package id order."""
@@ -440,7 +439,7 @@ def _memberships(
     pairs: dict[tuple[int, int], datetime] = {}
     for package in packages:
         k = min(len(grids), rng.choices(range(11), weights=_MEMBERSHIP_WEIGHTS)[0])
-        chosen: dict[int, GridRow] = {}
+        chosen: dict[int, Grid] = {}
         while len(chosen) < k:
             grid = rng.choices(grids, cum_weights=cumulative)[0]
             chosen.setdefault(grid.id, grid)
@@ -460,10 +459,10 @@ def _memberships(
 
 def _search_rows(
     rng: random.Random,
-    categories: tuple[CategoryRow, ...],
+    categories: tuple[Category, ...],
     packages: tuple[PackageRow, ...],
     versions: tuple[VersionRow, ...],
-    grids: tuple[GridRow, ...],
+    grids: tuple[Grid, ...],
     memberships: tuple[GridPackageRow, ...],
 ) -> tuple[SearchRow, ...]:
     """The index as the site's build leaves it: packages, then grids, stamped at build time."""

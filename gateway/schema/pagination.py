@@ -16,9 +16,9 @@ import strawberry
 from strawberry.relay.utils import from_base64, to_base64
 
 from gateway.errors import BadUserInput
+from gateway.limits import MAX_FIRST
 
 DEFAULT_FIRST = 20
-MAX_FIRST = 100
 _CURSOR_PREFIX = "arrayconnection"
 
 T = TypeVar("T")

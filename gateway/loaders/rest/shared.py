@@ -27,9 +27,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import urlencode
 
-from gateway.errors import UpstreamError
+from gateway.errors import SharedCacheUnavailable, UpstreamError
 from gateway.loaders.rest.cache import Fetching
-from gateway.shared_cache import SharedCache, Unavailable
+from gateway.shared_cache import SharedCache
 
 LOCK_TTL = 2.0  # seconds a lock lasts unless its holder, still fetching, extends it
 POLL_FIRST = 0.005  # seconds before a waiter's first look; doubled up to POLL_CAP
@@ -111,20 +111,21 @@ class SharedBodies:
             taken = await self.shared.lock(lock, token, self.lock_ttl)
             if not taken:  # another process is fetching it
                 found = await self._wait(key, lock, max_age)
-        except Unavailable:
+        except SharedCacheUnavailable:
             found = None
         if not taken:
             return found if found is not None else await self._fetch(key, fetch, stale)
         keeping = asyncio.ensure_future(self._keep(lock, token))
         try:
-            with contextlib.suppress(Unavailable):  # another's body may have landed meanwhile
+            # Another's body may have landed meanwhile.
+            with contextlib.suppress(SharedCacheUnavailable):
                 found = await self._read(key)
                 if found is not None and found.age <= max_age:
                     return found
             return await self._fetch(key, fetch, stale)
         finally:
             keeping.cancel()
-            with contextlib.suppress(Unavailable):
+            with contextlib.suppress(SharedCacheUnavailable):
                 await self.shared.unlock(lock, token)
 
     async def _read(self, key: str) -> _Copy | None:
@@ -158,13 +159,13 @@ class SharedBodies:
         if body is None or len(body) <= self.max_body:
             lifetime = self.ttl + self.stale
             header = _HEADER.pack(round(lifetime * 1000), body is not None)
-            with contextlib.suppress(Unavailable):
+            with contextlib.suppress(SharedCacheUnavailable):
                 await self.shared.set(key, header + (body or b""), lifetime)
         return _Copy(body, 0.0)
 
     async def _keep(self, lock: str, token: str) -> None:
         """Extend the lock while its fetch lasts, so that waiters know it is still coming."""
-        with contextlib.suppress(Unavailable):
+        with contextlib.suppress(SharedCacheUnavailable):
             while True:
                 await asyncio.sleep(self.lock_ttl / 3)
                 if not await self.shared.extend(lock, token, self.lock_ttl):

@@ -1,4 +1,9 @@
-"""The APIv4's JSON: its structs, how a body is decoded, its records, and the snapshot."""
+"""The APIv4's JSON: its structs, how a body is decoded, its records, and the snapshot.
+
+The structs are derived from the records' descriptions (records.py): each record field under
+its REST key, after the relation lists the record does not keep (a grid's `packages`, a
+package's `grids`); the converters put them back in the record's order and names.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,16 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import msgspec
 
 from gateway.errors import UpstreamError
+from gateway.loaders.entities import Spec, fields_of
 from gateway.loaders.records import (
     Category,
+    Form,
     Grid,
     Package,
     SearchHit,
@@ -29,67 +36,53 @@ K = TypeVar("K")
 R = TypeVar("R", bound=msgspec.Struct)
 
 
-class CategoryJSON(msgspec.Struct):
-    id: int
-    title: str
-    slug: str
-    description: str
-    title_plural: str
-    show_pypi: bool
-    created: datetime
-    modified: datetime
+class _Links(msgspec.Struct):
+    """What the code around reads of a decoded APIv4 object before it is a record: of a
+    search hit nothing; of the others their keys and relation lists."""
 
 
-class GridJSON(msgspec.Struct):
+class _Keys(_Links):
     id: int
-    title: str
     slug: str
-    description: str
-    is_locked: bool
+
+
+class _GridLinks(_Keys):
     packages: list[str]
-    header: bool
-    created: datetime
-    modified: datetime
 
 
-class PackageJSON(msgspec.Struct):
+class _PackageLinks(_Keys):
     category: str
     grids: list[str]
-    id: int
-    title: str
-    slug: str
-    last_updated: datetime | None
-    last_fetched: datetime | None
-    repo_url: str
-    pypi_version: str | None
-    created: datetime
-    modified: datetime
-    repo_forks: int
-    repo_description: str
-    pypi_url: str
-    documentation_url: str | None
-    repo_watchers: int
-    commits_over_52: list[int]
-    participants: list[str]
 
 
-class SearchJSON(msgspec.Struct):
-    description: str
-    title: str
-    created: datetime
-    modified: datetime
-    weight: int
-    item_type: Literal["package", "grid"]
-    slug: str
-    category: str
-    absolute_url: str
-    repo_watchers: int
-    repo_forks: int
-    pypi_downloads: int
-    usage: int
-    participants: str
-    last_committed: datetime | None
-    last_released: datetime | None
+L = TypeVar("L", bound=_Links)
+
+
+def _wire_type(spec: Spec) -> Any:
+    return str if spec.link or spec.rest_form is Form.COMMAS else spec.type
+
+
+def _wire_struct(record: type[msgspec.Struct], links: type[L]) -> type[L]:
+    """The APIv4's JSON of `record`: `links`, then its other fields as the APIv4 names them."""
+    fields = [
+        (spec.rest, _wire_type(spec))
+        for spec in fields_of(record)
+        if spec.rest not in links.__struct_fields__
+    ]
+    return cast("type[L]", msgspec.defstruct(f"{record.__name__}JSON", fields, bases=(links,)))
+
+
+# The code around sees only the relation lists: the record's fields are the converters' alone.
+if TYPE_CHECKING:
+    CategoryJSON = _Keys
+    GridJSON = _GridLinks
+    PackageJSON = _PackageLinks
+    SearchJSON = _Links
+else:
+    CategoryJSON = _wire_struct(Category, _Keys)
+    GridJSON = _wire_struct(Grid, _GridLinks)
+    PackageJSON = _wire_struct(Package, _PackageLinks)
+    SearchJSON = _wire_struct(SearchHit, _Links)
 
 
 class ListJSON(msgspec.Struct):
@@ -110,54 +103,41 @@ def id_from_url(url: str) -> int:
     return int(last)
 
 
-def to_category(raw: CategoryJSON) -> Category:
-    return _record(Category, raw)
-
-
-def to_grid(raw: GridJSON) -> Grid:
-    return _record(Grid, raw)
-
-
-def to_package(raw: PackageJSON) -> Package:
-    # Written out, unlike the others: a snapshot converts every package (5,400 at the real
-    # site's scale) at each refresh, and `_record`'s copy by field name takes twice as long.
-    return Package(
-        id=raw.id,
-        title=raw.title,
-        slug=raw.slug,
-        category_id=id_from_url(raw.category),
-        last_updated=_maybe_time(raw.last_updated),
-        last_fetched=_maybe_time(raw.last_fetched),
-        repo_url=raw.repo_url,
-        pypi_version=raw.pypi_version,
-        created=site_time(raw.created),
-        modified=site_time(raw.modified),
-        repo_forks=raw.repo_forks,
-        repo_description=raw.repo_description,
-        pypi_url=raw.pypi_url,
-        documentation_url=raw.documentation_url,
-        repo_watchers=raw.repo_watchers,
-        commits_over_52=tuple(raw.commits_over_52),
-        participants=tuple(raw.participants),
-    )
-
-
-def to_search_hit(raw: SearchJSON) -> SearchHit:
-    return _record(SearchHit, raw, participants=split_participants(raw.participants))
-
-
-def _record(kind: type[R], raw: msgspec.Struct, **given: object) -> R:
-    """The record of `raw`'s fields of the same names, but those `given`, its datetimes in
-    the site's zone (the APIv4's documentation shows them naive)."""
-    values = {name: getattr(raw, name) for name in kind.__struct_fields__ if name not in given}
-    for name, value in values.items():
-        if isinstance(value, datetime):
-            values[name] = site_time(value)
-    return kind(**values, **given)
-
-
 def _maybe_time(value: datetime | None) -> datetime | None:
     return None if value is None else site_time(value)
+
+
+def _from_wire(spec: Spec) -> Callable[[Any], Any] | None:
+    if spec.is_time:
+        return _maybe_time
+    if spec.link:
+        return id_from_url
+    if spec.rest_form is Form.COMMAS:
+        return split_participants
+    return None
+
+
+def _converter(record: type[R], struct: type[msgspec.Struct]) -> Callable[[msgspec.Struct], R]:
+    """What turns a decoded `struct` into its record, converting only the fields that need
+    it: a snapshot's refresh converts every package, 5,400 at the real site's scale."""
+    specs = fields_of(record)
+    order = tuple(struct.__struct_fields__.index(spec.rest) for spec in specs)
+    fixes = tuple((i, fix) for i, spec in enumerate(specs) if (fix := _from_wire(spec)))
+
+    def convert(raw: msgspec.Struct) -> R:
+        values = msgspec.structs.astuple(raw)
+        fields = [values[index] for index in order]
+        for index, fix in fixes:
+            fields[index] = fix(fields[index])
+        return record(*fields)
+
+    return convert
+
+
+to_category = _converter(Category, CategoryJSON)
+to_grid = _converter(Grid, GridJSON)
+to_package = _converter(Package, PackageJSON)
+to_search_hit = _converter(SearchHit, SearchJSON)
 
 
 def decode(body: bytes | msgspec.Raw, kind: type[T], path: str) -> T:
@@ -178,12 +158,14 @@ def snapshot_of(
     categories: Sequence[CategoryJSON], grids: Sequence[GridJSON], packages: Sequence[PackageJSON]
 ) -> Catalogue:
     """The catalogue snapshot of the three whole lists."""
+    grid_records = _readable(lambda raw: (to_grid(raw), raw.packages), grids)
+    package_records = _readable(lambda raw: (to_package(raw), raw.grids), packages)
     return Catalogue(
         _readable(to_category, categories),
-        _readable(to_grid, grids),
-        _readable(to_package, packages),
-        packages_of_grid={raw.id: _link_ids(raw.packages) for raw in grids},
-        grids_of_package={raw.id: _link_ids(raw.grids) for raw in packages},
+        [record for record, _ in grid_records],
+        [record for record, _ in package_records],
+        packages_of_grid={record.id: _link_ids(links) for record, links in grid_records},
+        grids_of_package={record.id: _link_ids(links) for record, links in package_records},
     )
 
 

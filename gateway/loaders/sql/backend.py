@@ -10,10 +10,10 @@ orders are part of that statement (sort_keys.py). A failure of the database is a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
+import msgspec
 from sqlalchemy import (
     CTE,
     JSON,
@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import observe
 from gateway.errors import DatabaseError
+from gateway.loaders.entities import fields_of, from_columns
 from gateway.loaders.records import (
     Category,
     Grid,
@@ -44,8 +45,6 @@ from gateway.loaders.records import (
     Page,
     SearchHit,
     Window,
-    in_site_time,
-    split_participants,
 )
 from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.features import SqlFeatures
@@ -63,65 +62,24 @@ _WINDOW_COLUMNS = ("slot", "parent", "shape", "after", "last")
 _BIGINT_MAX = 2**63 - 1
 
 
-def _commits(value: Any) -> tuple[int, ...]:
-    """A JSON list; a database whose column is text hands it over still encoded."""
-    if isinstance(value, str):
-        value = json.loads(value)
-    return tuple(value)
+def _selected(record: type[msgspec.Struct], table: Table, **elsewhere: Any) -> list[Any]:
+    """The record's fields as columns labelled with its field names, in its order: the
+    entity's own columns, and those `elsewhere` (joined) for the fields no column holds."""
+    return [
+        table.c[spec.column].label(spec.name) if spec.column else elsewhere[spec.name]
+        for spec in fields_of(record)
+    ]
 
 
-def _category(row: Row[Any]) -> Category:
-    return Category(
-        id=row.id,
-        title=row.title,
-        slug=row.slug,
-        description=row.description,
-        title_plural=row.title_plural,
-        show_pypi=bool(row.show_pypi),
-        created=in_site_time(row.created),
-        modified=in_site_time(row.modified),
-    )
-
-
-def _grid(row: Row[Any]) -> Grid:
-    return Grid(
-        id=row.id,
-        title=row.title,
-        slug=row.slug,
-        description=row.description,
-        is_locked=bool(row.is_locked),
-        header=bool(row.header),
-        created=in_site_time(row.created),
-        modified=in_site_time(row.modified),
-    )
-
-
-def _package(row: Row[Any]) -> Package:
-    return Package(
-        id=row.id,
-        title=row.title,
-        slug=row.slug,
-        category_id=row.category_id,
-        last_updated=in_site_time(row.last_commit_date),
-        last_fetched=in_site_time(row.last_fetched),
-        repo_url=row.repo_url,
-        pypi_version=row.pypi_version,
-        created=in_site_time(row.created),
-        modified=in_site_time(row.modified),
-        repo_forks=row.repo_forks,
-        repo_description=row.repo_description,
-        pypi_url=row.pypi_url,
-        documentation_url=row.documentation_url,
-        repo_watchers=row.repo_watchers,
-        commits_over_52=_commits(row.commits_over_52w),
-        participants=split_participants(row.participants),
-    )
-
-
+_CATEGORIES = select(*_selected(Category, category))
+_GRIDS = select(*_selected(Grid, grid))
 _PACKAGES = select(
-    *(c for c in package.c if c.name not in ("latest_version_id", "pypi_downloads")),
-    version.c.number.label("pypi_version"),
+    *_selected(Package, package, pypi_version=version.c.number.label("pypi_version"))
 ).select_from(package.outerjoin(version, version.c.id == package.c.latest_version_id))
+
+_category = from_columns(Category)
+_grid = from_columns(Grid)
+_package = from_columns(Package)
 
 
 def _storable(ids: Sequence[int]) -> list[int]:
@@ -214,7 +172,7 @@ class SqlBackend:
         return [found.get(slug) for slug in slugs]
 
     async def categories(self, ids: Sequence[int]) -> list[Category | None]:
-        return await self._by_ids(ids, select(category), category, _category)
+        return await self._by_ids(ids, _CATEGORIES, category, _category)
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
         # Category slugs are not unique: the oldest category with the slug answers.
@@ -223,15 +181,13 @@ class SqlBackend:
             .where(category.c.slug.in_(sorted(set(slugs))))
             .group_by(category.c.slug)
         )
-        return await self._by_slugs(
-            slugs, select(category).where(category.c.id.in_(oldest)), _category
-        )
+        return await self._by_slugs(slugs, _CATEGORIES.where(category.c.id.in_(oldest)), _category)
 
     async def grids(self, ids: Sequence[int]) -> list[Grid | None]:
-        return await self._by_ids(ids, select(grid), grid, _grid)
+        return await self._by_ids(ids, _GRIDS, grid, _grid)
 
     async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
-        query = select(grid).where(grid.c.slug.in_(sorted(set(slugs))))
+        query = _GRIDS.where(grid.c.slug.in_(sorted(set(slugs))))
         return await self._by_slugs(slugs, query, _grid)
 
     async def packages(self, ids: Sequence[int]) -> list[Package | None]:
@@ -363,7 +319,7 @@ class SqlBackend:
             lambda window: self.plans.grids(
                 window.order, grid_package.c.grid_id, in_membership_order
             ),
-            select(grid),
+            _GRIDS,
             _grid,
         )
 
@@ -408,7 +364,7 @@ class SqlBackend:
             for key, sort in zip(plan.keys, sorts, strict=True)
         )
         statement = (
-            select(total.c.total, page)
+            select(page, total.c.total)
             .select_from(total.outerjoin(page, true()))
             .order_by(*(key.clause() for key in in_page_order))
         )
@@ -419,11 +375,11 @@ class SqlBackend:
         self, offset: int, limit: int, order: Order | None = None
     ) -> Page[Category]:
         plan = self.plans.categories(order, _newest(category))
-        return await self._list(select(category), category, plan, offset, limit, _category)
+        return await self._list(_CATEGORIES, category, plan, offset, limit, _category)
 
     async def list_grids(self, offset: int, limit: int, order: Order | None = None) -> Page[Grid]:
         plan = self.plans.grids(order, grid.c.id, _newest(grid))
-        return await self._list(select(grid), grid, plan, offset, limit, _grid)
+        return await self._list(_GRIDS, grid, plan, offset, limit, _grid)
 
     async def list_packages(
         self,

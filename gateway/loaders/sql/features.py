@@ -7,6 +7,7 @@ which ways of searching and sorting the database supports; it depends on nothing
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.tables import (
     FTS_TABLE,
     KEY_TABLES,
+    TRIGRAM_TABLE,
     category,
     grid,
     grid_package,
@@ -28,6 +30,8 @@ from gateway.loaders.sql.tables import (
 )
 
 __all__ = ["SqlFeatures", "check_database", "database_ready", "inspect_database"]
+
+logger = logging.getLogger("gateway")
 
 _REQUIRED_TABLES = (package, category, version, grid, grid_package)
 
@@ -40,6 +44,7 @@ class SqlFeatures:
     search_table: bool  # searchv3_searchv3 exists
     search_vector: bool  # ... with the site's stored tsvector (PostgreSQL)
     fts: bool  # the FTS5 index `search.build_search_index` builds exists (SQLite)
+    trigram: bool  # pg_trgm's similarity and % (PostgreSQL), or the FTS5 trigram index (SQLite)
     sort_keys: bool  # the key tables `sort_keys.build_sort_keys` fills exist (a database we own)
 
 
@@ -74,7 +79,10 @@ async def database_ready(engine: AsyncEngine, timeout: float) -> str | None:
 
 
 async def inspect_database(engine: AsyncEngine) -> SqlFeatures:
-    """Read once at start-up which ways of searching and sorting the database supports."""
+    """Read once at start-up which ways of searching and sorting the database supports.
+
+    PostgreSQL without pg_trgm is said in the log: search then finds full-text matches only.
+    """
 
     def columns_of_search(connection: Connection) -> set[str]:
         return {info["name"] for info in inspect(connection).get_columns(search.name)}
@@ -84,13 +92,33 @@ async def inspect_database(engine: AsyncEngine) -> SqlFeatures:
     if search.name in names:
         async with engine.connect() as connection:
             search_columns = await connection.run_sync(columns_of_search)
+    if engine.dialect.name == "postgresql":
+        trigram = await _has_pg_trgm(engine)
+        if not trigram:
+            logger.warning(
+                "search: the database has no pg_trgm (CREATE EXTENSION pg_trgm adds it): "
+                "full-text matches only, without the site's trigram matches"
+            )
+    else:
+        trigram = TRIGRAM_TABLE in names
     return SqlFeatures(
         dialect=engine.dialect.name,
         search_table=search.name in names,
         search_vector="search_vector" in search_columns,
         fts=FTS_TABLE in names,
+        trigram=trigram,
         sort_keys=all(table.name in names for table in KEY_TABLES),
     )
+
+
+async def _has_pg_trgm(engine: AsyncEngine) -> bool:
+    """pg_trgm's `similarity()` and `%` on text, where the search path finds them."""
+    async with engine.connect() as connection:
+        found = await connection.exec_driver_sql(
+            "SELECT to_regprocedure('similarity(text,text)') IS NOT NULL "
+            "AND to_regoperator('%(text,text)') IS NOT NULL"
+        )
+        return bool(found.scalar())
 
 
 def _missing_file(engine: AsyncEngine) -> bool:

@@ -1,7 +1,8 @@
 """The rows of the Django Packages tables, as the gateway writes them into a database it owns.
 
 `write_dataset` makes a database's rows exactly a `Dataset`'s; the mirror builds one from an
-APIv4, the demo catalogue generates one. Each field is the table column of the same name.
+APIv4, the demo catalogue generates one. Each field is the table column of the same name;
+categories and grids are their records, whose fields are their columns.
 """
 
 from __future__ import annotations
@@ -9,31 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.loaders.records import Category, Grid
+
 __all__ = [
-    "CategoryRow",
     "Dataset",
     "GridPackageRow",
-    "GridRow",
     "PackageRow",
     "SearchRow",
     "VersionRow",
     "grid_search_row",
     "package_search_row",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class CategoryRow:
-    """A `package_category` row."""
-
-    id: int
-    title: str
-    slug: str
-    description: str
-    title_plural: str
-    show_pypi: bool
-    created: datetime
-    modified: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,20 +55,6 @@ class VersionRow:
     package_id: int
     number: str
     upload_time: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class GridRow:
-    """A `grid_grid` row."""
-
-    id: int
-    title: str
-    slug: str
-    description: str
-    is_locked: bool
-    header: bool
-    created: datetime
-    modified: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +95,10 @@ class SearchRow:
 class Dataset:
     """The tables' rows, each tuple sorted by id."""
 
-    categories: tuple[CategoryRow, ...]
+    categories: tuple[Category, ...]
     packages: tuple[PackageRow, ...]
     versions: tuple[VersionRow, ...]
-    grids: tuple[GridRow, ...]
+    grids: tuple[Grid, ...]
     grid_packages: tuple[GridPackageRow, ...]
     search_rows: tuple[SearchRow, ...]
 
@@ -166,7 +139,7 @@ def package_search_row(
 
 
 def grid_search_row(
-    id: int, grid: GridRow, *, weight: int, built: tuple[datetime, datetime]
+    id: int, grid: Grid, *, weight: int, built: tuple[datetime, datetime]
 ) -> SearchRow:
     """A grid's row as the site's index build writes it: no category, counts or dates."""
     created, modified = built

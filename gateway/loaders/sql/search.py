@@ -1,31 +1,45 @@
-"""Search over the `searchv3_searchv3` rows, the best way each database can.
+"""Search over the `searchv3_searchv3` rows, ranked as the site ranks them.
 
-The order is the same everywhere: hits with a word in the title come first, then in the slug,
-then in the description, then only in category or participants (the site's search weights
-A, B, C and D). Within each of those tiers the text relevance, boosted by up to 2x by the row's
-`weight` (`1 + weight / (weight + 50)`), decides; ties go by title in byte order, then id.
+The site (its searchv3 code, spelled out in UPSTREAM.md) takes the stripped query `q`:
+- a row matches in full text when `search_vector @@ fts`, `fts` being
+  `websearch_to_tsquery('english', q)`, OR-ed with the prefix query `to_tsquery('english',
+  q || ':*')` when `q` is 3 to 5 characters of `[A-Za-z0-9_-]`;
+- for 3 characters or more, a row also matches when its title or slug is trigram-similar to
+  `lower(q)` (pg_trgm's `%`, threshold 0.3) and `similarity`, the greater of the two
+  similarities, is at least 0.2;
+- hits go by `relevance = ts_rank(search_vector, fts) + weight * 0.02` DESC, `similarity`
+  DESC, title ASC (the database's collation), at most 20. The gateway adds item type and id
+  to settle what the site leaves to chance.
 
-- SQLite: FTS5 `MATCH` over `searchv3_fts`, an external-content FTS5 table over
-  `searchv3_searchv3` (columns title, slug, description, category, participants) that
-  `build_search_index` (re)builds; relevance is `bm25()` with column weights 10, 5, 2, 1, 1.
-  Without that table, a scan with `instr` (ASCII case-insensitive) stands in.
-- PostgreSQL: the stored `search_vector` when the table has it (as the site's does), else the
-  same vector computed on the fly; relevance is `ts_rank`.
-- Without `searchv3_searchv3` at all, packages and grids are searched directly.
+PostgreSQL runs exactly that: with the stored `search_vector` when the table has it (the site's
+does, and so does a database the gateway owns), else the same vector computed per row. Without
+pg_trgm the trigram matches are left out (start-up says so).
 
-The user's words never reach a query language as syntax: each becomes one quoted FTS5 phrase or
-one quoted tsquery lexeme, all of them required, the last one also matching as a prefix.
+SQLite comes as close as it can. Full text: `searchv3_fts`, FTS5 with the Porter stemmer, every
+word of `q` required (websearch's quotes, `or` and `-` are plain words, and stop words count),
+the prefix query under the site's rule; `ts_rank` becomes bm25 with ts_rank's column weights,
+scaled into [0, 0.1), about ts_rank's range for a few matches. Trigram: `searchv3_trigram`, an
+FTS5 trigram index over title and slug, finds the rows that share a three-character run with a
+word of `q`, and pg_trgm's own `similarity()` (trigrams.py, which the engine gives SQLite)
+decides; a row sharing only word-edge trigrams (those with a space) is not found. Without the
+FTS5 tables, a scan with `instr` (ASCII case-insensitive) stands in for both.
+
+Without `searchv3_searchv3` at all, packages and grids are searched directly, with weight 0.
 """
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Any
 
 import emoji
+import msgspec
 from sqlalchemy import (
     ColumnElement,
     Float,
     FromClause,
+    Numeric,
     Row,
     Select,
     and_,
@@ -41,95 +55,131 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import TSVECTOR
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.loaders.records import SearchHit, in_site_time, split_participants
+from gateway.loaders.entities import fields_of, from_columns
+from gateway.loaders.records import SearchHit
 from gateway.loaders.sql.features import SqlFeatures
-from gateway.loaders.sql.tables import FTS_TABLE, category, grid, package, search, version
+from gateway.loaders.sql.tables import (
+    FTS_TABLE,
+    TRIGRAM_TABLE,
+    category,
+    grid,
+    package,
+    search,
+    version,
+)
+from gateway.loaders.sql.trigrams import trigrams
 
 __all__ = ["FTS_COLUMNS", "LIMIT", "build_search_index", "search_hit", "search_statement"]
 
 FTS_COLUMNS = ("title", "slug", "description", "category", "participants")
 LIMIT = 20
 
-# A pasted paragraph should not become an expensive query: later words are ignored.
-_MAX_WORDS = 32
-_FTS_WEIGHTS = (10.0, 5.0, 2.0, 1.0, 1.0)
+# The site's constants: the weight's share of relevance, the trigram bounds, the prefix rule.
+_WEIGHT_FACTOR = Decimal("0.02")
+_SIMILAR = 0.3  # pg_trgm's default `similarity_threshold`, which `%` applies
+_SIMILARITY_FLOOR = 0.2
+_FUZZY_LENGTH = 3
+_PREFIXED = re.compile(r"[A-Za-z0-9_-]{3,5}")
+
+# SQLite: ts_rank's default weights for A, B, C, D (title, slug, description, category and
+# participants), and the bound of the text score that stands for ts_rank.
+_COLUMN_WEIGHTS = (1.0, 0.4, 0.2, 0.1, 0.1)
+_TEXT_SCALE = 0.1
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
-# What `search_hit` reads.
-_HIT_COLUMNS = (
-    "item_type",
-    "title",
-    "slug",
-    "description",
-    "category",
-    "weight",
-    "repo_watchers",
-    "repo_forks",
-    "pypi_downloads",
-    "usage",
-    "participants",
-    "last_committed",
-    "last_released",
-    "created",
-    "modified",
+# What `search_hit` reads: every field of a hit but its `absolute_url`.
+_HIT_COLUMNS = tuple(spec.column for spec in fields_of(SearchHit) if spec.column)
+_HIT_FIELDS = tuple(spec.name for spec in fields_of(SearchHit))
+_hit = from_columns(SearchHit)
+
+# The site's `search_vector`, over the columns of one row of `searchv3_searchv3` (or its shape).
+_VECTOR = (
+    "setweight(to_tsvector('english', title), 'A')"
+    " || setweight(to_tsvector('english', slug), 'B')"
+    " || setweight(to_tsvector('english', description), 'C')"
+    " || setweight(to_tsvector('english', category || ' ' || participants), 'D')"
 )
 
 _fts = table(FTS_TABLE, column("rowid"), column(FTS_TABLE))
+_trigram = table(TRIGRAM_TABLE, column("rowid"), column(TRIGRAM_TABLE))
 
 
 async def build_search_index(connection: AsyncConnection) -> None:
-    """(Re)build the SQLite FTS5 index from `searchv3_searchv3`; PostgreSQL needs none.
+    """(Re)build what search needs beside `searchv3_searchv3`, in a database the gateway owns.
 
-    The index is external content: it stores no text of its own and must be rebuilt
-    whenever `searchv3_searchv3` changes. Call it inside the transaction that filled the table.
+    SQLite: the two FTS5 indexes, external content (they store no text of their own), rebuilt
+    from the table. PostgreSQL: what the site's database has, pg_trgm (if the server lets us
+    create it), the stored `search_vector` and the GIN indexes. Call it inside the
+    transaction that filled the table.
     """
-    if connection.dialect.name != "sqlite":
+    if connection.dialect.name == "postgresql":
+        await _postgresql_index(connection)
         return
-    await connection.exec_driver_sql(f"DROP TABLE IF EXISTS {FTS_TABLE}")
+    content = f"content='{search.name}', content_rowid='id'"
+    for name, columns, tokenizer in (
+        (FTS_TABLE, FTS_COLUMNS, "porter unicode61 remove_diacritics 2"),
+        (TRIGRAM_TABLE, ("title", "slug"), "trigram"),
+    ):
+        await connection.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        await connection.exec_driver_sql(
+            f"CREATE VIRTUAL TABLE {name} USING fts5({', '.join(columns)}, {content}, "
+            f"tokenize='{tokenizer}')"
+        )
+        await connection.exec_driver_sql(f"INSERT INTO {name}({name}) VALUES ('rebuild')")
+
+
+async def _postgresql_index(connection: AsyncConnection) -> None:
+    try:
+        async with connection.begin_nested():
+            await connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except DBAPIError:
+        pass  # not allowed or not installed: start-up says so, and search does without
     await connection.exec_driver_sql(
-        f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5({', '.join(FTS_COLUMNS)}, "
-        f"content='{search.name}', content_rowid='id', "
-        "tokenize='unicode61 remove_diacritics 2')"
+        f"ALTER TABLE {search.name} ADD COLUMN IF NOT EXISTS search_vector tsvector "
+        f"GENERATED ALWAYS AS ({_VECTOR}) STORED"
     )
-    await connection.exec_driver_sql(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")
+    await connection.exec_driver_sql(
+        f"CREATE INDEX IF NOT EXISTS {search.name}_search_vector "
+        f"ON {search.name} USING gin (search_vector)"
+    )
+    has_trigram = await connection.exec_driver_sql(
+        "SELECT EXISTS (SELECT FROM pg_opclass "
+        "WHERE opcname = 'gin_trgm_ops' AND pg_opclass_is_visible(oid))"
+    )
+    if has_trigram.scalar():
+        for name in ("title", "slug"):
+            await connection.exec_driver_sql(
+                f"CREATE INDEX IF NOT EXISTS {search.name}_{name}_trigram "
+                f"ON {search.name} USING gin ({name} gin_trgm_ops)"
+            )
 
 
 def search_statement(query: str, features: SqlFeatures) -> Select[Any] | None:
-    """The one statement that finds the best hits for `query`; None when it has no words."""
-    words = query.split()[:_MAX_WORDS]
-    if not words:
+    """The one statement that finds the best hits for `query`; None when it is blank."""
+    query = query.strip()
+    if not query:
         return None
     source = search if features.search_table else _packages_and_grids()
+    fuzzy = features.trigram and len(query) >= _FUZZY_LENGTH
     if features.dialect == "postgresql":
-        return _postgresql(
-            source, words, stored_vector=features.search_vector and features.search_table
-        )
+        stored_vector = features.search_vector and features.search_table
+        return _postgresql(source, query, fuzzy=fuzzy, stored_vector=stored_vector)
     if features.fts and features.search_table:
-        return _fts5(words)
-    return _scan(source, words)
+        return _fts5(query, fuzzy=fuzzy)
+    return _scan(source, query)
 
 
 def search_hit(row: Row[Any]) -> SearchHit:
     """A hit as the upstream serves it: emoji shortcodes in title and description converted."""
-    return SearchHit(
-        item_type=row.item_type,
-        title=emoji.emojize(row.title),
-        slug=row.slug,
-        description=emoji.emojize(row.description),
-        category=row.category,
-        weight=row.weight,
-        repo_watchers=row.repo_watchers,
-        repo_forks=row.repo_forks,
-        pypi_downloads=row.pypi_downloads,
-        usage=row.usage,
-        participants=split_participants(row.participants),
-        last_committed=in_site_time(row.last_committed),
-        last_released=in_site_time(row.last_released),
-        absolute_url=f"/{row.item_type}s/{row.item_type[:1]}/{row.slug}/",
-        created=in_site_time(row.created),
-        modified=in_site_time(row.modified),
+    hit = _hit([getattr(row, name, "") for name in _HIT_FIELDS])
+    return msgspec.structs.replace(
+        hit,
+        title=emoji.emojize(hit.title),
+        description=emoji.emojize(hit.description),
+        absolute_url=f"/{hit.item_type}s/{hit.item_type[:1]}/{hit.slug}/",
     )
 
 
@@ -179,42 +229,107 @@ def _packages_and_grids() -> FromClause:
 
 
 def _ranked(
-    source: FromClause, tier: ColumnElement[int], relevance: ColumnElement[float], title: Any
+    source: FromClause,
+    hit: ColumnElement[bool],
+    relevance: ColumnElement[Any],
+    similarity: ColumnElement[Any],
 ) -> Select[Any]:
-    weight = case((source.c.weight > 0, source.c.weight), else_=0)
-    boost = (2.0 * weight + 50) / (weight + 50)
+    """The site's order, item type and id after it: the site leaves full ties to chance."""
     return (
         select(*(source.c[name] for name in _HIT_COLUMNS))
-        .order_by(tier.desc(), (relevance * boost).desc(), title, source.c.item_type, source.c.id)
+        .where(hit)
+        .order_by(
+            relevance.desc(),
+            similarity.desc(),
+            source.c.title,
+            source.c.item_type,
+            source.c.id,
+        )
         .limit(LIMIT)
     )
 
 
-def _fts5(words: list[str]) -> Select[Any]:
-    phrases = ['"' + word.replace('"', '""') + '"' for word in words]
-    phrases[-1] += "*"
-    table_column = _fts.c[FTS_TABLE]
+def _weighted(source: FromClause) -> ColumnElement[Any]:
+    return source.c.weight * literal(_WEIGHT_FACTOR, Numeric)
 
-    def bm25(*weights: float) -> ColumnElement[float]:
-        return func.bm25(table_column, *weights)
 
-    # bm25() with one column weighted is below zero exactly when a word is in that column.
-    tier = case(
-        (bm25(1.0, 0.0, 0.0, 0.0, 0.0) < 0, 3),
-        (bm25(0.0, 1.0, 0.0, 0.0, 0.0) < 0, 2),
-        (bm25(0.0, 0.0, 1.0, 0.0, 0.0) < 0, 1),
-        else_=0,
+def _postgresql(source: FromClause, query: str, *, fuzzy: bool, stored_vector: bool) -> Select[Any]:
+    fts: ColumnElement[Any] = func.websearch_to_tsquery("english", query)
+    if _PREFIXED.fullmatch(query):
+        fts = fts.op("||")(func.to_tsquery("english", query + ":*"))
+    if stored_vector:
+        vector: ColumnElement[Any] = column("search_vector", TSVECTOR)
+    else:
+        # The site's vector, computed once per row into a CTE: without MATERIALIZED,
+        # PostgreSQL would compute it again for the match and the rank.
+        source = (
+            select(source, literal_column(_VECTOR).label("search_vector"))
+            .cte("documents")
+            .prefix_with("MATERIALIZED")
+        )
+        vector = source.c.search_vector
+    relevance = func.ts_rank(vector, fts, type_=Float) + _weighted(source)
+    hit: ColumnElement[bool] = vector.bool_op("@@")(fts)
+    similarity: ColumnElement[Any] = literal(0)
+    if fuzzy:
+        lowered = func.lower(query)
+        similarity = func.greatest(
+            func.similarity(source.c.title, lowered), func.similarity(source.c.slug, lowered)
+        )
+        similar = or_(source.c.title.bool_op("%")(lowered), source.c.slug.bool_op("%")(lowered))
+        hit = or_(hit, and_(similar, similarity >= _SIMILARITY_FLOOR))
+    return _ranked(source, hit, relevance, similarity)
+
+
+def _fts5(query: str, *, fuzzy: bool) -> Select[Any]:
+    """Both FTS5 indexes: bm25 for the words, pg_trgm's similarity for titles and slugs."""
+    phrases = ['"' + word.replace('"', '""') + '"' for word in query.split()]
+    if _PREFIXED.fullmatch(query):
+        phrases[-1] += "*"
+    score = -func.bm25(_fts.c[FTS_TABLE], *_COLUMN_WEIGHTS)
+    words = (
+        select(_fts.c.rowid, score.label("score"))
+        .where(_fts.c[FTS_TABLE].match(" ".join(phrases)))
+        .subquery("words")
     )
-    return (
-        _ranked(search, tier, -bm25(*_FTS_WEIGHTS), search.c.title)
-        .join_from(_fts, search, search.c.id == _fts.c.rowid)
-        .where(table_column.match(" ".join(phrases)))
+    text_score = func.coalesce(_TEXT_SCALE * words.c.score / (words.c.score + 1), 0.0)
+    hit: ColumnElement[bool] = words.c.rowid.is_not(None)
+    similarity: ColumnElement[Any] = literal(0)
+    runs = sorted({run for run in trigrams(query) if " " not in run})
+    if fuzzy and runs:
+        similarity = func.max(
+            func.similarity(search.c.title, query), func.similarity(search.c.slug, query)
+        )
+        sharing = select(_trigram.c.rowid).where(
+            _trigram.c[TRIGRAM_TABLE].match(" OR ".join(f'"{run}"' for run in runs))
+        )
+        # `title % q OR slug % q` is the greater similarity reaching the threshold.
+        hit = or_(hit, and_(search.c.id.in_(sharing), similarity >= _SIMILAR))
+    hits = (
+        select(search.c.id, (text_score + _weighted(search)).label("relevance"))
+        .select_from(search.outerjoin(words, words.c.rowid == search.c.id))
+        .where(hit)
+        .cte("hits")
+    )
+    # The similarity is a Python call per row: only the rows at least as relevant as the
+    # twentieth can be among the first twenty, so only they are ordered by it.
+    twentieth = (
+        select(hits.c.relevance)
+        .order_by(hits.c.relevance.desc())
+        .limit(1)
+        .offset(LIMIT - 1)
+        .scalar_subquery()
+    )
+    contender = or_(twentieth.is_(None), hits.c.relevance >= twentieth)
+    return _ranked(search, contender, hits.c.relevance, similarity).join_from(
+        search, hits, hits.c.id == search.c.id
     )
 
 
-def _scan(source: FromClause, words: list[str]) -> Select[Any]:
-    """Every word somewhere in the row, as SQLite's ASCII-only `lower()` sees it."""
-    words = [word.translate(_ASCII_LOWER) for word in words]
+def _scan(source: FromClause, query: str) -> Select[Any]:
+    """Every word somewhere in the row, as SQLite's ASCII-only `lower()` sees it; the text
+    score is the weight of the best column a word is in."""
+    words = [word.translate(_ASCII_LOWER) for word in query.split()]
     fields = [
         func.lower(source.c.title),
         func.lower(source.c.slug),
@@ -225,60 +340,9 @@ def _scan(source: FromClause, words: list[str]) -> Select[Any]:
     def any_word_in(field: ColumnElement[str]) -> ColumnElement[bool]:
         return or_(*(func.instr(field, word) > 0 for word in words))
 
-    tier = case(
-        (any_word_in(fields[0]), 3),
-        (any_word_in(fields[1]), 2),
-        (any_word_in(fields[2]), 1),
-        else_=0,
+    best_column = zip(fields, _COLUMN_WEIGHTS[:4], strict=True)
+    text_score = _TEXT_SCALE * case(
+        *((any_word_in(field), weight) for field, weight in best_column), else_=0.0
     )
     every_word = and_(*(or_(*(func.instr(field, word) > 0 for field in fields)) for word in words))
-    return _ranked(source, tier, literal(1.0), source.c.title).where(every_word)
-
-
-def _tsquery(words: list[str], operator: str, weight: str = "") -> ColumnElement[Any]:
-    """`to_tsquery` over quoted lexemes: the words are data to it, never operators."""
-    lexemes = []
-    for index, word in enumerate(words):
-        quoted = "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
-        label = ("*" if index == len(words) - 1 else "") + weight
-        lexemes.append(f"{quoted}:{label}" if label else quoted)
-    return func.to_tsquery("english", f" {operator} ".join(lexemes))
-
-
-def _postgresql(source: FromClause, words: list[str], *, stored_vector: bool) -> Select[Any]:
-    every_word = _tsquery(words, "&")
-    if stored_vector:
-        vector: ColumnElement[Any] = column("search_vector", TSVECTOR)
-    else:
-        # The site's vector, computed once per row into a CTE: without MATERIALIZED,
-        # PostgreSQL would compute it again for the match, the tier and the rank.
-        source = (
-            select(source, _vector(source).label("search_vector"))
-            .cte("documents")
-            .prefix_with("MATERIALIZED")
-        )
-        vector = source.c.search_vector
-    tier = case(
-        (vector.bool_op("@@")(_tsquery(words, "|", "A")), 3),
-        (vector.bool_op("@@")(_tsquery(words, "|", "B")), 2),
-        (vector.bool_op("@@")(_tsquery(words, "|", "C")), 1),
-        else_=0,
-    )
-    relevance = func.ts_rank(vector, every_word, type_=Float)
-    return _ranked(source, tier, relevance, source.c.title.collate("C")).where(
-        vector.bool_op("@@")(every_word)
-    )
-
-
-def _vector(source: FromClause) -> ColumnElement[Any]:
-    """What the site's `search_vector` column holds: title A, slug B, description C, rest D."""
-
-    def weighted(text: ColumnElement[str], weight: str) -> ColumnElement[Any]:
-        return func.setweight(func.to_tsvector("english", text), literal_column(weight))
-
-    return (
-        weighted(source.c.title, "'A'")
-        .op("||")(weighted(source.c.slug, "'B'"))
-        .op("||")(weighted(source.c.description, "'C'"))
-        .op("||")(weighted(source.c.category + " " + source.c.participants, "'D'"))
-    )
+    return _ranked(source, every_word, text_score + _weighted(source), literal(0))

@@ -209,3 +209,5 @@ KEY_TABLES = (package_key, grid_key, category_key)
 
 # SQLite's FTS5 index over `searchv3_searchv3`, which `search.build_search_index` (re)builds.
 FTS_TABLE = "searchv3_fts"
+# ... and its FTS5 trigram index over titles and slugs, for the site's trigram matches.
+TRIGRAM_TABLE = "searchv3_trigram"
