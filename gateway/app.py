@@ -50,6 +50,7 @@ from gateway.errors import (
     located,
     response_body,
 )
+from gateway.interrupt import Interruptible
 from gateway.limits import QueryLimits
 from gateway.loaders.backend import Backend
 from gateway.loaders.factory import BackendFactory, OpenBackend, open_backend
@@ -167,6 +168,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         try:
             response = await self._respond(request, context, root_value, state)
         finally:
+            # However the request ended (answered, timed out, cancelled by its client hanging
+            # up), nothing it started is waited for any more.
+            if state.backend is not None:
+                state.backend.close()
             current.reset(token)
         if (
             isinstance(response, Response)
@@ -452,7 +457,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
             Route("/metrics", metrics_endpoint),
             graphiql.graphiql_static,
         ],
-        middleware=[Middleware(observe.Observed)],
+        middleware=[Middleware(observe.Observed), Middleware(Interruptible)],
         lifespan=lifespan,
     )
     app.state.shared_cache = shared

@@ -68,6 +68,11 @@ class Settings:
     upstream_timeout: float = _setting(10.0, "seconds allowed for one upstream request")
     upstream_max_in_flight: int = _setting(32, "upstream requests in flight at once, at most")
     upstream_retries: int = _setting(2, "retries of a failed idempotent upstream GET")
+    # Not `changes_answer`: an answer over the budget has an error and is never cached, and a
+    # cached answer costs no upstream request, so a cache shared across budgets bypasses none.
+    max_upstream_requests: int = _setting(
+        100, "upstream requests one request (a whole batch) may cause, at most"
+    )
     cache_ttl: float = _setting(300.0, "seconds an upstream resource stays fresh")
     cache_stale: float = _setting(
         86400.0, "seconds a stale copy may still be served while the upstream fails"
@@ -394,6 +399,7 @@ def validate(settings: Settings) -> None:
         settings,
         "upstream_timeout",
         "upstream_max_in_flight",
+        "max_upstream_requests",
         "cache_ttl",
         "statement_timeout",
         "max_depth",

@@ -11,6 +11,7 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
     + BadUserInput
     + UpstreamError
       - TransientError ..... worth another attempt (the REST client retries it)
+    + UpstreamBudgetExceeded  one request's upstream requests used up (`--max-upstream-requests`)
     + DatabaseError
     + PersistedQueryNotFound
     + EmptySelectionSet
@@ -60,6 +61,11 @@ INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
 REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+# The upstream requests one request may cause (`--max-upstream-requests`): the fields that
+# needed more fail with this.
+UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
+# A request still running when the server's shutdown bound came (`--shutdown-timeout`).
+SHUTTING_DOWN = "SHUTTING_DOWN"
 # Automatic persisted queries (gateway/persisted.py): a hash the gateway does not know (yet).
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 
@@ -120,6 +126,16 @@ class TransientError(UpstreamError):
     def __init__(self, message: str, detail: str, retry_after: float | None = None) -> None:
         super().__init__(message, detail)
         self.retry_after = retry_after
+
+
+class UpstreamBudgetExceeded(ReportedError):
+    """The request has caused as many upstream requests as one may: the rest are not made.
+
+    Not an `UpstreamError`: the upstream did not fail, so nothing that stands in for a failed
+    upstream (a stale copy, a GET per record instead of the snapshot) is tried.
+    """
+
+    code = UPSTREAM_BUDGET_EXCEEDED
 
 
 class DatabaseError(ReportedError):

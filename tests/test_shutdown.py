@@ -124,9 +124,15 @@ def test_a_request_outlasting_the_shutdown_timeout_is_cut_at_the_bound(
         served.process.send_signal(signal.SIGTERM)
         served.process.wait(timeout=shutdown_timeout + 5)
         elapsed = time.monotonic() - terminated
-        # uvicorn cancels it and answers what it answers for any failed request: a bare 500.
-        assert slow.result(timeout=5).status_code == 500
+        # uvicorn cancels it: the client is told why, with a code.
+        cut = slow.result(timeout=5)
+        assert cut.status_code == 503
+        assert [error["extensions"]["code"] for error in cut.json()["errors"]] == ["SHUTTING_DOWN"]
     log = served.log.text
+    # One line for the request, and no traceback.
+    assert "Traceback" not in log and "Exception in ASGI application" not in log
+    assert len([line for line in log.splitlines() if "POST /graphql 503" in line]) == 1
+    assert "errors=SHUTTING_DOWN" in log
     # The bound, plus uvicorn's polling (0.1 s steps), closing the backend and exiting.
     assert elapsed < shutdown_timeout + 2.0, log
     assert served.process.returncode == -signal.SIGTERM

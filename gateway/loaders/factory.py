@@ -144,9 +144,17 @@ async def _open_rest(
     loop = asyncio.get_running_loop()
 
     def rest_backend() -> Backend:
-        # A request's upstream calls, retries included, end within its own time.
+        # A request's upstream calls, retries included, end within its own time, and are
+        # at most its budget.
         deadline = loop.time() + settings.request_timeout
-        return RestBackend(Fetcher(upstream, cache, bodies, deadline=deadline))
+        fetcher = Fetcher(
+            upstream,
+            cache,
+            bodies,
+            deadline=deadline,
+            max_requests=settings.max_upstream_requests,
+        )
+        return RestBackend(fetcher)
 
     async def upstream_check() -> Check:
         return _required(await upstream.ready())

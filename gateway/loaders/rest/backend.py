@@ -54,8 +54,9 @@ class RestBackend:
        resource cache holds it fresh), or if more records of one kind are missing than
        `MAX_DETAILS` (its three list requests then cost less than a GET each);
     3. the fetcher (fetcher.py), one GET a record: from the resource cache, else the bodies
-       shared by processes (`--cache`), else the upstream. A record the snapshot lacks is
-       asked for too: it may have been added since.
+       shared by processes (`--cache`), else the upstream. A record a fresh snapshot lacks
+       does not exist (as a fresh detail's 404 would say) and costs no request; one a stale
+       snapshot lacks (served while the upstream failed) is asked for.
 
     Lists and relations are answered from the snapshot while it is at hand, and always when
     they ask for a filter, an order, a cursor or the last records, or are a category's
@@ -72,6 +73,9 @@ class RestBackend:
     @property
     def stale(self) -> bool:
         return self.fetcher.stale
+
+    def close(self) -> None:
+        self.fetcher.close()
 
     # -- where a record comes from ---------------------------------------------------------
 
@@ -102,9 +106,10 @@ class RestBackend:
         missing = [key for key in dict.fromkeys(keys) if key not in seen]
         snapshot = await self._snapshot_if_cheap(len(missing)) if missing else None
         if snapshot is not None:
+            proves_unknown = self.fetcher.snapshot_is_fresh()
             for key in missing:
                 record = in_snapshot(snapshot, key)
-                if record is not None:
+                if record is not None or proves_unknown:
                     seen[key] = record
             missing = [key for key in missing if key not in seen]
         if missing:

@@ -5,7 +5,8 @@ What it holds, by which key and for how long: the table in gateway/loaders/rest/
 Concurrent requests for the same key share one fetch (single-flight): a burst of identical
 cold queries costs the upstream one request per resource. The fetch runs in a task of its
 own, so a caller that gives up (a client gone, a request timed out) does not cancel it for
-the others, and its answer still lands in the cache.
+the others; once the last caller has given up, nobody waits for it and it is cancelled, so
+that nothing of it reaches the upstream any more.
 
 Each fetch is handed a `Fetching`: the oldest body shared by processes it may take as fresh,
 and the age of the oldest it took (shared.py notes it there). The value is stored as old as
@@ -46,6 +47,14 @@ class _Entry:
 
 
 @dataclass(slots=True)
+class _Flight:
+    """A fetch in progress and how many callers still wait for it."""
+
+    task: asyncio.Task[tuple[Any, bool]]
+    waiters: int = 0
+
+
+@dataclass(slots=True)
 class Fetching:
     """A fetch in progress: the oldest copy it may take as fresh, and what it has read."""
 
@@ -80,7 +89,7 @@ class ResourceCache:
         self.size = 0
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._flights: dict[str, asyncio.Task[tuple[Any, bool]]] = {}
+        self._flights: dict[str, _Flight] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -97,18 +106,21 @@ class ResourceCache:
         while self.size > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
-    async def get(self, key: str, fetch: Fetch[T]) -> tuple[T, bool]:
+    async def get(
+        self, key: str, fetch: Fetch[T], *, starting: Callable[[], None] | None = None
+    ) -> tuple[T, bool]:
         """The value at `key` and whether it is a stale copy.
 
         A fresh entry costs nothing; otherwise `fetch` runs once for all concurrent callers.
         If it fails, a copy no older than `ttl + stale` is served instead; without one the
-        `UpstreamError` goes to every caller.
+        `UpstreamError` goes to every caller. `starting` is called just before this caller
+        starts a fetch (rather than joining one): what it raises fails this caller alone.
         """
         entry = self._lookup(key, self.ttl)
         if entry is not None:
             return cast(T, entry.value), False
         try:
-            return await self._flight(key, fetch, self.ttl)
+            return await self._flight(key, fetch, self.ttl, starting)
         except UpstreamError:
             entry = self._lookup(key, self.ttl + self.stale)
             if entry is None:
@@ -125,15 +137,36 @@ class ResourceCache:
         value, _ = await self._flight(key, fetch, self.ttl / 2)
         return value
 
-    async def _flight(self, key: str, fetch: Fetch[T], max_age: float) -> tuple[T, bool]:
-        """The value `fetch` returns and whether it is stale; concurrent callers share it."""
+    async def _flight(
+        self,
+        key: str,
+        fetch: Fetch[T],
+        max_age: float,
+        starting: Callable[[], None] | None = None,
+    ) -> tuple[T, bool]:
+        """The value `fetch` returns and whether it is stale; concurrent callers share it,
+        and it is cancelled when the last of them stops waiting."""
         flight = self._flights.get(key)
         if flight is None:
-            flight = asyncio.ensure_future(self._fetch(key, fetch, max_age))
-            self._flights[key] = flight
-            flight.add_done_callback(lambda done: self._landed(key, done))
-        value, stale = await asyncio.shield(flight)
+            if starting is not None:
+                starting()
+            task = asyncio.ensure_future(self._fetch(key, fetch, max_age))
+            flight = self._flights[key] = _Flight(task)
+            task.add_done_callback(lambda done: self._landed(key, done))
+        flight.waiters += 1
+        try:
+            value, stale = await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if not flight.waiters and not flight.task.done():
+                self._abandon(key, flight)
         return cast(T, value), stale
+
+    def _abandon(self, key: str, flight: _Flight) -> None:
+        """Cancel a fetch nobody waits for; a caller coming next starts one of its own."""
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        flight.task.cancel()
 
     def holds(self, key: str) -> bool:
         """Whether `key` is fresh here: asking for it costs no request and no wait."""
@@ -141,7 +174,7 @@ class ResourceCache:
 
     async def aclose(self) -> None:
         """Cancel the fetches still in flight: at shutdown nobody waits for them."""
-        flights = list(self._flights.values())
+        flights = [flight.task for flight in self._flights.values()]
         for flight in flights:
             flight.cancel()
         await asyncio.gather(*flights, return_exceptions=True)
@@ -159,7 +192,7 @@ class ResourceCache:
 
     def _landed(self, key: str, flight: asyncio.Task[tuple[Any, bool]]) -> None:
         """Forget a finished flight; its failure was raised to whoever still waited."""
-        if self._flights.get(key) is flight:
+        if key in self._flights and self._flights[key].task is flight:
             del self._flights[key]
         if not flight.cancelled():
             flight.exception()  # retrieved: no "exception was never retrieved" when all left

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from gateway import metrics
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamBudgetExceeded, UpstreamError
 from gateway.loaders.rest.cache import Fetch, Fetching, ResourceCache
 from gateway.loaders.rest.client import Upstream
 from gateway.loaders.rest.shared import SharedBodies
@@ -35,6 +35,8 @@ WHOLE_LIST = 100_000
 
 # The cache key of the catalogue snapshot: no upstream path, so no list or detail entry.
 CATALOGUE = "catalogue"
+# What the snapshot costs the upstream: its three whole lists, one request each.
+SNAPSHOT_REQUESTS = 3
 
 T = TypeVar("T")
 Listed = TypeVar("Listed", CategoryJSON, GridJSON, PackageJSON)
@@ -44,8 +46,11 @@ class Fetcher:
     """The upstream resources of one request, each fetched at most once.
 
     A fetch may be shared with other requests (the cache's single flight); this request waits
-    for it only until its own `deadline` (the fetch goes on for the others, and fills the
-    cache). `stale` tells whether any answer was a stale copy served while the upstream failed.
+    for it only until its own `deadline`, or until it is `close`d (the fetch goes on while
+    another request waits for it, and is cancelled when none does). The fetches this request
+    starts, at most `max_requests` (the snapshot counts its three lists), are its upstream
+    budget: past it, a lookup fails with `UpstreamBudgetExceeded` and costs nothing. `stale`
+    tells whether any answer was a stale copy served while the upstream failed.
     """
 
     def __init__(
@@ -55,18 +60,32 @@ class Fetcher:
         bodies: SharedBodies | None = None,
         *,
         deadline: float | None = None,
+        max_requests: int | None = None,
     ) -> None:
         self.upstream = upstream
         self.cache = cache
         self.bodies = bodies
         self.deadline = deadline
+        self.max_requests = max_requests
+        self.requests = 0  # the fetches this request started
         self.stale = False
+        self.closed = False
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
+
+    def close(self) -> None:
+        """The request is over: stop waiting for its fetches, and start no more."""
+        self.closed = True
+        for future in self._in_flight.values():
+            future.cancel()
 
     def snapshot_at_hand(self) -> bool:
         """Whether the snapshot costs no request and no wait: this request has it (or is
         reading it), or the cache holds it fresh."""
         return CATALOGUE in self._in_flight or self.cache.holds(CATALOGUE)
+
+    def snapshot_is_fresh(self) -> bool:
+        """Whether the cache holds the snapshot fresh: what it lacks, the upstream lacks."""
+        return self.cache.holds(CATALOGUE)
 
     async def snapshot(self) -> Catalogue:
         """The catalogue snapshot: the three whole lists, refetched together once stale."""
@@ -116,6 +135,8 @@ class Fetcher:
         """Run `fetch` once per key for this request; concurrent callers share it."""
         future = self._in_flight.get(key)
         if future is None:
+            if self.closed:
+                raise asyncio.CancelledError("the request is over")
             future = asyncio.ensure_future(fetch())
             future.add_done_callback(_retrieve)
             self._in_flight[key] = future
@@ -126,17 +147,23 @@ class Fetcher:
         """The resource at `key`: this request's copy, else the cache's, else `fetch`'s."""
         fetched = False
 
-        async def fetching(progress: Fetching) -> tuple[T, int]:
+        def starting() -> None:
             nonlocal fetched
+            cost = SNAPSHOT_REQUESTS if key == CATALOGUE else 1
+            if self.max_requests is not None and self.requests + cost > self.max_requests:
+                raise UpstreamBudgetExceeded(
+                    f"The request needed more than {self.max_requests} upstream requests",
+                    f"GET {key}: over the request's upstream budget",
+                )
+            self.requests += cost
             fetched = True
-            return await fetch(progress)
 
         async def cached() -> T:
             # A miss is a lookup that fetched; a hit found the value, or another's fetch of it.
             layer = "catalogue" if key == CATALOGUE else "upstream"
             try:
                 async with asyncio.timeout_at(self.deadline):
-                    value, stale = await self.cache.get(key, fetching)
+                    value, stale = await self.cache.get(key, fetch, starting=starting)
             except TimeoutError:
                 raise UpstreamError(
                     "The upstream API timed out", f"GET {key}: the request's time ran out"

@@ -196,6 +196,9 @@ class SqlBackend:
         self.features = features
         self.plans = Plans(features)
 
+    def close(self) -> None:
+        """Nothing to stop: a statement still running ends within `statement_timeout`."""
+
     async def _rows(self, statement: Executable, kind: str) -> Sequence[Row[Any]]:
         """Run one statement (counted and traced as `kind`); on any failure, drop its
         connection so the next one is fresh."""
