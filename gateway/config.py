@@ -110,6 +110,16 @@ class Settings:
         " answers, persisted queries; default: each process its own memory",
         SERVER,
     )
+    trusted_documents: str | None = _setting(
+        None,
+        "a JSON manifest of trusted documents, id to text (graphql-codegen's"
+        " persisted-documents.json, Relay's map) that requests name by `documentId`; SIGHUP"
+        " reads it again",
+        SERVER,
+    )
+    require_trusted_documents: bool = _setting(
+        False, "answer only the manifest's documents: text sent must be one of them", SERVER
+    )
     federation: bool = _setting(
         False,
         "serve an Apollo Federation 2 subgraph (keys, `_service`, `_entities`)",
@@ -423,6 +433,12 @@ def validate(settings: Settings) -> None:
     if settings.log_format not in LOG_FORMATS:
         message = f"log format must be one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}"
         raise SettingError(message, "log_format")
+    if settings.trusted_documents is not None and not settings.trusted_documents.strip():
+        message = "trusted documents must name a file"
+        raise SettingError(message, "trusted_documents")
+    if settings.require_trusted_documents and settings.trusted_documents is None:
+        message = "require trusted documents needs a manifest: give trusted documents too"
+        raise SettingError(message, "require_trusted_documents")
     for origin in cors_origins(settings):
         parts = urlsplit(origin)
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc):

@@ -51,6 +51,8 @@ from strawberry.types import ExecutionResult
 from gateway.errors import (
     BATCH_TOO_LARGE,
     INTROSPECTION_DISABLED,
+    PERSISTED_DOCUMENT_ID_REQUIRED,
+    PERSISTED_DOCUMENT_NOT_FOUND,
     QUERY_TOO_COSTLY,
     QUERY_TOO_DEEP,
     REQUEST_TIMEOUT,
@@ -74,6 +76,8 @@ LIMITS = {
     REQUEST_TOO_LARGE: "body_size",
     BATCH_TOO_LARGE: "batch",
     REQUEST_TIMEOUT: "timeout",
+    PERSISTED_DOCUMENT_NOT_FOUND: "trusted_documents",
+    PERSISTED_DOCUMENT_ID_REQUIRED: "trusted_documents",
 }
 
 # Operation names come from clients: each process labels at most this many distinct ones, the
@@ -103,7 +107,7 @@ REQUEST_SECONDS = Histogram(
 REFUSALS = Counter(
     "gateway_refusals",
     "Operations and requests refused by a limit: depth, cost, aliases, tokens, introspection,"
-    " body_size, batch, timeout",
+    " body_size, batch, timeout, trusted_documents",
     ["limit"],
 )
 UPSTREAM_REQUESTS = Counter(
