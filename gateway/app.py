@@ -5,9 +5,10 @@ dataloaders), once per HTTP request: the operations of a batch share one set of 
 one fetched serves the others. Around each operation it resolves automatic persisted queries
 (gateway/persisted.py) and keeps whole answers in the response cache (gateway/response_cache.py);
 before any runs, an operation that names a trusted document gets its text
-(gateway/trusted_documents.py). Every request goes through `observe.Observed` (its id, counters,
-span and log line); each operation is counted by name and outcome (gateway/metrics.py). The view's
-hooks share what they learn of a request through one `RequestState`.
+(gateway/trusted_documents.py). In front of it stand the clients' rate limits
+(gateway/rate_limit.py). Every request goes through `observe.Observed` (its id, counters, span and
+log line); each operation is counted by name and outcome (gateway/metrics.py). The view's hooks
+share what they learn of a request through one `RequestState`.
 
 With worker.py and cli.py, it is where the settings are read: every layer below gets the plain
 values it needs.
@@ -33,7 +34,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
@@ -59,6 +60,7 @@ from gateway.loaders.factory import BackendFactory, OpenBackend, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
 from gateway.persisted import PersistedQueries
+from gateway.rate_limit import RateLimit, RateLimited, charge_more
 from gateway.response_cache import (
     Cached,
     MemoryStore,
@@ -224,8 +226,11 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         root_value: None,
         sub_response: Response,
     ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
-        """The request's operations, as parsed, each with its trusted document if it names one
-        (`documentId`, which Strawberry does not read, or an APQ hash)."""
+        """The request's operations, as parsed: a batch's others are charged to the client's
+        rate budget (the first was on arrival), then each gets its trusted document, if it
+        names one (`documentId`, which Strawberry does not read, or an APQ hash)."""
+        if isinstance(request_data, list):
+            await charge_more(request.scope, len(request_data) - 1)
         named = request.query_params if request.method == "GET" else await request.body()
         return await super().execute_operation(
             request=request,
@@ -490,9 +495,16 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
         max_batch=settings.max_batch,
         request_timeout=settings.request_timeout,
     )
+    graphql: ASGIApp = endpoint
+    if settings.rate_limit > 0:
+        # Each process its share of the budget while there is no Redis to share it through.
+        limit = RateLimit(
+            settings.rate_limit, processes=settings.workers, shared=shared, clock=clock
+        )
+        graphql = RateLimited(endpoint, limit, settings.rate_limit_key)
     app = Starlette(
         routes=[
-            Route("/graphql", cors(cors_origins(settings), endpoint)),
+            Route("/graphql", cors(cors_origins(settings), graphql)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),

@@ -30,6 +30,7 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
         . PersistedDocumentRefused
       - PersistedDocumentNotFound
       - PersistedDocumentIdRequired
+      - RateLimitExceeded
 
 Every error a client sees has `extensions.code`, decided by the type of the error it stands for
 (`classify`): graphql-core carries ours as a GraphQL error's `original_error`. Anything else is
@@ -70,6 +71,8 @@ PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 # sent where only the manifest's documents run. Both refuse the whole request with HTTP 400.
 PERSISTED_DOCUMENT_NOT_FOUND = "PERSISTED_DOCUMENT_NOT_FOUND"
 PERSISTED_DOCUMENT_ID_REQUIRED = "PERSISTED_DOCUMENT_ID_REQUIRED"
+# Rate limits (gateway/rate_limit.py): the client has spent its budget; HTTP 429.
+RATE_LIMITED = "RATE_LIMITED"
 
 
 class GatewayError(Exception):
@@ -225,6 +228,13 @@ class PersistedDocumentIdRequired(RequestRefused):
     """Text sent where only the trusted documents manifest's documents run."""
 
     code = PERSISTED_DOCUMENT_ID_REQUIRED
+
+
+class RateLimitExceeded(RequestRefused):
+    """A request over its client's budget (gateway/rate_limit.py)."""
+
+    code = RATE_LIMITED
+    status = 429
 
 
 def located(error: ReportedError, nodes: Node | Sequence[Node] | None = None) -> GraphQLError:

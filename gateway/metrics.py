@@ -55,6 +55,7 @@ from gateway.errors import (
     PERSISTED_DOCUMENT_NOT_FOUND,
     QUERY_TOO_COSTLY,
     QUERY_TOO_DEEP,
+    RATE_LIMITED,
     REQUEST_TIMEOUT,
     REQUEST_TOO_LARGE,
     TOO_MANY_ALIASES,
@@ -78,6 +79,7 @@ LIMITS = {
     REQUEST_TIMEOUT: "timeout",
     PERSISTED_DOCUMENT_NOT_FOUND: "trusted_documents",
     PERSISTED_DOCUMENT_ID_REQUIRED: "trusted_documents",
+    RATE_LIMITED: "rate",
 }
 
 # Operation names come from clients: each process labels at most this many distinct ones, the
@@ -107,7 +109,7 @@ REQUEST_SECONDS = Histogram(
 REFUSALS = Counter(
     "gateway_refusals",
     "Operations and requests refused by a limit: depth, cost, aliases, tokens, introspection,"
-    " body_size, batch, timeout, trusted_documents",
+    " body_size, batch, timeout, trusted_documents, rate",
     ["limit"],
 )
 UPSTREAM_REQUESTS = Counter(
