@@ -183,12 +183,15 @@ def _free_port() -> int:
 
 
 @contextmanager
-def gateway(upstream_url: str, log: IO[bytes]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`gateway serve --upstream …` with its defaults, its log in `log`, until terminated."""
+def gateway(
+    upstream_url: str, log: IO[bytes], *flags: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`gateway serve --upstream …` with its defaults but `flags`, its log in `log`, until
+    terminated."""
     port = _free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
-    command += ["--upstream", upstream_url, "--log-level", "warning"]
+    command += ["--upstream", upstream_url, "--log-level", "warning", *flags]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
     origin = f"http://127.0.0.1:{port}"
     try:

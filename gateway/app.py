@@ -3,10 +3,12 @@
 It opens the backend for the process's lifetime and builds each request's context (the
 dataloaders), once per HTTP request: the operations of a batch share one set of loaders, so what
 one fetched serves the others. Around each operation it resolves automatic persisted queries
-(gateway/persisted.py) and keeps whole answers in the response cache (gateway/response_cache.py).
-Every request goes through `observe.Observed` (its id, counters, span and log line); each
-operation is counted by name and outcome (gateway/metrics.py). The view's hooks share what they
-learn of a request through one `RequestState`.
+(gateway/persisted.py) and keeps whole answers in the response cache (gateway/response_cache.py);
+before any runs, an operation that names a trusted document gets its text
+(gateway/trusted_documents.py). In front of it stand the clients' rate limits
+(gateway/rate_limit.py). Every request goes through `observe.Observed` (its id, counters, span and
+log line); each operation is counted by name and outcome (gateway/metrics.py). The view's hooks
+share what they learn of a request through one `RequestState`.
 
 With worker.py and cli.py, it is where the settings are read: every layer below gets the plain
 values it needs.
@@ -22,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import orjson
@@ -31,11 +34,12 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
+from strawberry.types.execution import SubscriptionExecutionResult
 from strawberry.types.unset import UNSET
 
 from gateway import graphiql, limits, metrics, observe, persisted, response_cache, tracing
@@ -57,6 +61,7 @@ from gateway.loaders.factory import BackendFactory, OpenBackend, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
 from gateway.persisted import PersistedQueries
+from gateway.rate_limit import RateLimit, RateLimited, charge_more
 from gateway.response_cache import (
     Cached,
     MemoryStore,
@@ -68,6 +73,7 @@ from gateway.response_cache import (
 from gateway.schema import GatewaySchema, build_schema
 from gateway.schema.context import Context
 from gateway.shared_cache import SharedCache, SharedStore
+from gateway.trusted_documents import TrustedDocuments, reloaded_on_sighup
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 
@@ -115,6 +121,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         schema: GatewaySchema,
         *,
         persisted: PersistedQueries,
+        documents: TrustedDocuments,
         responses: ResponseCache | None,
         max_body_bytes: int,
         max_batch: int,
@@ -122,6 +129,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     ) -> None:
         super().__init__(schema)
         self.persisted = persisted
+        self.documents = documents
         self.responses = responses  # None: answers are not cached
         self.max_body_bytes = max_body_bytes
         self.max_batch = max_batch
@@ -213,6 +221,30 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if isinstance(data, list) and len(data) > self.max_batch:
             raise BatchTooLarge(f"A batch may hold {self.max_batch} operations, not {len(data)}")
         return data
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: Any,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
+        """The request's operations, as parsed: a batch's others are charged to the client's
+        rate budget (the first was on arrival), then each gets its trusted document, if it
+        names one (`documentId`, which Strawberry does not read, or an APQ hash)."""
+        if isinstance(request_data, list):
+            await charge_more(request.scope, len(request_data) - 1)
+        named = request.query_params if request.method == "GET" else await request.body()
+        return await super().execute_operation(
+            request=request,
+            request_adapter=request_adapter,
+            request_data=self.documents.resolve(request_data, named),
+            context=context,
+            root_value=root_value,
+            sub_response=sub_response,
+        )
 
     async def execute_single(
         self,
@@ -318,8 +350,11 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return orjson.dumps(data)
 
     def should_render_graphql_ide(self, request: Any) -> bool:
-        # An APQ GET carries `extensions` instead of `query`: it is for the API, not the page.
-        return "extensions" not in request.query_params and graphiql.wants_graphiql(request)
+        # An APQ GET carries `extensions` instead of `query`, a trusted document's `documentId`:
+        # it is for the API, not the page.
+        params = request.query_params
+        api = "extensions" in params or "documentId" in params
+        return not api and graphiql.wants_graphiql(request)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return graphiql.graphiql_page(request.url.path)
@@ -388,16 +423,29 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(body, headers={"content-type": media_type})
 
 
-def schema_for(settings: Settings) -> GatewaySchema:
-    """The schema `settings` ask for: their query limits, and a federation subgraph or not."""
-    query_limits = QueryLimits(
+def query_limits(settings: Settings) -> QueryLimits:
+    return QueryLimits(
         max_depth=settings.max_depth,
         max_cost=settings.max_cost,
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_tokens,
         introspection=settings.introspection,
     )
-    return build_schema(query_limits, federation=settings.federation)
+
+
+def schema_for(settings: Settings) -> GatewaySchema:
+    """The schema `settings` ask for: their query limits, and a federation subgraph or not."""
+    return build_schema(query_limits(settings), federation=settings.federation)
+
+
+def trusted_documents_for(settings: Settings, schema: GatewaySchema) -> TrustedDocuments:
+    """The manifest `settings` name, read (`ManifestError` if it cannot serve), if any."""
+    path = settings.trusted_documents
+    return TrustedDocuments(
+        schema,
+        None if path is None else Path(path).expanduser(),
+        required=settings.require_trusted_documents,
+    )
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> Starlette:
@@ -423,7 +471,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
             ) as backend:
                 # `backend` makes each request's backend; `opened` answers `/readyz`.
                 app.state.backend = app.state.opened = backend
-                yield
+                with reloaded_on_sighup(documents):
+                    yield
         finally:
             if shared is not None:
                 await shared.aclose()
@@ -431,6 +480,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
                 tracing.stop()
 
     schema = schema_for(settings)
+    documents = trusted_documents_for(settings, schema)
     upstream_ttl = None if settings.upstream is None else settings.cache_ttl
     ttl = effective_ttl(settings.response_cache_ttl, upstream_ttl)
     responses = None
@@ -444,14 +494,22 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     endpoint = GraphQLEndpoint(
         schema,
         persisted=PersistedQueries(store(persisted.MAX_BYTES)),
+        documents=documents,
         responses=responses,
         max_body_bytes=settings.max_body_bytes,
         max_batch=settings.max_batch,
         request_timeout=settings.request_timeout,
     )
+    graphql: ASGIApp = endpoint
+    if settings.rate_limit > 0:
+        # Each process its share of the budget while there is no Redis to share it through.
+        limit = RateLimit(
+            settings.rate_limit, processes=settings.workers, shared=shared, clock=clock
+        )
+        graphql = RateLimited(endpoint, limit, settings.rate_limit_key)
     app = Starlette(
         routes=[
-            Route("/graphql", cors(cors_origins(settings), endpoint)),
+            Route("/graphql", cors(cors_origins(settings), graphql)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),

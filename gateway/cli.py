@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, export-schema, query, config, mirror.
+"""The `gateway` command: serve, export-schema, query, config, mirror, documents.
 
 It composes the gateway from its settings, importing each command's modules only when it runs.
 """
@@ -11,6 +11,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
@@ -121,6 +122,16 @@ def _parser() -> argparse.ArgumentParser:
         help="sqlite:///… or postgresql://…",
     )
     mirror.add_argument("--concurrency", type=int, default=4, help="pages read at once")
+
+    documents = commands.add_parser("documents", help="trusted documents: check a manifest")
+    actions = documents.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    check = actions.add_parser(
+        "check",
+        help="check that every document of a manifest parses, validates and keeps within the"
+        " query limits: one line per bad document, exit status 1 if any",
+    )
+    check.add_argument("path", metavar="PATH", help="the manifest: a JSON object, id to text")
+    _add_settings(check, (SCHEMA, ""))
     return parser
 
 
@@ -152,8 +163,11 @@ def _serve(args: argparse.Namespace) -> int:
 
         uvicorn.run(create_app(settings), **server_options(settings))
         return 0
+    from gateway.app import schema_for, trusted_documents_for
     from gateway.worker import serve_workers
 
+    # Once, here, as the backend: a manifest that cannot serve stops start-up before any worker.
+    trusted_documents_for(settings, schema_for(settings))
     return serve_workers(settings)
 
 
@@ -221,6 +235,20 @@ def _mirror(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_documents(args: argparse.Namespace) -> int:
+    from gateway.app import query_limits, schema_for
+    from gateway.trusted_documents import check_manifest
+
+    settings = _configuration(args).settings
+    path = Path(args.path)
+    bad = check_manifest(path, schema_for(settings), query_limits(settings))
+    for line in bad:
+        sys.stdout.write(f"{path}: {line}\n")
+    if not bad:
+        sys.stdout.write(f"{path}: every document parses, validates and keeps within the limits\n")
+    return 1 if bad else 0
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
     try:
@@ -232,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             code = _config(args)
         elif args.command == "mirror":
             code = _mirror(args)
+        elif args.command == "documents":
+            code = _check_documents(args)
         else:
             code = _query(args)
     except ConfigError as exc:

@@ -115,6 +115,25 @@ class Settings:
         " answers, persisted queries; default: each process its own memory",
         SERVER,
     )
+    trusted_documents: str | None = _setting(
+        None,
+        "a JSON manifest of trusted documents, id to text (graphql-codegen's"
+        " persisted-documents.json, Relay's map) that requests name by `documentId`; SIGHUP"
+        " reads it again",
+        SERVER,
+    )
+    require_trusted_documents: bool = _setting(
+        False, "answer only the manifest's documents: text sent must be one of them", SERVER
+    )
+    rate_limit: int = _setting(
+        0, "requests per minute per client (each operation of a batch counts), 0 for none", SERVER
+    )
+    rate_limit_key: str = _setting(
+        "address",
+        "address (the client's, as uvicorn's proxy-headers settings give it) or header:NAME"
+        " (a request without it is keyed by its address)",
+        SERVER,
+    )
     federation: bool = _setting(
         False,
         "serve an Apollo Federation 2 subgraph (keys, `_service`, `_entities`)",
@@ -344,6 +363,9 @@ def _toml(value: object) -> str:
     return str(value)
 
 
+# `header:NAME`, NAME an HTTP field name (RFC 9110's token).
+_HEADER_KEY = re.compile(r"header:[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
 _SECRET_PARAMETERS = ("pass", "secret", "token", "key")
 
 
@@ -429,6 +451,19 @@ def validate(settings: Settings) -> None:
     if settings.log_format not in LOG_FORMATS:
         message = f"log format must be one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}"
         raise SettingError(message, "log_format")
+    if settings.trusted_documents is not None and not settings.trusted_documents.strip():
+        message = "trusted documents must name a file"
+        raise SettingError(message, "trusted_documents")
+    if settings.require_trusted_documents and settings.trusted_documents is None:
+        message = "require trusted documents needs a manifest: give trusted documents too"
+        raise SettingError(message, "require_trusted_documents")
+    if settings.rate_limit < 0:
+        message = f"rate limit may not be negative, got {settings.rate_limit}"
+        raise SettingError(message, "rate_limit")
+    key = settings.rate_limit_key
+    if key != "address" and not _HEADER_KEY.fullmatch(key):
+        message = f"rate limit key must be address or header:NAME, got {key!r}"
+        raise SettingError(message, "rate_limit_key")
     for origin in cors_origins(settings):
         parts = urlsplit(origin)
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc):

@@ -5,6 +5,7 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
 * GatewayError
   x ConfigError ............ a setting or an option it cannot run with: one line, exit status 2
     + SettingError
+    + ManifestError ........ a trusted documents manifest it cannot serve
   x MirrorError ............ why `gateway mirror` stopped: one line, exit status 1
   x SharedCacheUnavailable . the shared Redis cannot be used now; handled, never seen by a client
   x ReportedError .......... reported to the client as it is, with its `extensions.code`
@@ -27,6 +28,10 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
       - RequestBodyTimeout
       - BatchTooLarge
       - PersistedQueryRefused
+        . PersistedDocumentRefused
+      - PersistedDocumentNotFound
+      - PersistedDocumentIdRequired
+      - RateLimitExceeded
 
 Every error a client sees has `extensions.code`, decided by the type of the error it stands for
 (`classify`): graphql-core carries ours as a GraphQL error's `original_error`. Anything else is
@@ -68,6 +73,12 @@ UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
 SHUTTING_DOWN = "SHUTTING_DOWN"
 # Automatic persisted queries (gateway/persisted.py): a hash the gateway does not know (yet).
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+# Trusted documents (gateway/trusted_documents.py): an id the manifest does not hold, and text
+# sent where only the manifest's documents run. Both refuse the whole request with HTTP 400.
+PERSISTED_DOCUMENT_NOT_FOUND = "PERSISTED_DOCUMENT_NOT_FOUND"
+PERSISTED_DOCUMENT_ID_REQUIRED = "PERSISTED_DOCUMENT_ID_REQUIRED"
+# Rate limits (gateway/rate_limit.py): the client has spent its budget; HTTP 429.
+RATE_LIMITED = "RATE_LIMITED"
 
 
 class GatewayError(Exception):
@@ -84,6 +95,10 @@ class SettingError(ConfigError):
     def __init__(self, message: str, *settings: str) -> None:
         super().__init__(message)
         self.settings = settings
+
+
+class ManifestError(ConfigError):
+    """A trusted documents manifest the gateway cannot serve (gateway/trusted_documents.py)."""
 
 
 class MirrorError(GatewayError):
@@ -212,6 +227,30 @@ class PersistedQueryRefused(RequestRefused):
     """An APQ extension the gateway cannot use: no limit, the request itself is wrong."""
 
     code = BAD_USER_INPUT
+
+
+class PersistedDocumentRefused(PersistedQueryRefused):
+    """A `documentId` sent with a `query` too: the request itself is wrong."""
+
+
+class PersistedDocumentNotFound(RequestRefused):
+    """A `documentId` the trusted documents manifest does not hold (or, where only its documents
+    run, an APQ hash)."""
+
+    code = PERSISTED_DOCUMENT_NOT_FOUND
+
+
+class PersistedDocumentIdRequired(RequestRefused):
+    """Text sent where only the trusted documents manifest's documents run."""
+
+    code = PERSISTED_DOCUMENT_ID_REQUIRED
+
+
+class RateLimitExceeded(RequestRefused):
+    """A request over its client's budget (gateway/rate_limit.py)."""
+
+    code = RATE_LIMITED
+    status = 429
 
 
 def located(error: ReportedError, nodes: Node | Sequence[Node] | None = None) -> GraphQLError:

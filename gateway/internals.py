@@ -7,11 +7,17 @@ libraries to the minor versions these were checked against.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import strawberry
-from graphql import GraphQLResolveInfo, GraphQLSchema, GraphQLSyntaxError
+from graphql import (
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    GraphQLSyntaxError,
+    VariableDefinitionNode,
+)
+from graphql.execution.values import VariableValues, coerce_variable_values
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
@@ -56,3 +62,11 @@ def is_over_token_limit(error: GraphQLSyntaxError) -> bool:
 def is_nested_too_deeply(error: GraphQLSyntaxError) -> bool:
     """Whether the parser stopped at its nesting limit: graphql-core says so in words only."""
     return "Document is nested too deeply" in error.message
+
+
+def variables_leniently(
+    schema: GraphQLSchema, definitions: Collection[VariableDefinitionNode], inputs: dict[str, Any]
+) -> VariableValues:
+    """The variables `inputs` gives, coerced, those missing or of the wrong type left out (the
+    public `get_variable_values` gives the errors alone): graphql-core's private helper."""
+    return coerce_variable_values(schema, definitions, inputs, lambda error: None)

@@ -5,7 +5,8 @@ and graphql-core's validation rules, their errors reported as ours (gateway/erro
 and validation are cached per document, keyed by the limits too, so a refused document stays
 refused. The cost depends on the variables, so it is estimated after validation, just before
 execution. The HTTP view refuses oversized bodies (`limit_body`, `read_body`), and ends
-operations at the request's deadline with `in_time`.
+operations at the request's deadline with `in_time`. `document_errors` holds a document to all the
+document limits at once, whatever its variables: `gateway documents check`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from graphql import (
     FragmentSpreadNode,
     GraphQLError,
     GraphQLField,
+    GraphQLInt,
     GraphQLInterfaceType,
     GraphQLList,
     GraphQLNamedType,
+    GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
     GraphQLSyntaxError,
@@ -45,6 +48,10 @@ from graphql import (
     get_operation_ast,
     get_variable_values,
     is_composite_type,
+    parse,
+    specified_rules,
+    type_from_ast,
+    validate,
 )
 from graphql.execution.values import VariableValues
 from starlette.requests import Request
@@ -74,7 +81,12 @@ from gateway.errors import (
     located,
     reported_as,
 )
-from gateway.internals import graphql_schema, is_nested_too_deeply, is_over_token_limit
+from gateway.internals import (
+    graphql_schema,
+    is_nested_too_deeply,
+    is_over_token_limit,
+    variables_leniently,
+)
 
 # graphql-core's parser refuses selections nested deeper; fragments must not get around that.
 MAX_NESTING = 200
@@ -162,19 +174,29 @@ class _Parse(ParserCache):
         try:
             document = self.cached_parse_document(context.query, **context.parse_options)
         except GraphQLSyntaxError as error:
-            if is_over_token_limit(error):
-                raise reported_as(TooManyTokens, error) from None
-            if is_nested_too_deeply(error):
-                raise reported_as(QueryTooDeep, error) from None
-            raise
-        selections = _Spread(document).selections()
-        if selections > self.max_tokens:
-            raise TooManyTokens(
-                f"Document contains more than {self.max_tokens} tokens once its fragments are"
-                f" spread: {selections} selections"
-            )
+            raise _syntax_error(error) from None
+        _check_spread(document, self.max_tokens)
         context.graphql_document = document
         yield
+
+
+def _syntax_error(error: GraphQLSyntaxError) -> GraphQLError:
+    """The parser's refusal, reported as ours when it is one of our limits."""
+    if is_over_token_limit(error):
+        return reported_as(TooManyTokens, error)
+    if is_nested_too_deeply(error):
+        return reported_as(QueryTooDeep, error)
+    return error
+
+
+def _check_spread(document: DocumentNode, max_tokens: int) -> None:
+    """Refuse a document too large (or too deep) once its fragments are spread out."""
+    selections = _Spread(document).selections()
+    if selections > max_tokens:
+        raise TooManyTokens(
+            f"Document contains more than {max_tokens} tokens once its fragments are"
+            f" spread: {selections} selections"
+        )
 
 
 class _Spread:
@@ -288,11 +310,60 @@ class _Cost(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         cost = self.costs.cost(self.execution_context)
         if cost > self.max_cost:
-            raise QueryTooCostly(
-                f"The query's estimated cost is {cost}, over the limit of {self.max_cost}: ask"
-                " for fewer items with `first`, or nest fewer connections"
-            )
+            raise _too_costly(cost, self.max_cost)
         yield
+
+
+def _too_costly(cost: int, max_cost: int) -> QueryTooCostly:
+    return QueryTooCostly(
+        f"The query's estimated cost is {cost}, over the limit of {max_cost}: ask"
+        " for fewer items with `first`, or nest fewer connections"
+    )
+
+
+def document_errors(schema: GraphQLSchema, limits: QueryLimits, text: str) -> list[GraphQLError]:
+    """Why the gateway would refuse the document under `limits`, whatever variables it comes
+    with (a `first` from a variable counts as the largest page): it does not parse, or does not
+    validate, or goes past depth, aliases, tokens, introspection or cost.
+
+    For `gateway documents check`, which a client's CI runs on its documents before release.
+    """
+    try:
+        document = parse(text, max_tokens=limits.max_tokens)
+        _check_spread(document, limits.max_tokens)
+    except GraphQLSyntaxError as error:
+        return [_syntax_error(error)]
+    except GraphQLError as error:
+        return [error]
+    except TooManyTokens as error:
+        return [located(error)]
+    errors = validate(schema, document, [*specified_rules, *_validation_rules(limits)])
+    if errors:
+        return errors
+    for operation in document.definitions:
+        if isinstance(operation, OperationDefinitionNode):
+            cost = _largest_cost(schema, document, operation)
+            if cost > limits.max_cost:
+                errors.append(located(_too_costly(cost, limits.max_cost)))
+    return errors
+
+
+def _largest_cost(
+    schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
+) -> int:
+    """The estimate with every Int variable at the largest page a connection serves."""
+    largest: dict[str, int] = {}
+    for definition in operation.variable_definitions or ():
+        declared = type_from_ast(schema, definition.type)
+        if declared is GraphQLInt or (
+            isinstance(declared, GraphQLNonNull) and declared.of_type is GraphQLInt
+        ):
+            largest[definition.variable.name.value] = MAX_FIRST
+    variables = variables_leniently(schema, operation.variable_definitions or (), largest)
+    root = schema.get_root_type(operation.operation)
+    if root is None:
+        return 0
+    return _Estimate(schema, document, variables).selections(operation.selection_set, root)
 
 
 def estimate_cost(

@@ -51,8 +51,11 @@ from strawberry.types import ExecutionResult
 from gateway.errors import (
     BATCH_TOO_LARGE,
     INTROSPECTION_DISABLED,
+    PERSISTED_DOCUMENT_ID_REQUIRED,
+    PERSISTED_DOCUMENT_NOT_FOUND,
     QUERY_TOO_COSTLY,
     QUERY_TOO_DEEP,
+    RATE_LIMITED,
     REQUEST_TIMEOUT,
     REQUEST_TOO_LARGE,
     TOO_MANY_ALIASES,
@@ -74,6 +77,9 @@ LIMITS = {
     REQUEST_TOO_LARGE: "body_size",
     BATCH_TOO_LARGE: "batch",
     REQUEST_TIMEOUT: "timeout",
+    PERSISTED_DOCUMENT_NOT_FOUND: "trusted_documents",
+    PERSISTED_DOCUMENT_ID_REQUIRED: "trusted_documents",
+    RATE_LIMITED: "rate",
 }
 
 # Operation names come from clients: each process labels at most this many distinct ones, the
@@ -103,7 +109,7 @@ REQUEST_SECONDS = Histogram(
 REFUSALS = Counter(
     "gateway_refusals",
     "Operations and requests refused by a limit: depth, cost, aliases, tokens, introspection,"
-    " body_size, batch, timeout",
+    " body_size, batch, timeout, trusted_documents, rate",
     ["limit"],
 )
 UPSTREAM_REQUESTS = Counter(

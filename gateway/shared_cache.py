@@ -2,9 +2,10 @@
 
 Three things live there, each also kept in the process's own memory in front of it: the upstream's
 raw bodies (gateway/loaders/rest/shared.py, the second layer of the resource cache), whole answers
-(gateway/response_cache.py) and persisted queries (gateway/persisted.py). Every key starts with
-`KEY_PREFIX`, which carries the format's version, so that gateways of another version sharing the
-server never read what they cannot decode.
+(gateway/response_cache.py) and persisted queries (gateway/persisted.py). The clients' rate budgets
+live there too (gateway/rate_limit.py): each process keeps its own only while Redis is away. Every
+key starts with `KEY_PREFIX`, which carries the format's version, so that gateways of another
+version sharing the server never read what they cannot decode.
 
 Redis is a help, never a need. Every command has a short time limit (`COMMAND_TIMEOUT`, or
 `TRANSFER_TIMEOUT` for one that carries a body), and the first failure to reach the server (no
@@ -258,6 +259,11 @@ class SharedCache:
     async def unlock(self, key: str, token: str) -> None:
         """Release the caller's lock (another's is left alone)."""
         await self._run(lambda client: _eval(client, _UNLOCK, self.key(key), token))
+
+    async def script(self, script: str, key: str, *args: str) -> object:
+        """Run a Lua script on `key`, atomically (EVAL): a client's rate budget
+        (gateway/rate_limit.py)."""
+        return await self._run(lambda client: _eval(client, script, self.key(key), *args))
 
     async def peek(self, key: str, lock: str) -> tuple[tuple[bytes, int] | None, bool]:
         """The value at `key` as `get` has it, and whether the lock at `lock` is held.

@@ -6,7 +6,8 @@ importing `WORKER_APP` and calling it. The parent has already read and validated
 and checked the backend; it hands the effective settings down in an environment variable, so
 that every worker serves with exactly the same ones, whatever happens meanwhile to the
 environment or the TOML file. It also makes the directory where the workers keep their metrics
-(`PROMETHEUS_MULTIPROC_DIR`), and removes it once they have all stopped.
+(`PROMETHEUS_MULTIPROC_DIR`), and removes it once they have all stopped. With trusted documents,
+SIGHUP goes on to every worker, which reads its manifest again (gateway/trusted_documents.py).
 """
 
 from __future__ import annotations
@@ -98,6 +99,16 @@ def serve_workers(settings: Settings) -> int:
         def handle_int(self) -> None:
             self.stop(signal.SIGINT)
             super().handle_int()
+
+        def handle_hup(self) -> None:
+            # With trusted documents, each worker reads its manifest again and serves on;
+            # otherwise uvicorn's own: each worker replaced by a new one.
+            if settings.trusted_documents is None:
+                super().handle_hup()
+                return
+            for process in self.processes:
+                if process.pid is not None and process.exitcode is None:
+                    os.kill(process.pid, signal.SIGHUP)
 
     hand_down(settings, os.environ)
     config = Config(WORKER_APP, factory=True, workers=settings.workers, **server_options(settings))

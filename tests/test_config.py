@@ -94,6 +94,7 @@ def test_every_setting_can_come_from_the_file(toml: Path) -> None:
         cors_origins="https://a.example",
         workers=3,
         cache="redis://127.0.0.1:6379/2",
+        trusted_documents="persisted-documents.json",
         federation=True,
     )
     lines = []

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 import strawberry
-from graphql import GraphQLObjectType, GraphQLSchema, GraphQLSyntaxError, execute_sync, parse
+from graphql import (
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLSyntaxError,
+    OperationDefinitionNode,
+    execute_sync,
+    parse,
+)
 from strawberry.exceptions import DuplicatedTypeName
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.base import get_object_definition
@@ -19,6 +26,7 @@ from gateway.internals import (
     is_nested_too_deeply,
     is_over_token_limit,
     resolver_function,
+    variables_leniently,
 )
 from gateway.schema.direct import use_direct_resolvers
 
@@ -117,3 +125,19 @@ def test_the_parsers_own_limits_are_told_apart(
         parse(document, max_tokens=3 if over_tokens else None)
     assert is_over_token_limit(raised.value) is over_tokens
     assert is_nested_too_deeply(raised.value) is too_deep
+
+
+def test_variables_are_coerced_leniently() -> None:
+    """Those given are coerced; those missing or of the wrong type are left out, not errors."""
+
+    @strawberry.type
+    class Page:
+        size: int = 20
+
+    schema = graphql_schema(strawberry.Schema(query=Page))
+    operation = parse("query($a: Int!, $b: Int, $c: String!, $d: Int) { size }")
+    [definition] = operation.definitions
+    assert isinstance(definition, OperationDefinitionNode)
+    given = {"a": 100, "b": "not a number"}
+    variables = variables_leniently(schema, definition.variable_definitions or (), given)
+    assert variables.coerced == {"a": 100}
