@@ -54,7 +54,7 @@ _KNOWN_GRIDS = (
     ("REST frameworks", "rest-frameworks", "Toolkits for building REST APIs with Django."),
     ("Debugging tools", "debugging-tools", "Inspect requests, queries and templates."),
     ("Authentication", "authentication", "Sign-in, sign-up, social accounts and permissions."),
-    ("Task queues", "task-queues", "Run work in the background, outside the request."),
+    ("Task queues", "task-queues", "Run work in the background, outside the request 🚀"),
     ("Filters", "filters", "Filter querysets from request parameters."),
     ("Forms", "forms", "Render, validate and lay out forms."),
 )
