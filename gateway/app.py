@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -38,11 +37,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.types import QueryParams
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import SubscriptionExecutionResult
 from strawberry.types.unset import UNSET
 
-from gateway import graphiql, limits, metrics, observe, persisted, response_cache, tracing
+from gateway import (
+    graphiql,
+    head,
+    limits,
+    metrics,
+    observe,
+    persisted,
+    request_params,
+    response_cache,
+    tracing,
+)
 from gateway.config import Settings, answer_settings, cors_origins
 from gateway.cors import cors
 from gateway.errors import (
@@ -138,6 +148,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             receive = limits.limit_body(receive, self.max_body_bytes)
+            if scope["method"] == "HEAD":
+                scope, send = head.as_get(scope, send)
         await super().__call__(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
@@ -328,19 +340,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         metrics.cache_lookup("response", hit=not computed)
         return _CachedResult(answer) if isinstance(answer, Cached) else answer
 
-    def decode_json(self, data: str | bytes) -> object:
-        """Bodies and GET variables; Strawberry answers a JSONDecodeError with a 400.
+    def parse_json(self, data: str | bytes) -> object:
+        """A POST body, its operations' parameters checked (gateway/request_params.py)."""
+        return request_params.from_body(data)
 
-        orjson stops deep nesting with one where `json` overflows into a 500. Anything but an
-        object or a non-empty array of operations is refused here: Strawberry would call `.get`
-        on a scalar, and it passes a batch's operations on unchecked (both 500s).
-        """
-        value = orjson.loads(data)
-        if isinstance(value, list) and value and all(map(_is_operation, value)):
-            return value
-        if not isinstance(value, dict):
-            raise json.JSONDecodeError("not an object or a non-empty array of operations", "", 0)
-        return value
+    def parse_query_params(self, params: QueryParams) -> dict[str, object]:
+        return request_params.from_query_string(params)
 
     def encode_json(self, data: object) -> bytes:
         if isinstance(data, _Encoded):
@@ -360,39 +365,37 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return graphiql.graphiql_page(request.url.path)
 
 
-def _is_operation(value: object) -> bool:
-    """An operation of a batch, with the members Strawberry checks in a single request's body."""
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("query"), str | None)
-        and isinstance(value.get("operationName"), str | None)
-        and isinstance(value.get("variables"), dict | None)
-        and isinstance(value.get("extensions"), dict | None)
-    )
-
-
 def _cache_headers(request: Request, response: Response, answers: list[Cached | None]) -> Response:
     """HTTP caching for a GET: a cached answer is public for the rest of its time, has an ETag,
     and a matching `If-None-Match` gets a 304; any other answer is not to be stored. Over POST,
     a cached answer has its ETag only. `answers`: each operation's cached answer, or None."""
     single = response.status_code == 200 and len(answers) == 1 and response.body[:1] != b"["
     cached = answers[0] if single else None
-    if cached is not None:
-        response.headers["etag"] = cached.etag
+    etag = None if cached is None else _etag(cached, response.headers["content-type"])
+    if etag is not None:
+        response.headers["etag"] = etag
     if request.method != "GET":
         return response
-    if cached is None:
+    if cached is None or etag is None:
         response.headers["cache-control"] = "no-store"
         return response
     headers = {
-        "etag": cached.etag,
+        "etag": etag,
         "cache-control": f"public, max-age={response_cache.max_age(cached)}",
         "vary": "Accept",
     }
-    if response_cache.matches(request.headers.get("if-none-match", ""), cached.etag):
+    if response_cache.matches(request.headers.get("if-none-match", ""), etag):
         return Response(status_code=304, headers=headers)
     response.headers.update(headers)
     return response
+
+
+def _etag(cached: Cached, content_type: str) -> str:
+    """The ETag of the answer as `content_type`: the same body under another media type is
+    another representation, with its own validator (the answer varies on Accept)."""
+    if content_type == GRAPHQL_RESPONSE:
+        return cached.etag.removesuffix('"') + '-graphql-response"'
+    return cached.etag
 
 
 def _prefers_graphql_response(accept: str) -> bool:

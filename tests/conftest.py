@@ -1,6 +1,7 @@
 """Shared fixtures: the fake APIv4 served over real HTTP on loopback."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +32,10 @@ def upstream(fake_upstream: FakeUpstream) -> Iterator[FakeUpstream]:
     settle(fake_upstream)
     if fake_upstream.dataset is not dataset:
         fake_upstream.dataset = dataset
+
+
+@pytest.fixture(scope="session")
+def embedded_data_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory for `gateway serve` processes: the embedded catalogue is built there
+    once for the session (tests/serving.py)."""
+    return tmp_path_factory.mktemp("data-home")

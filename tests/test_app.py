@@ -175,17 +175,61 @@ def test_graphql_response_media_type_keeps_field_errors_at_200(
         # Nested past any parser's recursion limit: a 400, not a RecursionError and a 500.
         (b"[" * 5000, "application/json", 400, "Unable to parse"),
         # Strawberry calls `.get` on whatever JSON it finds: a scalar must not become a 500.
-        (b"null", "application/json", 400, "Unable to parse"),
-        (b"3", "application/json", 400, "Unable to parse"),
-        (b'"{ __typename }"', "application/json", 400, "Unable to parse"),
+        (b"null", "application/json", 400, "must be a JSON object"),
+        (b"3", "application/json", 400, "must be a JSON object"),
+        (b'"{ __typename }"', "application/json", 400, "must be a JSON object"),
         # A batch holds at least one operation, each an object (tests/test_limits.py: batches).
-        (b"[]", "application/json", 400, "Unable to parse"),
-        (b'[{"query": "{ __typename }"}, 1]', "application/json", 400, "Unable to parse"),
-        (b'[{"query": ["{ __typename }"]}]', "application/json", 400, "Unable to parse"),
+        (b"[]", "application/json", 400, "at least one operation"),
+        (b'[{"query": "{ __typename }"}, 1]', "application/json", 400, "must be a JSON object"),
+        (b'[{"query": ["{ __typename }"]}]', "application/json", 400, "`query` must be a string"),
         (b"{}", "application/json", 400, "No GraphQL query found"),
         (b'{"query": 1}', "application/json", 400, "`query` must be a string"),
         (b'{"query": "{ __typename }", "variables": [1]}', "application/json", 400, "`variables`"),
         (b'{"query": "{ __typename }", "variables": "{}"}', "application/json", 400, "`variables`"),
+        # Any parameter of the wrong JSON type, whatever layer would meet it first (the response
+        # cache's key, for `operationName`).
+        (
+            b'{"query": "{ __typename }", "operationName": {}}',
+            "application/json",
+            400,
+            "`operationName` must be a string",
+        ),
+        (
+            b'{"query": "{ __typename }", "operationName": []}',
+            "application/json",
+            400,
+            "`operationName` must be a string",
+        ),
+        (
+            b'{"query": "{ __typename }", "operationName": 1}',
+            "application/json",
+            400,
+            "`operationName` must be a string",
+        ),
+        (
+            b'{"query": "{ __typename }", "extensions": []}',
+            "application/json",
+            400,
+            "`extensions` must be an object",
+        ),
+        (
+            b'[{"query": "{ __typename }", "operationName": {}}]',
+            "application/json",
+            400,
+            "`operationName` must be a string",
+        ),
+        (
+            b'[{"query": "{ __typename }", "variables": 1}]',
+            "application/json",
+            400,
+            "`variables` must be an object",
+        ),
+        (
+            b'[{"query": "{ __typename }", "extensions": "x"}]',
+            "application/json",
+            400,
+            "`extensions` must be an object",
+        ),
     ],
 )
 def test_post_with_a_bad_body_is_a_bad_request(
@@ -205,6 +249,34 @@ def test_post_with_an_unsupported_content_type_is_a_client_error(
     )
     assert 400 <= response.status_code < 500
     assert "Unsupported content type" in response.text
+
+
+@pytest.mark.parametrize(
+    ("params", "text"),
+    [
+        ({"variables": "[]"}, "`variables` must be an object"),
+        ({"variables": "{bad"}, "Unable to parse the `variables` parameter as JSON"),
+        ({"extensions": "3"}, "`extensions` must be an object"),
+        ({"extensions": "{bad"}, "Unable to parse the `extensions` parameter as JSON"),
+    ],
+)
+def test_a_get_parameter_of_the_wrong_type_says_which(
+    client: httpx.Client, params: dict[str, str], text: str
+) -> None:
+    response = client.get("/graphql", params={"query": "{ __typename }", **params})
+    assert response.status_code == 400
+    assert response.text.strip() == response.text.splitlines()[0]  # one line
+    assert text in response.text
+
+
+def test_head_runs_no_mutation_and_answers_as_the_get(client: httpx.Client) -> None:
+    for query in ("mutation { anything }", "{ __typename }"):
+        got = client.get("/graphql", params={"query": query})
+        head = client.head("/graphql", params={"query": query})
+        assert head.status_code == got.status_code
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == got.headers["content-length"]
+        assert head.content == b""
 
 
 @pytest.mark.parametrize("variables", ["[1]", '"x"', "3", "{bad", "[" * 5000])

@@ -128,9 +128,28 @@ async def test_malformed_representations_are_bad_user_input(sqlite_database: Dat
     ]
     for representation in ({"__typename": "Nope", "id": "x"}, {"id": "x"}, "Package"):
         body = await _entities(sqlite_database, representation)
-        assert body["data"] is None
+        assert body["data"] == {"_entities": [None]}
         [error] = body["errors"]
         assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+        assert error["path"] == ["_entities", 0]
+
+
+async def test_a_representation_of_no_entity_fails_alone(sqlite_database: Database) -> None:
+    body = await _entities(
+        sqlite_database,
+        {"__typename": "Category", "slug": ROWS[0][2]},
+        {"__typename": "Nope", "id": "x"},
+        {"slug": ROWS[0][2]},
+        "Package",
+        {"__typename": "Category", "slug": ROWS[0][2]},
+    )
+    assert body["data"] == {
+        "_entities": [_expected(*ROWS[0]), None, None, None, _expected(*ROWS[0])]
+    }
+    errors = body["errors"]
+    assert [(e["path"], e["extensions"]["code"]) for e in errors] == [
+        (["_entities", i], "BAD_USER_INPUT") for i in (1, 2, 3)
+    ]
 
 
 async def test_entities_are_batched_through_the_loaders(sqlite_database: Database) -> None:

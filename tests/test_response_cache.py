@@ -197,6 +197,57 @@ def test_a_cached_get_answer_is_public_with_an_etag_and_revalidates_to_304(
         assert other.content == response.content
 
 
+def test_each_representation_of_an_answer_has_its_own_etag(upstream: FakeUpstream) -> None:
+    with serve(upstream) as gateway:
+        params = {"query": PACKAGE, "variables": f'{{"id": {_package(upstream).id}}}'}
+        plain = gateway.client.get("/graphql", params=params)
+        strict = gateway.client.get("/graphql", params=params, headers=STRICT)
+        assert plain.headers["content-type"] == "application/json"
+        assert strict.headers["content-type"] == "application/graphql-response+json"
+        assert strict.content == plain.content
+        assert strict.headers["etag"] != plain.headers["etag"]
+        assert strict.headers["vary"] == plain.headers["vary"] == "Accept"
+
+        # Each validator matches its own representation only.
+        for response, headers in ((plain, {}), (strict, STRICT)):
+            etag = response.headers["etag"]
+            same = gateway.client.get(
+                "/graphql", params=params, headers={**headers, "if-none-match": etag}
+            )
+            assert same.status_code == 304
+            assert same.headers["etag"] == etag
+        crossed = gateway.client.get(
+            "/graphql", params=params, headers={**STRICT, "if-none-match": plain.headers["etag"]}
+        )
+        assert crossed.status_code == 200
+        assert crossed.headers["etag"] == strict.headers["etag"]
+
+        # Over POST too, each media type carries its own tag.
+        posted = gateway.client.post(
+            "/graphql",
+            json={"query": PACKAGE, "variables": {"id": _package(upstream).id}},
+            headers=STRICT,
+        )
+        assert posted.headers["etag"] == strict.headers["etag"]
+
+
+def test_head_answers_as_the_get_would_headers_only(upstream: FakeUpstream) -> None:
+    with serve(upstream, Clock()) as gateway:  # time stands still: the same max-age
+        params = {"query": PACKAGE, "variables": f'{{"id": {_package(upstream).id}}}'}
+        for headers in ({}, STRICT):
+            got = gateway.client.get("/graphql", params=params, headers=headers)
+            head = gateway.client.head("/graphql", params=params, headers=headers)
+            assert head.status_code == got.status_code == 200
+            assert head.content == b""
+            for name in ("content-type", "content-length", "etag", "cache-control", "vary"):
+                assert head.headers[name] == got.headers[name], name
+
+            revalidated = gateway.client.head(
+                "/graphql", params=params, headers={**headers, "if-none-match": got.headers["etag"]}
+            )
+            assert revalidated.status_code == 304
+
+
 def _post(gateway: Gateway, query: str, **request: Any) -> httpx.Response:
     return gateway.client.post("/graphql", json={"query": query, **request})
 

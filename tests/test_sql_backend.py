@@ -61,7 +61,8 @@ from tests.expected import grid_ids_of_package, package_ids_of_category, package
 # The shared fixtures pytest finds by name in this module.
 __all__ = ["database", "pg_schema", "postgres_database", "sqlite_database"]
 
-QUIRKS_GRID = SMALL.grids[1]  # holds every quirky title
+# It holds every quirky title.
+QUIRKS_GRID = next(grid for grid in SMALL.grids if grid.slug == "quirks-edge-cases")
 
 
 def local(stamp: Any) -> Any:
@@ -209,9 +210,10 @@ async def test_slug_lookups(database: Database) -> None:
     by_slug = {p.slug: PACKAGES[p.id] for p in SMALL.packages}
 
     assert await backend.packages_by_slug(slugs) == [by_slug.get(slug) for slug in slugs]
+    grid_ids = {grid.slug: grid.id for grid in SMALL.grids}
     assert await backend.grids_by_slug(["i18n", "healt-checkers", "health-checkers"]) == [
-        GRIDS[SMALL.grids[2].id],
-        GRIDS[SMALL.grids[0].id],
+        GRIDS[grid_ids["i18n"]],
+        GRIDS[grid_ids["healt-checkers"]],
         None,
     ]
     assert await backend.categories_by_slug(["frameworks", "apps", "App"]) == [

@@ -1,10 +1,12 @@
 """A deterministic Django Packages catalogue, shaped like the site's database tables.
 
-The embedded catalogue is built from these rows, and the tests' fake APIv4 and database-backed
-tests serve the same rows, so every backend meets the same quirks: sparse ids, titles that sort
-differently under a C collation, duplicate titles, emoji shortcodes, non-Latin text, nullable
-dates, comma-separated participants and membership rows whose ids follow insertion order rather
-than grid or package id.
+The well-known packages a newcomer tries first (django-debug-toolbar, Django REST framework,
+Wagtail, Celery, …) are there with the oldest ids, in the grids where the site lists them; the
+rest is generated around them. The embedded catalogue is built from these rows, and the tests'
+fake APIv4 and database-backed tests serve the same rows, so every backend meets the same quirks:
+sparse ids, titles that sort differently under a C collation, duplicate titles, emoji shortcodes,
+non-Latin text, nullable dates, comma-separated participants and membership rows whose ids follow
+insertion order rather than grid or package id.
 """
 
 from __future__ import annotations
@@ -43,6 +45,168 @@ _CATEGORIES = (
     (4, "Project", "projects", "Projects", False, "Individual Django-powered sites and templates."),
 )
 _CATEGORY_WEIGHTS = (75, 8, 7, 10)
+
+# (title, slug, description): the site's well-known grids, with ids 1, 2, … at every scale.
+_KNOWN_GRIDS = (
+    ("Admin interface", "admin-interface", "Packages that change or extend the Django admin."),
+    ("CMS", "cms", "Content management systems built on Django."),
+    ("REST frameworks", "rest-frameworks", "Toolkits for building REST APIs with Django."),
+    ("Debugging tools", "debugging-tools", "Inspect requests, queries and templates."),
+    ("Authentication", "authentication", "Sign-in, sign-up, social accounts and permissions."),
+    ("Task queues", "task-queues", "Run work in the background, outside the request 🚀"),
+    ("Filters", "filters", "Filter querysets from request parameters."),
+    ("Forms", "forms", "Render, validate and lay out forms."),
+)
+# (title, slug, category id, stars, description, grid slugs): the well-known packages, with ids
+# 1, 2, … at every scale, a PyPI release and a recent commit; each also joins generated grids.
+_KNOWN_PACKAGES = (
+    (
+        "django-debug-toolbar",
+        "django-debug-toolbar",
+        1,
+        8_200,
+        "A configurable set of panels that display debug information about the request.",
+        ("debugging-tools",),
+    ),
+    (
+        "Django REST framework",
+        "djangorestframework",
+        1,
+        29_000,
+        "Web APIs for Django. 🎸",
+        ("rest-frameworks",),
+    ),
+    (
+        "django-filter",
+        "django-filter",
+        1,
+        4_500,
+        "A generic system for filtering Django QuerySets based on user selections.",
+        ("filters", "rest-frameworks"),
+    ),
+    (
+        "Wagtail",
+        "wagtail",
+        2,
+        19_000,
+        "A Django content management system focused on flexibility and user experience.",
+        ("cms", "admin-interface"),
+    ),
+    (
+        "django CMS",
+        "django-cms",
+        2,
+        10_500,
+        "The easy-to-use and developer-friendly enterprise CMS powered by Django.",
+        ("cms", "admin-interface"),
+    ),
+    ("Celery", "celery", 3, 25_000, "Distributed task queue.", ("task-queues",)),
+    (
+        "django-allauth",
+        "django-allauth",
+        1,
+        9_800,
+        "Authentication, registration, account management and social accounts for Django.",
+        ("authentication",),
+    ),
+    (
+        "django-crispy-forms",
+        "django-crispy-forms",
+        1,
+        5_100,
+        "The best way to have DRY Django forms.",
+        ("forms",),
+    ),
+    (
+        "django-extensions",
+        "django-extensions",
+        1,
+        6_600,
+        "A collection of custom extensions for the Django Framework.",
+        ("debugging-tools",),
+    ),
+    (
+        "django-grappelli",
+        "django-grappelli",
+        1,
+        3_500,
+        "A jazzy skin for the Django admin interface.",
+        ("admin-interface",),
+    ),
+    (
+        "django-import-export",
+        "django-import-export",
+        1,
+        3_200,
+        "Import and export data in many formats, from the Django admin.",
+        ("admin-interface",),
+    ),
+    ("Mezzanine", "mezzanine", 2, 4_700, "CMS framework for Django.", ("cms", "admin-interface")),
+    (
+        "django-guardian",
+        "django-guardian",
+        1,
+        3_700,
+        "Per object permissions for Django.",
+        ("authentication",),
+    ),
+    (
+        "drf-spectacular",
+        "drf-spectacular",
+        1,
+        2_600,
+        "Sane and flexible OpenAPI 3 schema generation for Django REST framework.",
+        ("rest-frameworks",),
+    ),
+    (
+        "Django Ninja",
+        "django-ninja",
+        2,
+        8_000,
+        "Fast, async-ready web framework for building APIs with Django and Python type hints.",
+        ("rest-frameworks",),
+    ),
+    (
+        "django-rq",
+        "django-rq",
+        1,
+        1_900,
+        "A simple app that provides Django integration for RQ (Redis Queue).",
+        ("task-queues",),
+    ),
+    (
+        "django-celery-beat",
+        "django-celery-beat",
+        1,
+        1_800,
+        "Celery periodic tasks backed by the Django ORM.",
+        ("task-queues",),
+    ),
+    (
+        "django-storages",
+        "django-storages",
+        1,
+        2_800,
+        "A collection of custom storage backends for Django.",
+        (),
+    ),
+    (
+        "django-environ",
+        "django-environ",
+        1,
+        3_100,
+        "Configure your Django application with environment variables.",
+        (),
+    ),
+    (
+        "django-cors-headers",
+        "django-cors-headers",
+        1,
+        5_400,
+        "Django app for handling the server headers required for CORS.",
+        (),
+    ),
+)
 
 # (title, slug, description): present at every scale, so small test datasets carry the quirks too.
 _QUIRK_PACKAGES = (
@@ -127,19 +291,14 @@ _EXTRAS = (
     " Très rapide, déjà testé.",
     " Uses % and _ in LIKE patterns.",
 )
-_GRID_TOPICS = (
-    "Admin interface",
+_GRID_TOPICS = (  # besides the well-known grids
     "API creation",
-    "Authentication",
     "Authorization",
     "Background tasks",
     "Caching",
-    "CMS",
-    "Forms",
     "Full-text search",
     "Image thumbnails",
     "Payment processing",
-    "REST frameworks",
     "Static assets",
     "Tagging",
     "Testing tools",
@@ -159,13 +318,17 @@ def generate(scale: float = 1.0, seed: int = 0) -> Dataset:
     rng = random.Random(seed)
     categories = _categories()
     users = _usernames(rng, max(40, round(1200 * scale)))
-    n_packages = max(len(_QUIRK_PACKAGES), round(5400 * scale))
-    n_grids = max(len(_QUIRK_GRIDS), round(420 * scale))
-    package_ids = _sparse_ids(rng, n_packages, round(6000 * scale))
-    grid_ids = _sparse_ids(rng, n_grids, round(450 * scale))
+    known_packages, known_grids = len(_KNOWN_PACKAGES), len(_KNOWN_GRIDS)
+    n_packages = max(known_packages + len(_QUIRK_PACKAGES), round(5400 * scale))
+    n_grids = max(known_grids + len(_QUIRK_GRIDS), round(420 * scale))
+    package_ids = _ids(rng, known_packages, n_packages, round(6000 * scale))
+    grid_ids = _ids(rng, known_grids, n_grids, round(450 * scale))
     packages, versions = _packages(rng, package_ids, users)
     grids = _grids(rng, grid_ids)
-    quirk_ids = {package_ids[_spread(i, n_packages)] for i in range(len(_QUIRK_PACKAGES))}
+    generated = n_packages - known_packages
+    quirk_ids = {
+        package_ids[known_packages + _spread(i, generated)] for i in range(len(_QUIRK_PACKAGES))
+    }
     memberships = _memberships(rng, packages, grids, quirk_ids)
     search_rows = _search_rows(rng, categories, packages, versions, grids, memberships)
     return Dataset(categories, packages, versions, grids, memberships, search_rows)
@@ -187,9 +350,11 @@ def _categories() -> tuple[Category, ...]:
     )
 
 
-def _sparse_ids(rng: random.Random, count: int, space: int) -> list[int]:
-    """`count` ids from 1..space: the gaps are rows deleted over the years."""
-    return sorted(rng.sample(range(1, max(space, count) + 1), count))
+def _ids(rng: random.Random, known: int, count: int, space: int) -> list[int]:
+    """`count` ids: 1..known for the well-known rows, then sparse ones up to about `space` (the
+    gaps are rows deleted over the years)."""
+    sparse = range(known + 1, max(space, count) + 1)
+    return [*range(1, known + 1), *sorted(rng.sample(sparse, count - known))]
 
 
 def _spread(index: int, count: int) -> int:
@@ -309,23 +474,26 @@ def _packages(
     rng: random.Random, ids: list[int], users: Sequence[str]
 ) -> tuple[tuple[PackageRow, ...], tuple[VersionRow, ...]]:
     step = (NOW - START - timedelta(days=30)).total_seconds() / ids[-1]
-    quirks = {_spread(i, len(ids)): quirk for i, quirk in enumerate(_QUIRK_PACKAGES)}
-    taken = {slug for _, slug, _ in _QUIRK_PACKAGES}
+    known = len(_KNOWN_PACKAGES)
+    quirks = {known + _spread(i, len(ids) - known): q for i, q in enumerate(_QUIRK_PACKAGES)}
+    taken = {slug for _, slug, _ in _QUIRK_PACKAGES} | {row[1] for row in _KNOWN_PACKAGES}
     titles: list[str] = []
     packages: list[PackageRow] = []
     versions: list[VersionRow] = []
     version_id = 0
     for index, id_ in enumerate(ids):
         created = _created(rng, id_, step)
-        if index in quirks:
+        watchers = int(rng.lognormvariate(3.0, 1.6))
+        category_id = rng.choices((1, 2, 3, 4), weights=_CATEGORY_WEIGHTS)[0]
+        if index < known:
+            title, slug, category_id, watchers, description, _ = _KNOWN_PACKAGES[index]
+        elif index in quirks:
             title, slug, description = quirks[index]
         else:
             duplicate = titles and rng.random() < 0.02
             title = rng.choice(titles) if duplicate else _package_title(rng)
             slug, description = _unique(_slugify(title), taken), _description(rng)
         titles.append(title)
-        watchers = int(rng.lognormvariate(3.0, 1.6))
-        category_id = rng.choices((1, 2, 3, 4), weights=_CATEGORY_WEIGHTS)[0]
         owner = rng.choice(users).lower()
         host = rng.choices(("github.com", "gitlab.com", "bitbucket.org"), weights=(88, 7, 5))[0]
         repo_url = f"https://{host}/{owner}/{slug}"
@@ -334,6 +502,8 @@ def _packages(
         if rng.random() >= 0.08:
             earliest = max(START - timedelta(days=700), created - timedelta(days=365))
             last_commit_date = _stamp(rng, earliest, NOW).replace(microsecond=0)
+        if index < known:  # maintained: a commit within the last month
+            last_commit_date = _stamp(rng, NOW - timedelta(days=30), NOW).replace(microsecond=0)
         last_fetched = None
         if rng.random() >= 0.06:
             last_fetched = _stamp(rng, max(created, NOW - timedelta(days=40)), NOW)
@@ -341,7 +511,7 @@ def _packages(
         modified = _stamp(rng, modified, modified + timedelta(seconds=1))
 
         latest_version_id = None
-        has_pypi = rng.random() < (0.85 if category_id in (1, 2) else 0.2)
+        has_pypi = rng.random() < (0.85 if category_id in (1, 2) else 0.2) or index < known
         if has_pypi:
             count = min(12, 1 + int(rng.expovariate(0.25)))
             uploaded = created
@@ -391,9 +561,10 @@ def _grids(rng: random.Random, ids: list[int]) -> tuple[Grid, ...]:
     step = (NOW - START - timedelta(days=200)).total_seconds() / ids[-1]
     taken: set[str] = set()
     grids = []
+    fixed = _KNOWN_GRIDS + _QUIRK_GRIDS
     for index, id_ in enumerate(ids):
-        if index < len(_QUIRK_GRIDS):
-            title, slug, description = _QUIRK_GRIDS[index]
+        if index < len(fixed):
+            title, slug, description = fixed[index]
             taken.add(slug)
         else:
             topic = rng.choice(_GRID_TOPICS)
@@ -433,6 +604,9 @@ def _memberships(
     quirk_ids: set[int],
 ) -> tuple[GridPackageRow, ...]:
     """Rows in insertion (creation) order: neither grid id nor package id order."""
+    known_grids = {grid.slug: grid for grid in grids[: len(_KNOWN_GRIDS)]}
+    known_packages = {row[1]: row[5] for row in _KNOWN_PACKAGES}
+    quirk_grid = grids[len(_KNOWN_GRIDS) + 1]
     popularity = [rng.lognormvariate(0, 0.6) / (rank + 2) ** 0.6 for rank in range(len(grids))]
     rng.shuffle(popularity)
     cumulative = list(accumulate(popularity))
@@ -444,7 +618,9 @@ def _memberships(
             grid = rng.choices(grids, cum_weights=cumulative)[0]
             chosen.setdefault(grid.id, grid)
         if package.id in quirk_ids:  # one grid holds every quirk, to test title ordering
-            chosen.setdefault(grids[1].id, grids[1])
+            chosen.setdefault(quirk_grid.id, quirk_grid)
+        for slug in known_packages.get(package.slug, ()):  # where the site lists it
+            chosen.setdefault(known_grids[slug].id, known_grids[slug])
         for grid in chosen.values():
             joined = max(package.created, grid.created)
             delay = timedelta(seconds=rng.expovariate(1 / (120 * DAY)))

@@ -8,7 +8,7 @@ here: the schema without federation, and its SDL, stay exactly as they are.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from aiodataloader import DataLoader
@@ -65,11 +65,20 @@ class FederatedSchema(GatewaySchema, strawberry.federation.Schema):
     def entities_resolver(
         self, info: strawberry.Info, representations: list[FederationAny]
     ) -> list[FederationAny]:
-        """Strawberry's, once each representation is known to name one of our entities."""
-        for representation in representations:
-            if not isinstance(representation, dict):
-                raise BadUserInput("A representation must be an object")
-            if representation.get("__typename") not in ENTITY_NAMES:
-                names = ", ".join(sorted(ENTITY_NAMES))
-                raise BadUserInput(f"A representation's __typename must be one of {names}")
-        return super().entities_resolver(info, representations)
+        """Strawberry's for the representations that name one of our entities; each other one
+        fails on its own, as routers expect of a subgraph (an error at `["_entities", i]`)."""
+        refusals = [_refusal(representation) for representation in representations]
+        named = [r for r, refusal in zip(representations, refusals, strict=True) if refusal is None]
+        resolved = iter(super().entities_resolver(info, named))
+        # An exception in the list is that item's error (graphql-core raises it at its path).
+        return [next(resolved) if refusal is None else cast(Any, refusal) for refusal in refusals]
+
+
+def _refusal(representation: object) -> BadUserInput | None:
+    """Why `representation` names none of our entities, or None when it names one."""
+    if not isinstance(representation, dict):
+        return BadUserInput("A representation must be an object")
+    if representation.get("__typename") not in ENTITY_NAMES:
+        names = ", ".join(sorted(ENTITY_NAMES))
+        return BadUserInput(f"A representation's __typename must be one of {names}")
+    return None

@@ -24,8 +24,9 @@ from gateway.loaders.sql.writer import write_dataset
 
 __all__ = ["default_database_path", "open_embedded"]
 
-# Raised whenever the gateway starts to need more of its own database (2: the sort-key tables).
-LAYOUT_VERSION = 2
+# Raised whenever the gateway starts to need more of its own database (2: the sort-key tables)
+# or the demo dataset changes (3: the well-known packages and grids).
+LAYOUT_VERSION = 3
 
 
 def default_database_path() -> Path:
