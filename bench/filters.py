@@ -35,12 +35,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from gateway.app import schema_for
+from gateway.backends import BackendFactory, open_backend
 from gateway.config import Settings
 from gateway.demo.dataset import NOW, generate
+from gateway.demo.embedded import open_embedded
 from gateway.errors import response_body
-from gateway.loaders.factory import BackendFactory, open_backend
 from gateway.loaders.loaders import Loaders
-from gateway.loaders.sql.embedded import open_embedded
 from gateway.loaders.sql.rows import Dataset
 from gateway.schema.context import Context
 from tests.fake_upstream import serve_upstream

@@ -53,6 +53,7 @@ from gateway import (
     response_cache,
     tracing,
 )
+from gateway.backends import BackendFactory, OpenBackend, open_backend
 from gateway.config import Settings, answer_settings, cors_origins
 from gateway.cors import cors
 from gateway.errors import (
@@ -67,7 +68,6 @@ from gateway.errors import (
 from gateway.interrupt import Interruptible
 from gateway.limits import QueryLimits
 from gateway.loaders.backend import Backend
-from gateway.loaders.factory import BackendFactory, OpenBackend, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
 from gateway.persisted import PersistedQueries

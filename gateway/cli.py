@@ -148,7 +148,7 @@ def _configuration(args: argparse.Namespace) -> Configuration:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.loaders.factory import check_backend
+    from gateway.backends import check_backend
 
     settings = _configuration(args).settings
     # Once, here: a backend that cannot serve stops start-up with one line, before any worker.
@@ -191,7 +191,7 @@ async def run_query(
 ) -> GraphQLHTTPResponse:
     """`gateway query`: one operation, in this process, over the backend `settings` name."""
     from gateway.app import schema_for
-    from gateway.loaders.factory import open_backend
+    from gateway.backends import open_backend
     from gateway.run import run_operation
 
     schema = schema_for(settings)

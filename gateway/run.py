@@ -7,9 +7,9 @@ from typing import Any
 
 from strawberry.http import GraphQLHTTPResponse
 
+from gateway.backends import BackendFactory
 from gateway.errors import response_body
 from gateway.limits import in_time
-from gateway.loaders.factory import BackendFactory
 from gateway.loaders.loaders import Loaders
 from gateway.schema import GatewaySchema
 from gateway.schema.context import Context

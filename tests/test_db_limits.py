@@ -19,9 +19,9 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
 from gateway.app import schema_for
+from gateway.backends import open_backend
 from gateway.config import Settings
 from gateway.errors import response_body
-from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.sql.backend import SqlBackend
 from gateway.loaders.sql.engine import MAX_OVERFLOW, POOL_SIZE, create_engine

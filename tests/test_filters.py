@@ -41,11 +41,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import schema_for
+from gateway.backends import open_backend
 from gateway.config import Settings
 from gateway.demo.dataset import NOW, generate
 from gateway.errors import response_body
 from gateway.loaders.backend import Backend
-from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Category, Grid
 from gateway.loaders.sql.backend import SqlBackend

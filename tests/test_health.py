@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
+from gateway.backends import Check, OpenBackend
 from gateway.loaders.backend import Backend
-from gateway.loaders.factory import Check, OpenBackend
 from gateway.loaders.rest import client as rest_client
 from gateway.loaders.rest.breaker import BREAKER_COOL_DOWN, BREAKER_THRESHOLD
 from gateway.loaders.sql.engine import create_engine

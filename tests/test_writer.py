@@ -21,11 +21,11 @@ from sqlalchemy import Table, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.demo import embedded
 from gateway.demo.dataset import generate
+from gateway.demo.embedded import default_database_path, open_embedded
 from gateway.errors import ConfigError
 from gateway.loaders.records import Category, Grid
-from gateway.loaders.sql import embedded
-from gateway.loaders.sql.embedded import default_database_path, open_embedded
 from gateway.loaders.sql.engine import create_engine
 from gateway.loaders.sql.rows import Dataset, GridPackageRow, PackageRow, SearchRow, VersionRow
 from gateway.loaders.sql.tables import category, grid, grid_package, package, search, version

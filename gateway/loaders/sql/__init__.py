@@ -5,6 +5,6 @@ Bottom up: `rows.py` (the tables' rows as the gateway writes them), `tables.py` 
 `failures.py` (what a client is told when the database fails), `features.py` (what a database
 offers); the statements, `search.py` and `sort_keys.py`; `backend.py` (`SqlBackend`, one
 statement per batch). `writer.py` writes a `Dataset` in one transaction for `mirror.py` (an
-APIv4 copied into the tables) and `embedded.py` (the demo catalogue as a SQLite file). Each
+APIv4 copied into the tables) and for the embedded catalogue (`gateway/demo/embedded.py`). Each
 module imports only modules named before it.
 """

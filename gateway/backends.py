@@ -90,8 +90,8 @@ async def open_backend(
             yield rest
         return
 
+    from gateway.demo.embedded import open_embedded
     from gateway.loaders.sql.backend import SqlBackend
-    from gateway.loaders.sql.embedded import open_embedded
     from gateway.loaders.sql.engine import create_engine
     from gateway.loaders.sql.features import check_database, database_ready, inspect_database
 
