@@ -19,6 +19,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 
+from gateway.demo.known import (
+    CATEGORIES,
+    KNOWN_GRIDS,
+    KNOWN_PACKAGES,
+    QUIRK_GRIDS,
+    QUIRK_PACKAGES,
+)
 from gateway.loaders.records import Category, Grid
 from gateway.loaders.sql.rows import (
     Dataset,
@@ -38,208 +45,7 @@ NOW = datetime(2026, 2, 15, 14, 5, 26, tzinfo=UTC)
 SEARCH_BUILT = datetime(2026, 2, 15, 6, 0, 12, tzinfo=UTC)
 DAY = 86_400.0
 
-_CATEGORIES = (
-    (1, "App", "apps", "Apps", True, "Small components used to build projects."),
-    (2, "Framework", "frameworks", "Frameworks", True, "Large efforts that combine many modules."),
-    (3, "Other", "others", "Other", False, "Other are not installed by pip, or are not apps."),
-    (4, "Project", "projects", "Projects", False, "Individual Django-powered sites and templates."),
-)
 _CATEGORY_WEIGHTS = (75, 8, 7, 10)
-
-# (title, slug, description): the site's well-known grids, with ids 1, 2, … at every scale.
-_KNOWN_GRIDS = (
-    ("Admin interface", "admin-interface", "Packages that change or extend the Django admin."),
-    ("CMS", "cms", "Content management systems built on Django."),
-    ("REST frameworks", "rest-frameworks", "Toolkits for building REST APIs with Django."),
-    ("Debugging tools", "debugging-tools", "Inspect requests, queries and templates."),
-    ("Authentication", "authentication", "Sign-in, sign-up, social accounts and permissions."),
-    ("Task queues", "task-queues", "Run work in the background, outside the request 🚀"),
-    ("Filters", "filters", "Filter querysets from request parameters."),
-    ("Forms", "forms", "Render, validate and lay out forms."),
-)
-# (title, slug, category id, stars, description, grid slugs): the well-known packages, with ids
-# 1, 2, … at every scale, a PyPI release and a recent commit; each also joins generated grids.
-_KNOWN_PACKAGES = (
-    (
-        "django-debug-toolbar",
-        "django-debug-toolbar",
-        1,
-        8_200,
-        "A configurable set of panels that display debug information about the request.",
-        ("debugging-tools",),
-    ),
-    (
-        "Django REST framework",
-        "djangorestframework",
-        1,
-        29_000,
-        "Web APIs for Django. 🎸",
-        ("rest-frameworks",),
-    ),
-    (
-        "django-filter",
-        "django-filter",
-        1,
-        4_500,
-        "A generic system for filtering Django QuerySets based on user selections.",
-        ("filters", "rest-frameworks"),
-    ),
-    (
-        "Wagtail",
-        "wagtail",
-        2,
-        19_000,
-        "A Django content management system focused on flexibility and user experience.",
-        ("cms", "admin-interface"),
-    ),
-    (
-        "django CMS",
-        "django-cms",
-        2,
-        10_500,
-        "The easy-to-use and developer-friendly enterprise CMS powered by Django.",
-        ("cms", "admin-interface"),
-    ),
-    ("Celery", "celery", 3, 25_000, "Distributed task queue.", ("task-queues",)),
-    (
-        "django-allauth",
-        "django-allauth",
-        1,
-        9_800,
-        "Authentication, registration, account management and social accounts for Django.",
-        ("authentication",),
-    ),
-    (
-        "django-crispy-forms",
-        "django-crispy-forms",
-        1,
-        5_100,
-        "The best way to have DRY Django forms.",
-        ("forms",),
-    ),
-    (
-        "django-extensions",
-        "django-extensions",
-        1,
-        6_600,
-        "A collection of custom extensions for the Django Framework.",
-        ("debugging-tools",),
-    ),
-    (
-        "django-grappelli",
-        "django-grappelli",
-        1,
-        3_500,
-        "A jazzy skin for the Django admin interface.",
-        ("admin-interface",),
-    ),
-    (
-        "django-import-export",
-        "django-import-export",
-        1,
-        3_200,
-        "Import and export data in many formats, from the Django admin.",
-        ("admin-interface",),
-    ),
-    ("Mezzanine", "mezzanine", 2, 4_700, "CMS framework for Django.", ("cms", "admin-interface")),
-    (
-        "django-guardian",
-        "django-guardian",
-        1,
-        3_700,
-        "Per object permissions for Django.",
-        ("authentication",),
-    ),
-    (
-        "drf-spectacular",
-        "drf-spectacular",
-        1,
-        2_600,
-        "Sane and flexible OpenAPI 3 schema generation for Django REST framework.",
-        ("rest-frameworks",),
-    ),
-    (
-        "Django Ninja",
-        "django-ninja",
-        2,
-        8_000,
-        "Fast, async-ready web framework for building APIs with Django and Python type hints.",
-        ("rest-frameworks",),
-    ),
-    (
-        "django-rq",
-        "django-rq",
-        1,
-        1_900,
-        "A simple app that provides Django integration for RQ (Redis Queue).",
-        ("task-queues",),
-    ),
-    (
-        "django-celery-beat",
-        "django-celery-beat",
-        1,
-        1_800,
-        "Celery periodic tasks backed by the Django ORM.",
-        ("task-queues",),
-    ),
-    (
-        "django-storages",
-        "django-storages",
-        1,
-        2_800,
-        "A collection of custom storage backends for Django.",
-        (),
-    ),
-    (
-        "django-environ",
-        "django-environ",
-        1,
-        3_100,
-        "Configure your Django application with environment variables.",
-        (),
-    ),
-    (
-        "django-cors-headers",
-        "django-cors-headers",
-        1,
-        5_400,
-        "Django app for handling the server headers required for CORS.",
-        (),
-    ),
-)
-
-# (title, slug, description): present at every scale, so small test datasets carry the quirks too.
-_QUIRK_PACKAGES = (
-    ("django-foo", "django-foo", "The original :gear: foo."),
-    ("Django-Foo", "django-foo-2", 'A "Foo" fork with capitals.'),
-    ("DJANGO-FOO", "django-foo-3", "Shouting foo.\nNow with newlines."),
-    ("django-twin", "django-twin", "One of two packages with the same title."),
-    ("django-twin", "django-twin-2", "The other one of the twins."),
-    ("Robert'); DROP TABLE package_package;--", "robert-drop-table", "Little Bobby Tables' app."),
-    (
-        "select * from grids",
-        "select-from-grids",
-        "SELECT title FROM package WHERE 1=1; -- :rocket:",
-    ),
-    ("100% Coverage", "100-coverage", "Reports 100% of lines; matches LIKE '%' and '_'."),
-    ("O'Reilly's utils", "oreillys_utils", "It's \"quoted\" and 'single-quoted'."),
-    ("django_under_score", "django_under_score", "Underscores _ in slug and title."),
-    ("Джанго утилиты", "dzhango-utility", "Утилиты для Django: формы, кеш и ✨ магия."),
-    ("日本語テンプレート", "nihongo-template", "Djangoのための日本語テンプレート集 :sparkles:"),
-    ("Café Crème", "cafe-creme", "Crème brûlée, naïve café, résumé — à la carte."),
-    ("🚀 Rocket Admin", "rocket-admin", ":rocket: A faster admin 🚀 with :snake: and :zap:."),
-    ("zzz-last", "zzz-last", ""),
-    ("Aardvark", "aardvark", "Capital A sorts before every lower-case title under C collation."),
-)
-_QUIRK_GRIDS = (
-    (
-        "Health checkers",
-        "healt-checkers",
-        "Packages that enables Django's health check (eg: is alive, can talk to database, etc...)",
-    ),
-    ('Quirks & "Edge" cases', "quirks-edge-cases", "Every odd title in one grid :gear:"),
-    ("国際化 (i18n)", "i18n", "Internationalisation — 国際化, интернационализация."),
-)
 
 # fmt: off
 _WORDS = (
@@ -318,16 +124,16 @@ def generate(scale: float = 1.0, seed: int = 0) -> Dataset:
     rng = random.Random(seed)
     categories = _categories()
     users = _usernames(rng, max(40, round(1200 * scale)))
-    known_packages, known_grids = len(_KNOWN_PACKAGES), len(_KNOWN_GRIDS)
-    n_packages = max(known_packages + len(_QUIRK_PACKAGES), round(5400 * scale))
-    n_grids = max(known_grids + len(_QUIRK_GRIDS), round(420 * scale))
+    known_packages, known_grids = len(KNOWN_PACKAGES), len(KNOWN_GRIDS)
+    n_packages = max(known_packages + len(QUIRK_PACKAGES), round(5400 * scale))
+    n_grids = max(known_grids + len(QUIRK_GRIDS), round(420 * scale))
     package_ids = _ids(rng, known_packages, n_packages, round(6000 * scale))
     grid_ids = _ids(rng, known_grids, n_grids, round(450 * scale))
     packages, versions = _packages(rng, package_ids, users)
     grids = _grids(rng, grid_ids)
     generated = n_packages - known_packages
     quirk_ids = {
-        package_ids[known_packages + _spread(i, generated)] for i in range(len(_QUIRK_PACKAGES))
+        package_ids[known_packages + _spread(i, generated)] for i in range(len(QUIRK_PACKAGES))
     }
     memberships = _memberships(rng, packages, grids, quirk_ids)
     search_rows = _search_rows(rng, categories, packages, versions, grids, memberships)
@@ -346,7 +152,7 @@ def _categories() -> tuple[Category, ...]:
             created=START + timedelta(days=id_, microseconds=137_000 * id_ + 1),
             modified=START + timedelta(days=900 + id_, microseconds=251_000 * id_ + 7),
         )
-        for id_, title, slug, plural, show_pypi, description in _CATEGORIES
+        for id_, title, slug, plural, show_pypi, description in CATEGORIES
     )
 
 
@@ -359,7 +165,7 @@ def _ids(rng: random.Random, known: int, count: int, space: int) -> list[int]:
 
 def _spread(index: int, count: int) -> int:
     """Where the index-th quirk goes among `count` rows: spread evenly, first to last."""
-    return round(index * (count - 1) / (len(_QUIRK_PACKAGES) - 1))
+    return round(index * (count - 1) / (len(QUIRK_PACKAGES) - 1))
 
 
 def _usernames(rng: random.Random, count: int) -> list[str]:
@@ -474,9 +280,9 @@ def _packages(
     rng: random.Random, ids: list[int], users: Sequence[str]
 ) -> tuple[tuple[PackageRow, ...], tuple[VersionRow, ...]]:
     step = (NOW - START - timedelta(days=30)).total_seconds() / ids[-1]
-    known = len(_KNOWN_PACKAGES)
-    quirks = {known + _spread(i, len(ids) - known): q for i, q in enumerate(_QUIRK_PACKAGES)}
-    taken = {slug for _, slug, _ in _QUIRK_PACKAGES} | {row[1] for row in _KNOWN_PACKAGES}
+    known = len(KNOWN_PACKAGES)
+    quirks = {known + _spread(i, len(ids) - known): q for i, q in enumerate(QUIRK_PACKAGES)}
+    taken = {slug for _, slug, _ in QUIRK_PACKAGES} | {row[1] for row in KNOWN_PACKAGES}
     titles: list[str] = []
     packages: list[PackageRow] = []
     versions: list[VersionRow] = []
@@ -486,7 +292,7 @@ def _packages(
         watchers = int(rng.lognormvariate(3.0, 1.6))
         category_id = rng.choices((1, 2, 3, 4), weights=_CATEGORY_WEIGHTS)[0]
         if index < known:
-            title, slug, category_id, watchers, description, _ = _KNOWN_PACKAGES[index]
+            title, slug, category_id, watchers, description, _ = KNOWN_PACKAGES[index]
         elif index in quirks:
             title, slug, description = quirks[index]
         else:
@@ -561,7 +367,7 @@ def _grids(rng: random.Random, ids: list[int]) -> tuple[Grid, ...]:
     step = (NOW - START - timedelta(days=200)).total_seconds() / ids[-1]
     taken: set[str] = set()
     grids = []
-    fixed = _KNOWN_GRIDS + _QUIRK_GRIDS
+    fixed = KNOWN_GRIDS + QUIRK_GRIDS
     for index, id_ in enumerate(ids):
         if index < len(fixed):
             title, slug, description = fixed[index]
@@ -604,9 +410,9 @@ def _memberships(
     quirk_ids: set[int],
 ) -> tuple[GridPackageRow, ...]:
     """Rows in insertion (creation) order: neither grid id nor package id order."""
-    known_grids = {grid.slug: grid for grid in grids[: len(_KNOWN_GRIDS)]}
-    known_packages = {row[1]: row[5] for row in _KNOWN_PACKAGES}
-    quirk_grid = grids[len(_KNOWN_GRIDS) + 1]
+    known_grids = {grid.slug: grid for grid in grids[: len(KNOWN_GRIDS)]}
+    known_packages = {row[1]: row[5] for row in KNOWN_PACKAGES}
+    quirk_grid = grids[len(KNOWN_GRIDS) + 1]
     popularity = [rng.lognormvariate(0, 0.6) / (rank + 2) ** 0.6 for rank in range(len(grids))]
     rng.shuffle(popularity)
     cumulative = list(accumulate(popularity))
