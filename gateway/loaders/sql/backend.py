@@ -11,35 +11,25 @@ orders are part of that statement (sort_keys.py). A failure of the database is a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import (
     CTE,
     JSON,
     BigInteger,
-    ColumnElement,
-    DateTime,
     Executable,
-    FromClause,
-    Integer,
     Row,
     Select,
     Table,
-    Text,
-    case,
-    cast,
     column,
     func,
     literal,
-    null,
     select,
     true,
-    type_coerce,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.types import TypeEngine
 
 from gateway import observe
 from gateway.errors import DatabaseError
@@ -57,10 +47,10 @@ from gateway.loaders.records import (
 )
 from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.features import SqlFeatures
+from gateway.loaders.sql.relations import Relation, key_of, kind_of
 from gateway.loaders.sql.search import search_hit, search_statement
 from gateway.loaders.sql.sort_keys import Key, Plan, Plans, beyond
 from gateway.loaders.sql.tables import (
-    UTCDateTime,
     category,
     grid,
     grid_package,
@@ -73,15 +63,6 @@ __all__ = ["SqlBackend"]
 R = TypeVar("R")
 
 _WINDOW_COLUMNS = ("slot", "parent", "shape", "size", "backward")
-
-# A relation's rows carry their order's key, in columns a UNION ALL of shapes can share: its
-# first two terms, each in the column of its kind (the others null).
-_KEY_KINDS: dict[str, TypeEngine[Any]] = {
-    "int": BigInteger(),
-    "text": Text(),
-    "time": UTCDateTime(),
-}
-_KEY_TERMS = 2
 
 # Ids and offsets are bigint in the database: anything larger cannot exist or be reached.
 _BIGINT_MAX = 2**63 - 1
@@ -118,68 +99,6 @@ def _by_id(rows: Sequence[Row[Any]], build: Callable[[Row[Any]], R]) -> dict[int
 def _newest(table: Table) -> tuple[Key]:
     """The upstream's order of a list: newest id first."""
     return (Key(table.c.id, descending=True),)
-
-
-def _kind(key: Key) -> str:
-    """Which key column a term's values go in."""
-    if isinstance(key.value.type, Integer):
-        return "int"
-    return "time" if isinstance(key.value.type, DateTime | UTCDateTime) else "text"
-
-
-def _key_of(row: Row[Any], kinds: Sequence[str]) -> tuple[Any, ...]:
-    """A relation row's key, read back from the columns of its kinds."""
-    return tuple(getattr(row, f"key_{term}_{kind}") for term, kind in enumerate(kinds))
-
-
-def _count_of(condition: ColumnElement[bool] | None, partition: ColumnElement[int]) -> Any:
-    """How many of a parent's rows meet `condition` (all of them without one)."""
-    if condition is None:
-        return func.count().over(partition_by=partition)
-    return func.sum(case((condition, 1), else_=0)).over(partition_by=partition)
-
-
-class _Relation(NamedTuple):
-    """A relation's narrow rows: which parent each belongs to, and which member it pages."""
-
-    members: FromClause
-    parent: ColumnElement[int]
-    member: ColumnElement[int]
-
-    def ranked(self, plan: Plan, shape: int, slice: Slice, wanted: CTE) -> Select[Any]:
-        """The members of the parents `wanted` asks for in this shape, numbered and counted,
-        with their keys and where the shape's cursors fall (`lower`, `upper`)."""
-        asked = select(wanted.c.parent).where(wanted.c.shape == shape)
-        past = None if slice.after is None else beyond(plan.keys, slice.after, later=True)
-        short = None if slice.before is None else beyond(plan.keys, slice.before, later=False)
-        total = _count_of(None, self.parent)
-        lower = literal(0, BigInteger) if past is None else total - _count_of(past, self.parent)
-        keys: list[ColumnElement[Any]] = []
-        for term in range(_KEY_TERMS):
-            key = plan.keys[term] if term < len(plan.keys) else None
-            for kind, type_ in _KEY_KINDS.items():
-                value: ColumnElement[Any]
-                if key is not None and _kind(key) == kind:
-                    value = type_coerce(key.value, type_)  # no CAST: SQLite's would convert
-                else:
-                    value = cast(null(), type_)  # typed, for PostgreSQL's UNION
-                keys.append(value.label(f"key_{term}_{kind}"))
-        return plan.apply(
-            select(
-                self.parent.label("parent"),
-                self.member.label("member"),
-                func.row_number()
-                .over(partition_by=self.parent, order_by=plan.order_by())
-                .label("position"),
-                total.label("total"),
-                lower.label("lower"),
-                _count_of(short, self.parent).label("upper"),
-                *keys,
-                literal(shape, BigInteger).label("shape"),
-            )
-            .select_from(self.members)
-            .where(self.parent.in_(asked))
-        )
 
 
 class SqlBackend:
@@ -288,7 +207,7 @@ class SqlBackend:
     async def _pages(
         self,
         windows: Sequence[Window],
-        relation: _Relation,
+        relation: Relation,
         plan_of: Callable[[Window], Plan],
         records: Select[Any],
         build: Callable[[Row[Any]], R],
@@ -347,7 +266,7 @@ class SqlBackend:
             )
             .order_by(wanted.c.slot, position)
         )
-        kinds = [[_kind(key) for key in plan.keys] for plan, _ in plans]
+        kinds = [[kind_of(key) for key in plan.keys] for plan, _ in plans]
         items: list[list[R]] = [[] for _ in windows]
         keys: list[list[Any]] = [[] for _ in windows]
         bounds = [(0, 0, 0)] * len(windows)
@@ -359,14 +278,14 @@ class SqlBackend:
                 if record is None:
                     record = built[row.id] = build(row)
                 items[row.slot].append(record)
-                keys[row.slot].append(_key_of(row, kinds[shape_of[row.slot]]))
+                keys[row.slot].append(key_of(row, kinds[shape_of[row.slot]]))
         return [
             Page(page, total, key, lower, upper)
             for page, key, (total, lower, upper) in zip(items, keys, bounds, strict=True)
         ]
 
     async def _totals(
-        self, windows: Sequence[Window], relation: _Relation, parents: set[int]
+        self, windows: Sequence[Window], relation: Relation, parents: set[int]
     ) -> list[Page[R]]:
         """Only sizes were asked for (`packageCount`, `gridCount`): count, rank nothing."""
         statement = (
@@ -383,7 +302,7 @@ class SqlBackend:
         by_title = (Key(self.plans.in_byte_order(package.c.title)), Key(package.c.id))
         return await self._pages(
             windows,
-            _Relation(
+            Relation(
                 grid_package.join(package, package.c.id == grid_package.c.package_id),
                 grid_package.c.grid_id,
                 package.c.id,
@@ -397,7 +316,7 @@ class SqlBackend:
         in_membership_order = (Key(grid_package.c.id),)
         return await self._pages(
             windows,
-            _Relation(grid_package, grid_package.c.package_id, grid_package.c.grid_id),
+            Relation(grid_package, grid_package.c.package_id, grid_package.c.grid_id),
             lambda window: self.plans.grids(
                 window.order, grid_package.c.grid_id, in_membership_order
             ),
@@ -408,7 +327,7 @@ class SqlBackend:
     async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
         return await self._pages(
             windows,
-            _Relation(package, package.c.category_id, package.c.id),
+            Relation(package, package.c.category_id, package.c.id),
             lambda window: self.plans.packages(window.filter, window.order, _newest(package)),
             _PACKAGES,
             _package,
