@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import strawberry
 from strawberry.relay.utils import from_base64, to_base64
@@ -61,15 +61,38 @@ def shown(value: str) -> str:
     return repr(value) if len(value) <= 80 else repr(value[:80]) + "…"
 
 
-def window(first: int | None, after: str | None, shape: str = "") -> tuple[int, int]:
-    """Validate `first`/`after` and turn them into (offset, limit); `after` may be unset."""
+class Paging(NamedTuple):
+    """Where a connection's page lies in its list (`limit` items from `offset`), and the
+    list's shape, which its cursors carry."""
+
+    offset: int
+    limit: int
+    shape: str = ""
+
+    def cursor(self, index: int) -> str:
+        """The cursor of the page's item at `index`."""
+        return cursor_of(self.offset + index, self.shape)
+
+    def has_next_page(self, total: int) -> bool:
+        return self.offset + self.limit < total
+
+    @property
+    def has_previous_page(self) -> bool:
+        return self.offset > 0
+
+
+def paging(first: int | None, after: str | None, *shape: object) -> Paging:
+    """Validate `first`/`after` of a list with this filter and order (`shape`) and place its
+    page; `after` may be unset."""
     limit = DEFAULT_FIRST if first is None else first
     if limit < 0:
         raise BadUserInput("`first` may not be negative")
     if limit > MAX_FIRST:
         raise BadUserInput(f"`first` may not exceed {MAX_FIRST}, got {limit}")
-    offset = 0 if after is None or after is strawberry.UNSET else offset_of(after, shape) + 1
-    return offset, limit
+    cursor_shape = shape_of(*shape)
+    if after is None or after is strawberry.UNSET:
+        return Paging(0, limit, cursor_shape)
+    return Paging(offset_of(after, cursor_shape) + 1, limit, cursor_shape)
 
 
 @strawberry.type(description="Information to aid in pagination.")
@@ -94,17 +117,15 @@ class Connection(Generic[T]):
     total_count: int
 
 
-def connection(
-    nodes: Sequence[T], offset: int, limit: int, total: int, shape: str = ""
-) -> Connection[T]:
-    """The connection for `nodes`, the window of `limit` items at `offset` in `total`."""
-    edges = [Edge(cursor=cursor_of(offset + i, shape), node=node) for i, node in enumerate(nodes)]
+def connection(nodes: Sequence[T], page: Paging, total: int) -> Connection[T]:
+    """The connection for `nodes`, the page `page` places in a list of `total` items."""
+    edges = [Edge(cursor=page.cursor(i), node=node) for i, node in enumerate(nodes)]
     return Connection(
         edges=edges,
         nodes=list(nodes),
         page_info=PageInfo(
-            has_next_page=offset + limit < total,
-            has_previous_page=offset > 0,
+            has_next_page=page.has_next_page(total),
+            has_previous_page=page.has_previous_page,
             start_cursor=edges[0].cursor if edges else None,
             end_cursor=edges[-1].cursor if edges else None,
         ),

@@ -11,7 +11,8 @@ from aiodataloader import DataLoader
 from strawberry.relay.utils import from_base64
 
 from gateway.errors import BadUserInput
-from gateway.loaders.records import Page
+from gateway.loaders.loaders import Loaders
+from gateway.loaders.records import Page, SearchHit
 from gateway.schema.context import Info
 from gateway.schema.inputs import (
     MAX_SLUG,
@@ -29,32 +30,34 @@ from gateway.schema.pagination import (
     Connection,
     connection,
     is_number,
-    shape_of,
+    paging,
     shown,
-    window,
 )
-from gateway.schema.types import Category, Grid, Node, Package, SearchResult
+from gateway.schema.types import Category, Grid, Node, Package, SearchResult, found
 
 
-async def _lookup(
+def lookup(
     id: int | None, slug: str | None, by_id: DataLoader[int, Any], by_slug: DataLoader[str, Any]
-) -> Any:
-    """One record by id or by slug; `id` and `slug` have no defaults, so unset is UNSET."""
+) -> Awaitable[Any] | None:
+    """One record by id or by slug, as its loader's future; None when none can match.
+
+    `id` and `slug` have no defaults, so unset is UNSET (or absent, to the engine).
+    """
     if isinstance(id, int) and not isinstance(slug, str):
-        return await by_id.load(id)
+        return by_id.load(id)
     if isinstance(slug, str) and not isinstance(id, int):
         # No slug is longer than its column (at most 100 characters) or holds a NUL (which
         # PostgreSQL cannot even receive): no need to ask.
-        return await by_slug.load(slug) if len(slug) <= MAX_SLUG and "\x00" not in slug else None
+        return by_slug.load(slug) if len(slug) <= MAX_SLUG and "\x00" not in slug else None
     raise BadUserInput("Pass exactly one of `id` and `slug`")
 
 
-async def _load_node(info: Info, global_id: str) -> Any:
+def load_node(loaders: Loaders, global_id: str) -> Awaitable[Any] | None:
+    """The record a global id names, as its loader's future; None for an unknown type."""
     try:
         type_name, raw_id = from_base64(global_id)
     except ValueError:
         raise BadUserInput(f"Not a valid node id: {shown(global_id)}") from None
-    loaders = info.context.loaders
     by_type: dict[str, DataLoader[int, Any]] = {
         "Category": loaders.category,
         "Grid": loaders.grid,
@@ -63,36 +66,44 @@ async def _load_node(info: Info, global_id: str) -> Any:
     loader = by_type.get(type_name)
     if loader is None or not is_number(raw_id):
         return None
-    return await loader.load(int(raw_id))
+    return loader.load(int(raw_id))
+
+
+def search(loaders: Loaders, query: str) -> Awaitable[list[SearchHit]]:
+    """The backend's hits for `query`, once it is text a backend can receive."""
+    checked_text("query", query, MAX_TEXT)
+    return loaders.backend.search(query)
 
 
 async def _node(info: Info, id: strawberry.ID) -> Any:
-    return await _load_node(info, id)
+    return await found(load_node(info.context.loaders, id))
 
 
 async def _nodes(info: Info, ids: list[strawberry.ID]) -> list[Any]:
-    return list(await asyncio.gather(*(_load_node(info, id) for id in ids)))
+    loaders = info.context.loaders
+    records = [load_node(loaders, id) for id in ids]
+    return list(await asyncio.gather(*map(found, records)))
 
 
 async def _category(
     info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
 ) -> Any:
     loaders = info.context.loaders
-    return await _lookup(id, slug, loaders.category, loaders.category_by_slug)
+    return await found(lookup(id, slug, loaders.category, loaders.category_by_slug))
 
 
 async def _grid(
     info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
 ) -> Any:
     loaders = info.context.loaders
-    return await _lookup(id, slug, loaders.grid, loaders.grid_by_slug)
+    return await found(lookup(id, slug, loaders.grid, loaders.grid_by_slug))
 
 
 async def _package(
     info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
 ) -> Any:
     loaders = info.context.loaders
-    return await _lookup(id, slug, loaders.package, loaders.package_by_slug)
+    return await found(lookup(id, slug, loaders.package, loaders.package_by_slug))
 
 
 async def _list_page(
@@ -102,10 +113,9 @@ async def _list_page(
     *shape: object,
 ) -> Connection[Any]:
     """A window of a whole list: `load(offset, limit)` with its filter and order (`shape`)."""
-    cursor_shape = shape_of(*shape)
-    offset, limit = window(first, after, cursor_shape)
-    page = await load(offset, limit)
-    return connection(page.items, offset, limit, page.total, cursor_shape)
+    page = paging(first, after, *shape)
+    listed = await load(page.offset, page.limit)
+    return connection(listed.items, page, listed.total)
 
 
 async def _categories(
@@ -153,8 +163,7 @@ async def _packages(
 
 
 async def _search(info: Info, query: str) -> list[Any]:
-    checked_text("query", query, MAX_TEXT)
-    return list(await info.context.loaders.backend.search(query))
+    return list(await search(info.context.loaders, query))
 
 
 @strawberry.type

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
+from operator import attrgetter
 from typing import Any
 
 import strawberry
@@ -21,7 +22,7 @@ from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Page, Window
 from gateway.schema.context import Info
 from gateway.schema.inputs import GridOrder, PackageFilter, PackageOrder, order, package_filter
-from gateway.schema.pagination import DEFAULT_FIRST, Connection, connection, shape_of, window
+from gateway.schema.pagination import DEFAULT_FIRST, Connection, connection, paging
 
 
 def _type_of(record_class: type) -> Any:
@@ -42,14 +43,32 @@ class Node:
         return NODE_TYPE_NAMES.get(type(obj))
 
 
-def _global_id(
+def global_id(
     root: strawberry.Parent[records.Category | records.Grid | records.Package],
 ) -> strawberry.ID:
     return strawberry.ID(to_base64(NODE_TYPE_NAMES[type(root)], root.id))
 
 
-def _database_id(root: strawberry.Parent[records.Category | records.Grid | records.Package]) -> int:
+def database_id(root: strawberry.Parent[records.Category | records.Grid | records.Package]) -> int:
     return root.id
+
+
+async def found(record: Awaitable[Any] | None) -> Any:
+    """What a lookup found: the record its loader's future gives, or None without one."""
+    return None if record is None else await record
+
+
+Relation = Callable[[Loaders], DataLoader[Window, Page[Any]]]
+
+# The loader that windows each relation: asked by the resolvers below and by the engine.
+CATEGORY_PACKAGES: Relation = attrgetter("packages_of_category")
+GRID_PACKAGES: Relation = attrgetter("packages_of_grid")
+PACKAGE_GRIDS: Relation = attrgetter("grids_of_package")
+
+
+def counted(parent: int) -> Window:
+    """The window whose total is a relation's size: empty, and batched like any window."""
+    return Window(parent, 0, 0)
 
 
 async def _window_of(
@@ -60,20 +79,16 @@ async def _window_of(
     filter: records.PackageFilter | None = None,
     order: records.Order | None = None,
 ) -> Connection[Any]:
-    shape = shape_of(filter, order)
-    offset, limit = window(first, after, shape)
-    page = await loader.load(Window(parent, offset, limit, filter, order))
-    return connection(page.items, offset, limit, page.total, shape)
+    page = paging(first, after, filter, order)
+    window = await loader.load(Window(parent, page.offset, page.limit, filter, order))
+    return connection(window.items, page, window.total)
 
 
-async def _count_of(loader: DataLoader[Window, Page[Any]], parent: int) -> int:
-    """A relation's size: the total of an empty window of it, batched like any window."""
-    return (await loader.load(Window(parent, 0, 0))).total
+async def _count_of(relation: Relation, root: Any, info: Info) -> int:
+    return (await relation(info.context.loaders).load(counted(root.id))).total
 
 
-def _packages_of(
-    relation: Callable[[Loaders], DataLoader[Window, Page[records.Package]]],
-) -> Callable[..., Awaitable[Connection[Any]]]:
+def _packages_of(relation: Relation) -> Callable[..., Awaitable[Connection[Any]]]:
     """The resolver of a parent's packages (`Category.packages`, `Grid.packages`), windowed
     by the loader `relation` picks, filtered and ordered as asked."""
 
@@ -99,21 +114,20 @@ async def _package_grids(
     after: str | None = strawberry.UNSET,
     order_by: GridOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    return await _window_of(
-        info.context.loaders.grids_of_package, root.id, first, after, order=order(order_by)
-    )
+    loader = PACKAGE_GRIDS(info.context.loaders)
+    return await _window_of(loader, root.id, first, after, order=order(order_by))
 
 
 async def _category_package_count(root: strawberry.Parent[records.Category], info: Info) -> int:
-    return await _count_of(info.context.loaders.packages_of_category, root.id)
+    return await _count_of(CATEGORY_PACKAGES, root, info)
 
 
 async def _grid_package_count(root: strawberry.Parent[records.Grid], info: Info) -> int:
-    return await _count_of(info.context.loaders.packages_of_grid, root.id)
+    return await _count_of(GRID_PACKAGES, root, info)
 
 
 async def _package_grid_count(root: strawberry.Parent[records.Package], info: Info) -> int:
-    return await _count_of(info.context.loaders.grids_of_package, root.id)
+    return await _count_of(PACKAGE_GRIDS, root, info)
 
 
 async def _package_category(root: strawberry.Parent[records.Package], info: Info) -> Any:
@@ -122,8 +136,8 @@ async def _package_category(root: strawberry.Parent[records.Package], info: Info
 
 @strawberry.type(description="A category of packages: App, Framework, Other, Project.")
 class Category(Node):
-    id: strawberry.ID = strawberry.field(resolver=_global_id)
-    database_id: int = strawberry.field(resolver=_database_id, description="The REST id.")
+    id: strawberry.ID = strawberry.field(resolver=global_id)
+    database_id: int = strawberry.field(resolver=database_id, description="The REST id.")
     title: str
     slug: str
     description: str
@@ -132,7 +146,7 @@ class Category(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages_of(lambda loaders: loaders.packages_of_category),
+        resolver=_packages_of(CATEGORY_PACKAGES),
         description="The packages in this category, newest first unless ordered.",
     )
     package_count: int = strawberry.field(
@@ -143,8 +157,8 @@ class Category(Node):
 
 @strawberry.type(description="A comparison grid of packages.")
 class Grid(Node):
-    id: strawberry.ID = strawberry.field(resolver=_global_id)
-    database_id: int = strawberry.field(resolver=_database_id, description="The REST id.")
+    id: strawberry.ID = strawberry.field(resolver=global_id)
+    database_id: int = strawberry.field(resolver=database_id, description="The REST id.")
     title: str
     slug: str
     description: str
@@ -153,7 +167,7 @@ class Grid(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages_of(lambda loaders: loaders.packages_of_grid),
+        resolver=_packages_of(GRID_PACKAGES),
         description="The packages in this grid, by title unless ordered.",
     )
     package_count: int = strawberry.field(
@@ -164,8 +178,8 @@ class Grid(Node):
 
 @strawberry.type(description="A Django package.")
 class Package(Node):
-    id: strawberry.ID = strawberry.field(resolver=_global_id)
-    database_id: int = strawberry.field(resolver=_database_id, description="The REST id.")
+    id: strawberry.ID = strawberry.field(resolver=global_id)
+    database_id: int = strawberry.field(resolver=database_id, description="The REST id.")
     title: str
     slug: str
     category: Category = strawberry.field(resolver=_package_category)
@@ -204,25 +218,28 @@ class SearchItemType(Enum):
     GRID = "grid"
 
 
-def _item_type(root: strawberry.Parent[records.SearchHit]) -> SearchItemType:
+def item_type(root: strawberry.Parent[records.SearchHit]) -> SearchItemType:
     return SearchItemType(root.item_type)
 
 
+def hit_of(
+    hit: records.SearchHit, kind: SearchItemType, by_slug: DataLoader[str, Any]
+) -> Awaitable[Any] | None:
+    """The package or grid a search hit is, if it is of `kind`, as its loader's future."""
+    return by_slug.load(hit.slug) if hit.item_type == kind.value else None
+
+
 async def _hit_package(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
-    if root.item_type != "package":
-        return None
-    return await info.context.loaders.package_by_slug.load(root.slug)
+    return await found(hit_of(root, SearchItemType.PACKAGE, info.context.loaders.package_by_slug))
 
 
 async def _hit_grid(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
-    if root.item_type != "grid":
-        return None
-    return await info.context.loaders.grid_by_slug.load(root.slug)
+    return await found(hit_of(root, SearchItemType.GRID, info.context.loaders.grid_by_slug))
 
 
 @strawberry.type(description="One hit of a search, best first.")
 class SearchResult:
-    item_type: SearchItemType = strawberry.field(resolver=_item_type)
+    item_type: SearchItemType = strawberry.field(resolver=item_type)
     title: str
     slug: str
     description: str
