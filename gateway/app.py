@@ -36,6 +36,7 @@ from strawberry.types.unset import UNSET
 from gateway import graphiql, limits, metrics, observe, persisted, response_cache, tracing
 from gateway.config import Settings
 from gateway.cors import cors
+from gateway.engine.engine import Engine
 from gateway.errors import BATCH_TOO_LARGE, GatewayError, is_request_error, response_body
 from gateway.loaders.factory import BackendFactory, OpenBackend, open_backend
 from gateway.loaders.loaders import Loaders
@@ -370,7 +371,8 @@ def create_app(settings: Settings) -> Starlette:
             if settings.otel:
                 tracing.stop()
 
-    endpoint = GraphQLEndpoint(build_schema(settings), settings, shared)
+    # Operations run by their compiled plans where these cover them (gateway/engine/).
+    endpoint = GraphQLEndpoint(build_schema(settings, [Engine()]), settings, shared)
     app = Starlette(
         routes=[
             Route("/graphql", cors(settings, endpoint)),

@@ -8,6 +8,7 @@ from typing import Any
 from strawberry.http import GraphQLHTTPResponse
 
 from gateway.config import Settings
+from gateway.engine.engine import Engine
 from gateway.errors import response_body
 from gateway.limits import in_time
 from gateway.loaders.factory import open_backend
@@ -23,7 +24,7 @@ async def run_query(
     operation_name: str | None = None,
 ) -> GraphQLHTTPResponse:
     """The operation's response, under the limits of `gateway serve` but body and batch size."""
-    schema = build_schema(settings)
+    schema = build_schema(settings, [Engine()])
     async with open_backend(settings) as backend:
         context = Context(loaders=Loaders(backend()))
         deadline = asyncio.get_running_loop().time() + settings.request_timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import strawberry
@@ -26,10 +27,11 @@ class GatewaySchema(strawberry.Schema):
         log_unexpected(errors)
 
 
-def build_schema(settings: Settings) -> GatewaySchema:
+def build_schema(settings: Settings, extensions: Sequence[limits.Extension] = ()) -> GatewaySchema:
     """The schema with `settings`' query limits; batching allows `max_batch` operations.
 
     With `federation`, an Apollo Federation 2 subgraph (gateway/schema/federation.py).
+    `extensions` come after the limits' own: the execution engine (gateway/engine/).
     """
     schema_class: type[GatewaySchema] = GatewaySchema
     types: list[type] = [Category, Grid, Package]
@@ -40,7 +42,7 @@ def build_schema(settings: Settings) -> GatewaySchema:
     built = schema_class(
         query=Query,
         types=types,
-        extensions=limits.extensions(settings),
+        extensions=[*limits.extensions(settings), *extensions],
         config=StrawberryConfig(
             scalar_map={datetime: DateTime},
             batching_config={"max_operations": settings.max_batch},
