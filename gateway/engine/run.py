@@ -8,7 +8,10 @@ in place; lists are lists.
 
 Errors follow the spec as graphql-core applies it: a field error nulls the field, or, for a
 non-null field, the nearest nullable place above it, where the error is recorded; an error
-below a place already nulled is dropped, and work below it is not done.
+below a place already nulled is dropped, and work below it is not done. Which errors are kept
+follows graphql-core's timing too: an error nulling its own (nullable) field is recorded at
+once, while one from a non-null field reaches its nullable place only after every other field
+of the same step has run (the nearest places first), so an error beside it is still kept.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ class _Run:
         self.loaders = loaders
         self.errors: list[GraphQLError] = []
         self.nulled: set[_Place] = set()
+        # Errors of non-null fields on their way up: (places climbed, order, error, place).
+        self.rising: list[tuple[int, int, GraphQLError, _Place]] = []
         self.root = _Place(None, None, True, None)
 
     async def run(self, root: Selection) -> ExecutionResult:
@@ -90,12 +95,17 @@ class _Run:
             batches: list[_Batch] = []
             for selection, parents in level.items():
                 self.fill(selection, parents, batches)
+            self.null_rising()
             if self.root in self.nulled:
+                _close(batches)
                 break
             await self.settle(batches)
             level = {}
             for batch in batches:
                 self.complete(batch, level)
+            self.null_rising()
+            if self.root in self.nulled:
+                break
         result = None if self.root in self.nulled else data
         return ExecutionResult(result, self.errors or None)
 
@@ -113,21 +123,23 @@ class _Run:
             except Exception:  # find which, and fail it
                 self.leaves_one_by_one(selection, record, target, place)
         for loaded in selection.loaded:
-            if self.nulled:
-                parents = [parent for parent in parents if not self.dropped(parent[2])]
+            key, nodes, nullable = loaded.key, loaded.nodes, loaded.nullable
             try:
                 fetch, paging = loaded.batched.begin(self.loaders, self.arguments(loaded))
             except Exception as error:
                 for _, target, place in parents:
-                    self.fail(error, loaded.nodes, loaded.nullable, target, loaded.key, place)
+                    self.fail(error, nodes, nullable, target, key, place)
                 continue
+            asked: Parents = []
             answers: list[Any] = []
             for parent in parents:
                 try:
                     answers.append(fetch(parent[0]))
                 except Exception as error:
-                    answers.append(error)
-            batches.append(_Batch(loaded, parents, answers, paging))
+                    self.fail(error, nodes, nullable, parent[1], key, parent[2])
+                    continue
+                asked.append(parent)
+            batches.append(_Batch(loaded, asked, answers, paging))
 
     def leaves_one_by_one(
         self, selection: Selection, record: Any, target: dict[str, Any], place: _Place
@@ -243,7 +255,7 @@ class _Run:
             listed.append(None)
             if not loaded.item_nullable:
                 error = TypeError(non_null_message(loaded.field))
-                self.propagate(located_error(error, list(loaded.nodes), here.path(index)), here)
+                self.rise(located_error(error, list(loaded.nodes), here.path(index)), here)
                 return
 
     def connection(
@@ -301,26 +313,33 @@ class _Run:
         place: _Place,
         *index: int,
     ) -> None:
-        """A field error at `target[key]`: null the field, or propagate from a non-null one."""
+        """A field error at `target[key]`: null the field, or rise from a non-null one."""
         located = located_error(error, list(nodes), place.path(key, *index))
         if not nullable:
-            self.propagate(located, place)
+            self.rise(located, place)
         elif not self.dropped(place):
             target[key] = None
             self.errors.append(located)
 
-    def propagate(self, error: GraphQLError, place: _Place) -> None:
-        """Null the nearest nullable place at or above `place`, and record the error there."""
-        nearest: _Place | None = place
-        while nearest is not None and not nearest.nullable:
-            nearest = nearest.parent
-        assert nearest is not None  # the root is nullable
-        if self.dropped(nearest):
-            return
-        if nearest.container is not None:
-            nearest.container[nearest.key] = None
-        self.nulled.add(nearest)
-        self.errors.append(error)
+    def rise(self, error: GraphQLError, place: _Place) -> None:
+        """An error on its way to the nearest nullable place at or above `place`."""
+        nearest, climbed = place, 1
+        while not nearest.nullable:
+            assert nearest.parent is not None  # the root is nullable
+            nearest, climbed = nearest.parent, climbed + 1
+        self.rising.append((climbed, len(self.rising), error, nearest))
+
+    def null_rising(self) -> None:
+        """Null the places the errors of this step rose to, the nearest first; an error
+        whose place is already null (or below one) is dropped."""
+        rising, self.rising = self.rising, []
+        for _, _, error, place in sorted(rising, key=lambda rise: rise[:2]):
+            if self.dropped(place):
+                continue
+            if place.container is not None:
+                place.container[place.key] = None
+            self.nulled.add(place)
+            self.errors.append(error)
 
     def dropped(self, place: _Place) -> bool:
         """Whether the place, or a place above it, was nulled by an error."""
@@ -330,6 +349,15 @@ class _Run:
                 return True
             found = found.parent
         return False
+
+
+def _close(batches: list[_Batch]) -> None:
+    """Close the coroutines of answers no one will wait for."""
+    for batch in batches:
+        for answer in batch.answers:
+            for item in answer if isinstance(answer, list) else [answer]:
+                if asyncio.iscoroutine(item):
+                    item.close()
 
 
 def _awaitable(value: Any) -> bool:
