@@ -69,10 +69,15 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     """Strawberry's GraphQL-over-HTTP view with our context, errors, JSON, GraphiQL and limits."""
 
     def __init__(
-        self, schema: GatewaySchema, settings: Settings, shared: SharedCache | None = None
+        self,
+        schema: GatewaySchema,
+        settings: Settings,
+        engine: Engine,
+        shared: SharedCache | None = None,
     ) -> None:
         super().__init__(schema)
         self.settings = settings
+        self.engine = engine
 
         def store(max_bytes: int) -> response_cache.Store:
             # With `--cache`, in this process's memory and in Redis for every other process too.
@@ -189,6 +194,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             data = dataclasses.replace(request_data, query=lookup.query)
 
             async def execute() -> ExecutionResult:
+                # A document validated before runs by its plan, without Strawberry's pipeline.
+                planned = await self.engine.execute_known(
+                    data.query, data.operation_name, data.variables, context
+                )
+                if planned is not None:
+                    return ExecutionResult(data=planned.data, errors=planned.errors)
                 return await execute_single(
                     request=request,
                     request_adapter=request_adapter,
@@ -372,7 +383,8 @@ def create_app(settings: Settings) -> Starlette:
                 tracing.stop()
 
     # Operations run by their compiled plans where these cover them (gateway/engine/).
-    endpoint = GraphQLEndpoint(build_schema(settings, [Engine()]), settings, shared)
+    engine = Engine(settings.max_cost)
+    endpoint = GraphQLEndpoint(build_schema(settings, [engine]), settings, engine, shared)
     app = Starlette(
         routes=[
             Route("/graphql", cors(settings, endpoint)),

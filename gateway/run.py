@@ -24,7 +24,7 @@ async def run_query(
     operation_name: str | None = None,
 ) -> GraphQLHTTPResponse:
     """The operation's response, under the limits of `gateway serve` but body and batch size."""
-    schema = build_schema(settings, [Engine()])
+    schema = build_schema(settings, [Engine(settings.max_cost)])
     async with open_backend(settings) as backend:
         context = Context(loaders=Loaders(backend()))
         deadline = asyncio.get_running_loop().time() + settings.request_timeout

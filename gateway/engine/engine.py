@@ -1,12 +1,15 @@
 """The engine: plans kept per document and operation, and operations answered by them.
 
-`Engine` is a schema extension factory (`extensions=[Engine()]`): Strawberry parses and
+`Engine` is a schema extension factory (`extensions=[engine]`): Strawberry parses and
 validates a document as ever (through its caches and the query limits), then, where graphql-core
 would execute the operation, the engine answers it if its plan covers it; otherwise
 graphql-core runs it, as it did before the engine. `gateway_execution_total{path}` counts which.
 
 Plans are kept by document text and operation name, least recently used out first, with one
-plan per combination of the values of the operation's `@skip`/`@include` conditions.
+plan per combination of the values of the operation's `@skip`/`@include` conditions. A
+document is kept only once Strawberry has validated it under the query limits; the next time
+it comes, `execute_known` answers it without Strawberry's pipeline, checking only what depends
+on the request: the cost limit (by its variables) and the variables themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
     get_operation_ast,
@@ -32,10 +36,11 @@ from gateway import metrics
 from gateway.engine.fields import Fields, fields_of
 from gateway.engine.plan import Conditional, Plan, compile_plan, conditions, included
 from gateway.engine.run import run
+from gateway.limits import Costs
 from gateway.schema.context import Context
 
-MAX_OPERATIONS = 1000  # operations whose plans are kept
-MAX_TEXT = 4 * 2**20  # characters of their documents, in all
+MAX_DOCUMENTS = 1000  # documents whose plans are kept
+MAX_TEXT = 4 * 2**20  # characters of their texts, in all
 MAX_VARIANTS = 32  # plans of one operation, one per combination of its conditions' values
 MAX_COERCION_ERRORS = 50  # as graphql-core's `execute`
 
@@ -49,14 +54,29 @@ class _Operation:
     conditions: tuple[Conditional, ...]
     plans: dict[tuple[bool, ...], Plan | None] = field(default_factory=dict)
 
+    @property
+    def covered(self) -> bool:
+        """Whether a plan may cover it: it has one, or one per value of its conditions."""
+        return self.plans.get(()) is not None or bool(self.conditions)
+
+
+@dataclass(slots=True)
+class _Document:
+    """A validated document and its operations met so far, by name (None: its only one)."""
+
+    document: DocumentNode
+    operations: dict[str | None, _Operation] = field(default_factory=dict)
+
 
 class Engine:
     """Plans for the operations of one schema: call it for a request's extension."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_cost: int) -> None:
+        self.costs = Costs(max_cost)
+        self._served: Schema | None = None
         self._schema: GraphQLSchema | None = None
         self._fields: Fields | None = None
-        self._operations: OrderedDict[tuple[str, str | None], _Operation] = OrderedDict()
+        self._documents: OrderedDict[str, _Document] = OrderedDict()
         self._text = 0
 
     def __call__(self) -> SchemaExtension:
@@ -64,7 +84,8 @@ class Engine:
 
     def bind(self, schema: Schema) -> None:
         """Serve `schema`: one engine serves one schema."""
-        if self._fields is None:
+        if self._served is None:
+            self._served = schema
             # Strawberry has no public accessor for the graphql-core schema it built.
             self._schema = schema._schema
             self._fields = fields_of(schema)
@@ -77,11 +98,48 @@ class Engine:
         variables: dict[str, object] | None,
         context: Context,
     ) -> ExecutionResult | None:
-        """The operation's result by its plan; None when the plan does not cover it."""
-        assert self._schema is not None
+        """The result of a validated operation (its cost checked) by its plan; None when the
+        plan does not cover it."""
         operation = self._operation(query, document, operation_name)
-        if operation is None or (operation.plans.get(()) is None and not operation.conditions):
+        if operation is None or not operation.covered:
             return None
+        return await self._run(operation, variables, context)
+
+    async def execute_known(
+        self,
+        query: str | None,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+        context: Context,
+    ) -> ExecutionResult | None:
+        """The result of an operation of a document Strawberry has validated before, by its
+        plan; None when the document is new or its plan does not cover the operation."""
+        if query is None or not isinstance(operation_name, str | None):
+            return None
+        known = self._documents.get(query)
+        operation = known.operations.get(operation_name) if known is not None else None
+        if operation is None or not operation.covered:
+            return None
+        assert self._served is not None and self._schema is not None
+        self._documents.move_to_end(query)
+        result: ExecutionResult | None
+        try:
+            self.costs.check(self._schema, query, operation.document, operation_name, variables)
+        except GraphQLError as error:
+            result = ExecutionResult(None, [error])
+        else:
+            result = await self._run(operation, variables, context)
+            if result is None:
+                return None
+        metrics.execution("plan")
+        if result.errors:
+            self._served.process_errors(result.errors)
+        return result
+
+    async def _run(
+        self, operation: _Operation, variables: dict[str, object] | None, context: Context
+    ) -> ExecutionResult | None:
+        assert self._schema is not None
         coerced = get_variable_values(
             self._schema,
             operation.node.variable_definitions or (),
@@ -98,23 +156,28 @@ class Engine:
     def _operation(
         self, query: str, document: DocumentNode, operation_name: str | None
     ) -> _Operation | None:
-        key = (query, operation_name)
-        found = self._operations.get(key)
-        if found is not None:
-            self._operations.move_to_end(key)
-            return found
+        known = self._documents.get(query)
+        if known is None:
+            known = self._documents[query] = _Document(document)
+            self._text += len(query)
+            while self._text > MAX_TEXT or len(self._documents) > MAX_DOCUMENTS:
+                oldest, _ = self._documents.popitem(last=False)
+                self._text -= len(oldest)
+        else:
+            self._documents.move_to_end(query)
+        operation = known.operations.get(operation_name)
+        if operation is not None:
+            return operation
         node = get_operation_ast(document, operation_name)
         if node is None:
             return None
-        found = _Operation(node, document, conditions(document, node))
-        if not found.conditions:
-            found.plans[()] = self._compile(found, frozenset())
-        self._operations[key] = found
-        self._text += len(query)
-        while self._text > MAX_TEXT or len(self._operations) > MAX_OPERATIONS:
-            (oldest, _), _ = self._operations.popitem(last=False)
-            self._text -= len(oldest)
-        return found
+        operation = _Operation(node, document, conditions(document, node))
+        if not operation.conditions:
+            operation.plans[()] = self._compile(operation, frozenset())
+        known.operations[operation_name] = operation
+        if get_operation_ast(document) is node:  # its only operation: asked for by no name too
+            known.operations[None] = operation
+        return operation
 
     def _plan(self, operation: _Operation, variables: VariableValues) -> Plan | None:
         if not operation.conditions:
@@ -135,9 +198,8 @@ class Engine:
 
     def _compile(self, operation: _Operation, excluded: frozenset[int]) -> Plan | None:
         assert self._schema is not None and self._fields is not None
-        return compile_plan(
-            self._schema, self._fields, operation.document, operation.node, excluded
-        )
+        document, node = operation.document, operation.node
+        return compile_plan(self._schema, self._fields, document, node, excluded)
 
 
 class _PlannedExecution(SchemaExtension):
