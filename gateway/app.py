@@ -11,6 +11,7 @@ operation is counted by name and outcome (gateway/metrics.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -22,6 +23,7 @@ import orjson
 from cross_web import HTTPException
 from graphql import GraphQLError
 from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -140,7 +142,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request.state.answers = []  # per operation, its cached answer or None
         try:
             await limits.read_body(request, self.settings.max_body_bytes, deadline)
-            response = await super().run(request, context, root_value)
+            response = await self._single(request) or await super().run(
+                request, context, root_value
+            )
         except HTTPException as refusal:  # Strawberry's own: answered in plain text
             metrics.bad_request(refusal.status_code)
             raise
@@ -163,6 +167,45 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if isinstance(response, Response) and response.media_type == "application/json":
             return _cache_headers(request, response)
         return response
+
+    async def _single(self, request: Request) -> Response | None:
+        """A single operation, by POST (JSON) or GET, answered as Strawberry's view would, with
+        less of its generality: it is most requests. None for anything else (a batch, another
+        media type, GraphiQL, a member of the wrong type), which Strawberry's view answers.
+
+        (The view streams nothing here: its protocols are WebSocket ones only.)
+        """
+        data: object = None
+        if request.method == "POST":
+            media_type = request.headers.get("content-type", "").partition(";")[0]
+            if media_type.strip().lower() != "application/json":
+                return None
+            with contextlib.suppress(orjson.JSONDecodeError):
+                data = orjson.loads(await request.body())
+        elif request.method == "GET" and not self.should_render_graphql_ide(request):
+            data = _query_parameters(request.query_params)
+        if not isinstance(data, dict):
+            return None
+        query, variables = data.get("query"), data.get("variables")
+        operation_name, extensions = data.get("operationName"), data.get("extensions")
+        if not (
+            isinstance(query, str | None)
+            and isinstance(variables, dict | None)
+            and isinstance(operation_name, str | None)
+            and isinstance(extensions, dict | None)
+        ) or (query is None and extensions is None):
+            return None
+        context = await self.get_context(request, None)
+        result = await self.execute_single(
+            request,
+            self.request_adapter_class(request),
+            await self.get_sub_response(request),
+            context,
+            None,
+            GraphQLRequestData(query, variables, operation_name, extensions),
+        )
+        body = await self.process_result(request, result)
+        return Response(self.encode_json(body), media_type="application/json")
 
     async def execute_single(
         self,
@@ -292,6 +335,20 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return graphiql.graphiql_page(request.url.path)
+
+
+def _query_parameters(params: QueryParams) -> dict[str, object] | None:
+    """A GET's operation, its `variables` and `extensions` decoded; None if either is not an
+    object in JSON (Strawberry's view refuses that)."""
+    data: dict[str, object] = dict(params)
+    for name in ("variables", "extensions"):
+        text = params.get(name)
+        if text:
+            try:
+                data[name] = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return None
+    return data
 
 
 def _is_operation(value: object) -> bool:

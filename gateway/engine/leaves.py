@@ -8,7 +8,7 @@ a surprising value converts, or fails, exactly as on graphql-core's path.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from graphql import (
     GraphQLBoolean,
@@ -46,11 +46,20 @@ class ItemError(Exception):
         self.error = error
 
 
-def completion(type_: GraphQLOutputType, field: str) -> Complete | None:
+class Completion(NamedTuple):
+    """How a leaf field completes: a value of exactly type `native` is complete as it is
+    (checked where it is read, for speed); `complete` completes any other value, None too."""
+
+    native: type | None
+    complete: Complete
+
+
+def completion(type_: GraphQLOutputType, field: str) -> Completion | None:
     """How to complete a leaf field of `type_` (`field` is "Parent.name", for messages);
     None for a type the engine leaves to graphql-core (a list of lists, a list of nullable
     leaves)."""
     nullable = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
+    native = None
     if isinstance(nullable, GraphQLList):
         item = nullable.of_type
         if not isinstance(item, GraphQLNonNull) or not is_leaf_type(item.of_type):
@@ -58,11 +67,13 @@ def completion(type_: GraphQLOutputType, field: str) -> Complete | None:
         inner = _listed(item.of_type, field)
     elif is_leaf_type(nullable):
         inner = _leaf(nullable)
+        native = _NATIVE.get(nullable.name) if isinstance(nullable, GraphQLScalarType) else None
+        native = None if native is int else native  # an int must also fit in 32 bits
     else:
         return None
     if nullable is type_:
-        return lambda value: None if value is None else inner(value)
-    return _required(inner, field)
+        return Completion(native, lambda value: None if value is None else inner(value))
+    return Completion(native, _required(inner, field))
 
 
 def non_null_message(field: str) -> str:
@@ -99,13 +110,10 @@ def _coerced(type_: GraphQLLeafType) -> Complete:
 
 def _leaf(type_: GraphQLLeafType) -> Complete:
     slow = _coerced(type_)
-    native = _NATIVE.get(type_.name) if isinstance(type_, GraphQLScalarType) else None
-    if native is int:
+    if type_.name == GraphQLInt.name:
         return lambda value: (
             value if type(value) is int and _MIN_INT <= value <= _MAX_INT else slow(value)
         )
-    if native is not None:
-        return lambda value: value if type(value) is native else slow(value)
     return slow
 
 
@@ -115,8 +123,9 @@ def _in_range(items: list[int]) -> bool:
 
 def _listed(item: GraphQLLeafType, field: str) -> Complete:
     """A list of non-null leaves: checked whole when every item is of the native type."""
-    complete_item = _required(_leaf(item), field)
+    leaf = _leaf(item)
     native = _NATIVE.get(item.name) if isinstance(item, GraphQLScalarType) else None
+    message = non_null_message(field)
     expected = f"Expected Iterable, but did not find one for field '{field}'."
 
     def complete(values: Any) -> list[Any]:
@@ -129,7 +138,11 @@ def _listed(item: GraphQLLeafType, field: str) -> Complete:
         completed = []
         for index, value in enumerate(values):
             try:
-                completed.append(complete_item(value))
+                if value is None:
+                    raise TypeError(message)
+                completed.append(
+                    value if type(value) is native and native is not int else leaf(value)
+                )
             except Exception as error:
                 raise ItemError(index, error) from None
         return completed

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from graphql import (
     DocumentNode,
@@ -53,12 +53,13 @@ _PAGE_INFO_PARTS = frozenset(
 Conditional = FieldNode | InlineFragmentNode | FragmentSpreadNode
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Leaf:
-    """A field read from the record and completed on the spot (`__typename` too)."""
+class Leaf(NamedTuple):
+    """A field read from the record and completed on the spot (`__typename` too): a value
+    of type `native` as it is, any other by `complete`."""
 
     key: str
     read: Read
+    native: type | None
     complete: Complete
     nullable: bool
     nodes: tuple[FieldNode, ...]
@@ -264,7 +265,8 @@ class _Compiler:
         for key, nodes in collected.items():
             name = nodes[0].name.value
             if name == "__typename":
-                leaves.append(Leaf(key, _constant(type_.name), _same, False, tuple(nodes)))
+                typename = Leaf(key, _constant(type_.name), str, _same, False, tuple(nodes))
+                leaves.append(typename)
                 continue
             definition = type_.fields.get(name)
             if definition is None:  # `__schema`, `__type`
@@ -272,11 +274,11 @@ class _Compiler:
             where = f"{type_.name}.{name}"
             read = self.fields.leaves.get((type_.name, name))
             if read is not None:
-                complete = completion(definition.type, where)
-                if complete is None or definition.args:
+                completes = completion(definition.type, where)
+                if completes is None or definition.args:
                     raise NotCovered
                 nullable = not isinstance(definition.type, GraphQLNonNull)
-                leaves.append(Leaf(key, read, complete, nullable, tuple(nodes)))
+                leaves.append(Leaf(key, read, *completes, nullable, tuple(nodes)))
                 continue
             batched = self.fields.batched.get((type_.name, name))
             if batched is None or not set(definition.args) <= batched.arguments:
@@ -300,7 +302,7 @@ class _Compiler:
             count = completion(definition.type, where)
             if count is None:
                 raise NotCovered
-            return Loaded(*common, False, {}, count=count)
+            return Loaded(*common, False, {}, count=count.complete)
         if shape is Shape.PAGE:
             return Loaded(*common, False, {}, connection=self._connection(inner, nodes))
         item_nullable = False

@@ -118,8 +118,9 @@ class _Run:
         leaves = selection.leaves
         for record, target, place in parents:
             try:
-                for leaf in leaves:
-                    target[leaf.key] = leaf.complete(leaf.read(record))
+                for key, read, native, complete, _, _ in leaves:
+                    value = read(record)
+                    target[key] = value if type(value) is native else complete(value)
             except Exception:  # find which, and fail it
                 self.leaves_one_by_one(selection, record, target, place)
         for loaded in selection.loaded:
@@ -148,7 +149,8 @@ class _Run:
             if self.dropped(place):
                 return
             try:
-                target[leaf.key] = leaf.complete(leaf.read(record))
+                value = leaf.read(record)
+                target[leaf.key] = value if type(value) is leaf.native else leaf.complete(value)
             except ItemError as error:
                 at = error.index
                 self.fail(error.error, leaf.nodes, leaf.nullable, target, leaf.key, place, at)
