@@ -17,7 +17,7 @@ of the same step has run (the nearest places first), so an error beside it is st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import contextlib
 from typing import Any
 
 from graphql import ExecutionResult, FieldNode, GraphQLError, get_argument_values, located_error
@@ -164,30 +164,40 @@ class _Run:
         return get_argument_values(loaded.definition, node, self.variables)
 
     async def settle(self, batches: list[_Batch]) -> None:
-        """Await every answer of the level at once, and put each outcome in its place."""
-        pending: list[Awaitable[Any]] = []
-        for batch in batches:
-            for answer in batch.answers:
-                if isinstance(answer, list):
-                    pending.extend(item for item in answer if _awaitable(item))
-                elif _awaitable(answer):
-                    pending.append(answer)
-        if not pending or all(isinstance(p, asyncio.Future) and p.done() for p in pending):
-            outcomes = {id(p): _outcome(p) for p in pending}  # type: ignore[arg-type]
-        else:
-            futures = [asyncio.ensure_future(p) for p in pending]
-            done = await asyncio.gather(*futures, return_exceptions=True)
-            outcomes = {id(p): outcome for p, outcome in zip(pending, done, strict=True)}
-        for outcome in outcomes.values():
-            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
-                raise outcome  # cancelled
+        """Wait for every answer of the level, and put each outcome (a value or an exception)
+        in its place.
+
+        A coroutine (a list page, a search) becomes a task first, so that it runs beside the
+        loaders' batches. Then each answer is awaited in turn: the loaders' futures of one
+        batch are all set at once, so this waits once per batch, not once per future.
+        """
+        tasks: list[asyncio.Task[Any]] = []
+
+        def started(answer: Any) -> Any:
+            if asyncio.iscoroutine(answer):
+                task = asyncio.ensure_future(answer)
+                tasks.append(task)
+                return task
+            return answer
+
         for batch in batches:
             batch.answers = [
-                [outcomes.get(id(item), item) for item in answer]
-                if isinstance(answer, list)
-                else outcomes.get(id(answer), answer)
+                [started(item) for item in answer] if isinstance(answer, list) else started(answer)
                 for answer in batch.answers
             ]
+        try:
+            for batch in batches:
+                for answers in (batch.answers, *_lists(batch.answers)):
+                    for index, answer in enumerate(answers):
+                        if isinstance(answer, asyncio.Future):
+                            if not answer.done():
+                                with contextlib.suppress(Exception):
+                                    await answer
+                            answers[index] = _outcome(answer)
+        except BaseException:  # cancelled: so is the work it started
+            for task in tasks:
+                task.cancel()
+            raise
 
     def complete(self, batch: _Batch, level: dict[Selection, Parents]) -> None:
         """Place each parent's answer, and gather the objects it holds for the next level."""
@@ -362,13 +372,12 @@ def _close(batches: list[_Batch]) -> None:
                     item.close()
 
 
-def _awaitable(value: Any) -> bool:
-    return isinstance(value, asyncio.Future) or asyncio.iscoroutine(value)
+def _lists(answers: list[Any]) -> list[list[Any]]:
+    return [answer for answer in answers if isinstance(answer, list)]
 
 
 def _outcome(future: asyncio.Future[Any]) -> Any:
-    if future.cancelled():
-        return asyncio.CancelledError()
+    """What a settled future comes to: its value, or its exception."""
     error = future.exception()
     return future.result() if error is None else error
 
