@@ -9,6 +9,7 @@ selects one runs on graphql-core's path.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -19,13 +20,13 @@ from strawberry import Schema
 from strawberry.types.base import StrawberryObjectDefinition, get_object_definition
 
 from gateway.loaders.loaders import Loaders
-from gateway.loaders.records import Window
+from gateway.loaders.records import PackageFilter, Window
 from gateway.schema import inputs, types
 from gateway.schema.pagination import Paging, paging
 from gateway.schema.query import load_node, lookup, search
 
-# A field's answer for one parent: an awaitable (a loader's future, a coroutine), the value
-# itself, None, or for a list, a list of those.
+# A field's answer for one parent: a future (a loader's, or a task's), the value itself, None,
+# or for a list, a list of those.
 Fetch = Callable[[Any], Any]
 # Read a leaf from a record.
 Read = Callable[[Any], Any]
@@ -109,6 +110,9 @@ _PACKAGES = frozenset({"first", "after", "filter", "orderBy"})
 
 
 def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
+    def kept(arguments: dict[str, Any]) -> PackageFilter | None:
+        return inputs.package_filter(convert(inputs.PackageFilter, arguments.get("filter")))
+
     def lookup_by(by_id: str, by_slug: str) -> Batched:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
             ids, slugs = getattr(loaders, by_id), getattr(loaders, by_slug)
@@ -127,33 +131,32 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
 
     def searched(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
         query = arguments["query"]
-        return lambda root: search(loaders, query), None
+        return lambda root: asyncio.ensure_future(search(loaders, query)), None
 
     def listed(name: str, order_input: type, filtered: bool) -> Batched:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paging]:
             list_page = getattr(loaders, name)
             first, after = arguments.get("first"), arguments.get("after")
-            if not filtered:
-                ordered = inputs.order(convert(order_input, arguments.get("orderBy")))
-                page = paging(first, after, ordered)
-                return lambda root: list_page(page.offset, page.limit, ordered), page
-            kept = inputs.package_filter(convert(inputs.PackageFilter, arguments.get("filter")))
+            shape: tuple[object, ...] = ()
+            if filtered:
+                shape = (
+                    inputs.package_filter(convert(inputs.PackageFilter, arguments.get("filter"))),
+                )
             ordered = inputs.order(convert(order_input, arguments.get("orderBy")))
-            page = paging(first, after, kept, ordered)
-            return lambda root: list_page(page.offset, page.limit, kept, ordered), page
+            page = paging(first, after, *shape, ordered)
+            listed = (page.offset, page.limit, *shape, ordered)
+            return lambda root: asyncio.ensure_future(list_page(*listed)), page
 
         return Batched(Shape.PAGE, _PACKAGES if filtered else _LIST, begin)
 
     def windowed(relation: types.Relation, order_input: type, filtered: bool) -> Batched:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paging]:
-            kept = None
-            if filtered:
-                kept = inputs.package_filter(convert(inputs.PackageFilter, arguments.get("filter")))
+            filter = kept(arguments) if filtered else None
             ordered = inputs.order(convert(order_input, arguments.get("orderBy")))
-            page = paging(arguments.get("first"), arguments.get("after"), kept, ordered)
+            page = paging(arguments.get("first"), arguments.get("after"), filter, ordered)
             load = relation(loaders).load
             offset, limit = page.offset, page.limit
-            return lambda parent: load(Window(parent.id, offset, limit, kept, ordered)), page
+            return lambda parent: load(Window(parent.id, offset, limit, filter, ordered)), page
 
         return Batched(Shape.PAGE, _PACKAGES if filtered else _LIST, begin)
 

@@ -97,7 +97,7 @@ class _Run:
                 self.fill(selection, parents, batches)
             self.null_rising()
             if self.root in self.nulled:
-                _close(batches)
+                _cancel(batches)
                 break
             await self.settle(batches)
             level = {}
@@ -165,63 +165,45 @@ class _Run:
 
     async def settle(self, batches: list[_Batch]) -> None:
         """Wait for every answer of the level, and put each outcome (a value or an exception)
-        in its place.
-
-        A coroutine (a list page, a search) becomes a task first, so that it runs beside the
-        loaders' batches. Then each answer is awaited in turn: the loaders' futures of one
-        batch are all set at once, so this waits once per batch, not once per future.
-        """
-        tasks: list[asyncio.Task[Any]] = []
-
-        def started(answer: Any) -> Any:
-            if asyncio.iscoroutine(answer):
-                task = asyncio.ensure_future(answer)
-                tasks.append(task)
-                return task
-            return answer
-
+        in its place. The loaders' futures of one batch are all set at once: awaiting them in
+        turn waits once per batch, not once per future."""
         for batch in batches:
-            batch.answers = [
-                [started(item) for item in answer] if isinstance(answer, list) else started(answer)
-                for answer in batch.answers
-            ]
-        try:
-            for batch in batches:
-                for answers in (batch.answers, *_lists(batch.answers)):
-                    for index, answer in enumerate(answers):
-                        if isinstance(answer, asyncio.Future):
-                            if not answer.done():
-                                with contextlib.suppress(Exception):
-                                    await answer
-                            answers[index] = _outcome(answer)
-        except BaseException:  # cancelled: so is the work it started
-            for task in tasks:
-                task.cancel()
-            raise
+            lists = batch.loaded.batched.shape is Shape.MANY
+            for answers in (
+                batch.answers,
+                *(a for a in batch.answers if lists and type(a) is list),
+            ):
+                for index, answer in enumerate(answers):
+                    if isinstance(answer, asyncio.Future):
+                        if not answer.done():
+                            with contextlib.suppress(Exception):
+                                await answer
+                        answers[index] = answer.exception() or answer.result()
 
     def complete(self, batch: _Batch, level: dict[Selection, Parents]) -> None:
         """Place each parent's answer, and gather the objects it holds for the next level."""
         loaded = batch.loaded
         shape = loaded.batched.shape
-        key, nodes = loaded.key, loaded.nodes
+        key, nodes, nullable = loaded.key, loaded.nodes, loaded.nullable
         for (_, target, place), answer in zip(batch.parents, batch.answers, strict=True):
             if self.nulled and self.dropped(place):
                 continue
-            if isinstance(answer, list) and shape is Shape.MANY:
+            if shape is Shape.MANY and type(answer) is list:
                 failed = next((item for item in answer if isinstance(item, Exception)), None)
                 if failed is not None:
                     answer = failed
             if isinstance(answer, Exception):
-                self.fail(answer, nodes, loaded.nullable, target, key, place)
+                self.fail(answer, nodes, nullable, target, key, place)
             elif answer is None:
-                if loaded.nullable:
+                if nullable:
                     target[key] = None
                 else:
                     message = TypeError(non_null_message(loaded.field))
                     self.fail(message, nodes, False, target, key, place)
             elif shape is Shape.ONE:
-                here = _Place(target, key, loaded.nullable, place)
-                target[key] = self.object(loaded, answer, here, level)
+                target[key] = self.object(
+                    loaded, answer, _Place(target, key, nullable, place), level
+                )
             elif shape is Shape.MANY:
                 self.list(loaded, answer, target, place, level)
             elif shape is Shape.COUNT:
@@ -229,10 +211,10 @@ class _Run:
                 try:
                     target[key] = loaded.count(answer.total)
                 except Exception as error:
-                    self.fail(error, nodes, loaded.nullable, target, key, place)
+                    self.fail(error, nodes, nullable, target, key, place)
             else:
                 assert loaded.connection is not None and batch.paging is not None
-                here = _Place(target, key, loaded.nullable, place)
+                here = _Place(target, key, nullable, place)
                 target[key] = self.connection(loaded.connection, answer, batch.paging, here, level)
 
     def object(
@@ -363,23 +345,12 @@ class _Run:
         return False
 
 
-def _close(batches: list[_Batch]) -> None:
-    """Close the coroutines of answers no one will wait for."""
+def _cancel(batches: list[_Batch]) -> None:
+    """Cancel the tasks of answers no one will wait for."""
     for batch in batches:
         for answer in batch.answers:
-            for item in answer if isinstance(answer, list) else [answer]:
-                if asyncio.iscoroutine(item):
-                    item.close()
-
-
-def _lists(answers: list[Any]) -> list[list[Any]]:
-    return [answer for answer in answers if isinstance(answer, list)]
-
-
-def _outcome(future: asyncio.Future[Any]) -> Any:
-    """What a settled future comes to: its value, or its exception."""
-    error = future.exception()
-    return future.result() if error is None else error
+            if isinstance(answer, asyncio.Task):
+                answer.cancel()
 
 
 def _page_info(name: str, type_name: str, paging: Paging, count: int, total: int) -> Any:
