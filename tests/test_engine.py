@@ -20,13 +20,21 @@ import httpx
 import orjson
 import pytest
 from graphql import (
+    GraphQLBoolean,
     GraphQLField,
+    GraphQLID,
     GraphQLInputType,
+    GraphQLInt,
     GraphQLInterfaceType,
+    GraphQLList,
     GraphQLNamedType,
     GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLSchema,
+    GraphQLString,
     get_named_type,
+    graphql_sync,
     is_composite_type,
 )
 from hypothesis import HealthCheck, event, given, settings
@@ -38,6 +46,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.demo.upstream import FakeUpstream, FaultKind, serve_in_thread
 from gateway.engine.engine import Engine
+from gateway.engine.leaves import ItemError, completion
 from gateway.errors import response_body
 from gateway.loaders.backend import Backend
 from gateway.loaders.factory import open_backend
@@ -430,3 +439,59 @@ async def test_failures_of_the_upstream_fail_the_same_fields(
     fake_upstream.reset()
     assert b"UPSTREAM_ERROR" in answers[0]
     assert answers[1] == answers[0]
+
+
+# -- leaves ----------------------------------------------------------------------------------
+
+INT, TEXT, FLAG = GraphQLNonNull(GraphQLInt), GraphQLNonNull(GraphQLString), GraphQLBoolean
+
+
+@pytest.mark.parametrize(
+    ("type_", "value"),
+    [
+        (INT, 7),
+        (INT, True),
+        (INT, 3.0),
+        (INT, 2**31),
+        (INT, -(2**31) - 1),
+        (INT, "12"),
+        (INT, None),
+        (GraphQLInt, None),
+        (TEXT, "text"),
+        (TEXT, 12),
+        (TEXT, False),
+        (TEXT, None),
+        (FLAG, True),
+        (FLAG, 0),
+        (FLAG, "yes"),
+        (GraphQLNonNull(GraphQLID), 5),
+        (GraphQLNonNull(GraphQLList(INT)), (1, 2, 3)),
+        (GraphQLNonNull(GraphQLList(INT)), [1, True, 2.0]),
+        (GraphQLNonNull(GraphQLList(INT)), (1, 2**31)),
+        (GraphQLNonNull(GraphQLList(INT)), (1, None)),
+        (GraphQLNonNull(GraphQLList(INT)), 5),
+        (GraphQLNonNull(GraphQLList(TEXT)), ("a", 1)),
+        (GraphQLList(TEXT), None),
+    ],
+)
+def test_a_leaf_completes_as_graphql_core_completes_it(
+    type_: GraphQLOutputType, value: Any
+) -> None:
+    """Odd values (no backend holds them) convert, or fail, exactly as on graphql-core's path."""
+    query_type = GraphQLObjectType("Query", {"f": GraphQLField(type_, resolve=lambda *_: value)})
+    expected = graphql_sync(GraphQLSchema(query_type), "{ f }")
+    completes = completion(type_, "Query.f")
+    assert completes is not None
+    try:
+        answer = value if type(value) is completes.native else completes.complete(value)
+    except ItemError as error:
+        assert expected.errors is not None
+        assert [(e.message, e.path) for e in expected.errors] == [
+            (str(error.error), ["f", error.index])
+        ]
+    except Exception as error:
+        assert expected.errors is not None
+        assert [(e.message, e.path) for e in expected.errors] == [(str(error), ["f"])]
+    else:
+        assert expected.errors is None
+        assert expected.data == {"f": answer}
