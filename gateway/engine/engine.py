@@ -5,8 +5,9 @@ validates a document as ever (through its caches and the query limits), then, wh
 would execute the operation, the engine answers it if its plan covers it; otherwise
 graphql-core runs it, as it did before the engine. `gateway_execution_total{path}` counts which.
 
-Plans are kept by document text and operation name, least recently used out first, with one
-plan per combination of the values of the operation's `@skip`/`@include` conditions. A
+Plans are kept by document text and operation name, with one plan per combination of the
+values of the operation's `@skip`/`@include` conditions, up to about `MAX_BYTES` for all
+(documents least recently used out first: any client may send new ones). A
 document is kept only once Strawberry has validated it under the query limits; the next time
 it comes, `execute_known` answers it without Strawberry's pipeline, checking only what depends
 on the request: the cost limit (by its variables) and the variables themselves.
@@ -39,8 +40,8 @@ from gateway.engine.run import run
 from gateway.limits import Costs
 from gateway.schema.context import Context
 
-MAX_DOCUMENTS = 1000  # documents whose plans are kept
-MAX_TEXT = 4 * 2**20  # characters of their texts, in all
+MAX_BYTES = 16 * 2**20  # what the documents and their plans weigh, in all, about
+FIELD_BYTES = 400  # what one compiled field weighs, about (its plan's objects)
 MAX_VARIANTS = 32  # plans of one operation, one per combination of its conditions' values
 MAX_COERCION_ERRORS = 50  # as graphql-core's `execute`
 
@@ -49,8 +50,8 @@ MAX_COERCION_ERRORS = 50  # as graphql-core's `execute`
 class _Operation:
     """An operation of a document, with its plan for each value of its conditions."""
 
+    owner: _Document
     node: OperationDefinitionNode
-    document: DocumentNode
     conditions: tuple[Conditional, ...]
     plans: dict[tuple[bool, ...], Plan | None] = field(default_factory=dict)
 
@@ -64,7 +65,9 @@ class _Operation:
 class _Document:
     """A validated document and its operations met so far, by name (None: its only one)."""
 
+    text: str
     document: DocumentNode
+    size: int = 0  # bytes, about: its text and its plans
     operations: dict[str | None, _Operation] = field(default_factory=dict)
 
 
@@ -77,7 +80,7 @@ class Engine:
         self._schema: GraphQLSchema | None = None
         self._fields: Fields | None = None
         self._documents: OrderedDict[str, _Document] = OrderedDict()
-        self._text = 0
+        self._size = 0
 
     def __call__(self) -> SchemaExtension:
         return _PlannedExecution(self)
@@ -124,7 +127,8 @@ class Engine:
         self._documents.move_to_end(query)
         result: ExecutionResult | None
         try:
-            self.costs.check(self._schema, query, operation.document, operation_name, variables)
+            document = operation.owner.document
+            self.costs.check(self._schema, query, document, operation_name, variables)
         except GraphQLError as error:
             result = ExecutionResult(None, [error])
         else:
@@ -158,11 +162,8 @@ class Engine:
     ) -> _Operation | None:
         known = self._documents.get(query)
         if known is None:
-            known = self._documents[query] = _Document(document)
-            self._text += len(query)
-            while self._text > MAX_TEXT or len(self._documents) > MAX_DOCUMENTS:
-                oldest, _ = self._documents.popitem(last=False)
-                self._text -= len(oldest)
+            known = self._documents[query] = _Document(query, document)
+            self._grow(known, len(query))
         else:
             self._documents.move_to_end(query)
         operation = known.operations.get(operation_name)
@@ -171,13 +172,24 @@ class Engine:
         node = get_operation_ast(document, operation_name)
         if node is None:
             return None
-        operation = _Operation(node, document, conditions(document, node))
+        operation = _Operation(known, node, conditions(document, node))
         if not operation.conditions:
             operation.plans[()] = self._compile(operation, frozenset())
         known.operations[operation_name] = operation
         if get_operation_ast(document) is node:  # its only operation: asked for by no name too
             known.operations[None] = operation
         return operation
+
+    def _grow(self, known: _Document, size: int) -> None:
+        """Count `size` more bytes for a document (if it is still kept); forget the least
+        recently used documents while they weigh too much."""
+        if self._documents.get(known.text) is not known:
+            return
+        known.size += size
+        self._size += size
+        while self._size > MAX_BYTES and len(self._documents) > 1:
+            _, oldest = self._documents.popitem(last=False)
+            self._size -= oldest.size
 
     def _plan(self, operation: _Operation, variables: VariableValues) -> Plan | None:
         if not operation.conditions:
@@ -198,8 +210,11 @@ class Engine:
 
     def _compile(self, operation: _Operation, excluded: frozenset[int]) -> Plan | None:
         assert self._schema is not None and self._fields is not None
-        document, node = operation.document, operation.node
-        return compile_plan(self._schema, self._fields, document, node, excluded)
+        document, node = operation.owner.document, operation.node
+        plan = compile_plan(self._schema, self._fields, document, node, excluded)
+        if plan is not None:
+            self._grow(operation.owner, plan.size * FIELD_BYTES)
+        return plan
 
 
 class _PlannedExecution(SchemaExtension):

@@ -123,6 +123,7 @@ class Edges:
 @dataclass(frozen=True, slots=True, eq=False)
 class Plan:
     root: Selection
+    size: int  # fields compiled, all selections together: what the plan weighs in memory
 
 
 class NotCovered(Exception):
@@ -180,7 +181,7 @@ def compile_plan(
         root = compiler.selection(schema.query_type, [operation.selection_set])
     except NotCovered:
         return None
-    return Plan(root)
+    return Plan(root, compiler.size)
 
 
 def _fragments(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
@@ -203,6 +204,7 @@ class _Compiler:
         self.fields = fields
         self.fragments = fragments
         self.excluded = excluded
+        self.size = 0
 
     # -- collecting fields, as graphql-core does --------------------------------------------
 
@@ -262,6 +264,7 @@ class _Compiler:
         leaves: list[Leaf] = []
         loaded: list[Loaded] = []
         collected = self.collect(type_, selection_sets)
+        self.size += len(collected)
         for key, nodes in collected.items():
             name = nodes[0].name.value
             if name == "__typename":
