@@ -39,7 +39,7 @@ bench: $(BIN)/gateway
 lint: $(BIN)/gateway
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy gateway
+	$(BIN)/mypy gateway tests bench
 
 test: $(BIN)/gateway browser lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -164,19 +164,23 @@ def the_mix(scale: float) -> list[Query]:
     """The frontend's mix: `MIX_SETS` distinct requests, package pages and list pages in turn.
 
     Package pages go through the catalogue's packages with 1 to 10 grids; list pages are pages
-    of 1 to 100 packages from offsets 0, 50, 100, …
+    of 1 to 100 packages from places 0, 50, 100, … (after the keyset cursor of the edge before)
     """
     from gateway.demo.dataset import generate
     from gateway.schema.pagination import cursor_of
 
-    slugs = [package.slug for package in generate(scale=scale).packages]
+    packages = generate(scale=scale).packages
+    slugs = [package.slug for package in packages]
+    newest = sorted((package.id for package in packages), reverse=True)  # the lists' own order
     mix = []
     for n in range(MIX_SETS // 2):
         # Every slug once, then again with another number of grids.
         page = {"slug": slugs[(n * 7919) % len(slugs)], "grids": 1 + (n + n // len(slugs)) % 10}
         mix.append(Query("mix", "package page", PACKAGE_PAGE, page))
         offset = n // 100 * 50
-        listed = {"first": 1 + n % 100, "after": cursor_of(offset - 1) if offset else None}
+        # After the edge before the page: its key is its id, the list being newest id first.
+        after = cursor_of((newest[offset - 1],)) if 0 < offset <= len(newest) else None
+        listed = {"first": 1 + n % 100, "after": after}
         mix.append(Query("mix", "list page", LIST_PAGE, listed))
     return mix
 
@@ -352,7 +356,7 @@ def upstream_process(latency: float, scale: float) -> None:
     from starlette.types import Receive, Scope, Send
 
     from gateway.demo.dataset import generate
-    from gateway.demo.upstream import API_PATH, create_upstream_app, serve_in_thread
+    from tests.fake_upstream import API_PATH, create_upstream_app, serve_in_thread
 
     app = create_upstream_app(generate(scale=scale), latency=latency)
 

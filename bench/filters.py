@@ -34,17 +34,18 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from gateway.app import schema_for
 from gateway.config import Settings
-from gateway.demo.dataset import NOW, Dataset, generate
-from gateway.demo.upstream import serve_upstream
+from gateway.demo.dataset import NOW, generate
 from gateway.errors import response_body
-from gateway.loaders.embedded import open_embedded
 from gateway.loaders.factory import BackendFactory, open_backend
 from gateway.loaders.loaders import Loaders
-from gateway.schema import build_schema
+from gateway.loaders.sql.embedded import open_embedded
+from gateway.loaders.sql.rows import Dataset
 from gateway.schema.context import Context
+from tests.fake_upstream import serve_upstream
 
-SCHEMA = build_schema(Settings())
+SCHEMA = schema_for(Settings())
 
 PACKAGE_PAGE = "totalCount nodes { title repoWatchers lastUpdated pypiVersion }"
 

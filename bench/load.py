@@ -33,9 +33,10 @@ import httpx
 from strawberry.relay.utils import to_base64
 
 from gateway.config import Settings
-from gateway.demo.dataset import Dataset, generate
-from gateway.demo.upstream import FakeUpstream, serve_upstream
+from gateway.demo.dataset import generate
+from gateway.loaders.sql.rows import Dataset
 from gateway.schema.pagination import cursor_of
+from tests.fake_upstream import FakeUpstream, serve_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,15 +74,20 @@ def requests(dataset: Dataset, rng: random.Random) -> Iterator[Request]:
     nodes += [to_base64("Category", row.id) for row in dataset.categories]
     words = sorted({w for row in dataset.packages for w in row.title.lower().split("-") if w})
 
-    def page(size: int) -> dict[str, Any]:
-        offset = rng.randrange(size // 50 + 1) * 50
-        return {"after": cursor_of(offset - 1) if offset else None}
+    package_ids = sorted((row.id for row in dataset.packages), reverse=True)
+    grid_ids = sorted((row.id for row in dataset.grids), reverse=True)
+
+    def page(ids: list[int]) -> dict[str, Any]:
+        """A page of 50 at a random place: after the edge before it, in the lists' own order
+        (newest id first, the id its cursors' key)."""
+        offset = rng.randrange(len(ids) // 50 + 1) * 50
+        return {"after": cursor_of((ids[offset - 1],)) if offset else None}
 
     makers: list[tuple[int, Callable[[], Request]]] = [
         (30, lambda: (PACKAGE, {"slug": rng.choice(packages)})),
         (15, lambda: (FAN_OUT, {"slug": rng.choice(grids)})),
-        (12, lambda: (PACKAGES, page(len(packages)))),
-        (8, lambda: (GRIDS, page(len(grids)))),
+        (12, lambda: (PACKAGES, page(package_ids))),
+        (8, lambda: (GRIDS, page(grid_ids))),
         (15, lambda: (SEARCH, {"q": rng.choice(words)})),
         (20, lambda: (NODE, {"id": rng.choice(nodes)})),
     ]

@@ -5,7 +5,11 @@ dataloaders), once per HTTP request: the operations of a batch share one set of 
 one fetched serves the others. Around each operation it resolves automatic persisted queries
 (gateway/persisted.py) and keeps whole answers in the response cache (gateway/response_cache.py).
 Every request goes through `observe.Observed` (its id, counters, span and log line); each
-operation is counted by name and outcome (gateway/metrics.py).
+operation is counted by name and outcome (gateway/metrics.py). The view's hooks share what they
+learn of a request through one `RequestState`.
+
+With worker.py and cli.py, it is where the settings are read: every layer below gets the plain
+values it needs.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
-from cross_web import HTTPException
-from graphql import GraphQLError
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.middleware import Middleware
@@ -32,19 +37,38 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, GraphQLRequestProtocol
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from gateway import graphiql, limits, metrics, observe, persisted, response_cache, tracing
-from gateway.config import Settings
+from gateway.config import Settings, answer_settings, cors_origins
 from gateway.cors import cors
 from gateway.engine.engine import Engine
-from gateway.errors import BATCH_TOO_LARGE, GatewayError, is_request_error, response_body
+from gateway.errors import (
+    BatchTooLarge,
+    PersistedQueryNotFound,
+    PersistedQueryRefused,
+    RequestRefused,
+    is_request_error,
+    located,
+    response_body,
+)
+from gateway.interrupt import Interruptible
+from gateway.limits import QueryLimits
+from gateway.loaders.backend import Backend
 from gateway.loaders.factory import BackendFactory, OpenBackend, open_backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import quality
-from gateway.response_cache import Cached, MemoryStore, ResponseCache
+from gateway.persisted import PersistedQueries
+from gateway.response_cache import (
+    Cached,
+    MemoryStore,
+    ResponseCache,
+    Store,
+    effective_ttl,
+    namespace,
+)
 from gateway.schema import GatewaySchema, build_schema
 from gateway.schema.context import Context
 from gateway.shared_cache import SharedCache, SharedStore
@@ -68,68 +92,75 @@ class _Encoded(dict[str, Any]):
         self.body = body
 
 
+@dataclass(slots=True, eq=False)
+class RequestState:
+    """What the view's hooks learn about one HTTP request and hand each other: made by `run`
+    before any of them is called, and `current` while it runs."""
+
+    deadline: float  # the event loop's time by which every operation ends
+    backend: Backend | None = None  # the request's, once `get_context` has made it
+    answers: list[Cached | None] = field(default_factory=list)  # each operation's cached answer
+    request_error: bool = False  # the last operation processed never ran (a refused request)
+
+    @property
+    def stale(self) -> bool:
+        """Whether any data so far was a stale copy, served while the source failed."""
+        return self.backend is not None and self.backend.stale
+
+
+current: ContextVar[RequestState] = ContextVar("gateway_request_state")
+
+
 class GraphQLEndpoint(GraphQL[Context, None]):
     """Strawberry's GraphQL-over-HTTP view with our context, errors, JSON, GraphiQL and limits."""
 
     def __init__(
         self,
         schema: GatewaySchema,
-        settings: Settings,
+        *,
         engine: Engine,
-        shared: SharedCache | None = None,
+        persisted: PersistedQueries,
+        responses: ResponseCache | None,
+        max_body_bytes: int,
+        max_batch: int,
+        request_timeout: float,
     ) -> None:
         super().__init__(schema)
-        self.settings = settings
-        self.engine = engine
-
-        def store(max_bytes: int) -> response_cache.Store:
-            # With `--cache`, in this process's memory and in Redis for every other process too.
-            local = MemoryStore(max_bytes)
-            return local if shared is None else SharedStore(local, shared)
-
-        self.persisted = persisted.PersistedQueries(store(persisted.MAX_BYTES))
-        ttl = response_cache.effective_ttl(settings)
-        self.responses = (
-            ResponseCache(
-                store(response_cache.MAX_BYTES),
-                ttl=ttl,
-                namespace=response_cache.namespace(schema.as_str(), settings),
-                max_tokens=settings.max_tokens,
-            )
-            if ttl > 0
-            else None
-        )
+        self.engine = engine  # answers what its compiled plans cover (gateway/engine/)
+        self.persisted = persisted
+        self.responses = responses  # None: answers are not cached
+        self.max_body_bytes = max_body_bytes
+        self.max_batch = max_batch
+        self.request_timeout = request_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            receive = limits.limit_body(receive, self.settings.max_body_bytes)
+            receive = limits.limit_body(receive, self.max_body_bytes)
         await super().__call__(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         """Called once per HTTP request: a batch's operations all get this context."""
         backend: BackendFactory = request.app.state.backend
         context = Context(loaders=Loaders(backend()))
-        request.state.backend = context.loaders.backend
+        current.get().backend = context.loaders.backend
         return context
 
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
-        stale: bool = request.state.backend.stale
+        state = current.get()
         if isinstance(result, _CachedResult):
-            request.state.request_error = False
-            request.state.answers.append(result.cached)
-            if not stale:
+            state.request_error = False
+            state.answers.append(result.cached)
+            if not state.stale:
                 return cast(GraphQLHTTPResponse, _Encoded(result.cached.body))
             # Another operation of the batch was served stale: the body says so for all.
             body: dict[str, Any] = orjson.loads(result.cached.body)
             body["extensions"] = {**body.get("extensions", {}), "stale": True}
             return cast(GraphQLHTTPResponse, body)
-        request.state.request_error = is_request_error(result) and not persisted.is_not_found(
-            result
-        )
-        request.state.answers.append(None)
-        return response_body(result, stale=stale)
+        state.request_error = is_request_error(result) and not persisted.is_not_found(result)
+        state.answers.append(None)
+        return response_body(result, stale=state.stale)
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         """GraphQL-over-HTTP: a client that accepts `application/graphql-response+json`
@@ -138,24 +169,16 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         The request's deadline starts now and covers its body; a body or batch over its limit
         is answered with a GraphQL error and its own status, whatever the media type.
         """
-        deadline = asyncio.get_running_loop().time() + self.settings.request_timeout
-        request.state.deadline = deadline
-        request.state.answers = []  # per operation, its cached answer or None
+        state = RequestState(deadline=asyncio.get_running_loop().time() + self.request_timeout)
+        token = current.set(state)
         try:
-            await limits.read_body(request, self.settings.max_body_bytes, deadline)
-            response = await self._single(request) or await super().run(
-                request, context, root_value
-            )
-        except HTTPException as refusal:  # Strawberry's own: answered in plain text
-            metrics.bad_request(refusal.status_code)
-            raise
-        except limits.HTTPRefusal as refusal:
-            if isinstance(refusal, persisted.Refused):  # no limit: an APQ extension it cannot use
-                metrics.bad_request(refusal.status)
-            else:
-                metrics.refused(refusal.code)
-            body = self.encode_json(refusal.body)
-            response = Response(body, refusal.status, media_type="application/json")
+            response = await self._respond(request, context, root_value, state)
+        finally:
+            # However the request ended (answered, timed out, cancelled by its client hanging
+            # up), nothing it started is waited for any more.
+            if state.backend is not None:
+                state.backend.close()
+            current.reset(token)
         if (
             isinstance(response, Response)
             and response.media_type == "application/json"
@@ -163,10 +186,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         ):
             response.headers["content-type"] = GRAPHQL_RESPONSE
             # A batch is answered with a list, at 200, whatever its operations' errors.
-            if getattr(request.state, "request_error", False) and response.body[:1] != b"[":
+            if state.request_error and response.body[:1] != b"[":
                 response.status_code = 400
         if isinstance(response, Response) and response.media_type == "application/json":
-            return _cache_headers(request, response)
+            return _cache_headers(request, response, state.answers)
         return response
 
     async def _single(self, request: Request) -> Response | None:
@@ -208,6 +231,34 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         body = await self.process_result(request, result)
         return Response(self.encode_json(body), media_type="application/json")
 
+    async def _respond(
+        self, request: Request, context: Any, root_value: Any, state: RequestState
+    ) -> Any:
+        """Strawberry's response, or the JSON answer to a request refused as a whole."""
+        try:
+            await limits.read_body(request, self.max_body_bytes, state.deadline)
+            return await self._single(request) or await super().run(request, context, root_value)
+        except HTTPException as refusal:  # Strawberry's own: answered in plain text
+            metrics.bad_request(refusal.status_code)
+            raise
+        except RequestRefused as refusal:
+            if isinstance(refusal, PersistedQueryRefused):  # no limit: the request is wrong
+                metrics.bad_request(refusal.status)
+            else:
+                metrics.refused(refusal.code)
+            body = self.encode_json(refusal.body)
+            return Response(body, refusal.status, media_type="application/json")
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        """Strawberry's reading of the request, and a batch over `max_batch` refused with a code
+        (Strawberry's own refusal is plain text)."""
+        data = await super().parse_http_body(request)
+        if isinstance(data, list) and len(data) > self.max_batch:
+            raise BatchTooLarge(f"A batch may hold {self.max_batch} operations, not {len(data)}")
+        return data
+
     async def execute_single(
         self,
         request: Request,
@@ -230,10 +281,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             nonlocal name
             try:
                 lookup = await self.persisted.resolve(request_data.query, request_data.extensions)
-            except GatewayError as error:
-                return ExecutionResult(
-                    data=None, errors=[GraphQLError(error.message, extensions=error.extensions)]
-                )
+            except PersistedQueryNotFound as error:
+                return ExecutionResult(data=None, errors=[located(error)])
             name = metrics.operation_name(request_data.operation_name, lookup.query)
             data = dataclasses.replace(request_data, query=lookup.query)
 
@@ -259,15 +308,15 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             if key is None:
                 result = await execute()
             else:
-                result = await self._cached(request, key, execute)
+                result = await self._cached(key, execute)
             # Ran here, by another request, or cached: the hash has been checked either way.
             if lookup.remember is not None and not is_request_error(result):
                 await self.persisted.remember(lookup)
             return result
 
-        deadline: float = request.state.deadline
+        deadline = current.get().deadline
         with tracing.span("graphql operation") as span:
-            result = await limits.in_time(answer(), deadline, self.settings.request_timeout)
+            result = await limits.in_time(answer(), deadline, self.request_timeout)
             label = metrics.operation_label(name, ran=not is_request_error(result))
             if span is not None:
                 span.update_name(f"graphql {label}")
@@ -276,11 +325,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return result
 
     async def _cached(
-        self, request: Request, key: str, execute: Callable[[], Awaitable[ExecutionResult]]
+        self, key: str, execute: Callable[[], Awaitable[ExecutionResult]]
     ) -> ExecutionResult:
         """The answer at `key` in the response cache, or `execute`'s, cached if it succeeded."""
         assert self.responses is not None
         computed = False  # else another request computed it, or it was cached
+        state = current.get()
 
         async def compute() -> tuple[ExecutionResult, bytes | None]:
             nonlocal computed
@@ -289,25 +339,13 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             # Whether some of the data was stale is known by the time an operation ends; in a
             # batch, another operation's stale data keeps this one out of the cache too.
             complete = not result.errors and result.data is not None
-            if not complete or request.state.backend.stale:
+            if not complete or state.stale:
                 return result, None
             return result, self.encode_json(response_body(result))
 
         answer = await self.responses.fetch(key, compute)
         metrics.cache_lookup("response", hit=not computed)
         return _CachedResult(answer) if isinstance(answer, Cached) else answer
-
-    def _validate_batch_request(
-        self, request_data: list[GraphQLRequestData], protocol: GraphQLRequestProtocol
-    ) -> None:
-        """Strawberry refuses a batch over its `max_operations` in plain text; ours has a code."""
-        if len(request_data) > self.settings.max_batch:
-            raise limits.HTTPRefusal(
-                400,
-                BATCH_TOO_LARGE,
-                f"A batch may hold {self.settings.max_batch} operations, not {len(request_data)}",
-            )
-        super()._validate_batch_request(request_data, protocol)
 
     def decode_json(self, data: str | bytes) -> object:
         """Bodies and GET variables; Strawberry answers a JSONDecodeError with a 400.
@@ -363,11 +401,10 @@ def _is_operation(value: object) -> bool:
     )
 
 
-def _cache_headers(request: Request, response: Response) -> Response:
+def _cache_headers(request: Request, response: Response, answers: list[Cached | None]) -> Response:
     """HTTP caching for a GET: a cached answer is public for the rest of its time, has an ETag,
     and a matching `If-None-Match` gets a 304; any other answer is not to be stored. Over POST,
-    a cached answer has its ETag only."""
-    answers: list[Cached | None] = request.state.answers
+    a cached answer has its ETag only. `answers`: each operation's cached answer, or None."""
     single = response.status_code == 200 and len(answers) == 1 and response.body[:1] != b"["
     cached = answers[0] if single else None
     if cached is not None:
@@ -416,10 +453,35 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(body, headers={"content-type": media_type})
 
 
-def create_app(settings: Settings) -> Starlette:
+def query_limits(settings: Settings) -> QueryLimits:
+    """The query limits `settings` set."""
+    return QueryLimits(
+        max_depth=settings.max_depth,
+        max_cost=settings.max_cost,
+        max_aliases=settings.max_aliases,
+        max_tokens=settings.max_tokens,
+        introspection=settings.introspection,
+    )
+
+
+def schema_for(settings: Settings, engine: Engine | None = None) -> GatewaySchema:
+    """The schema `settings` ask for: their query limits, and a federation subgraph or not;
+    its operations run by the plans of `engine` (a new one by default) where they cover them."""
+    if engine is None:
+        engine = Engine(settings.max_cost)
+    return build_schema(query_limits(settings), federation=settings.federation, extensions=[engine])
+
+
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> Starlette:
     # `--cache`: the Redis every process shares; `app.state.shared_cache` (None without it) tells
-    # its state: `available`, `health()`, `await check()`.
-    shared = SharedCache.from_settings(settings)
+    # its state: `available`, `health()`, `await check()`. `clock` times the caches and the
+    # circuit breaker: a test moves its own instead of waiting.
+    shared = None if settings.cache is None else SharedCache(settings.cache)
+
+    def store(max_bytes: int) -> Store:
+        # With `--cache`, in this process's memory and in Redis for every other process too.
+        local = MemoryStore(max_bytes, clock=clock)
+        return local if shared is None else SharedStore(local, shared)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -429,7 +491,7 @@ def create_app(settings: Settings) -> Starlette:
             await shared.start()  # never fails: without Redis, each process serves on its own
         try:
             async with open_backend(
-                settings, keep_warm=settings.warm_catalogue, shared=shared
+                settings, keep_warm=settings.warm_catalogue, shared=shared, clock=clock
             ) as backend:
                 # `backend` makes each request's backend; `opened` answers `/readyz`.
                 app.state.backend = app.state.opened = backend
@@ -448,16 +510,35 @@ def create_app(settings: Settings) -> Starlette:
 
     # Operations run by their compiled plans where these cover them (gateway/engine/).
     engine = Engine(settings.max_cost)
-    endpoint = GraphQLEndpoint(build_schema(settings, [engine]), settings, engine, shared)
+    schema = schema_for(settings, engine)
+    upstream_ttl = None if settings.upstream is None else settings.cache_ttl
+    ttl = effective_ttl(settings.response_cache_ttl, upstream_ttl)
+    responses = None
+    if ttl > 0:
+        responses = ResponseCache(
+            store(response_cache.MAX_BYTES),
+            ttl=ttl,
+            namespace=namespace(schema.as_str(), answer_settings(settings)),
+            max_tokens=settings.max_tokens,
+        )
+    endpoint = GraphQLEndpoint(
+        schema,
+        engine=engine,
+        persisted=PersistedQueries(store(persisted.MAX_BYTES)),
+        responses=responses,
+        max_body_bytes=settings.max_body_bytes,
+        max_batch=settings.max_batch,
+        request_timeout=settings.request_timeout,
+    )
     app = Starlette(
         routes=[
-            Route("/graphql", cors(settings, endpoint)),
+            Route("/graphql", cors(cors_origins(settings), endpoint)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             graphiql.graphiql_static,
         ],
-        middleware=[Middleware(observe.Observed)],
+        middleware=[Middleware(observe.Observed), Middleware(Interruptible)],
         lifespan=lifespan,
     )
     app.state.shared_cache = shared

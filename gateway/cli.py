@@ -1,4 +1,7 @@
-"""The `gateway` command: serve, export-schema, query, config, mirror, demo-upstream."""
+"""The `gateway` command: serve, export-schema, query, config, mirror.
+
+It composes the gateway from its settings, importing each command's modules only when it runs.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,11 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
+from gateway import tracing
 from gateway.config import (
     CONFIG_FILE,
     CONFIG_VARIABLE,
@@ -23,11 +27,38 @@ from gateway.config import (
     env_name,
     find_config_file,
     flag_name,
+    mask,
     setting_type,
 )
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SettingError
+
+if TYPE_CHECKING:
+    from strawberry.http import GraphQLHTTPResponse
 
 EVERY_SCOPE = (SERVER, SCHEMA, "")
+
+
+def check_database_url(settings: Settings) -> None:
+    """A database URL the gateway's database layer can open (SQLAlchemy, only to check one)."""
+    if settings.database is None:
+        return
+    from gateway.loaders.sql.engine import async_url
+
+    try:
+        async_url(settings.database)
+    except ConfigError as exc:
+        message = str(exc).replace(settings.database, mask(settings.database))
+        raise SettingError(message, "database") from None
+
+
+def check_opentelemetry(settings: Settings) -> None:
+    """`--otel` needs the OpenTelemetry packages (imported only to see that they are there)."""
+    if settings.otel and not tracing.available():
+        raise SettingError(f"OpenTelemetry is not installed: {tracing.INSTALL}", "otel")
+
+
+# What only other layers can check of the settings, checked with them whatever the command.
+SETTINGS_CHECKS = (check_database_url, check_opentelemetry)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,16 +103,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_settings(config, EVERY_SCOPE)
 
-    demo = commands.add_parser(
-        "demo-upstream", help="serve a fake APIv4 over the generated demo catalogue"
-    )
-    demo.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    demo.add_argument("--port", type=int, default=8401, help="port to listen on")
-    demo.add_argument(
-        "--scale", type=float, default=1.0, help="catalogue size, 1.0 = the real site"
-    )
-    demo.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
-
     query = commands.add_parser("query", help="run one query in-process and print the JSON")
     query.add_argument("query", help="the GraphQL document")
     query.add_argument("--variables", help="variables as a JSON object")
@@ -110,7 +131,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 def _configuration(args: argparse.Namespace) -> Configuration:
     """The settings from the command's flags, the environment and the TOML file, validated."""
     file = find_config_file(args.config, os.environ)
-    return configure(_flags(args), os.environ, file)
+    return configure(_flags(args), os.environ, file, SETTINGS_CHECKS)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -137,9 +158,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _export_schema(args: argparse.Namespace) -> int:
-    from gateway.schema import build_schema
+    from gateway.app import schema_for
 
-    print(build_schema(_configuration(args).settings).as_str())
+    print(schema_for(_configuration(args).settings).as_str())
     return 0
 
 
@@ -148,24 +169,25 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_upstream(args: argparse.Namespace) -> int:
-    import uvicorn
+async def run_query(
+    settings: Settings,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    operation_name: str | None = None,
+) -> GraphQLHTTPResponse:
+    """`gateway query`: one operation, in this process, over the backend `settings` name."""
+    from gateway.app import schema_for
+    from gateway.loaders.factory import open_backend
+    from gateway.run import run_operation
 
-    from gateway.demo.dataset import generate
-    from gateway.demo.upstream import API_PATH, create_upstream_app
-
-    if args.scale <= 0 or args.latency < 0:
-        raise ConfigError("--scale must be positive and --latency not negative")
-    app = create_upstream_app(generate(scale=args.scale), latency=args.latency)
-    app.base_url = f"http://{args.host}:{args.port}{API_PATH}"
-    print(f"demo APIv4 at {app.base_url}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
+    schema = schema_for(settings)
+    async with open_backend(settings) as backend:
+        return await run_operation(
+            schema, backend, query, variables, operation_name, timeout=settings.request_timeout
+        )
 
 
 def _query(args: argparse.Namespace) -> int:
-    from gateway.run import run_query
-
     variables: Any = None
     if args.variables is not None:
         try:
@@ -181,7 +203,8 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _mirror(args: argparse.Namespace) -> int:
-    from gateway.mirror import MirrorError, mirror_to, progress_to
+    from gateway.errors import MirrorError
+    from gateway.loaders.sql.mirror import mirror_to, progress_to
 
     try:
         with progress_to(sys.stderr) as progress:
@@ -207,8 +230,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             code = _export_schema(args)
         elif args.command == "config":
             code = _config(args)
-        elif args.command == "demo-upstream":
-            code = _demo_upstream(args)
         elif args.command == "mirror":
             code = _mirror(args)
         else:

@@ -1,10 +1,13 @@
 """Settings: defaults, overridden by a TOML file, by `GATEWAY_*` environment variables, by flags.
 
 With neither a database nor an upstream the gateway serves its embedded catalogue. Each
-setting is declared once here, with its help text; the command line's flags, the environment
-variables and the TOML file's keys (the field names) are all made from these declarations.
-Every value is validated here, once, so that a wrong setting stops the gateway at start-up
-with one clear line naming where the value came from, instead of failing a request later.
+setting is declared once here, with its help text and whether its value changes what a query
+answers; the command line's flags, the environment variables, the TOML file's keys (the field
+names), `gateway config`'s report and the response cache's namespace are all made from these
+declarations. Every value is validated when the settings are made, so that a wrong setting stops
+the gateway at start-up with one clear line naming where the value came from, instead of failing
+a request later: here, and by the further checks the caller hands in (`Check`) for what only
+other layers know (a database URL the database driver reads, OpenTelemetry installed).
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import unquote, urlsplit
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SettingError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMATS = ("text", "json")
@@ -35,8 +38,11 @@ CONFIG_FILE = "gateway.toml"
 CONFIG_VARIABLE = "GATEWAY_CONFIG"
 
 
-def _setting(default: Any, help: str, scope: str = "") -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, "scope": scope})
+def _setting(default: Any, help: str, scope: str = "", *, changes_answer: bool = False) -> Any:
+    """A setting's declaration. `changes_answer`: a query may get another answer with another
+    value (its source, its limits), so that answers are cached apart (`answer_settings`)."""
+    metadata = {"help": help, "scope": scope, "changes_answer": changes_answer}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,27 +60,36 @@ class Settings:
         SERVER,
     )
     database: str | None = _setting(
-        None, "sqlite:///… or postgresql://…; default: the embedded catalogue"
+        None, "sqlite:///… or postgresql://…; default: the embedded catalogue", changes_answer=True
     )
-    upstream: str | None = _setting(None, "serve this APIv4 base URL instead of a database")
+    upstream: str | None = _setting(
+        None, "serve this APIv4 base URL instead of a database", changes_answer=True
+    )
     upstream_timeout: float = _setting(10.0, "seconds allowed for one upstream request")
     upstream_max_in_flight: int = _setting(32, "upstream requests in flight at once, at most")
     upstream_retries: int = _setting(2, "retries of a failed idempotent upstream GET")
+    # Not `changes_answer`: an answer over the budget has an error and is never cached, and a
+    # cached answer costs no upstream request, so a cache shared across budgets bypasses none.
+    max_upstream_requests: int = _setting(
+        100, "upstream requests one request (a whole batch) may cause, at most"
+    )
     cache_ttl: float = _setting(300.0, "seconds an upstream resource stays fresh")
     cache_stale: float = _setting(
         86400.0, "seconds a stale copy may still be served while the upstream fails"
     )
     statement_timeout: float = _setting(5.0, "seconds one SQL statement may take")
-    max_depth: int = _setting(10, "deepest selection a query may have")
+    max_depth: int = _setting(10, "deepest selection a query may have", changes_answer=True)
     max_cost: int = _setting(
-        50_000, "most objects a query may ask for: the product of `first` along each path, summed"
+        50_000,
+        "most objects a query may ask for: the product of `first` along each path, summed",
+        changes_answer=True,
     )
-    max_aliases: int = _setting(30, "most aliases in one document")
-    max_tokens: int = _setting(5_000, "most tokens in one document")
+    max_aliases: int = _setting(30, "most aliases in one document", changes_answer=True)
+    max_tokens: int = _setting(5_000, "most tokens in one document", changes_answer=True)
     max_body_bytes: int = _setting(100_000, "largest request body", SERVER)
     max_batch: int = _setting(10, "most operations in one batched request", SERVER)
     request_timeout: float = _setting(10.0, "seconds one request may take")
-    introspection: bool = _setting(True, "answer introspection queries")
+    introspection: bool = _setting(True, "answer introspection queries", changes_answer=True)
     cors_origins: str = _setting(
         "", "comma-separated origins allowed by CORS; none by default", SERVER
     )
@@ -101,7 +116,10 @@ class Settings:
         SERVER,
     )
     federation: bool = _setting(
-        False, "serve an Apollo Federation 2 subgraph (keys, `_service`, `_entities`)", SCHEMA
+        False,
+        "serve an Apollo Federation 2 subgraph (keys, `_service`, `_entities`)",
+        SCHEMA,
+        changes_answer=True,
     )
 
 
@@ -122,12 +140,8 @@ _EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "
 FLAG, ENVIRONMENT, FILE, DEFAULT = "flag", "environment", "file", "default"
 
 
-class SettingError(ConfigError):
-    """A value the gateway cannot run with; `settings` names the settings it concerns."""
-
-    def __init__(self, message: str, *settings: str) -> None:
-        super().__init__(message)
-        self.settings = settings
+Check = Callable[[Settings], None]
+"""A further check of the settings, by a layer config does not import: raises `SettingError`."""
 
 
 def setting_type(name: str) -> type:
@@ -195,10 +209,13 @@ def _table_values(table: Mapping[str, object], source: str) -> dict[str, Any]:
     return values
 
 
-def _validated(settings: Settings, where: Mapping[str, str]) -> Settings:
-    """`validate`, its error led by where the values at fault came from (`where` by setting)."""
+def _validated(settings: Settings, where: Mapping[str, str], checks: Sequence[Check]) -> Settings:
+    """`validate` and `checks`, an error led by where the values at fault came from (`where` by
+    setting)."""
     try:
         validate(settings)
+        for check in checks:
+            check(settings)
     except SettingError as exc:
         at_fault = " and ".join(where[name] for name in exc.settings)
         raise ConfigError(f"{at_fault}: {exc}") from None
@@ -265,9 +282,10 @@ def configure(
     flags: Mapping[str, object] | None = None,
     environ: Mapping[str, str] | None = None,
     file: Path | None = None,
+    checks: Sequence[Check] = (),
 ) -> Configuration:
     """Each setting from its flag (None means "not given"), else its environment variable,
-    else the TOML `file`, else its default; then all of them validated.
+    else the TOML `file`, else its default; then all of them validated, and given to `checks`.
 
     The whole file is checked (unknown keys, types), even the keys a flag or a variable hides.
     """
@@ -290,7 +308,7 @@ def configure(
             values[name] = from_file[name]
         else:
             where[name], origins[name] = name, DEFAULT
-    return Configuration(_validated(Settings(**values), where), origins, file)
+    return Configuration(_validated(Settings(**values), where, checks), origins, file)
 
 
 def load_settings(
@@ -305,7 +323,17 @@ def load_settings(
 def settings_from_table(table: Mapping[str, object], source: str) -> Settings:
     """Settings from typed values (a worker's, handed down as JSON), the others their defaults."""
     where = {field.name: f"{source}: {field.name}" for field in dataclasses.fields(Settings)}
-    return _validated(Settings(**_table_values(table, source)), where)
+    return _validated(Settings(**_table_values(table, source)), where, ())
+
+
+def answer_settings(settings: Settings) -> dict[str, object]:
+    """The values of the settings that change an answer, by name: the response cache keeps the
+    answers made under other values apart."""
+    return {
+        field.name: getattr(settings, field.name)
+        for field in dataclasses.fields(Settings)
+        if field.metadata["changes_answer"]
+    }
 
 
 def _toml(value: object) -> str:
@@ -367,18 +395,11 @@ def validate(settings: Settings) -> None:
             raise SettingError(f"upstream must be an http(s) URL, got {shown!r}", "upstream")
     if settings.cache is not None:
         _check_cache_url(settings.cache)
-    if settings.database is not None:
-        from gateway.loaders.database import async_url  # SQLAlchemy only for a URL to check
-
-        try:
-            async_url(settings.database)
-        except ConfigError as exc:
-            message = str(exc).replace(settings.database, mask(settings.database))
-            raise SettingError(message, "database") from None
     _positive(
         settings,
         "upstream_timeout",
         "upstream_max_in_flight",
+        "max_upstream_requests",
         "cache_ttl",
         "statement_timeout",
         "max_depth",
@@ -408,12 +429,6 @@ def validate(settings: Settings) -> None:
     if settings.log_format not in LOG_FORMATS:
         message = f"log format must be one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}"
         raise SettingError(message, "log_format")
-    if settings.otel:
-        from gateway import tracing  # imports OpenTelemetry only to see that it is there
-
-        if not tracing.available():
-            message = f"OpenTelemetry is not installed: {tracing.INSTALL}"
-            raise SettingError(message, "otel")
     for origin in cors_origins(settings):
         parts = urlsplit(origin)
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc):

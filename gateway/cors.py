@@ -10,8 +10,6 @@ from __future__ import annotations
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from gateway.config import Settings, cors_origins
-
 __all__ = ["ALLOWED_HEADERS", "ALLOWED_METHODS", "cors"]
 
 ALLOWED_METHODS = ["GET", "POST"]
@@ -28,9 +26,8 @@ ALLOWED_HEADERS = [
 ]
 
 
-def cors(settings: Settings, app: ASGIApp) -> ASGIApp:
-    """`app` open to the configured origins, or `app` itself when there are none."""
-    origins = cors_origins(settings)
+def cors(origins: list[str], app: ASGIApp) -> ASGIApp:
+    """`app` open to `origins` (`*`: any), or `app` itself when there are none."""
     if not origins:
         return app
     return CORSMiddleware(

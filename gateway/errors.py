@@ -1,16 +1,46 @@
-"""Error codes, the exceptions that carry them, and how errors reach a client.
+"""The gateway's exceptions, the codes clients see, and how errors reach a client.
 
-Every error a client sees has `extensions.code`. Errors we raise on purpose carry their
-own code and a message written for the client; anything else is logged with its traceback
-and reaches the client only as "Internal server error".
+Every exception the gateway raises on purpose derives from `GatewayError`:
+
+* GatewayError
+  x ConfigError ............ a setting or an option it cannot run with: one line, exit status 2
+    + SettingError
+  x MirrorError ............ why `gateway mirror` stopped: one line, exit status 1
+  x SharedCacheUnavailable . the shared Redis cannot be used now; handled, never seen by a client
+  x ReportedError .......... reported to the client as it is, with its `extensions.code`
+    + BadUserInput
+    + UpstreamError
+      - TransientError ..... worth another attempt (the REST client retries it)
+    + UpstreamBudgetExceeded  one request's upstream requests used up (`--max-upstream-requests`)
+    + DatabaseError
+    + PersistedQueryNotFound
+    + EmptySelectionSet
+    + OperationTimedOut
+    + QueryRefused ......... a document refused by a query limit (gateway/limits.py) before it ran
+      - QueryTooDeep
+      - QueryTooCostly
+      - TooManyAliases
+      - TooManyTokens
+      - IntrospectionDisabled
+    + RequestRefused ....... a whole HTTP request refused before any operation, with its status
+      - RequestTooLarge
+      - RequestBodyTimeout
+      - BatchTooLarge
+      - PersistedQueryRefused
+
+Every error a client sees has `extensions.code`, decided by the type of the error it stands for
+(`classify`): graphql-core carries ours as a GraphQL error's `original_error`. Anything else is
+logged with its traceback and reaches the client only as "Internal server error".
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from graphql import GraphQLError, GraphQLSyntaxError
+from graphql import GraphQLError, GraphQLSyntaxError, Node
+from strawberry.extensions import SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
@@ -31,17 +61,41 @@ INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
 REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+# The upstream requests one request may cause (`--max-upstream-requests`): the fields that
+# needed more fail with this.
+UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
+# A request still running when the server's shutdown bound came (`--shutdown-timeout`).
+SHUTTING_DOWN = "SHUTTING_DOWN"
 # Automatic persisted queries (gateway/persisted.py): a hash the gateway does not know (yet).
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 
 
-# What graphql-core says when a variable's value does not fit its type (a request's input,
-# not its document): "got invalid value", "of required type … was not provided", ….
-_COERCION_PHRASES = ("invalid value", "was not provided", "must not be null")
-
-
 class GatewayError(Exception):
-    """An error whose message is safe to show a client as it is.
+    """The root of every exception the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A setting has a value the gateway cannot run with; the message is one line."""
+
+
+class SettingError(ConfigError):
+    """A value the gateway cannot run with; `settings` names the settings it concerns."""
+
+    def __init__(self, message: str, *settings: str) -> None:
+        super().__init__(message)
+        self.settings = settings
+
+
+class MirrorError(GatewayError):
+    """Why `gateway mirror` stopped, in one line; the database was left as it was."""
+
+
+class SharedCacheUnavailable(GatewayError):
+    """The shared cache cannot be used now: not started, marked down, or the command failed."""
+
+
+class ReportedError(GatewayError):
+    """An error whose message is safe to show a client as it is, with its code.
 
     `detail` is for the server's log only: URLs, addresses, the underlying exception.
     """
@@ -56,44 +110,151 @@ class GatewayError(Exception):
         self.extensions: dict[str, Any] = {"code": self.code}
 
 
-class BadUserInput(GatewayError):
+class BadUserInput(ReportedError):
     code = BAD_USER_INPUT
 
 
-class UpstreamError(GatewayError):
+class UpstreamError(ReportedError):
     """The REST upstream failed: an error status, a timeout, or a body we cannot read."""
 
     code = UPSTREAM_ERROR
 
 
-class DatabaseError(GatewayError):
+class TransientError(UpstreamError):
+    """A failure worth another attempt: a connection that failed, 429, 502, 503 or 504."""
+
+    def __init__(self, message: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after
+
+
+class UpstreamBudgetExceeded(ReportedError):
+    """The request has caused as many upstream requests as one may: the rest are not made.
+
+    Not an `UpstreamError`: the upstream did not fail, so nothing that stands in for a failed
+    upstream (a stale copy, a GET per record instead of the snapshot) is tried.
+    """
+
+    code = UPSTREAM_BUDGET_EXCEEDED
+
+
+class DatabaseError(ReportedError):
     code = DATABASE_ERROR
 
 
-class PersistedQueryNotFound(GatewayError):
+class PersistedQueryNotFound(ReportedError):
     """An APQ hash without its document, unknown here: the client is to send the document."""
 
     code = PERSISTED_QUERY_NOT_FOUND
 
 
-class ConfigError(Exception):
-    """A setting has a value the gateway cannot run with; the message is one line."""
+class EmptySelectionSet(ReportedError):
+    """A selection set without selections: graphql-core parses it, the GraphQL spec does not."""
+
+    code = GRAPHQL_PARSE_FAILED
+
+
+class OperationTimedOut(ReportedError):
+    """An operation still running at the request's deadline: it did run, its `data` is null."""
+
+    code = REQUEST_TIMEOUT
+
+
+class QueryRefused(ReportedError):
+    """A document over one of the query limits: it never ran."""
+
+
+class QueryTooDeep(QueryRefused):
+    code = QUERY_TOO_DEEP
+
+
+class QueryTooCostly(QueryRefused):
+    code = QUERY_TOO_COSTLY
+
+
+class TooManyAliases(QueryRefused):
+    code = TOO_MANY_ALIASES
+
+
+class TooManyTokens(QueryRefused):
+    code = TOO_MANY_TOKENS
+
+
+class IntrospectionDisabled(QueryRefused):
+    code = INTROSPECTION_DISABLED
+
+
+class RequestRefused(ReportedError):
+    """A request refused before any operation ran: an HTTP status and one GraphQL error."""
+
+    status = 400
+
+    @property
+    def body(self) -> GraphQLHTTPResponse:
+        return {"errors": [{"message": self.message, "extensions": self.extensions}]}
+
+
+class RequestTooLarge(RequestRefused):
+    code = REQUEST_TOO_LARGE
+    status = 413
+
+
+class RequestBodyTimeout(RequestRefused):
+    code = REQUEST_TIMEOUT
+    status = 408
+
+
+class BatchTooLarge(RequestRefused):
+    code = BATCH_TOO_LARGE
+
+
+class PersistedQueryRefused(RequestRefused):
+    """An APQ extension the gateway cannot use: no limit, the request itself is wrong."""
+
+    code = BAD_USER_INPUT
+
+
+def located(error: ReportedError, nodes: Node | Sequence[Node] | None = None) -> GraphQLError:
+    """`error` as graphql-core carries it: at `nodes` in the document, if any."""
+    return GraphQLError(error.message, nodes, original_error=error)
+
+
+def reported_as(kind: type[ReportedError], error: GraphQLError) -> GraphQLError:
+    """An error graphql-core (or Strawberry) reported, at the same place, as one of `kind`."""
+    return GraphQLError(
+        error.message,
+        error.nodes,
+        error.source,
+        error.positions,
+        error.path,
+        original_error=kind(error.message),
+    )
+
+
+class VariableErrors(SchemaExtension):
+    """Variables that do not fit their types are the client's mistake: BAD_USER_INPUT.
+
+    graphql-core checks them as execution starts, before any field runs, and answers with their
+    errors instead of data: the only errors execution ends with that have no path.
+    """
+
+    def on_execute(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None or result.data is not None or not result.errors:
+            return
+        if all(error.path is None for error in result.errors):
+            result.errors = [reported_as(BadUserInput, error) for error in result.errors]
 
 
 def classify(error: GraphQLError) -> str:
-    """The `extensions.code` for an error that does not carry one of ours."""
+    """The `extensions.code` for an error, from the type of the error it stands for."""
     original = error.original_error
-    if isinstance(original, GatewayError):
+    if isinstance(original, ReportedError):
         return original.code
     if isinstance(error, GraphQLSyntaxError):
         return GRAPHQL_PARSE_FAILED
-    if error.path is not None:
-        return INTERNAL_SERVER_ERROR
-    if error.message.startswith("Variable '$") and any(
-        phrase in error.message for phrase in _COERCION_PHRASES
-    ):
-        return BAD_USER_INPUT
-    if original is not None:
+    if error.path is not None or original is not None:
         return INTERNAL_SERVER_ERROR
     return GRAPHQL_VALIDATION_FAILED
 
@@ -101,7 +262,7 @@ def classify(error: GraphQLError) -> str:
 def is_unexpected(error: GraphQLError) -> bool:
     """An error raised by a bug or an unforeseen failure, not by the request itself."""
     original = error.original_error
-    return original is not None and not isinstance(original, GatewayError | GraphQLError)
+    return original is not None and not isinstance(original, ReportedError | GraphQLError)
 
 
 def format_error(error: GraphQLError) -> dict[str, Any]:
@@ -131,7 +292,7 @@ def is_request_error(result: ExecutionResult) -> bool:
     An operation cut short by the request's time limit did run: its `data` is null.
     """
     return result.data is None and any(
-        error.path is None and (error.extensions or {}).get("code") != REQUEST_TIMEOUT
+        error.path is None and not isinstance(error.original_error, OperationTimedOut)
         for error in result.errors or ()
     )
 

@@ -1,10 +1,10 @@
 """Query limits: what one request may ask of the gateway, refused before anything runs.
 
 Tokens are counted by graphql-core's parser; depth, aliases and introspection are Strawberry's
-and graphql-core's validation rules, their errors labelled with our codes. Parsing and
-validation are cached per document, keyed by the limits too, so a refused document stays
+and graphql-core's validation rules, their errors reported as ours (gateway/errors.py). Parsing
+and validation are cached per document, keyed by the limits too, so a refused document stays
 refused. The cost depends on the variables, so it is estimated after validation, just before
-execution. The HTTP view refuses oversized bodies and batches with `HTTPRefusal`, and ends
+execution. The HTTP view refuses oversized bodies (`limit_body`, `read_body`), and ends
 operations at the request's deadline with `in_time`.
 """
 
@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -57,82 +58,95 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
-from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
-from gateway.config import Settings
 from gateway.errors import (
-    GRAPHQL_PARSE_FAILED,
-    INTROSPECTION_DISABLED,
-    QUERY_TOO_COSTLY,
-    QUERY_TOO_DEEP,
-    REQUEST_TIMEOUT,
-    REQUEST_TOO_LARGE,
-    TOO_MANY_ALIASES,
-    TOO_MANY_TOKENS,
+    EmptySelectionSet,
+    IntrospectionDisabled,
+    OperationTimedOut,
+    QueryRefused,
+    QueryTooCostly,
+    QueryTooDeep,
+    RequestBodyTimeout,
+    RequestTooLarge,
+    TooManyAliases,
+    TooManyTokens,
+    located,
+    reported_as,
 )
+from gateway.internals import graphql_schema, is_nested_too_deeply, is_over_token_limit
 
 # graphql-core's parser refuses selections nested deeper; fragments must not get around that.
 MAX_NESTING = 200
+# The most items a connection gives at once (`first` or `last`); the resolvers refuse more.
+MAX_FIRST = 100
+# What a connection gives when neither `first` nor `last` is given.
+DEFAULT_FIRST = 20
 # A list of objects that is neither a connection nor `nodes(ids:)`: `search` has at most 20 hits.
 LIST_SIZE = 20
 
 Extension = type[SchemaExtension] | Callable[[], SchemaExtension]
 
 
-def extensions(settings: Settings) -> list[Extension]:
-    """The schema extensions that enforce `settings`' limits, one instance of each per request.
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    """What one document may ask for (each is a setting of gateway/config.py)."""
+
+    max_depth: int
+    max_cost: int
+    max_aliases: int
+    max_tokens: int
+    introspection: bool
+
+
+def extensions(limits: QueryLimits) -> list[Extension]:
+    """The schema extensions that enforce `limits`, one instance of each per request.
 
     The validation rules are made once, here: they are part of the validation cache's key.
     """
-    rules = _validation_rules(settings)
-    costs = Costs(settings.max_cost)
+    rules = _validation_rules(limits)
+    costs = Costs(limits.max_cost)
     return [
-        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: _Parse(settings.max_tokens),
+        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+        lambda: _Parse(limits.max_tokens),
         lambda: AddValidationRules(rules),
         ValidationCache,
         lambda: _Cost(costs),
     ]
 
 
-def _validation_rules(settings: Settings) -> list[type[ASTValidationRule]]:
-    depth = QueryDepthLimiter(max_depth=settings.max_depth)
-    aliases = MaxAliasesLimiter(max_alias_count=settings.max_aliases)
-    rules = [_coded(rule, QUERY_TOO_DEEP) for rule in depth.validation_rules]
-    rules += [_coded(rule, TOO_MANY_ALIASES) for rule in aliases.validation_rules]
-    if not settings.introspection:
-        rules.append(_coded(NoSchemaIntrospectionCustomRule, INTROSPECTION_DISABLED))
+def _validation_rules(limits: QueryLimits) -> list[type[ASTValidationRule]]:
+    depth = QueryDepthLimiter(max_depth=limits.max_depth)
+    aliases = MaxAliasesLimiter(max_alias_count=limits.max_aliases)
+    rules = [_reporting(rule, QueryTooDeep) for rule in depth.validation_rules]
+    rules += [_reporting(rule, TooManyAliases) for rule in aliases.validation_rules]
+    if not limits.introspection:
+        rules.append(_reporting(NoSchemaIntrospectionCustomRule, IntrospectionDisabled))
     return rules
 
 
-def _label(error: GraphQLError, code: str) -> GraphQLError:
-    error.extensions = {**(error.extensions or {}), "code": code}
-    return error
+def _reporting(rule: type[ASTValidationRule], kind: type[QueryRefused]) -> type[ASTValidationRule]:
+    """`rule`, its errors reported as errors of `kind`: those it reports while visiting the
+    document, and those Strawberry's limiters report all at once when they are created."""
 
-
-def _coded(rule: type[ASTValidationRule], code: str) -> type[ASTValidationRule]:
-    """`rule`, its errors carrying `code`: those it reports while visiting the document, and
-    those Strawberry's limiters report all at once when they are created."""
-
-    class Coded(rule):  # type: ignore[misc,valid-type]
+    class Reporting(rule):  # type: ignore[misc,valid-type]
         def __init__(self, context: ValidationContext) -> None:
             report = context.on_error
-            context.on_error = lambda error: report(_label(error, code))  # type: ignore[method-assign]
+            context.on_error = lambda error: report(reported_as(kind, error))  # type: ignore[method-assign]
             try:
                 super().__init__(context)
             finally:
                 context.on_error = report  # type: ignore[method-assign]
 
         def report_error(self, error: GraphQLError) -> None:
-            super().report_error(_label(error, code))
+            super().report_error(reported_as(kind, error))
 
-    return Coded
+    return Reporting
 
 
 class _Parse(ParserCache):
-    """Strawberry's parser cache, with our codes on the parser's refusals, and a document measured
-    as if its fragments were written out where they are spread.
+    """Strawberry's parser cache, with the parser's own limits reported as ours, and a document
+    measured as if its fragments were written out where they are spread.
 
     Strawberry's depth and alias limiters follow every spread of every fragment: a few hundred
     tokens of fragments spreading others twice would keep them busy for hours. They also fail
@@ -148,17 +162,16 @@ class _Parse(ParserCache):
         try:
             document = self.cached_parse_document(context.query, **context.parse_options)
         except GraphQLSyntaxError as error:
-            if "Document contains more than" in error.message:
-                raise _label(error, TOO_MANY_TOKENS) from None
-            if "Document is nested too deeply" in error.message:
-                raise _label(error, QUERY_TOO_DEEP) from None
+            if is_over_token_limit(error):
+                raise reported_as(TooManyTokens, error) from None
+            if is_nested_too_deeply(error):
+                raise reported_as(QueryTooDeep, error) from None
             raise
         selections = _Spread(document).selections()
         if selections > self.max_tokens:
-            raise GraphQLError(
+            raise TooManyTokens(
                 f"Document contains more than {self.max_tokens} tokens once its fragments are"
-                f" spread: {selections} selections",
-                extensions={"code": TOO_MANY_TOKENS},
+                f" spread: {selections} selections"
             )
         context.graphql_document = document
         yield
@@ -191,11 +204,8 @@ class _Spread:
     def _measure(self, selection_set: SelectionSetNode, depth: int) -> tuple[int, int]:
         """Selections in `selection_set`, at nesting `depth`, and how many levels it spans."""
         if not selection_set.selections:
-            raise GraphQLError(
-                "Syntax Error: a selection set may not be empty.",
-                selection_set,
-                extensions={"code": GRAPHQL_PARSE_FAILED},
-            )
+            empty = EmptySelectionSet("Syntax Error: a selection set may not be empty.")
+            raise located(empty, selection_set)
         if depth > MAX_NESTING:
             raise _too_deep(selection_set)
         count, levels = 0, 1
@@ -224,11 +234,10 @@ class _Spread:
 
 
 def _too_deep(node: Node) -> GraphQLError:
-    return GraphQLError(
-        f"Document is nested more than {MAX_NESTING} levels deep once its fragments are spread",
-        node,
-        extensions={"code": QUERY_TOO_DEEP},
+    message = (
+        f"Document is nested more than {MAX_NESTING} levels deep once its fragments are spread"
     )
+    return located(QueryTooDeep(message), node)
 
 
 class Costs:
@@ -253,10 +262,9 @@ class Costs:
         """Refuse an operation whose estimated cost is over the limit."""
         cost = self._cost(schema, query, document, operation_name, variables)
         if cost > self.max_cost:
-            raise GraphQLError(
+            raise QueryTooCostly(
                 f"The query's estimated cost is {cost}, over the limit of {self.max_cost}: ask"
-                " for fewer items with `first`, or nest fewer connections",
-                extensions={"code": QUERY_TOO_COSTLY},
+                " for fewer items with `first`, or nest fewer connections"
             )
 
     def _cost(
@@ -299,7 +307,7 @@ class _Cost(SchemaExtension):
         context = self.execution_context
         assert context.graphql_document is not None  # validated by now
         self.costs.check(
-            context.schema._schema,
+            graphql_schema(context.schema),
             context.query,
             context.graphql_document,
             context.operation_name,
@@ -316,7 +324,7 @@ def estimate_cost(
 ) -> int:
     """The most objects a valid operation may return.
 
-    Each connection field counts its `first` (its default, 20, when not given or null) times
+    Each connection field counts its `first` or `last` (20 when neither is given) times
     the sizes of the lists above it, and so does each other list of objects with its own size:
     the number of `ids` for `nodes`, 20 otherwise (`search`). The operation's cost is the sum
     over all these fields. Fragments count wherever they are spread, aliased fields once each.
@@ -387,14 +395,15 @@ class _Estimate:
         """How many objects the field returns, or None for one object (or a connection's page,
         already counted by the connection)."""
         if "first" in field.args:
-            # Imported here: the schema package imports this module to build itself.
-            from gateway.schema.pagination import MAX_FIRST
-
-            first = get_argument_values(field, node, self.variables).get("first")
-            if first is None:  # null: the resolvers use the default
-                first = field.args["first"].default_value
+            arguments = get_argument_values(field, node, self.variables)
+            # `last` counts as `first` does; null or absent, the resolvers use the default
+            # (both at once the resolver refuses: count the larger).
+            given = [arguments.get(name) for name in ("first", "last")]
+            sizes = [size for size in given if size is not None] or [DEFAULT_FIRST]
+            if not all(isinstance(size, int) for size in sizes):
+                return LIST_SIZE
             # Over MAX_FIRST the resolver refuses it (BAD_USER_INPUT): count what it allows.
-            return min(max(first, 0), MAX_FIRST) if isinstance(first, int) else LIST_SIZE
+            return min(max(0, *map(int, sizes)), MAX_FIRST)
         listed = get_nullable_type(field.type)
         if not isinstance(listed, GraphQLList) or not is_composite_type(get_named_type(listed)):
             return None
@@ -404,20 +413,8 @@ class _Estimate:
         return len(ids) if isinstance(ids, list) else LIST_SIZE
 
 
-class HTTPRefusal(Exception):
-    """A request refused before any operation ran: an HTTP status and a GraphQL error."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.body: GraphQLHTTPResponse = {
-            "errors": [{"message": message, "extensions": {"code": code}}]
-        }
-
-
-def _too_large(max_bytes: int) -> HTTPRefusal:
-    return HTTPRefusal(413, REQUEST_TOO_LARGE, f"The request body is over {max_bytes} bytes")
+def _too_large(max_bytes: int) -> RequestTooLarge:
+    return RequestTooLarge(f"The request body is over {max_bytes} bytes")
 
 
 def limit_body(receive: Receive, max_bytes: int) -> Receive:
@@ -447,9 +444,7 @@ async def read_body(request: Request, max_bytes: int, deadline: float) -> None:
         async with asyncio.timeout_at(deadline):
             await request.body()  # Starlette keeps it for Strawberry
     except TimeoutError:
-        raise HTTPRefusal(
-            408, REQUEST_TIMEOUT, "The request body did not arrive within the time limit"
-        ) from None
+        raise RequestBodyTimeout("The request body did not arrive within the time limit") from None
 
 
 async def in_time(
@@ -463,7 +458,5 @@ async def in_time(
     except TimeoutError:
         if not scope.expired():
             raise
-    error = GraphQLError(
-        f"The request took longer than {timeout:g} s", extensions={"code": REQUEST_TIMEOUT}
-    )
-    return ExecutionResult(data=None, errors=[error])
+    timed_out = OperationTimedOut(f"The request took longer than {timeout:g} s")
+    return ExecutionResult(data=None, errors=[located(timed_out)])

@@ -251,6 +251,13 @@ def bad_request(status: int) -> None:
         _note_errors(stats, [f"HTTP_{status}"])
 
 
+def interrupted(code: str) -> None:
+    """A request cut before its answer (`SHUTTING_DOWN`): its log line says so."""
+    stats = current.get()
+    if stats is not None:
+        _note_errors(stats, [code])
+
+
 def upstream_request(path: str, status: str, seconds: float) -> None:
     """One attempt at an APIv4 GET of `path` (relative to the API root), and how it ended."""
     resource, kind = upstream_resource(path)

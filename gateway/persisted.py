@@ -7,7 +7,8 @@ answered with the error Apollo clients look for (message `PersistedQueryNotFound
 again with the document: the gateway checks that the hash is the document's, runs it (or answers
 it from the response cache), and remembers it unless the document was refused (it does not parse,
 or breaks a rule or a limit). As with Apollo Server, an extension the gateway cannot use (another
-version, a hash that is not the document's) refuses the whole request with HTTP 400 (`Refused`).
+version, a hash that is not the document's) refuses the whole request with HTTP 400
+(`PersistedQueryRefused`).
 
 Documents are kept for `TTL` seconds from when they were sent, in a `Store` (see
 gateway/response_cache.py): this process's memory, bounded in bytes, least recently used out
@@ -26,8 +27,7 @@ from typing import Any
 
 from strawberry.types import ExecutionResult
 
-from gateway.errors import BAD_USER_INPUT, PERSISTED_QUERY_NOT_FOUND, PersistedQueryNotFound
-from gateway.limits import HTTPRefusal
+from gateway.errors import PersistedQueryNotFound, PersistedQueryRefused
 from gateway.response_cache import MemoryStore, Store
 
 VERSION = 1
@@ -46,13 +46,6 @@ class Lookup:
     remember: str | None = None
 
 
-class Refused(HTTPRefusal):
-    """An APQ extension the gateway cannot use: the request is answered with HTTP 400."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(400, BAD_USER_INPUT, message)
-
-
 class PersistedQueries:
     def __init__(self, store: Store | None = None) -> None:
         self.store: Store = store if store is not None else MemoryStore(MAX_BYTES)
@@ -60,23 +53,24 @@ class PersistedQueries:
     async def resolve(self, query: str | None, extensions: Mapping[str, Any] | None) -> Lookup:
         """The document a request runs: its own, or the one its hash names.
 
-        Raises `PersistedQueryNotFound` for a hash the gateway does not know, and `Refused` for
-        an APQ extension it cannot read or a hash that is not the document's.
+        Raises `PersistedQueryNotFound` for a hash the gateway does not know, and
+        `PersistedQueryRefused` for an APQ extension it cannot read or a hash that is not the
+        document's.
         """
         persisted = (extensions or {}).get("persistedQuery")
         if persisted is None:
             return Lookup(query)
         if not isinstance(persisted, dict):
-            raise Refused("`extensions.persistedQuery` must be an object")
+            raise PersistedQueryRefused("`extensions.persistedQuery` must be an object")
         version = persisted.get("version")
         if type(version) is not int or version != VERSION:
-            raise Refused(
+            raise PersistedQueryRefused(
                 f"Unsupported persisted query version {version!r}: only version {VERSION} is"
                 " supported"
             )
         sha = persisted.get("sha256Hash")
         if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
-            raise Refused(
+            raise PersistedQueryRefused(
                 "`extensions.persistedQuery.sha256Hash` must be a SHA-256 hash in hexadecimal"
             )
         sha = sha.lower()
@@ -86,7 +80,7 @@ class PersistedQueries:
                 raise PersistedQueryNotFound("PersistedQueryNotFound")
             return Lookup(found[0].decode())
         if hashlib.sha256(query.encode()).hexdigest() != sha:
-            raise Refused("provided sha does not match query")
+            raise PersistedQueryRefused("provided sha does not match query")
         return Lookup(query, remember=sha)
 
     async def remember(self, lookup: Lookup) -> None:
@@ -99,8 +93,7 @@ def is_not_found(result: ExecutionResult) -> bool:
     """An unknown hash: the protocol's next step, not a request error (HTTP 200 even under
     `application/graphql-response+json`, or Apollo clients would give up on APQ)."""
     return any(
-        (error.extensions or {}).get("code") == PERSISTED_QUERY_NOT_FOUND
-        for error in result.errors or ()
+        isinstance(error.original_error, PersistedQueryNotFound) for error in result.errors or ()
     )
 
 

@@ -3,11 +3,12 @@
 A key is made from the document as graphql-core prints it (so whitespace, commas and comments do
 not matter; each raw text is parsed for this once, then remembered), the operation name and the
 variables, under a namespace that holds everything else that changes an answer: the schema and the
-settings that limit or feed it. Only a query is ever cached, and only a complete, successful
-answer (no errors, nothing stale): the HTTP view (gateway/app.py) decides that and hands over the
-encoded body. A refused request never runs far enough to be looked up: the body and batch limits
-refuse it before, and the document limits are part of the namespace, so an answer cached under
-laxer limits is never served under stricter ones.
+settings declared as changing one (gateway/config.py: the source and the query limits). Only a
+query is ever cached, and only a complete, successful answer (no errors, nothing stale): the HTTP
+view (gateway/app.py) decides that and hands over the encoded body. A refused request never runs
+far enough to be looked up: the body and batch limits refuse it before, and the document limits
+are part of the namespace, so an answer cached under laxer limits is never served under stricter
+ones.
 
 Concurrent requests for the same key share one execution (single-flight): the first runs it, the
 others wait for its answer and run their own only if it could not be cached.
@@ -33,8 +34,6 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 from graphql import OperationDefinitionNode, OperationType, parse, print_ast
-
-from gateway.config import Settings
 
 logger = logging.getLogger("gateway")
 
@@ -161,27 +160,17 @@ class _Documents:
         return _Document(hashlib.sha256(printed.encode()).digest(), queries, len(operations))
 
 
-def namespace(sdl: str, settings: Settings) -> bytes:
-    """What, besides the request, decides an answer: the schema, the source and the limits."""
-    decisive = (
-        sdl,
-        settings.database,
-        settings.upstream,
-        settings.max_depth,
-        settings.max_cost,
-        settings.max_aliases,
-        settings.max_tokens,
-        settings.introspection,
-    )
+def namespace(sdl: str, answer_settings: Mapping[str, object]) -> bytes:
+    """What, besides the request, decides an answer: the schema, and the values of the settings
+    that change an answer, by name (`config.answer_settings`)."""
+    decisive = (sdl, sorted(answer_settings.items()))
     return hashlib.sha256(repr(decisive).encode()).digest()
 
 
-def effective_ttl(settings: Settings) -> float:
-    """How long an answer stays fresh: `response_cache_ttl`, and over an upstream no longer than
-    the resources it is made of (`cache_ttl`)."""
-    if settings.upstream is not None:
-        return min(settings.response_cache_ttl, settings.cache_ttl)
-    return settings.response_cache_ttl
+def effective_ttl(ttl: float, upstream_ttl: float | None) -> float:
+    """How long an answer stays fresh: `ttl`, and over an upstream no longer than the resources
+    it is made of (`upstream_ttl`, None without an upstream)."""
+    return ttl if upstream_ttl is None else min(ttl, upstream_ttl)
 
 
 class ResponseCache:

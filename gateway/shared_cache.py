@@ -1,7 +1,7 @@
 """The cache every process and every host shares: Redis, with `--cache redis://…`.
 
 Three things live there, each also kept in the process's own memory in front of it: the upstream's
-raw bodies (gateway/loaders/shared.py, the second layer of the resource cache), whole answers
+raw bodies (gateway/loaders/rest/shared.py, the second layer of the resource cache), whole answers
 (gateway/response_cache.py) and persisted queries (gateway/persisted.py). Every key starts with
 `KEY_PREFIX`, which carries the format's version, so that gateways of another version sharing the
 server never read what they cannot decode.
@@ -35,7 +35,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from gateway import metrics
-from gateway.config import Settings, mask
+from gateway.config import mask
+from gateway.errors import SharedCacheUnavailable
 from gateway.response_cache import MemoryStore
 
 logger = logging.getLogger("gateway")
@@ -62,10 +63,6 @@ _EXTEND = (
 )
 
 
-class Unavailable(Exception):
-    """The shared cache cannot be used now: not started, marked down, or the command failed."""
-
-
 class SharedCache:
     """One process's connection pool to the shared Redis, and what it knows of its state."""
 
@@ -80,10 +77,6 @@ class SharedCache:
         self._client: aioredis.Redis | None = None
         self._down: str | None = "not started"
         self._recovery: asyncio.Task[None] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SharedCache | None:
-        return None if settings.cache is None else cls(settings.cache)
 
     # -- lifetime and state -------------------------------------------------------------
 
@@ -176,7 +169,7 @@ class SharedCache:
     def _admit(self) -> aioredis.Redis:
         """The client, if requests may use the server now."""
         if self._client is None or self._down is not None:
-            raise Unavailable(self._down)
+            raise SharedCacheUnavailable(self._down)
         return self._client
 
     async def _ping(self) -> str | None:
@@ -193,20 +186,20 @@ class SharedCache:
     async def _run(
         self, command: Callable[[aioredis.Redis], Awaitable[T]], timeout: float = COMMAND_TIMEOUT
     ) -> T:
-        """Run a command within `timeout`; any failure raises `Unavailable`, and one that says
-        the server cannot be reached (no connection, a timeout) marks it down."""
+        """Run a command within `timeout`; any failure raises `SharedCacheUnavailable`, and one
+        that says the server cannot be reached (no connection, a timeout) marks it down."""
         client = self._admit()
         try:
             async with asyncio.timeout(timeout):
                 return await command(client)
         except ResponseError as exc:  # the server answered, with an error: it is up
             self._log_refusal(exc)
-            raise Unavailable(_reason(exc)) from exc
+            raise SharedCacheUnavailable(_reason(exc)) from exc
         except (RedisError, OSError, TimeoutError) as exc:
             reason = _reason(exc)
             if not _pool_busy(exc):
                 self._mark_down(reason)
-            raise Unavailable(reason) from exc
+            raise SharedCacheUnavailable(reason) from exc
 
     def _log_refusal(self, exc: ResponseError) -> None:
         """Warn of a command the server refused (OOM, READONLY), at most once per interval."""
@@ -321,7 +314,7 @@ class SharedStore:
             return found
         try:
             stored = await self.shared.get(key)
-        except Unavailable:
+        except SharedCacheUnavailable:
             return None
         if stored is None:
             return None
@@ -332,5 +325,5 @@ class SharedStore:
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await self.local.set(key, value, ttl)
-        with contextlib.suppress(Unavailable):
+        with contextlib.suppress(SharedCacheUnavailable):
             await self.shared.set(key, value, ttl)

@@ -1,12 +1,11 @@
 """Shared fixtures: the fake APIv4 served over real HTTP on loopback."""
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from gateway.demo.dataset import generate
-from gateway.demo.upstream import FakeUpstream, serve_upstream
+from tests.fake_upstream import FakeUpstream, serve_upstream
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +18,7 @@ def fake_upstream() -> Iterator[FakeUpstream]:
 def settle(upstream: FakeUpstream) -> None:
     """Wait (a little) for requests a gateway gave up on but the fake still serves: left in
     flight, they would count in the next test's log and peak concurrency."""
-    deadline = time.monotonic() + 3
-    while upstream.in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
+    upstream.wait_until(lambda: upstream.in_flight == 0, timeout=3)
     upstream.reset()
 
 

@@ -2,7 +2,8 @@
 
 SQLite is a file in a temporary directory. PostgreSQL is the server on 127.0.0.1:5432
 (database `test`, user `postgres`, no password), in a fresh schema per test session that is
-dropped afterwards; its `searchv3_searchv3` gets the site's stored `search_vector` column.
+dropped afterwards, with `public` behind it on the search path: pg_trgm lives there, once per
+database, so that no test schema takes it along when dropped.
 Without that server the PostgreSQL cases skip, except under CI, where they fail.
 
 Import the fixtures into a test module (`from tests.databases import ...`) to use them.
@@ -25,26 +26,17 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.demo.dataset import Dataset, generate
-from gateway.loaders.database import async_url, create_engine
-from gateway.loaders.search import build_search_index
-from gateway.loaders.sql import SqlBackend, SqlFeatures, inspect_database
-from gateway.loaders.writer import write_dataset
+from gateway.demo.dataset import generate
+from gateway.loaders.sql.backend import SqlBackend
+from gateway.loaders.sql.engine import async_url, create_engine
+from gateway.loaders.sql.features import SqlFeatures, inspect_database
+from gateway.loaders.sql.rows import Dataset
+from gateway.loaders.sql.writer import write_dataset
 
 POSTGRES_PORT = 5432
 POSTGRES_URL = f"postgresql://postgres@127.0.0.1:{POSTGRES_PORT}/test"
 
 SMALL = generate(scale=0.02)
-
-# The site's generated column (config english; title A, slug B, description C, the rest D).
-SEARCH_VECTOR = """
-ALTER TABLE searchv3_searchv3 ADD COLUMN search_vector tsvector GENERATED ALWAYS AS (
-    setweight(to_tsvector('english', title), 'A')
-    || setweight(to_tsvector('english', slug), 'B')
-    || setweight(to_tsvector('english', description), 'C')
-    || setweight(to_tsvector('english', category || ' ' || participants), 'D')
-) STORED
-"""
 
 
 @dataclass(frozen=True)
@@ -61,16 +53,9 @@ class Database:
 
 
 async def load(engine: AsyncEngine, dataset: Dataset) -> None:
-    """The tables as the gateway's writer leaves them, with the site's search support.
-
-    That is the stored `search_vector` on PostgreSQL and the FTS5 index on SQLite (which
-    `write_dataset` may build itself: rebuilding it is harmless).
-    """
+    """The tables as the gateway's writer leaves them, with the site's search support
+    (on PostgreSQL the stored `search_vector` and pg_trgm; on SQLite the FTS5 indexes)."""
     await write_dataset(engine, dataset)
-    async with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            await connection.exec_driver_sql(SEARCH_VECTOR)
-        await build_search_index(connection)
 
 
 @pytest.fixture(scope="session")
@@ -83,12 +68,14 @@ async def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
     await engine.dispose()
 
 
-def postgres_engine(schema: str, port: int = POSTGRES_PORT) -> AsyncEngine:
-    """The gateway's own engine (`create_engine`), with the schema on its search path."""
+def postgres_engine(schema: str, port: int = POSTGRES_PORT, *, public: bool = True) -> AsyncEngine:
+    """The gateway's own engine (`create_engine`), with the schema first on its search path
+    (and `public`, where pg_trgm is, behind it unless `public` is false)."""
     engine = create_engine(async_url(POSTGRES_URL).set(port=port))
+    search_path = f"{schema}, public" if public else schema
 
     async def use_schema(driver_connection: Any) -> None:  # outside any transaction: it stays
-        await driver_connection.execute(f"SET search_path TO {schema}")
+        await driver_connection.execute(f"SET search_path TO {search_path}")
 
     def connect(dbapi_connection: Any, record: object) -> None:
         dbapi_connection.run_async(use_schema)
@@ -105,6 +92,9 @@ async def new_schema() -> AsyncIterator[str]:
     try:
         async with admin.begin() as connection:
             await connection.execute(text(f"CREATE SCHEMA {schema}"))
+            # Concurrent test runs would race to create it: the lock makes them queue.
+            await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('pg_trgm'))"))
+            await connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public"))
     except (OSError, SQLAlchemyError) as exc:
         await admin.dispose()
         reason = f"PostgreSQL at {POSTGRES_URL} is unreachable: {str(exc).splitlines()[0]}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gateway.demo.dataset import Dataset, PackageRow
+from gateway.loaders.sql.rows import Dataset, PackageRow
 
 
 def when(value: str | None) -> datetime | None:

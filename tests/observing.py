@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -11,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.demo.upstream import serve_in_thread
+from tests.fake_upstream import serve_in_thread
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -57,9 +58,9 @@ class Metrics:
 
 
 @contextmanager
-def served(**settings: Any) -> Iterator[httpx.Client]:
-    """A gateway of the test's own, and a client of it."""
-    app = create_app(Settings(**settings))
+def served(clock: Callable[[], float] = time.monotonic, **settings: Any) -> Iterator[httpx.Client]:
+    """A gateway of the test's own (its caches and breaker on `clock`), and a client of it."""
+    app = create_app(Settings(**settings), clock=clock)
     with serve_in_thread(app) as origin, httpx.Client(base_url=origin, timeout=30) as client:
         yield client
 

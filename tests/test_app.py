@@ -17,7 +17,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, FaultKind, serve_in_thread
+from tests.fake_upstream import FakeUpstream, FaultKind, serve_in_thread
 
 # Short, so that the "hang" fault costs half a second rather than the default ten.
 UPSTREAM_TIMEOUT = 0.5

@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.demo.dataset import Dataset
-from gateway.demo.upstream import FakeUpstream
 from gateway.errors import UpstreamError
-from gateway.loaders.cache import ResourceCache
-from gateway.loaders.catalogue import Catalogue
 from gateway.loaders.records import (
     Category,
     Grid,
@@ -29,20 +28,22 @@ from gateway.loaders.records import (
     Package,
     PackageFilter,
     Page,
+    Slice,
     Window,
     words_of,
 )
-from gateway.loaders.rest import (
-    Breaker,
-    RestBackend,
-    _link_ids,
-    _readable,
-    id_from_url,
-    keep_catalogue_warm,
-)
-from gateway.loaders.rest import Upstream as UpstreamClient
+from gateway.loaders.rest.breaker import Breaker
+from gateway.loaders.rest.cache import ResourceCache
+from gateway.loaders.rest.client import Upstream as UpstreamClient
+from gateway.loaders.rest.fetcher import Fetcher
+from gateway.loaders.rest.snapshot import Catalogue
+from gateway.loaders.rest.warm import keep_catalogue_warm
+from gateway.loaders.rest.wire import _link_ids, _readable, id_from_url
+from gateway.loaders.sql.rows import Dataset, PackageRow
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
+from tests.fake_upstream import FakeUpstream
 from tests.test_resilience import codes, gateway
+from tests.waiting import Clock
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 ALL = 1_000
@@ -117,7 +118,7 @@ def ids(page: Page[Any]) -> list[int]:
 def listed(
     snapshot: Catalogue, filter: PackageFilter | None = None, order: Order | None = None
 ) -> list[int]:
-    return ids(snapshot.list_packages(0, ALL, filter, order))
+    return ids(snapshot.list_packages(Slice(ALL), filter, order))
 
 
 # -- orders ---------------------------------------------------------------------------
@@ -161,9 +162,11 @@ def test_datetimes_order_as_instants_even_in_the_hour_dst_repeats() -> None:
 def test_without_an_order_a_list_is_newest_id_first_and_offset_limit_cut_it() -> None:
     snapshot = catalogue([package(id) for id in (3, 9, 1, 7)])
     assert listed(snapshot) == [9, 7, 3, 1]
-    assert ids(snapshot.list_packages(1, 2, None, Order("id"))) == [3, 7]
-    assert snapshot.list_packages(9, 5, None, None) == Page([], 4)
-    assert snapshot.list_packages(0, 0, PackageFilter(min_watchers=0), None) == Page([], 4)
+    assert ids(snapshot.list_packages(Slice(2, after=(1, 1)), None, Order("id"))) == [3, 7]
+    past = snapshot.list_packages(Slice(5, after=(1,)), None, None)
+    assert (past.items, past.total) == ([], 4)
+    empty = snapshot.list_packages(Slice(0), PackageFilter(min_watchers=0), None)
+    assert (empty.items, empty.total) == ([], 4)
 
 
 def test_grids_and_categories_order_by_package_count_title_and_id() -> None:
@@ -174,12 +177,12 @@ def test_grids_and_categories_order_by_package_count_title_and_id() -> None:
         categories=[category(1, "apps", "App"), category(2, "frameworks", "Framework")],
     )
     count = Order("package_count")
-    assert ids(snapshot.list_grids(0, ALL, count)) == [13, 11, 10, 12]
-    assert ids(snapshot.list_grids(0, ALL, Order("package_count", True))) == [12, 10, 11, 13]
-    assert ids(snapshot.list_grids(0, ALL, Order("title"))) == [11, 10, 12, 13]
-    assert ids(snapshot.list_categories(0, ALL, count)) == [2, 1]
-    assert ids(snapshot.list_categories(0, ALL, Order("id", True))) == [2, 1]
-    assert snapshot.packages_of_grid(Window(13, 0, 0)).total == 0
+    assert ids(snapshot.list_grids(Slice(ALL), count)) == [13, 11, 10, 12]
+    assert ids(snapshot.list_grids(Slice(ALL), Order("package_count", True))) == [12, 10, 11, 13]
+    assert ids(snapshot.list_grids(Slice(ALL), Order("title"))) == [11, 10, 12, 13]
+    assert ids(snapshot.list_categories(Slice(ALL), count)) == [2, 1]
+    assert ids(snapshot.list_categories(Slice(ALL), Order("id", True))) == [2, 1]
+    assert snapshot.packages_of_grid(Window(13, Slice(0))).total == 0
 
 
 # -- filters --------------------------------------------------------------------------
@@ -230,14 +233,17 @@ def test_relations_keep_their_own_order_unless_ordered() -> None:
         members={10: [3, 1, 2], 11: [1]},
     )
     rich = PackageFilter(min_watchers=5)
-    assert ids(snapshot.packages_of_grid(Window(10, 0, ALL, rich))) == [3, 1, 2]
+    assert ids(snapshot.packages_of_grid(Window(10, Slice(ALL), rich))) == [3, 1, 2]
     by_watchers = Order("repo_watchers", True)
-    assert ids(snapshot.packages_of_grid(Window(10, 0, 2, rich, by_watchers))) == [2, 3]
-    assert snapshot.packages_of_grid(Window(10, 0, 2, rich, by_watchers)).total == 3
-    assert ids(snapshot.packages_of_category(Window(1, 0, ALL))) == [3, 2, 1]
-    assert ids(snapshot.grids_of_package(Window(1, 0, ALL))) == [10, 11]
-    assert ids(snapshot.grids_of_package(Window(1, 0, ALL, order=Order("id", True)))) == [11, 10]
-    assert snapshot.packages_of_grid(Window(99, 0, ALL, rich)) == Page([], 0)
+    assert ids(snapshot.packages_of_grid(Window(10, Slice(2), rich, by_watchers))) == [2, 3]
+    assert snapshot.packages_of_grid(Window(10, Slice(2), rich, by_watchers)).total == 3
+    assert ids(snapshot.packages_of_category(Window(1, Slice(ALL)))) == [3, 2, 1]
+    assert ids(snapshot.grids_of_package(Window(1, Slice(ALL)))) == [10, 11]
+    assert ids(snapshot.grids_of_package(Window(1, Slice(ALL), order=Order("id", True)))) == [
+        11,
+        10,
+    ]
+    assert snapshot.packages_of_grid(Window(99, Slice(ALL), rich)) == Page([], 0)
 
 
 # -- against the fake APIv4 -----------------------------------------------------------
@@ -275,7 +281,7 @@ WARM = """{
 async def _snapshot_of(upstream: FakeUpstream) -> Catalogue:
     client = UpstreamClient(upstream.base_url)
     try:
-        return await RestBackend(client, ResourceCache(ttl=60, stale=0))._catalogue()
+        return await Fetcher(client, ResourceCache(ttl=60, stale=0)).snapshot()
     finally:
         await client.aclose()
 
@@ -286,10 +292,14 @@ async def _snapshot_of(upstream: FakeUpstream) -> Catalogue:
 async def test_every_package_order_over_the_dataset(upstream: FakeUpstream, field: str) -> None:
     snapshot = await _snapshot_of(upstream)
     rows = upstream.dataset.packages
-    value = {
-        "title": lambda row: row.title.lower(),
-        "last_updated": lambda row: row.last_commit_date,
-    }.get(field, lambda row: getattr(row, field))
+
+    def value(row: PackageRow) -> Any:
+        if field == "title":
+            return row.title.lower()
+        if field == "last_updated":
+            return row.last_commit_date
+        return getattr(row, field)
+
     valued = sorted((row for row in rows if value(row) is not None), key=lambda r: (value(r), r.id))
     valueless = sorted(row.id for row in rows if value(row) is None)
     ascending = [row.id for row in valued]
@@ -299,13 +309,13 @@ async def test_every_package_order_over_the_dataset(upstream: FakeUpstream, fiel
 
 async def test_memberships_follow_the_dataset(upstream: FakeUpstream) -> None:
     snapshot, dataset = await _snapshot_of(upstream), upstream.dataset
-    for row in dataset.grids:
-        assert ids(snapshot.packages_of_grid(Window(row.id, 0, ALL))) == package_ids_of_grid(
-            dataset, row.id
-        )
-    for row in dataset.packages[:50]:
-        assert ids(snapshot.grids_of_package(Window(row.id, 0, ALL))) == grid_ids_of_package(
-            dataset, row.id
+    for grid_row in dataset.grids:
+        assert ids(
+            snapshot.packages_of_grid(Window(grid_row.id, Slice(ALL)))
+        ) == package_ids_of_grid(dataset, grid_row.id)
+    for package_row in dataset.packages[:50]:
+        assert ids(snapshot.grids_of_package(Window(package_row.id, Slice(ALL)))) == (
+            grid_ids_of_package(dataset, package_row.id)
         )
 
 
@@ -375,12 +385,13 @@ async def test_concurrent_cold_queries_share_one_snapshot(upstream: FakeUpstream
 async def test_the_snapshot_refreshes_after_the_ttl_and_is_served_stale_in_an_outage(
     upstream: FakeUpstream,
 ) -> None:
-    async with gateway(upstream, cache_ttl=0.3) as ask:
+    clock = Clock()
+    async with gateway(upstream, cache_ttl=0.3, clock=clock) as ask:
         first = await ask(FILTERED, q="django")
-        await asyncio.sleep(0.4)
+        clock.advance(0.4)
         assert await ask(FILTERED, q="django") == first
         assert sorted(upstream.requests) == sorted(LIST_REQUESTS * 2)
-        await asyncio.sleep(0.4)
+        clock.advance(0.4)
         upstream.outage = "503"
         assert await ask(FILTERED, q="django") == {**first, "extensions": {"stale": True}}
 
@@ -404,10 +415,7 @@ async def test_a_warm_gateway_fetches_the_lists_at_start_and_a_fan_out_costs_not
     dataset = upstream.dataset
     grid = max(dataset.grids, key=lambda row: len(package_ids_of_grid(dataset, row.id)))
     async with gateway(upstream, warm_catalogue=True) as ask:
-        for _ in range(200):  # the warm-up runs in the background from start-up
-            if len(upstream.requests) == len(LIST_REQUESTS):
-                break
-            await asyncio.sleep(0.01)
+        # The gateway serves once its first snapshot is in: fetched at start-up.
         assert sorted(upstream.requests) == LIST_REQUESTS
         body = await ask(
             "query($slug: String!) { grid(slug: $slug) { packages(first: 100) { nodes {"
@@ -428,25 +436,53 @@ async def test_a_warm_gateway_fetches_the_lists_at_start_and_a_fan_out_costs_not
     assert sorted(upstream.requests) == LIST_REQUESTS
 
 
+@contextmanager
+def _logged(text: str) -> Iterator[asyncio.Event]:
+    """An event set once the gateway logs a message with `text` (on the test's own loop).
+
+    The probe that closes the circuit is the lone list request of a refresh that failed at once
+    (the others were refused): it lands on its own, while the clock waits for no one.
+    """
+    logged = asyncio.Event()
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                logged.set()
+
+    handler = Handler()
+    logging.getLogger("gateway").addHandler(handler)
+    try:
+        yield logged
+    finally:
+        logging.getLogger("gateway").removeHandler(handler)
+
+
 async def test_the_snapshot_is_refreshed_before_it_expires_and_an_outage_is_survived(
     upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    breaker = Breaker(cool_down=0.05)
+    clock = Clock()
+    breaker = Breaker(cool_down=0.05, clock=clock)
     client = UpstreamClient(upstream.base_url, timeout=2.0, retries=0, breaker=breaker)
-    cache = ResourceCache(ttl=0.2, stale=60.0)
-    keeper = asyncio.create_task(keep_catalogue_warm(client, cache, min_interval=0.05))
+    cache = ResourceCache(ttl=0.2, stale=60.0, clock=clock)
+    keeper = asyncio.create_task(
+        keep_catalogue_warm(client, cache, min_interval=0.05, sleep=clock.sleep)
+    )
     try:
-        await asyncio.sleep(0.5)  # 0.18 s apart: about three refreshes
+        await clock.run(0.5)  # 0.18 s apart: about three refreshes
         refreshes = upstream.requests.count("/api/v4/packages/?limit=100000&offset=0")
         assert 2 <= refreshes <= 4
         assert cache.holds("catalogue")
         upstream.outage = "503"
-        await asyncio.sleep(0.3)
+        await clock.run(0.3)
         assert "could not refresh the catalogue snapshot" in caplog.text
         assert not keeper.done()  # it goes on, and the cache still has its (stale) copy
         upstream.outage = None
         upstream.reset()
-        await asyncio.sleep(0.3)
+        with _logged("circuit breaker closed") as closed:
+            await clock.run(0.25)  # past the cool-down: an attempt probes the upstream...
+            await asyncio.wait_for(closed.wait(), 10)  # ...whose answer closes the circuit
+        await clock.run(0.05)
         assert "/api/v4/packages/?limit=100000&offset=0" in upstream.requests
     finally:
         keeper.cancel()
@@ -473,10 +509,7 @@ async def test_a_category_by_slug_costs_nothing_on_a_warm_snapshot(
 ) -> None:
     category = upstream.dataset.categories[0]
     async with gateway(upstream, warm_catalogue=True) as ask:
-        for _ in range(200):
-            if len(upstream.requests) == len(LIST_REQUESTS):
-                break
-            await asyncio.sleep(0.01)
+        assert sorted(upstream.requests) == LIST_REQUESTS  # the snapshot, fetched at start-up
         upstream.reset()
         body = await ask('{ category(slug: "%s") { databaseId } }' % category.slug)
     assert body["data"]["category"] == {"databaseId": category.id}
@@ -488,8 +521,11 @@ async def test_a_lookup_does_not_wait_for_a_snapshot_on_its_way(upstream: FakeUp
     upstream.fail("/api/v4/grids/", "hang", times=1)  # the snapshot's grid list never comes
     async with gateway(upstream, upstream_timeout=2.0, request_timeout=3.0) as ask:
         snapshot = asyncio.ensure_future(ask(FILTERED, q="django"))
-        while not any(path.startswith("/api/v4/grids/") for path in upstream.requests):
-            await asyncio.sleep(0.01)
+        asked = await asyncio.to_thread(
+            upstream.wait_until,
+            lambda: any(path.startswith("/api/v4/grids/") for path in upstream.requests),
+        )
+        assert asked, "the snapshot never asked for the grids"
         started = asyncio.get_running_loop().time()
         body = await ask("{ package(id: %d) { title } }" % row.id)
         took = asyncio.get_running_loop().time() - started

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ import httpx
 import pytest
 
 from gateway.config import Settings, load_settings
-from gateway.demo.upstream import FakeUpstream
 from gateway.errors import ConfigError
+from tests.fake_upstream import FakeUpstream
+from tests.waiting import LISTENING, Output
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,19 +199,13 @@ def test_serve_answers_until_terminated(upstream: FakeUpstream) -> None:
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
     command += ["--upstream", upstream.base_url, "--log-level", "info"]
     process = subprocess.Popen(
-        command, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
+    log = Output(process.stderr)
     try:
         origin = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "the server never answered /healthz"
-            try:
-                if httpx.get(f"{origin}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        log.wait_for(LISTENING)
+        assert httpx.get(f"{origin}/healthz", timeout=5).status_code == 200
         response = httpx.post(
             f"{origin}/graphql", json={"query": "{ categories { totalCount } }"}, timeout=10
         )
@@ -221,7 +215,9 @@ def test_serve_answers_until_terminated(upstream: FakeUpstream) -> None:
         assert upstream.count > 0
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=15)
+        process.wait(timeout=15)
+        log.close()
+    stderr = log.text
     # uvicorn shuts down gracefully (the lifespan closes the backend), then re-raises the signal.
     assert "Application shutdown complete" in stderr
     assert process.returncode == -signal.SIGTERM
@@ -372,8 +368,8 @@ def test_config_prints_each_setting_its_value_and_source(tmp_path: Path) -> None
 
 
 def test_the_config_flag_beats_the_variable_which_beats_gateway_toml(tmp_path: Path) -> None:
-    for name, port in [("gateway.toml", 8001), ("env.toml", 8002), ("flag.toml", 8003)]:
-        (tmp_path / name).write_text(f"port = {port}\n")
+    for name, number in [("gateway.toml", 8001), ("env.toml", 8002), ("flag.toml", 8003)]:
+        (tmp_path / name).write_text(f"port = {number}\n")
     cases = [
         ([], {}, "gateway.toml", "8001"),
         ([], {"GATEWAY_CONFIG": "env.toml"}, "env.toml", "8002"),

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
+from gateway.cli import SETTINGS_CHECKS
 from gateway.config import (
     DEFAULT,
     ENVIRONMENT,
     FILE,
     FLAG,
+    Check,
     Settings,
     configure,
     find_config_file,
@@ -32,10 +35,16 @@ def toml(tmp_path: Path) -> Path:
     return tmp_path / "gateway.toml"
 
 
-def _error(toml: Path, text: str, **kwargs: object) -> str:
+def _error(
+    toml: Path,
+    text: str,
+    flags: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    checks: Sequence[Check] = (),
+) -> str:
     toml.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as raised:
-        configure(file=toml, **kwargs)  # type: ignore[arg-type]
+        configure(flags, environ, file=toml, checks=checks)
     message = str(raised.value)
     assert "\n" not in message
     return message
@@ -205,7 +214,7 @@ def test_errors_never_show_a_password(toml: Path) -> None:
         ('upstream = "ftp://app:hunter2@example.org/"', {}),
         ('database = "mysql://app:hunter2@db.example/dp"', {}),
     ]:
-        message = _error(toml, text, environ=environ)
+        message = _error(toml, text, environ=environ, checks=SETTINGS_CHECKS)
         assert "hunter2" not in message
         assert "app:***@" in message
 

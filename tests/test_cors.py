@@ -13,7 +13,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, serve_in_thread
+from tests.fake_upstream import FakeUpstream, serve_in_thread
 
 ALLOWED = "https://app.example"
 ALSO_ALLOWED = "http://localhost:3000"

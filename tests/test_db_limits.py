@@ -18,13 +18,13 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
+from gateway.app import schema_for
 from gateway.config import Settings
 from gateway.errors import response_body
-from gateway.loaders.database import MAX_OVERFLOW, POOL_SIZE, create_engine
 from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
-from gateway.loaders.sql import SqlBackend
-from gateway.schema import schema
+from gateway.loaders.sql.backend import SqlBackend
+from gateway.loaders.sql.engine import MAX_OVERFLOW, POOL_SIZE, create_engine
 from gateway.schema.context import Context
 from tests.databases import (
     POSTGRES_URL,
@@ -36,6 +36,8 @@ from tests.databases import (
 )
 
 __all__ = ["pg_schema", "postgres_database", "sqlite_database"]
+
+schema = schema_for(Settings())
 
 TIMEOUT = 0.3  # seconds: the engine's statement timeout
 SLACK = 1.5  # seconds beyond it that a failure may take to reach the client

@@ -3,11 +3,11 @@
 The differential test: Hypothesis writes documents from the schema itself (every field and
 argument, aliases, named and inline fragments, `@skip`/`@include` with literals and variables,
 variables with and without defaults, values of the wrong type, `__typename`, unknown ids and
-slugs, bad cursors and node ids, `first` past its limits, filters and orders), and each runs
-through the schema with the engine and through the schema without it (graphql-core's executor),
-on the REST backend over the fake APIv4, on SQLite and on PostgreSQL. The whole JSON responses
-must be equal to the byte, errors (messages, locations, paths, codes) included. The examples
-are derandomized, so CI runs the same ones every time.
+slugs, bad cursors and node ids, `first` and `last` past their limits, `after` and `before`,
+filters and orders), and each runs through the schema with the engine and through the schema
+without it (graphql-core's executor), on the REST backend over the fake APIv4, on SQLite and on
+PostgreSQL. The whole JSON responses must be equal to the byte, errors (messages, locations,
+paths, codes) included. The examples are derandomized, so CI runs the same ones every time.
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from strawberry.relay.utils import to_base64
+from strawberry.types import ExecutionResult
 
-from gateway.app import create_app
+from gateway.app import create_app, query_limits
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, FaultKind, serve_in_thread
 from gateway.engine.engine import Engine
 from gateway.engine.leaves import ItemError, completion
 from gateway.errors import response_body
+from gateway.internals import graphql_schema
 from gateway.loaders.backend import Backend
 from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
@@ -64,14 +65,16 @@ from tests.databases import (
     sqlite_database,
     statements,
 )
+from tests.fake_upstream import FakeUpstream, FaultKind, serve_in_thread
 
 __all__ = ["database", "pg_schema", "postgres_database", "sqlite_database"]
 
 SETTINGS = Settings()
-GRAPHQL_CORE = build_schema(SETTINGS)  # graphql-core's executor answers every operation
+LIMITS = query_limits(SETTINGS)
+GRAPHQL_CORE = build_schema(LIMITS)  # graphql-core's executor answers every operation
 ENGINE = Engine(SETTINGS.max_cost)
-PLANNED = build_schema(SETTINGS, [ENGINE])  # the engine answers what its plans cover
-GRAPHQL = GRAPHQL_CORE._schema
+PLANNED = build_schema(LIMITS, extensions=[ENGINE])  # the engine answers what its plans cover
+GRAPHQL = graphql_schema(GRAPHQL_CORE)
 
 
 # -- values --------------------------------------------------------------------------------
@@ -101,12 +104,15 @@ SLUGS = [
 FIRSTS = [0, 1, 2, 3, 5, 20, 100, None]
 BAD_FIRSTS = [101, -1]
 BY_TITLE = shape_of(None, Order("title"))
-CURSORS = [
-    cursor_of(0),
-    cursor_of(2),
-    cursor_of(1000),
-    cursor_of(1, BY_TITLE),  # of packages ordered by title
-    cursor_of(0, shape_of(Order("title"))),  # of categories or grids ordered by title
+CURSORS = [  # keyset cursors: the key of the edge they name
+    cursor_of((PACKAGES[3].id,)),
+    cursor_of((GRIDS[1].id,)),
+    cursor_of((1,)),
+    cursor_of((99999,)),
+    cursor_of((PACKAGES[1].title, PACKAGES[1].id)),  # a grid's packages, by title
+    cursor_of((PACKAGES[1].title, PACKAGES[1].id), BY_TITLE),  # of packages ordered by title
+    cursor_of((GRIDS[0].title, GRIDS[0].id), shape_of(Order("title"))),  # lists by title
+    cursor_of(("x", 1, 2)),  # a key of no list's layout
     "x",  # not a cursor
     to_base64("other", 1),  # not one of ours
 ]
@@ -176,11 +182,11 @@ def _argument(field: str, name: str, type_: GraphQLInputType) -> st.SearchStrate
         return st.sampled_from(INT_IDS).map(lambda n: (str(n), n))
     if name == "slug":
         return st.sampled_from(SLUGS).map(_text)
-    if name == "first":
+    if name in ("first", "last"):
         firsts = st.sampled_from(FIRSTS) | st.sampled_from(BAD_FIRSTS)
         return firsts.map(lambda n: ("null" if n is None else str(n), n))
-    if name == "after":
-        return (st.sampled_from(CURSORS[:3]) | st.sampled_from(CURSORS)).map(_text)
+    if name in ("after", "before"):
+        return (st.sampled_from(CURSORS[:4]) | st.sampled_from(CURSORS)).map(_text)
     if name == "query":
         return st.sampled_from(SEARCHES).map(_text)
     if name == "filter":
@@ -277,7 +283,7 @@ class _Writer:
     def field(self, name: str, field: GraphQLField, depth: int) -> str:
         draw = self.draw
         self.count += 1
-        alias = draw(st.sampled_from(["", "", "", f"a{self.count}: "]))
+        alias: str = draw(st.sampled_from(["", "", "", f"a{self.count}: "]))
         arguments = []
         # Lookups mostly take exactly one of `id` and `slug`.
         one = draw(st.sampled_from(["id", "id", "slug", "slug", "slug", "both", "none"]))
@@ -330,7 +336,9 @@ async def _known(backend: Backend, query: str, variables: Any) -> bytes | None:
     (as the HTTP view asks for it); None when the engine leaves it to Strawberry."""
     context = Context(Loaders(backend))
     result = await ENGINE.execute_known(query, None, variables, context)
-    return None if result is None else orjson.dumps(response_body(result))
+    if result is None:
+        return None
+    return orjson.dumps(response_body(ExecutionResult(data=result.data, errors=result.errors)))
 
 
 def _executed() -> tuple[float, float]:

@@ -1,18 +1,24 @@
 """The fake APIv4 answers as UPSTREAM.md says the real service does, from the dataset's rows."""
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
 import pytest
 
-from gateway.demo.dataset import Dataset, PackageRow, generate
-from gateway.demo.upstream import FakeUpstream, FaultKind
+from gateway.demo.dataset import generate
+from gateway.loaders.sql.rows import Dataset, PackageRow
+from tests.fake_upstream import FakeUpstream, FaultKind
 
+ROOT = Path(__file__).resolve().parent.parent
 NEW_YORK = ZoneInfo("America/New_York")
 CATEGORY_FIELDS = [
     "id", "title", "slug", "description", "title_plural", "show_pypi", "created", "modified",
@@ -381,10 +387,7 @@ def test_hang_lasts_until_the_client_gives_up(upstream: FakeUpstream) -> None:
     upstream.faults["/api/v4/packages/"] = "hang"
     with httpx.Client(timeout=0.3) as client, pytest.raises(httpx.ReadTimeout):
         client.get(f"{upstream.base_url}packages/")
-    deadline = time.monotonic() + 2
-    while upstream.in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert upstream.in_flight == 0
+    assert upstream.wait_until(lambda: upstream.in_flight == 0, timeout=2)
 
 
 def test_foreign_origin_forges_every_link(client: httpx.Client, upstream: FakeUpstream) -> None:
@@ -425,3 +428,37 @@ async def test_full_scale_catalogue_serves_everything_in_one_response() -> None:
         response = await client.get("packages/?limit=10000")
         assert time.perf_counter() - started < 10
     assert len(response.json()["results"]) == len(dataset.packages)
+
+
+def test_the_module_serves_the_demo_catalogue_until_terminated() -> None:
+    """`python -m tests.fake_upstream`, as a person or a benchmark starts it from the checkout."""
+    command = [sys.executable, "-m", "tests.fake_upstream", "--port", "0", "--scale", "0.01"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        announced = process.stdout.readline()  # printed once the socket listens
+        assert announced.startswith("fake APIv4 at http://127.0.0.1:"), process.communicate()
+        base_url = announced.split()[-1]
+        page = httpx.get(f"{base_url}packages/?limit=1", timeout=10).json()
+        assert page["count"] == len(generate(scale=0.01).packages)
+        assert page["results"][0]["category"].startswith(base_url)
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == -signal.SIGTERM  # uvicorn re-raises the signal it stopped on
+    assert "Traceback" not in stderr
+
+
+def test_the_module_refuses_a_scale_it_cannot_generate() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.fake_upstream", "--scale", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "--scale must be positive" in run.stderr

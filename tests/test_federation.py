@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from strawberry.relay.utils import to_base64
 
+from gateway.app import schema_for
+from gateway.cli import run_query
 from gateway.config import Settings
 from gateway.errors import response_body
+from gateway.internals import graphql_schema
 from gateway.loaders.loaders import Loaders
-from gateway.run import run_query
-from gateway.schema import build_schema
 from gateway.schema.context import Context
 from tests.databases import SMALL, Database, sqlite_database, statements
 
@@ -51,13 +52,18 @@ def _settings(db: Database) -> Settings:
     return Settings(database=f"sqlite:///{db.path}", federation=True)
 
 
-async def _entities(db: Database, *representations: dict[str, Any]) -> dict[str, Any]:
+async def _entities(db: Database, *representations: object) -> dict[str, Any]:
     body = await run_query(_settings(db), ENTITIES, {"representations": list(representations)})
     return dict(body)
 
 
 def _expected(type_name: str, id: int, slug: str, title: str) -> dict[str, Any]:
-    entity = {"__typename": type_name, "id": to_base64(type_name, id), "slug": slug, "title": title}
+    entity: dict[str, Any] = {
+        "__typename": type_name,
+        "id": to_base64(type_name, id),
+        "slug": slug,
+        "title": title,
+    }
     if type_name == "Package":
         [package] = [row for row in SMALL.packages if row.id == id]
         [category] = [row for row in SMALL.categories if row.id == package.category_id]
@@ -66,7 +72,7 @@ def _expected(type_name: str, id: int, slug: str, title: str) -> dict[str, Any]:
 
 
 async def test_service_sdl_carries_both_keys_of_each_entity(sqlite_database: Database) -> None:
-    body = await run_query(_settings(sqlite_database), "{ _service { sdl } }")
+    body: dict[str, Any] = dict(await run_query(_settings(sqlite_database), "{ _service { sdl } }"))
     assert "errors" not in body
     sdl: str = body["data"]["_service"]["sdl"]
     for type_name in ("Category", "Grid", "Package"):
@@ -78,7 +84,7 @@ async def test_service_sdl_carries_both_keys_of_each_entity(sqlite_database: Dat
     assert re.search(r'@link\(url: "https://specs\.apollo\.dev/federation/v2\.\d+"', sdl)
     assert "union _Entity = Category | Grid | Package" in sdl
     assert "_entities(representations: [_Any!]!): [_Entity]!" in sdl
-    assert sdl == build_schema(FEDERATED).as_str()
+    assert sdl == schema_for(FEDERATED).as_str()
 
 
 @pytest.mark.parametrize("key", ["id", "slug"])
@@ -133,7 +139,7 @@ async def test_entities_are_batched_through_the_loaders(sqlite_database: Databas
     representations = [
         {"__typename": "Package", "id": to_base64("Package", row.id)} for row in packages[:3]
     ] + [{"__typename": "Package", "slug": row.slug} for row in packages[3:]]
-    schema = build_schema(FEDERATED)
+    schema = schema_for(FEDERATED)
     document = "query($r: [_Any!]!) { _entities(representations: $r) { ... on Package { slug } } }"
     with statements(sqlite_database.engine) as sent:
         result = await schema.execute(
@@ -148,14 +154,14 @@ async def test_entities_are_batched_through_the_loaders(sqlite_database: Databas
 
 def test_the_schema_without_the_flag_is_untouched() -> None:
     """Building the subgraph leaves the plain schema, and its SDL, exactly as they are."""
-    federated = build_schema(FEDERATED)
-    plain = build_schema(Settings())
+    federated = schema_for(FEDERATED)
+    plain = schema_for(Settings())
     assert plain.as_str() == (ROOT / "schema.graphql").read_text(encoding="utf-8").rstrip("\n")
     for name in ("_Service", "_Entity", "_Any"):
-        assert name in federated._schema.type_map
-        assert name not in plain._schema.type_map
+        assert name in graphql_schema(federated).type_map
+        assert name not in graphql_schema(plain).type_map
     assert "@key" not in plain.as_str()
-    query = plain._schema.query_type
+    query = graphql_schema(plain).query_type
     assert query is not None
     assert "_service" not in query.fields
     assert "_entities" not in query.fields
@@ -187,5 +193,5 @@ def test_export_schema_with_federation_prints_the_subgraph_sdl(
         check=False,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout == build_schema(FEDERATED).as_str() + "\n"
+    assert run.stdout == schema_for(FEDERATED).as_str() + "\n"
     assert '@key(fields: "slug")' in run.stdout

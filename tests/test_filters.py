@@ -40,29 +40,26 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.app import schema_for
 from gateway.config import Settings
-from gateway.demo.dataset import (
-    NOW,
-    CategoryRow,
-    Dataset,
-    GridPackageRow,
-    GridRow,
-    PackageRow,
-    generate,
-)
-from gateway.demo.upstream import FakeUpstream, serve_upstream
+from gateway.demo.dataset import NOW, generate
 from gateway.errors import response_body
 from gateway.loaders.backend import Backend
-from gateway.loaders.database import create_engine
 from gateway.loaders.factory import open_backend
 from gateway.loaders.loaders import Loaders
-from gateway.loaders.sql import SqlBackend, SqlFeatures, inspect_database
-from gateway.schema import build_schema
+from gateway.loaders.records import Category, Grid
+from gateway.loaders.sql.backend import SqlBackend
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.features import SqlFeatures, inspect_database
+from gateway.loaders.sql.rows import Dataset, GridPackageRow, PackageRow
+from gateway.loaders.sql.writer import write_dataset
 from gateway.schema.context import Context
 from tests.databases import load, new_schema, postgres_engine, statements
 from tests.expected import PACKAGE_DATETIMES, package_fields, parse_datetimes, when
+from tests.fake_upstream import FakeUpstream, serve_upstream
+from tests.waiting import Clock
 
-SCHEMA = build_schema(Settings())
+SCHEMA = schema_for(Settings())
 SITE = ZoneInfo("America/New_York")
 BACKENDS = ("rest", "sqlite", "postgres")
 
@@ -129,7 +126,7 @@ def derive(base: Dataset) -> Dataset:
         change(row, modified=TIE_MODIFIED)
 
     # A second category with the slug "apps", as many packages as the smallest one.
-    legacy = CategoryRow(
+    legacy = Category(
         id=7,
         title="apps (legacy)",
         slug="apps",
@@ -148,7 +145,7 @@ def derive(base: Dataset) -> Dataset:
     grids = list(base.grids)
     for id_, title, slug in NEW_GRIDS:
         created = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=id_, microseconds=id_)
-        grids.append(GridRow(id_, title, slug, f"The {title} grid.", False, False, created, NOW))
+        grids.append(Grid(id_, title, slug, f"The {title} grid.", False, False, created, NOW))
     members = Counter(row.grid_id for row in base.grid_packages)
     ids = sorted(changed)
     pairs = [(12, id_) for id_ in rng.sample(ids, min(members.values()))]  # a tie in size
@@ -288,7 +285,7 @@ class Model:
         ids = sorted(self.grid, reverse=True) if among is None else list(among)
         if order is None:
             return ids
-        keys: dict[str, Callable[[GridRow], Any]] = {
+        keys: dict[str, Callable[[Grid], Any]] = {
             "TITLE": lambda row: row.title.lower(),
             "PACKAGE_COUNT": lambda row: len(self.members[row.id]),
             "ID": lambda row: row.id,
@@ -301,7 +298,7 @@ class Model:
     def categories(self, order: OrderArg | None = None) -> list[int]:
         if order is None:
             return sorted(self.category, reverse=True)
-        keys: dict[str, Callable[[CategoryRow], Any]] = {
+        keys: dict[str, Callable[[Category], Any]] = {
             "TITLE": lambda row: row.title.lower(),
             "PACKAGE_COUNT": lambda row: len(self.in_category[row.id]),
             "ID": lambda row: row.id,
@@ -819,35 +816,44 @@ class Paged:
 
 
 TOP = (
-    """query($first: Int, $after: String, $filter: PackageFilter, $order: PackageOrder) {
-  x: packages(first: $first, after: $after, filter: $filter, orderBy: $order) { %s } }"""
+    """query($first: Int, $after: String, $last: Int, $before: String, $filter: PackageFilter,
+  $order: PackageOrder) {
+  x: packages(first: $first, after: $after, last: $last, before: $before, filter: $filter,
+    orderBy: $order) { %s } }"""
     % PAGE
 )
 IN_CATEGORY = (
-    """query($id: Int!, $first: Int, $after: String, $filter: PackageFilter,
-  $order: PackageOrder) { category(id: $id) {
-  x: packages(first: $first, after: $after, filter: $filter, orderBy: $order) { %s } } }"""
+    """query($id: Int!, $first: Int, $after: String, $last: Int, $before: String,
+  $filter: PackageFilter, $order: PackageOrder) { category(id: $id) {
+  x: packages(first: $first, after: $after, last: $last, before: $before, filter: $filter,
+    orderBy: $order) { %s } } }"""
     % PAGE
 )
 IN_GRID = (
-    """query($slug: String!, $first: Int, $after: String, $filter: PackageFilter,
-  $order: PackageOrder) { grid(slug: $slug) {
-  x: packages(first: $first, after: $after, filter: $filter, orderBy: $order) { %s } } }"""
+    """query($slug: String!, $first: Int, $after: String, $last: Int, $before: String,
+  $filter: PackageFilter, $order: PackageOrder) { grid(slug: $slug) {
+  x: packages(first: $first, after: $after, last: $last, before: $before, filter: $filter,
+    orderBy: $order) { %s } } }"""
     % PAGE
 )
 GRIDS_OF = (
-    """query($id: Int!, $first: Int, $after: String, $order: GridOrder) {
-  package(id: $id) { x: grids(first: $first, after: $after, orderBy: $order) { %s } } }"""
+    """query($id: Int!, $first: Int, $after: String, $last: Int, $before: String,
+  $order: GridOrder) { package(id: $id) {
+  x: grids(first: $first, after: $after, last: $last, before: $before, orderBy: $order) {
+    %s } } }"""
     % PAGE
 )
 GRID_LIST = (
-    """query($first: Int, $after: String, $order: GridOrder) {
-  x: grids(first: $first, after: $after, orderBy: $order) { %s } }"""
+    """query($first: Int, $after: String, $last: Int, $before: String, $order: GridOrder) {
+  x: grids(first: $first, after: $after, last: $last, before: $before, orderBy: $order) {
+    %s } }"""
     % PAGE
 )
 CATEGORY_LIST = (
-    """query($first: Int, $after: String, $order: CategoryOrder) {
-  x: categories(first: $first, after: $after, orderBy: $order) { %s } }"""
+    """query($first: Int, $after: String, $last: Int, $before: String,
+  $order: CategoryOrder) {
+  x: categories(first: $first, after: $after, last: $last, before: $before, orderBy: $order) {
+    %s } }"""
     % PAGE
 )
 
@@ -981,6 +987,83 @@ async def test_paging_to_the_end(gateway: Gateway, name: str) -> None:
     past = dig(data, case.path)
     assert (past["edges"], past["totalCount"]) == ([], len(whole))
     assert not past["pageInfo"]["hasNextPage"]
+
+
+@pytest.mark.parametrize("name", PAGED)
+async def test_paging_backward_to_the_start(gateway: Gateway, name: str) -> None:
+    """`last`/`before` from the end to the start: the same list, read from its end, with
+    `hasPreviousPage` exact and `hasNextPage` true once a `before` cursor leaves edges behind."""
+    case = PAGED[name]
+    whole = case.expected
+    ids: list[int] = []
+    before = None
+    for number in range(len(whole) // case.first + 2):
+        data = await gateway.data(case.document, last=case.first, before=before, **case.variables)
+        connection = dig(data, case.path)
+        page = [edge["node"]["databaseId"] for edge in connection["edges"]]
+        end = len(whole) - len(ids)
+        assert page == whole[max(0, end - case.first) : end], f"page {number}"
+        assert connection["totalCount"] == len(whole), f"page {number}"
+        info = connection["pageInfo"]
+        assert info["hasPreviousPage"] == (end - case.first > 0), f"page {number}"
+        assert info["hasNextPage"] == (before is not None), f"page {number}"
+        assert info["startCursor"] == connection["edges"][0]["cursor"]
+        assert info["endCursor"] == connection["edges"][-1]["cursor"]
+        ids = page + ids
+        if not info["hasPreviousPage"]:
+            break
+        before = info["startCursor"]
+    assert ids == whole
+    # Forward and backward meet: the page before a forward page's start is the one before it.
+    data = await gateway.data(case.document, first=case.first, **case.variables)
+    second = dig(
+        await gateway.data(
+            case.document,
+            first=case.first,
+            after=dig(data, case.path)["pageInfo"]["endCursor"],
+            **case.variables,
+        ),
+        case.path,
+    )
+    back = dig(
+        await gateway.data(
+            case.document,
+            last=case.first,
+            before=second["pageInfo"]["startCursor"],
+            **case.variables,
+        ),
+        case.path,
+    )
+    assert back["edges"] == dig(data, case.path)["edges"]
+    assert (back["pageInfo"]["hasPreviousPage"], back["pageInfo"]["hasNextPage"]) == (False, True)
+    # Between two cursors: `first` and `last` both read only the edges between them.
+    after, until = whole[0], whole[2 * case.first]
+    cursors = {edge["node"]["databaseId"]: edge["cursor"] for edge in dig(data, case.path)["edges"]}
+    cursors |= {edge["node"]["databaseId"]: edge["cursor"] for edge in second["edges"]}
+    if until in cursors:
+        for arguments, expected in (
+            ({"first": 100}, whole[1 : 2 * case.first]),
+            ({"last": 2}, whole[2 * case.first - 2 : 2 * case.first]),
+        ):
+            between = dig(
+                await gateway.data(
+                    case.document,
+                    after=cursors[after],
+                    before=cursors[until],
+                    **arguments,
+                    **case.variables,
+                ),
+                case.path,
+            )
+            assert [edge["node"]["databaseId"] for edge in between["edges"]] == expected
+
+
+@pytest.mark.parametrize("document", [TOP, GRID_LIST, CATEGORY_LIST])
+async def test_first_with_last_is_bad_input(gateway: Gateway, document: str) -> None:
+    body = await gateway.run(document, first=2, last=2)
+    assert codes(body)[:1] == ["BAD_USER_INPUT"], body
+    body = await gateway.run(document, last=101)
+    assert codes(body)[:1] == ["BAD_USER_INPUT"], body
 
 
 def random_case(seed: int) -> tuple[Filter, OrderArg | None]:
@@ -1414,3 +1497,69 @@ async def test_a_filtered_ordered_first_page_is_cheap(
         connection = dig(data, costed.path)
         ids = [edge["node"]["databaseId"] for edge in connection["edges"]]
         assert (ids, connection["totalCount"]) == (expected[:20], len(expected)), query
+
+
+# -- cursors hold their place while the list changes ------------------------------------------
+
+
+def changed(data: Dataset, before_id: int, new_id: int) -> Dataset:
+    """`data` with the package `before_id` removed and a package `new_id` added, titled to
+    sort first: between two page requests, both shift an offset by one."""
+    gone = next(row for row in data.packages if row.id == before_id)
+    added = dataclasses.replace(
+        gone, id=new_id, title="!!! first by title", slug="first-new", latest_version_id=None
+    )
+    kept = tuple(row for row in data.packages if row.id != before_id)
+    return dataclasses.replace(
+        data,
+        packages=(*kept, added),
+        versions=tuple(row for row in data.versions if row.package_id != before_id),
+        grid_packages=tuple(row for row in data.grid_packages if row.package_id != before_id),
+    )
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+async def test_a_change_between_pages_neither_skips_nor_repeats(tmp_path: Path, name: str) -> None:
+    """A package added and one removed before the cursor, in both directions: the next page
+    starts right after (or ends right before) the cursor's edge all the same."""
+    order = _order("TITLE")
+    titled = MODEL.packages(None, order)
+    new_id = max(MODEL.package) + 1
+    after_change = Model(changed(DATA, titled[1], new_id))
+    clock = Clock()
+    async with AsyncExitStack() as stack:
+        if name == "rest":
+            upstream = stack.enter_context(serve_upstream(DATA))
+            settings = Settings(upstream=upstream.base_url, cache_ttl=1.0)
+            factory = await stack.enter_async_context(open_backend(settings, clock=clock))
+            gateway = Gateway(name, factory)
+        else:
+            loaded = Loaded(DATA, tmp_path)
+            await stack.enter_async_context(loaded.stack)
+            gateway = await loaded.gateway(name)
+
+        async def change() -> None:
+            if name == "rest":
+                upstream.dataset = after_change.data
+                clock.advance(2.0)  # the snapshot expires: the next page reads the new lists
+            else:
+                assert gateway.engine is not None
+                await write_dataset(gateway.engine, after_change.data)  # rows added, removed
+
+        first = (await gateway.data(TOP, first=5, order=order))["x"]
+        last = (await gateway.data(TOP, last=5, order=order))["x"]
+        await change()
+        now = after_change.packages(None, order)
+        assert now != titled
+        forward = await gateway.data(
+            TOP, first=5, after=first["pageInfo"]["endCursor"], order=order
+        )
+        ids = [edge["node"]["databaseId"] for edge in forward["x"]["edges"]]
+        assert ids == titled[5:10] == now[now.index(titled[4]) + 1 :][:5]
+        backward = await gateway.data(
+            TOP, last=5, before=last["pageInfo"]["startCursor"], order=order
+        )
+        ids = [edge["node"]["databaseId"] for edge in backward["x"]["edges"]]
+        end = now.index(titled[-5])
+        assert ids == now[end - 5 : end] == titled[-10:-5]
+        assert backward["x"]["totalCount"] == len(now)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -36,16 +36,16 @@ from graphql import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import create_app
+from gateway.app import create_app, schema_for
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, serve_in_thread
-from gateway.schema import schema
+from gateway.internals import graphql_schema
+from tests.fake_upstream import FakeUpstream, serve_in_thread
 
 TIME_LIMIT = 15.0  # seconds any answer may take: the request timeout is 10
 MAX_TEXT_REFUSAL = 200  # characters of a plain-text refusal
 MAX_URL_QUERY = 1_000  # characters of a GET parameter: httpx refuses a URL over 64 KB, encoded
 
-GRAPHQL = schema._schema
+GRAPHQL = graphql_schema(schema_for(Settings()))
 BASE = settings(
     deadline=None,
     derandomize=True,
@@ -165,7 +165,7 @@ VARIABLE_VALUES = st.one_of(
 
 def _literal(type_: GraphQLInputType, name: str) -> st.SearchStrategy[tuple[str, object]]:
     """A value of `type_` for argument `name`, as GraphQL source and as a JSON value."""
-    nullable = get_nullable_type(type_)  # type: ignore[type-var]
+    nullable = get_nullable_type(type_)
     if isinstance(nullable, GraphQLList):
         items = st.lists(_literal(nullable.of_type, name), max_size=4)
         return items.map(
@@ -180,14 +180,15 @@ def _literal(type_: GraphQLInputType, name: str) -> st.SearchStrategy[tuple[str,
 class _Document:
     """One operation being drawn: its variables and named fragments grow as its fields do."""
 
-    def __init__(self, draw: Callable[..., Any]) -> None:
+    def __init__(self, draw: st.DrawFn) -> None:
         self.draw = draw
         self.variables: dict[str, tuple[str, object]] = {}
         self.fragments: list[str] = []
         self.aliases = 0
 
     def source(self, depth: int) -> str:
-        selection = self.selections(GRAPHQL.query_type, depth)  # type: ignore[arg-type]
+        assert GRAPHQL.query_type is not None
+        selection = self.selections(GRAPHQL.query_type, depth)
         header = "query Q"
         if self.variables:
             declared = ", ".join(f"${name}: {kind}" for name, (kind, _) in self.variables.items())
@@ -243,7 +244,7 @@ class _Document:
 
 
 @st.composite
-def operations(draw: Callable[..., Any]) -> tuple[str, dict[str, object]]:
+def operations(draw: st.DrawFn) -> tuple[str, dict[str, object]]:
     document = _Document(draw)
     source = document.source(draw(st.integers(0, 4)))
     return source, {name: value for name, (_, value) in document.variables.items()}

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from gateway.demo.upstream import FakeUpstream
-from gateway.loaders import rest
-from gateway.loaders.database import create_engine
+from gateway.loaders.backend import Backend
 from gateway.loaders.factory import Check, OpenBackend
-from gateway.loaders.sql import database_ready
+from gateway.loaders.rest import client as rest_client
+from gateway.loaders.rest.breaker import BREAKER_COOL_DOWN, BREAKER_THRESHOLD
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.features import database_ready
 from tests.databases import (
     POSTGRES_PORT,
     SMALL,
@@ -25,7 +25,9 @@ from tests.databases import (
     postgres_database,
     postgres_engine,
 )
+from tests.fake_upstream import FakeUpstream
 from tests.observing import post, served
+from tests.waiting import Clock
 
 # The shared fixtures pytest finds by name in this module.
 __all__ = ["pg_schema", "postgres_database"]
@@ -37,16 +39,6 @@ def ready(client: httpx.Client) -> tuple[int, Any]:
     response = client.get("/readyz")
     assert response.headers["content-type"] == "application/json"
     return response.status_code, response.json()
-
-
-def eventually_ready(client: httpx.Client, seconds: float = 10) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        status, body = ready(client)
-        if status == 200:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.1)
 
 
 def test_ready_while_the_upstream_answers_and_not_while_it_fails(upstream: FakeUpstream) -> None:
@@ -72,37 +64,38 @@ def test_ready_while_the_upstream_answers_and_not_while_it_fails(upstream: FakeU
         assert client.get("/healthz").status_code == 200  # the process still lives
 
         upstream.outage = None
-        assert eventually_ready(client)["checks"]["upstream"] == "ok"
+        status, body = ready(client)  # the API root is asked again, and answers
+        assert (status, body["checks"]["upstream"]) == (200, "ok")
 
 
-def test_without_traffic_the_upstream_is_asked(
-    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(rest, "READY_RECENT", 0.1)
-    with served(upstream=upstream.base_url, warm_catalogue=False) as client:
+def test_without_traffic_the_upstream_is_asked(upstream: FakeUpstream) -> None:
+    clock = Clock()
+    with served(clock, upstream=upstream.base_url, warm_catalogue=False) as client:
         assert ready(client)[0] == 200
         upstream.reset()
-        time.sleep(0.2)
+        clock.advance(rest_client.READY_RECENT + 0.1)
         assert ready(client)[0] == 200
         assert upstream.requests == ["/api/v4/"]  # the API root, once
 
         upstream.outage = "hang"
-        time.sleep(0.2)
+        clock.advance(rest_client.READY_RECENT + 0.1)
         started = time.monotonic()
         status, body = ready(client)
         assert (status, body["reason"]) == (
             503,
             "upstream unavailable: The upstream API did not answer in time",
         )
-        assert time.monotonic() - started < rest.READY_TIMEOUT + 1
+        assert time.monotonic() - started < rest_client.READY_TIMEOUT + 1
         upstream.outage = None
-        eventually_ready(client)
+        assert ready(client)[0] == 200
 
 
 def test_an_open_circuit_breaker_is_unready_at_once(upstream: FakeUpstream) -> None:
-    with served(upstream=upstream.base_url, warm_catalogue=False, upstream_retries=0) as client:
+    clock = Clock()
+    settings = {"warm_catalogue": False, "upstream_retries": 0}
+    with served(clock, upstream=upstream.base_url, **settings) as client:
         upstream.outage = "500"
-        for _ in range(rest.BREAKER_THRESHOLD):
+        for _ in range(BREAKER_THRESHOLD):
             post(client, "{ categories(first: 1) { nodes { slug } } }")
         upstream.reset()
         status, body = ready(client)
@@ -111,16 +104,17 @@ def test_an_open_circuit_breaker_is_unready_at_once(upstream: FakeUpstream) -> N
             "upstream unavailable: The upstream API is unavailable",
         )
         assert upstream.count == 0  # the breaker answered: the upstream was spared
-        eventually_ready(client)  # once it cools down, the probe closes it
+        clock.advance(BREAKER_COOL_DOWN)
+        assert ready(client)[0] == 200  # once it cools down, the probe closes it
 
 
 def test_the_catalogue_warmed_at_start_up_is_reported(upstream: FakeUpstream) -> None:
     with served(upstream=upstream.base_url) as client:
-        deadline = time.monotonic() + 10
-        while (checks := eventually_ready(client)["checks"])["catalogue"] != "warm":
-            assert time.monotonic() < deadline, checks
-            time.sleep(0.05)
-        assert checks == {"upstream": "ok", "catalogue": "warm"}
+        # The gateway serves once the first snapshot is in.
+        assert ready(client) == (
+            200,
+            {"status": "ready", "checks": {"upstream": "ok", "catalogue": "warm"}},
+        )
 
 
 async def test_a_sqlite_file_that_goes_away(tmp_path: Path) -> None:
@@ -164,13 +158,16 @@ async def test_an_optional_check_that_fails_is_reported_but_ready() -> None:
     async def database() -> Check:
         return Check(False, "unavailable: The database is unavailable")
 
-    backend = OpenBackend(lambda: None, {"upstream": ok, "redis": redis})
+    def no_backend() -> Backend:
+        raise AssertionError("checking readiness makes no backend")
+
+    backend = OpenBackend(no_backend, {"upstream": ok, "redis": redis})
     assert await backend.ready() == (
         True,
         {"upstream": "ok", "redis": "unavailable: serving from memory"},
         "",
     )
-    backend = OpenBackend(lambda: None, {"database": database, "redis": redis})
+    backend = OpenBackend(no_backend, {"database": database, "redis": redis})
     assert await backend.ready() == (
         False,
         {

@@ -10,17 +10,16 @@ import re
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway.demo.upstream import FakeUpstream
 from gateway.observe import JsonFormatter, TextFormatter, logging_config
+from tests.fake_upstream import FakeUpstream
 from tests.observing import served
+from tests.waiting import LISTENING, Output
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +44,9 @@ def test_a_request_id_goes_to_the_upstream_and_back(upstream: FakeUpstream) -> N
 def test_a_missing_or_unfit_request_id_is_replaced(
     upstream: FakeUpstream, given: str | bytes | None
 ) -> None:
-    headers = {} if given is None else {"X-Request-ID": given}
+    headers: dict[bytes, bytes] = {}
+    if given is not None:
+        headers[b"X-Request-ID"] = given if isinstance(given, bytes) else given.encode()
     with served(upstream=upstream.base_url, warm_catalogue=False) as client:
         response = client.post("/graphql", json={"query": PAGE}, headers=headers)
         made = response.headers["x-request-id"]
@@ -53,6 +54,12 @@ def test_a_missing_or_unfit_request_id_is_replaced(
         assert {logged.headers.get("x-request-id") for logged in upstream.log} == {made}
         again = client.get("/healthz", headers=headers).headers["x-request-id"]
         assert GENERATED.fullmatch(again) and again != made
+
+
+def _access(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields of an access line, which the gateway hands its log record (`extra`)."""
+    fields: dict[str, Any] = vars(record)["access"]
+    return fields
 
 
 def test_one_line_per_request_with_what_it_cost(
@@ -73,8 +80,8 @@ def test_one_line_per_request_with_what_it_cost(
         client.get("/readyz")
         client.get("/metrics")
     lines = [record for record in caplog.records if record.name == "gateway.access"]
-    assert [line.access["request_id"] for line in lines] == ["first", "second", "third"]
-    first, second, third = (line.access for line in lines)
+    assert [_access(line)["request_id"] for line in lines] == ["first", "second", "third"]
+    first, second, third = (_access(line) for line in lines)
     assert first["operations"] == ["Page"]
     assert (first["method"], first["path"], first["status"]) == ("POST", "/graphql", 200)
     assert first["duration_ms"] > 0
@@ -170,32 +177,18 @@ def _serve(upstream: FakeUpstream, *args: str) -> tuple[list[str], str]:
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    lines: list[str] = []
-
-    def read() -> None:
-        assert process.stderr is not None
-        lines.extend(process.stderr)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    log = Output(process.stderr)
     origin = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, "".join(lines)
-            assert time.monotonic() < deadline, "the gateway never answered /healthz"
-            try:
-                if httpx.get(f"{origin}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        log.wait_for(LISTENING)
+        assert httpx.get(f"{origin}/healthz", timeout=5).status_code == 200
         response = httpx.post(f"{origin}/graphql", json={"query": PAGE}, timeout=10)
         assert response.status_code == 200
     finally:
         process.terminate()
         process.wait(timeout=15)
-        reader.join(timeout=5)
-    return lines, response.headers["x-request-id"]
+        log.close()
+    return log.lines, response.headers["x-request-id"]
 
 
 def test_serve_logs_json_lines(upstream: FakeUpstream) -> None:

@@ -10,18 +10,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from gateway import metrics
-from gateway.demo.upstream import FakeUpstream
 from tests.databases import Database, sqlite_database
+from tests.fake_upstream import FakeUpstream
 from tests.observing import Metrics, parse, post, served, value
+from tests.waiting import STARTED, Output, frozen
 
 # The shared fixtures pytest finds by name in this module.
 __all__ = ["sqlite_database"]
@@ -99,7 +98,7 @@ def test_the_catalogue_snapshot_is_a_cache_layer_of_its_own(upstream: FakeUpstre
 
 
 def test_refusals_are_counted_by_limit(upstream: FakeUpstream) -> None:
-    limits = {
+    limits: dict[str, Any] = {
         "max_depth": 3,
         "max_cost": 50,
         "max_aliases": 2,
@@ -242,39 +241,21 @@ def _workers(parent: int) -> list[int]:
     ]
 
 
-@contextmanager
-def _frozen(pid: int) -> Iterator[None]:
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        deadline = time.monotonic() + 2
-        while Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "T":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's /proc")
 def test_two_workers_metrics_are_summed(tmp_path: Path, upstream: FakeUpstream) -> None:
     port = _free_port()
-    log = tmp_path / "gateway.log"
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", "2"]
     command += ["--upstream", upstream.base_url, "--no-warm-catalogue"]
     env = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
     env.pop(metrics.MULTIPROC_VARIABLE, None)
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr
-        )
+    process = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    log = Output(process.stderr)
     origin = f"http://127.0.0.1:{port}"
     query = {"query": "query Count { categories { totalCount } }"}
     try:
-        deadline = time.monotonic() + 30
-        while log.read_text().count("Application startup complete") < 2:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the workers never started"
-            time.sleep(0.05)
+        log.wait_for(STARTED, count=2)
         first, second = _workers(process.pid)
         directory = next(
             line.partition(b"=")[2].decode()
@@ -283,14 +264,14 @@ def test_two_workers_metrics_are_summed(tmp_path: Path, upstream: FakeUpstream) 
         )
         assert Path(directory).is_dir()
         # Each worker answers some: two by the second while the first is frozen, then three.
-        for frozen, times in [(first, 2), (second, 3)]:
-            with _frozen(frozen):
+        for stopped, times in [(first, 2), (second, 3)]:
+            with frozen(stopped):
                 for _ in range(times):
                     response = httpx.post(f"{origin}/graphql", json=query, timeout=5)
                     assert response.status_code == 200, response.text
         # Either worker answers /metrics with both workers' counts.
-        for frozen in (first, second):
-            with _frozen(frozen):
+        for stopped in (first, second):
+            with frozen(stopped):
                 text = httpx.get(f"{origin}/metrics", timeout=5).text
             samples = parse(text)
             assert value(samples, "gateway_requests_total", operation="Count", outcome="ok") == 5
@@ -308,5 +289,6 @@ def test_two_workers_metrics_are_summed(tmp_path: Path, upstream: FakeUpstream) 
     finally:
         process.terminate()
         process.wait(timeout=30)
-    assert process.returncode == -signal.SIGTERM, log.read_text()
+        log.close()
+    assert process.returncode == -signal.SIGTERM, log.text
     assert not Path(directory).exists()  # the parent removed it

@@ -19,13 +19,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway import mirror as mirror_module
 from gateway.cli import main
-from gateway.demo.dataset import Dataset
-from gateway.demo.upstream import FakeUpstream
-from gateway.errors import UpstreamError
+from gateway.errors import MirrorError, UpstreamError
 from gateway.loaders.records import split_participants
-from gateway.loaders.rest import (
+from gateway.loaders.rest.wire import (
     CategoryJSON,
     GridJSON,
     ListJSON,
@@ -33,9 +30,12 @@ from gateway.loaders.rest import (
     decode,
     id_from_url,
 )
-from gateway.loaders.tables import category, grid, grid_package, package, version
-from gateway.loaders.writer import TableChanges
-from gateway.mirror import MirrorError, build_catalogue, mirror, mirror_to
+from gateway.loaders.sql import mirror as mirror_module
+from gateway.loaders.sql.mirror import build_catalogue, mirror, mirror_to
+from gateway.loaders.sql.rows import Dataset
+from gateway.loaders.sql.tables import category, grid, grid_package, package, version
+from gateway.loaders.sql.writer import TableChanges
+from tests.fake_upstream import FakeUpstream
 from tests.test_writer import edit, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent

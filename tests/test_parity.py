@@ -20,9 +20,12 @@ import sqlalchemy
 from sqlalchemy.ext.asyncio import create_async_engine as create_engine
 from sqlalchemy.pool import NullPool
 
+from gateway.cli import run_query
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream
-from gateway.run import run_query
+from gateway.schema.pagination import cursor_of
+from tests.databases import SMALL
+from tests.expected import package_ids_of_category
+from tests.fake_upstream import FakeUpstream
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -34,18 +37,24 @@ PACKAGE = """
 GRID = "id databaseId title slug description isLocked header created modified"
 CATEGORY = "id databaseId title slug description titlePlural showPypi created modified"
 PAGE_INFO = "pageInfo { hasNextPage hasPreviousPage startCursor endCursor } totalCount"
+# A package's grids are in membership order, whose key a cursor holds: the membership row's id
+# on a database, its place in the package's list on REST (which has no such id).
+MEMBERSHIP_PAGE_INFO = "pageInfo { hasNextPage hasPreviousPage } totalCount"
+
+# The cursor of the 25th of the apps' packages (newest id first) in the session's dataset.
+AFTER_25 = cursor_of((package_ids_of_category(SMALL, 1)[24],))
 
 QUERIES: dict[str, tuple[str, dict[str, Any]]] = {
     "package by slug, its grids and their packages": (
         "query($slug: String!) { package(slug: $slug) { %s grids(first: 10) { %s"
         " nodes { %s packages(first: 100) { %s nodes { databaseId slug } } } } } }"
-        % (PACKAGE, PAGE_INFO, GRID, PAGE_INFO),
+        % (PACKAGE, MEMBERSHIP_PAGE_INFO, GRID, PAGE_INFO),
         {"slug": "django-foo"},
     ),
     "fan-out of a grid": (
         "query($slug: String!) { grid(slug: $slug) { %s packages(first: 100) { %s"
         " edges { cursor node { %s grids(first: 10) { %s nodes { slug } } } } } } }"
-        % (GRID, PAGE_INFO, PACKAGE, PAGE_INFO),
+        % (GRID, PAGE_INFO, PACKAGE, MEMBERSHIP_PAGE_INFO),
         {"slug": "quirks-edge-cases"},
     ),
     "categories with their packages": (
@@ -54,8 +63,8 @@ QUERIES: dict[str, tuple[str, dict[str, Any]]] = {
         {},
     ),
     "second page of a category": (
-        '{ category(slug: "apps") { packages(first: 25, after: "YXJyYXljb25uZWN0aW9uOjI0")'
-        " { %s nodes { databaseId } } } }" % PAGE_INFO,
+        '{ category(slug: "apps") { packages(first: 25, after: "%s")'
+        " { %s nodes { databaseId } } } }" % (AFTER_25, PAGE_INFO),
         {},
     ),
     "package list pages": (
@@ -130,7 +139,7 @@ def instants(value: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def mirrored_sqlite(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> str:
-    from gateway.mirror import mirror_to
+    from gateway.loaders.sql.mirror import mirror_to
 
     url = f"sqlite:///{tmp_path_factory.mktemp('parity') / 'mirror.sqlite3'}"
     asyncio.run(mirror_to(fake_upstream.base_url, url))
@@ -139,7 +148,7 @@ def mirrored_sqlite(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="module")
 def mirrored_postgres(fake_upstream: FakeUpstream) -> Iterator[str]:
-    from gateway.mirror import mirror_to
+    from gateway.loaders.sql.mirror import mirror_to
 
     with postgres_url() as url:
         asyncio.run(mirror_to(fake_upstream.base_url, url))
@@ -182,8 +191,10 @@ async def test_search_hits_are_equal_field_by_field(
     `weight`, `usage`, `pypiDownloads` and `lastReleased` only the site's search index holds,
     and `created`/`modified` are the search row's own: a mirror cannot copy them.
     """
-    rest = await run_query(Settings(upstream=upstream.base_url), SEARCH, {"q": term})
-    db = await run_query(Settings(database=database), SEARCH, {"q": term})
+    rest: dict[str, Any] = dict(
+        await run_query(Settings(upstream=upstream.base_url), SEARCH, {"q": term})
+    )
+    db: dict[str, Any] = dict(await run_query(Settings(database=database), SEARCH, {"q": term}))
     assert "errors" not in rest and "errors" not in db
     rest_hits = {(hit["itemType"], hit["slug"]): hit for hit in rest["data"]["search"]}
     db_hits = {(hit["itemType"], hit["slug"]): hit for hit in db["data"]["search"]}

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, serve_in_thread
+from tests.fake_upstream import FakeUpstream, serve_in_thread
 
 QUERY = "query Grid($id: Int!) { grid(id: $id) { title } }"
 NOT_FOUND = {

@@ -32,16 +32,16 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from gateway.config import configure
-from gateway.demo.upstream import FakeUpstream
-from gateway.errors import ConfigError, UpstreamError
-from gateway.loaders.cache import ResourceCache
-from gateway.loaders.shared import SharedBodies
+from gateway.errors import ConfigError, SharedCacheUnavailable, UpstreamError
+from gateway.loaders.rest.cache import Fetching, ResourceCache
+from gateway.loaders.rest.shared import SharedBodies
 from gateway.persisted import TTL as APQ_TTL
 from gateway.response_cache import MemoryStore
-from gateway.shared_cache import SharedCache, SharedStore, Unavailable
+from gateway.shared_cache import SharedCache, SharedStore
+from tests.fake_upstream import FakeUpstream
+from tests.waiting import LISTENING, Output
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -120,20 +120,31 @@ async def caches(redis_url: str) -> AsyncIterator[tuple[SharedCache, SharedCache
 
 
 class Origin:
-    """A fake upstream body source: counts its fetches, slow if asked, failing if asked."""
+    """A fake upstream body source: counts its fetches, slow if asked, failing if asked; `called`
+    is set once it has been asked (its caller then holds the lock)."""
 
     def __init__(self, delay: float = 0.0, body: bytes = b'{"id": 1}') -> None:
         self.delay = delay
         self.body = body
         self.calls = 0
         self.failing = False
+        self.called = asyncio.Event()
 
     async def __call__(self) -> bytes | None:
         self.calls += 1
-        await asyncio.sleep(self.delay)
+        self.called.set()
+        await asyncio.sleep(self.delay)  # the upstream's latency
         if self.failing:
             raise UpstreamError("The upstream API answered HTTP 503", "GET x/: HTTP 503")
         return self.body
+
+
+def _age(client: redis.Redis, key: str, seconds: float) -> None:
+    """Make `key` `seconds` older as Redis counts: what is left of its lifetime shrinks by as
+    much (past its end, the key is gone, as if expired). Ages are Redis's own count (PTTL)."""
+    left = client.pttl(key)
+    assert left > 0, (key, left)
+    client.pexpire(key, left - round(seconds * 1000))
 
 
 def _bodies(shared: SharedCache, **options: Any) -> SharedBodies:
@@ -150,9 +161,10 @@ def _bodies(shared: SharedCache, **options: Any) -> SharedBodies:
 
 
 async def test_the_lock_is_one_holders_until_released_or_expired(
-    caches: tuple[SharedCache, SharedCache],
+    caches: tuple[SharedCache, SharedCache], redis_url: str
 ) -> None:
     first, second = caches
+    admin = redis.Redis.from_url(redis_url)
     assert await first.lock("lock:k", "a", 0.3)
     assert not await second.lock("lock:k", "b", 0.3)
     await second.unlock("lock:k", "b")  # not b's: left alone
@@ -161,7 +173,8 @@ async def test_the_lock_is_one_holders_until_released_or_expired(
     assert not await second.extend("lock:k", "b", 0.3)
     await first.unlock("lock:k", "a")
     assert await second.lock("lock:k", "b", 0.2)
-    await asyncio.sleep(0.3)  # expired: anyone may take it
+    assert 0 < admin.pttl(second.key("lock:k")) <= 200
+    _age(admin, second.key("lock:k"), 0.3)  # expired: anyone may take it
     assert await first.lock("lock:k", "a", 0.2)
     assert not await first.extend("lock:k", "b", 0.3)
 
@@ -176,7 +189,7 @@ async def test_a_cold_burst_over_two_processes_fetches_once(
         first.get("packages/", {"limit": 5, "offset": 0}, origin),
         second.get("packages/", {"limit": 5, "offset": 0}, origin),
     )
-    assert bodies == [origin.body, origin.body]
+    assert list(bodies) == [origin.body, origin.body]
     assert origin.calls == 1
     assert time.monotonic() - started < 1.0  # the waiter polled; it did not wait its limit
     # And later, fresh: from Redis, by either.
@@ -203,7 +216,7 @@ async def test_a_fetch_longer_than_the_lock_keeps_it(
     first, second = _bodies(caches[0], lock_ttl=0.3), _bodies(caches[1], lock_ttl=0.3)
     origin = Origin(delay=1.0)  # three lock lifetimes: extended all along
     holder = asyncio.create_task(first.get("search/", {"q": "forms"}, origin))
-    await asyncio.sleep(0.05)
+    await origin.called.wait()
     assert await second.get("search/", {"q": "forms"}, origin) == origin.body
     assert await holder == origin.body
     assert origin.calls == 1
@@ -216,7 +229,7 @@ async def test_when_the_holder_fails_a_waiter_fetches_at_once(
     failing = Origin(delay=0.2)
     failing.failing = True
     holder = asyncio.create_task(first.get("grids/1/", None, failing))
-    await asyncio.sleep(0.05)
+    await failing.called.wait()
     origin = Origin()
     started = time.monotonic()
     assert await second.get("grids/1/", None, origin) == origin.body
@@ -242,37 +255,38 @@ async def test_when_the_holder_dies_a_waiter_fetches_once_its_lock_expires(
 
 
 async def test_the_age_of_a_shared_body_counts_in_each_process(
-    caches: tuple[SharedCache, SharedCache],
+    caches: tuple[SharedCache, SharedCache], redis_url: str
 ) -> None:
     """B's copy of A's resource is fresh only for what is left of A's TTL; past it, A's copy
     is served by B as stale when the upstream fails."""
+    admin = redis.Redis.from_url(redis_url)
+    stored = caches[0].key(_bodies(caches[0]).key("categories/1/", None))
     ttl = 1.2
-    a = ResourceCache(ttl=ttl, stale=60, shared=_bodies(caches[0], ttl=ttl, stale=60))
-    b = ResourceCache(ttl=ttl, stale=60, shared=_bodies(caches[1], ttl=ttl, stale=60))
+    a, b = ResourceCache(ttl=ttl, stale=60), ResourceCache(ttl=ttl, stale=60)
+    bodies = _bodies(caches[0], ttl=ttl, stale=60), _bodies(caches[1], ttl=ttl, stale=60)
     origin = Origin()
 
-    def via(cache: ResourceCache) -> Any:
-        async def fetch() -> tuple[bytes | None, int]:
-            assert cache.shared is not None
-            body = await cache.shared.get("categories/1/", None, origin)
+    def via(shared: SharedBodies) -> Any:
+        async def fetch(fetching: Fetching) -> tuple[bytes | None, int]:
+            body = await shared.get("categories/1/", None, origin, fetching)
             return body, len(body or b"")
 
         return fetch
 
-    assert await a.get("categories/1/", via(a)) == (origin.body, False)
-    await asyncio.sleep(0.7)
-    assert await b.get("categories/1/", via(b)) == (origin.body, False)
+    assert await a.get("categories/1/", via(bodies[0])) == (origin.body, False)
+    _age(admin, stored, 0.7)
+    assert await b.get("categories/1/", via(bodies[1])) == (origin.body, False)
     assert origin.calls == 1
     assert 0 < b.fresh_for("categories/1/") <= ttl - 0.7
     # A refresh wants a copy younger than half the TTL: this one is not, so it refetches.
-    await b.refresh("categories/1/", via(b))
+    await b.refresh("categories/1/", via(bodies[1]))
     assert origin.calls == 2
     assert b.fresh_for("categories/1/") > ttl - 0.3
 
-    await asyncio.sleep(ttl + 0.1)
+    _age(admin, stored, ttl + 0.1)
     origin.failing = True
-    c = ResourceCache(ttl=ttl, stale=60, shared=_bodies(caches[0], ttl=ttl, stale=60))
-    assert await c.get("categories/1/", via(c)) == (origin.body, True)  # stale, and says so
+    c = ResourceCache(ttl=ttl, stale=60)
+    assert await c.get("categories/1/", via(bodies[0])) == (origin.body, True)  # stale, and says so
     assert c.fresh_for("categories/1/") == 0
 
 
@@ -323,7 +337,7 @@ async def test_without_redis_everything_falls_back_and_says_so_once(
             assert await store.get("response:x") is not None  # from this process's memory
         assert time.monotonic() - started < 0.5  # the circuit is open: Redis costs nothing
         assert origin.calls == 20  # no shared copy, no lock: each read is the upstream's
-        with pytest.raises(Unavailable):
+        with pytest.raises(SharedCacheUnavailable):
             await shared.get("anything")
         assert await shared.check() is not None
         assert caplog.text.count("is unavailable") == 1
@@ -375,7 +389,7 @@ def test_the_cache_url_is_checked_and_its_password_masked() -> None:
 @dataclass
 class Gateway:
     origin: str
-    log: Path
+    log: Output
     process: subprocess.Popen[str]
 
     def post(self, body: Any, **headers: str) -> httpx.Response:
@@ -393,35 +407,32 @@ def _gateways(
     """`count` gateway processes on ports of their own, sharing `cache`."""
     gateways: list[Gateway] = []
     try:
-        for n in range(count):
+        for _ in range(count):
             port = _free_port()
-            log = tmp_path / f"gateway-{n}-{port}.log"
             command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
             command += ["--upstream", upstream.base_url, "--cache", cache]
             command += ["--no-warm-catalogue", "--log-level", "info", *flags]
-            with log.open("w") as stderr:
-                process = subprocess.Popen(
-                    command, env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr
-                )
-            gateways.append(Gateway(f"http://127.0.0.1:{port}", log, process))
+            process = subprocess.Popen(
+                command,
+                env=_env(),
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            gateways.append(Gateway(f"http://127.0.0.1:{port}", Output(process.stderr), process))
         for gateway in gateways:
-            deadline = time.monotonic() + 30
-            while True:
-                assert gateway.process.poll() is None, gateway.log.read_text()
-                assert time.monotonic() < deadline, "the gateway never answered /healthz"
-                try:
-                    if httpx.get(f"{gateway.origin}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.05)
+            gateway.log.wait_for(LISTENING)
+            assert httpx.get(f"{gateway.origin}/healthz", timeout=5).status_code == 200
         yield gateways
     finally:
         for gateway in gateways:
             gateway.process.terminate()
         for gateway in gateways:
             gateway.process.wait(timeout=30)
+            gateway.log.close()
     for gateway in gateways:
-        text = gateway.log.read_text()
+        text = gateway.log.text
         assert "Traceback" not in text, text
         assert gateway.process.returncode == -signal.SIGTERM
 
@@ -512,28 +523,23 @@ def test_a_persisted_query_registered_with_one_process_runs_on_another(
 
 
 @contextmanager
-def _redis_server(port: int, tmp_path: Path, *options: str) -> Iterator[subprocess.Popen[bytes]]:
+def _redis_server(port: int, tmp_path: Path, *options: str) -> Iterator[subprocess.Popen[str]]:
     binary = shutil.which("redis-server")
     if binary is None:
         _unreachable("redis-server is not installed")
     assert binary is not None
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     command += ["--appendonly", "no", "--dir", str(tmp_path), *options]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = Output(process.stdout)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=port, socket_timeout=1).ping()
-                break
-            except redis.RedisError:
-                assert process.poll() is None, "redis-server did not start"
-                assert time.monotonic() < deadline, "redis-server never answered"
-                time.sleep(0.05)
+        log.wait_for("Ready to accept connections", timeout=10)
+        assert redis.Redis(port=port, socket_timeout=1).ping()
         yield process
     finally:
         process.kill()
         process.wait(timeout=10)
+        log.close()
 
 
 def test_redis_stopping_mid_run_leaves_both_processes_answering(
@@ -556,24 +562,22 @@ def test_redis_stopping_mid_run_leaves_both_processes_answering(
             assert _data(gateway.post({"query": other}))  # cold: straight from the upstream
             assert _data(gateway.post({"query": other}))
         for gateway in (a, b):
-            text = gateway.log.read_text()
+            text = gateway.log.text
             assert text.count("is unavailable") == 1, text
             assert f"Redis at {cache}" in text
 
         with _redis_server(port, tmp_path):
-            # A probe follows a request after half a second: then the cache is shared again.
-            deadline = time.monotonic() + 15
-            while not all("answers again" in g.log.read_text() for g in (a, b)):
-                assert time.monotonic() < deadline, a.log.read_text() + b.log.read_text()
-                for gateway in (a, b):
-                    _data(gateway.post({"query": QUERY}))
-                time.sleep(0.2)
+            # The probes in the background find it back (within their cap, 5 s): then the cache
+            # is shared again. Meanwhile each process answers from its own memory.
+            for gateway in (a, b):
+                _data(gateway.post({"query": QUERY}))
+                gateway.log.wait_for("answers again", timeout=15)
             expected = _data(a.post({"query": third}))
             upstream.reset()
             assert _data(b.post({"query": third})) == expected
             assert upstream.requests == []
         for gateway in (a, b):
-            assert gateway.log.read_text().count("is unavailable") == 1
+            assert gateway.log.text.count("is unavailable") == 1
 
 
 async def test_a_command_the_server_refuses_is_a_miss_and_redis_stays_in_use(
@@ -594,7 +598,7 @@ async def test_a_command_the_server_refuses_is_a_miss_and_redis_stays_in_use(
             store = SharedStore(MemoryStore(2**20), shared)
             origin = Origin()
             for n in range(20):
-                with pytest.raises(Unavailable, match="OutOfMemoryError"):
+                with pytest.raises(SharedCacheUnavailable, match="OutOfMemoryError"):
                     await shared.set(f"refused:{n}", b"body", 60)
                 await store.set(f"response:{n}", b"y", 30)  # in this process's memory only
                 assert await _bodies(shared).get(f"grids/{n}/", None, origin) == origin.body
@@ -620,27 +624,40 @@ async def test_a_busy_pool_is_a_miss_not_a_failure(
     port = _free_port()
     with _redis_server(port, tmp_path, "--enable-debug-command", "yes"):
         shared = SharedCache(f"redis://127.0.0.1:{port}/0", max_connections=1)
-        sleeper = aioredis.Redis(port=port)
         await shared.start()
+        reader, sleeper = await asyncio.open_connection("127.0.0.1", port)
         try:
             await shared.set("kept", b"body", 60)
-            # The server answers nobody for half a second (under a body's time limit, 1 s).
-            asleep = asyncio.create_task(sleeper.execute_command("DEBUG", "SLEEP", "0.5"))
-            await asyncio.sleep(0.05)
-            holder = asyncio.create_task(shared.get("kept"))  # takes the only connection
-            await asyncio.sleep(0.02)
-            started = time.monotonic()
-            with pytest.raises(Unavailable, match="No connection available"):
-                await shared.get("kept")
-            assert time.monotonic() - started < 0.3  # the pool's wait, not the server's
+            # The server answers nobody for half a second (under a body's time limit, 1 s):
+            # sent before the two reads below, it is the first command the server runs.
+            sleeper.write(b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n0.5\r\n")
+            await sleeper.drain()
+
+            async def timed_get() -> tuple[object, float]:
+                """What a read gets (or the error it fails with), and how long it took."""
+                started = time.monotonic()
+                try:
+                    found: object = await shared.get("kept")
+                except SharedCacheUnavailable as exc:
+                    found = exc
+                return found, time.monotonic() - started
+
+            # One read takes the only connection and waits for the server; the other finds
+            # the pool busy.
+            answers = await asyncio.gather(timed_get(), timed_get())
+            [(refused, waited)] = [a for a in answers if isinstance(a[0], SharedCacheUnavailable)]
+            assert "No connection available" in str(refused)
+            assert waited < 0.3  # the pool's wait, not the server's
             assert shared.available
-            assert await holder is not None
-            await asleep
+            [(held, _)] = [a for a in answers if not isinstance(a[0], SharedCacheUnavailable)]
+            assert held is not None
+            assert await reader.readline() == b"+OK\r\n"  # the server slept
             assert await shared.get("kept") is not None
             assert await shared.check() is None
             assert "is unavailable" not in caplog.text
         finally:
-            await sleeper.aclose()
+            sleeper.close()
+            await sleeper.wait_closed()
             await shared.aclose()
 
 

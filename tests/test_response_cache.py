@@ -8,12 +8,13 @@ per HTTP request): a query answered from the response cache makes none.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import inspect
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -21,13 +22,14 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.routing import Route
 
-from gateway.app import GraphQLEndpoint, create_app
-from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, serve_in_thread
+from gateway.app import GraphQLEndpoint, create_app, schema_for
+from gateway.config import Settings, answer_settings, setting_type
 from gateway.loaders.backend import Backend
-from gateway.response_cache import MemoryStore, ResponseCache, namespace
-from gateway.schema import schema
+from gateway.response_cache import Cached, MemoryStore, ResponseCache, namespace
+from tests.fake_upstream import FakeUpstream, serve_in_thread
+from tests.waiting import Clock
 
 PACKAGE = "query($id: Int!) { package(id: $id) { databaseId title category { title } } }"
 PACKAGE_REFORMATTED = """
@@ -41,6 +43,8 @@ query Grids { grids(first: 2) { nodes { title } } }
 query Categories { categories(first: 2) { nodes { title } } }
 """
 STRICT = {"accept": "application/graphql-response+json"}
+
+Compute = Callable[[], Awaitable[tuple[str, bytes | None]]]
 
 
 class Gateway:
@@ -76,7 +80,9 @@ class Gateway:
 
     @property
     def endpoint(self) -> GraphQLEndpoint:
-        endpoint = self.app.routes[0].app  # type: ignore[attr-defined]
+        route = self.app.routes[0]
+        assert isinstance(route, Route)
+        endpoint = route.app
         assert isinstance(endpoint, GraphQLEndpoint)
         return endpoint
 
@@ -101,9 +107,13 @@ class _Counting:
 
 
 @contextmanager
-def serve(upstream: FakeUpstream, **settings: Any) -> Iterator[Gateway]:
-    settings = {"warm_catalogue": False, **settings}  # the tests count what queries cost
-    app = create_app(Settings(upstream=upstream.base_url, upstream_timeout=0.5, **settings))
+def serve(
+    upstream: FakeUpstream, clock: Callable[[], float] = time.monotonic, **settings: Any
+) -> Iterator[Gateway]:
+    options = {"warm_catalogue": False, **settings}  # the tests count what queries cost
+    app = create_app(
+        Settings(upstream=upstream.base_url, upstream_timeout=0.5, **options), clock=clock
+    )
     with serve_in_thread(app) as origin, httpx.Client(base_url=origin, timeout=10) as client:
         yield Gateway(app, client)
 
@@ -157,32 +167,34 @@ def test_a_repeated_query_is_answered_from_the_cache_whatever_its_layout(
 
 
 def test_a_cached_get_answer_is_public_with_an_etag_and_revalidates_to_304(
-    gateway: Gateway, upstream: FakeUpstream
+    upstream: FakeUpstream,
 ) -> None:
-    params = {"query": PACKAGE, "variables": f'{{"id": {_package(upstream).id}}}'}
-    response = gateway.client.get("/graphql", params=params)
-    assert response.status_code == 200
-    assert response.headers["cache-control"] == "public, max-age=60"
-    assert response.headers["vary"] == "Accept"
-    etag = response.headers["etag"]
+    clock = Clock()
+    with serve(upstream, clock) as gateway:
+        params = {"query": PACKAGE, "variables": f'{{"id": {_package(upstream).id}}}'}
+        response = gateway.client.get("/graphql", params=params)
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "public, max-age=60"
+        assert response.headers["vary"] == "Accept"
+        etag = response.headers["etag"]
 
-    gateway.reset()
-    time.sleep(1.1)
-    unchanged = gateway.client.get("/graphql", params=params, headers={"if-none-match": etag})
-    assert unchanged.status_code == 304
-    assert unchanged.content == b""
-    assert unchanged.headers["etag"] == etag
-    age = int(unchanged.headers["cache-control"].removeprefix("public, max-age="))
-    assert 55 <= age < 60  # what is left of the minute
-    assert gateway.total == 0
+        gateway.reset()
+        clock.advance(1.1)
+        unchanged = gateway.client.get("/graphql", params=params, headers={"if-none-match": etag})
+        assert unchanged.status_code == 304
+        assert unchanged.content == b""
+        assert unchanged.headers["etag"] == etag
+        age = int(unchanged.headers["cache-control"].removeprefix("public, max-age="))
+        assert 55 <= age < 60  # what is left of the minute
+        assert gateway.total == 0
 
-    listed = f'"other", W/{etag}'  # a list, and a weak tag: both match
-    matched = gateway.client.get("/graphql", params=params, headers={"if-none-match": listed})
-    assert matched.status_code == 304
+        listed = f'"other", W/{etag}'  # a list, and a weak tag: both match
+        matched = gateway.client.get("/graphql", params=params, headers={"if-none-match": listed})
+        assert matched.status_code == 304
 
-    other = gateway.client.get("/graphql", params=params, headers={"if-none-match": '"other"'})
-    assert other.status_code == 200
-    assert other.content == response.content
+        other = gateway.client.get("/graphql", params=params, headers={"if-none-match": '"other"'})
+        assert other.status_code == 200
+        assert other.content == response.content
 
 
 def _post(gateway: Gateway, query: str, **request: Any) -> httpx.Response:
@@ -246,14 +258,15 @@ def test_request_errors_are_never_cached(gateway: Gateway) -> None:
 
 def test_stale_answers_are_not_cached(upstream: FakeUpstream) -> None:
     """Over an upstream an answer is fresh no longer than the resources it is made of."""
-    with serve(upstream, cache_ttl=0.5) as gateway:
+    clock = Clock()
+    with serve(upstream, clock, cache_ttl=0.5) as gateway:
         grid = upstream.dataset.grids[1]
         params = {"query": "{ grid(id: %d) { title } }" % grid.id}
         fresh = gateway.client.get("/graphql", params=params)
         assert _data(fresh) == {"grid": {"title": grid.title}}
         assert fresh.headers["cache-control"] == "public, max-age=0"  # 0.5 s, rounded down
 
-        time.sleep(0.6)  # the answer and the resource are both past their time
+        clock.advance(0.6)  # the answer and the resource are both past their time
         upstream.faults["/api/v4/grids/"] = "500"
         for _ in range(2):
             gateway.reset()
@@ -276,7 +289,9 @@ def test_a_timed_out_answer_is_not_cached(upstream: FakeUpstream) -> None:
         assert "etag" not in slow.headers
 
         upstream.latency = 0.0
-        time.sleep(1.0)  # the fetch the request left behind lands in the resource cache
+        # The fetch the request left behind is answered, and lands in the resource cache (or
+        # is joined, on its way).
+        assert upstream.wait_until(lambda: upstream.in_flight == 0)
         gateway.reset()
         assert _data(gateway.client.post("/graphql", json=operation)) == {
             "grid": {"title": grid.title}
@@ -449,37 +464,88 @@ def test_keys_follow_the_document_not_its_layout() -> None:
     assert cache.key(named, None, None) == cache.key(named, None, "Named")
 
 
+def _namespace(sdl: str, settings: Settings) -> bytes:
+    return namespace(sdl, answer_settings(settings))
+
+
 def test_the_namespace_holds_the_limits_and_the_source() -> None:
-    sdl = schema.as_str()
-    base = namespace(sdl, Settings())
-    assert namespace(sdl, Settings(port=9000)) == base
-    assert namespace(sdl, Settings(introspection=False)) != base
-    assert namespace(sdl, Settings(max_cost=10)) != base
-    assert namespace(sdl, Settings(upstream="http://a.example")) != base
-    assert namespace(sdl + " ", Settings()) != base
+    sdl = schema_for(Settings()).as_str()
+    base = _namespace(sdl, Settings())
+    assert _namespace(sdl, Settings(port=9000)) == base
+    assert _namespace(sdl, Settings(introspection=False)) != base
+    assert _namespace(sdl, Settings(max_cost=10)) != base
+    assert _namespace(sdl, Settings(upstream="http://a.example")) != base
+    assert _namespace(sdl + " ", Settings()) != base
+
+
+def _another_value(field: dataclasses.Field[Any]) -> object:
+    """A value of the setting's type other than its default."""
+    kind, default = setting_type(field.name), getattr(Settings(), field.name)
+    if kind is bool:
+        return not default
+    if kind is str:
+        return f"{default or ''}x"
+    return kind(default + 1)
+
+
+def test_every_setting_that_changes_an_answer_is_in_the_namespace() -> None:
+    """Declared in config.py as changing an answer, a setting cannot be left out of the response
+    cache's namespace; the others, which do not, never split the cache."""
+    sdl = "type Query { a: Int }"
+    base = _namespace(sdl, Settings())
+    changing: set[str] = set()
+    for field in dataclasses.fields(Settings):
+        other = Settings(**{field.name: _another_value(field)})  # type: ignore[arg-type]
+        if _namespace(sdl, other) != base:
+            changing.add(field.name)
+    declared = {
+        field.name for field in dataclasses.fields(Settings) if field.metadata["changes_answer"]
+    }
+    assert changing == declared
+    # The source, the schema and the limits; not, for instance, the timeouts or the cache TTLs.
+    assert declared == {
+        "database",
+        "upstream",
+        "max_depth",
+        "max_cost",
+        "max_aliases",
+        "max_tokens",
+        "introspection",
+        "federation",
+    }
 
 
 async def test_followers_run_their_own_when_the_first_answer_cannot_be_cached() -> None:
     cache = ResponseCache(MemoryStore(2**20), ttl=60, namespace=b"", max_tokens=1000)
     runs = 0
+    asked = 0
+    everyone_asked = asyncio.Event()  # the first run ends once all three wait for it
+
+    async def ask(key: str, compute: Compute) -> str | Cached:
+        nonlocal asked
+        asked += 1
+        if asked % 3 == 0:
+            everyone_asked.set()
+        return await cache.fetch(key, compute)
 
     async def failing() -> tuple[str, bytes | None]:
         nonlocal runs
         runs += 1
-        await asyncio.sleep(0.05)
+        await everyone_asked.wait()
         return "error", None
 
-    assert await asyncio.gather(*(cache.fetch("a", failing) for _ in range(3))) == ["error"] * 3
+    assert await asyncio.gather(*(ask("a", failing) for _ in range(3))) == ["error"] * 3
     assert runs == 3
 
     async def succeeding() -> tuple[str, bytes | None]:
         nonlocal runs
         runs += 1
-        await asyncio.sleep(0.05)
+        await everyone_asked.wait()
         return "ok", b'{"data":{}}'
 
     runs = 0
-    answers = await asyncio.gather(*(cache.fetch("b", succeeding) for _ in range(3)))
+    everyone_asked.clear()
+    answers = await asyncio.gather(*(ask("b", succeeding) for _ in range(3)))
     assert runs == 1
     assert {answer.body for answer in answers if not isinstance(answer, str)} == {b'{"data":{}}'}
     assert len({id(answer) for answer in answers}) == 1

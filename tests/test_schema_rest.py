@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
+from gateway.cli import run_query
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream, serve_upstream
-from gateway.loaders.rest import MAX_DETAILS
-from gateway.run import run_query
+from gateway.loaders.rest.backend import MAX_DETAILS
 from tests.expected import (
     LIST_REQUESTS,
     PACKAGE_DATETIMES,
@@ -21,6 +20,7 @@ from tests.expected import (
     parse_datetimes,
     when,
 )
+from tests.fake_upstream import FakeUpstream, FaultKind, serve_upstream
 
 PACKAGE_FIELDS = """
     id databaseId title slug lastUpdated lastFetched repoUrl pypiVersion created modified
@@ -173,11 +173,15 @@ async def test_paging_through_the_whole_package_list(upstream: FakeUpstream) -> 
 
 
 async def test_one_list_request_per_page(upstream: FakeUpstream) -> None:
+    """A first page is one list request; a page after a cursor is read from the snapshot (the
+    upstream's offsets cannot hold a cursor's place), which one request then keeps at hand."""
     first = await data_of(upstream, "{ packages(first: 10) { pageInfo { endCursor } } }")
+    assert upstream.requests == ["/api/v4/packages/?limit=10&offset=0"]
     upstream.reset()
     cursor = first["packages"]["pageInfo"]["endCursor"]
     await data_of(upstream, '{ packages(first: 7, after: "%s") { nodes { slug } } }' % cursor)
-    assert upstream.requests == ["/api/v4/packages/?limit=7&offset=10"]
+    lists = {"categories", "grids", "packages"}
+    assert upstream.requests == [f"/api/v4/{name}/?limit=100000&offset=0" for name in sorted(lists)]
 
 
 async def test_first_zero_gives_the_count_and_no_nodes(upstream: FakeUpstream) -> None:
@@ -379,10 +383,10 @@ async def test_empty_search_is_empty_without_a_request(upstream: FakeUpstream) -
 
 @pytest.mark.parametrize("fault", ["500", "503", "malformed", "wrong-shape", "hang"])
 async def test_an_upstream_fault_fails_only_the_fields_that_needed_it(
-    upstream: FakeUpstream, fault: str
+    upstream: FakeUpstream, fault: FaultKind
 ) -> None:
     grid = upstream.dataset.grids[0]
-    upstream.faults["/api/v4/grids/"] = fault  # type: ignore[assignment]
+    upstream.faults["/api/v4/grids/"] = fault
     body = await query(
         upstream,
         "{ grid(id: %d) { title } packages(first: 3) { nodes { title } }"

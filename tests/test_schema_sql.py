@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from gateway.app import schema_for
+from gateway.config import Settings
 from gateway.errors import response_body
 from gateway.loaders.loaders import Loaders
-from gateway.schema import schema
 from gateway.schema.context import Context
 from tests.databases import (
     SMALL,
@@ -22,6 +23,8 @@ from tests.databases import (
 )
 
 __all__ = ["database", "pg_schema", "postgres_database", "sqlite_database"]
+
+schema = schema_for(Settings())
 
 FAN_OUT = """query($slug: String!) { grid(slug: $slug) { packages(first: 100) { nodes {
     category { slug } grids(first: 10) { nodes { slug packages(first: 3) { totalCount } } }

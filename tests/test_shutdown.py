@@ -11,18 +11,18 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from gateway.demo.upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream
+from tests.waiting import LISTENING, Output
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,19 +33,11 @@ QUERY = {"query": "{ categories { totalCount } }"}
 
 @dataclass
 class Gateway:
-    """A `gateway serve` process and the lines of its log so far."""
+    """A `gateway serve` process and its log, read as it comes."""
 
     process: subprocess.Popen[str]
     origin: str
-    log: list[str] = field(default_factory=list)
-    shutting_down: threading.Event = field(default_factory=threading.Event)
-
-    def read_log(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log.append(line)
-            if "Shutting down" in line:  # logged as uvicorn closes its listening socket
-                self.shutting_down.set()
+    log: Output
 
 
 def _free_port() -> int:
@@ -65,36 +57,20 @@ def gateway(upstream: FakeUpstream, *args: str) -> Iterator[Gateway]:
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    served = Gateway(process, f"http://127.0.0.1:{port}")
-    reader = threading.Thread(target=served.read_log, daemon=True)
-    reader.start()
+    served = Gateway(process, f"http://127.0.0.1:{port}", Output(process.stderr))
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, "".join(served.log)
-            assert time.monotonic() < deadline, "the gateway never answered /healthz"
-            try:
-                if httpx.get(f"{served.origin}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        served.log.wait_for(LISTENING)
+        assert httpx.get(f"{served.origin}/healthz", timeout=5).status_code == 200
         yield served
     finally:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=15)
-        reader.join(timeout=5)
+        served.log.close()
 
 
 def _post_in_background(pool: ThreadPoolExecutor, origin: str) -> Future[httpx.Response]:
     return pool.submit(httpx.post, f"{origin}/graphql", json=QUERY, timeout=30)
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(
@@ -107,11 +83,12 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(
         ThreadPoolExecutor(1) as pool,
     ):
         slow = _post_in_background(pool, served.origin)
-        _wait_for(lambda: upstream.in_flight > 0, "the query never reached the upstream")
+        reached = upstream.wait_until(lambda: upstream.in_flight > 0)
+        assert reached, "the query never reached the upstream"
         terminated = time.monotonic()
         served.process.send_signal(signal.SIGTERM)
 
-        assert served.shutting_down.wait(timeout=5), "".join(served.log)
+        served.log.wait_for("Shutting down", timeout=5)  # as uvicorn closes its socket
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{served.origin}/healthz", timeout=2)
 
@@ -122,7 +99,7 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(
 
         served.process.wait(timeout=shutdown_timeout + 5)
         elapsed = time.monotonic() - terminated
-    log = "".join(served.log)
+    log = served.log.text
     assert elapsed < shutdown_timeout, log
     # uvicorn re-raises the signal once shut down: a supervisor sees a SIGTERM'd process.
     assert served.process.returncode == -signal.SIGTERM
@@ -141,18 +118,26 @@ def test_a_request_outlasting_the_shutdown_timeout_is_cut_at_the_bound(
         ThreadPoolExecutor(1) as pool,
     ):
         slow = _post_in_background(pool, served.origin)
-        _wait_for(lambda: upstream.in_flight > 0, "the query never reached the upstream")
+        reached = upstream.wait_until(lambda: upstream.in_flight > 0)
+        assert reached, "the query never reached the upstream"
         terminated = time.monotonic()
         served.process.send_signal(signal.SIGTERM)
         served.process.wait(timeout=shutdown_timeout + 5)
         elapsed = time.monotonic() - terminated
-        # uvicorn cancels it and answers what it answers for any failed request: a bare 500.
-        assert slow.result(timeout=5).status_code == 500
-    log = "".join(served.log)
+        # uvicorn cancels it: the client is told why, with a code.
+        cut = slow.result(timeout=5)
+        assert cut.status_code == 503
+        assert [error["extensions"]["code"] for error in cut.json()["errors"]] == ["SHUTTING_DOWN"]
+    log = served.log.text
+    # One line for the request, and no traceback.
+    assert "Traceback" not in log and "Exception in ASGI application" not in log
+    assert len([line for line in log.splitlines() if "POST /graphql 503" in line]) == 1
+    assert "errors=SHUTTING_DOWN" in log
     # The bound, plus uvicorn's polling (0.1 s steps), closing the backend and exiting.
     assert elapsed < shutdown_timeout + 2.0, log
     assert served.process.returncode == -signal.SIGTERM
     assert "timeout graceful shutdown exceeded" in log
     assert "Application shutdown complete" in log
     # The hanging upstream request ends as its connection closes with the gateway.
-    _wait_for(lambda: upstream.in_flight == 0, "the upstream request never ended")
+    ended = upstream.wait_until(lambda: upstream.in_flight == 0)
+    assert ended, "the upstream request never ended"

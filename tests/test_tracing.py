@@ -7,19 +7,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from gateway import tracing
-from gateway.demo.upstream import FakeUpstream
 from tests.databases import Database, sqlite_database
+from tests.fake_upstream import FakeUpstream
 from tests.observing import post, served
 
 # The shared fixtures pytest finds by name in this module.
@@ -28,9 +28,23 @@ __all__ = ["sqlite_database"]
 PAGE = "query Page { packages(first: 2) { nodes { slug category { slug } } } }"
 
 
+class Exporter(InMemorySpanExporter):
+    """The SDK's in-memory exporter, telling when a request's own span has ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.request_ended = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = super().export(spans)
+        if any(span.kind == SpanKind.SERVER for span in spans):
+            self.request_ended.set()
+        return result
+
+
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
+def exporter() -> Iterator[Exporter]:
+    exporter = Exporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing.use(provider)
@@ -41,12 +55,9 @@ def exporter() -> Iterator[InMemorySpanExporter]:
         provider.shutdown()
 
 
-def finished(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+def finished(exporter: Exporter) -> list[ReadableSpan]:
     """The spans, once the request's own has ended (after its response was sent)."""
-    deadline = time.monotonic() + 5
-    while not any(span.kind == SpanKind.SERVER for span in exporter.get_finished_spans()):
-        assert time.monotonic() < deadline, "the request's span never ended"
-        time.sleep(0.01)
+    assert exporter.request_ended.wait(5), "the request's span never ended"
     return list(exporter.get_finished_spans())
 
 
@@ -62,7 +73,7 @@ def parent_of(span: ReadableSpan, spans: list[ReadableSpan]) -> ReadableSpan:
     return parent
 
 
-def test_a_query_over_the_upstream(upstream: FakeUpstream, exporter: InMemorySpanExporter) -> None:
+def test_a_query_over_the_upstream(upstream: FakeUpstream, exporter: Exporter) -> None:
     with served(upstream=upstream.base_url, warm_catalogue=False) as client:
         assert "errors" not in post(client, PAGE)
         spans = finished(exporter)
@@ -92,7 +103,7 @@ def test_a_query_over_the_upstream(upstream: FakeUpstream, exporter: InMemorySpa
     }
 
 
-def test_a_query_over_a_database(sqlite_database: Database, exporter: InMemorySpanExporter) -> None:
+def test_a_query_over_a_database(sqlite_database: Database, exporter: Exporter) -> None:
     with served(database=f"sqlite:///{sqlite_database.path}") as client:
         query = "query Sql { packages(first: 2) { nodes { slug category { title } } } }"
         assert "errors" not in post(client, query)
@@ -106,9 +117,7 @@ def test_a_query_over_a_database(sqlite_database: Database, exporter: InMemorySp
     assert parent_of(by_id, spans) is batch
 
 
-def test_an_incoming_trace_is_continued(
-    upstream: FakeUpstream, exporter: InMemorySpanExporter
-) -> None:
+def test_an_incoming_trace_is_continued(upstream: FakeUpstream, exporter: Exporter) -> None:
     trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     with served(upstream=upstream.base_url, warm_catalogue=False) as client:
         client.post(

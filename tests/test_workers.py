@@ -13,10 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +21,10 @@ import httpx
 import pytest
 
 from gateway.config import Settings
-from gateway.demo.upstream import FakeUpstream
 from gateway.errors import ConfigError
 from gateway.worker import SETTINGS_VARIABLE, hand_down, settings_from_environment
+from tests.fake_upstream import FakeUpstream
+from tests.waiting import STARTED, Output, frozen
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/task").is_dir(), reason="reads the process tree from Linux's /proc"
@@ -59,10 +57,6 @@ def _workers(parent: int) -> list[int]:
     ]
 
 
-def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-
-
 def _post(origin: str, query: str) -> Any:
     # A new connection each time: whichever worker is running accepts it.
     response = httpx.post(f"{origin}/graphql", json={"query": query}, timeout=5)
@@ -73,51 +67,33 @@ def _codes(body: Any) -> list[str]:
     return [error["extensions"]["code"] for error in body.get("errors", [])]
 
 
-@contextmanager
-def _frozen(pid: int) -> Iterator[None]:
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        deadline = time.monotonic() + 2
-        while _state(pid) != "T":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
 def test_two_workers_answer_on_one_port_with_the_same_settings(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     # One setting from each source: the file (depth, workers), the environment, a flag.
     (tmp_path / "gateway.toml").write_text("max_depth = 3\nworkers = 2\nwarm_catalogue = false\n")
     port = _free_port()
-    log = tmp_path / "gateway.log"
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
     command += ["--upstream", upstream.base_url, "--log-level", "info"]
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            command,
-            env=_env(GATEWAY_INTROSPECTION="false"),
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            text=True,
-        )
+    process = subprocess.Popen(
+        command,
+        env=_env(GATEWAY_INTROSPECTION="false"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = Output(process.stderr)
     origin = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while log.read_text().count("Application startup complete") < 2:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the workers never started"
-            time.sleep(0.05)
+        log.wait_for(STARTED, count=2)
         workers = _workers(process.pid)
         assert len(workers) == 2, workers
         first, second = workers
 
         answered_by = []
-        for frozen, running in [(first, second), (second, first)]:
-            with _frozen(frozen):
+        for stopped, running in [(first, second), (second, first)]:
+            with frozen(stopped):
                 assert _post(origin, COUNT) == {
                     "data": {"categories": {"totalCount": len(upstream.dataset.categories)}}
                 }
@@ -133,7 +109,8 @@ def test_two_workers_answer_on_one_port_with_the_same_settings(
     finally:
         process.terminate()
         process.wait(timeout=30)
-    text = log.read_text()
+        log.close()
+    text = log.text
     assert text.count("Application shutdown complete") == 2, text
     assert "Traceback" not in text
     # Like a single process, the parent ends as killed by SIGTERM, after its workers.

@@ -21,22 +21,15 @@ from sqlalchemy import Table, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.demo.dataset import (
-    CategoryRow,
-    Dataset,
-    GridPackageRow,
-    GridRow,
-    PackageRow,
-    SearchRow,
-    VersionRow,
-    generate,
-)
+from gateway.demo.dataset import generate
 from gateway.errors import ConfigError
-from gateway.loaders import embedded
-from gateway.loaders.database import create_engine
-from gateway.loaders.embedded import default_database_path, open_embedded
-from gateway.loaders.tables import category, grid, grid_package, package, search, version
-from gateway.loaders.writer import TableChanges, write_dataset
+from gateway.loaders.records import Category, Grid
+from gateway.loaders.sql import embedded
+from gateway.loaders.sql.embedded import default_database_path, open_embedded
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.rows import Dataset, GridPackageRow, PackageRow, SearchRow, VersionRow
+from gateway.loaders.sql.tables import category, grid, grid_package, package, search, version
+from gateway.loaders.sql.writer import TableChanges, write_dataset
 from tests.databases import SMALL, new_schema, postgres_engine
 
 
@@ -76,10 +69,10 @@ async def read_dataset(engine: AsyncEngine) -> Dataset:
 
     async with engine.connect() as connection:
         return Dataset(
-            categories=await rows(category, CategoryRow),
+            categories=await rows(category, Category),
             packages=await rows(package, PackageRow),
             versions=await rows(version, VersionRow),
-            grids=await rows(grid, GridRow),
+            grids=await rows(grid, Grid),
             grid_packages=await rows(grid_package, GridPackageRow),
             search_rows=await rows(search, SearchRow),
         )

@@ -1,1 +1,1 @@
-"""Demo and test fixtures: a generated Django Packages catalogue and a fake APIv4 that serves it."""
+"""The demo catalogue: a generated Django Packages catalogue at the real site's scale."""

@@ -1,9 +1,10 @@
 """A deterministic Django Packages catalogue, shaped like the site's database tables.
 
-The fake APIv4 renders its JSON from these rows and database-backed tests can load the same rows, so
-every backend meets the same quirks: sparse ids, titles that sort differently under a C collation,
-duplicate titles, emoji shortcodes, non-Latin text, nullable dates, comma-separated participants and
-membership rows whose ids follow insertion order rather than grid or package id.
+The embedded catalogue is built from these rows, and the tests' fake APIv4 and database-backed
+tests serve the same rows, so every backend meets the same quirks: sparse ids, titles that sort
+differently under a C collation, duplicate titles, emoji shortcodes, non-Latin text, nullable
+dates, comma-separated participants and membership rows whose ids follow insertion order rather
+than grid or package id.
 """
 
 from __future__ import annotations
@@ -13,128 +14,21 @@ import random
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 
-__all__ = [
-    "CategoryRow",
-    "Dataset",
-    "GridPackageRow",
-    "GridRow",
-    "PackageRow",
-    "SearchRow",
-    "VersionRow",
-    "generate",
-]
+from gateway.loaders.records import Category, Grid
+from gateway.loaders.sql.rows import (
+    Dataset,
+    GridPackageRow,
+    PackageRow,
+    SearchRow,
+    VersionRow,
+    grid_search_row,
+    package_search_row,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class CategoryRow:
-    """A `package_category` row."""
-
-    id: int
-    title: str
-    slug: str
-    description: str
-    title_plural: str
-    show_pypi: bool
-    created: datetime
-    modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PackageRow:
-    """A `package_package` row; `participants` is the raw comma-separated TEXT column."""
-
-    id: int
-    title: str
-    slug: str
-    category_id: int
-    repo_description: str
-    repo_url: str
-    repo_watchers: int
-    repo_forks: int
-    pypi_url: str
-    pypi_downloads: int
-    participants: str
-    last_fetched: datetime | None
-    documentation_url: str | None
-    commits_over_52w: tuple[int, ...]
-    last_commit_date: datetime | None
-    latest_version_id: int | None
-    created: datetime
-    modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class VersionRow:
-    """A `package_version` row."""
-
-    id: int
-    package_id: int
-    number: str
-    upload_time: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class GridRow:
-    """A `grid_grid` row."""
-
-    id: int
-    title: str
-    slug: str
-    description: str
-    is_locked: bool
-    header: bool
-    created: datetime
-    modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class GridPackageRow:
-    """A `grid_gridpackage` row: ids follow insertion order, which is what Package.grids shows."""
-
-    id: int
-    grid_id: int
-    package_id: int
-    created: datetime
-    modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class SearchRow:
-    """A `searchv3_searchv3` row; title and description hold the raw text (shortcodes kept)."""
-
-    id: int
-    item_type: str
-    title: str
-    slug: str
-    description: str
-    category: str
-    weight: int
-    repo_watchers: int
-    repo_forks: int
-    pypi_downloads: int
-    score: int
-    usage: int
-    participants: str
-    last_committed: datetime | None
-    last_released: datetime | None
-    created: datetime
-    modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Dataset:
-    """The tables' rows, each tuple sorted by id."""
-
-    categories: tuple[CategoryRow, ...]
-    packages: tuple[PackageRow, ...]
-    versions: tuple[VersionRow, ...]
-    grids: tuple[GridRow, ...]
-    grid_packages: tuple[GridPackageRow, ...]
-    search_rows: tuple[SearchRow, ...]
+__all__ = ["generate"]
 
 
 START = datetime(2010, 8, 1, 12, 0, tzinfo=UTC)
@@ -277,9 +171,9 @@ def generate(scale: float = 1.0, seed: int = 0) -> Dataset:
     return Dataset(categories, packages, versions, grids, memberships, search_rows)
 
 
-def _categories() -> tuple[CategoryRow, ...]:
+def _categories() -> tuple[Category, ...]:
     return tuple(
-        CategoryRow(
+        Category(
             id=id_,
             title=title,
             slug=slug,
@@ -319,6 +213,14 @@ def _stamp(rng: random.Random, start: datetime, end: datetime) -> datetime:
     """An auto timestamp between start and end: whole seconds plus non-zero microseconds."""
     seconds = int(rng.uniform(0, max((end - start).total_seconds(), 1)))
     return start + timedelta(seconds=seconds, microseconds=rng.randrange(1, 1_000_000))
+
+
+def _created(rng: random.Random, id_: int, step: float) -> datetime:
+    """When the row with this id was made: ids grow with time, `step` seconds apart on average."""
+    return START + timedelta(
+        seconds=int(step * (id_ - 1) + rng.uniform(0, step - 1)),
+        microseconds=rng.randrange(1, 1_000_000),
+    )
 
 
 def _slugify(title: str) -> str:
@@ -414,10 +316,7 @@ def _packages(
     versions: list[VersionRow] = []
     version_id = 0
     for index, id_ in enumerate(ids):
-        created = START + timedelta(
-            seconds=int(step * (id_ - 1) + rng.uniform(0, step - 1)),
-            microseconds=rng.randrange(1, 1_000_000),
-        )
+        created = _created(rng, id_, step)
         if index in quirks:
             title, slug, description = quirks[index]
         else:
@@ -488,7 +387,7 @@ def _packages(
     return tuple(packages), tuple(versions)
 
 
-def _grids(rng: random.Random, ids: list[int]) -> tuple[GridRow, ...]:
+def _grids(rng: random.Random, ids: list[int]) -> tuple[Grid, ...]:
     step = (NOW - START - timedelta(days=200)).total_seconds() / ids[-1]
     taken: set[str] = set()
     grids = []
@@ -511,12 +410,9 @@ def _grids(rng: random.Random, ids: list[int]) -> tuple[GridRow, ...]:
                 cut = rng.randrange(2, len(slug) - 2)
                 slug = slug[:cut] + slug[cut + 1 :]
             slug, description = _unique(slug, taken), _description(rng)
-        created = START + timedelta(
-            seconds=int(step * (id_ - 1) + rng.uniform(0, step - 1)),
-            microseconds=rng.randrange(1, 1_000_000),
-        )
+        created = _created(rng, id_, step)
         grids.append(
-            GridRow(
+            Grid(
                 id=id_,
                 title=title,
                 slug=slug,
@@ -533,7 +429,7 @@ def _grids(rng: random.Random, ids: list[int]) -> tuple[GridRow, ...]:
 def _memberships(
     rng: random.Random,
     packages: tuple[PackageRow, ...],
-    grids: tuple[GridRow, ...],
+    grids: tuple[Grid, ...],
     quirk_ids: set[int],
 ) -> tuple[GridPackageRow, ...]:
     """Rows in insertion (creation) order: neither grid id nor package id order."""
@@ -543,7 +439,7 @@ def _memberships(
     pairs: dict[tuple[int, int], datetime] = {}
     for package in packages:
         k = min(len(grids), rng.choices(range(11), weights=_MEMBERSHIP_WEIGHTS)[0])
-        chosen: dict[int, GridRow] = {}
+        chosen: dict[int, Grid] = {}
         while len(chosen) < k:
             grid = rng.choices(grids, cum_weights=cumulative)[0]
             chosen.setdefault(grid.id, grid)
@@ -563,10 +459,10 @@ def _memberships(
 
 def _search_rows(
     rng: random.Random,
-    categories: tuple[CategoryRow, ...],
+    categories: tuple[Category, ...],
     packages: tuple[PackageRow, ...],
     versions: tuple[VersionRow, ...],
-    grids: tuple[GridRow, ...],
+    grids: tuple[Grid, ...],
     memberships: tuple[GridPackageRow, ...],
 ) -> tuple[SearchRow, ...]:
     """The index as the site's build leaves it: packages, then grids, stamped at build time."""
@@ -576,55 +472,32 @@ def _search_rows(
     for membership in memberships:
         grid_sizes[membership.grid_id] = grid_sizes.get(membership.grid_id, 0) + 1
     rows: list[SearchRow] = []
-    built = SEARCH_BUILT
+    built = (SEARCH_BUILT, SEARCH_BUILT)
     for package in packages:
         usage = int(rng.lognormvariate(0.5, 1.5))
-        weight = int(12 * math.log1p(package.repo_watchers) + 6 * math.log1p(usage))
-        built = _stamp(rng, built, built + timedelta(milliseconds=40))
+        built = _built(rng, built[0])
         rows.append(
-            SearchRow(
-                id=len(rows) + 1,
-                item_type="package",
-                title=package.title,
-                slug=package.slug,
-                description=package.repo_description,
-                category=category_titles[package.category_id],
-                weight=weight,
-                repo_watchers=package.repo_watchers,
-                repo_forks=package.repo_forks,
-                pypi_downloads=package.pypi_downloads,
-                score=package.repo_watchers + 10 * usage,
+            package_search_row(
+                len(rows) + 1,
+                package,
+                category_titles[package.category_id],
+                weight=int(12 * math.log1p(package.repo_watchers) + 6 * math.log1p(usage)),
                 usage=usage,
-                participants=package.participants,
-                last_committed=package.last_commit_date,
+                score=package.repo_watchers + 10 * usage,
                 last_released=(
                     released[package.latest_version_id] if package.latest_version_id else None
                 ),
-                created=built,
-                modified=built + timedelta(microseconds=rng.randrange(5, 900)),
+                built=built,
             )
         )
     for grid in grids:
-        built = _stamp(rng, built, built + timedelta(milliseconds=40))
-        rows.append(
-            SearchRow(
-                id=len(rows) + 1,
-                item_type="grid",
-                title=grid.title,
-                slug=grid.slug,
-                description=grid.description,
-                category="",
-                weight=int(20 * math.log1p(grid_sizes.get(grid.id, 0))),
-                repo_watchers=0,
-                repo_forks=0,
-                pypi_downloads=0,
-                score=0,
-                usage=0,
-                participants="",
-                last_committed=None,
-                last_released=None,
-                created=built,
-                modified=built + timedelta(microseconds=rng.randrange(5, 900)),
-            )
-        )
+        built = _built(rng, built[0])
+        weight = int(20 * math.log1p(grid_sizes.get(grid.id, 0)))
+        rows.append(grid_search_row(len(rows) + 1, grid, weight=weight, built=built))
     return tuple(rows)
+
+
+def _built(rng: random.Random, previous: datetime) -> tuple[datetime, datetime]:
+    """The next index row's (created, modified): a few milliseconds after the one before."""
+    created = _stamp(rng, previous, previous + timedelta(milliseconds=40))
+    return created, created + timedelta(microseconds=rng.randrange(5, 900))

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from graphql import (
     DocumentNode,
     ExecutionResult,
-    GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
     get_operation_ast,
@@ -37,6 +36,8 @@ from gateway import metrics
 from gateway.engine.fields import Fields, fields_of
 from gateway.engine.plan import Conditional, Plan, compile_plan, conditions, included
 from gateway.engine.run import run
+from gateway.errors import BadUserInput, QueryTooCostly, located, reported_as
+from gateway.internals import graphql_schema
 from gateway.limits import Costs
 from gateway.schema.context import Context
 
@@ -89,8 +90,7 @@ class Engine:
         """Serve `schema`: one engine serves one schema."""
         if self._served is None:
             self._served = schema
-            # Strawberry has no public accessor for the graphql-core schema it built.
-            self._schema = schema._schema
+            self._schema = graphql_schema(schema)
             self._fields = fields_of(schema)
 
     async def execute(
@@ -129,8 +129,8 @@ class Engine:
         try:
             document = operation.owner.document
             self.costs.check(self._schema, query, document, operation_name, variables)
-        except GraphQLError as error:
-            result = ExecutionResult(None, [error])
+        except QueryTooCostly as error:
+            result = ExecutionResult(None, [located(error)])
         else:
             result = await self._run(operation, variables, context)
             if result is None:
@@ -150,8 +150,8 @@ class Engine:
             variables or {},
             max_errors=MAX_COERCION_ERRORS,
         )
-        if isinstance(coerced, list):
-            return ExecutionResult(None, coerced)
+        if isinstance(coerced, list):  # as the schema's `VariableErrors` reports them
+            return ExecutionResult(None, [reported_as(BadUserInput, error) for error in coerced])
         plan = self._plan(operation, coerced)
         if plan is None:
             return None

@@ -20,10 +20,10 @@ from strawberry import Schema
 from strawberry.types.base import StrawberryObjectDefinition, get_object_definition
 
 from gateway.loaders.loaders import Loaders
-from gateway.loaders.records import PackageFilter, Window
+from gateway.loaders.records import PackageFilter
 from gateway.schema import inputs, types
-from gateway.schema.pagination import Paging, paging
-from gateway.schema.query import load_node, lookup, search
+from gateway.schema.pagination import BY_ID, BY_MEMBERSHIP, BY_TITLE, Layout, Paged
+from gateway.schema.query import list_page, load_node, lookup, search
 
 # A field's answer for one parent: a future (a loader's, or a task's), the value itself, None,
 # or for a list, a list of those.
@@ -38,11 +38,11 @@ class Shape(Enum):
 
     ONE = "one"  # an object, or None
     MANY = "many"  # a list of objects (or of Nones)
-    PAGE = "page"  # a `Page` of a list, placed by the field's `Paging`: a connection
+    PAGE = "page"  # a `Page` of a list, placed by the field's `Paged`: a connection
     COUNT = "count"  # a `Page` whose total is the answer
 
 
-Begin = Callable[[Loaders, dict[str, Any]], tuple[Fetch, Paging | None]]
+Begin = Callable[[Loaders, dict[str, Any]], tuple[Fetch, Paged | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +105,8 @@ _COMPUTED: dict[tuple[str, str], Read] = {
 }
 
 _LOOKUP = frozenset({"id", "slug"})
-_LIST = frozenset({"first", "after", "orderBy"})
-_PACKAGES = frozenset({"first", "after", "filter", "orderBy"})
+_LIST = frozenset({"first", "after", "last", "before", "orderBy"})
+_PACKAGES = _LIST | {"filter"}
 
 
 def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
@@ -134,29 +134,39 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
         return lambda root: asyncio.ensure_future(search(loaders, query)), None
 
     def listed(name: str, order_input: type, filtered: bool) -> Batched:
-        def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paging]:
-            list_page = getattr(loaders, name)
-            first, after = arguments.get("first"), arguments.get("after")
-            shape: tuple[object, ...] = ()
-            if filtered:
-                shape = (
-                    inputs.package_filter(convert(inputs.PackageFilter, arguments.get("filter"))),
-                )
+        def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paged]:
+            shape: tuple[object, ...] = (kept(arguments),) if filtered else ()
             ordered = inputs.order(convert(order_input, arguments.get("orderBy")))
-            page = paging(first, after, *shape, ordered)
-            listed = (page.offset, page.limit, *shape, ordered)
-            return lambda root: asyncio.ensure_future(list_page(*listed)), page
+            page, load = list_page(
+                getattr(loaders, name),
+                arguments.get("first"),
+                arguments.get("last"),
+                arguments.get("after"),
+                arguments.get("before"),
+                *shape,
+                ordered,
+            )
+            return lambda root: asyncio.ensure_future(load()), page
 
         return Batched(Shape.PAGE, _PACKAGES if filtered else _LIST, begin)
 
-    def windowed(relation: types.Relation, order_input: type, filtered: bool) -> Batched:
-        def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paging]:
+    def windowed(
+        relation: types.Relation, own_order: Layout, order_input: type, filtered: bool
+    ) -> Batched:
+        def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paged]:
             filter = kept(arguments) if filtered else None
             ordered = inputs.order(convert(order_input, arguments.get("orderBy")))
-            page = paging(arguments.get("first"), arguments.get("after"), filter, ordered)
-            load = relation(loaders).load
-            offset, limit = page.offset, page.limit
-            return lambda parent: load(Window(parent.id, offset, limit, filter, ordered)), page
+            page, load = types.window_of(
+                relation(loaders),
+                own_order,
+                arguments.get("first"),
+                arguments.get("last"),
+                arguments.get("after"),
+                arguments.get("before"),
+                filter,
+                ordered,
+            )
+            return lambda parent: load(parent.id), page
 
         return Batched(Shape.PAGE, _PACKAGES if filtered else _LIST, begin)
 
@@ -188,12 +198,14 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
         ("Query", "grids"): listed("list_grids", inputs.GridOrder, False),
         ("Query", "packages"): listed("list_packages", inputs.PackageOrder, True),
         ("Query", "search"): Batched(Shape.MANY, frozenset({"query"}), searched),
-        ("Category", "packages"): windowed(types.CATEGORY_PACKAGES, inputs.PackageOrder, True),
+        ("Category", "packages"): windowed(
+            types.CATEGORY_PACKAGES, BY_ID, inputs.PackageOrder, True
+        ),
         ("Category", "packageCount"): counted(types.CATEGORY_PACKAGES),
-        ("Grid", "packages"): windowed(types.GRID_PACKAGES, inputs.PackageOrder, True),
+        ("Grid", "packages"): windowed(types.GRID_PACKAGES, BY_TITLE, inputs.PackageOrder, True),
         ("Grid", "packageCount"): counted(types.GRID_PACKAGES),
         ("Package", "category"): Batched(Shape.ONE, frozenset(), category),
-        ("Package", "grids"): windowed(types.PACKAGE_GRIDS, inputs.GridOrder, False),
+        ("Package", "grids"): windowed(types.PACKAGE_GRIDS, BY_MEMBERSHIP, inputs.GridOrder, False),
         ("Package", "gridCount"): counted(types.PACKAGE_GRIDS),
         ("SearchResult", "package"): hit(types.SearchItemType.PACKAGE, "package_by_slug"),
         ("SearchResult", "grid"): hit(types.SearchItemType.GRID, "grid_by_slug"),

@@ -28,7 +28,7 @@ from gateway.engine.leaves import ItemError, non_null_message
 from gateway.engine.plan import Connection, Loaded, Plan, Selection
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Page
-from gateway.schema.pagination import Paging
+from gateway.schema.pagination import Paged, PageInfo, connection
 from gateway.schema.types import NODE_TYPE_NAMES
 
 
@@ -66,7 +66,7 @@ class _Batch:
     __slots__ = ("answers", "loaded", "paging", "parents")
 
     def __init__(
-        self, loaded: Loaded, parents: Parents, answers: list[Any], paging: Paging | None
+        self, loaded: Loaded, parents: Parents, answers: list[Any], paging: Paged | None
     ) -> None:
         self.loaded = loaded
         self.parents = parents
@@ -256,11 +256,13 @@ class _Run:
         self,
         plan: Connection,
         page: Page[Any],
-        paging: Paging,
+        paging: Paged,
         place: _Place,
         level: dict[Selection, Parents],
     ) -> dict[str, Any]:
-        items, total = page.items, page.total
+        # The connection as the resolvers build it: the same edges, cursors and pageInfo.
+        built = connection(page, paging.slice, paging.shape)
+        items, total, page_info = built.nodes, built.total_count, built.page_info
         target: dict[str, Any] = dict.fromkeys(plan.keys)
         for key in plan.total:
             target[key] = total
@@ -268,8 +270,7 @@ class _Run:
             target[key] = plan.type_name
         for info in plan.page_info:
             target[info.key] = {
-                key: _page_info(name, info.type_name, paging, len(items), total)
-                for key, name in info.parts
+                key: _page_info(name, info.type_name, page_info) for key, name in info.parts
             }
         for edges in plan.edges:
             listed: list[dict[str, Any]] = []
@@ -278,7 +279,7 @@ class _Run:
             for index, item in enumerate(items):
                 edge: dict[str, Any] = dict.fromkeys(edges.keys)
                 for key, name in edges.parts:
-                    edge[key] = paging.cursor(index) if name == "cursor" else edges.type_name
+                    edge[key] = built.edges[index].cursor if name == "cursor" else edges.type_name
                 edge_place = _Place(listed, index, False, edges_place)
                 for key, selection in edges.node:
                     node = edge[key] = dict.fromkeys(selection.keys)
@@ -353,13 +354,13 @@ def _cancel(batches: list[_Batch]) -> None:
                 answer.cancel()
 
 
-def _page_info(name: str, type_name: str, paging: Paging, count: int, total: int) -> Any:
+def _page_info(name: str, type_name: str, page_info: PageInfo) -> Any:
     if name == "hasNextPage":
-        return paging.has_next_page(total)
+        return page_info.has_next_page
     if name == "hasPreviousPage":
-        return paging.has_previous_page
+        return page_info.has_previous_page
     if name == "startCursor":
-        return paging.cursor(0) if count else None
+        return page_info.start_cursor
     if name == "endCursor":
-        return paging.cursor(count - 1) if count else None
+        return page_info.end_cursor
     return type_name

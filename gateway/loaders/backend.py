@@ -2,8 +2,9 @@
 
 Every method answers a whole batch: the dataloaders call it once per tick with all the
 keys a query level asked for, and the answer is aligned with the keys (None where a
-record does not exist). A relation is asked for in windows (parent, offset, limit), so
-that a database pages it in SQL; the answer holds the window's records and the total.
+record does not exist). A relation is asked for in windows (a parent and a `Slice`: cursors'
+keys and a size, forward or backward), so that a database pages it in SQL; the answer holds
+the slice's records with their keys, the total, and where the cursors fall in the list.
 
 Filters and orders (`PackageFilter`, `Order` in records.py) come with a window or a list
 page; without them a list keeps the upstream's order (id descending) and a relation its own.
@@ -23,13 +24,20 @@ from gateway.loaders.records import (
     PackageFilter,
     Page,
     SearchHit,
+    Slice,
     Window,
 )
 
 
 class Backend(Protocol):
-    stale: bool
-    """Whether any answer so far was a stale copy, served while the source failed."""
+    @property
+    def stale(self) -> bool:
+        """Whether any answer so far was a stale copy, served while the source failed."""
+        ...
+
+    def close(self) -> None:
+        """The request is over (answered, timed out, or its client gone): stop its work."""
+        ...
 
     async def categories(self, ids: Sequence[int]) -> list[Category | None]: ...
 
@@ -55,20 +63,12 @@ class Backend(Protocol):
         """A window of each category's packages, newest id first (unless ordered)."""
         ...
 
-    async def list_categories(
-        self, offset: int, limit: int, order: Order | None = None
-    ) -> Page[Category]: ...
+    async def list_categories(self, slice: Slice, order: Order | None = None) -> Page[Category]: ...
 
-    async def list_grids(
-        self, offset: int, limit: int, order: Order | None = None
-    ) -> Page[Grid]: ...
+    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[Grid]: ...
 
     async def list_packages(
-        self,
-        offset: int,
-        limit: int,
-        filter: PackageFilter | None = None,
-        order: Order | None = None,
+        self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
     ) -> Page[Package]: ...
 
     async def search(self, query: str) -> list[SearchHit]: ...

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from gateway.config import Settings
 from gateway.loaders.backend import Backend
-from gateway.loaders.cache import ResourceCache
-from gateway.loaders.rest import CATALOGUE, RestBackend, Upstream, keep_catalogue_warm
-from gateway.loaders.shared import SharedBodies
+from gateway.loaders.rest.backend import RestBackend
+from gateway.loaders.rest.breaker import Breaker
+from gateway.loaders.rest.cache import ResourceCache
+from gateway.loaders.rest.client import Upstream
+from gateway.loaders.rest.fetcher import Fetcher
+from gateway.loaders.rest.shared import SharedBodies
+from gateway.loaders.rest.warm import catalogue_is_warm, catalogue_kept_warm
 from gateway.shared_cache import SharedCache
 
 BackendFactory = Callable[[], Backend]
@@ -66,75 +71,29 @@ def _required(reason: str | None) -> Check:
 
 @asynccontextmanager
 async def open_backend(
-    settings: Settings, *, keep_warm: bool = False, shared: SharedCache | None = None
+    settings: Settings,
+    *,
+    keep_warm: bool = False,
+    shared: SharedCache | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[OpenBackend]:
     """Hold the process-wide resources of the backend; yield a per-request factory.
 
     With `keep_warm` (a server's lifetime), the REST backend's catalogue snapshot is fetched
     before the first request is served (for at most one upstream timeout) and refreshed in
-    the background before it expires. With `shared` (`--cache`),
-    the REST backend's upstream bodies are shared with every other process using it.
+    the background before it expires. With `shared` (`--cache`), the REST backend's upstream
+    bodies are shared with every other process using it. `clock` times its cache and circuit
+    breaker (tests move their own).
     """
     if settings.upstream is not None:
-        upstream = Upstream(
-            settings.upstream,
-            timeout=settings.upstream_timeout,
-            max_in_flight=settings.upstream_max_in_flight,
-            retries=settings.upstream_retries,
-        )
-        bodies = None
-        if shared is not None:
-            bodies = SharedBodies(
-                shared,
-                upstream.base_url,
-                ttl=settings.cache_ttl,
-                stale=settings.cache_stale,
-                max_body=upstream.max_body,
-                # Another process's fetch, retries included, ends within this.
-                wait_limit=settings.upstream_timeout * (settings.upstream_retries + 1),
-            )
-        cache = ResourceCache(ttl=settings.cache_ttl, stale=settings.cache_stale, shared=bodies)
-        loop = asyncio.get_running_loop()
-
-        def rest_backend() -> Backend:
-            # A request's upstream calls, retries included, end within its own time.
-            return RestBackend(upstream, cache, deadline=loop.time() + settings.request_timeout)
-
-        warming = None
-        if keep_warm:
-            # Serve once the first snapshot is in (or failed, or took an upstream timeout):
-            # the first requests then find it rather than wait for it.
-            tried = asyncio.Event()
-            warming = asyncio.create_task(keep_catalogue_warm(upstream, cache, tried=tried))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tried.wait(), settings.upstream_timeout)
-
-        async def upstream_check() -> Check:
-            return _required(await upstream.ready())
-
-        async def catalogue_check() -> Check:
-            # Informational: a cold snapshot is fetched by the first request that needs it.
-            return Check(True, "warm" if cache.fresh_for(CATALOGUE) > 0 else "cold")
-
-        checks: dict[str, Probe] = {"upstream": upstream_check, "catalogue": catalogue_check}
-        if shared is not None:
-            checks["redis"] = _redis_check(shared)
-        try:
-            yield OpenBackend(rest_backend, checks)
-        finally:
-            try:
-                if warming is not None:
-                    warming.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await warming
-            finally:
-                await cache.aclose()
-                await upstream.aclose()
+        async with _open_rest(settings.upstream, settings, keep_warm, shared, clock) as rest:
+            yield rest
         return
 
-    from gateway.loaders.database import create_engine
-    from gateway.loaders.embedded import open_embedded
-    from gateway.loaders.sql import SqlBackend, check_database, database_ready, inspect_database
+    from gateway.loaders.sql.backend import SqlBackend
+    from gateway.loaders.sql.embedded import open_embedded
+    from gateway.loaders.sql.engine import create_engine
+    from gateway.loaders.sql.features import check_database, database_ready, inspect_database
 
     url = settings.database or await open_embedded()
     engine = create_engine(url, statement_timeout=settings.statement_timeout)
@@ -145,12 +104,77 @@ async def open_backend(
         async def database_check() -> Check:
             return _required(await database_ready(engine, READY_TIMEOUT))
 
-        checks = {"database": database_check}
+        checks: dict[str, Probe] = {"database": database_check}
         if shared is not None:
             checks["redis"] = _redis_check(shared)
         yield OpenBackend(lambda: SqlBackend(engine, features), checks)
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def _open_rest(
+    url: str,
+    settings: Settings,
+    keep_warm: bool,
+    shared: SharedCache | None,
+    clock: Callable[[], float],
+) -> AsyncIterator[OpenBackend]:
+    """The REST backend's process-wide parts: the upstream's client, the resource cache, and
+    with `shared` the bodies every process shares."""
+    upstream = Upstream(
+        url,
+        timeout=settings.upstream_timeout,
+        max_in_flight=settings.upstream_max_in_flight,
+        retries=settings.upstream_retries,
+        breaker=Breaker(clock=clock),
+    )
+    cache = ResourceCache(ttl=settings.cache_ttl, stale=settings.cache_stale, clock=clock)
+    bodies = None
+    if shared is not None:
+        bodies = SharedBodies(
+            shared,
+            upstream.base_url,
+            ttl=settings.cache_ttl,
+            stale=settings.cache_stale,
+            max_body=upstream.max_body,
+            # Another process's fetch, retries included, ends within this.
+            wait_limit=settings.upstream_timeout * (settings.upstream_retries + 1),
+        )
+    loop = asyncio.get_running_loop()
+
+    def rest_backend() -> Backend:
+        # A request's upstream calls, retries included, end within its own time, and are
+        # at most its budget.
+        deadline = loop.time() + settings.request_timeout
+        fetcher = Fetcher(
+            upstream,
+            cache,
+            bodies,
+            deadline=deadline,
+            max_requests=settings.max_upstream_requests,
+        )
+        return RestBackend(fetcher)
+
+    async def upstream_check() -> Check:
+        return _required(await upstream.ready())
+
+    async def catalogue_check() -> Check:
+        # Informational: a cold snapshot is fetched by the first request that needs it.
+        return Check(True, "warm" if catalogue_is_warm(cache) else "cold")
+
+    checks: dict[str, Probe] = {"upstream": upstream_check, "catalogue": catalogue_check}
+    if shared is not None:
+        checks["redis"] = _redis_check(shared)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(upstream.aclose)
+        stack.push_async_callback(cache.aclose)
+        if keep_warm:
+            first_wait = settings.upstream_timeout
+            await stack.enter_async_context(
+                catalogue_kept_warm(upstream, cache, bodies, first_wait=first_wait)
+            )
+        yield OpenBackend(rest_backend, checks)
 
 
 def _redis_check(shared: SharedCache) -> Probe:

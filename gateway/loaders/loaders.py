@@ -16,7 +16,16 @@ from typing import Any, Generic, TypeVar
 from aiodataloader import DataLoader
 
 from gateway.loaders.backend import Backend
-from gateway.loaders.records import Category, Grid, Order, Package, PackageFilter, Page, Window
+from gateway.loaders.records import (
+    Category,
+    Grid,
+    Order,
+    Package,
+    PackageFilter,
+    Page,
+    Slice,
+    Window,
+)
 from gateway.observe import batch
 
 R = TypeVar("R", Category, Grid, Package)
@@ -176,25 +185,19 @@ class Loaders:
 
     # Whole-list windows: a list page holds full records, which prime the id loaders.
 
-    async def list_categories(
-        self, offset: int, limit: int, order: Order | None = None
-    ) -> Page[Category]:
-        page = await self.backend.list_categories(offset, limit, order)
+    async def list_categories(self, slice: Slice, order: Order | None = None) -> Page[Category]:
+        page = await self.backend.list_categories(slice, order)
         _prime(page.items, self.category, self.category_by_slug)
         return page
 
-    async def list_grids(self, offset: int, limit: int, order: Order | None = None) -> Page[Grid]:
-        page = await self.backend.list_grids(offset, limit, order)
+    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[Grid]:
+        page = await self.backend.list_grids(slice, order)
         _prime(page.items, self.grid, self.grid_by_slug)
         return page
 
     async def list_packages(
-        self,
-        offset: int,
-        limit: int,
-        filter: PackageFilter | None = None,
-        order: Order | None = None,
+        self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
     ) -> Page[Package]:
-        page = await self.backend.list_packages(offset, limit, filter, order)
+        page = await self.backend.list_packages(slice, filter, order)
         _prime(page.items, self.package, self.package_by_slug)
         return page

@@ -1,15 +1,22 @@
-"""The records every backend returns and the schema reads.
+"""The records every backend returns and the schema reads, each the one description of its entity.
 
 One record type per resource, shared by the REST and the database backend, so that
 `gateway/schema/` never sees where data came from. Relations are ids, never URLs.
 Datetimes are always timezone-aware: a naive upstream value is read as the site's own
 time zone, which is what the Django Packages service renders.
+
+A field whose APIv4 key or table column differs from its name, or whose value is shaped
+otherwise there, says so with a `Field` in its annotation; `entities.py` reads these, and the
+APIv4's decoding, the row mapping, the mirror and the tests' fake APIv4 all follow from them.
+Adding a field to an entity is one line here, its column in `sql/tables.py` and its GraphQL
+field in `gateway/schema/types.py`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, NamedTuple, TypeVar, overload
+from enum import Enum
+from typing import Annotated, Generic, Literal, NamedTuple, TypeVar, overload
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -29,6 +36,30 @@ def in_site_time(value: datetime | None) -> datetime | None:
 def site_time(value: datetime) -> datetime:
     """Give a naive datetime the site's time zone; keep an aware one as it is."""
     return value if value.tzinfo is not None else value.replace(tzinfo=SITE_TIMEZONE)
+
+
+class Form(Enum):
+    """How a value is shaped in the APIv4's JSON or in a table column, where not as here."""
+
+    COMMAS = "commas"  # a tuple of names here, one comma-separated text there
+    JSON = "json"  # a tuple here, a JSON list in the column (text on some databases)
+
+
+class Field(NamedTuple):
+    """Where a record's field lives in the APIv4 and in the tables, when not under its name.
+
+    `column` None with `stored` False: no column of the entity's own table holds the value
+    (a package's `pypi_version` is its latest version's number; a hit's `absolute_url` is
+    made from its type and slug). A `link` names the resource whose id the field holds: the
+    APIv4 shows the URL of that record instead.
+    """
+
+    rest: str | None = None
+    column: str | None = None
+    stored: bool = True
+    rest_form: Form | None = None
+    column_form: Form | None = None
+    link: str = ""
 
 
 class Category(msgspec.Struct, frozen=True, gc=False):
@@ -57,11 +88,11 @@ class Package(msgspec.Struct, frozen=True, gc=False):
     id: int
     title: str
     slug: str
-    category_id: int
-    last_updated: datetime | None
+    category_id: Annotated[int, Field(rest="category", link="categories")]
+    last_updated: Annotated[datetime | None, Field(column="last_commit_date")]
     last_fetched: datetime | None
     repo_url: str
-    pypi_version: str | None
+    pypi_version: Annotated[str | None, Field(stored=False)]
     created: datetime
     modified: datetime
     repo_forks: int
@@ -69,12 +100,14 @@ class Package(msgspec.Struct, frozen=True, gc=False):
     pypi_url: str
     documentation_url: str | None
     repo_watchers: int
-    commits_over_52: tuple[int, ...]
-    participants: tuple[str, ...]
+    commits_over_52: Annotated[
+        tuple[int, ...], Field(column="commits_over_52w", column_form=Form.JSON)
+    ]
+    participants: Annotated[tuple[str, ...], Field(column_form=Form.COMMAS)]
 
 
 class SearchHit(msgspec.Struct, frozen=True, gc=False):
-    item_type: str  # "package" or "grid", as the upstream spells it
+    item_type: Literal["package", "grid"]  # as the upstream spells it
     title: str
     slug: str
     description: str
@@ -84,10 +117,10 @@ class SearchHit(msgspec.Struct, frozen=True, gc=False):
     repo_forks: int
     pypi_downloads: int
     usage: int
-    participants: tuple[str, ...]
+    participants: Annotated[tuple[str, ...], Field(rest_form=Form.COMMAS, column_form=Form.COMMAS)]
     last_committed: datetime | None
     last_released: datetime | None
-    absolute_url: str
+    absolute_url: Annotated[str, Field(stored=False)]
     created: datetime
     modified: datetime
 
@@ -127,16 +160,33 @@ class Order(NamedTuple):
     descending: bool = False
 
 
+# One value of an order's key: a title key, a number, an instant, or None (no last commit).
+KeyValue = int | str | datetime | None
+# Where a record stands in a list's order: its order field's value, then its id (or the
+# key of the list's own order); a cursor carries it.
+Key = tuple[KeyValue, ...]
+
+
+class Slice(NamedTuple):
+    """Which part of a list a page holds: the records strictly after `after` and strictly
+    before `before` (keys in the list's order; None: from the start, to the end), the first
+    `limit` of them, or the last `limit` of them when `backward`."""
+
+    limit: int
+    after: Key | None = None
+    before: Key | None = None
+    backward: bool = False
+
+
 class Window(NamedTuple):
-    """A window of one parent's related records: `limit` of them from `offset` on.
+    """A slice of one parent's related records.
 
     With a `filter` (packages only) the relation keeps the packages that pass it; with an
     `order` it is sorted by that order instead of the relation's own.
     """
 
     parent: int
-    offset: int
-    limit: int
+    slice: Slice
     filter: PackageFilter | None = None
     order: Order | None = None
 
@@ -157,10 +207,16 @@ def words_of(query: str) -> tuple[str, ...]:
 
 
 class Page(msgspec.Struct, Generic[R], frozen=True, gc=False):
-    """One window of a list: the records in it and the size of the whole list."""
+    """One slice of a list: its records with their keys, the size of the whole list, and
+    where the slice's cursors fall in it: `lower` records come at or before `after`, and
+    `upper` strictly before `before` (the records between them are positions `lower` to
+    `upper`, counted from 0), from which the connection tells whether more pages exist."""
 
     items: list[R]
     total: int
+    keys: list[Key] = msgspec.field(default_factory=list)
+    lower: int = 0
+    upper: int = 0
 
 
 def split_participants(text: str) -> tuple[str, ...]:

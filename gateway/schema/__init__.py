@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -11,8 +12,8 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from gateway import limits
-from gateway.config import Settings
-from gateway.errors import log_unexpected
+from gateway.errors import VariableErrors, log_unexpected
+from gateway.internals import allow_types_of_one_name
 from gateway.schema.direct import use_direct_resolvers
 from gateway.schema.query import Query
 from gateway.schema.scalars import DateTime
@@ -27,34 +28,37 @@ class GatewaySchema(strawberry.Schema):
         log_unexpected(errors)
 
 
-def build_schema(settings: Settings, extensions: Sequence[limits.Extension] = ()) -> GatewaySchema:
-    """The schema with `settings`' query limits; batching allows `max_batch` operations.
+def build_schema(
+    query_limits: limits.QueryLimits,
+    *,
+    federation: bool = False,
+    extensions: Sequence[limits.Extension] = (),
+) -> GatewaySchema:
+    """The schema, enforcing `query_limits`; with `federation`, an Apollo Federation 2 subgraph
+    (gateway/schema/federation.py). Limits do not change the SDL.
 
-    With `federation`, an Apollo Federation 2 subgraph (gateway/schema/federation.py).
-    `extensions` come after the limits' own: the execution engine (gateway/engine/).
+    Batching is on: how many operations a batch may hold is the HTTP view's limit (gateway/app.py),
+    which refuses more with a code of its own. `extensions` come after the limits' own: the
+    execution engine (gateway/engine/).
     """
     schema_class: type[GatewaySchema] = GatewaySchema
     types: list[type] = [Category, Grid, Package]
-    if settings.federation:
+    config = StrawberryConfig(
+        scalar_map={datetime: DateTime}, batching_config={"max_operations": sys.maxsize}
+    )
+    if federation:
         from gateway.schema.federation import ENTITIES, FederatedSchema
 
         schema_class, types = FederatedSchema, ENTITIES
+        # The entities are subclasses of Category, Grid and Package, with their names and their
+        # keys: converted first (`types`), they stand for them wherever the query reaches those
+        # types, which Strawberry would otherwise refuse as a duplicate name.
+        allow_types_of_one_name(config)
     built = schema_class(
         query=Query,
         types=types,
-        extensions=[*limits.extensions(settings), *extensions],
-        config=StrawberryConfig(
-            scalar_map={datetime: DateTime},
-            batching_config={"max_operations": settings.max_batch},
-            # The entities are subclasses of Category, Grid and Package, with their names and
-            # their keys: converted first (`types`), they stand for them wherever the query
-            # reaches those types, which this validation would refuse as a duplicate name.
-            _unsafe_disable_same_type_validation=settings.federation,
-        ),
+        extensions=[*limits.extensions(query_limits), VariableErrors, *extensions],
+        config=config,
     )
     use_direct_resolvers(built)
     return built
-
-
-# The default settings' schema, for `gateway export-schema`: limits do not change the SDL.
-schema = build_schema(Settings())

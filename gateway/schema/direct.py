@@ -18,13 +18,15 @@ from strawberry import Schema
 from strawberry.types.base import StrawberryObjectDefinition
 from strawberry.types.field import StrawberryField
 
+from gateway.internals import graphql_schema, info_maker, resolver_function
+
 Info = GraphQLResolveInfo[Any]
 Resolve = Callable[[Any, Info], Any]
 
 
 def use_direct_resolvers(schema: Schema) -> None:
     """Give every plain field of `schema`'s object types a direct resolver."""
-    for name, graphql_type in schema._schema.type_map.items():
+    for name, graphql_type in graphql_schema(schema).type_map.items():
         definition = schema.get_type_by_name(name)
         if not isinstance(graphql_type, GraphQLObjectType) or not isinstance(
             definition, StrawberryObjectDefinition
@@ -55,18 +57,16 @@ def _direct(schema: Schema, field: StrawberryField) -> Resolve | None:
     wanted = {root.name} | ({info.name} if info else set()) if root else set()
     if root is None or set(resolver.signature.parameters) != wanted:
         return None  # a resolver of other parameters (self, ones with defaults): Strawberry's
-    function: Callable[..., Any] = resolver.wrapped_func  # type: ignore[assignment]
-    root_name = root.name
+    function, root_name = resolver_function(resolver), root.name
     if info is None:
 
         def from_parent(source: Any, graphql_info: Info) -> Any:
             return function(**{root_name: source})
 
         return from_parent
-    make_info, info_name = schema.config.info_class, info.name
+    make_info, info_name = info_maker(schema, field), info.name
 
     def with_info(source: Any, graphql_info: Info) -> Any:
-        made = make_info(_raw_info=graphql_info, _field=field)
-        return function(**{root_name: source, info_name: made})
+        return function(**{root_name: source, info_name: make_info(graphql_info)})
 
     return with_info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -12,7 +13,7 @@ from strawberry.relay.utils import from_base64
 
 from gateway.errors import BadUserInput
 from gateway.loaders.loaders import Loaders
-from gateway.loaders.records import Page, SearchHit
+from gateway.loaders.records import Order, Page, SearchHit
 from gateway.schema.context import Info
 from gateway.schema.inputs import (
     MAX_SLUG,
@@ -26,11 +27,12 @@ from gateway.schema.inputs import (
     package_filter,
 )
 from gateway.schema.pagination import (
-    DEFAULT_FIRST,
+    BY_ID,
     Connection,
+    Paged,
     connection,
     is_number,
-    paging,
+    paged,
     shown,
 )
 from gateway.schema.types import Category, Grid, Node, Package, SearchResult, found
@@ -75,6 +77,22 @@ def search(loaders: Loaders, query: str) -> Awaitable[list[SearchHit]]:
     return loaders.backend.search(query)
 
 
+def list_page(
+    load: Callable[..., Awaitable[Page[Any]]],
+    first: int | None,
+    last: int | None,
+    after: str | None,
+    before: str | None,
+    *arguments: Any,
+) -> tuple[Paged, Callable[[], Awaitable[Page[Any]]]]:
+    """A slice of a whole list (newest id first unless ordered), and what loads it:
+    `load(slice, *arguments)`, the list's filter (packages only) then its order, both the
+    cursors' shape. The resolvers below and the engine (gateway/engine/) share it."""
+    order: Order | None = arguments[-1]
+    page = paged(first, last, after, before, BY_ID, order, *arguments)
+    return page, partial(load, page.slice, *arguments)
+
+
 async def _node(info: Info, id: strawberry.ID) -> Any:
     return await found(load_node(info.context.loaders, id))
 
@@ -107,59 +125,55 @@ async def _package(
 
 
 async def _list_page(
-    load: Callable[[int, int], Awaitable[Page[Any]]],
+    load: Callable[..., Awaitable[Page[Any]]],
     first: int | None,
+    last: int | None,
     after: str | None,
-    *shape: object,
+    before: str | None,
+    *arguments: Any,
 ) -> Connection[Any]:
-    """A window of a whole list: `load(offset, limit)` with its filter and order (`shape`)."""
-    page = paging(first, after, *shape)
-    listed = await load(page.offset, page.limit)
-    return connection(listed.items, page, listed.total)
+    page, loading = list_page(load, first, last, after, before, *arguments)
+    return connection(await loading(), page.slice, page.shape)
 
 
 async def _categories(
     info: Info,
-    first: int | None = DEFAULT_FIRST,
+    first: int | None = strawberry.UNSET,
     after: str | None = strawberry.UNSET,
+    last: int | None = strawberry.UNSET,
+    before: str | None = strawberry.UNSET,
     order_by: CategoryOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
     ordered = order(order_by)
     loaders = info.context.loaders
-    return await _list_page(
-        lambda offset, limit: loaders.list_categories(offset, limit, ordered), first, after, ordered
-    )
+    return await _list_page(loaders.list_categories, first, last, after, before, ordered)
 
 
 async def _grids(
     info: Info,
-    first: int | None = DEFAULT_FIRST,
+    first: int | None = strawberry.UNSET,
     after: str | None = strawberry.UNSET,
+    last: int | None = strawberry.UNSET,
+    before: str | None = strawberry.UNSET,
     order_by: GridOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
     ordered = order(order_by)
     loaders = info.context.loaders
-    return await _list_page(
-        lambda offset, limit: loaders.list_grids(offset, limit, ordered), first, after, ordered
-    )
+    return await _list_page(loaders.list_grids, first, last, after, before, ordered)
 
 
 async def _packages(
     info: Info,
-    first: int | None = DEFAULT_FIRST,
+    first: int | None = strawberry.UNSET,
     after: str | None = strawberry.UNSET,
+    last: int | None = strawberry.UNSET,
+    before: str | None = strawberry.UNSET,
     filter: PackageFilter | None = strawberry.UNSET,
     order_by: PackageOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
     kept, ordered = package_filter(filter), order(order_by)
     loaders = info.context.loaders
-    return await _list_page(
-        lambda offset, limit: loaders.list_packages(offset, limit, kept, ordered),
-        first,
-        after,
-        kept,
-        ordered,
-    )
+    return await _list_page(loaders.list_packages, first, last, after, before, kept, ordered)
 
 
 async def _search(info: Info, query: str) -> list[Any]:

@@ -19,10 +19,19 @@ from strawberry.relay.utils import to_base64
 
 from gateway.loaders import records
 from gateway.loaders.loaders import Loaders
-from gateway.loaders.records import Page, Window
+from gateway.loaders.records import Page, Slice, Window
 from gateway.schema.context import Info
 from gateway.schema.inputs import GridOrder, PackageFilter, PackageOrder, order, package_filter
-from gateway.schema.pagination import DEFAULT_FIRST, Connection, connection, paging
+from gateway.schema.pagination import (
+    BY_ID,
+    BY_MEMBERSHIP,
+    BY_TITLE,
+    Connection,
+    Layout,
+    Paged,
+    connection,
+    paged,
+)
 
 
 def _type_of(record_class: type) -> Any:
@@ -68,41 +77,66 @@ PACKAGE_GRIDS: Relation = attrgetter("grids_of_package")
 
 def counted(parent: int) -> Window:
     """The window whose total is a relation's size: empty, and batched like any window."""
-    return Window(parent, 0, 0)
+    return Window(parent, Slice(0))
+
+
+def window_of(
+    loader: DataLoader[Window, Page[Any]],
+    own_order: Layout,
+    first: int | None,
+    last: int | None,
+    after: str | None,
+    before: str | None,
+    filter: records.PackageFilter | None = None,
+    order: records.Order | None = None,
+) -> tuple[Paged, Callable[[int], Awaitable[Page[Any]]]]:
+    """A slice of a relation whose own order's key is `own_order`, and what loads it for a
+    parent (by id). The resolvers below and the engine (gateway/engine/) share it."""
+    page = paged(first, last, after, before, own_order, order, filter, order)
+    slice = page.slice
+    return page, lambda parent: loader.load(Window(parent, slice, filter, order))
 
 
 async def _window_of(
     loader: DataLoader[Window, Page[Any]],
     parent: int,
+    own_order: Layout,
     first: int | None,
+    last: int | None,
     after: str | None,
+    before: str | None,
     filter: records.PackageFilter | None = None,
     order: records.Order | None = None,
 ) -> Connection[Any]:
-    page = paging(first, after, filter, order)
-    window = await loader.load(Window(parent, page.offset, page.limit, filter, order))
-    return connection(window.items, page, window.total)
+    page, load = window_of(loader, own_order, first, last, after, before, filter, order)
+    return connection(await load(parent), page.slice, page.shape)
 
 
 async def _count_of(relation: Relation, root: Any, info: Info) -> int:
     return (await relation(info.context.loaders).load(counted(root.id))).total
 
 
-def _packages_of(relation: Relation) -> Callable[..., Awaitable[Connection[Any]]]:
+def _packages_of(
+    relation: Relation, own_order: Layout
+) -> Callable[..., Awaitable[Connection[Any]]]:
     """The resolver of a parent's packages (`Category.packages`, `Grid.packages`), windowed
     by the loader `relation` picks, filtered and ordered as asked."""
 
     async def packages(
         root: strawberry.Parent[records.Category | records.Grid],
         info: Info,
-        first: int | None = DEFAULT_FIRST,
+        first: int | None = strawberry.UNSET,
         after: str | None = strawberry.UNSET,
+        last: int | None = strawberry.UNSET,
+        before: str | None = strawberry.UNSET,
         filter: PackageFilter | None = strawberry.UNSET,
         order_by: PackageOrder | None = strawberry.UNSET,
     ) -> Connection[Any]:
         kept, ordered = package_filter(filter), order(order_by)
         loader = relation(info.context.loaders)
-        return await _window_of(loader, root.id, first, after, kept, ordered)
+        return await _window_of(
+            loader, root.id, own_order, first, last, after, before, kept, ordered
+        )
 
     return packages
 
@@ -110,12 +144,16 @@ def _packages_of(relation: Relation) -> Callable[..., Awaitable[Connection[Any]]
 async def _package_grids(
     root: strawberry.Parent[records.Package],
     info: Info,
-    first: int | None = DEFAULT_FIRST,
+    first: int | None = strawberry.UNSET,
     after: str | None = strawberry.UNSET,
+    last: int | None = strawberry.UNSET,
+    before: str | None = strawberry.UNSET,
     order_by: GridOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
     loader = PACKAGE_GRIDS(info.context.loaders)
-    return await _window_of(loader, root.id, first, after, order=order(order_by))
+    return await _window_of(
+        loader, root.id, BY_MEMBERSHIP, first, last, after, before, order=order(order_by)
+    )
 
 
 async def _category_package_count(root: strawberry.Parent[records.Category], info: Info) -> int:
@@ -146,7 +184,7 @@ class Category(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages_of(CATEGORY_PACKAGES),
+        resolver=_packages_of(CATEGORY_PACKAGES, BY_ID),
         description="The packages in this category, newest first unless ordered.",
     )
     package_count: int = strawberry.field(
@@ -167,7 +205,7 @@ class Grid(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages_of(GRID_PACKAGES),
+        resolver=_packages_of(GRID_PACKAGES, BY_TITLE),
         description="The packages in this grid, by title unless ordered.",
     )
     package_count: int = strawberry.field(

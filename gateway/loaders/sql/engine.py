@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.errors import ConfigError
+from gateway.loaders.sql.trigrams import similarity
 
 CONNECT_TIMEOUT = 10.0  # seconds; asyncpg would wait 60 for a host that does not answer
 
@@ -108,8 +109,10 @@ def _interrupt_after(engine: AsyncEngine, seconds: float) -> None:
     event.listen(engine.sync_engine, "after_cursor_execute", stop)
 
 
-def _sqlite_pragmas(connection: object, record: object) -> None:
-    cursor = connection.cursor()  # type: ignore[attr-defined]
+def _sqlite_pragmas(connection: Any, record: object) -> None:
+    """Foreign keys, WAL, and pg_trgm's `similarity()` for search (see `trigrams.py`)."""
+    connection.create_function("similarity", 2, similarity, deterministic=True)
+    cursor = connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()

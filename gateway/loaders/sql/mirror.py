@@ -21,32 +21,35 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from gateway.demo.dataset import (
-    CategoryRow,
-    Dataset,
-    GridPackageRow,
-    GridRow,
-    PackageRow,
-    SearchRow,
-    VersionRow,
-)
-from gateway.errors import ConfigError, UpstreamError
-from gateway.loaders.database import create_engine
-from gateway.loaders.records import site_time
-from gateway.loaders.rest import (
+from gateway.errors import ConfigError, MirrorError, UpstreamError
+from gateway.loaders.entities import columns_of
+from gateway.loaders.records import Category, Grid, Package
+from gateway.loaders.rest.client import Upstream
+from gateway.loaders.rest.wire import (
     CategoryJSON,
     GridJSON,
     ListJSON,
     PackageJSON,
-    Upstream,
     decode,
     id_from_url,
+    to_category,
+    to_grid,
+    to_package,
 )
-from gateway.loaders.writer import WriteSummary, write_dataset
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.rows import (
+    Dataset,
+    GridPackageRow,
+    PackageRow,
+    SearchRow,
+    VersionRow,
+    grid_search_row,
+    package_search_row,
+)
+from gateway.loaders.sql.writer import WriteSummary, write_dataset
 
 __all__ = [
     "Catalogue",
-    "MirrorError",
     "MirrorSummary",
     "Progress",
     "build_catalogue",
@@ -69,10 +72,7 @@ class _Identified(Protocol):
 
 
 Item = TypeVar("Item", bound=_Identified)
-
-
-class MirrorError(Exception):
-    """Why a mirror stopped, in one line; the database was left as it was."""
+Stored = TypeVar("Stored", Category, Grid)
 
 
 class Catalogue(NamedTuple):
@@ -216,25 +216,25 @@ def build_catalogue(
     now: datetime,
 ) -> Catalogue:
     """The table rows the API implies; `now` stamps the search rows, as an index build does."""
-    categories = sorted(categories, key=lambda item: item.id)
-    grids = sorted(grids, key=lambda item: item.id)
-    packages = sorted(packages, key=lambda item: item.id)
-    category_titles = {category.id: category.title for category in categories}
-    for item in packages:
-        if id_from_url(item.category) not in category_titles:
+    category_records = sorted((_in_utc(to_category(raw)) for raw in categories), key=_id)
+    listed_grids = sorted(((_in_utc(to_grid(raw)), raw.packages) for raw in grids), key=_first_id)
+    listed_packages = sorted(((to_package(raw), raw.grids) for raw in packages), key=_first_id)
+    category_titles = {category.id: category.title for category in category_records}
+    for item, _ in listed_packages:
+        if item.category_id not in category_titles:
             raise UpstreamError(
                 "The upstream API lists a package in a category it does not list",
-                f"package {item.id}: {item.category}",
+                f"package {item.id}: category {item.category_id}",
             )
-    memberships, inconsistent, dropped = _memberships(grids, packages)
-    package_rows = tuple(_package(item) for item in packages)
-    grid_rows = tuple(_grid(item) for item in grids)
+    memberships, inconsistent, dropped = _memberships(listed_grids, listed_packages)
+    package_rows = tuple(_package(item) for item, _ in listed_packages)
+    grid_rows = tuple(item for item, _ in listed_grids)
     dataset = Dataset(
-        categories=tuple(_category(item) for item in categories),
+        categories=tuple(category_records),
         packages=package_rows,
         versions=tuple(
-            VersionRow(item.id, item.id, item.pypi_version, _utc(item.modified))
-            for item in packages
+            VersionRow(item.id, item.id, item.pypi_version, item.modified.astimezone(UTC))
+            for item, _ in listed_packages
             if item.pypi_version is not None
         ),
         grids=grid_rows,
@@ -244,79 +244,42 @@ def build_catalogue(
     return Catalogue(dataset, inconsistent, dropped)
 
 
-def _utc(value: datetime) -> datetime:
-    """Naive upstream datetimes are the site's local time; the tables hold UTC."""
-    return site_time(value).astimezone(UTC)
+def _id(item: Category | Grid | Package) -> int:
+    return item.id
 
 
-def _maybe_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else _utc(value)
+def _first_id(listed: tuple[Grid | Package, list[str]]) -> int:
+    return listed[0].id
 
 
-def _category(item: CategoryJSON) -> CategoryRow:
-    return CategoryRow(
-        id=item.id,
-        title=item.title,
-        slug=item.slug,
-        description=item.description,
-        title_plural=item.title_plural,
-        show_pypi=item.show_pypi,
-        created=_utc(item.created),
-        modified=_utc(item.modified),
-    )
+def _in_utc(item: Stored) -> Stored:
+    """A category or grid as its table holds it (its fields are its columns), in UTC."""
+    return type(item)(**columns_of(item))
 
 
-def _grid(item: GridJSON) -> GridRow:
-    return GridRow(
-        id=item.id,
-        title=item.title,
-        slug=item.slug,
-        description=item.description,
-        is_locked=item.is_locked,
-        header=item.header,
-        created=_utc(item.created),
-        modified=_utc(item.modified),
-    )
-
-
-def _package(item: PackageJSON) -> PackageRow:
+def _package(item: Package) -> PackageRow:
     return PackageRow(
-        id=item.id,
-        title=item.title,
-        slug=item.slug,
-        category_id=id_from_url(item.category),
-        repo_description=item.repo_description,
-        repo_url=item.repo_url,
-        repo_watchers=item.repo_watchers,
-        repo_forks=item.repo_forks,
-        pypi_url=item.pypi_url,
+        **columns_of(item),
         pypi_downloads=0,
-        participants=",".join(item.participants),
-        last_fetched=_maybe_utc(item.last_fetched),
-        documentation_url=item.documentation_url,
-        commits_over_52w=tuple(item.commits_over_52),
-        last_commit_date=_maybe_utc(item.last_updated),
         # The package's one version shares its id, so it keeps it from one mirror to the next.
         latest_version_id=None if item.pypi_version is None else item.id,
-        created=_utc(item.created),
-        modified=_utc(item.modified),
     )
 
 
 def _memberships(
-    grids: Sequence[GridJSON], packages: Sequence[PackageJSON]
+    grids: Sequence[tuple[Grid, list[str]]], packages: Sequence[tuple[Package, list[str]]]
 ) -> tuple[tuple[GridPackageRow, ...], int, int]:
     """Rows whose ids, within each package, follow its `grids` list, then the links only grids make.
 
     A membership is listed twice, by the package and by the grid. One listed on one side only
     is kept and counted; a link to a grid or package that the lists do not hold is dropped.
     """
-    grid_created = {grid.id: _utc(grid.created) for grid in grids}
-    package_created = {package.id: _utc(package.created) for package in packages}
+    grid_created = {grid.id: grid.created for grid, _ in grids}
+    package_created = {package.id: package.created.astimezone(UTC) for package, _ in packages}
     dropped = 0
     by_grids: dict[int, set[int]] = {}
-    for grid in grids:
-        for url in grid.packages:
+    for grid, package_links in grids:
+        for url in package_links:
             package_id = id_from_url(url)
             if package_id in package_created:
                 by_grids.setdefault(package_id, set()).add(grid.id)
@@ -324,9 +287,9 @@ def _memberships(
                 dropped += 1
     links: dict[int, list[int]] = {}
     inconsistent = 0
-    for package in packages:
+    for package, grid_links in packages:
         own: list[int] = []
-        for url in package.grids:
+        for url in grid_links:
             grid_id = id_from_url(url)
             if grid_id not in grid_created:
                 dropped += 1
@@ -350,56 +313,28 @@ def _memberships(
 
 def _search_rows(
     packages: Sequence[PackageRow],
-    grids: Sequence[GridRow],
+    grids: Sequence[Grid],
     category_titles: dict[int, str],
     now: datetime,
 ) -> tuple[SearchRow, ...]:
     """Packages then grids, as the site's index build writes them, with the API's values."""
-    rows: list[SearchRow] = []
-    for package in packages:
-        rows.append(
-            SearchRow(
-                id=len(rows) + 1,
-                item_type="package",
-                title=package.title,
-                slug=package.slug,
-                description=package.repo_description,
-                category=category_titles[package.category_id],
-                weight=0,
-                repo_watchers=package.repo_watchers,
-                repo_forks=package.repo_forks,
-                pypi_downloads=0,
-                score=0,
-                usage=0,
-                participants=package.participants,
-                last_committed=package.last_commit_date,
-                last_released=None,
-                created=now,
-                modified=now,
-            )
+    rows = [
+        package_search_row(
+            row_id,
+            package,
+            category_titles[package.category_id],
+            weight=0,
+            usage=0,
+            score=0,
+            last_released=None,
+            built=(now, now),
         )
-    for grid in grids:
-        rows.append(
-            SearchRow(
-                id=len(rows) + 1,
-                item_type="grid",
-                title=grid.title,
-                slug=grid.slug,
-                description=grid.description,
-                category="",
-                weight=0,
-                repo_watchers=0,
-                repo_forks=0,
-                pypi_downloads=0,
-                score=0,
-                usage=0,
-                participants="",
-                last_committed=None,
-                last_released=None,
-                created=now,
-                modified=now,
-            )
-        )
+        for row_id, package in enumerate(packages, start=1)
+    ]
+    rows += (
+        grid_search_row(row_id, grid, weight=0, built=(now, now))
+        for row_id, grid in enumerate(grids, start=len(rows) + 1)
+    )
     return tuple(rows)
 
 

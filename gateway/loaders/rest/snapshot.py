@@ -4,8 +4,8 @@ The APIv4 cannot filter and has one order (id descending), so a list or relation
 with a filter or an order is answered from a snapshot of the three whole lists. `Catalogue`
 is built once per snapshot from the records and the memberships the lists carry; it indexes
 what every query needs (memberships by parent and by slug, each package's `text_key`) at
-once, and each order the first time it is asked for. Everything here is pure: rest.py
-fetches the lists and keeps the snapshot in the process-wide cache.
+once, and each order the first time it is asked for. Everything here is pure: fetcher.py
+reads the lists, and wire.py makes them a snapshot.
 
 Cost at full scale, measured on the demo catalogue of `generate(scale=1.0)` (4 categories,
 420 grids, 5,400 packages) served by `serve_upstream` in another process on loopback, 2 cores:
@@ -27,19 +27,22 @@ Cost at full scale, measured on the demo catalogue of `generate(scale=1.0)` (4 c
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cmp_to_key
 from operator import attrgetter
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from gateway.loaders.records import (
     Category,
     Grid,
+    Key,
     Order,
     Package,
     PackageFilter,
     Page,
+    Slice,
     Window,
     text_key,
     title_key,
@@ -56,7 +59,8 @@ class _Titled(Protocol):
 
 R = TypeVar("R", bound=_Titled)
 
-# What a field orders by: None where the record has no value (it then sorts last).
+# What a field orders by, and a cursor carries: None where the record has no value (it then
+# sorts last).
 Field = Callable[[R], Any]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -68,15 +72,32 @@ def _instant(when: datetime | None) -> int | None:
     return None if when is None else (when - _EPOCH) // timedelta(microseconds=1)
 
 
+def _utc(when: datetime | None) -> datetime | None:
+    """An instant in UTC: aware datetimes in one zone compare as instants only in UTC (two in
+    one `ZoneInfo` compare by wall time, wrong in the hour DST repeats)."""
+    return None if when is None else when.astimezone(UTC)
+
+
 PACKAGE_FIELDS: Mapping[str, Field[Package]] = {
     "title": lambda package: title_key(package.title),
     "repo_watchers": attrgetter("repo_watchers"),
     "repo_forks": attrgetter("repo_forks"),
-    "last_updated": lambda package: _instant(package.last_updated),
-    "created": lambda package: _instant(package.created),
-    "modified": lambda package: _instant(package.modified),
+    "last_updated": lambda package: _utc(package.last_updated),
+    "created": lambda package: _utc(package.created),
+    "modified": lambda package: _utc(package.modified),
     "id": attrgetter("id"),
 }
+
+
+def _compare(a: Key, b: Key, descending: Sequence[bool]) -> int:
+    """Keys compared in a list's order: term by term, each its way; None last either way."""
+    for x, y, down in zip(a, b, descending, strict=False):
+        if x == y:
+            continue
+        if x is None or y is None:
+            return 1 if x is None else -1
+        return (1 if x < y else -1) if down else (-1 if x < y else 1)  # type: ignore[operator]
+    return 0
 
 
 def _listing_fields(members: Mapping[int, Sequence[int]]) -> Mapping[str, Field[_Titled]]:
@@ -131,8 +152,65 @@ class _Table(Generic[R]):
             self._descending[order.field] = descending
         return descending
 
-    def page(self, positions: Sequence[int], offset: int, limit: int) -> Page[R]:
-        return Page([self.records[i] for i in positions[offset : offset + limit]], len(positions))
+    def page(
+        self,
+        positions: Sequence[int],
+        slice: Slice,
+        key: Callable[[int], Key],
+        descending: Sequence[bool],
+    ) -> Page[R]:
+        """The slice of `positions`, whose order is that of `key` (each term `descending` or
+        not): the cursors are found by bisection, so a record gone since stays a place."""
+
+        def compare(a: Key, b: Key) -> int:
+            return _compare(a, b, descending)
+
+        sortable = cmp_to_key(compare)
+
+        def at(i: int) -> Any:
+            return sortable(key(i))
+
+        lower, upper = 0, len(positions)
+        if slice.after is not None:
+            lower = bisect_right(positions, sortable(slice.after), key=at)
+        if slice.before is not None:
+            upper = bisect_left(positions, sortable(slice.before), key=at)
+        if slice.backward:
+            chosen = positions[max(lower, upper - slice.limit) : upper]
+        else:
+            chosen = positions[lower : min(upper, lower + slice.limit)]
+        return Page(
+            [self.records[i] for i in chosen],
+            len(positions),
+            [key(i) for i in chosen],
+            lower,
+            upper,
+        )
+
+    def ordered_page(
+        self,
+        positions: Sequence[int] | None,
+        slice: Slice,
+        order: Order | None,
+        own: tuple[Callable[[int], Key], Sequence[bool]],
+    ) -> Page[R]:
+        """The slice of `positions` (None: the whole table) in `order`, or in their own order,
+        whose key and directions are `own`."""
+        if order is None:
+            key, descending = own
+            every = range(len(self.records)) if positions is None else positions
+            return self.page(every, slice, key, descending)
+        value, records = self._fields[order.field], self.records
+
+        def ordered_key(i: int) -> Key:
+            return value(records[i]), records[i].id
+
+        both = (order.descending, order.descending)
+        return self.page(self.ordered(positions, order), slice, ordered_key, both)
+
+    def newest_key(self, i: int) -> Key:
+        """The key of the upstream's order, newest id first (with `NEWEST`)."""
+        return (self.records[i].id,)
 
     def _ranking(self, field: str) -> _Ranking:
         ranking = self._rankings.get(field)
@@ -151,6 +229,7 @@ class _Table(Generic[R]):
 
 
 _NOTHING: frozenset[int] = frozenset()
+NEWEST = (True,)  # the upstream's order: by id, descending
 
 
 class Catalogue:
@@ -222,45 +301,67 @@ class Catalogue:
 
     # -- whole lists ------------------------------------------------------------------
 
-    def list_categories(self, offset: int, limit: int, order: Order | None) -> Page[Category]:
-        return self._categories.page(self._categories.ordered(None, order), offset, limit)
+    def list_categories(self, slice: Slice, order: Order | None) -> Page[Category]:
+        table = self._categories
+        return table.ordered_page(None, slice, order, (table.newest_key, NEWEST))
 
-    def list_grids(self, offset: int, limit: int, order: Order | None) -> Page[Grid]:
-        return self._grids.page(self._grids.ordered(None, order), offset, limit)
+    def list_grids(self, slice: Slice, order: Order | None) -> Page[Grid]:
+        return self._grids.ordered_page(None, slice, order, (self._grids.newest_key, NEWEST))
 
     def list_packages(
-        self, offset: int, limit: int, filter: PackageFilter | None, order: Order | None
+        self, slice: Slice, filter: PackageFilter | None, order: Order | None
     ) -> Page[Package]:
-        return self._packages.page(self._select(None, filter, order), offset, limit)
+        return self._packages_in(None, filter, order, slice, (self._packages.newest_key, NEWEST))
 
     # -- relations: a window of one parent's records ------------------------------------
 
     def packages_of_grid(self, window: Window) -> Page[Package]:
-        return self._packages_in(self._of_grid.get(window.parent, ()), window)
+        records = self._packages.records
+
+        def by_title(i: int) -> Key:
+            return records[i].title, records[i].id
+
+        members = self._of_grid.get(window.parent, ())
+        return self._packages_in(
+            members, window.filter, window.order, window.slice, (by_title, (False, False))
+        )
 
     def packages_of_category(self, window: Window) -> Page[Package]:
-        return self._packages_in(self._of_category.get(window.parent, ()), window)
+        members = self._of_category.get(window.parent, ())
+        own = (self._packages.newest_key, NEWEST)
+        return self._packages_in(members, window.filter, window.order, window.slice, own)
 
     def grids_of_package(self, window: Window) -> Page[Grid]:
-        grids = self._grids.ordered(self._of_package.get(window.parent, ()), window.order)
-        return self._grids.page(grids, window.offset, window.limit)
+        members = self._of_package.get(window.parent, ())
+        place = {grid: i for i, grid in enumerate(members)}
 
-    def _packages_in(self, members: Sequence[int], window: Window) -> Page[Package]:
-        selected = self._select(members, window.filter, window.order)
-        return self._packages.page(selected, window.offset, window.limit)
+        def by_membership(i: int) -> Key:
+            return (place[i],)
+
+        own = (by_membership, (False,))
+        return self._grids.ordered_page(members, window.slice, window.order, own)
+
+    def _packages_in(
+        self,
+        members: Sequence[int] | None,
+        filter: PackageFilter | None,
+        order: Order | None,
+        slice: Slice,
+        own: tuple[Callable[[int], Key], Sequence[bool]],
+    ) -> Page[Package]:
+        """The slice of `members` (None: all) that pass `filter`, in `order` or their own."""
+        if filter is None:
+            return self._packages.ordered_page(members, slice, order, own)
+        return self._packages.ordered_page(self._passed(members, filter), slice, order, own)
 
     # -- filtering ----------------------------------------------------------------------
 
-    def _select(
-        self, base: Sequence[int] | None, filter: PackageFilter | None, order: Order | None
-    ) -> Sequence[int]:
-        """The packages of `base` (None: all) that pass `filter`, in `order` or base's own."""
-        if filter is not None:
-            allowed = self._allowed(filter)
-            if allowed is not None:
-                base = sorted(allowed) if base is None else [i for i in base if i in allowed]
-            base = self._passing(range(len(self._texts)) if base is None else base, filter)
-        return self._packages.ordered(base, order)
+    def _passed(self, base: Sequence[int] | None, filter: PackageFilter) -> Sequence[int]:
+        """The packages of `base` (None: all) that pass `filter`, in base's order."""
+        allowed = self._allowed(filter)
+        if allowed is not None:
+            base = sorted(allowed) if base is None else [i for i in base if i in allowed]
+        return self._passing(range(len(self._texts)) if base is None else base, filter)
 
     def _allowed(self, filter: PackageFilter) -> frozenset[int] | None:
         """The packages in the filter's category and all its grids; None if it names neither."""

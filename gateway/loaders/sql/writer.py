@@ -16,10 +16,18 @@ from typing import Any
 from sqlalchemy import Connection, Table, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.demo.dataset import Dataset
-from gateway.loaders.search import build_search_index
-from gateway.loaders.sort_keys import build_sort_keys
-from gateway.loaders.tables import category, grid, grid_package, metadata, package, search, version
+from gateway.loaders.sql.rows import Dataset
+from gateway.loaders.sql.search import build_search_index
+from gateway.loaders.sql.sort_keys import build_sort_keys
+from gateway.loaders.sql.tables import (
+    category,
+    grid,
+    grid_package,
+    metadata,
+    package,
+    search,
+    version,
+)
 
 __all__ = ["TableChanges", "WriteSummary", "write_dataset"]
 

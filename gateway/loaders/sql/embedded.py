@@ -19,8 +19,8 @@ from platformdirs import user_data_dir
 
 from gateway.demo.dataset import generate
 from gateway.errors import ConfigError
-from gateway.loaders.database import create_engine
-from gateway.loaders.writer import write_dataset
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.writer import write_dataset
 
 __all__ = ["default_database_path", "open_embedded"]
 

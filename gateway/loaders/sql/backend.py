@@ -1,49 +1,49 @@
 """The database backend: the Django Packages tables over SQLAlchemy Core (asyncio).
 
-The engine and what the database offers (`SqlFeatures`, read once by `inspect_database`) are
-process-wide; `SqlBackend` is built per request around them and holds nothing else. Each
-batch is one SQL statement, however many keys it has: lookups are `IN (...)`, relations page
-every window in SQL at once, and a list page carries its total. Filters and orders are
-part of that statement (sort_keys.py). A failure of the database is a `DatabaseError` for the
-fields that needed it, and the next statement starts afresh.
+The engine and what the database offers (`SqlFeatures`, read once by `inspect_database` in
+features.py) are process-wide; `SqlBackend` is built per request around them and holds nothing
+else. Each batch is one SQL statement, however many keys it has: lookups are `IN (...)`,
+relations page every window in SQL at once, and a list page carries its total. Filters and
+orders are part of that statement (sort_keys.py). A failure of the database is a
+`DatabaseError` for the fields that needed it, and the next statement starts afresh.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+import msgspec
 from sqlalchemy import (
     CTE,
     JSON,
     BigInteger,
     ColumnElement,
+    DateTime,
     Executable,
     FromClause,
+    Integer,
     Row,
     Select,
     Table,
+    Text,
+    case,
+    cast,
     column,
     func,
-    inspect,
     literal,
+    null,
     select,
     true,
+    type_coerce,
     union_all,
 )
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeEngine
 
 from gateway import observe
-from gateway.errors import ConfigError, DatabaseError
-from gateway.loaders import search as searching
+from gateway.errors import DatabaseError
+from gateway.loaders.entities import fields_of, from_columns
 from gateway.loaders.records import (
     Category,
     Grid,
@@ -52,173 +52,59 @@ from gateway.loaders.records import (
     PackageFilter,
     Page,
     SearchHit,
+    Slice,
     Window,
-    in_site_time,
-    split_participants,
 )
-from gateway.loaders.sort_keys import Key, Plan, Plans
-from gateway.loaders.tables import (
-    KEY_TABLES,
+from gateway.loaders.sql.failures import FAILURES, failure_message
+from gateway.loaders.sql.features import SqlFeatures
+from gateway.loaders.sql.search import search_hit, search_statement
+from gateway.loaders.sql.sort_keys import Key, Plan, Plans, beyond
+from gateway.loaders.sql.tables import (
+    UTCDateTime,
     category,
     grid,
     grid_package,
     package,
-    search,
     version,
 )
 
-__all__ = ["SqlBackend", "SqlFeatures", "check_database", "database_ready", "inspect_database"]
+__all__ = ["SqlBackend"]
 
 R = TypeVar("R")
 
-# What a driver or the network raises when the database is gone, slow or not what we expect.
-_FAILURES = (SQLAlchemyError, OSError, TimeoutError)
+_WINDOW_COLUMNS = ("slot", "parent", "shape", "size", "backward")
 
-_QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement stopped by statement_timeout
-
-_WINDOW_COLUMNS = ("slot", "parent", "shape", "after", "last")
+# A relation's rows carry their order's key, in columns a UNION ALL of shapes can share: its
+# first two terms, each in the column of its kind (the others null).
+_KEY_KINDS: dict[str, TypeEngine[Any]] = {
+    "int": BigInteger(),
+    "text": Text(),
+    "time": UTCDateTime(),
+}
+_KEY_TERMS = 2
 
 # Ids and offsets are bigint in the database: anything larger cannot exist or be reached.
 _BIGINT_MAX = 2**63 - 1
 
-_REQUIRED_TABLES = (package, category, version, grid, grid_package)
+
+def _selected(record: type[msgspec.Struct], table: Table, **elsewhere: Any) -> list[Any]:
+    """The record's fields as columns labelled with its field names, in its order: the
+    entity's own columns, and those `elsewhere` (joined) for the fields no column holds."""
+    return [
+        table.c[spec.column].label(spec.name) if spec.column else elsewhere[spec.name]
+        for spec in fields_of(record)
+    ]
 
 
-@dataclass(frozen=True, slots=True)
-class SqlFeatures:
-    """What a database offers beyond the tables every Django Packages database has."""
-
-    dialect: str  # "sqlite" or "postgresql"
-    search_table: bool  # searchv3_searchv3 exists
-    search_vector: bool  # ... with the site's stored tsvector (PostgreSQL)
-    fts: bool  # the FTS5 index `search.build_search_index` builds exists (SQLite)
-    sort_keys: bool  # the key tables `sort_keys.build_sort_keys` fills exist (a database we own)
-
-
-def _one_line(exc: BaseException) -> str:
-    original = getattr(exc, "orig", None) or exc
-    return " ".join(str(original).split()) or type(original).__name__
-
-
-async def check_database(engine: AsyncEngine) -> None:
-    """Refuse to start against a database we cannot reach or that is not Django Packages'.
-
-    A SQLite file that does not exist is refused before SQLite would create an empty one.
-    """
-    file = engine.url.database
-    if engine.dialect.name == "sqlite" and file and file != ":memory:" and not Path(file).exists():
-        raise ConfigError(f"database file not found: {file}")
-    names = await _table_names(engine)
-    for needed in _REQUIRED_TABLES:
-        if needed.name not in names:
-            raise ConfigError(
-                f"database has no table {needed.name}: is this a Django Packages database?"
-            )
-
-
-async def database_ready(engine: AsyncEngine, timeout: float) -> str | None:
-    """None when the database answers `SELECT 1` within `timeout`, else why not (`/readyz`).
-
-    A SQLite file must still be there: SQLite would answer from a deleted file's open handle.
-    """
-    file = engine.url.database
-    if engine.dialect.name == "sqlite" and file and file != ":memory:" and not Path(file).exists():
-        return "The database file is gone"
-    try:
-        async with asyncio.timeout(timeout), engine.connect() as connection:
-            await connection.exec_driver_sql("SELECT 1")
-    except _FAILURES as exc:
-        return _message(exc)
-    return None
-
-
-async def inspect_database(engine: AsyncEngine) -> SqlFeatures:
-    """Read once at start-up which ways of searching and sorting the database supports."""
-
-    def columns_of_search(connection: Connection) -> set[str]:
-        return {info["name"] for info in inspect(connection).get_columns(search.name)}
-
-    names = await _table_names(engine)
-    search_columns: set[str] = set()
-    if search.name in names:
-        async with engine.connect() as connection:
-            search_columns = await connection.run_sync(columns_of_search)
-    return SqlFeatures(
-        dialect=engine.dialect.name,
-        search_table=search.name in names,
-        search_vector="search_vector" in search_columns,
-        fts=searching.FTS_TABLE in names,
-        sort_keys=all(table.name in names for table in KEY_TABLES),
-    )
-
-
-async def _table_names(engine: AsyncEngine) -> set[str]:
-    try:
-        async with engine.connect() as connection:
-            return set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
-    except _FAILURES as exc:
-        raise ConfigError(f"database unreachable: {_one_line(exc)}") from exc
-
-
-def _commits(value: Any) -> tuple[int, ...]:
-    """A JSON list; a database whose column is text hands it over still encoded."""
-    if isinstance(value, str):
-        value = json.loads(value)
-    return tuple(value)
-
-
-def _category(row: Row[Any]) -> Category:
-    return Category(
-        id=row.id,
-        title=row.title,
-        slug=row.slug,
-        description=row.description,
-        title_plural=row.title_plural,
-        show_pypi=bool(row.show_pypi),
-        created=in_site_time(row.created),
-        modified=in_site_time(row.modified),
-    )
-
-
-def _grid(row: Row[Any]) -> Grid:
-    return Grid(
-        id=row.id,
-        title=row.title,
-        slug=row.slug,
-        description=row.description,
-        is_locked=bool(row.is_locked),
-        header=bool(row.header),
-        created=in_site_time(row.created),
-        modified=in_site_time(row.modified),
-    )
-
-
-def _package(row: Row[Any]) -> Package:
-    return Package(
-        id=row.id,
-        title=row.title,
-        slug=row.slug,
-        category_id=row.category_id,
-        last_updated=in_site_time(row.last_commit_date),
-        last_fetched=in_site_time(row.last_fetched),
-        repo_url=row.repo_url,
-        pypi_version=row.pypi_version,
-        created=in_site_time(row.created),
-        modified=in_site_time(row.modified),
-        repo_forks=row.repo_forks,
-        repo_description=row.repo_description,
-        pypi_url=row.pypi_url,
-        documentation_url=row.documentation_url,
-        repo_watchers=row.repo_watchers,
-        commits_over_52=_commits(row.commits_over_52w),
-        participants=split_participants(row.participants),
-    )
-
-
+_CATEGORIES = select(*_selected(Category, category))
+_GRIDS = select(*_selected(Grid, grid))
 _PACKAGES = select(
-    *(c for c in package.c if c.name not in ("latest_version_id", "pypi_downloads")),
-    version.c.number.label("pypi_version"),
+    *_selected(Package, package, pypi_version=version.c.number.label("pypi_version"))
 ).select_from(package.outerjoin(version, version.c.id == package.c.latest_version_id))
+
+_category = from_columns(Category)
+_grid = from_columns(Grid)
+_package = from_columns(Package)
 
 
 def _storable(ids: Sequence[int]) -> list[int]:
@@ -234,6 +120,25 @@ def _newest(table: Table) -> tuple[Key]:
     return (Key(table.c.id, descending=True),)
 
 
+def _kind(key: Key) -> str:
+    """Which key column a term's values go in."""
+    if isinstance(key.value.type, Integer):
+        return "int"
+    return "time" if isinstance(key.value.type, DateTime | UTCDateTime) else "text"
+
+
+def _key_of(row: Row[Any], kinds: Sequence[str]) -> tuple[Any, ...]:
+    """A relation row's key, read back from the columns of its kinds."""
+    return tuple(getattr(row, f"key_{term}_{kind}") for term, kind in enumerate(kinds))
+
+
+def _count_of(condition: ColumnElement[bool] | None, partition: ColumnElement[int]) -> Any:
+    """How many of a parent's rows meet `condition` (all of them without one)."""
+    if condition is None:
+        return func.count().over(partition_by=partition)
+    return func.sum(case((condition, 1), else_=0)).over(partition_by=partition)
+
+
 class _Relation(NamedTuple):
     """A relation's narrow rows: which parent each belongs to, and which member it pages."""
 
@@ -241,9 +146,24 @@ class _Relation(NamedTuple):
     parent: ColumnElement[int]
     member: ColumnElement[int]
 
-    def ranked(self, plan: Plan, shape: int, wanted: CTE) -> Select[Any]:
-        """The members of the parents `wanted` asks for in this shape, numbered and counted."""
+    def ranked(self, plan: Plan, shape: int, slice: Slice, wanted: CTE) -> Select[Any]:
+        """The members of the parents `wanted` asks for in this shape, numbered and counted,
+        with their keys and where the shape's cursors fall (`lower`, `upper`)."""
         asked = select(wanted.c.parent).where(wanted.c.shape == shape)
+        past = None if slice.after is None else beyond(plan.keys, slice.after, later=True)
+        short = None if slice.before is None else beyond(plan.keys, slice.before, later=False)
+        total = _count_of(None, self.parent)
+        lower = literal(0, BigInteger) if past is None else total - _count_of(past, self.parent)
+        keys: list[ColumnElement[Any]] = []
+        for term in range(_KEY_TERMS):
+            key = plan.keys[term] if term < len(plan.keys) else None
+            for kind, type_ in _KEY_KINDS.items():
+                value: ColumnElement[Any]
+                if key is not None and _kind(key) == kind:
+                    value = type_coerce(key.value, type_)  # no CAST: SQLite's would convert
+                else:
+                    value = cast(null(), type_)  # typed, for PostgreSQL's UNION
+                keys.append(value.label(f"key_{term}_{kind}"))
         return plan.apply(
             select(
                 self.parent.label("parent"),
@@ -251,7 +171,10 @@ class _Relation(NamedTuple):
                 func.row_number()
                 .over(partition_by=self.parent, order_by=plan.order_by())
                 .label("position"),
-                func.count().over(partition_by=self.parent).label("total"),
+                total.label("total"),
+                lower.label("lower"),
+                _count_of(short, self.parent).label("upper"),
+                *keys,
                 literal(shape, BigInteger).label("shape"),
             )
             .select_from(self.members)
@@ -273,6 +196,9 @@ class SqlBackend:
         self.features = features
         self.plans = Plans(features)
 
+    def close(self) -> None:
+        """Nothing to stop: a statement still running ends within `statement_timeout`."""
+
     async def _rows(self, statement: Executable, kind: str) -> Sequence[Row[Any]]:
         """Run one statement (counted and traced as `kind`); on any failure, drop its
         connection so the next one is fresh."""
@@ -281,11 +207,11 @@ class SqlBackend:
                 async with self.engine.connect() as connection:
                     try:
                         return (await connection.execute(statement)).all()
-                    except _FAILURES:
+                    except FAILURES:
                         await connection.invalidate()
                         raise
-        except _FAILURES as exc:
-            raise DatabaseError(_message(exc), detail=str(exc)) from exc
+        except FAILURES as exc:
+            raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
 
     # -- by key -----------------------------------------------------------------------
 
@@ -308,7 +234,7 @@ class SqlBackend:
         return [found.get(slug) for slug in slugs]
 
     async def categories(self, ids: Sequence[int]) -> list[Category | None]:
-        return await self._by_ids(ids, select(category), category, _category)
+        return await self._by_ids(ids, _CATEGORIES, category, _category)
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
         # Category slugs are not unique: the oldest category with the slug answers.
@@ -317,15 +243,13 @@ class SqlBackend:
             .where(category.c.slug.in_(sorted(set(slugs))))
             .group_by(category.c.slug)
         )
-        return await self._by_slugs(
-            slugs, select(category).where(category.c.id.in_(oldest)), _category
-        )
+        return await self._by_slugs(slugs, _CATEGORIES.where(category.c.id.in_(oldest)), _category)
 
     async def grids(self, ids: Sequence[int]) -> list[Grid | None]:
-        return await self._by_ids(ids, select(grid), grid, _grid)
+        return await self._by_ids(ids, _GRIDS, grid, _grid)
 
     async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
-        query = select(grid).where(grid.c.slug.in_(sorted(set(slugs))))
+        query = _GRIDS.where(grid.c.slug.in_(sorted(set(slugs))))
         return await self._by_slugs(slugs, query, _grid)
 
     async def packages(self, ids: Sequence[int]) -> list[Package | None]:
@@ -381,25 +305,39 @@ class SqlBackend:
         kept = {slot: w for slot, w in enumerate(windows) if w.parent in parents}
         if not kept:
             return [Page([], 0) for _ in windows]
-        if all(w.limit == 0 and w.filter is None for w in kept.values()):
+        if all(w.slice == Slice(0) and w.filter is None for w in kept.values()):
             return await self._totals(windows, relation, parents)
-        shapes: dict[tuple[PackageFilter | None, Order | None], int] = {}
-        plans: list[Plan] = []
+        Shape = tuple[PackageFilter | None, Order | None, Any, Any]
+        shapes: dict[Shape, int] = {}
+        plans: list[tuple[Plan, Slice]] = []
         for window in kept.values():
-            if (window.filter, window.order) not in shapes:
-                shapes[window.filter, window.order] = len(plans)
-                plans.append(plan_of(window))
-        bounds = {
-            slot: (w.parent, shapes[w.filter, w.order], *_positions(w)) for slot, w in kept.items()
+            shape = (window.filter, window.order, window.slice.after, window.slice.before)
+            if shape not in shapes:
+                shapes[shape] = len(plans)
+                plans.append((plan_of(window), window.slice))
+        shape_of = {
+            slot: shapes[w.filter, w.order, w.slice.after, w.slice.before]
+            for slot, w in kept.items()
         }
-        wanted = self._windows(bounds)
+        wanted = self._windows(
+            {
+                slot: (w.parent, shape_of[slot], _size(w.slice), int(w.slice.backward))
+                for slot, w in kept.items()
+            }
+        )
         ranked = union_all(
-            *(relation.ranked(plan, shape, wanted) for shape, plan in enumerate(plans))
+            *(
+                relation.ranked(plan, shape, slice, wanted)
+                for shape, (plan, slice) in enumerate(plans)
+            )
         ).subquery("ranked")
-        position = ranked.c.position
-        in_window = (position > wanted.c.after) & (position <= wanted.c.last)
+        position, lower, upper = ranked.c.position, ranked.c.lower, ranked.c.upper
+        forward = (wanted.c.backward == 0) & (position <= lower + wanted.c.size)
+        backward = (wanted.c.backward == 1) & (position > upper - wanted.c.size)
+        in_window = (position > lower) & (position <= upper) & (forward | backward)
+        key_columns = [c for c in ranked.c if c.name.startswith("key_")]
         statement = (
-            records.add_columns(wanted.c.slot, position, ranked.c.total)
+            records.add_columns(wanted.c.slot, position, ranked.c.total, lower, upper, *key_columns)
             .join(ranked, ranked.c.member == records.selected_columns.id)
             .join(
                 wanted,
@@ -409,18 +347,23 @@ class SqlBackend:
             )
             .order_by(wanted.c.slot, position)
         )
+        kinds = [[_kind(key) for key in plan.keys] for plan, _ in plans]
         items: list[list[R]] = [[] for _ in windows]
-        totals = [0] * len(windows)
+        keys: list[list[Any]] = [[] for _ in windows]
+        bounds = [(0, 0, 0)] * len(windows)
         built: dict[int, R] = {}  # a record in several windows (a grid of many packages) once
         for row in await self._rows(statement, "relation"):
-            _, _, after, last = bounds[row.slot]
-            totals[row.slot] = row.total
-            if after < row.position <= last:
+            bounds[row.slot] = (row.total, row.lower, row.upper)
+            if _in_slice(kept[row.slot].slice, row.position, row.lower, row.upper):
                 record = built.get(row.id)
                 if record is None:
                     record = built[row.id] = build(row)
                 items[row.slot].append(record)
-        return [Page(page, total) for page, total in zip(items, totals, strict=True)]
+                keys[row.slot].append(_key_of(row, kinds[shape_of[row.slot]]))
+        return [
+            Page(page, total, key, lower, upper)
+            for page, key, (total, lower, upper) in zip(items, keys, bounds, strict=True)
+        ]
 
     async def _totals(
         self, windows: Sequence[Window], relation: _Relation, parents: set[int]
@@ -433,7 +376,8 @@ class SqlBackend:
             .group_by(relation.parent)
         )
         totals = {row.parent: row.total for row in await self._rows(statement, "count")}
-        return [Page([], totals.get(window.parent, 0)) for window in windows]
+        sizes = [totals.get(window.parent, 0) for window in windows]
+        return [Page([], size, [], 0, size) for size in sizes]
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
         by_title = (Key(self.plans.in_byte_order(package.c.title)), Key(package.c.id))
@@ -457,7 +401,7 @@ class SqlBackend:
             lambda window: self.plans.grids(
                 window.order, grid_package.c.grid_id, in_membership_order
             ),
-            select(grid),
+            _GRIDS,
             _grid,
         )
 
@@ -477,24 +421,34 @@ class SqlBackend:
         query: Select[Any],
         table: Table,
         plan: Plan,
-        offset: int,
-        limit: int,
+        slice: Slice,
         build: Callable[[Row[Any]], R],
     ) -> Page[R]:
-        """A page of the table's rows that pass the plan, in its order, and their count, in
-        one statement.
+        """A slice of the table's rows that pass the plan, in its order, their count and where
+        the cursors fall, in one statement.
 
-        The count is joined to the page (LEFT JOIN ... ON true), so that a page past the end
-        still brings the total. The page carries its sort keys, to be put back in order by.
+        The rows strictly between the cursors are read by their keys, the first or the last
+        of them; the counts are joined to the page (LEFT JOIN ... ON true), so that an empty
+        page still brings them. The page carries its sort keys, to be put back in order by
+        and to make its cursors.
         """
-        count = select(func.count().label("total")).select_from(table)
-        total = plan.filtered(count).subquery("total")
+        past = None if slice.after is None else beyond(plan.keys, slice.after, later=True)
+        short = None if slice.before is None else beyond(plan.keys, slice.before, later=False)
+        counts = select(
+            func.count().label("total"),
+            (func.count() if past is None else func.count().filter(past)).label("past"),
+            (func.count() if short is None else func.count().filter(short)).label("upper"),
+        ).select_from(table)
+        cursors = past is not None or short is not None
+        counted = plan.apply if cursors else plan.filtered
+        total = counted(counts).subquery("total")  # type: ignore[arg-type]
         sorts = [key.value.label(f"sort_{index}") for index, key in enumerate(plan.keys)]
+        between = [condition for condition in (past, short) if condition is not None]
         page = (
             plan.apply(query.add_columns(*sorts))
-            .order_by(*plan.order_by())
-            .limit(min(limit, _BIGINT_MAX))
-            .offset(min(offset, _BIGINT_MAX))
+            .where(*between)
+            .order_by(*plan.order_by(reverse=slice.backward))
+            .limit(_size(slice))
             .subquery("page")
         )
         in_page_order = (
@@ -502,57 +456,52 @@ class SqlBackend:
             for key, sort in zip(plan.keys, sorts, strict=True)
         )
         statement = (
-            select(total.c.total, page)
+            select(page, total.c.total, total.c.past, total.c.upper)
             .select_from(total.outerjoin(page, true()))
             .order_by(*(key.clause() for key in in_page_order))
         )
         rows = await self._rows(statement, "list")
-        return Page([build(row) for row in rows if row.id is not None], rows[0].total)
+        found = [row for row in rows if row.id is not None]
+        first = rows[0]
+        return Page(
+            [build(row) for row in found],
+            first.total,
+            [tuple(getattr(row, sort.name) for sort in sorts) for row in found],
+            first.total - first.past,
+            first.upper,
+        )
 
-    async def list_categories(
-        self, offset: int, limit: int, order: Order | None = None
-    ) -> Page[Category]:
+    async def list_categories(self, slice: Slice, order: Order | None = None) -> Page[Category]:
         plan = self.plans.categories(order, _newest(category))
-        return await self._list(select(category), category, plan, offset, limit, _category)
+        return await self._list(_CATEGORIES, category, plan, slice, _category)
 
-    async def list_grids(self, offset: int, limit: int, order: Order | None = None) -> Page[Grid]:
+    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[Grid]:
         plan = self.plans.grids(order, grid.c.id, _newest(grid))
-        return await self._list(select(grid), grid, plan, offset, limit, _grid)
+        return await self._list(_GRIDS, grid, plan, slice, _grid)
 
     async def list_packages(
-        self,
-        offset: int,
-        limit: int,
-        filter: PackageFilter | None = None,
-        order: Order | None = None,
+        self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
     ) -> Page[Package]:
         plan = self.plans.packages(filter, order, _newest(package))
-        return await self._list(_PACKAGES, package, plan, offset, limit, _package)
+        return await self._list(_PACKAGES, package, plan, slice, _package)
 
     # -- search ---------------------------------------------------------------------------
 
     async def search(self, query: str) -> list[SearchHit]:
-        statement = searching.search_statement(query, self.features)
+        statement = search_statement(query, self.features)
         if statement is None:
             return []
-        return [searching.search_hit(row) for row in await self._rows(statement, "search")]
+        return [search_hit(row) for row in await self._rows(statement, "search")]
 
 
-def _message(exc: BaseException) -> str:
-    """What the client is told: a wait for a connection or a statement that took too long
-    (PostgreSQL's query_canceled, SQLite's interrupt) is not a database that went away."""
-    if isinstance(exc, PoolTimeout):
-        return "The database is busy: no connection became free in time"
-    original = getattr(exc, "orig", None)
-    if (
-        getattr(original, "sqlstate", None) == _QUERY_CANCELED
-        or getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT
-    ):
-        return "The database took too long to answer"
-    return "The database is unavailable"
+def _size(slice: Slice) -> int:
+    """A slice's size, kept inside bigint."""
+    return min(slice.limit, _BIGINT_MAX)
 
 
-def _positions(window: Window) -> tuple[int, int]:
-    """The window as (after, last) row positions, kept inside bigint."""
-    after = min(window.offset, _BIGINT_MAX)
-    return after, min(after + window.limit, _BIGINT_MAX)
+def _in_slice(slice: Slice, position: int, lower: int, upper: int) -> bool:
+    """Whether a relation row at `position` (from 1) is in the slice, given its cursors'
+    bounds: between them, among the first or the last `slice.limit`."""
+    if not lower < position <= upper:
+        return False
+    return position > upper - slice.limit if slice.backward else position <= lower + slice.limit

@@ -70,25 +70,37 @@ class UTCDateTime(TypeDecorator[datetime]):
         return read if read.tzinfo is not None else read.replace(tzinfo=UTC)
 
 
+def _id(name: str) -> Column[int]:
+    """A bigint primary key; on SQLite an INTEGER one, so that it is the table's rowid."""
+    return Column(name, BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+
+
+def _timestamps() -> tuple[Column[datetime], Column[datetime]]:
+    """Django's `created` and `modified`, which every table but the versions has."""
+    return (
+        Column("created", UTCDateTime, nullable=False),
+        Column("modified", UTCDateTime, nullable=False),
+    )
+
+
 metadata = MetaData()
 
 category = Table(
     "package_category",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _id("id"),
     Column("title", String(50), nullable=False),
     Column("slug", String(50), nullable=False, index=True),
     Column("description", Text, nullable=False),
     Column("title_plural", String(50), nullable=False),
     Column("show_pypi", Boolean, nullable=False),
-    Column("created", UTCDateTime, nullable=False),
-    Column("modified", UTCDateTime, nullable=False),
+    *_timestamps(),
 )
 
 package = Table(
     "package_package",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _id("id"),
     Column("title", String(100), nullable=False),
     Column("slug", String(50), nullable=False, unique=True),
     Column("category_id", BigInteger, ForeignKey("package_category.id"), nullable=False),
@@ -104,8 +116,7 @@ package = Table(
     Column("commits_over_52w", JSON, nullable=False),
     Column("last_commit_date", UTCDateTime, nullable=True),
     Column("latest_version_id", BigInteger, nullable=True),
-    Column("created", UTCDateTime, nullable=False),
-    Column("modified", UTCDateTime, nullable=False),
+    *_timestamps(),
     Index("package_package_category_id", "category_id", "id"),
     *(
         Index(f"package_package_{name}", name, "id")
@@ -123,7 +134,7 @@ Index(
 version = Table(
     "package_version",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _id("id"),
     Column("package_id", BigInteger, ForeignKey("package_package.id"), nullable=False, index=True),
     Column("number", String(100), nullable=False),
     Column("upload_time", UTCDateTime, nullable=True),
@@ -132,24 +143,22 @@ version = Table(
 grid = Table(
     "grid_grid",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _id("id"),
     Column("title", String(100), nullable=False),
     Column("slug", String(45), nullable=False, unique=True),
     Column("description", Text, nullable=False),
     Column("is_locked", Boolean, nullable=False),
     Column("header", Boolean, nullable=False),
-    Column("created", UTCDateTime, nullable=False),
-    Column("modified", UTCDateTime, nullable=False),
+    *_timestamps(),
 )
 
 grid_package = Table(
     "grid_gridpackage",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _id("id"),
     Column("grid_id", BigInteger, ForeignKey("grid_grid.id"), nullable=False),
     Column("package_id", BigInteger, ForeignKey("package_package.id"), nullable=False),
-    Column("created", UTCDateTime, nullable=False),
-    Column("modified", UTCDateTime, nullable=False),
+    *_timestamps(),
     UniqueConstraint("grid_id", "package_id"),
     Index("grid_gridpackage_package_id", "package_id", "id"),
 )
@@ -157,7 +166,7 @@ grid_package = Table(
 search = Table(
     "searchv3_searchv3",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _id("id"),
     Column("item_type", String(40), nullable=False),
     Column("title", String(100), nullable=False),
     Column("slug", String(100), nullable=False),
@@ -172,8 +181,7 @@ search = Table(
     Column("participants", Text, nullable=False),
     Column("last_committed", UTCDateTime, nullable=True),
     Column("last_released", UTCDateTime, nullable=True),
-    Column("created", UTCDateTime, nullable=False),
-    Column("modified", UTCDateTime, nullable=False),
+    *_timestamps(),
 )
 
 
@@ -187,7 +195,7 @@ def _key_table(name: str, id_name: str, *keys: str) -> Table:
     return Table(
         name,
         metadata,
-        Column(id_name, BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        _id(id_name),
         *(Column(key, _BYTES, nullable=False) for key in keys),
         Index(f"{name}_title_key", "title_key", id_name),
     )
@@ -198,3 +206,8 @@ grid_key = _key_table("gateway_grid_key", "grid_id", "title_key")
 category_key = _key_table("gateway_category_key", "category_id", "title_key")
 
 KEY_TABLES = (package_key, grid_key, category_key)
+
+# SQLite's FTS5 index over `searchv3_searchv3`, which `search.build_search_index` (re)builds.
+FTS_TABLE = "searchv3_fts"
+# ... and its FTS5 trigram index over titles and slugs, for the site's trigram matches.
+TRIGRAM_TABLE = "searchv3_trigram"

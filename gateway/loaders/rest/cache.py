@@ -1,28 +1,25 @@
-"""The process-wide cache of upstream resources, shared by every request.
+"""The process-wide cache of decoded upstream resources, shared by every request.
 
-Entries are keyed by the upstream path with its query string (`packages/12/`,
-`packages/?limit=20&offset=0`, `search/?q=forms`) and hold the decoded resource. An entry is
-fresh for `ttl` seconds; after that it is refetched, but for `stale` more seconds it is still
-served when the refetch fails (stale-if-error), and the caller is told it was stale.
+What it holds, by which key and for how long: the table in gateway/loaders/rest/__init__.py.
 
 Concurrent requests for the same key share one fetch (single-flight): a burst of identical
 cold queries costs the upstream one request per resource. The fetch runs in a task of its
 own, so a caller that gives up (a client gone, a request timed out) does not cancel it for
-the others, and its answer still lands in the cache.
+the others; once the last caller has given up, nobody waits for it and it is cancelled, so
+that nothing of it reaches the upstream any more.
 
-With a cache shared by processes (`--cache redis://…`), `shared` is its second layer
-(shared.py): the bodies a fetch reads may come from there, already some seconds old, or as a
-stale copy when the upstream failed. The fetch in progress learns that through `current_fetch()`,
-and its value is kept as old as the oldest body it was made of: no process serves a resource as
-fresh for longer than `ttl` after the upstream sent it.
+Each fetch is handed a `Fetching`: the oldest body shared by processes it may take as fresh,
+and the age of the oldest it took (shared.py notes it there). The value is stored as old as
+that body: no process serves a resource as fresh for longer than `ttl` after the upstream
+sent it.
 
 The cache is bounded by size: each entry counts the bytes of the JSON it was decoded from
 plus `ENTRY_OVERHEAD` for its key and bookkeeping, and the least recently used entries are
 evicted past `max_bytes`. The default, 32 MiB, holds the whole catalogue with room for pages
-and searches: at the real site's scale, the catalogue snapshot (rest.py, catalogue.py) and
-every record it primes by id and by slug count 18.0 MiB and take about 23 MiB of memory
-(primed entries share their objects with the snapshot's lists). The count estimates memory to
-the right order; it does not measure it.
+and searches: at the real site's scale, the catalogue snapshot (snapshot.py) and every record
+it primes by id and by slug count 18.0 MiB and take about 23 MiB of memory (primed entries
+share their objects with the snapshot's lists). The count estimates memory to the right
+order; it does not measure it.
 """
 
 from __future__ import annotations
@@ -31,14 +28,10 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 from gateway.errors import UpstreamError
-
-if TYPE_CHECKING:
-    from gateway.loaders.shared import SharedBodies
 
 T = TypeVar("T")
 
@@ -54,6 +47,14 @@ class _Entry:
 
 
 @dataclass(slots=True)
+class _Flight:
+    """A fetch in progress and how many callers still wait for it."""
+
+    task: asyncio.Task[tuple[Any, bool]]
+    waiters: int = 0
+
+
+@dataclass(slots=True)
 class Fetching:
     """A fetch in progress: the oldest copy it may take as fresh, and what it has read."""
 
@@ -66,12 +67,9 @@ class Fetching:
         self.stale = self.stale or stale
 
 
-_fetching: ContextVar[Fetching | None] = ContextVar("gateway_fetching", default=None)
-
-
-def current_fetch() -> Fetching | None:
-    """The cache's fetch this code runs in (each runs in a task of its own), if any."""
-    return _fetching.get()
+# What the cache runs on a miss, handed its `Fetching`: the value, and the size of the JSON
+# it was decoded from.
+Fetch: TypeAlias = Callable[[Fetching], Awaitable[tuple[T, int]]]
 
 
 class ResourceCache:
@@ -84,28 +82,22 @@ class ResourceCache:
         stale: float,
         max_bytes: int = MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
-        shared: SharedBodies | None = None,
     ) -> None:
         self.ttl = ttl
         self.stale = stale
         self.max_bytes = max_bytes
-        self.shared = shared
         self.size = 0
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._flights: dict[str, asyncio.Task[tuple[Any, bool]]] = {}
+        self._flights: dict[str, _Flight] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, key: str, value: object, size: int) -> None:
-        """Store `value`, decoded from `size` bytes of JSON, evicting the least recently used.
-
-        Within a fetch, the value is as old as the oldest body that fetch has read so far.
-        """
+    def put(self, key: str, value: object, size: int, *, age: float = 0.0) -> None:
+        """Store `value`, decoded from `size` bytes of JSON `age` seconds old, evicting the
+        least recently used."""
         self._drop(key)
-        fetching = current_fetch()
-        age = 0.0 if fetching is None else fetching.age
         entry = _Entry(value, size + ENTRY_OVERHEAD, self._clock() - age)
         if entry.size > self.max_bytes:
             return
@@ -114,28 +106,31 @@ class ResourceCache:
         while self.size > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
-    async def get(self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]]) -> tuple[T, bool]:
+    async def get(
+        self, key: str, fetch: Fetch[T], *, starting: Callable[[], None] | None = None
+    ) -> tuple[T, bool]:
         """The value at `key` and whether it is a stale copy.
 
-        A fresh entry costs nothing; otherwise `fetch` (returning the value and its JSON size)
-        runs once for all concurrent callers. If it fails, a copy no older than `ttl + stale`
-        is served instead; without one the `UpstreamError` goes to every caller.
+        A fresh entry costs nothing; otherwise `fetch` runs once for all concurrent callers.
+        If it fails, a copy no older than `ttl + stale` is served instead; without one the
+        `UpstreamError` goes to every caller. `starting` is called just before this caller
+        starts a fetch (rather than joining one): what it raises fails this caller alone.
         """
         entry = self._lookup(key, self.ttl)
         if entry is not None:
             return cast(T, entry.value), False
         try:
-            return await self._flight(key, fetch, self.ttl)
+            return await self._flight(key, fetch, self.ttl, starting)
         except UpstreamError:
             entry = self._lookup(key, self.ttl + self.stale)
             if entry is None:
                 raise
             return cast(T, entry.value), True
 
-    async def refresh(self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]]) -> T:
+    async def refresh(self, key: str, fetch: Fetch[T]) -> T:
         """Fetch `key` anew, fresh or not, sharing a fetch already in flight; store the value.
 
-        A shared copy (`shared`) younger than half the TTL will do: the value then stays fresh
+        A copy shared by processes younger than half the TTL will do: the value then stays fresh
         for at least the other half, and among processes refreshing on their own schedules the
         first to find the copy past that age refetches it for the others.
         """
@@ -143,16 +138,35 @@ class ResourceCache:
         return value
 
     async def _flight(
-        self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]], max_age: float
+        self,
+        key: str,
+        fetch: Fetch[T],
+        max_age: float,
+        starting: Callable[[], None] | None = None,
     ) -> tuple[T, bool]:
-        """The value `fetch` returns and whether it is stale; concurrent callers share it."""
+        """The value `fetch` returns and whether it is stale; concurrent callers share it,
+        and it is cancelled when the last of them stops waiting."""
         flight = self._flights.get(key)
         if flight is None:
-            flight = asyncio.ensure_future(self._fetch(key, fetch, max_age))
-            self._flights[key] = flight
-            flight.add_done_callback(lambda done: self._landed(key, done))
-        value, stale = await asyncio.shield(flight)
+            if starting is not None:
+                starting()
+            task = asyncio.ensure_future(self._fetch(key, fetch, max_age))
+            flight = self._flights[key] = _Flight(task)
+            task.add_done_callback(lambda done: self._landed(key, done))
+        flight.waiters += 1
+        try:
+            value, stale = await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if not flight.waiters and not flight.task.done():
+                self._abandon(key, flight)
         return cast(T, value), stale
+
+    def _abandon(self, key: str, flight: _Flight) -> None:
+        """Cancel a fetch nobody waits for; a caller coming next starts one of its own."""
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        flight.task.cancel()
 
     def holds(self, key: str) -> bool:
         """Whether `key` is fresh here: asking for it costs no request and no wait."""
@@ -160,7 +174,7 @@ class ResourceCache:
 
     async def aclose(self) -> None:
         """Cancel the fetches still in flight: at shutdown nobody waits for them."""
-        flights = list(self._flights.values())
+        flights = [flight.task for flight in self._flights.values()]
         for flight in flights:
             flight.cancel()
         await asyncio.gather(*flights, return_exceptions=True)
@@ -170,20 +184,15 @@ class ResourceCache:
         entry = self._entries.get(key)
         return 0.0 if entry is None else max(0.0, entry.stored + self.ttl - self._clock())
 
-    async def _fetch(
-        self, key: str, fetch: Callable[[], Awaitable[tuple[T, int]]], max_age: float
-    ) -> tuple[T, bool]:
-        # In this flight's own task: the bodies read by `fetch` (and the tasks it starts) note
-        # their age here; the value is stored as old as the oldest of them.
+    async def _fetch(self, key: str, fetch: Fetch[T], max_age: float) -> tuple[T, bool]:
         fetching = Fetching(max_age)
-        _fetching.set(fetching)
-        value, size = await fetch()
-        self.put(key, value, size)
+        value, size = await fetch(fetching)
+        self.put(key, value, size, age=fetching.age)
         return value, fetching.stale
 
     def _landed(self, key: str, flight: asyncio.Task[tuple[Any, bool]]) -> None:
         """Forget a finished flight; its failure was raised to whoever still waited."""
-        if self._flights.get(key) is flight:
+        if key in self._flights and self._flights[key].task is flight:
             del self._flights[key]
         if not flight.cancelled():
             flight.exception()  # retrieved: no "exception was never retrieved" when all left

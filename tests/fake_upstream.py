@@ -1,13 +1,21 @@
 """A fake Django Packages APIv4, rendered from a `Dataset` as the real service renders its tables.
 
-Tests and benchmarks run the gateway against it over real HTTP. It answers with the real service's
-shapes and quirks (see UPSTREAM.md), records every request with its time of arrival, tracks how
-many are in flight, and can be made slow, faulty (by path, for the next few requests, at random
-but reproducibly, or all at once in an outage) or link-forging at runtime.
+Tests and benchmarks run the gateway against it over real HTTP; it is test support, not part of
+the gateway. It answers with the real service's shapes and quirks (Django REST Framework's:
+limit/offset pages newest id first with absolute links on the request's host, `?format=` carried
+into every link, lookups by id or slug, 301 for a missing trailing slash, an HTML 404 outside the
+router, search as one plain list of at most 20), records every request with its time of arrival,
+tracks how many are in flight, and can be made slow, faulty (by path, for the next few requests, at
+random but reproducibly, or all at once in an outage) or link-forging at runtime.
+
+`python -m tests.fake_upstream [--host H] [--port P] [--scale S] [--latency SECONDS]` serves it
+over the generated demo catalogue until interrupted (`--port 0`: any free port; the first line
+printed says where).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import heapq
 import html
@@ -16,7 +24,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +33,7 @@ from urllib.parse import parse_qs, urlencode
 from zoneinfo import ZoneInfo
 
 import emoji
+import msgspec
 import orjson
 import uvicorn
 from starlette.applications import Starlette
@@ -33,7 +42,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.demo.dataset import Dataset
+from gateway.demo.dataset import generate
+from gateway.loaders.entities import Spec, fields_of, from_columns
+from gateway.loaders.records import Form, Package
+from gateway.loaders.sql.rows import Dataset
 
 __all__ = [
     "API_PATH",
@@ -41,6 +53,7 @@ __all__ = [
     "FaultKind",
     "Logged",
     "create_upstream_app",
+    "main",
     "serve_in_thread",
     "serve_upstream",
 ]
@@ -86,6 +99,29 @@ def _when(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(NEW_YORK).isoformat()
 
 
+def _shown(spec: Spec, value: Any) -> Any:
+    if spec.is_time:
+        return _when(value)
+    if spec.rest_form is Form.COMMAS:
+        return ",".join(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _rendered(item: msgspec.Struct, **given: Any) -> JSONDict:
+    """A record as the APIv4 renders it, as its description says, but the keys `given`;
+    its links are left to the request, which decides how they look."""
+    return {
+        spec.rest: given[spec.rest]
+        if spec.rest in given
+        else _shown(spec, getattr(item, spec.name))
+        for spec in fields_of(type(item))
+        if not spec.link
+    }
+
+
+_package = from_columns(Package)
+
+
 @dataclass(frozen=True, slots=True)
 class _Links:
     """How a request's links look: absolute, on its host, carrying its `format`."""
@@ -117,19 +153,7 @@ class _Catalogue:
     """A dataset rendered once: scalar fields by id, slug lookups, list orders, search haystacks."""
 
     def __init__(self, dataset: Dataset) -> None:
-        self.categories: dict[int, JSONDict] = {
-            c.id: {
-                "id": c.id,
-                "title": c.title,
-                "slug": c.slug,
-                "description": c.description,
-                "title_plural": c.title_plural,
-                "show_pypi": c.show_pypi,
-                "created": _when(c.created),
-                "modified": _when(c.modified),
-            }
-            for c in dataset.categories
-        }
+        self.categories = {c.id: _rendered(c) for c in dataset.categories}
         versions = {v.id: v.number for v in dataset.versions}
         grids_of: dict[int, list[int]] = {p.id: [] for p in dataset.packages}
         packages_of: dict[int, list[int]] = {g.id: [] for g in dataset.grids}
@@ -141,40 +165,24 @@ class _Catalogue:
             p.id: (
                 p.category_id,
                 grids_of[p.id],
-                {
-                    "id": p.id,
-                    "title": p.title,
-                    "slug": p.slug,
-                    "last_updated": _when(p.last_commit_date),
-                    "last_fetched": _when(p.last_fetched),
-                    "repo_url": p.repo_url,
-                    "pypi_version": versions.get(p.latest_version_id or 0),
-                    "created": _when(p.created),
-                    "modified": _when(p.modified),
-                    "repo_forks": p.repo_forks,
-                    "repo_description": p.repo_description,
-                    "pypi_url": p.pypi_url,
-                    "documentation_url": p.documentation_url,
-                    "repo_watchers": p.repo_watchers,
-                    "commits_over_52": list(p.commits_over_52w),
-                    "participants": [n.strip() for n in p.participants.split(",") if n.strip()],
-                },
+                _rendered(
+                    _package(
+                        [
+                            getattr(p, spec.column) if spec.column else None
+                            for spec in fields_of(Package)
+                        ]
+                    ),
+                    pypi_version=versions.get(p.latest_version_id or 0),
+                ),
             )
             for p in dataset.packages
         }
         # Grid.packages: ORDER BY title under a C collation (code point order), no tie-break of
         # its own upstream; ours breaks ties by id so that tests can predict it.
-        self.grids: dict[int, tuple[JSONDict, list[int], JSONDict]] = {
+        self.grids: dict[int, tuple[list[tuple[str, Any]], list[int]]] = {
             g.id: (
-                {
-                    "id": g.id,
-                    "title": g.title,
-                    "slug": g.slug,
-                    "description": g.description,
-                    "is_locked": g.is_locked,
-                },
+                list(_rendered(g).items()),
                 sorted(packages_of[g.id], key=lambda id_: (titles[id_], id_)),
-                {"header": g.header, "created": _when(g.created), "modified": _when(g.modified)},
             )
             for g in dataset.grids
         }
@@ -244,8 +252,10 @@ class _Catalogue:
             }
         if id_ not in self.grids:
             return None
-        head, package_ids, tail = self.grids[id_]
-        return {**head, "packages": [links.to("packages", p) for p in package_ids], **tail}
+        fields, package_ids = self.grids[id_]
+        links_at = 5  # the APIv4 shows `packages` between `is_locked` and `header`
+        packages = ("packages", [links.to("packages", p) for p in package_ids])
+        return dict([*fields[:links_at], packages, *fields[links_at:]])
 
     def search(self, q: str) -> list[JSONDict]:
         """Every word must match somewhere; title beats slug beats description beats the rest."""
@@ -335,6 +345,7 @@ class FakeUpstream:
         self._asked: Counter[str] = Counter()
         self.in_flight = 0
         self.peak_in_flight = 0
+        self._changed = threading.Condition()  # notified as a request arrives and as it ends
         self.base_url = f"http://testserver{API_PATH}"
         self._app = Starlette(routes=[Route("/{path:path}", self._endpoint, methods=_METHODS)])
 
@@ -359,6 +370,16 @@ class FakeUpstream:
     def count(self) -> int:
         """How many requests arrived since the last reset."""
         return len(self.log)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Block until `condition()` holds, checked again as each request arrives and as each
+        ends (the fake serves on a thread of its own); whether it held within `timeout`."""
+        with self._changed:
+            return self._changed.wait_for(condition, timeout)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     def fail(self, prefix: str, kind: FaultKind, times: int) -> None:
         """Answer the next `times` requests under `prefix` with `kind`, then answer again."""
@@ -385,6 +406,7 @@ class FakeUpstream:
         self.log.append(Logged(target, time.monotonic(), dict(request.headers)))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self._notify()
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
@@ -406,6 +428,7 @@ class FakeUpstream:
             return Response(body, status_code=status, headers=headers, media_type=media_type)
         finally:
             self.in_flight -= 1
+            self._notify()
 
     def _fault(self, path: str, target: str) -> FaultKind | None:
         if self.outage is not None:
@@ -530,14 +553,9 @@ def create_upstream_app(dataset: Dataset, *, latency: float = 0.0) -> FakeUpstre
 
 @contextmanager
 def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve any ASGI app with uvicorn on a background thread; yields `http://host:port`.
-
-    The socket is bound before the server starts, so port 0 picks a free port without a race. Its
-    protocol is named so that asyncio turns Nagle off (with proto 0 it does not: 40 ms per reply).
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    """Serve any ASGI app with uvicorn on a background thread; yields `http://host:port` once
+    the server has started."""
+    sock = _listening_socket(host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -561,3 +579,40 @@ def serve_upstream(dataset: Dataset, *, latency: float = 0.0) -> Iterator[FakeUp
     with serve_in_thread(app) as origin:
         app.base_url = f"{origin}{API_PATH}"
         yield app
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket already listening, so that port 0 picks a free port without a race and a client
+    may connect before the server runs. Its protocol is named so that asyncio turns Nagle off
+    (with proto 0 it does not: 40 ms per reply)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen()
+    return sock
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the fake APIv4 over the generated demo catalogue until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fake_upstream",
+        description="Serve a fake APIv4 over the generated demo catalogue.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=8401, help="port to listen on (0: any)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="catalogue size, 1.0 = the real site"
+    )
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    args = parser.parse_args(argv)
+    if args.scale <= 0 or args.latency < 0:
+        parser.error("--scale must be positive and --latency not negative")
+    app = create_upstream_app(generate(scale=args.scale), latency=args.latency)
+    sock = _listening_socket(args.host, args.port)
+    app.base_url = f"http://{args.host}:{sock.getsockname()[1]}{API_PATH}"
+    print(f"fake APIv4 at {app.base_url}", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

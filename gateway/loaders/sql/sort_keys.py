@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import Column, ColumnElement, Select, Table, exists, func, select
+from sqlalchemy import Column, ColumnElement, Select, Table, exists, false, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.demo.dataset import Dataset
-from gateway.loaders.records import Order, PackageFilter, text_key, title_key
-from gateway.loaders.tables import (
+from gateway.loaders.records import KeyValue, Order, PackageFilter, text_key, title_key
+from gateway.loaders.sql.features import SqlFeatures
+from gateway.loaders.sql.rows import Dataset
+from gateway.loaders.sql.tables import (
     category,
     category_key,
     grid,
@@ -34,10 +35,7 @@ from gateway.loaders.tables import (
     version,
 )
 
-if TYPE_CHECKING:
-    from gateway.loaders.sql import SqlFeatures
-
-__all__ = ["Key", "Plan", "Plans", "build_sort_keys"]
+__all__ = ["Key", "Plan", "Plans", "beyond", "build_sort_keys"]
 
 
 async def build_sort_keys(connection: AsyncConnection, dataset: Dataset) -> None:
@@ -79,9 +77,28 @@ class Key(NamedTuple):
     descending: bool = False
     nullable: bool = False
 
-    def clause(self) -> ColumnElement[Any]:
-        term = self.value.desc() if self.descending else self.value.asc()
-        return term.nulls_last() if self.nullable else term
+    def clause(self, reverse: bool = False) -> ColumnElement[Any]:
+        """This term of the order, or with `reverse` of the order read from its end."""
+        term = self.value.desc() if self.descending != reverse else self.value.asc()
+        if not self.nullable:
+            return term
+        return term.nulls_first() if reverse else term.nulls_last()
+
+
+def beyond(keys: Sequence[Key], cursor: Sequence[KeyValue], later: bool) -> ColumnElement[bool]:
+    """The rows strictly after (`later`) or strictly before a cursor's key in the order of
+    `keys`, term by term; a null comes after every value, and equals another null."""
+    (key, *rest), (value, *more) = keys, cursor
+    tail = beyond(rest, more, later) if rest else false()
+    column = key.value
+    if value is None:
+        if later:
+            return column.is_(None) & tail
+        return column.is_not(None) | (column.is_(None) & tail)
+    bound = literal(value, column.type)
+    past = column > bound if later != key.descending else column < bound
+    condition = past | ((column == bound) & tail)
+    return column.is_(None) | condition if later and key.nullable else condition
 
 
 @dataclass
@@ -101,8 +118,8 @@ class Plan:
         """The query with the rows the filter keeps, joined to what their order reads."""
         return _joined(query, self.sort_joins | self.joins).where(*self.where)
 
-    def order_by(self) -> list[ColumnElement[Any]]:
-        return [key.clause() for key in self.keys]
+    def order_by(self, reverse: bool = False) -> list[ColumnElement[Any]]:
+        return [key.clause(reverse) for key in self.keys]
 
 
 def _joined(query: Select[Any], joins: Mapping[Table, ColumnElement[bool]]) -> Select[Any]:

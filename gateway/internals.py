@@ -1,0 +1,58 @@
+"""What the gateway needs of Strawberry and graphql-core that neither offers publicly.
+
+Nothing else in the gateway touches their private names or relies on their wording: each contact
+is here, tests/test_internals.py fails when an upgrade changes one, and pyproject.toml pins both
+libraries to the minor versions these were checked against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import strawberry
+from graphql import GraphQLResolveInfo, GraphQLSchema, GraphQLSyntaxError
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types.field import StrawberryField
+from strawberry.types.fields.resolver import StrawberryResolver
+
+MakeInfo = Callable[[GraphQLResolveInfo[Any]], strawberry.Info[Any, Any]]
+
+
+def graphql_schema(schema: strawberry.Schema) -> GraphQLSchema:
+    """The graphql-core schema Strawberry built, and executes."""
+    return schema._schema
+
+
+def info_maker(schema: strawberry.Schema, field: StrawberryField) -> MakeInfo:
+    """What makes, from graphql-core's resolve info, the `Info` Strawberry gives the resolver
+    of `field`: Strawberry builds it from two private fields."""
+    info_class = schema.config.info_class
+
+    def make(info: GraphQLResolveInfo[Any]) -> strawberry.Info[Any, Any]:
+        return info_class(_raw_info=info, _field=field)
+
+    return make
+
+
+def resolver_function(resolver: StrawberryResolver[Any]) -> Callable[..., Any]:
+    """The function a resolver wraps: the resolver object's own call checks and repacks the
+    arguments first, which costs more than most resolvers take."""
+    function: Callable[..., Any] = resolver.wrapped_func  # type: ignore[assignment]
+    return function
+
+
+def allow_types_of_one_name(config: StrawberryConfig) -> None:
+    """Let a subclass stand for its base under the same GraphQL name (the federation entities),
+    which Strawberry otherwise refuses as two types of one name."""
+    config._unsafe_disable_same_type_validation = True
+
+
+def is_over_token_limit(error: GraphQLSyntaxError) -> bool:
+    """Whether the parser stopped at its `max_tokens`: graphql-core says so in words only."""
+    return "Document contains more than" in error.message
+
+
+def is_nested_too_deeply(error: GraphQLSyntaxError) -> bool:
+    """Whether the parser stopped at its nesting limit: graphql-core says so in words only."""
+    return "Document is nested too deeply" in error.message

@@ -1,0 +1,380 @@
+"""The REST backend: the `Backend` interface answered from the Django Packages APIv4.
+
+The upstream cannot filter, orders every list one way (id descending) and cannot list a
+category's packages: whatever asks for one of those is answered from the catalogue snapshot
+(snapshot.py). Relation URLs are only parsed for their id; they are never followed, so the
+gateway calls no host but its configured upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+import msgspec
+
+from gateway.errors import UpstreamError
+from gateway.loaders.records import (
+    Category,
+    Grid,
+    Key,
+    Order,
+    Package,
+    PackageFilter,
+    Page,
+    SearchHit,
+    Slice,
+    Window,
+)
+from gateway.loaders.rest.fetcher import Fetcher
+from gateway.loaders.rest.memo import Memo
+from gateway.loaders.rest.snapshot import Catalogue
+from gateway.loaders.rest.wire import CategoryJSON, GridJSON, PackageJSON, to_search_hit
+
+# A batch that needs more records of one kind than this, none of them at hand, reads the
+# snapshot (3 list requests) instead of as many detail GETs: a grid's hundred packages and
+# their grids cost the lists, a package's ten grids their own GETs.
+MAX_DETAILS = 16
+
+K = TypeVar("K")
+V = TypeVar("V")
+R = TypeVar("R", Category, Grid, Package)
+J = TypeVar("J", CategoryJSON, GridJSON, PackageJSON)
+
+
+class RestBackend:
+    """The `Backend` of one request over the APIv4.
+
+    A record is looked up, by id or by slug, in the first of these that has it:
+
+    1. the request's memo (memo.py): what this request has read already, so that one answer
+       shows each record one way and no record costs a second request;
+    2. the catalogue snapshot (snapshot.py), if it is at hand (this request has it, or the
+       resource cache holds it fresh), or if more records of one kind are missing than
+       `MAX_DETAILS` (its three list requests then cost less than a GET each);
+    3. the fetcher (fetcher.py), one GET a record: from the resource cache, else the bodies
+       shared by processes (`--cache`), else the upstream. A record a fresh snapshot lacks
+       does not exist (as a fresh detail's 404 would say) and costs no request; one a stale
+       snapshot lacks (served while the upstream failed) is asked for.
+
+    Lists and relations are answered from the snapshot while it is at hand, and always when
+    they ask for a filter, an order, a cursor or the last records, or are a category's
+    packages (the upstream can do none of these: its pages are offsets, which a record added
+    or removed shifts); otherwise, for a first page, from the upstream's list pages, or from
+    the parents' links with each record looked up as above. A record the memo has is served
+    as the memo has it, wherever its page came from.
+    """
+
+    def __init__(self, fetcher: Fetcher) -> None:
+        self.fetcher = fetcher
+        self.memo = Memo()
+
+    @property
+    def stale(self) -> bool:
+        return self.fetcher.stale
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+    # -- where a record comes from ---------------------------------------------------------
+
+    async def _snapshot_if_cheap(self, missing: int) -> Catalogue | None:
+        """The snapshot, if it is at hand or `missing` records are more than a GET each is
+        worth; None if not, or if it cannot be had (each record is then asked for alone)."""
+        if missing <= MAX_DETAILS and not self.fetcher.snapshot_at_hand():
+            return None
+        try:
+            return await self.fetcher.snapshot()
+        except UpstreamError:
+            return None
+
+    async def _snapshot_for_list(self, *, shaped: bool) -> Catalogue | None:
+        """The snapshot for a list or relation: needed for a filter, an order or anything but
+        a first page (`shaped`), else used when at hand, since it answers as the upstream's
+        own pages would."""
+        return await self.fetcher.snapshot() if shaped else await self._snapshot_if_cheap(0)
+
+    async def _lookup(
+        self,
+        keys: Sequence[K],
+        seen: dict[K, V | None],
+        in_snapshot: Callable[[Catalogue, K], V | None],
+        fetch_one: Callable[[K], Awaitable[V | None]],
+    ) -> list[V | None]:
+        """The records for `keys`: the memo's (`seen`), else the snapshot's, else a GET each."""
+        missing = [key for key in dict.fromkeys(keys) if key not in seen]
+        snapshot = await self._snapshot_if_cheap(len(missing)) if missing else None
+        if snapshot is not None:
+            proves_unknown = self.fetcher.snapshot_is_fresh()
+            for key in missing:
+                record = in_snapshot(snapshot, key)
+                if record is not None or proves_unknown:
+                    seen[key] = record
+            missing = [key for key in missing if key not in seen]
+        if missing:
+            fetched = await asyncio.gather(*(fetch_one(key) for key in missing))
+            for key, record in zip(missing, fetched, strict=True):
+                seen.setdefault(key, record)
+        return [seen[key] for key in keys]
+
+    @staticmethod
+    def _as_first_seen(page: Page[R], seen: Mapping[int, R | None]) -> Page[R]:
+        """`page` with each record this request had already read as it first read it."""
+        if not seen:
+            return page
+        return msgspec.structs.replace(
+            page, items=[seen.get(record.id) or record for record in page.items]
+        )
+
+    async def _by_id(
+        self,
+        ids: Sequence[int],
+        resource: str,
+        kind: type[J],
+        *,
+        remember: Callable[[J], R],
+        seen: dict[int, R | None],
+        in_snapshot: Callable[[Catalogue, int], R | None],
+    ) -> list[R | None]:
+        """The records of `ids`, each read as `kind` at `resource` if need be."""
+
+        async def fetch_one(id: int) -> R | None:
+            raw = await self.fetcher.detail(resource, str(id), kind)
+            return None if raw is None else remember(raw)
+
+        return await self._lookup(ids, seen, in_snapshot, fetch_one)
+
+    async def _by_slug(
+        self,
+        slugs: Sequence[str],
+        resource: str,
+        kind: type[J],
+        *,
+        remember: Callable[[J], R],
+        seen: dict[int, R | None],
+        seen_ids: dict[str, int | None],
+        in_snapshot: Callable[[Catalogue, str], R | None],
+    ) -> list[R | None]:
+        """The records of `slugs`, by way of their ids (`seen_ids`): one record, one way."""
+
+        def id_in_snapshot(snapshot: Catalogue, slug: str) -> int | None:
+            record = in_snapshot(snapshot, slug)
+            if record is None:
+                return None
+            seen[record.id] = record
+            return record.id
+
+        async def fetch_one(slug: str) -> int | None:
+            raw = await self.fetcher.detail(resource, slug, kind)
+            # An all-digit slug is an id to the upstream: accept only a real slug match.
+            return remember(raw).id if raw is not None and raw.slug == slug else None
+
+        ids = await self._lookup(slugs, seen_ids, id_in_snapshot, fetch_one)
+        return [None if id is None else seen.get(id) for id in ids]
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    async def categories(self, ids: Sequence[int]) -> list[Category | None]:
+        return await self._by_id(
+            ids,
+            "categories/",
+            CategoryJSON,
+            remember=self.memo.remember_category,
+            seen=self.memo.categories,
+            in_snapshot=Catalogue.category,
+        )
+
+    async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
+        # The upstream has no slug lookup for categories, and their slugs are not unique:
+        # read the (short) list, or the snapshot's, and take the oldest category with the slug.
+        snapshot = await self._snapshot_if_cheap(0)
+        if snapshot is not None:
+            listed = snapshot.categories()
+        else:
+            raws = await self.fetcher.whole_list("categories/", CategoryJSON)
+            listed = [self.memo.remember_category(raw) for raw in raws]
+        by_slug: dict[str, Category] = {}
+        for category in sorted(listed, key=lambda c: c.id):
+            by_slug.setdefault(category.slug, category)
+        return [by_slug.get(slug) for slug in slugs]
+
+    async def grids(self, ids: Sequence[int]) -> list[Grid | None]:
+        return await self._by_id(
+            ids,
+            "grids/",
+            GridJSON,
+            remember=self.memo.remember_grid,
+            seen=self.memo.grids,
+            in_snapshot=Catalogue.grid,
+        )
+
+    async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
+        return await self._by_slug(
+            slugs,
+            "grids/",
+            GridJSON,
+            remember=self.memo.remember_grid,
+            seen=self.memo.grids,
+            seen_ids=self.memo.grid_ids,
+            in_snapshot=Catalogue.grid_by_slug,
+        )
+
+    async def packages(self, ids: Sequence[int]) -> list[Package | None]:
+        return await self._by_id(
+            ids,
+            "packages/",
+            PackageJSON,
+            remember=self.memo.remember_package,
+            seen=self.memo.packages,
+            in_snapshot=Catalogue.package,
+        )
+
+    async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]:
+        return await self._by_slug(
+            slugs,
+            "packages/",
+            PackageJSON,
+            remember=self.memo.remember_package,
+            seen=self.memo.packages,
+            seen_ids=self.memo.package_ids,
+            in_snapshot=Catalogue.package_by_slug,
+        )
+
+    # -- relations -----------------------------------------------------------------------------
+
+    async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
+        return await self._relation(
+            windows,
+            self._grid_members,
+            Catalogue.grid,
+            Catalogue.packages_of_grid,
+            self.memo.packages,
+        )
+
+    async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+        return await self._relation(
+            windows,
+            self._package_grids,
+            Catalogue.package,
+            Catalogue.grids_of_package,
+            self.memo.grids,
+        )
+
+    async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
+        # The upstream cannot filter packages by category: the snapshot's whole package
+        # list answers every window, filtered or not.
+        snapshot = await self.fetcher.snapshot()
+        return [
+            self._as_first_seen(snapshot.packages_of_category(window), self.memo.packages)
+            for window in windows
+        ]
+
+    async def _relation(
+        self,
+        windows: Sequence[Window],
+        plain: Callable[[Sequence[Window]], Awaitable[list[Page[R]]]],
+        parent_in: Callable[[Catalogue, int], object | None],
+        from_snapshot: Callable[[Catalogue, Window], Page[R]],
+        seen: Mapping[int, R | None],
+    ) -> list[Page[R]]:
+        """Answer from the snapshot the windows with a filter or order, and any window whose
+        parent it knows while it is at hand; the others from the parents' links."""
+        snapshot = await self._snapshot_for_list(shaped=any(map(_shaped, windows)))
+        pages: dict[Window, Page[R]] = {}
+        if snapshot is not None:
+            pages = {
+                window: self._as_first_seen(from_snapshot(snapshot, window), seen)
+                for window in windows
+                if _shaped(window) or parent_in(snapshot, window.parent) is not None
+            }
+        own = [window for window in windows if window not in pages]
+        if own:
+            pages.update(zip(own, await plain(own), strict=True))
+        return [pages[window] for window in windows]
+
+    async def _grid_members(self, windows: Sequence[Window]) -> list[Page[Package]]:
+        await self.grids([window.parent for window in windows])
+        return await self._windows(
+            windows, self.memo.packages_of_grid, self.packages, lambda record, _: _by_title(record)
+        )
+
+    async def _package_grids(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+        await self.packages([window.parent for window in windows])
+        return await self._windows(
+            windows, self.memo.grids_of_package, self.grids, lambda _, place: (place,)
+        )
+
+    async def _windows(
+        self,
+        windows: Sequence[Window],
+        members: Mapping[int, Sequence[int]],
+        load: Callable[[Sequence[int]], Awaitable[list[R | None]]],
+        key: Callable[[R, int], Key],
+    ) -> list[Page[R]]:
+        """Cut each window's first page out of its parent's id list and load the records in
+        all of them; `key` is a record's key in the relation's order, given its place."""
+        slices = [members.get(window.parent, ())[: window.slice.limit] for window in windows]
+        wanted = list(dict.fromkeys(id for ids in slices for id in ids))
+        records = dict(zip(wanted, await load(wanted), strict=True))
+        pages: list[Page[R]] = []
+        for window, ids in zip(windows, slices, strict=True):
+            found = [(place, record) for place, id in enumerate(ids) if (record := records[id])]
+            total = len(members.get(window.parent, ()))
+            keys = [key(record, place) for place, record in found]
+            pages.append(Page([record for _, record in found], total, keys, 0, total))
+        return pages
+
+    # -- whole lists ---------------------------------------------------------------------------
+
+    async def list_categories(self, slice: Slice, order: Order | None = None) -> Page[Category]:
+        snapshot = await self._snapshot_for_list(shaped=order is not None or _paged(slice))
+        if snapshot is not None:
+            page = snapshot.list_categories(slice, order)
+            return self._as_first_seen(page, self.memo.categories)
+        raws, total = await self.fetcher.page("categories/", CategoryJSON, 0, slice.limit)
+        return _first_page([self.memo.remember_category(raw) for raw in raws], total)
+
+    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[Grid]:
+        snapshot = await self._snapshot_for_list(shaped=order is not None or _paged(slice))
+        if snapshot is not None:
+            return self._as_first_seen(snapshot.list_grids(slice, order), self.memo.grids)
+        raws, total = await self.fetcher.page("grids/", GridJSON, 0, slice.limit)
+        return _first_page([self.memo.remember_grid(raw) for raw in raws], total)
+
+    async def list_packages(
+        self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
+    ) -> Page[Package]:
+        shaped = filter is not None or order is not None or _paged(slice)
+        snapshot = await self._snapshot_for_list(shaped=shaped)
+        if snapshot is not None:
+            page = snapshot.list_packages(slice, filter, order)
+            return self._as_first_seen(page, self.memo.packages)
+        raws, total = await self.fetcher.page("packages/", PackageJSON, 0, slice.limit)
+        return _first_page([self.memo.remember_package(raw) for raw in raws], total)
+
+    async def search(self, query: str) -> list[SearchHit]:
+        if not query.strip():
+            return []
+        return [to_search_hit(raw) for raw in await self.fetcher.search(query)]
+
+
+def _paged(slice: Slice) -> bool:
+    """Whether a slice is more than a first page: the upstream's offsets cannot hold a place."""
+    return slice.after is not None or slice.before is not None or slice.backward
+
+
+def _shaped(window: Window) -> bool:
+    """Whether a window asks for a filter, an order or more than a first page: only the
+    snapshot can answer it."""
+    return window.filter is not None or window.order is not None or _paged(window.slice)
+
+
+def _by_title(package: Package) -> Key:
+    """A package's key in a grid's own order: by title, then id."""
+    return package.title, package.id
+
+
+def _first_page(records: list[R], total: int) -> Page[R]:
+    """A first page of the upstream's list, newest id first."""
+    return Page(records, total, [(record.id,) for record in records], 0, total)

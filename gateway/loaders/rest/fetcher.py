@@ -1,0 +1,259 @@
+"""What one request reads from the upstream: each path once, through the caches, in its time.
+
+A `Fetcher` asks the process-wide `ResourceCache` (cache.py) for each resource by its upstream
+path; on a miss the cache runs the fetcher's fetch, which reads the body from the bodies shared
+by processes (shared.py, with `--cache`) or from the upstream itself (client.py). Every list page
+read primes the cache with its items by id and by slug, as their detail GETs would answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+from gateway import metrics
+from gateway.errors import UpstreamBudgetExceeded, UpstreamError
+from gateway.loaders.rest.cache import Fetch, Fetching, ResourceCache
+from gateway.loaders.rest.client import Upstream
+from gateway.loaders.rest.shared import SharedBodies
+from gateway.loaders.rest.snapshot import Catalogue
+from gateway.loaders.rest.wire import (
+    CategoryJSON,
+    GridJSON,
+    ListJSON,
+    PackageJSON,
+    SearchJSON,
+    decode,
+    snapshot_of,
+)
+
+# The upstream has no maximum page size: one request with this limit reads a whole list.
+WHOLE_LIST = 100_000
+
+# The cache key of the catalogue snapshot: no upstream path, so no list or detail entry.
+CATALOGUE = "catalogue"
+# What the snapshot costs the upstream: its three whole lists, one request each.
+SNAPSHOT_REQUESTS = 3
+
+T = TypeVar("T")
+Listed = TypeVar("Listed", CategoryJSON, GridJSON, PackageJSON)
+
+
+class Fetcher:
+    """The upstream resources of one request, each fetched at most once.
+
+    A fetch may be shared with other requests (the cache's single flight); this request waits
+    for it only until its own `deadline`, or until it is `close`d (the fetch goes on while
+    another request waits for it, and is cancelled when none does). The fetches this request
+    starts, at most `max_requests` (the snapshot counts its three lists), are its upstream
+    budget: past it, a lookup fails with `UpstreamBudgetExceeded` and costs nothing. `stale`
+    tells whether any answer was a stale copy served while the upstream failed.
+    """
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        cache: ResourceCache,
+        bodies: SharedBodies | None = None,
+        *,
+        deadline: float | None = None,
+        max_requests: int | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.cache = cache
+        self.bodies = bodies
+        self.deadline = deadline
+        self.max_requests = max_requests
+        self.requests = 0  # the fetches this request started
+        self.stale = False
+        self.closed = False
+        self._in_flight: dict[str, asyncio.Future[Any]] = {}
+
+    def close(self) -> None:
+        """The request is over: stop waiting for its fetches, and start no more."""
+        self.closed = True
+        for future in self._in_flight.values():
+            future.cancel()
+
+    def snapshot_at_hand(self) -> bool:
+        """Whether the snapshot costs no request and no wait: this request has it (or is
+        reading it), or the cache holds it fresh."""
+        return CATALOGUE in self._in_flight or self.cache.holds(CATALOGUE)
+
+    def snapshot_is_fresh(self) -> bool:
+        """Whether the cache holds the snapshot fresh: what it lacks, the upstream lacks."""
+        return self.cache.holds(CATALOGUE)
+
+    async def snapshot(self) -> Catalogue:
+        """The catalogue snapshot: the three whole lists, refetched together once stale."""
+        return await self._get(CATALOGUE, self._fetch_snapshot)
+
+    async def refresh_snapshot(self) -> Catalogue:
+        """Fetch the snapshot anew, fresh or not: what keeps it warm before it expires."""
+        return await self.cache.refresh(CATALOGUE, self._fetch_snapshot)
+
+    async def detail(self, resource: str, key: str, kind: type[T]) -> T | None:
+        """The resource at `resource` + `key` (an id or a slug), None if there is none."""
+        if key in ("", ".", ".."):  # as a path segment these name the list, not a resource
+            return None
+        path = f"{resource}{quote(key, safe='')}/"
+
+        async def fetch(fetching: Fetching) -> tuple[T | None, int]:
+            body = await self._body(path, None, fetching)
+            return (None, 0) if body is None else (decode(body, kind, path), len(body))
+
+        return await self._get(path, fetch)
+
+    async def page(
+        self, resource: str, kind: type[Listed], offset: int, limit: int
+    ) -> tuple[list[Listed], int]:
+        """A page of the upstream's list, and the whole list's size."""
+        # The upstream reads limit=0 as "the default": ask for one and keep none.
+        items, total = await self._list(resource, kind, offset, max(limit, 1))
+        return items[:limit], total
+
+    async def whole_list(self, resource: str, kind: type[Listed]) -> list[Listed]:
+        """A whole list of the upstream's: one request, unless the upstream caps its pages."""
+        return await _all_pages(lambda offset: self._list(resource, kind, offset, WHOLE_LIST))
+
+    async def search(self, query: str) -> list[SearchJSON]:
+        """The upstream's search results for `query`."""
+        params = {"q": query}
+
+        async def fetch(fetching: Fetching) -> tuple[list[SearchJSON], int]:
+            body = await self._body("search/", params, fetching)
+            if body is None:
+                raise UpstreamError("The upstream API has no search", "GET search/: 404")
+            return decode(body, list[SearchJSON], "search/"), len(body)
+
+        return await self._get(f"search/?{urlencode(params)}", fetch)
+
+    async def _once(self, key: str, fetch: Callable[[], Awaitable[T]]) -> T:
+        """Run `fetch` once per key for this request; concurrent callers share it."""
+        future = self._in_flight.get(key)
+        if future is None:
+            if self.closed:
+                raise asyncio.CancelledError("the request is over")
+            future = asyncio.ensure_future(fetch())
+            future.add_done_callback(_retrieve)
+            self._in_flight[key] = future
+        result: T = await asyncio.shield(future)
+        return result
+
+    async def _get(self, key: str, fetch: Fetch[T]) -> T:
+        """The resource at `key`: this request's copy, else the cache's, else `fetch`'s."""
+        fetched = False
+
+        def starting() -> None:
+            nonlocal fetched
+            cost = SNAPSHOT_REQUESTS if key == CATALOGUE else 1
+            if self.max_requests is not None and self.requests + cost > self.max_requests:
+                raise UpstreamBudgetExceeded(
+                    f"The request needed more than {self.max_requests} upstream requests",
+                    f"GET {key}: over the request's upstream budget",
+                )
+            self.requests += cost
+            fetched = True
+
+        async def cached() -> T:
+            # A miss is a lookup that fetched; a hit found the value, or another's fetch of it.
+            layer = "catalogue" if key == CATALOGUE else "upstream"
+            try:
+                async with asyncio.timeout_at(self.deadline):
+                    value, stale = await self.cache.get(key, fetch, starting=starting)
+            except TimeoutError:
+                raise UpstreamError(
+                    "The upstream API timed out", f"GET {key}: the request's time ran out"
+                ) from None
+            except UpstreamError:
+                metrics.cache_lookup(layer, hit=False)
+                raise
+            metrics.cache_lookup(layer, hit=not fetched)
+            self.stale = self.stale or stale
+            return value
+
+        return await self._once(key, cached)
+
+    async def _body(
+        self, path: str, params: Mapping[str, str | int] | None, fetching: Fetching
+    ) -> bytes | None:
+        """An upstream body, through the bodies shared by processes when there are."""
+        if self.bodies is None:
+            return await self.upstream.get(path, params)
+        fetch = functools.partial(self.upstream.get, path, params)
+        return await self.bodies.get(path, params, fetch, fetching)
+
+    async def _list(
+        self, resource: str, kind: type[Listed], offset: int, limit: int
+    ) -> tuple[list[Listed], int]:
+        key = f"{resource}?{urlencode({'limit': limit, 'offset': offset})}"
+        return await self._get(
+            key, lambda fetching: self._read_page(resource, kind, offset, limit, fetching)
+        )
+
+    async def _read_page(
+        self, resource: str, kind: type[Listed], offset: int, limit: int, fetching: Fetching
+    ) -> tuple[tuple[list[Listed], int], int]:
+        """A list page from the upstream, its items primed by id and slug; and its size."""
+        body = await self._body(resource, {"limit": limit, "offset": offset}, fetching)
+        if body is None:
+            raise UpstreamError("The upstream API has no such list", f"GET {resource}: 404")
+        page = decode(body, ListJSON, resource)
+        items = [decode(raw, kind, resource) for raw in page.results]
+        for raw, item in zip(page.results, items, strict=True):
+            self._prime(resource, item, len(raw), fetching.age)
+        return (items, page.count), len(body)
+
+    def _prime(self, resource: str, item: Listed, size: int, age: float) -> None:
+        """Cache a listed object as its detail GET would answer it, by id and by slug."""
+        self.cache.put(f"{resource}{item.id}/", item, size, age=age)
+        # Categories have no slug lookup, and an all-digit slug is an id to the upstream.
+        if resource != "categories/" and not item.slug.isdigit():
+            self.cache.put(f"{resource}{quote(item.slug, safe='')}/", item, size, age=age)
+
+    async def _fetch_snapshot(self, fetching: Fetching) -> tuple[Catalogue, int]:
+        """The three whole lists and the snapshot built from them, and their JSON size.
+
+        Their pages are read straight from the upstream, not bound to this request's time
+        (the fetch is shared), and cached only as the snapshot; their items prime the
+        details, as any list page does, so that a lookup by id or slug costs no request.
+        """
+
+        async def read_all(resource: str, kind: type[Listed]) -> tuple[list[Listed], int]:
+            sizes: list[int] = []
+
+            async def read(offset: int) -> tuple[list[Listed], int]:
+                page, size = await self._read_page(resource, kind, offset, WHOLE_LIST, fetching)
+                sizes.append(size)
+                return page
+
+            return await _all_pages(read), sum(sizes)
+
+        (categories, a), (grids, b), (packages, c) = await asyncio.gather(
+            read_all("categories/", CategoryJSON),
+            read_all("grids/", GridJSON),
+            read_all("packages/", PackageJSON),
+        )
+        return snapshot_of(categories, grids, packages), a + b + c
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a shared fetch's failure as seen: its callers may all have given up already."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def _all_pages(
+    read: Callable[[int], Awaitable[tuple[list[Listed], int]]],
+) -> list[Listed]:
+    """A whole list from `read(offset)` pages: one request, unless the upstream caps pages."""
+    items, count = await read(0)
+    while len(items) < count:
+        more, _ = await read(len(items))
+        if not more:
+            break
+        items = items + more
+    return items

@@ -1,0 +1,186 @@
+"""The APIv4's JSON: its structs, how a body is decoded, its records, and the snapshot.
+
+The structs are derived from the records' descriptions (records.py): each record field under
+its REST key, after the relation lists the record does not keep (a grid's `packages`, a
+package's `grids`); the converters put them back in the record's order and names.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+import msgspec
+
+from gateway.errors import UpstreamError
+from gateway.loaders.entities import Spec, fields_of
+from gateway.loaders.records import (
+    Category,
+    Form,
+    Grid,
+    Package,
+    SearchHit,
+    site_time,
+    split_participants,
+)
+from gateway.loaders.rest.snapshot import Catalogue
+
+logger = logging.getLogger("gateway")
+
+T = TypeVar("T")
+K = TypeVar("K")
+R = TypeVar("R", bound=msgspec.Struct)
+
+
+class _Links(msgspec.Struct):
+    """What the code around reads of a decoded APIv4 object before it is a record: of a
+    search hit nothing; of the others their keys and relation lists."""
+
+
+class _Keys(_Links):
+    id: int
+    slug: str
+
+
+class _GridLinks(_Keys):
+    packages: list[str]
+
+
+class _PackageLinks(_Keys):
+    category: str
+    grids: list[str]
+
+
+L = TypeVar("L", bound=_Links)
+
+
+def _wire_type(spec: Spec) -> Any:
+    return str if spec.link or spec.rest_form is Form.COMMAS else spec.type
+
+
+def _wire_struct(record: type[msgspec.Struct], links: type[L]) -> type[L]:
+    """The APIv4's JSON of `record`: `links`, then its other fields as the APIv4 names them."""
+    fields = [
+        (spec.rest, _wire_type(spec))
+        for spec in fields_of(record)
+        if spec.rest not in links.__struct_fields__
+    ]
+    return cast("type[L]", msgspec.defstruct(f"{record.__name__}JSON", fields, bases=(links,)))
+
+
+# The code around sees only the relation lists: the record's fields are the converters' alone.
+if TYPE_CHECKING:
+    CategoryJSON = _Keys
+    GridJSON = _GridLinks
+    PackageJSON = _PackageLinks
+    SearchJSON = _Links
+else:
+    CategoryJSON = _wire_struct(Category, _Keys)
+    GridJSON = _wire_struct(Grid, _GridLinks)
+    PackageJSON = _wire_struct(Package, _PackageLinks)
+    SearchJSON = _wire_struct(SearchHit, _Links)
+
+
+class ListJSON(msgspec.Struct):
+    count: int
+    results: list[msgspec.Raw]
+
+
+@functools.lru_cache(maxsize=2**13)
+def id_from_url(url: str) -> int:
+    """The id at the end of a relation URL's path, whatever its host or query string.
+
+    Remembered for the few thousand links a catalogue has: each grid's link recurs in every
+    package it lists, and a snapshot's refresh parses them all again.
+    """
+    last = urlsplit(url).path.rstrip("/").rpartition("/")[2]
+    if not (last.isascii() and last.isdigit()):
+        raise UpstreamError("The upstream API returned a malformed relation link", f"link {url!r}")
+    return int(last)
+
+
+def _maybe_time(value: datetime | None) -> datetime | None:
+    return None if value is None else site_time(value)
+
+
+def _from_wire(spec: Spec) -> Callable[[Any], Any] | None:
+    if spec.is_time:
+        return _maybe_time
+    if spec.link:
+        return id_from_url
+    if spec.rest_form is Form.COMMAS:
+        return split_participants
+    return None
+
+
+def _converter(record: type[R], struct: type[msgspec.Struct]) -> Callable[[msgspec.Struct], R]:
+    """What turns a decoded `struct` into its record, converting only the fields that need
+    it: a snapshot's refresh converts every package, 5,400 at the real site's scale."""
+    specs = fields_of(record)
+    order = tuple(struct.__struct_fields__.index(spec.rest) for spec in specs)
+    fixes = tuple((i, fix) for i, spec in enumerate(specs) if (fix := _from_wire(spec)))
+
+    def convert(raw: msgspec.Struct) -> R:
+        values = msgspec.structs.astuple(raw)
+        fields = [values[index] for index in order]
+        for index, fix in fixes:
+            fields[index] = fix(fields[index])
+        return record(*fields)
+
+    return convert
+
+
+to_category = _converter(Category, CategoryJSON)
+to_grid = _converter(Grid, GridJSON)
+to_package = _converter(Package, PackageJSON)
+to_search_hit = _converter(SearchHit, SearchJSON)
+
+
+def decode(body: bytes | msgspec.Raw, kind: type[T], path: str) -> T:
+    """Decode and validate an upstream body; a body of the wrong shape is an upstream error."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise UpstreamError(
+            "The upstream API returned data of an unexpected shape", f"{path}: {exc}"
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise UpstreamError(
+            "The upstream API returned a body that is not valid JSON", f"{path}: {exc}"
+        ) from exc
+
+
+def snapshot_of(
+    categories: Sequence[CategoryJSON], grids: Sequence[GridJSON], packages: Sequence[PackageJSON]
+) -> Catalogue:
+    """The catalogue snapshot of the three whole lists."""
+    grid_records = _readable(lambda raw: (to_grid(raw), raw.packages), grids)
+    package_records = _readable(lambda raw: (to_package(raw), raw.grids), packages)
+    return Catalogue(
+        _readable(to_category, categories),
+        [record for record, _ in grid_records],
+        [record for record, _ in package_records],
+        packages_of_grid={record.id: _link_ids(links) for record, links in grid_records},
+        grids_of_package={record.id: _link_ids(links) for record, links in package_records},
+    )
+
+
+def _readable(convert: Callable[[K], T], raws: Iterable[K], what: str = "a record") -> list[T]:
+    """What `convert` makes of each of `raws`, leaving out (and logging) any with a malformed
+    link: one odd package must not cost every filter, order and category its snapshot."""
+    converted = []
+    for raw in raws:
+        try:
+            converted.append(convert(raw))
+        except UpstreamError as exc:
+            logger.warning("catalogue snapshot: left out %s: %s (%s)", what, exc, exc.detail)
+    return converted
+
+
+def _link_ids(urls: Iterable[str]) -> list[int]:
+    """The ids of a relation's links, leaving out any malformed one (logged)."""
+    return _readable(id_from_url, urls, "a link")

@@ -1,0 +1,10 @@
+"""The database backend, and what fills a database the gateway owns.
+
+Bottom up: `rows.py` (the tables' rows as the gateway writes them), `tables.py` (the schema),
+`trigrams.py` (pg_trgm's similarity, for SQLite), `engine.py` (a URL to an async engine),
+`failures.py` (what a client is told when the database fails), `features.py` (what a database
+offers); the statements, `search.py` and `sort_keys.py`; `backend.py` (`SqlBackend`, one
+statement per batch). `writer.py` writes a `Dataset` in one transaction for `mirror.py` (an
+APIv4 copied into the tables) and `embedded.py` (the demo catalogue as a SQLite file). Each
+module imports only modules named before it.
+"""

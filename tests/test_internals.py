@@ -1,0 +1,119 @@
+"""What the gateway relies on of Strawberry's and graphql-core's private parts still holds
+(gateway/internals.py): each test fails when an upgrade changes one of them."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import strawberry
+from graphql import GraphQLObjectType, GraphQLSchema, GraphQLSyntaxError, execute_sync, parse
+from strawberry.exceptions import DuplicatedTypeName
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types.base import get_object_definition
+
+from gateway.internals import (
+    allow_types_of_one_name,
+    graphql_schema,
+    is_nested_too_deeply,
+    is_over_token_limit,
+    resolver_function,
+)
+from gateway.schema.direct import use_direct_resolvers
+
+
+@dataclasses.dataclass
+class Record:
+    name: str
+
+
+def _described(root: strawberry.Parent[Record], info: strawberry.Info) -> str:
+    """All that a resolver may read of its `Info`."""
+    return (
+        f"{root.name} {info.field_name} {info.python_name} {info.return_type} {info.path.key}"
+        f" {info.context['who']} {info.variable_values} {info.operation.name.value}"  # type: ignore[union-attr]
+        f" {len(info.selected_fields)} {info.schema is not None}"
+    )
+
+
+@strawberry.type
+class Item:
+    name: str
+    description: str = strawberry.field(resolver=_described)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def item(self) -> Item:
+        return Record("one")  # type: ignore[return-value]
+
+
+DOCUMENT = "query Named($v: Boolean!) { item { name description @include(if: $v) } }"
+
+
+async def _answer(schema: strawberry.Schema) -> Any:
+    result = await schema.execute(DOCUMENT, {"v": True}, context_value={"who": "me"})
+    assert result.errors is None, result.errors
+    return result.data
+
+
+async def test_a_direct_resolver_gets_the_info_strawberry_would_give() -> None:
+    strawberrys = await _answer(strawberry.Schema(query=Query))
+    assert strawberrys["item"]["description"] == (
+        "one description description <class 'str'> description me {'v': True} Named 1 True"
+    )
+    direct = strawberry.Schema(query=Query)
+    item = graphql_schema(direct).type_map["Item"]
+    assert isinstance(item, GraphQLObjectType)
+    wrapped = item.fields["description"].resolve
+    use_direct_resolvers(direct)
+    assert item.fields["description"].resolve is not wrapped
+    assert await _answer(direct) == strawberrys
+
+
+def test_a_resolvers_function_is_the_one_it_was_given() -> None:
+    fields = get_object_definition(Item, strict=True).fields
+    [resolver] = [field.base_resolver for field in fields if field.python_name == "description"]
+    assert resolver is not None
+    assert resolver_function(resolver) is _described
+
+
+def test_the_graphql_schema_is_the_one_strawberry_executes() -> None:
+    graphql = graphql_schema(strawberry.Schema(query=Query))
+    assert isinstance(graphql, GraphQLSchema)
+    result = execute_sync(graphql, parse("{ item { name } }"))
+    assert result.data == {"item": {"name": "one"}}  # Strawberry's resolvers, in graphql-core's
+
+
+def test_types_of_one_name_are_refused_unless_allowed() -> None:
+    @strawberry.type(name="Item")
+    class Entity(Item):
+        pass
+
+    with pytest.raises(DuplicatedTypeName):
+        strawberry.Schema(query=Query, types=[Entity])
+    config = StrawberryConfig()
+    allow_types_of_one_name(config)
+    schema = strawberry.Schema(query=Query, types=[Entity], config=config)
+    assert "Item" in graphql_schema(schema).type_map
+
+
+@pytest.mark.parametrize(
+    ("document", "over_tokens", "too_deep"),
+    [
+        ("{ a b c d }", True, False),
+        ("{ a # one\n # two\n # three\n b }", True, False),  # comments count
+        ("{ " + "... on Query { " * 250 + "a" + " }" * 250 + " }", False, True),
+        ("{ a ", False, False),
+        ("{ a(b: [" + "[" * 300 + "]" * 300 + "]) }", False, True),
+    ],
+)
+def test_the_parsers_own_limits_are_told_apart(
+    document: str, over_tokens: bool, too_deep: bool
+) -> None:
+    with pytest.raises(GraphQLSyntaxError) as raised:
+        parse(document, max_tokens=3 if over_tokens else None)
+    assert is_over_token_limit(raised.value) is over_tokens
+    assert is_nested_too_deeply(raised.value) is too_deep
