@@ -70,7 +70,7 @@ class _Batch:
     ) -> None:
         self.loaded = loaded
         self.parents = parents
-        self.answers = answers  # per parent: a value, an awaitable, or a list of those
+        self.answers = answers  # per parent: a value, a future, or a list of those
         self.paging = paging
 
 
@@ -168,10 +168,10 @@ class _Run:
         in its place. The loaders' futures of one batch are all set at once: awaiting them in
         turn waits once per batch, not once per future."""
         for batch in batches:
-            lists = batch.loaded.batched.shape is Shape.MANY
+            many = batch.loaded.batched.shape is Shape.MANY
             for answers in (
                 batch.answers,
-                *(a for a in batch.answers if lists and type(a) is list),
+                *(answer for answer in batch.answers if many and type(answer) is list),
             ):
                 for index, answer in enumerate(answers):
                     if isinstance(answer, asyncio.Future):
