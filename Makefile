@@ -24,10 +24,8 @@ browser:
 		fi; \
 	fi
 
-# The side-by-side benchmark against the Apollo peer (issue 4): it needs Debian's wrk and the
-# peer's node_modules; `make bench ARGS="--duration 10"` passes options on.
-APOLLO := ../shared/peers/apollo
-
+# The side-by-side benchmark against the Apollo peer (issues 4 and 11): it needs Debian's wrk;
+# it installs the peer's node_modules itself; `make bench ARGS="--duration 10"` passes options on.
 bench: $(BIN)/gateway
 	@if ! command -v wrk >/dev/null; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -36,7 +34,6 @@ bench: $(BIN)/gateway
 			echo "wrk missing and not root: apt-get install wrk" >&2; exit 1; \
 		fi; \
 	fi
-	@if [ ! -d $(APOLLO)/node_modules ]; then cd $(APOLLO) && npm ci --no-audit --no-fund; fi
 	$(BIN)/python -m bench.compare $(ARGS)
 
 lint: $(BIN)/gateway

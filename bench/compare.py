@@ -3,10 +3,11 @@
     python -m bench.compare [--latency 0.02] [--duration 5] [--connections 10] [--queries Q1,Q2]
 
 The fake APIv4 serves the full-scale demo catalogue from a process of its own. The gateway
-(`gateway serve --upstream …`, REST backend) and the peer (`../shared/peers/apollo`) run one
-after the other, never at the same time, each pinned to core 0; the fake upstream and wrk
-share core 1 (a third core, if there is one, goes to wrk). For each of the issue's four
-queries and each server it measures:
+(`gateway serve --upstream …`, REST backend) and the peer (`../shared/peers/apollo`, or a copy
+with its `node_modules`: `--apollo DIR`) run one after the other, never at the same time, each
+pinned to core 0; the fake upstream and wrk share core 1 (a third core, if there is one, goes to
+wrk). For each of the issues' queries (Q1-Q4; QL, `packages(first: 100)` with all 17 scalar
+fields of Package, for the engine only) and each server it measures:
 
 - cold: a fresh server process per query; the upstream requests counted from the process's
   start through its first answer (start-up warm-up included), that answer's latency, and the
@@ -15,18 +16,28 @@ queries and each server it measures:
   unmeasured, default configuration: req/s, p99, and errors (non-2xx, socket errors and
   GraphQL `errors` in the body, which wrk's Lua script counts);
 - engine: the upstream at 0 ms and the gateway's response cache off (`--response-cache-ttl 0`,
-  when its `serve --help` has that flag), one process for all the queries: req/s;
+  when its `serve --help` has that flag), one process for all the queries: req/s; the peer is
+  measured so twice, as it is and from memory (`MEMO=1`: every upstream answer kept, so that it
+  too executes without I/O: the fair anchor);
 - memory: the peak RSS (VmHWM) of every server process of the run; the engine process first
-  pages through the whole catalogue so that the gateway's resource cache holds all of it.
+  pages through the whole catalogue so that the gateway's resource cache holds all of it;
+- a frontend's mix: the package-page and list-page documents with 20,000 distinct sets of
+  variables (slugs, 1 to 10 grids, pages of 1 to 100), round robin, the upstream at `--latency`,
+  default configuration, so that the response cache rarely answers: req/s and p99.
 
-The gateway alone is also timed over its embedded SQLite catalogue (goal 6: Q2's p50 with the
-response cache off). It prints the machine, one Markdown table (gateway | Apollo | ratio |
-goal) and which of the issue's goals hold. Figures, not a test: nothing here fails on them.
+The gateway alone is also measured over its embedded SQLite catalogue (`gateway serve` with no
+source) and over a PostgreSQL mirror of the same catalogue (`--postgres`, made with `gateway
+mirror`, dropped afterwards), the response cache off, against the peer's engine figures; over
+its embedded catalogue, Q2's p50 with the response cache off; and its response-cache hit
+against a bare Starlette endpoint (bench/bare.py) on the same uvicorn, uvloop and httptools,
+answering the same bytes. It prints the machine, one Markdown table (gateway | Apollo | ratio |
+goal) and which of the issues' goals hold. Figures, not a test: nothing here fails on them.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -49,7 +60,12 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 APOLLO = ROOT.parent / "shared" / "peers" / "apollo"
-QUERY_NAMES = ("Q1", "Q2", "Q3", "Q4")
+CONTRACT = ROOT.parent / "shared" / "api-contract.graphql"  # the peer's schema
+QUERY_NAMES = ("Q1", "Q2", "Q3", "Q4", "QL")
+COLD_NAMES = ("Q1", "Q2", "Q3", "Q4")  # QL is measured in engine mode only
+DATABASE_NAMES = ("Q1", "Q2", "Q3")  # over the embedded SQLite catalogue and PostgreSQL
+MIX_SETS = 20_000  # distinct sets of variables of the frontend's mix
+BENCH_DATABASE = "gateway_bench"  # made on the --postgres server, dropped afterwards
 
 
 # --- the queries --------------------------------------------------------------------------------
@@ -67,6 +83,19 @@ Q3 = """query Q3 { packages(first: 50) {
 Q4 = """query Q4($q: String!) { search(query: $q) {
     itemType title slug package { title repoWatchers category { title } } grid { title }
 } }"""
+QL = """query QL { packages(first: 100) { nodes {
+    id databaseId title slug lastUpdated lastFetched repoUrl pypiVersion created modified
+    repoForks repoDescription pypiUrl documentationUrl repoWatchers commitsOver52 participants
+} } }"""
+# A frontend's two pages: a package with its category and some grids, and a page of the list.
+PACKAGE_PAGE = """query PackagePage($slug: String!, $grids: Int!) { package(slug: $slug) {
+    title slug repoUrl repoWatchers pypiVersion lastUpdated category { title slug }
+    grids(first: $grids) { totalCount nodes { title slug } }
+} }"""
+LIST_PAGE = """query ListPage($first: Int!, $after: String) {
+    packages(first: $first, after: $after) { totalCount pageInfo { hasNextPage endCursor }
+    nodes { title slug repoWatchers category { slug } } }
+}"""
 FILL = {  # paged through before the memory reading: every resource of the catalogue once
     "packages": "query($after: String) { packages(first: 100, after: $after) {"
     " pageInfo { hasNextPage endCursor } nodes { slug title category { slug } } } }",
@@ -127,7 +156,33 @@ def the_queries(scale: float) -> dict[str, Query]:
             Q4,
             {"q": "forms"},
         ),
+        "QL": Query("QL", "packages(first: 100) with all 17 scalar fields of Package", QL, {}),
     }
+
+
+def the_mix(scale: float) -> list[Query]:
+    """The frontend's mix: `MIX_SETS` distinct requests, package pages and list pages in turn.
+
+    Package pages go through the catalogue's packages with 1 to 10 grids; list pages are pages
+    of 1 to 100 packages from places 0, 50, 100, … (after the keyset cursor of the edge before)
+    """
+    from gateway.demo.dataset import generate
+    from gateway.schema.pagination import cursor_of
+
+    packages = generate(scale=scale).packages
+    slugs = [package.slug for package in packages]
+    newest = sorted((package.id for package in packages), reverse=True)  # the lists' own order
+    mix = []
+    for n in range(MIX_SETS // 2):
+        # Every slug once, then again with another number of grids.
+        page = {"slug": slugs[(n * 7919) % len(slugs)], "grids": 1 + (n + n // len(slugs)) % 10}
+        mix.append(Query("mix", "package page", PACKAGE_PAGE, page))
+        offset = n // 100 * 50
+        # After the edge before the page: its key is its id, the list being newest id first.
+        after = cursor_of((newest[offset - 1],)) if 0 < offset <= len(newest) else None
+        listed = {"first": 1 + n % 100, "after": after}
+        mix.append(Query("mix", "list page", LIST_PAGE, listed))
+    return mix
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -357,13 +412,23 @@ def gateway_flags() -> set[str]:
 
 
 def start_gateway(
-    cores: Cores, port: int, upstream: str, engine: bool, log: IO[bytes], *, flags: set[str]
+    cores: Cores,
+    port: int,
+    upstream: str,
+    engine: bool,
+    log: IO[bytes],
+    *,
+    flags: set[str],
+    database: str | None = None,
 ) -> subprocess.Popen[bytes]:
+    """`gateway serve` over the upstream, else `database`, else its embedded catalogue."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--log-level"]
     command += ["warning"]
     if upstream:
         command += ["--upstream", upstream]
+    elif database:
+        command += ["--database", database]
     if engine and "--response-cache-ttl" in flags:
         command += ["--response-cache-ttl", "0"]
     return subprocess.Popen(
@@ -372,12 +437,27 @@ def start_gateway(
 
 
 def start_apollo(
-    cores: Cores, port: int, upstream: str, engine: bool, log: IO[bytes]
+    cores: Cores,
+    port: int,
+    upstream: str,
+    engine: bool,
+    log: IO[bytes],
+    *,
+    where: Path,
+    memo: bool = False,
 ) -> subprocess.Popen[bytes]:
+    """The peer from the directory `where`; with `memo`, keeping every upstream answer."""
     env = {**os.environ, "NODE_ENV": "production", "UPSTREAM": upstream.rstrip("/")}
-    env["PORT"] = str(port)
+    env.update(PORT=str(port), SCHEMA=str(CONTRACT), MEMO="1" if memo else "0")
     command = cores.pin(cores.server, ["node", "server.js"])
-    return subprocess.Popen(command, cwd=APOLLO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(command, cwd=where, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def start_bare(cores: Cores, port: int, body: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "bench.bare", "--port", str(port), "--body", str(body)]
+    return subprocess.Popen(
+        cores.pin(cores.server, command), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 @contextlib.contextmanager
@@ -399,7 +479,7 @@ def running(
 
 # --- measuring ----------------------------------------------------------------------------------
 
-WRK_SCRIPT = """
+WRK_HEAD = """
 wrk.method = "POST"
 wrk.body = [==[%s]==]
 wrk.headers["Content-Type"] = "application/json"
@@ -407,6 +487,26 @@ wrk.headers["Accept"] = "application/json"
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) bad = 0 end
+"""
+# Each request the next body of a file, one per line; each thread from its own place.
+WRK_MIX_HEAD = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json"
+local bodies = {}
+for line in io.lines([==[%s]==]) do bodies[#bodies + 1] = line end
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("first", #threads * 7919)
+end
+function init(args) bad = 0; at = first end
+function request()
+  at = at %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[at])
+end
+"""
+WRK_TAIL = """
 function response(status, headers, body)
   if status < 200 or status > 299 or string.find(body, '"errors":', 1, true) then
     bad = bad + 1
@@ -417,8 +517,8 @@ function done(summary, latency, requests)
   for _, thread in ipairs(threads) do bad = bad + thread:get("bad") end
   local e = summary.errors
   io.write(string.format(
-    'BENCH {"requests": %%d, "seconds": %%f, "p50_us": %%d, "p99_us": %%d, "bad": %%d,'
-    .. ' "socket": %%d, "status": %%d, "timeout": %%d}\\n',
+    'BENCH {"requests": %d, "seconds": %f, "p50_us": %d, "p99_us": %d, "bad": %d,'
+    .. ' "socket": %d, "status": %d, "timeout": %d}\\n',
     summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
     bad, e.connect + e.read + e.write, e.status, e.timeout))
 end
@@ -472,14 +572,21 @@ class Usage:
 def wrk(
     cores: Cores,
     url: str,
-    query: Query,
+    query: Query | list[Query],
     seconds: float,
     connections: int,
     pids: tuple[int, int],
     scripts: Path,
 ) -> Load:
-    script = scripts / f"{query.name}.lua"
-    script.write_text(WRK_SCRIPT % query.body.decode())
+    """wrk against `url`: one query, or a list of them, one after the other, round robin."""
+    if isinstance(query, list):
+        bodies = scripts / "mix.jsonl"
+        bodies.write_bytes(b"\n".join(q.body for q in query) + b"\n")
+        script = scripts / "mix.lua"
+        script.write_text(WRK_MIX_HEAD % bodies + WRK_TAIL)
+    else:
+        script = scripts / f"{query.name}.lua"
+        script.write_text(WRK_HEAD % query.body.decode() + WRK_TAIL)
     command = ["wrk", f"-t{min(cores.wrk_threads, connections)}", f"-c{connections}"]
     command += [f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), url]
     load_cores = cores.load_cores()
@@ -509,10 +616,13 @@ def wrk(
     )
 
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
 def ask(client: httpx.Client, url: str, query: Query) -> tuple[float, str | None]:
     """One request: its latency and what was wrong with the answer, if anything."""
     started = time.perf_counter()
-    answer = client.post(url, content=query.body, headers={"Content-Type": "application/json"})
+    answer = client.post(url, content=query.body, headers=JSON_HEADERS)
     seconds = time.perf_counter() - started
     if answer.status_code != 200:
         return seconds, f"HTTP {answer.status_code}: {answer.text[:200]}"
@@ -538,6 +648,7 @@ class Figures:
     cold_ms: dict[str, float] = field(default_factory=dict)
     warm: dict[str, Load] = field(default_factory=dict)
     engine: dict[str, Load] = field(default_factory=dict)
+    mix: Load | None = None
     peak_rss_kib: int = 0
     rss_after_fill_kib: int = 0
     fill_gets: int = 0
@@ -567,12 +678,17 @@ def measure(
     cores: Cores,
     upstream: Upstream,
     logs: Path,
+    *,
+    cold: bool = True,
 ) -> Figures:
+    """The server's figures: cold and warm (with `cold`), then its engine."""
     figures = Figures()
     say = progress(server.name)
     with httpx.Client(timeout=60) as client:
         # Cold, then warm under load: a fresh process per query, the upstream at --latency.
-        for query in queries:
+        for query in queries if cold else []:
+            if query.name not in COLD_NAMES:
+                continue
             upstream.control(reset=1, latency=args.latency)
             with running(server, cores, upstream.api, False, logs) as started:
                 process, url = started.process, started.url
@@ -601,39 +717,126 @@ def measure(
         # The engine: the upstream at 0 ms, the response cache off; one process for all.
         upstream.control(reset=1, latency=0)
         with running(server, cores, upstream.api, True, logs) as started:
+            figures.engine = engine(
+                server, started, queries, args, cores, upstream, logs, figures.problems
+            )
             process, url = started.process, started.url
-            pids = (process.pid, upstream.process.pid)
-            for query in queries:
-                _, problem = ask(client, url, query)
+            if cold:
+                before = upstream.count()
+                problem = fill(client, url)
                 if problem:
-                    figures.problems.append(f"{query.name} engine: {problem}")
-                if args.warmup > 0:
-                    wrk(cores, url, query, args.warmup, args.connections, pids, logs)
-                load = wrk(cores, url, query, args.duration, args.connections, pids, logs)
-                figures.engine[query.name] = load
-                say(f"{query.name} engine {load.rps:.0f} req/s")
-            before = upstream.count()
-            problem = fill(client, url)
-            if problem:
-                figures.problems.append(problem)
-            figures.fill_gets = upstream.count() - before
-            figures.rss_after_fill_kib = family_peak_kib(process.pid)
-            figures.peak_rss_kib = max(figures.peak_rss_kib, figures.rss_after_fill_kib)
+                    figures.problems.append(problem)
+                figures.fill_gets = upstream.count() - before
+                figures.rss_after_fill_kib = family_peak_kib(process.pid)
+            figures.peak_rss_kib = max(figures.peak_rss_kib, family_peak_kib(process.pid))
         upstream.control(reset=1, latency=args.latency)
     return figures
+
+
+def engine(
+    server: Server,
+    started: Running,
+    queries: list[Query],
+    args: argparse.Namespace,
+    cores: Cores,
+    upstream: Upstream,
+    logs: Path,
+    problems: list[str],
+) -> dict[str, Load]:
+    """wrk on each query in turn, against a server already running: req/s, errors."""
+    say = progress(server.name)
+    loads = {}
+    pids = (started.process.pid, upstream.process.pid)
+    with httpx.Client(timeout=60) as client:
+        for query in queries:
+            _, problem = ask(client, started.url, query)
+            if problem:
+                problems.append(f"{server.name} {query.name}: {problem}")
+            load = loads[query.name] = load_once(cores, started.url, query, args, pids, logs)
+            say(f"{query.name} engine {load.rps:.0f} req/s")
+    return loads
+
+
+def mix(
+    server: Server,
+    requests: list[Query],
+    args: argparse.Namespace,
+    cores: Cores,
+    upstream: Upstream,
+    logs: Path,
+) -> Load:
+    """The frontend's mix against a fresh process, default configuration, the upstream at
+    --latency: after --warmup seconds unmeasured, --duration seconds of wrk."""
+    upstream.control(reset=1, latency=args.latency)
+    with running(server, cores, upstream.api, False, logs) as started:
+        pids = (started.process.pid, upstream.process.pid)
+        if args.warmup > 0:
+            wrk(cores, started.url, requests, args.warmup, args.connections, pids, logs)
+        load = wrk(cores, started.url, requests, args.duration, args.connections, pids, logs)
+    progress(server.name)(f"mix {load.rps:.0f} req/s, p99 {load.p99_ms:.1f} ms")
+    return load
+
+
+def cache_hit(
+    gateway: Server,
+    query: Query,
+    args: argparse.Namespace,
+    cores: Cores,
+    upstream: Upstream,
+    logs: Path,
+) -> tuple[Load, Load]:
+    """A response-cache hit of the gateway (default configuration, asked the same query again
+    and again) and a bare Starlette endpoint answering the same bytes: both req/s."""
+    upstream.control(reset=1, latency=args.latency)
+    with running(gateway, cores, upstream.api, False, logs) as started:
+        pids = (started.process.pid, upstream.process.pid)
+        with httpx.Client(timeout=60) as client:
+            answer = client.post(started.url, content=query.body, headers=JSON_HEADERS)
+        hit = load_once(cores, started.url, query, args, pids, logs)
+    body = logs / "answer.json"
+    body.write_bytes(answer.content)
+
+    def start(
+        cores: Cores, port: int, upstream: str, engine: bool, log: IO[bytes]
+    ) -> subprocess.Popen[bytes]:
+        return start_bare(cores, port, body, log)
+
+    with running(Server("bare", "/graphql", start), cores, "", False, logs) as started:
+        pids = (started.process.pid, upstream.process.pid)
+        bare = load_once(cores, started.url, query, args, pids, logs)
+    progress("gateway")(f"response-cache hit {hit.rps:.0f} req/s, bare {bare.rps:.0f} req/s")
+    return hit, bare
+
+
+def load_once(
+    cores: Cores,
+    url: str,
+    query: Query,
+    args: argparse.Namespace,
+    pids: tuple[int, int],
+    logs: Path,
+) -> Load:
+    if args.warmup > 0:
+        wrk(cores, url, query, args.warmup, args.connections, pids, logs)
+    return wrk(cores, url, query, args.duration, args.connections, pids, logs)
+
+
+def over_database(flags: set[str], name: str, database: str | None = None) -> Server:
+    """The gateway over `database`, or its embedded catalogue, whatever upstream it is given."""
+
+    def start(
+        cores: Cores, port: int, upstream: str, engine: bool, log: IO[bytes]
+    ) -> subprocess.Popen[bytes]:
+        return start_gateway(cores, port, "", engine, log, flags=flags, database=database)
+
+    return Server(name, "/graphql", start)
 
 
 def database_p50(
     cores: Cores, flags: set[str], samples: int, logs: Path, query: Query
 ) -> tuple[float, str | None]:
     """Q2's p50 over the embedded SQLite catalogue, the response cache off (goal 6)."""
-
-    def start(
-        cores: Cores, port: int, upstream: str, engine: bool, log: IO[bytes]
-    ) -> subprocess.Popen[bytes]:
-        return start_gateway(cores, port, "", engine, log, flags=flags)
-
-    server = Server("gateway-sqlite", "/graphql", start)
+    server = over_database(flags, "gateway-sqlite")
     with running(server, cores, "", True, logs) as started, httpx.Client(timeout=60) as client:
         url = started.url
         _, problem = ask(client, url, query)
@@ -641,6 +844,49 @@ def database_p50(
             ask(client, url, query)
         times = [ask(client, url, query)[0] for _ in range(samples)]
     return statistics.median(times) * 1000, problem
+
+
+def on_database(
+    server: Server,
+    queries: list[Query],
+    args: argparse.Namespace,
+    cores: Cores,
+    upstream: Upstream,
+    logs: Path,
+    problems: list[str],
+) -> dict[str, Load]:
+    """The engine figures of the gateway over a database, the response cache off."""
+    with running(server, cores, "", True, logs) as started:
+        return engine(server, started, queries, args, cores, upstream, logs, problems)
+
+
+@contextlib.contextmanager
+def postgres_mirror(admin_url: str, upstream: Upstream) -> Iterator[str]:
+    """A database of its own on the server of `admin_url`, holding `gateway mirror`'s copy of
+    the fake upstream, dropped afterwards; its URL."""
+    import asyncpg  # type: ignore[import-untyped]  # the gateway's own PostgreSQL driver
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(admin_url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    url = admin_url.rsplit("/", 1)[0] + f"/{BENCH_DATABASE}"
+    asyncio.run(admin(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"))
+    asyncio.run(admin(f"CREATE DATABASE {BENCH_DATABASE}"))
+    try:
+        upstream.control(reset=1, latency=0)
+        subprocess.run(
+            [sys.executable, "-m", "gateway", "mirror", "--from", upstream.api, "--to", url],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        yield url
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"))
 
 
 def progress(name: str) -> Callable[[str], None]:
@@ -704,94 +950,71 @@ class Goals:
         return f"{goal}: {rule}: {verdict(holds)}"
 
 
-def table(
-    queries: list[Query],
-    gw: Figures,
-    ap: Figures,
-    sqlite: tuple[float, str | None] | None,
-    response_cache_flag: bool,
-) -> tuple[str, Goals]:
+@dataclass(slots=True)
+class Results:
+    """Everything one run measured."""
+
+    queries: list[Query]
+    figures: dict[str, Figures]  # "gateway", "Apollo", "Apollo MEMO"
+    response_cache_flag: bool
+    sqlite_p50: tuple[float, str | None] | None = None
+    databases: dict[str, dict[str, Load]] = field(default_factory=dict)  # "SQLite", …
+    mix: dict[str, Load] = field(default_factory=dict)  # "gateway", "Apollo"
+    hit: tuple[Load, Load] | None = None  # the gateway's response-cache hit, bare Starlette
+    problems: list[str] = field(default_factory=list)
+
+
+# The issues' goals for the engine: at least this many times the peer's req/s.
+ENGINE_GOALS = {"Q1": 3.0, "Q2": 10.0, "Q3": 3.0, "QL": 3.0}  # Apollo, 0 ms
+MEMO_GOALS = {"Q1": 0.5, "Q2": 1.0, "Q3": 1.0, "QL": 1.0}  # Apollo from memory
+DATABASE_GOALS = {"Q1": 3.0, "Q2": 10.0, "Q3": 3.0}  # against Apollo's engine figures
+MIX_GOAL = 5.0
+HIT_GOAL = 0.5  # of bare Starlette's req/s
+
+
+def cell(load: Load) -> str:
+    return f"{load.rps:,.0f}" + (f" ({load.errors} errors)" if load.errors else "")
+
+
+Row = tuple[str, str, str, str, str]
+
+
+def table(results: Results) -> tuple[str, Goals]:
     goals = Goals()
-    rows: list[tuple[str, str, str, str, str]] = []
-    for q in queries:
+    rows: list[Row] = []
+    gw, ap = results.figures["gateway"], results.figures["Apollo"]
+    memo = results.figures.get("Apollo MEMO")
+    for q in results.queries:
         name = q.name
-        g_cold, a_cold = gw.cold_gets[name], ap.cold_gets[name]
-        start = f" ({gw.startup_gets[name]} at start-up)" if gw.startup_gets[name] else ""
-        limit = COLD_LIMITS[name]
-        rows.append(
-            (
-                f"{name} cold: upstream requests",
-                f"{g_cold}{start}",
-                str(a_cold),
-                ratio(g_cold, a_cold),
-                goals.check(1, g_cold <= limit, f"≤ {limit}"),
-            )
-        )
-        g_rep, a_rep = gw.repeat_gets[name], ap.repeat_gets[name]
-        rows.append(
-            (
-                f"{name} same query again: upstream requests",
-                str(g_rep),
-                str(a_rep),
-                "",
-                goals.check(1, g_rep == 0, "0"),
-            )
-        )
-        g_ms, a_ms = gw.cold_ms[name], ap.cold_ms[name]
-        share = 0.5 if name == "Q2" else 1.0
-        rule = "≤ ½ Apollo" if name == "Q2" else "≤ Apollo"
-        rows.append(
-            (
-                f"{name} cold: latency ms",
-                f"{g_ms:.0f}",
-                f"{a_ms:.0f}",
-                ratio(g_ms, a_ms),
-                goals.check(2, g_ms <= share * a_ms, rule),
-            )
-        )
-        g, a = gw.warm[name], ap.warm[name]
-        rows.append(
-            (
-                f"{name} warm: req/s",
-                f"{g.rps:,.0f}",
-                f"{a.rps:,.0f}",
-                ratio(g.rps, a.rps),
-                goals.check(3, g.rps >= 3 * a.rps, "≥ 3x Apollo"),
-            )
-        )
-        rows.append(
-            (
-                f"{name} warm: p99 ms",
-                f"{g.p99_ms:,.1f}",
-                f"{a.p99_ms:,.1f}",
-                ratio(g.p99_ms, a.p99_ms),
-                goals.check(3, g.p99_ms <= a.p99_ms, "≤ Apollo"),
-            )
-        )
-        rows.append(
-            (
-                f"{name} warm: errors",
-                str(g.errors),
-                str(a.errors),
-                "",
-                goals.check(3, g.errors == 0, "0"),
-            )
-        )
+        if name in gw.cold_gets and name in ap.cold_gets:
+            rows += cold_and_warm_rows(name, gw, ap, goals)
         g, a = gw.engine[name], ap.engine[name]
-        g_cell = f"{g.rps:,.0f}" + (f" ({g.errors} errors)" if g.errors else "")
-        a_cell = f"{a.rps:,.0f}" + (f" ({a.errors} errors)" if a.errors else "")
-        engine_goal = {"Q1": 1.0, "Q2": 5.0, "Q3": 1.0}.get(name)
-        goal = (
-            ""
-            if engine_goal is None
-            else goals.check(
-                4, g.rps >= engine_goal * a.rps, "≥ Apollo" if engine_goal == 1 else "≥ 5x Apollo"
-            )
-        )
+        times = ENGINE_GOALS.get(name)
+        goal = "" if times is None else goals.check(4, g.rps >= times * a.rps, f"≥ {times:g}x")
         label = f"{name} engine: req/s (0 ms upstream" + (
-            ", response cache off)" if response_cache_flag else ")"
+            ", response cache off)" if results.response_cache_flag else ")"
         )
-        rows.append((label, g_cell, a_cell, ratio(g.rps, a.rps), goal))
+        rows.append((label, cell(g), cell(a), ratio(g.rps, a.rps), goal))
+        if memo is not None and name in memo.engine:
+            m = memo.engine[name]
+            times = MEMO_GOALS.get(name)
+            goal = "" if times is None else goals.check(8, g.rps >= times * m.rps, f"≥ {times:g}x")
+            label = f"{name} engine: req/s against Apollo from memory (MEMO=1)"
+            rows.append((label, cell(g), cell(m), ratio(g.rps, m.rps), goal))
+    for backend, loads in results.databases.items():
+        for name, g in loads.items():
+            a = ap.engine[name]
+            times = DATABASE_GOALS[name]
+            goal = goals.check(7, g.rps >= times * a.rps, f"≥ {times:g}x")
+            label = f"{name} {backend} backend: req/s (response cache off; Apollo at 0 ms)"
+            rows.append((label, cell(g), cell(a), ratio(g.rps, a.rps), goal))
+    if "gateway" in results.mix and "Apollo" in results.mix:
+        rows += mix_rows(results.mix["gateway"], results.mix["Apollo"], goals)
+    if results.hit is not None:
+        hit, bare = results.hit
+        goal = goals.check(10, hit.rps >= HIT_GOAL * bare.rps, f"≥ {HIT_GOAL:g}x")
+        label = "Q1 response-cache hit: req/s (peer: bare Starlette, same bytes)"
+        rows.append((label, cell(hit), cell(bare), ratio(hit.rps, bare.rps), goal))
     g_up, a_up = (statistics.median(f.startup_s) * 1000 for f in (gw, ap))
     rows.append(("start-up ms (process start to listening, median)", f"{g_up:,.0f}",
                  f"{a_up:,.0f}", ratio(g_up, a_up), ""))  # fmt: skip
@@ -805,8 +1028,8 @@ def table(
             goals.check(5, g_rss <= 200, "≤ 200"),
         )
     )
-    if sqlite is not None:
-        p50, _ = sqlite
+    if results.sqlite_p50 is not None:
+        p50, _ = results.sqlite_p50
         rows.append(
             (
                 "Q2 SQLite backend: p50 ms (response cache off)",
@@ -816,7 +1039,7 @@ def table(
                 goals.check(6, p50 <= 25, "≤ 25"),
             )
         )
-    header = ("query: measure", "gateway", "Apollo", "ratio", "goal: rule: met")
+    header = ("query: measure", "gateway", "peer", "ratio", "goal: rule: met")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
 
     def line(cells: tuple[str, ...]) -> str:
@@ -836,13 +1059,91 @@ def table(
     return "\n".join([line(header), rule, *(line(row) for row in rows)]), goals
 
 
+def mix_rows(g: Load, a: Load, goals: Goals) -> list[Row]:
+    return [
+        (
+            f"frontend mix ({MIX_SETS:,} sets of variables): req/s",
+            cell(g),
+            cell(a),
+            ratio(g.rps, a.rps),
+            goals.check(9, g.rps >= MIX_GOAL * a.rps, f"≥ {MIX_GOAL:g}x"),
+        ),
+        (
+            "frontend mix: p99 ms",
+            f"{g.p99_ms:,.1f}",
+            f"{a.p99_ms:,.1f}",
+            ratio(g.p99_ms, a.p99_ms),
+            goals.check(9, g.p99_ms <= a.p99_ms, "≤ Apollo"),
+        ),
+    ]
+
+
+def cold_and_warm_rows(name: str, gw: Figures, ap: Figures, goals: Goals) -> list[Row]:
+    g_cold, a_cold = gw.cold_gets[name], ap.cold_gets[name]
+    start = f" ({gw.startup_gets[name]} at start-up)" if gw.startup_gets[name] else ""
+    limit = COLD_LIMITS[name]
+    g_rep, a_rep = gw.repeat_gets[name], ap.repeat_gets[name]
+    g_ms, a_ms = gw.cold_ms[name], ap.cold_ms[name]
+    share, rule = (0.5, "≤ ½ Apollo") if name == "Q2" else (1.0, "≤ Apollo")
+    g, a = gw.warm[name], ap.warm[name]
+    return [
+        (
+            f"{name} cold: upstream requests",
+            f"{g_cold}{start}",
+            str(a_cold),
+            ratio(g_cold, a_cold),
+            goals.check(1, g_cold <= limit, f"≤ {limit}"),
+        ),
+        (
+            f"{name} same query again: upstream requests",
+            str(g_rep),
+            str(a_rep),
+            "",
+            goals.check(1, g_rep == 0, "0"),
+        ),
+        (
+            f"{name} cold: latency ms",
+            f"{g_ms:.0f}",
+            f"{a_ms:.0f}",
+            ratio(g_ms, a_ms),
+            goals.check(2, g_ms <= share * a_ms, rule),
+        ),
+        (
+            f"{name} warm: req/s",
+            f"{g.rps:,.0f}",
+            f"{a.rps:,.0f}",
+            ratio(g.rps, a.rps),
+            goals.check(3, g.rps >= 3 * a.rps, "≥ 3x Apollo"),
+        ),
+        (
+            f"{name} warm: p99 ms",
+            f"{g.p99_ms:,.1f}",
+            f"{a.p99_ms:,.1f}",
+            ratio(g.p99_ms, a.p99_ms),
+            goals.check(3, g.p99_ms <= a.p99_ms, "≤ Apollo"),
+        ),
+        (
+            f"{name} warm: errors",
+            str(g.errors),
+            str(a.errors),
+            "",
+            goals.check(3, g.errors == 0, "0"),
+        ),
+    ]
+
+
 GOAL_NAMES = {
     1: "upstream requests for a cold query, and 0 again",
     2: "cold latency ≤ Apollo's (≤ ½ on Q2)",
     3: "warm throughput ≥ 3x Apollo's, p99 ≤ Apollo's, no errors",
-    4: "engine ≥ Apollo on Q1 and Q3, ≥ 5x on Q2",
+    4: "engine (0 ms upstream, response cache off) ≥ 3x Apollo on Q1, Q3 and QL, ≥ 10x on Q2",
     5: "peak RSS ≤ 200 MiB with the catalogue cached",
     6: "SQLite backend: Q2 p50 ≤ 25 ms (the statement count is not measured here)",
+    7: "embedded SQLite and PostgreSQL backends ≥ 3x Apollo's 0 ms figures on Q1 and Q3,"
+    " ≥ 10x on Q2",
+    8: "engine ≥ Apollo from memory (MEMO=1) on Q2, Q3 and QL, ≥ ½ on Q1",
+    9: "frontend mix ≥ 5x Apollo's req/s, p99 ≤ Apollo's",
+    10: "a response-cache hit ≥ ½ of bare Starlette's req/s on the same server stack",
 }
 
 
@@ -860,32 +1161,45 @@ def summary(goals: Goals) -> str:
     return "\n".join(lines)
 
 
-def notes(queries: list[Query], figures: dict[str, Figures], cores: Cores) -> list[str]:
-    out = []
+def notes(results: Results, cores: Cores) -> list[str]:
+    out = list(results.problems)
     disturbed: list[float] = []
     saturated: list[str] = []
-    for name, f in figures.items():
-        out += [f"{name}: {problem}" for problem in f.problems]
+    measured: dict[str, dict[str, dict[str, Load]]] = {
+        name: {"warm": f.warm, "engine": f.engine} for name, f in results.figures.items()
+    }
+    for backend, loads in results.databases.items():
+        measured.setdefault("gateway", {})[backend] = loads
+    for name, load in results.mix.items():
+        measured.setdefault(name, {})["mix"] = {"mix": load}
+    if results.hit is not None:
+        measured["gateway"]["hit"] = {"Q1": results.hit[0]}
+        measured["bare Starlette"] = {"hit": {"Q1": results.hit[1]}}
+    count = 0
+    for name, modes in measured.items():
         cells = []
-        for mode, loads in (("warm", f.warm), ("engine", f.engine)):
-            for q in queries:
-                load = loads[q.name]
+        for mode, loads in modes.items():
+            for query, load in loads.items():
+                count += 1
                 cells.append(
-                    f"{mode} {q.name} {load.server_cpu:.0%}/{load.load_core:.0%}/{load.foreign:.0%}"
+                    f"{mode} {query} {load.server_cpu:.0%}/{load.load_core:.0%}/{load.foreign:.0%}"
                 )
                 if load.foreign > 0.1:
                     disturbed.append(load.foreign)
                 if load.load_core > 0.9:
-                    saturated.append(f"{name} {mode} {q.name}")
+                    saturated.append(f"{name} {mode} {query}")
         out.append(
             f"{name}: CPU under wrk (server process / core {cores.upstream} of upstream and wrk /"
             f" other processes, in cores): {', '.join(cells)}"
         )
-        out.append(
-            f"{name}: peak RSS {f.peak_rss_kib / 1024:.0f} MiB; the engine process's after"
-            f" filling the catalogue {f.rss_after_fill_kib / 1024:.0f} MiB (the fill cost"
-            f" {f.fill_gets} upstream requests)"
-        )
+    for name, f in results.figures.items():
+        out += [f"{name}: {problem}" for problem in f.problems]
+        if f.fill_gets:
+            out.append(
+                f"{name}: peak RSS {f.peak_rss_kib / 1024:.0f} MiB; the engine process's after"
+                f" filling the catalogue {f.rss_after_fill_kib / 1024:.0f} MiB (the fill cost"
+                f" {f.fill_gets} upstream requests)"
+            )
     if saturated:
         out.append(
             f"the core of the fake upstream and wrk was over 90% busy in {', '.join(saturated)}:"
@@ -893,9 +1207,9 @@ def notes(queries: list[Query], figures: dict[str, Figures], cores: Cores) -> li
         )
     if disturbed:
         out.append(
-            f"WARNING: {len(disturbed)} of {2 * len(queries) * len(figures)} wrk figures ran while"
-            f" other processes used over 10% of a core (up to {max(disturbed):.0%}):"
-            " rerun on a quiet machine before trusting them"
+            f"WARNING: {len(disturbed)} of {count} wrk figures ran while other processes used"
+            f" over 10% of a core (up to {max(disturbed):.0%}): rerun on a quiet machine before"
+            " trusting them"
         )
     return out
 
@@ -903,21 +1217,30 @@ def notes(queries: list[Query], figures: dict[str, Figures], cores: Cores) -> li
 # --- the command --------------------------------------------------------------------------------
 
 
-def prepare_apollo() -> None:
-    if (APOLLO / "node_modules").is_dir():
-        return
+def prepare_apollo(where: Path) -> Path:
+    """A directory of the peer with its `node_modules`: `where`, or a copy of it in a temporary
+    directory when `where` cannot take them (it is read-only)."""
+    if not (where / "server.js").is_file():
+        raise SystemExit(f"the Apollo peer is missing: no {where / 'server.js'}")
+    if (where / "node_modules").is_dir():
+        return where
     if shutil.which("npm") is None:
-        raise SystemExit(f"npm is missing: run `npm ci` in {APOLLO}")
-    print(f"npm ci in {APOLLO} …", file=sys.stderr, flush=True)
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=APOLLO, check=True)
+        raise SystemExit(f"npm is missing: run `npm ci` in {where}")
+    if not os.access(where, os.W_OK):
+        copy = Path(tempfile.mkdtemp(prefix="bench-apollo-")) / "apollo"
+        shutil.copytree(where, copy)
+        for path in (copy, *copy.rglob("*")):
+            path.chmod(path.stat().st_mode | 0o200)
+        where = copy
+    print(f"npm ci in {where} …", file=sys.stderr, flush=True)
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=where, check=True)
+    return where
 
 
 def run(args: argparse.Namespace) -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: `apt-get install -y wrk` (or `make bench` as root)")
-    if not (APOLLO / "server.js").is_file():
-        raise SystemExit(f"the Apollo peer is missing: no {APOLLO / 'server.js'}")
-    prepare_apollo()
+    apollo = prepare_apollo(args.apollo)
     started = time.monotonic()
     cores = Cores.plan()
     print(machine())
@@ -943,27 +1266,57 @@ def run(args: argparse.Namespace) -> int:
     ) -> subprocess.Popen[bytes]:
         return start_gateway(cores, port, upstream, engine, log, flags=flags)
 
-    servers = [Server("gateway", "/graphql", gateway_start), Server("Apollo", "/", start_apollo)]
+    def apollo_start(memo: bool) -> Callable[..., subprocess.Popen[bytes]]:
+        def start(
+            cores: Cores, port: int, upstream: str, engine: bool, log: IO[bytes]
+        ) -> subprocess.Popen[bytes]:
+            return start_apollo(cores, port, upstream, engine, log, where=apollo, memo=memo)
+
+        return start
+
+    gateway = Server("gateway", "/graphql", gateway_start)
+    peer = Server("Apollo", "/", apollo_start(False))
     logs = Path(tempfile.mkdtemp(prefix="bench-compare-"))
-    figures: dict[str, Figures] = {}
-    sqlite = None
+    results = Results(queries, {}, response_cache_flag)
+    databases = [name for name in DATABASE_NAMES if name in args.queries]
     with (logs / "upstream.log").open("wb") as upstream_log:
         upstream = Upstream(cores, args.latency, args.scale, upstream_log)
         try:
-            for server in servers:
-                figures[server.name] = measure(server, queries, args, cores, upstream, logs)
+            for server in (gateway, peer):
+                results.figures[server.name] = measure(server, queries, args, cores, upstream, logs)
+            memo = Server("Apollo MEMO", "/", apollo_start(True))
+            results.figures[memo.name] = measure(
+                memo, queries, args, cores, upstream, logs, cold=False
+            )
+            if args.mix:
+                requests = the_mix(args.scale)
+                for server in (gateway, peer):
+                    results.mix[server.name] = mix(server, requests, args, cores, upstream, logs)
+            if "Q1" in everything:
+                results.hit = cache_hit(gateway, everything["Q1"], args, cores, upstream, logs)
+            chosen = [everything[name] for name in databases]
+            embedded = over_database(flags, "gateway SQLite")
+            results.databases["embedded SQLite"] = on_database(
+                embedded, chosen, args, cores, upstream, logs, results.problems
+            )
+            if args.postgres:
+                with postgres_mirror(args.postgres, upstream) as url:
+                    mirrored = over_database(flags, "gateway PostgreSQL", url)
+                    results.databases["PostgreSQL"] = on_database(
+                        mirrored, chosen, args, cores, upstream, logs, results.problems
+                    )
         finally:
             upstream.close()
     if args.sqlite_samples > 0 and "Q2" in everything:
-        sqlite = database_p50(cores, flags, args.sqlite_samples, logs, everything["Q2"])
-        if sqlite[1]:
-            figures["gateway"].problems.append(f"SQLite Q2: {sqlite[1]}")
-    text, goals = table(queries, figures["gateway"], figures["Apollo"], sqlite, response_cache_flag)
+        results.sqlite_p50 = database_p50(cores, flags, args.sqlite_samples, logs, everything["Q2"])
+        if results.sqlite_p50[1]:
+            results.problems.append(f"SQLite Q2: {results.sqlite_p50[1]}")
+    text, goals = table(results)
     print()
     print(text)
     print()
     print(summary(goals))
-    for note in notes(queries, figures, cores):
+    for note in notes(results, cores):
         print(f"note: {note}")
     print(f"({time.monotonic() - started:.0f} s; logs and wrk scripts in {logs})")
     return 0
@@ -991,13 +1344,31 @@ def main() -> None:
         "--connections", type=int, default=10, help="wrk's connections (default 10)"
     )
     parser.add_argument(
-        "--queries", default=",".join(QUERY_NAMES), help="which of Q1,Q2,Q3,Q4 to run (default all)"
+        "--queries",
+        default=",".join(QUERY_NAMES),
+        help=f"which of {','.join(QUERY_NAMES)} to run (default all)",
     )
     parser.add_argument(
         "--sqlite-samples",
         type=int,
         default=20,
         help="sequential Q2 requests timed over the embedded SQLite catalogue (goal 6; 0 skips)",
+    )
+    parser.add_argument(
+        "--apollo",
+        type=Path,
+        default=APOLLO,
+        help="the Apollo peer's directory; a read-only one without node_modules is copied to a"
+        " temporary directory for `npm ci` (default ../shared/peers/apollo)",
+    )
+    parser.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a PostgreSQL server (a database on it to connect to) where a database of the"
+        f" catalogue, {BENCH_DATABASE}, is made and dropped; '' skips the PostgreSQL figures",
+    )
+    parser.add_argument(
+        "--no-mix", dest="mix", action="store_false", help="skip the frontend's mix"
     )
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--upstream-process", action="store_true", help=argparse.SUPPRESS)

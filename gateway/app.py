@@ -17,9 +17,11 @@ values it needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import gc
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -56,6 +58,7 @@ from gateway import (
 from gateway.backends import BackendFactory, OpenBackend, open_backend
 from gateway.config import Settings, answer_settings, cors_origins
 from gateway.cors import cors
+from gateway.engine.engine import Engine
 from gateway.errors import (
     BatchTooLarge,
     PersistedQueryNotFound,
@@ -130,6 +133,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self,
         schema: GatewaySchema,
         *,
+        engine: Engine,
         persisted: PersistedQueries,
         documents: TrustedDocuments,
         responses: ResponseCache | None,
@@ -138,6 +142,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request_timeout: float,
     ) -> None:
         super().__init__(schema)
+        self.engine = engine  # answers what its compiled plans cover (gateway/engine/)
         self.persisted = persisted
         self.documents = documents
         self.responses = responses  # None: answers are not cached
@@ -206,13 +211,52 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return _cache_headers(request, response, state.answers)
         return response
 
+    async def _single(self, request: Request) -> Response | None:
+        """A single operation, by POST (JSON) or GET, answered as Strawberry's view would, with
+        less of its generality: it is most requests. None for anything else (a batch, another
+        media type, GraphiQL, a member of the wrong type), which Strawberry's view answers.
+
+        (The view streams nothing here: its protocols are WebSocket ones only.)
+        """
+        data: object = None
+        if request.method == "POST":
+            media_type = request.headers.get("content-type", "").partition(";")[0]
+            if media_type.strip().lower() != "application/json":
+                return None
+            with contextlib.suppress(orjson.JSONDecodeError):
+                data = orjson.loads(await request.body())
+        elif request.method == "GET" and not self.should_render_graphql_ide(request):
+            data = _query_parameters(request.query_params)
+        if not isinstance(data, dict):
+            return None
+        query, variables = data.get("query"), data.get("variables")
+        operation_name, extensions = data.get("operationName"), data.get("extensions")
+        if not (
+            isinstance(query, str | None)
+            and isinstance(variables, dict | None)
+            and isinstance(operation_name, str | None)
+            and isinstance(extensions, dict | None)
+        ) or (query is None and extensions is None):
+            return None
+        context = await self.get_context(request, None)
+        result = await self.execute_single(
+            request,
+            self.request_adapter_class(request),
+            await self.get_sub_response(request),
+            context,
+            None,
+            GraphQLRequestData(query, variables, operation_name, extensions),
+        )
+        body = await self.process_result(request, result)
+        return Response(self.encode_json(body), media_type="application/json")
+
     async def _respond(
         self, request: Request, context: Any, root_value: Any, state: RequestState
     ) -> Any:
         """Strawberry's response, or the JSON answer to a request refused as a whole."""
         try:
             await limits.read_body(request, self.max_body_bytes, state.deadline)
-            return await super().run(request, context, root_value)
+            return await self._single(request) or await super().run(request, context, root_value)
         except HTTPException as refusal:  # Strawberry's own: answered in plain text
             metrics.bad_request(refusal.status_code)
             raise
@@ -286,6 +330,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             data = dataclasses.replace(request_data, query=lookup.query)
 
             async def execute() -> ExecutionResult:
+                # A document validated before runs by its plan, without Strawberry's pipeline.
+                planned = await self.engine.execute_known(
+                    data.query, data.operation_name, data.variables, context
+                )
+                if planned is not None:
+                    return ExecutionResult(data=planned.data, errors=planned.errors)
                 return await execute_single(
                     request=request,
                     request_adapter=request_adapter,
@@ -365,6 +415,20 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return graphiql.graphiql_page(request.url.path)
 
 
+def _query_parameters(params: Mapping[str, str]) -> dict[str, object] | None:
+    """A GET's operation, its `variables` and `extensions` decoded; None if either is not an
+    object in JSON (Strawberry's view refuses that)."""
+    data: dict[str, object] = dict(params)
+    for name in ("variables", "extensions"):
+        text = params.get(name)
+        if text:
+            try:
+                data[name] = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return None
+    return data
+
+
 def _cache_headers(request: Request, response: Response, answers: list[Cached | None]) -> Response:
     """HTTP caching for a GET: a cached answer is public for the rest of its time, has an ETag,
     and a matching `If-None-Match` gets a 304; any other answer is not to be stored. Over POST,
@@ -427,6 +491,7 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 def query_limits(settings: Settings) -> QueryLimits:
+    """The query limits `settings` set."""
     return QueryLimits(
         max_depth=settings.max_depth,
         max_cost=settings.max_cost,
@@ -436,9 +501,12 @@ def query_limits(settings: Settings) -> QueryLimits:
     )
 
 
-def schema_for(settings: Settings) -> GatewaySchema:
-    """The schema `settings` ask for: their query limits, and a federation subgraph or not."""
-    return build_schema(query_limits(settings), federation=settings.federation)
+def schema_for(settings: Settings, engine: Engine | None = None) -> GatewaySchema:
+    """The schema `settings` ask for: their query limits, and a federation subgraph or not;
+    its operations run by the plans of `engine` (a new one by default) where they cover them."""
+    if engine is None:
+        engine = Engine(settings.max_cost)
+    return build_schema(query_limits(settings), federation=settings.federation, extensions=[engine])
 
 
 def trusted_documents_for(settings: Settings, schema: GatewaySchema) -> TrustedDocuments:
@@ -475,14 +543,22 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
                 # `backend` makes each request's backend; `opened` answers `/readyz`.
                 app.state.backend = app.state.opened = backend
                 with reloaded_on_sighup(documents):
-                    yield
+                    # What start-up made (modules, the schema, the catalogue) lives as long as
+                    # the process: the garbage collector need not scan it again at each collection.
+                    gc.freeze()
+                    try:
+                        yield
+                    finally:
+                        gc.unfreeze()
         finally:
             if shared is not None:
                 await shared.aclose()
             if settings.otel:
                 tracing.stop()
 
-    schema = schema_for(settings)
+    # Operations run by their compiled plans where these cover them (gateway/engine/).
+    engine = Engine(settings.max_cost)
+    schema = schema_for(settings, engine)
     documents = trusted_documents_for(settings, schema)
     upstream_ttl = None if settings.upstream is None else settings.cache_ttl
     ttl = effective_ttl(settings.response_cache_ttl, upstream_ttl)
@@ -496,6 +572,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
         )
     endpoint = GraphQLEndpoint(
         schema,
+        engine=engine,
         persisted=PersistedQueries(store(persisted.MAX_BYTES)),
         documents=documents,
         responses=responses,

@@ -65,7 +65,7 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
-from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types import ExecutionResult
 
 from gateway.errors import (
     EmptySelectionSet,
@@ -117,13 +117,13 @@ def extensions(limits: QueryLimits) -> list[Extension]:
     The validation rules are made once, here: they are part of the validation cache's key.
     """
     rules = _validation_rules(limits)
-    costs = _Costs()
+    costs = Costs(limits.max_cost)
     return [
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         lambda: _Parse(limits.max_tokens),
         lambda: AddValidationRules(rules),
         ValidationCache,
-        lambda: _Cost(limits.max_cost, costs),
+        lambda: _Cost(costs),
     ]
 
 
@@ -262,35 +262,51 @@ def _too_deep(node: Node) -> GraphQLError:
     return located(QueryTooDeep(message), node)
 
 
-class _Costs:
-    """The estimates of the documents seen lately, by document text, operation and variables:
-    a client sends the same few queries again and again, and estimating one walks it whole."""
+class Costs:
+    """The cost limit, with the estimates of the documents seen lately, by document text,
+    operation and variables: a client sends the same few queries again and again, and
+    estimating one walks it whole."""
 
     SIZE = 1024
 
-    def __init__(self) -> None:
+    def __init__(self, max_cost: int) -> None:
+        self.max_cost = max_cost
         self._known: OrderedDict[bytes, int] = OrderedDict()  # by digest: 24 bytes a key
 
-    def cost(self, context: ExecutionContext) -> int:
-        assert context.graphql_document is not None  # validated by now
+    def check(
+        self,
+        schema: GraphQLSchema,
+        query: str | None,
+        document: DocumentNode,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+    ) -> None:
+        """Refuse an operation whose estimated cost is over the limit."""
+        cost = self._cost(schema, query, document, operation_name, variables)
+        if cost > self.max_cost:
+            raise _too_costly(cost, self.max_cost)
+
+    def _cost(
+        self,
+        schema: GraphQLSchema,
+        query: str | None,
+        document: DocumentNode,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+    ) -> int:
         try:
-            variables = orjson.dumps(context.variables or {}, option=orjson.OPT_SORT_KEYS)
+            encoded = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:  # not from JSON: estimate it, but do not keep it
-            variables = b""
+            encoded = b""
         digest = hashlib.blake2b(digest_size=24)
-        for part in ((context.query or "").encode(), (context.operation_name or "").encode()):
+        for part in ((query or "").encode(), (operation_name or "").encode()):
             digest.update(len(part).to_bytes(8, "big") + part)  # no two keys run together
-        digest.update(variables)
+        digest.update(encoded)
         key = digest.digest()
         cost = self._known.get(key)
         if cost is None:
-            cost = estimate_cost(
-                graphql_schema(context.schema),
-                context.graphql_document,
-                context.operation_name,
-                context.variables,
-            )
-            if variables:
+            cost = estimate_cost(schema, document, operation_name, variables)
+            if encoded:
                 self._known[key] = cost
                 if len(self._known) > self.SIZE:
                     self._known.popitem(last=False)
@@ -302,15 +318,20 @@ class _Costs:
 class _Cost(SchemaExtension):
     """Refuse an operation whose estimated cost is over the limit, before it runs."""
 
-    def __init__(self, max_cost: int, costs: _Costs) -> None:
+    def __init__(self, costs: Costs) -> None:
         super().__init__()
-        self.max_cost = max_cost
         self.costs = costs
 
     def on_execute(self) -> Iterator[None]:
-        cost = self.costs.cost(self.execution_context)
-        if cost > self.max_cost:
-            raise _too_costly(cost, self.max_cost)
+        context = self.execution_context
+        assert context.graphql_document is not None  # validated by now
+        self.costs.check(
+            graphql_schema(context.schema),
+            context.query,
+            context.graphql_document,
+            context.operation_name,
+            context.variables,
+        )
         yield
 
 

@@ -21,6 +21,7 @@ Metric names (the help texts below say what each counts):
 - `gateway_dataloader_batch_size{loader}` (histogram)
 - `gateway_sql_statements_total{statement, outcome}`
 - `gateway_sql_statement_duration_seconds{statement}` (histogram)
+- `gateway_execution_total{path}`
 """
 
 from __future__ import annotations
@@ -150,6 +151,12 @@ SQL_SECONDS = Histogram(
     ["statement"],
     buckets=_LATENCY,
 )
+EXECUTIONS = Counter(
+    "gateway_execution",
+    "GraphQL operations executed, by the path that answered: plan (the compiled plan of the"
+    " execution engine) or graphql (graphql-core's executor, for what plans do not cover)",
+    ["path"],
+)
 
 
 # -- the current request -------------------------------------------------------------------
@@ -193,6 +200,8 @@ def _child(metric: MetricWrapperBase, *labels: str) -> Any:
 for _layer in ("upstream", "catalogue", "response", "redis"):  # exposed from the start, at 0
     for _result in ("hit", "miss"):
         _child(CACHE_LOOKUPS, _layer, _result)
+for _path in ("plan", "graphql"):
+    _child(EXECUTIONS, _path)
 
 
 def cache_lookup(layer: str, hit: bool) -> None:
@@ -224,6 +233,11 @@ def operation(name: str, result: ExecutionResult, seconds: float) -> None:
     if stats is not None:
         stats.operations.append(name)
         _note_errors(stats, codes)
+
+
+def execution(path: str) -> None:
+    """One operation executed, by its plan (`plan`) or by graphql-core (`graphql`)."""
+    _child(EXECUTIONS, path).inc()
 
 
 def refused(code: str) -> None:

@@ -8,9 +8,10 @@ by slug, whichever way it was reached, and from any list or relation page that h
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiodataloader import DataLoader
 
@@ -28,6 +29,47 @@ from gateway.loaders.records import (
 from gateway.observe import batch
 
 R = TypeVar("R", Category, Grid, Package)
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Futures(dict[K, "asyncio.Future[V]"], Generic[K, V]):
+    """A loader's cache of futures by key, which makes the future of a primed value only
+    when its key is first looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.primed: dict[K, V] = {}
+
+    def get(self, key: K, default: Any = None) -> Any:
+        future = super().get(key)
+        if future is None and key in self.primed:
+            future = self[key] = asyncio.get_running_loop().create_future()
+            future.set_result(self.primed.pop(key))
+        return default if future is None else future
+
+    def pop(self, key: K, default: Any = None) -> Any:
+        self.primed.pop(key, None)
+        return super().pop(key, default)
+
+    def clear(self) -> None:
+        self.primed.clear()
+        super().clear()
+
+
+class _Loader(DataLoader[K, V]):
+    """A dataloader whose primed values cost a dict entry each, not a future: a list page
+    primes every record it holds by id and by slug, and few are asked for again."""
+
+    def __init__(self, batch_load_fn: Callable[[list[K]], Coroutine[Any, Any, list[V]]]) -> None:
+        self._futures: _Futures[K, V] = _Futures()
+        super().__init__(batch_load_fn, cache_map=self._futures)
+
+    def prime(self, key: K, value: V) -> _Loader[K, V]:
+        """As `DataLoader.prime`: a key already loaded or primed keeps its value."""
+        if key not in self._futures:
+            self._futures.primed.setdefault(key, value)
+        return self
 
 
 def _prime(
@@ -50,39 +92,39 @@ class Loaders:
 
     @cached_property
     def category(self) -> DataLoader[int, Category | None]:
-        return DataLoader(self._categories)
+        return _Loader(self._categories)
 
     @cached_property
     def category_by_slug(self) -> DataLoader[str, Category | None]:
-        return DataLoader(self._categories_by_slug)
+        return _Loader(self._categories_by_slug)
 
     @cached_property
     def grid(self) -> DataLoader[int, Grid | None]:
-        return DataLoader(self._grids)
+        return _Loader(self._grids)
 
     @cached_property
     def grid_by_slug(self) -> DataLoader[str, Grid | None]:
-        return DataLoader(self._grids_by_slug)
+        return _Loader(self._grids_by_slug)
 
     @cached_property
     def package(self) -> DataLoader[int, Package | None]:
-        return DataLoader(self._packages)
+        return _Loader(self._packages)
 
     @cached_property
     def package_by_slug(self) -> DataLoader[str, Package | None]:
-        return DataLoader(self._packages_by_slug)
+        return _Loader(self._packages_by_slug)
 
     @cached_property
     def packages_of_grid(self) -> DataLoader[Window, Page[Package]]:
-        return DataLoader(self._packages_of_grids)
+        return _Loader(self._packages_of_grids)
 
     @cached_property
     def grids_of_package(self) -> DataLoader[Window, Page[Grid]]:
-        return DataLoader(self._grids_of_packages)
+        return _Loader(self._grids_of_packages)
 
     @cached_property
     def packages_of_category(self) -> DataLoader[Window, Page[Package]]:
-        return DataLoader(self._packages_of_categories)
+        return _Loader(self._packages_of_categories)
 
     @batch("category")
     async def _categories(self, ids: list[int]) -> list[Category | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 
 import strawberry
@@ -27,12 +28,18 @@ class GatewaySchema(strawberry.Schema):
         log_unexpected(errors)
 
 
-def build_schema(query_limits: limits.QueryLimits, *, federation: bool = False) -> GatewaySchema:
+def build_schema(
+    query_limits: limits.QueryLimits,
+    *,
+    federation: bool = False,
+    extensions: Sequence[limits.Extension] = (),
+) -> GatewaySchema:
     """The schema, enforcing `query_limits`; with `federation`, an Apollo Federation 2 subgraph
     (gateway/schema/federation.py). Limits do not change the SDL.
 
     Batching is on: how many operations a batch may hold is the HTTP view's limit (gateway/app.py),
-    which refuses more with a code of its own.
+    which refuses more with a code of its own. `extensions` come after the limits' own: the
+    execution engine (gateway/engine/).
     """
     schema_class: type[GatewaySchema] = GatewaySchema
     types: list[type] = [Category, Grid, Package]
@@ -50,7 +57,7 @@ def build_schema(query_limits: limits.QueryLimits, *, federation: bool = False) 
     built = schema_class(
         query=Query,
         types=types,
-        extensions=[*limits.extensions(query_limits), VariableErrors],
+        extensions=[*limits.extensions(query_limits), VariableErrors, *extensions],
         config=config,
     )
     use_direct_resolvers(built)

@@ -18,8 +18,8 @@ from strawberry.types.base import get_object_definition
 from gateway.errors import BadUserInput
 from gateway.schema import GatewaySchema
 from gateway.schema.context import Info
-from gateway.schema.query import _load_node, _lookup
-from gateway.schema.types import NODE_TYPE_NAMES, Category, Grid, Package
+from gateway.schema.query import load_node, lookup
+from gateway.schema.types import NODE_TYPE_NAMES, Category, Grid, Package, found
 
 KEYS = ["id", "slug"]
 
@@ -27,7 +27,7 @@ KEYS = ["id", "slug"]
 async def _reference(info: Info, type_name: str, id: object, slug: object) -> Any:
     """The record a representation names, by global id or by slug; null when there is none."""
     if isinstance(id, str):
-        record = await _load_node(info, id)
+        record = await found(load_node(info.context.loaders, id))
         # The global id of another type names no entity of this one.
         return record if NODE_TYPE_NAMES.get(type(record)) == type_name else None
     if isinstance(slug, str):
@@ -37,7 +37,7 @@ async def _reference(info: Info, type_name: str, id: object, slug: object) -> An
             "Grid": (loaders.grid, loaders.grid_by_slug),
             "Package": (loaders.package, loaders.package_by_slug),
         }
-        return await _lookup(None, slug, *by_slug[type_name])
+        return await found(lookup(None, slug, *by_slug[type_name]))
     raise BadUserInput(f"A {type_name} representation needs an `id` or a `slug` string")
 
 

@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import strawberry
 from strawberry.relay.utils import from_base64, to_base64
@@ -162,6 +162,29 @@ def page_slice(
         key_of(before, "before", shape, layout),
         backward=last is not None,
     )
+
+
+class Paged(NamedTuple):
+    """A connection's validated arguments: the slice its backend answers, and its cursors' shape."""
+
+    slice: Slice
+    shape: str
+
+
+def paged(
+    first: int | None,
+    last: int | None,
+    after: str | None,
+    before: str | None,
+    own_order: Layout,
+    order: Order | None,
+    *shape_arguments: object,
+) -> Paged:
+    """The slice and shape of a list whose own order's key is `own_order`, ordered by `order`
+    (newest id first without one) and filtered and ordered as `shape_arguments` (its cursors'
+    shape). The resolvers and the engine (gateway/engine/) both page through this."""
+    shape = shape_of(*shape_arguments)
+    return Paged(page_slice(first, last, after, before, shape, layout_of(order, own_order)), shape)
 
 
 @strawberry.type(description="Information to aid in pagination.")

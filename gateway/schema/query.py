@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -11,7 +12,8 @@ from aiodataloader import DataLoader
 from strawberry.relay.utils import from_base64
 
 from gateway.errors import BadUserInput
-from gateway.loaders.records import Order, Page, Slice
+from gateway.loaders.loaders import Loaders
+from gateway.loaders.records import Order, Page, SearchHit
 from gateway.schema.context import Info
 from gateway.schema.inputs import (
     MAX_SLUG,
@@ -27,35 +29,37 @@ from gateway.schema.inputs import (
 from gateway.schema.pagination import (
     BY_ID,
     Connection,
+    Paged,
     connection,
     is_number,
-    layout_of,
-    page_slice,
-    shape_of,
+    paged,
     shown,
 )
-from gateway.schema.types import Category, Grid, Node, Package, SearchResult
+from gateway.schema.types import Category, Grid, Node, Package, SearchResult, found
 
 
-async def _lookup(
+def lookup(
     id: int | None, slug: str | None, by_id: DataLoader[int, Any], by_slug: DataLoader[str, Any]
-) -> Any:
-    """One record by id or by slug; `id` and `slug` have no defaults, so unset is UNSET."""
+) -> Awaitable[Any] | None:
+    """One record by id or by slug, as its loader's future; None when none can match.
+
+    `id` and `slug` have no defaults, so unset is UNSET (or absent, to the engine).
+    """
     if isinstance(id, int) and not isinstance(slug, str):
-        return await by_id.load(id)
+        return by_id.load(id)
     if isinstance(slug, str) and not isinstance(id, int):
         # No slug is longer than its column (at most 100 characters) or holds a NUL (which
         # PostgreSQL cannot even receive): no need to ask.
-        return await by_slug.load(slug) if len(slug) <= MAX_SLUG and "\x00" not in slug else None
+        return by_slug.load(slug) if len(slug) <= MAX_SLUG and "\x00" not in slug else None
     raise BadUserInput("Pass exactly one of `id` and `slug`")
 
 
-async def _load_node(info: Info, global_id: str) -> Any:
+def load_node(loaders: Loaders, global_id: str) -> Awaitable[Any] | None:
+    """The record a global id names, as its loader's future; None for an unknown type."""
     try:
         type_name, raw_id = from_base64(global_id)
     except ValueError:
         raise BadUserInput(f"Not a valid node id: {shown(global_id)}") from None
-    loaders = info.context.loaders
     by_type: dict[str, DataLoader[int, Any]] = {
         "Category": loaders.category,
         "Grid": loaders.grid,
@@ -64,52 +68,72 @@ async def _load_node(info: Info, global_id: str) -> Any:
     loader = by_type.get(type_name)
     if loader is None or not is_number(raw_id):
         return None
-    return await loader.load(int(raw_id))
+    return loader.load(int(raw_id))
+
+
+def search(loaders: Loaders, query: str) -> Awaitable[list[SearchHit]]:
+    """The backend's hits for `query`, once it is text a backend can receive."""
+    checked_text("query", query, MAX_TEXT)
+    return loaders.backend.search(query)
+
+
+def list_page(
+    load: Callable[..., Awaitable[Page[Any]]],
+    first: int | None,
+    last: int | None,
+    after: str | None,
+    before: str | None,
+    *arguments: Any,
+) -> tuple[Paged, Callable[[], Awaitable[Page[Any]]]]:
+    """A slice of a whole list (newest id first unless ordered), and what loads it:
+    `load(slice, *arguments)`, the list's filter (packages only) then its order, both the
+    cursors' shape. The resolvers below and the engine (gateway/engine/) share it."""
+    order: Order | None = arguments[-1]
+    page = paged(first, last, after, before, BY_ID, order, *arguments)
+    return page, partial(load, page.slice, *arguments)
 
 
 async def _node(info: Info, id: strawberry.ID) -> Any:
-    return await _load_node(info, id)
+    return await found(load_node(info.context.loaders, id))
 
 
 async def _nodes(info: Info, ids: list[strawberry.ID]) -> list[Any]:
-    return list(await asyncio.gather(*(_load_node(info, id) for id in ids)))
+    loaders = info.context.loaders
+    records = [load_node(loaders, id) for id in ids]
+    return list(await asyncio.gather(*map(found, records)))
 
 
 async def _category(
     info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
 ) -> Any:
     loaders = info.context.loaders
-    return await _lookup(id, slug, loaders.category, loaders.category_by_slug)
+    return await found(lookup(id, slug, loaders.category, loaders.category_by_slug))
 
 
 async def _grid(
     info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
 ) -> Any:
     loaders = info.context.loaders
-    return await _lookup(id, slug, loaders.grid, loaders.grid_by_slug)
+    return await found(lookup(id, slug, loaders.grid, loaders.grid_by_slug))
 
 
 async def _package(
     info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
 ) -> Any:
     loaders = info.context.loaders
-    return await _lookup(id, slug, loaders.package, loaders.package_by_slug)
+    return await found(lookup(id, slug, loaders.package, loaders.package_by_slug))
 
 
 async def _list_page(
-    load: Callable[[Slice], Awaitable[Page[Any]]],
+    load: Callable[..., Awaitable[Page[Any]]],
     first: int | None,
     last: int | None,
     after: str | None,
     before: str | None,
-    order: Order | None,
-    *shape_arguments: object,
+    *arguments: Any,
 ) -> Connection[Any]:
-    """A slice of a whole list (newest id first unless ordered): `load(slice)` with its
-    `order` and filter (`shape_arguments`: both, as the cursors' shape)."""
-    shape = shape_of(*shape_arguments)
-    slice = page_slice(first, last, after, before, shape, layout_of(order, BY_ID))
-    return connection(await load(slice), slice, shape)
+    page, loading = list_page(load, first, last, after, before, *arguments)
+    return connection(await loading(), page.slice, page.shape)
 
 
 async def _categories(
@@ -122,15 +146,7 @@ async def _categories(
 ) -> Connection[Any]:
     ordered = order(order_by)
     loaders = info.context.loaders
-    return await _list_page(
-        lambda slice: loaders.list_categories(slice, ordered),
-        first,
-        last,
-        after,
-        before,
-        ordered,
-        ordered,
-    )
+    return await _list_page(loaders.list_categories, first, last, after, before, ordered)
 
 
 async def _grids(
@@ -143,15 +159,7 @@ async def _grids(
 ) -> Connection[Any]:
     ordered = order(order_by)
     loaders = info.context.loaders
-    return await _list_page(
-        lambda slice: loaders.list_grids(slice, ordered),
-        first,
-        last,
-        after,
-        before,
-        ordered,
-        ordered,
-    )
+    return await _list_page(loaders.list_grids, first, last, after, before, ordered)
 
 
 async def _packages(
@@ -165,21 +173,11 @@ async def _packages(
 ) -> Connection[Any]:
     kept, ordered = package_filter(filter), order(order_by)
     loaders = info.context.loaders
-    return await _list_page(
-        lambda slice: loaders.list_packages(slice, kept, ordered),
-        first,
-        last,
-        after,
-        before,
-        ordered,
-        kept,
-        ordered,
-    )
+    return await _list_page(loaders.list_packages, first, last, after, before, kept, ordered)
 
 
 async def _search(info: Info, query: str) -> list[Any]:
-    checked_text("query", query, MAX_TEXT)
-    return list(await info.context.loaders.backend.search(query))
+    return list(await search(info.context.loaders, query))
 
 
 @strawberry.type

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
+from operator import attrgetter
 from typing import Any
 
 import strawberry
@@ -27,10 +28,9 @@ from gateway.schema.pagination import (
     BY_TITLE,
     Connection,
     Layout,
+    Paged,
     connection,
-    layout_of,
-    page_slice,
-    shape_of,
+    paged,
 )
 
 
@@ -52,14 +52,49 @@ class Node:
         return NODE_TYPE_NAMES.get(type(obj))
 
 
-def _global_id(
+def global_id(
     root: strawberry.Parent[records.Category | records.Grid | records.Package],
 ) -> strawberry.ID:
     return strawberry.ID(to_base64(NODE_TYPE_NAMES[type(root)], root.id))
 
 
-def _database_id(root: strawberry.Parent[records.Category | records.Grid | records.Package]) -> int:
+def database_id(root: strawberry.Parent[records.Category | records.Grid | records.Package]) -> int:
     return root.id
+
+
+async def found(record: Awaitable[Any] | None) -> Any:
+    """What a lookup found: the record its loader's future gives, or None without one."""
+    return None if record is None else await record
+
+
+Relation = Callable[[Loaders], DataLoader[Window, Page[Any]]]
+
+# The loader that windows each relation: asked by the resolvers below and by the engine.
+CATEGORY_PACKAGES: Relation = attrgetter("packages_of_category")
+GRID_PACKAGES: Relation = attrgetter("packages_of_grid")
+PACKAGE_GRIDS: Relation = attrgetter("grids_of_package")
+
+
+def counted(parent: int) -> Window:
+    """The window whose total is a relation's size: empty, and batched like any window."""
+    return Window(parent, Slice(0))
+
+
+def window_of(
+    loader: DataLoader[Window, Page[Any]],
+    own_order: Layout,
+    first: int | None,
+    last: int | None,
+    after: str | None,
+    before: str | None,
+    filter: records.PackageFilter | None = None,
+    order: records.Order | None = None,
+) -> tuple[Paged, Callable[[int], Awaitable[Page[Any]]]]:
+    """A slice of a relation whose own order's key is `own_order`, and what loads it for a
+    parent (by id). The resolvers below and the engine (gateway/engine/) share it."""
+    page = paged(first, last, after, before, own_order, order, filter, order)
+    slice = page.slice
+    return page, lambda parent: loader.load(Window(parent, slice, filter, order))
 
 
 async def _window_of(
@@ -73,21 +108,16 @@ async def _window_of(
     filter: records.PackageFilter | None = None,
     order: records.Order | None = None,
 ) -> Connection[Any]:
-    """A slice of a parent's relation, whose own order's key is `own_order`."""
-    shape = shape_of(filter, order)
-    slice = page_slice(first, last, after, before, shape, layout_of(order, own_order))
-    page = await loader.load(Window(parent, slice, filter, order))
-    return connection(page, slice, shape)
+    page, load = window_of(loader, own_order, first, last, after, before, filter, order)
+    return connection(await load(parent), page.slice, page.shape)
 
 
-async def _count_of(loader: DataLoader[Window, Page[Any]], parent: int) -> int:
-    """A relation's size: the total of an empty window of it, batched like any window."""
-    return (await loader.load(Window(parent, Slice(0)))).total
+async def _count_of(relation: Relation, root: Any, info: Info) -> int:
+    return (await relation(info.context.loaders).load(counted(root.id))).total
 
 
 def _packages_of(
-    relation: Callable[[Loaders], DataLoader[Window, Page[records.Package]]],
-    own_order: Layout,
+    relation: Relation, own_order: Layout
 ) -> Callable[..., Awaitable[Connection[Any]]]:
     """The resolver of a parent's packages (`Category.packages`, `Grid.packages`), windowed
     by the loader `relation` picks, filtered and ordered as asked."""
@@ -120,22 +150,22 @@ async def _package_grids(
     before: str | None = strawberry.UNSET,
     order_by: GridOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    loader = info.context.loaders.grids_of_package
+    loader = PACKAGE_GRIDS(info.context.loaders)
     return await _window_of(
         loader, root.id, BY_MEMBERSHIP, first, last, after, before, order=order(order_by)
     )
 
 
 async def _category_package_count(root: strawberry.Parent[records.Category], info: Info) -> int:
-    return await _count_of(info.context.loaders.packages_of_category, root.id)
+    return await _count_of(CATEGORY_PACKAGES, root, info)
 
 
 async def _grid_package_count(root: strawberry.Parent[records.Grid], info: Info) -> int:
-    return await _count_of(info.context.loaders.packages_of_grid, root.id)
+    return await _count_of(GRID_PACKAGES, root, info)
 
 
 async def _package_grid_count(root: strawberry.Parent[records.Package], info: Info) -> int:
-    return await _count_of(info.context.loaders.grids_of_package, root.id)
+    return await _count_of(PACKAGE_GRIDS, root, info)
 
 
 async def _package_category(root: strawberry.Parent[records.Package], info: Info) -> Any:
@@ -144,8 +174,8 @@ async def _package_category(root: strawberry.Parent[records.Package], info: Info
 
 @strawberry.type(description="A category of packages: App, Framework, Other, Project.")
 class Category(Node):
-    id: strawberry.ID = strawberry.field(resolver=_global_id)
-    database_id: int = strawberry.field(resolver=_database_id, description="The REST id.")
+    id: strawberry.ID = strawberry.field(resolver=global_id)
+    database_id: int = strawberry.field(resolver=database_id, description="The REST id.")
     title: str
     slug: str
     description: str
@@ -154,7 +184,7 @@ class Category(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages_of(lambda loaders: loaders.packages_of_category, BY_ID),
+        resolver=_packages_of(CATEGORY_PACKAGES, BY_ID),
         description="The packages in this category, newest first unless ordered.",
     )
     package_count: int = strawberry.field(
@@ -165,8 +195,8 @@ class Category(Node):
 
 @strawberry.type(description="A comparison grid of packages.")
 class Grid(Node):
-    id: strawberry.ID = strawberry.field(resolver=_global_id)
-    database_id: int = strawberry.field(resolver=_database_id, description="The REST id.")
+    id: strawberry.ID = strawberry.field(resolver=global_id)
+    database_id: int = strawberry.field(resolver=database_id, description="The REST id.")
     title: str
     slug: str
     description: str
@@ -175,7 +205,7 @@ class Grid(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages_of(lambda loaders: loaders.packages_of_grid, BY_TITLE),
+        resolver=_packages_of(GRID_PACKAGES, BY_TITLE),
         description="The packages in this grid, by title unless ordered.",
     )
     package_count: int = strawberry.field(
@@ -186,8 +216,8 @@ class Grid(Node):
 
 @strawberry.type(description="A Django package.")
 class Package(Node):
-    id: strawberry.ID = strawberry.field(resolver=_global_id)
-    database_id: int = strawberry.field(resolver=_database_id, description="The REST id.")
+    id: strawberry.ID = strawberry.field(resolver=global_id)
+    database_id: int = strawberry.field(resolver=database_id, description="The REST id.")
     title: str
     slug: str
     category: Category = strawberry.field(resolver=_package_category)
@@ -226,25 +256,28 @@ class SearchItemType(Enum):
     GRID = "grid"
 
 
-def _item_type(root: strawberry.Parent[records.SearchHit]) -> SearchItemType:
+def item_type(root: strawberry.Parent[records.SearchHit]) -> SearchItemType:
     return SearchItemType(root.item_type)
 
 
+def hit_of(
+    hit: records.SearchHit, kind: SearchItemType, by_slug: DataLoader[str, Any]
+) -> Awaitable[Any] | None:
+    """The package or grid a search hit is, if it is of `kind`, as its loader's future."""
+    return by_slug.load(hit.slug) if hit.item_type == kind.value else None
+
+
 async def _hit_package(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
-    if root.item_type != "package":
-        return None
-    return await info.context.loaders.package_by_slug.load(root.slug)
+    return await found(hit_of(root, SearchItemType.PACKAGE, info.context.loaders.package_by_slug))
 
 
 async def _hit_grid(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
-    if root.item_type != "grid":
-        return None
-    return await info.context.loaders.grid_by_slug.load(root.slug)
+    return await found(hit_of(root, SearchItemType.GRID, info.context.loaders.grid_by_slug))
 
 
 @strawberry.type(description="One hit of a search, best first.")
 class SearchResult:
-    item_type: SearchItemType = strawberry.field(resolver=_item_type)
+    item_type: SearchItemType = strawberry.field(resolver=item_type)
     title: str
     slug: str
     description: str

@@ -4,7 +4,7 @@ Bottom up: `rows.py` (the tables' rows as the gateway writes them), `tables.py` 
 `trigrams.py` (pg_trgm's similarity, for SQLite), `engine.py` (a URL to an async engine),
 `failures.py` (what a client is told when the database fails), `features.py` (what a database
 offers); the statements, `search.py`, `sort_keys.py` and `relations.py`; `backend.py`
-(`SqlBackend`, one statement per batch). `writer.py` writes a `Dataset` in one transaction for `mirror.py` (an
-APIv4 copied into the tables) and for the embedded catalogue (`gateway/demo/embedded.py`). Each
-module imports only modules named before it.
+(`SqlBackend`, one statement per batch). `writer.py` writes a `Dataset` in one transaction for
+`mirror.py` (an APIv4 copied into the tables) and for the embedded catalogue
+(`gateway/demo/embedded.py`). Each module imports only modules named before it.
 """

@@ -1,0 +1,242 @@
+"""The engine: plans kept per document and operation, and operations answered by them.
+
+`Engine` is a schema extension factory (`extensions=[engine]`): Strawberry parses and
+validates a document as ever (through its caches and the query limits), then, where graphql-core
+would execute the operation, the engine answers it if its plan covers it; otherwise
+graphql-core runs it, as it did before the engine. `gateway_execution_total{path}` counts which.
+
+Plans are kept by document text and operation name, with one plan per combination of the
+values of the operation's `@skip`/`@include` conditions, up to about `MAX_BYTES` for all
+(documents least recently used out first: any client may send new ones). A
+document is kept only once Strawberry has validated it under the query limits; the next time
+it comes, `execute_known` answers it without Strawberry's pipeline, checking only what depends
+on the request: the cost limit (by its variables) and the variables themselves.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    get_operation_ast,
+    get_variable_values,
+)
+from graphql.execution import VariableValues
+from strawberry import Schema
+from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
+
+from gateway import metrics
+from gateway.engine.fields import Fields, fields_of
+from gateway.engine.plan import Conditional, Plan, compile_plan, conditions, included
+from gateway.engine.run import run
+from gateway.errors import BadUserInput, QueryTooCostly, located, reported_as
+from gateway.internals import graphql_schema
+from gateway.limits import Costs
+from gateway.schema.context import Context
+
+MAX_BYTES = 16 * 2**20  # what the documents and their plans weigh, in all, about
+FIELD_BYTES = 400  # what one compiled field weighs, about (its plan's objects)
+MAX_VARIANTS = 32  # plans of one operation, one per combination of its conditions' values
+MAX_COERCION_ERRORS = 50  # as graphql-core's `execute`
+
+
+@dataclass(slots=True)
+class _Operation:
+    """An operation of a document, with its plan for each value of its conditions."""
+
+    owner: _Document
+    node: OperationDefinitionNode
+    conditions: tuple[Conditional, ...]
+    plans: dict[tuple[bool, ...], Plan | None] = field(default_factory=dict)
+
+    @property
+    def covered(self) -> bool:
+        """Whether a plan may cover it: it has one, or one per value of its conditions."""
+        return self.plans.get(()) is not None or bool(self.conditions)
+
+
+@dataclass(slots=True)
+class _Document:
+    """A validated document and its operations met so far, by name (None: its only one)."""
+
+    text: str
+    document: DocumentNode
+    size: int = 0  # bytes, about: its text and its plans
+    operations: dict[str | None, _Operation] = field(default_factory=dict)
+
+
+class Engine:
+    """Plans for the operations of one schema: call it for a request's extension."""
+
+    def __init__(self, max_cost: int) -> None:
+        self.costs = Costs(max_cost)
+        self._served: Schema | None = None
+        self._schema: GraphQLSchema | None = None
+        self._fields: Fields | None = None
+        self._documents: OrderedDict[str, _Document] = OrderedDict()
+        self._size = 0
+
+    def __call__(self) -> SchemaExtension:
+        return _PlannedExecution(self)
+
+    def bind(self, schema: Schema) -> None:
+        """Serve `schema`: one engine serves one schema."""
+        if self._served is None:
+            self._served = schema
+            self._schema = graphql_schema(schema)
+            self._fields = fields_of(schema)
+
+    async def execute(
+        self,
+        query: str,
+        document: DocumentNode,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+        context: Context,
+    ) -> ExecutionResult | None:
+        """The result of a validated operation (its cost checked) by its plan; None when the
+        plan does not cover it."""
+        operation = self._operation(query, document, operation_name)
+        if operation is None or not operation.covered:
+            return None
+        return await self._run(operation, variables, context)
+
+    async def execute_known(
+        self,
+        query: str | None,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+        context: Context,
+    ) -> ExecutionResult | None:
+        """The result of an operation of a document Strawberry has validated before, by its
+        plan; None when the document is new or its plan does not cover the operation."""
+        if query is None or not isinstance(operation_name, str | None):
+            return None
+        known = self._documents.get(query)
+        operation = known.operations.get(operation_name) if known is not None else None
+        if operation is None or not operation.covered:
+            return None
+        assert self._served is not None and self._schema is not None
+        self._documents.move_to_end(query)
+        result: ExecutionResult | None
+        try:
+            document = operation.owner.document
+            self.costs.check(self._schema, query, document, operation_name, variables)
+        except QueryTooCostly as error:
+            result = ExecutionResult(None, [located(error)])
+        else:
+            result = await self._run(operation, variables, context)
+            if result is None:
+                return None
+        metrics.execution("plan")
+        if result.errors:
+            self._served.process_errors(result.errors)
+        return result
+
+    async def _run(
+        self, operation: _Operation, variables: dict[str, object] | None, context: Context
+    ) -> ExecutionResult | None:
+        assert self._schema is not None
+        coerced = get_variable_values(
+            self._schema,
+            operation.node.variable_definitions or (),
+            variables or {},
+            max_errors=MAX_COERCION_ERRORS,
+        )
+        if isinstance(coerced, list):  # as the schema's `VariableErrors` reports them
+            return ExecutionResult(None, [reported_as(BadUserInput, error) for error in coerced])
+        plan = self._plan(operation, coerced)
+        if plan is None:
+            return None
+        return await run(plan, coerced, context.loaders)
+
+    def _operation(
+        self, query: str, document: DocumentNode, operation_name: str | None
+    ) -> _Operation | None:
+        known = self._documents.get(query)
+        if known is None:
+            known = self._documents[query] = _Document(query, document)
+            self._grow(known, len(query))
+        else:
+            self._documents.move_to_end(query)
+        operation = known.operations.get(operation_name)
+        if operation is not None:
+            return operation
+        node = get_operation_ast(document, operation_name)
+        if node is None:
+            return None
+        operation = _Operation(known, node, conditions(document, node))
+        if not operation.conditions:
+            operation.plans[()] = self._compile(operation, frozenset())
+        known.operations[operation_name] = operation
+        if get_operation_ast(document) is node:  # its only operation: asked for by no name too
+            known.operations[None] = operation
+        return operation
+
+    def _grow(self, known: _Document, size: int) -> None:
+        """Count `size` more bytes for a document (if it is still kept); forget the least
+        recently used documents while they weigh too much."""
+        if self._documents.get(known.text) is not known:
+            return
+        known.size += size
+        self._size += size
+        while self._size > MAX_BYTES and len(self._documents) > 1:
+            _, oldest = self._documents.popitem(last=False)
+            self._size -= oldest.size
+
+    def _plan(self, operation: _Operation, variables: VariableValues) -> Plan | None:
+        if not operation.conditions:
+            return operation.plans[()]
+        try:
+            values = tuple(included(node, variables) for node in operation.conditions)
+        except Exception:  # a condition graphql-core would refuse: let it say how
+            return None
+        if values in operation.plans:
+            return operation.plans[values]
+        if len(operation.plans) >= MAX_VARIANTS:
+            return None
+        excluded = frozenset(
+            id(node) for node, kept in zip(operation.conditions, values, strict=True) if not kept
+        )
+        plan = operation.plans[values] = self._compile(operation, excluded)
+        return plan
+
+    def _compile(self, operation: _Operation, excluded: frozenset[int]) -> Plan | None:
+        assert self._schema is not None and self._fields is not None
+        document, node = operation.owner.document, operation.node
+        plan = compile_plan(self._schema, self._fields, document, node, excluded)
+        if plan is not None:
+            self._grow(operation.owner, plan.size * FIELD_BYTES)
+        return plan
+
+
+class _PlannedExecution(SchemaExtension):
+    """Answer a validated operation by its plan, before graphql-core would execute it."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context: ExecutionContext = self.execution_context
+        self.engine.bind(context.schema)
+        result = None
+        if context.query is not None and context.graphql_document is not None:
+            result = await self.engine.execute(
+                context.query,
+                context.graphql_document,
+                context.operation_name,
+                context.variables,
+                context.context,
+            )
+        if result is not None:
+            context.result = result
+        metrics.execution("plan" if result is not None else "graphql")
+        yield

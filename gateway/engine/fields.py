@@ -1,0 +1,212 @@
+"""What each field of the schema is, to the engine: a leaf it reads from the record, or a field
+it answers through the request's loaders for every parent of a level at once.
+
+The semantics are the resolvers' own (gateway/schema/): the same lookups, node ids, pagings,
+filters, orders, relations and search hits, called once per field and level instead of once
+per parent. A field missing here (federation's, say) is not the engine's: an operation that
+selects one runs on graphql-core's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from operator import attrgetter
+from typing import Any, TypeVar
+
+from strawberry import Schema
+from strawberry.types.base import StrawberryObjectDefinition, get_object_definition
+
+from gateway.loaders.loaders import Loaders
+from gateway.loaders.records import PackageFilter
+from gateway.schema import inputs, types
+from gateway.schema.pagination import BY_ID, BY_MEMBERSHIP, BY_TITLE, Layout, Paged
+from gateway.schema.query import list_page, load_node, lookup, search
+
+# A field's answer for one parent: a future (a loader's, or a task's), the value itself, None,
+# or for a list, a list of those.
+Fetch = Callable[[Any], Any]
+# Read a leaf from a record.
+Read = Callable[[Any], Any]
+T = TypeVar("T")
+
+
+class Shape(Enum):
+    """What a batched field gives each parent."""
+
+    ONE = "one"  # an object, or None
+    MANY = "many"  # a list of objects (or of Nones)
+    PAGE = "page"  # a `Page` of a list, placed by the field's `Paged`: a connection
+    COUNT = "count"  # a `Page` whose total is the answer
+
+
+Begin = Callable[[Loaders, dict[str, Any]], tuple[Fetch, Paged | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """A field answered through the loaders: `begin` takes its arguments once per level (and
+    raises the field's error for every parent), and gives what fetches each parent's answer."""
+
+    shape: Shape
+    arguments: frozenset[str]
+    begin: Begin
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """The engine's fields of one schema, by type and field name."""
+
+    leaves: dict[tuple[str, str], Read]
+    batched: dict[tuple[str, str], Batched]
+
+
+def fields_of(schema: Schema) -> Fields:
+    """The schema's plain fields (attributes of the record) and the fields this module knows."""
+    leaves = dict(_COMPUTED)
+    for type_name in ("Category", "Grid", "Package", "SearchResult"):
+        definition = schema.get_type_by_name(type_name)
+        assert isinstance(definition, StrawberryObjectDefinition)
+        for field in definition.fields:
+            if field.base_resolver is None and not field.arguments and not field.extensions:
+                name = schema.config.name_converter.get_graphql_name(field)
+                leaves[type_name, name] = attrgetter(field.python_name)
+    convert = _Inputs(schema)
+    return Fields(leaves, _batched(convert))
+
+
+_INPUTS = (inputs.PackageFilter, inputs.PackageOrder, inputs.GridOrder, inputs.CategoryOrder)
+
+
+class _Inputs:
+    """Input objects as graphql-core coerces them (dicts by GraphQL name) made into the
+    Strawberry inputs the resolvers receive."""
+
+    def __init__(self, schema: Schema) -> None:
+        converter = schema.config.name_converter
+        self.names: dict[type, dict[str, str]] = {}
+        for cls in _INPUTS:
+            fields = get_object_definition(cls, strict=True).fields
+            self.names[cls] = {converter.get_graphql_name(f): f.python_name for f in fields}
+
+    def __call__(self, cls: type[T], value: Any) -> T | None:
+        if value is None:
+            return None
+        names = self.names[cls]
+        return cls(**{names[name]: item for name, item in value.items()})
+
+
+_COMPUTED: dict[tuple[str, str], Read] = {
+    **{(name, "id"): types.global_id for name in ("Category", "Grid", "Package")},
+    **{(name, "databaseId"): types.database_id for name in ("Category", "Grid", "Package")},
+    ("SearchResult", "itemType"): types.item_type,
+}
+
+_LOOKUP = frozenset({"id", "slug"})
+_LIST = frozenset({"first", "after", "last", "before", "orderBy"})
+_PACKAGES = _LIST | {"filter"}
+
+
+def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
+    def kept(arguments: dict[str, Any]) -> PackageFilter | None:
+        return inputs.package_filter(convert(inputs.PackageFilter, arguments.get("filter")))
+
+    def lookup_by(by_id: str, by_slug: str) -> Batched:
+        def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
+            ids, slugs = getattr(loaders, by_id), getattr(loaders, by_slug)
+            id, slug = arguments.get("id"), arguments.get("slug")
+            return lambda root: lookup(id, slug, ids, slugs), None
+
+        return Batched(Shape.ONE, _LOOKUP, begin)
+
+    def node(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
+        global_id = arguments["id"]
+        return lambda root: load_node(loaders, global_id), None
+
+    def nodes(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
+        global_ids = arguments["ids"]
+        return lambda root: [load_node(loaders, global_id) for global_id in global_ids], None
+
+    def searched(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
+        query = arguments["query"]
+        return lambda root: asyncio.ensure_future(search(loaders, query)), None
+
+    def listed(name: str, order_input: type, filtered: bool) -> Batched:
+        def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paged]:
+            shape: tuple[object, ...] = (kept(arguments),) if filtered else ()
+            ordered = inputs.order(convert(order_input, arguments.get("orderBy")))
+            page, load = list_page(
+                getattr(loaders, name),
+                arguments.get("first"),
+                arguments.get("last"),
+                arguments.get("after"),
+                arguments.get("before"),
+                *shape,
+                ordered,
+            )
+            return lambda root: asyncio.ensure_future(load()), page
+
+        return Batched(Shape.PAGE, _PACKAGES if filtered else _LIST, begin)
+
+    def windowed(
+        relation: types.Relation, own_order: Layout, order_input: type, filtered: bool
+    ) -> Batched:
+        def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paged]:
+            filter = kept(arguments) if filtered else None
+            ordered = inputs.order(convert(order_input, arguments.get("orderBy")))
+            page, load = types.window_of(
+                relation(loaders),
+                own_order,
+                arguments.get("first"),
+                arguments.get("last"),
+                arguments.get("after"),
+                arguments.get("before"),
+                filter,
+                ordered,
+            )
+            return lambda parent: load(parent.id), page
+
+        return Batched(Shape.PAGE, _PACKAGES if filtered else _LIST, begin)
+
+    def counted(relation: types.Relation) -> Batched:
+        def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
+            load = relation(loaders).load
+            return lambda parent: load(types.counted(parent.id)), None
+
+        return Batched(Shape.COUNT, frozenset(), begin)
+
+    def category(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
+        load = loaders.category.load
+        return lambda package: load(package.category_id), None
+
+    def hit(kind: types.SearchItemType, by_slug: str) -> Batched:
+        def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
+            loader = getattr(loaders, by_slug)
+            return lambda found: types.hit_of(found, kind, loader), None
+
+        return Batched(Shape.ONE, frozenset(), begin)
+
+    return {
+        ("Query", "node"): Batched(Shape.ONE, frozenset({"id"}), node),
+        ("Query", "nodes"): Batched(Shape.MANY, frozenset({"ids"}), nodes),
+        ("Query", "category"): lookup_by("category", "category_by_slug"),
+        ("Query", "grid"): lookup_by("grid", "grid_by_slug"),
+        ("Query", "package"): lookup_by("package", "package_by_slug"),
+        ("Query", "categories"): listed("list_categories", inputs.CategoryOrder, False),
+        ("Query", "grids"): listed("list_grids", inputs.GridOrder, False),
+        ("Query", "packages"): listed("list_packages", inputs.PackageOrder, True),
+        ("Query", "search"): Batched(Shape.MANY, frozenset({"query"}), searched),
+        ("Category", "packages"): windowed(
+            types.CATEGORY_PACKAGES, BY_ID, inputs.PackageOrder, True
+        ),
+        ("Category", "packageCount"): counted(types.CATEGORY_PACKAGES),
+        ("Grid", "packages"): windowed(types.GRID_PACKAGES, BY_TITLE, inputs.PackageOrder, True),
+        ("Grid", "packageCount"): counted(types.GRID_PACKAGES),
+        ("Package", "category"): Batched(Shape.ONE, frozenset(), category),
+        ("Package", "grids"): windowed(types.PACKAGE_GRIDS, BY_MEMBERSHIP, inputs.GridOrder, False),
+        ("Package", "gridCount"): counted(types.PACKAGE_GRIDS),
+        ("SearchResult", "package"): hit(types.SearchItemType.PACKAGE, "package_by_slug"),
+        ("SearchResult", "grid"): hit(types.SearchItemType.GRID, "grid_by_slug"),
+    }
