@@ -34,8 +34,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from gateway.app import schema_for
 from gateway.backends import BackendFactory, open_backend
+from gateway.compose import schema_for
 from gateway.config import Settings
 from gateway.demo.dataset import NOW, generate
 from gateway.demo.embedded import open_embedded

@@ -21,11 +21,10 @@ import contextlib
 import dataclasses
 import gc
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import orjson
@@ -33,7 +32,7 @@ from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -45,17 +44,19 @@ from strawberry.types.execution import SubscriptionExecutionResult
 from strawberry.types.unset import UNSET
 
 from gateway import (
+    endpoints,
     graphiql,
     head,
-    limits,
     metrics,
     observe,
     persisted,
+    request_limits,
     request_params,
     response_cache,
     tracing,
 )
-from gateway.backends import BackendFactory, OpenBackend, open_backend
+from gateway.backends import BackendFactory, open_backend
+from gateway.compose import schema_for, trusted_documents_for
 from gateway.config import Settings, answer_settings, cors_origins
 from gateway.cors import cors
 from gateway.engine.engine import Engine
@@ -68,11 +69,11 @@ from gateway.errors import (
     located,
     response_body,
 )
+from gateway.http_cache import cache_headers
 from gateway.interrupt import Interruptible
-from gateway.limits import QueryLimits
 from gateway.loaders.backend import Backend
 from gateway.loaders.loaders import Loaders
-from gateway.negotiation import quality
+from gateway.negotiation import GRAPHQL_RESPONSE, prefers_graphql_response
 from gateway.persisted import PersistedQueries
 from gateway.rate_limit import RateLimit, RateLimited, charge_more
 from gateway.response_cache import (
@@ -83,12 +84,10 @@ from gateway.response_cache import (
     effective_ttl,
     namespace,
 )
-from gateway.schema import GatewaySchema, build_schema
+from gateway.schema import GatewaySchema
 from gateway.schema.context import Context
 from gateway.shared_cache import SharedCache, SharedStore
 from gateway.trusted_documents import TrustedDocuments, reloaded_on_sighup
-
-GRAPHQL_RESPONSE = "application/graphql-response+json"
 
 
 class _CachedResult(ExecutionResult):
@@ -152,7 +151,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            receive = limits.limit_body(receive, self.max_body_bytes)
+            receive = request_limits.limit_body(receive, self.max_body_bytes)
             if scope["method"] == "HEAD":
                 scope, send = head.as_get(scope, send)
         await super().__call__(scope, receive, send)
@@ -201,14 +200,14 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if (
             isinstance(response, Response)
             and response.media_type == "application/json"
-            and _prefers_graphql_response(request.headers.get("accept", ""))
+            and prefers_graphql_response(request.headers.get("accept", ""))
         ):
             response.headers["content-type"] = GRAPHQL_RESPONSE
             # A batch is answered with a list, at 200, whatever its operations' errors.
             if state.request_error and response.body[:1] != b"[":
                 response.status_code = 400
         if isinstance(response, Response) and response.media_type == "application/json":
-            return _cache_headers(request, response, state.answers)
+            return cache_headers(request, response, state.answers)
         return response
 
     async def _single(self, request: Request) -> Response | None:
@@ -226,7 +225,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             with contextlib.suppress(orjson.JSONDecodeError):
                 data = orjson.loads(await request.body())
         elif request.method == "GET" and not self.should_render_graphql_ide(request):
-            data = _query_parameters(request.query_params)
+            data = request_params.operation_from_query(request.query_params)
         if not isinstance(data, dict):
             return None
         query, variables = data.get("query"), data.get("variables")
@@ -260,7 +259,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     ) -> Any:
         """Strawberry's response, or the JSON answer to a request refused as a whole."""
         try:
-            await limits.read_body(request, self.max_body_bytes, state.deadline)
+            await request_limits.read_body(request, self.max_body_bytes, state.deadline)
             return await self._single(request) or await super().run(request, context, root_value)
         except HTTPException as refusal:  # Strawberry's own: answered in plain text
             metrics.bad_request(refusal.status_code)
@@ -364,7 +363,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
         deadline = current.get().deadline
         with tracing.span("graphql operation") as span:
-            result = await limits.in_time(answer(), deadline, self.request_timeout)
+            result = await request_limits.in_time(answer(), deadline, self.request_timeout)
             label = metrics.operation_label(name, ran=not is_request_error(result))
             if span is not None:
                 span.update_name(f"graphql {label}")
@@ -418,110 +417,6 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return graphiql.graphiql_page(request.url.path)
-
-
-def _query_parameters(params: Mapping[str, str]) -> dict[str, object] | None:
-    """A GET's operation, its `variables` and `extensions` decoded; None if either is not an
-    object in JSON (Strawberry's view refuses that)."""
-    data: dict[str, object] = dict(params)
-    for name in ("variables", "extensions"):
-        text = params.get(name)
-        if text:
-            try:
-                data[name] = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                return None
-    return data
-
-
-def _cache_headers(request: Request, response: Response, answers: list[Cached | None]) -> Response:
-    """HTTP caching for a GET: a cached answer is public for the rest of its time, has an ETag,
-    and a matching `If-None-Match` gets a 304; any other answer is not to be stored. Over POST,
-    a cached answer has its ETag only. `answers`: each operation's cached answer, or None."""
-    single = response.status_code == 200 and len(answers) == 1 and response.body[:1] != b"["
-    cached = answers[0] if single else None
-    etag = None if cached is None else _etag(cached, response.headers["content-type"])
-    if etag is not None:
-        response.headers["etag"] = etag
-    if request.method != "GET":
-        return response
-    if cached is None or etag is None:
-        response.headers["cache-control"] = "no-store"
-        return response
-    headers = {
-        "etag": etag,
-        "cache-control": f"public, max-age={response_cache.max_age(cached)}",
-        "vary": "Accept",
-    }
-    if response_cache.matches(request.headers.get("if-none-match", ""), etag):
-        return Response(status_code=304, headers=headers)
-    response.headers.update(headers)
-    return response
-
-
-def _etag(cached: Cached, content_type: str) -> str:
-    """The ETag of the answer as `content_type`: the same body under another media type is
-    another representation, with its own validator (the answer varies on Accept)."""
-    if content_type == GRAPHQL_RESPONSE:
-        return cached.etag.removesuffix('"') + '-graphql-response"'
-    return cached.etag
-
-
-def _prefers_graphql_response(accept: str) -> bool:
-    """Only a client that names the new media type gets it; `*/*` keeps `application/json`."""
-    if GRAPHQL_RESPONSE not in accept.lower():
-        return False
-    wanted = quality(accept, GRAPHQL_RESPONSE)
-    return wanted > 0 and wanted >= quality(accept, "application/json")
-
-
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    """200 when the backend answers (and what else it checked); 503 with the reason if not."""
-    backend: OpenBackend = request.app.state.opened
-    ready, checks, reason = await backend.ready()
-    if ready:
-        return JSONResponse({"status": "ready", "checks": checks})
-    body = {"status": "unavailable", "reason": reason, "checks": checks}
-    return JSONResponse(body, status_code=503)
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    """Prometheus's text format (or OpenMetrics, if asked for): every worker's counts."""
-    body, media_type = metrics.exposition(request.headers.get("accept", ""))
-    return Response(body, headers={"content-type": media_type})
-
-
-def query_limits(settings: Settings) -> QueryLimits:
-    """The query limits `settings` set."""
-    return QueryLimits(
-        max_depth=settings.max_depth,
-        max_cost=settings.max_cost,
-        max_aliases=settings.max_aliases,
-        max_tokens=settings.max_tokens,
-        introspection=settings.introspection,
-    )
-
-
-def schema_for(settings: Settings, engine: Engine | None = None) -> GatewaySchema:
-    """The schema `settings` ask for: their query limits, and a federation subgraph or not;
-    its operations run by the plans of `engine` (a new one by default) where they cover them."""
-    if engine is None:
-        engine = Engine(settings.max_cost)
-    return build_schema(query_limits(settings), federation=settings.federation, extensions=[engine])
-
-
-def trusted_documents_for(settings: Settings, schema: GatewaySchema) -> TrustedDocuments:
-    """The manifest `settings` name, read (`ManifestError` if it cannot serve), if any."""
-    path = settings.trusted_documents
-    return TrustedDocuments(
-        schema,
-        None if path is None else Path(path).expanduser(),
-        required=settings.require_trusted_documents,
-    )
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> Starlette:
@@ -595,9 +490,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     app = Starlette(
         routes=[
             Route("/graphql", cors(cors_origins(settings), graphql)),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics_endpoint),
+            Route("/healthz", endpoints.healthz),
+            Route("/readyz", endpoints.readyz),
+            Route("/metrics", endpoints.metrics),
             graphiql.graphiql_static,
         ],
         middleware=[Middleware(observe.Observed), Middleware(Interruptible)],

@@ -163,7 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         uvicorn.run(create_app(settings), **server_options(settings))
         return 0
-    from gateway.app import schema_for, trusted_documents_for
+    from gateway.compose import schema_for, trusted_documents_for
     from gateway.worker import serve_workers
 
     # Once, here, as the backend: a manifest that cannot serve stops start-up before any worker.
@@ -172,7 +172,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _export_schema(args: argparse.Namespace) -> int:
-    from gateway.app import schema_for
+    from gateway.compose import schema_for
 
     print(schema_for(_configuration(args).settings).as_str())
     return 0
@@ -190,8 +190,8 @@ async def run_query(
     operation_name: str | None = None,
 ) -> GraphQLHTTPResponse:
     """`gateway query`: one operation, in this process, over the backend `settings` name."""
-    from gateway.app import schema_for
     from gateway.backends import open_backend
+    from gateway.compose import schema_for
     from gateway.run import run_operation
 
     schema = schema_for(settings)
@@ -236,7 +236,7 @@ def _mirror(args: argparse.Namespace) -> int:
 
 
 def _check_documents(args: argparse.Namespace) -> int:
-    from gateway.app import query_limits, schema_for
+    from gateway.compose import query_limits, schema_for
     from gateway.trusted_documents import check_manifest
 
     settings = _configuration(args).settings

@@ -4,17 +4,16 @@ Tokens are counted by graphql-core's parser; depth, aliases and introspection ar
 and graphql-core's validation rules, their errors reported as ours (gateway/errors.py). Parsing
 and validation are cached per document, keyed by the limits too, so a refused document stays
 refused. The cost depends on the variables, so it is estimated after validation, just before
-execution. The HTTP view refuses oversized bodies (`limit_body`, `read_body`), and ends
-operations at the request's deadline with `in_time`. `document_errors` holds a document to all the
-document limits at once, whatever its variables: `gateway documents check`.
+execution (what one HTTP request may take, its body and its time, is request_limits.py's).
+`document_errors` holds a document to all the document limits at once, whatever its variables:
+`gateway documents check`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +53,6 @@ from graphql import (
     validate,
 )
 from graphql.execution.values import VariableValues
-from starlette.requests import Request
-from starlette.types import Message, Receive
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -65,17 +62,13 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
-from strawberry.types import ExecutionResult
 
 from gateway.errors import (
     EmptySelectionSet,
     IntrospectionDisabled,
-    OperationTimedOut,
     QueryRefused,
     QueryTooCostly,
     QueryTooDeep,
-    RequestBodyTimeout,
-    RequestTooLarge,
     TooManyAliases,
     TooManyTokens,
     located,
@@ -482,52 +475,3 @@ class _Estimate:
             return None
         ids = get_argument_values(field, node, self.variables).get("ids")
         return len(ids) if isinstance(ids, list) else LIST_SIZE
-
-
-def _too_large(max_bytes: int) -> RequestTooLarge:
-    return RequestTooLarge(f"The request body is over {max_bytes} bytes")
-
-
-def limit_body(receive: Receive, max_bytes: int) -> Receive:
-    """`receive`, refusing a body once more than `max_bytes` of it have arrived: a body sent in
-    chunks, without a Content-Length, is counted as it is read."""
-    received = 0
-
-    async def limited() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > max_bytes:
-                raise _too_large(max_bytes)
-        return message
-
-    return limited
-
-
-async def read_body(request: Request, max_bytes: int, deadline: float) -> None:
-    """Read the whole body, through `limit_body`, before anything else: a Content-Length over
-    the limit is refused without reading, and a body still arriving at the deadline is a 408."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > max_bytes:
-        raise _too_large(max_bytes)
-    try:
-        async with asyncio.timeout_at(deadline):
-            await request.body()  # Starlette keeps it for Strawberry
-    except TimeoutError:
-        raise RequestBodyTimeout("The request body did not arrive within the time limit") from None
-
-
-async def in_time(
-    operation: Awaitable[ExecutionResult], deadline: float, timeout: float
-) -> ExecutionResult:
-    """The operation's result, or, once the loop's clock passes `deadline`, a REQUEST_TIMEOUT
-    error and null `data`: the operation did run, so this is no request error."""
-    try:
-        async with asyncio.timeout_at(deadline) as scope:
-            return await operation
-    except TimeoutError:
-        if not scope.expired():
-            raise
-    timed_out = OperationTimedOut(f"The request took longer than {timeout:g} s")
-    return ExecutionResult(data=None, errors=[located(timed_out)])

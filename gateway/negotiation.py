@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
 
 def quality(accept: str, media_type: str) -> float:
     """The q-value `accept` gives `media_type`: the most specific matching range decides."""
@@ -24,3 +26,11 @@ def _q_value(params: list[str]) -> float:
             except ValueError:
                 return 0.0
     return 1.0
+
+
+def prefers_graphql_response(accept: str) -> bool:
+    """Only a client that names the new media type gets it; `*/*` keeps `application/json`."""
+    if GRAPHQL_RESPONSE not in accept.lower():
+        return False
+    wanted = quality(accept, GRAPHQL_RESPONSE)
+    return wanted > 0 and wanted >= quality(accept, "application/json")

@@ -60,3 +60,17 @@ def _operation(value: object) -> dict[str, object]:
                 400, f"The GraphQL operation's `{name}` must be {described} or null, if provided."
             )
     return value
+
+
+def operation_from_query(params: Mapping[str, str]) -> dict[str, object] | None:
+    """A GET's operation, its `variables` and `extensions` decoded; None if either is not an
+    object in JSON: the fast path leaves such a request to Strawberry's view, which refuses it."""
+    data: dict[str, object] = dict(params)
+    for name in ("variables", "extensions"):
+        text = params.get(name)
+        if text:
+            try:
+                data[name] = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return None
+    return data

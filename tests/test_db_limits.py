@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
-from gateway.app import schema_for
 from gateway.backends import open_backend
+from gateway.compose import schema_for
 from gateway.config import Settings
 from gateway.errors import response_body
 from gateway.loaders.loaders import Loaders

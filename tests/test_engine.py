@@ -43,8 +43,9 @@ from prometheus_client import REGISTRY
 from strawberry.relay.utils import to_base64
 from strawberry.types import ExecutionResult
 
-from gateway.app import create_app, query_limits
+from gateway.app import create_app
 from gateway.backends import open_backend
+from gateway.compose import query_limits
 from gateway.config import Settings
 from gateway.engine.engine import Engine
 from gateway.engine.leaves import ItemError, completion

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from strawberry.relay.utils import to_base64
 
-from gateway.app import schema_for
 from gateway.cli import run_query
+from gateway.compose import schema_for
 from gateway.config import Settings
 from gateway.errors import response_body
 from gateway.internals import graphql_schema

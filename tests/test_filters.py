@@ -40,8 +40,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.app import schema_for
 from gateway.backends import open_backend
+from gateway.compose import schema_for
 from gateway.config import Settings
 from gateway.demo.dataset import NOW, generate
 from gateway.errors import response_body

@@ -36,7 +36,8 @@ from graphql import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import create_app, schema_for
+from gateway.app import create_app
+from gateway.compose import schema_for
 from gateway.config import Settings
 from gateway.internals import graphql_schema
 from tests.fake_upstream import FakeUpstream, serve_in_thread

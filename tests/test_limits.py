@@ -20,8 +20,9 @@ import httpx
 import pytest
 from graphql import parse
 
-from gateway.app import create_app, schema_for
+from gateway.app import create_app
 from gateway.cli import run_query
+from gateway.compose import schema_for
 from gateway.config import Settings
 from gateway.internals import graphql_schema
 from gateway.limits import estimate_cost

@@ -24,7 +24,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gateway.app import GraphQLEndpoint, create_app, schema_for
+from gateway.app import GraphQLEndpoint, create_app
+from gateway.compose import schema_for
 from gateway.config import Settings, answer_settings, setting_type
 from gateway.loaders.backend import Backend
 from gateway.response_cache import Cached, MemoryStore, ResponseCache, namespace

@@ -14,7 +14,7 @@ from graphql import (
     build_schema,
 )
 
-from gateway.app import schema_for
+from gateway.compose import schema_for
 from gateway.config import Settings
 from gateway.internals import graphql_schema
 

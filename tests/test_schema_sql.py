@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.app import schema_for
+from gateway.compose import schema_for
 from gateway.config import Settings
 from gateway.errors import response_body
 from gateway.loaders.loaders import Loaders

@@ -1,0 +1,44 @@
+"""What the settings make of the schema: its query limits, its engine, its trusted documents.
+
+Shared by the app (create_app) and the `gateway` command (query, export-schema, documents
+check), so that both build the schema the same way from the same settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.config import Settings
+from gateway.engine.engine import Engine
+from gateway.limits import QueryLimits
+from gateway.schema import GatewaySchema, build_schema
+from gateway.trusted_documents import TrustedDocuments
+
+
+def query_limits(settings: Settings) -> QueryLimits:
+    """The query limits `settings` set."""
+    return QueryLimits(
+        max_depth=settings.max_depth,
+        max_cost=settings.max_cost,
+        max_aliases=settings.max_aliases,
+        max_tokens=settings.max_tokens,
+        introspection=settings.introspection,
+    )
+
+
+def schema_for(settings: Settings, engine: Engine | None = None) -> GatewaySchema:
+    """The schema `settings` ask for: their query limits, and a federation subgraph or not;
+    its operations run by the plans of `engine` (a new one by default) where they cover them."""
+    if engine is None:
+        engine = Engine(settings.max_cost)
+    return build_schema(query_limits(settings), federation=settings.federation, extensions=[engine])
+
+
+def trusted_documents_for(settings: Settings, schema: GatewaySchema) -> TrustedDocuments:
+    """The manifest `settings` name, read (`ManifestError` if it cannot serve), if any."""
+    path = settings.trusted_documents
+    return TrustedDocuments(
+        schema,
+        None if path is None else Path(path).expanduser(),
+        required=settings.require_trusted_documents,
+    )
