@@ -237,11 +237,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             and isinstance(extensions, dict | None)
         ) or (query is None and extensions is None):
             return None
+        operation = GraphQLRequestData(query, variables, operation_name, extensions)
         named = request.query_params if request.method == "GET" else await request.body()
-        operation = self.documents.resolve(
-            GraphQLRequestData(query, variables, operation_name, extensions), named
-        )
-        assert isinstance(operation, GraphQLRequestData)  # one operation in, one out
         context = await self.get_context(request, None)
         result = await self.execute_single(
             request,
@@ -249,7 +246,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             await self.get_sub_response(request),
             context,
             None,
-            operation,
+            self.documents.resolve(operation, named),
         )
         body = await self.process_result(request, result)
         return Response(self.encode_json(body), media_type="application/json")

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import orjson
 from graphql import GraphQLError, GraphQLSchema, GraphQLSyntaxError, parse, validate
@@ -169,6 +170,14 @@ class TrustedDocuments:
             self.manifest = manifest
             logger.info("trusted documents: %d read from %s", len(manifest.documents), self.path)
 
+    @overload
+    def resolve(
+        self, operations: GraphQLRequestData, named: Mapping[str, str] | bytes
+    ) -> GraphQLRequestData: ...
+    @overload
+    def resolve(
+        self, operations: list[GraphQLRequestData], named: Mapping[str, str] | bytes
+    ) -> list[GraphQLRequestData]: ...
     def resolve(self, operations: Operations, named: Mapping[str, str] | bytes) -> Operations:
         """Each operation with its trusted document, found by its `documentId` (in `named`: the
         GET parameters or the POST body, as Strawberry does not keep it) or APQ hash; or
