@@ -29,6 +29,7 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
       - BatchTooLarge
       - PersistedQueryRefused
         . PersistedDocumentRefused
+      - PersistedQueryTooLarge
       - PersistedDocumentNotFound
       - PersistedDocumentIdRequired
       - RateLimitExceeded
@@ -73,6 +74,8 @@ UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
 SHUTTING_DOWN = "SHUTTING_DOWN"
 # Automatic persisted queries (gateway/persisted.py): a hash the gateway does not know (yet).
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+# ... and a document sent to be remembered that is too long to keep, even printed compactly.
+PERSISTED_QUERY_TOO_LARGE = "PERSISTED_QUERY_TOO_LARGE"
 # Trusted documents (gateway/trusted_documents.py): an id the manifest does not hold, and text
 # sent where only the manifest's documents run. Both refuse the whole request with HTTP 400.
 PERSISTED_DOCUMENT_NOT_FOUND = "PERSISTED_DOCUMENT_NOT_FOUND"
@@ -231,6 +234,12 @@ class PersistedQueryRefused(RequestRefused):
 
 class PersistedDocumentRefused(PersistedQueryRefused):
     """A `documentId` sent with a `query` too: the request itself is wrong."""
+
+
+class PersistedQueryTooLarge(RequestRefused):
+    """A document sent with its APQ hash that is too long to keep: it is not run either."""
+
+    code = PERSISTED_QUERY_TOO_LARGE
 
 
 class PersistedDocumentNotFound(RequestRefused):
