@@ -149,6 +149,37 @@ def test_get_with_an_invalid_document_is_a_json_error(
     assert strict.json() == body
 
 
+BAD_INSTANTS = ['"not a date"', "5", "true", '"9999-99-99"', '"2024-01-01T25:00:00Z"', "[1]"]
+
+
+@pytest.mark.parametrize("literal", BAD_INSTANTS)
+def test_a_datetime_that_is_not_one_is_bad_user_input_however_it_comes(
+    client: httpx.Client, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture, literal: str
+) -> None:
+    """In the document, as a variable's default or as a variable: the client's mistake, never an
+    internal error (a literal once was one, logged with its traceback)."""
+    field = "packages(filter: { updatedAfter: %s }) { totalCount }"
+    requests: list[dict[str, Any]] = [
+        {"query": "{ %s }" % (field % literal)},
+        {"query": "query($d: DateTime = %s) { %s }" % (literal, field % "$d")},
+        {
+            "query": "query($d: DateTime) { %s }" % (field % "$d"),
+            "variables": {"d": json.loads(literal)},
+        },
+    ]
+    for request in requests:
+        response = client.post(
+            "/graphql", json=request, headers={"accept": "application/graphql-response+json"}
+        )
+        assert response.status_code == 400, response.text
+        body = response.json()
+        assert "data" not in body
+        assert [error["extensions"]["code"] for error in body["errors"]] == ["BAD_USER_INPUT"]
+        assert "DateTime" in body["errors"][0]["message"]
+    assert upstream.count == 0
+    assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text
+
+
 def test_graphql_response_media_type_keeps_field_errors_at_200(
     own_client: httpx.Client, upstream: FakeUpstream
 ) -> None:
