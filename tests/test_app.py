@@ -180,6 +180,36 @@ def test_a_datetime_that_is_not_one_is_bad_user_input_however_it_comes(
     assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text
 
 
+@pytest.mark.parametrize("junk", ["!!", "\n", "==", " "])
+def test_an_id_or_cursor_with_junk_after_its_base64_is_malformed(
+    client: httpx.Client, junk: str
+) -> None:
+    """Base64 decoders skip what is not base64 unless told not to: `UGFja2FnZToy!!` was read as
+    `UGFja2FnZToy`. Only what the gateway wrote is an id or a cursor."""
+    page = _data(
+        client.post(
+            "/graphql",
+            json={"query": "{ packages(first: 2) { nodes { id } pageInfo { endCursor } } }"},
+        )
+    )["packages"]
+    global_id, cursor = page["nodes"][0]["id"], page["pageInfo"]["endCursor"]
+    requests = {
+        "query($v: ID!) { node(id: $v) { id } }": (global_id, "node id"),
+        "query($v: ID!) { nodes(ids: [$v]) { id } }": (global_id, "node id"),
+        "query($v: String) { packages(first: 1, after: $v) { totalCount } }": (
+            cursor,
+            "not a valid cursor",
+        ),
+    }
+    for query, (value, message) in requests.items():
+        _data(client.post("/graphql", json={"query": query, "variables": {"v": value}}))
+        spoiled = {"query": query, "variables": {"v": value + junk}}
+        body = client.post("/graphql", json=spoiled).json()
+        [error] = body["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", body
+        assert message in error["message"]
+
+
 def test_graphql_response_media_type_keeps_field_errors_at_200(
     own_client: httpx.Client, upstream: FakeUpstream
 ) -> None:

@@ -450,6 +450,26 @@ async def test_a_datetime_that_is_not_one_is_bad_user_input_on_every_path(
     assert await _known(rest(), query, variables) == expected
 
 
+@pytest.mark.parametrize("junk", ["!!", "\n", "=="])
+async def test_an_id_or_cursor_with_junk_after_its_base64_is_malformed_on_every_path(
+    rest: Callable[[], Backend], junk: str
+) -> None:
+    global_id, cursor = to_base64("Package", PACKAGES[1].id), cursor_of((PACKAGES[3].id,))
+    query = (
+        "query Q($id: ID!, $after: String) { node(id: $id) { id } nodes(ids: [$id]) { id }"
+        " packages(first: 2, after: $after) { nodes { slug } } }"
+    )
+    clean = {"id": global_id, "after": cursor}
+    assert b"errors" not in await _answer(PLANNED, rest(), query, clean)
+    for name in clean:
+        variables = {**clean, name: clean[name] + junk}
+        expected = await _answer(GRAPHQL_CORE, rest(), query, variables)
+        assert await _answer(PLANNED, rest(), query, variables) == expected
+        assert await _known(rest(), query, variables) == expected
+        codes = {error["extensions"]["code"] for error in orjson.loads(expected)["errors"]}
+        assert codes == {"BAD_USER_INPUT"}, expected
+
+
 FAILING = """{
   package(slug: "%s") { title category { title } grids(first: 3) { totalCount nodes { title } } }
   grids(first: 2) { totalCount nodes { slug packageCount } }

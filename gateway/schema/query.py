@@ -9,7 +9,6 @@ from typing import Any
 
 import strawberry
 from aiodataloader import DataLoader
-from strawberry.relay.utils import from_base64
 
 from gateway.errors import BadUserInput
 from gateway.loaders.loaders import Loaders
@@ -31,6 +30,7 @@ from gateway.schema.pagination import (
     Connection,
     Paged,
     connection,
+    from_base64,
     is_number,
     paged,
     shown,
