@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -177,25 +178,64 @@ async def test_the_budget_is_a_setting_and_shared_work_is_not_charged_twice(
 # -- work nobody waits for ---------------------------------------------------------------------
 
 
+async def hang_up_during(upstream: FakeUpstream, client: httpx.AsyncClient, sent: Any) -> None:
+    """Post `sent` over a connection of its own, and close it once two upstream requests have
+    arrived; return once the gateway has logged the request as a 499."""
+    body = orjson.dumps(sent)
+    with access_line(499) as logged:
+        port = int(str(client.base_url).rsplit(":", 1)[1].rstrip("/"))
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /graphql HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        assert await asyncio.to_thread(upstream.wait_until, lambda: upstream.count >= 2)
+        writer.close()
+        await writer.wait_closed()
+        assert await asyncio.to_thread(logged.wait, 10)
+
+
+@contextlib.contextmanager
+def never_retrieved() -> Any:
+    """The messages asyncio logs for tasks and futures that failed with nobody to ask them
+    (each with a traceback), as they are collected."""
+    messages: list[str] = []
+
+    class Collected(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "never retrieved" in record.getMessage():
+                messages.append(record.getMessage())
+
+    handler = Collected()
+    logging.getLogger("asyncio").addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+
+
 async def test_a_client_hanging_up_stops_its_upstream_work(upstream: FakeUpstream) -> None:
     upstream.latency = 0.3  # 30 searches, two at a time: about 4.5 s, if it went on
-    body = orjson.dumps({"query": aliased_searches(0, 30)})
     async with gateway(upstream, warm_catalogue=False, upstream_max_in_flight=2) as client:
-        with access_line(499) as logged:
-            port = int(str(client.base_url).rsplit(":", 1)[1].rstrip("/"))
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(
-                b"POST /graphql HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-            assert await asyncio.to_thread(upstream.wait_until, lambda: upstream.count >= 2)
-            writer.close()
-            await writer.wait_closed()
-            assert await asyncio.to_thread(logged.wait, 10)
+        await hang_up_during(upstream, client, {"query": aliased_searches(0, 30)})
         upstream.latency = 0.0
         await nothing_more_reaches_the_upstream(upstream, client, before=4)
+
+
+async def test_work_nobody_waits_for_ends_without_a_traceback(upstream: FakeUpstream) -> None:
+    """The searches the client left, cancelled or failed, leave no "Task exception was never
+    retrieved" behind: a traceback per field in the log for each client that hangs up."""
+    upstream.latency = 0.3
+    async with gateway(upstream, warm_catalogue=False, upstream_max_in_flight=2) as client:
+        with never_retrieved() as logged:
+            batch = [{"query": aliased_searches(op, 30)} for op in range(10)]
+            await hang_up_during(upstream, client, batch)
+            upstream.latency = 0.0
+            await nothing_more_reaches_the_upstream(upstream, client, before=4)
+            gc.collect()  # what is left of the request, so that asyncio would log it now
+    assert logged == []
 
 
 async def test_a_timed_out_request_stops_its_upstream_work(upstream: FakeUpstream) -> None:

@@ -73,6 +73,13 @@ class _Batch:
         self.answers = answers  # per parent: a value, a future, or a list of those
         self.paging = paging
 
+    def answer_lists(self) -> list[list[Any]]:
+        """The answers, and the lists among them of a field that is a list of records: every
+        list that may hold futures."""
+        if self.loaded.batched.shape is not Shape.MANY:
+            return [self.answers]
+        return [self.answers, *(answer for answer in self.answers if type(answer) is list)]
+
 
 async def run(plan: Plan, variables: VariableValues, loaders: Loaders) -> ExecutionResult:
     return await _Run(variables, loaders).run(plan.root)
@@ -97,9 +104,13 @@ class _Run:
                 self.fill(selection, parents, batches)
             self.null_rising()
             if self.root in self.nulled:
-                _cancel(batches)
+                _abandon(batches)
                 break
-            await self.settle(batches)
+            try:
+                await self.settle(batches)
+            except asyncio.CancelledError:  # the client left, or the request timed out
+                _abandon(batches)
+                raise
             level = {}
             for batch in batches:
                 self.complete(batch, level)
@@ -168,11 +179,7 @@ class _Run:
         in its place. The loaders' futures of one batch are all set at once: awaiting them in
         turn waits once per batch, not once per future."""
         for batch in batches:
-            many = batch.loaded.batched.shape is Shape.MANY
-            for answers in (
-                batch.answers,
-                *(answer for answer in batch.answers if many and type(answer) is list),
-            ):
+            for answers in batch.answer_lists():
                 for index, answer in enumerate(answers):
                     if isinstance(answer, asyncio.Future):
                         if not answer.done():
@@ -346,12 +353,21 @@ class _Run:
         return False
 
 
-def _cancel(batches: list[_Batch]) -> None:
-    """Cancel the tasks of answers no one will wait for."""
+def _abandon(batches: list[_Batch]) -> None:
+    """Cancel the tasks of answers no one will wait for, and take the exception of each such
+    answer as it ends: asyncio would log those no one took, a traceback each."""
     for batch in batches:
-        for answer in batch.answers:
-            if isinstance(answer, asyncio.Task):
-                answer.cancel()
+        for answers in batch.answer_lists():
+            for answer in answers:
+                if isinstance(answer, asyncio.Future):
+                    answer.add_done_callback(_taken)
+                    if isinstance(answer, asyncio.Task):
+                        answer.cancel()
+
+
+def _taken(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _page_info(name: str, type_name: str, page_info: PageInfo) -> Any:
