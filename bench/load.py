@@ -1,20 +1,29 @@
 """Load: `gateway serve` as a real process, over a faulty fake APIv4, driven by many clients.
 
-    python -m bench.load [--requests 20000] [--concurrency 50]
+    python -m bench.load [--requests 20000] [--concurrency 50] [--hostile 0.02]
 
 The fake APIv4 serves the full-scale demo catalogue from this process, on loopback. After a
-warm-up without faults, 5% of its answers are 503s and 1% hang, and once half the requests are
-done it answers nothing but 503s for `--outage` seconds. The clients send a mix of the queries
-a frontend sends (a package with its category and grids, a grid's fan-out, list pages, search,
-node refetches) and the script prints what an operator would ask: did the gateway ever answer
-5xx, how many requests outlived its request timeout, latency, how hard it pressed the upstream,
-and whether its memory grew. Everything stays on loopback and is bounded in count and time.
+warm-up without faults (`--warmup` requests of the same mix), 5% of its answers are 503s and 1%
+hang, and once half the requests are done it answers nothing but 503s for `--outage` seconds.
+The clients send a mix of the queries a frontend sends (a package with its category and grids,
+a grid's fan-out, list pages, search, node refetches) and, in a small share (`--hostile`), the
+attacks of bench/hostile.py: requests that would make one request cost thousands of upstream
+calls, clients that hang up half-way, and documents that are costly to validate or answer.
+Another process probes /healthz every 50 ms throughout the measured requests.
+
+The script prints what an operator would ask: did the gateway ever answer 5xx, how many
+requests outlived its request timeout, latency, how hard it pressed the upstream (its peak
+concurrency against `upstream_max_in_flight`, the most one request caused against
+`max_upstream_requests`, anything reaching it after a client left), each attack's answers,
+whether /healthz kept answering within 100 ms, and whether memory stayed flat once warm.
+Everything stays on loopback and is bounded in count and time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
 import socket
@@ -23,22 +32,33 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import orjson
 from strawberry.relay.utils import to_base64
 
+from bench.hostile import FRONTEND, HANG_UP_AFTER, KINDS, Attacks, Post, upstream_key
 from gateway.config import Settings
 from gateway.demo.dataset import generate
+from gateway.errors import SHUTTING_DOWN
 from gateway.loaders.sql.rows import Dataset
 from gateway.schema.pagination import cursor_of
-from tests.fake_upstream import FakeUpstream, serve_upstream
+from tests.fake_upstream import FakeUpstream, Logged, serve_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
+
+HEALTHZ_BOUND = 0.1  # seconds: /healthz must answer within it throughout
+PROBE_INTERVAL = 0.05  # seconds between two probes of /healthz
+RSS_TOLERANCE = 0.1  # the share RSS may move by, once warm, and still be flat
+HANG_UP_GRACE = 1.0  # seconds after a hang-up in which its fetches already sent may still arrive
+UVICORN_CAP_REFUSAL = "Service Unavailable"  # uvicorn's 503 body past `limit_concurrency`
+JSON_CONTENT = {"content-type": "application/json"}
 
 PACKAGE = """query($slug: String!) { package(slug: $slug) {
     title pypiVersion lastUpdated category { title }
@@ -97,17 +117,31 @@ def requests(dataset: Dataset, rng: random.Random) -> Iterator[Request]:
         yield make()
 
 
+def mix(dataset: Dataset, rng: random.Random, hostile: float) -> Iterator[Post]:
+    """The frontend's queries, and a share `hostile` of attacks among them."""
+    frontend, attacks = requests(dataset, rng), iter(Attacks(dataset, rng))
+    while True:
+        if rng.random() < hostile:
+            yield next(attacks)
+        else:
+            query, variables = next(frontend)
+            yield Post(FRONTEND, {"query": query, "variables": variables})
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    post: Post
     seconds: float
     status: int | None  # None: no HTTP answer (refused, reset, the client's own timeout)
-    codes: tuple[str, ...]  # the GraphQL errors' `extensions.code`
-    stale: bool
+    codes: tuple[str, ...] = ()  # the GraphQL errors' `extensions.code`, of every operation
+    stale: bool = False
+    refusal: bool = False  # a 503 the gateway means: past its connection cap, or shutting down
+    left_at: float | None = None  # when the client hung up, unanswered (`time.monotonic()`)
 
 
 async def drive(
     client: httpx.AsyncClient,
-    mix: Iterator[Request],
+    mix: Iterator[Post],
     count: int,
     concurrency: int,
     deadline: float,
@@ -121,30 +155,67 @@ async def drive(
         nonlocal left
         while left > 0 and time.monotonic() < deadline:
             left -= 1
-            query, variables = next(mix)
-            outcomes.append(await one(client, query, variables))
+            post = next(mix)
+            if post.hang_up is None:
+                outcomes.append(await one(client, post))
+            else:
+                outcomes.append(await hang_up(client.base_url, post, post.hang_up))
             on_done(len(outcomes))
 
     await asyncio.gather(*(client_loop() for _ in range(concurrency)))
     return outcomes
 
 
-async def one(client: httpx.AsyncClient, query: str, variables: dict[str, Any]) -> Outcome:
+async def one(client: httpx.AsyncClient, post: Post) -> Outcome:
     started = time.monotonic()
     try:
-        response = await client.post("/graphql", json={"query": query, "variables": variables})
+        response = await client.post(
+            "/graphql", content=orjson.dumps(post.body), headers=JSON_CONTENT
+        )
     except httpx.TransportError:
-        return Outcome(time.monotonic() - started, None, (), False)
+        return Outcome(post, time.monotonic() - started, None)
     seconds = time.monotonic() - started
+    if response.status_code == 503 and response.text == UVICORN_CAP_REFUSAL:
+        return Outcome(post, seconds, 503, refusal=True)
     try:
         body = response.json()
     except ValueError:
-        return Outcome(seconds, response.status_code, ("NOT_JSON",), False)
+        return Outcome(post, seconds, response.status_code, ("NOT_JSON",))
+    answers = body if isinstance(body, list) else [body]
     codes = tuple(
-        str(error.get("extensions", {}).get("code")) for error in body.get("errors") or ()
+        str(error.get("extensions", {}).get("code"))
+        for answer in answers
+        for error in answer.get("errors") or ()
     )
-    stale = bool((body.get("extensions") or {}).get("stale"))
-    return Outcome(seconds, response.status_code, codes, stale)
+    stale = any((answer.get("extensions") or {}).get("stale") for answer in answers)
+    refusal = response.status_code == 503 and SHUTTING_DOWN in codes
+    return Outcome(post, seconds, response.status_code, codes, stale, refusal)
+
+
+async def hang_up(origin: httpx.URL, post: Post, after: float) -> Outcome:
+    """`post` over a connection of its own, which the client closes `after` seconds on unless
+    an answer has begun by then."""
+    body = orjson.dumps(post.body)
+    head = (
+        f"POST /graphql HTTP/1.1\r\nHost: {origin.host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    started = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection(origin.host, origin.port)
+    except OSError:
+        return Outcome(post, time.monotonic() - started, None)
+    try:
+        writer.write(head.encode() + body)
+        status_line = await asyncio.wait_for(reader.readline(), after)
+    except TimeoutError:
+        return Outcome(post, after, None, left_at=time.monotonic())
+    except OSError:
+        return Outcome(post, time.monotonic() - started, None)
+    finally:
+        writer.close()
+    status = int(status_line.split(b" ", 2)[1]) if status_line else None
+    return Outcome(post, time.monotonic() - started, status)
 
 
 async def outage_at_half(
@@ -214,53 +285,197 @@ def gateway(
             process.wait()
 
 
+def probe_healthz(origin: str, interval: float, stop: Connection) -> None:
+    """GET /healthz every `interval` seconds until told to stop, then send back each probe's
+    seconds (None: no answer, or not 200). In a process of its own, so that the load's clients
+    and the fake APIv4 (this process) do not delay the probes."""
+    seconds: list[float | None] = []
+    with httpx.Client(base_url=origin, timeout=60) as client:
+        stop.send("ready")
+        while not stop.poll(interval):
+            started = time.perf_counter()
+            try:
+                ok = client.get("/healthz").status_code == 200
+            except httpx.TransportError:
+                ok = False
+            seconds.append(time.perf_counter() - started if ok else None)
+    stop.send(seconds)
+
+
+@asynccontextmanager
+async def healthz_prober(origin: str) -> AsyncIterator[list[float | None]]:
+    """/healthz probed from another process for as long as the context lasts; the list it
+    yields holds the probes' seconds once it has ended."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    prober = context.Process(target=probe_healthz, args=(origin, PROBE_INTERVAL, theirs))
+    prober.start()
+    probes: list[float | None] = []
+    try:
+        await asyncio.to_thread(ours.recv)  # ready
+        yield probes
+        ours.send("stop")
+        probes.extend(await asyncio.to_thread(ours.recv))
+    finally:
+        await asyncio.to_thread(prober.join, 60)
+
+
+def upstream_arrivals(outcomes: list[Outcome], log: list[Logged]) -> dict[int, list[Logged]]:
+    """For each outcome (by index) whose post names the upstream requests it may cause, those
+    of them that reached the upstream."""
+    owner = {key: index for index, outcome in enumerate(outcomes) for key in outcome.post.keys}
+    arrivals: dict[int, list[Logged]] = {}
+    for logged in log:
+        index = owner.get(upstream_key(logged.target))
+        if index is not None:
+            arrivals.setdefault(index, []).append(logged)
+    return arrivals
+
+
+def _fetches(arrived: list[Logged]) -> int:
+    """Upstream fetches, as the budget counts them: a retry of a target is the same fetch."""
+    return len({logged.target for logged in arrived})
+
+
 def _percentile(sorted_seconds: list[float], share: float) -> float:
     index = min(len(sorted_seconds) - 1, round(share * (len(sorted_seconds) - 1)))
     return sorted_seconds[index]
 
 
-def report(
-    outcomes: list[Outcome],
-    args: argparse.Namespace,
-    elapsed: float,
-    upstream: FakeUpstream,
-    memory: tuple[int, int],
-    cpu: float,
-) -> str:
-    limit = Settings().request_timeout
-    seconds = sorted(outcome.seconds for outcome in outcomes)
-    statuses = Counter(o.status for o in outcomes)
-    server_errors = sum(n for status, n in statuses.items() if status is not None and status >= 500)
-    codes = Counter(code for o in outcomes for code in set(o.codes))
-    failed = sum(1 for o in outcomes if o.codes)
-    slow = sum(1 for s in seconds if s > limit)
-    late = sum(1 for s in seconds if s > limit + 1)  # the gateway did not keep to its limit
-    warm, end = memory
+def _counted(counter: Counter[Any]) -> str:
+    return ", ".join(f"{key} {n}" for key, n in sorted(counter.items(), key=str)) or "none"
+
+
+def _yes(held: bool) -> str:
+    return "yes" if held else "NO"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """What one measured run saw, besides its requests' outcomes."""
+
+    elapsed: float
+    upstream: FakeUpstream
+    memory: tuple[int, int]  # the gateway's RSS in KiB, after the warm-up and at the end
+    cpu: float
+    probes: list[float | None]
+    tracebacks: int
+
+
+def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
+    settings = Settings()
+    limit = settings.request_timeout
+    frontend = [o for o in outcomes if o.post.kind == FRONTEND]
+    seconds = sorted(o.seconds for o in frontend)
+    refusals = sum(1 for o in outcomes if o.refusal)
+    server_errors = sum(1 for o in outcomes if (o.status or 0) >= 500 and not o.refusal)
+    unanswered = sum(1 for o in outcomes if o.status is None and o.left_at is None)
+    codes = Counter(code for o in frontend for code in set(o.codes))
+    failed = sum(1 for o in frontend if o.codes)
+    slow = sum(1 for o in outcomes if o.seconds > limit)
+    late = sum(1 for o in outcomes if o.seconds > limit + 1)  # the gateway did not keep to it
+    arrivals = upstream_arrivals(outcomes, run.upstream.log)
+    most_per_request = max(map(_fetches, arrivals.values()), default=0)
+    budget = settings.max_upstream_requests
+    cap, peak = settings.upstream_max_in_flight, run.upstream.peak_in_flight
+    left = [(o.left_at, arrivals.get(i, [])) for i, o in enumerate(outcomes) if o.left_at]
+    before = sum(1 for at, arrived in left for a in arrived if a.at <= at)
+    after = sum(1 for at, arrived in left for a in arrived if a.at > at + HANG_UP_GRACE)
+    healthz, healthz_held = _healthz(run.probes)
+    warm, end = run.memory
+    growth = (end - warm) / warm
     rows = {
         "requests": f"{len(outcomes)} of {args.requests}, {args.concurrency} clients at once, "
-        f"in {elapsed:.1f} s ({len(outcomes) / elapsed:.0f}/s)",
+        f"in {run.elapsed:.1f} s ({len(outcomes) / run.elapsed:.0f}/s), "
+        f"{len(outcomes) - len(frontend)} of them attacks",
         "gateway 5xx": f"{server_errors}",
-        "no HTTP answer": f"{statuses[None]}",
-        "HTTP statuses": ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items(), key=str)),
+        "503 refusals": f"{refusals} (past the connection cap, or shutting down)",
+        "no HTTP answer": f"{unanswered} (besides the clients that hung up)",
+        "HTTP statuses": _counted(Counter(map(_status, outcomes))),
         "over time limit": f"{slow} (request_timeout {limit:g} s), {late} by over a second",
-        "latency p50": f"{_percentile(seconds, 0.50) * 1000:.0f} ms",
-        "latency p99": f"{_percentile(seconds, 0.99) * 1000:.0f} ms",
-        "latency max": f"{seconds[-1] * 1000:.0f} ms",
-        "with errors": f"{failed} ({100 * failed / len(outcomes):.1f}%): "
-        + (", ".join(f"{code} {n}" for code, n in codes.most_common()) or "none"),
-        "stale answers": f"{sum(1 for o in outcomes if o.stale)}",
-        "upstream requests": f"{upstream.count} (peak {upstream.peak_in_flight} in flight)",
-        "gateway CPU": f"{cpu:.0f} s ({100 * cpu / elapsed:.0f}% of one core)",
+        "latency p50": f"{_ms(_percentile(seconds, 0.50))} (the frontend's queries)",
+        "latency p99": _ms(_percentile(seconds, 0.99)),
+        "latency max": _ms(seconds[-1]),
+        "with errors": f"{failed} ({100 * failed / len(frontend):.1f}%): {_counted(codes)}",
+        "stale answers": f"{sum(1 for o in frontend if o.stale)}",
+        "upstream requests": f"{run.upstream.count} (peak {peak} in flight)",
+        "/healthz": healthz,
+        "gateway CPU": f"{run.cpu:.0f} s ({100 * run.cpu / run.elapsed:.0f}% of one core)",
         "gateway RSS": f"{warm / 1024:.1f} MiB after warm-up, {end / 1024:.1f} MiB at the end "
-        f"({100 * (end - warm) / warm:+.1f}%)",
+        f"({100 * growth:+.1f}%)",
+        "tracebacks logged": f"{run.tracebacks}",
     }
-    width = max(map(len, rows))
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows.items())
+    attacks = {}
+    for kind in KINDS:
+        attacks[kind] = _attack_row(
+            [(o, arrivals.get(i, [])) for i, o in enumerate(outcomes) if o.post.kind == kind]
+        )
+    attacks["hung-up work"] = (
+        f"{len(left)} left unanswered after {HANG_UP_AFTER:g} s; {before} of their upstream"
+        f" requests came before, {after} over {HANG_UP_GRACE:g} s after"
+    )
+    verdicts = {
+        "no gateway 5xx": _yes(server_errors == 0),
+        "upstream within its cap": f"{_yes(peak <= cap)} (peak {peak} in flight,"
+        f" upstream_max_in_flight {cap})",
+        "upstream budget kept": f"{_yes(most_per_request <= budget)} (at most"
+        f" {most_per_request} upstream fetches for one request, max_upstream_requests {budget})",
+        "hung-up work stopped": f"{_yes(after == 0)} ({after} of its upstream requests over"
+        f" {HANG_UP_GRACE:g} s after the client left)",
+        "/healthz within 100 ms": f"{_yes(healthz_held)} (throughout the measured run)",
+        "RSS flat once warm": f"{_yes(abs(growth) <= RSS_TOLERANCE)} ({100 * growth:+.1f}%,"
+        f" tolerance ±{100 * RSS_TOLERANCE:.0f}%)",
+    }
+    width = max(map(len, [*rows, *attacks, *verdicts]))
+    return "\n\n".join(
+        "\n".join(f"{name:<{width}}  {value}" for name, value in section.items())
+        for section in (rows, attacks, verdicts)
+    )
+
+
+def _healthz(probes: list[float | None]) -> tuple[str, bool]:
+    """The /healthz probes in a line, and whether every one of them answered within bounds."""
+    answered = sorted(p for p in probes if p is not None)
+    line = f"{len(probes)} probes, one every {_ms(PROBE_INTERVAL)}: "
+    if not answered:
+        return line + "none answered", False
+    over = sum(1 for p in answered if p > HEALTHZ_BOUND)
+    line += f"p99 {_ms(_percentile(answered, 0.99))}, max {_ms(answered[-1])}"
+    line += f", {over} over {_ms(HEALTHZ_BOUND)}"
+    if len(answered) < len(probes):
+        line += f", {len(probes) - len(answered)} unanswered"
+    return line, over == 0 and len(answered) == len(probes)
+
+
+def _status(outcome: Outcome) -> str:
+    if outcome.left_at is not None:
+        return "left"
+    return "none" if outcome.status is None else str(outcome.status)
+
+
+def _attack_row(sent: list[tuple[Outcome, list[Logged]]]) -> str:
+    """One kind of attack, each with the upstream requests it caused: how many were sent,
+    their statuses and codes, the slowest, and what reached the upstream."""
+    if not sent:
+        return "none sent"
+    statuses = Counter(_status(o) for o, _ in sent)
+    codes = Counter(code for o, _ in sent for code in set(o.codes))
+    row = f"{len(sent)} sent: {_counted(statuses)}; codes: {_counted(codes)}"
+    row += f"; slowest {_ms(max(o.seconds for o, _ in sent))}"
+    if any(o.post.keys for o, _ in sent):
+        requests = sum(len(arrived) for _, arrived in sent)
+        most = max(_fetches(arrived) for _, arrived in sent)
+        row += f"; upstream requests {requests}, at most {most} fetches for one"
+    return row
 
 
 async def run(args: argparse.Namespace) -> int:
     dataset = generate()
-    mix = requests(dataset, random.Random(args.seed))
+    requests_ = mix(dataset, random.Random(args.seed), args.hostile)
     limit = Settings().request_timeout
     with (
         serve_upstream(dataset) as upstream,
@@ -271,7 +486,7 @@ async def run(args: argparse.Namespace) -> int:
         timeout = httpx.Timeout(limit + 20)  # longer than the gateway's own limit: we count those
         async with httpx.AsyncClient(base_url=origin, limits=limits, timeout=timeout) as client:
             deadline = time.monotonic() + args.time_limit
-            await drive(client, mix, args.warmup, args.concurrency, deadline)
+            await drive(client, requests_, args.warmup, args.concurrency, deadline)
             warm, cpu = resident_kib(process.pid), cpu_seconds(process.pid)
 
             upstream.reset()
@@ -284,13 +499,18 @@ async def run(args: argparse.Namespace) -> int:
                     halfway.set()
 
             outage = asyncio.create_task(outage_at_half(upstream, halfway, args.outage, finished))
-            started = time.monotonic()
-            outcomes = await drive(client, mix, args.requests, args.concurrency, deadline, on_done)
-            elapsed = time.monotonic() - started
+            async with healthz_prober(origin) as probes:
+                started = time.monotonic()
+                outcomes = await drive(
+                    client, requests_, args.requests, args.concurrency, deadline, on_done
+                )
+                elapsed = time.monotonic() - started
             finished.set()
             await outage
             end, cpu = resident_kib(process.pid), cpu_seconds(process.pid) - cpu
-        print(report(outcomes, args, elapsed, upstream, (warm, end), cpu))
+    tracebacks = Path(log.name).read_text(errors="replace").count("Traceback (most recent call")
+    measured = Run(elapsed, upstream, (warm, end), cpu, probes, tracebacks)
+    print(report(outcomes, args, measured))
     print(f"gateway log: {log.name}")
     return 0
 
@@ -304,8 +524,14 @@ def main() -> None:
         "--warmup",
         type=int,
         default=4_000,
-        help="requests before measuring; enough to fill the resource cache, so that memory"
-        " growth afterwards would be a leak, not the cache filling",
+        help="requests before measuring, of the same mix, attacks included; enough to fill the"
+        " caches, so that memory growth afterwards would be a leak, not a cache filling",
+    )
+    parser.add_argument(
+        "--hostile",
+        type=float,
+        default=0.02,
+        help="share of the requests that are attacks (bench/hostile.py), drawn evenly by kind",
     )
     parser.add_argument("--outage", type=float, default=30.0, help="seconds of total outage")
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds, at most")
@@ -313,6 +539,8 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.requests, args.concurrency, args.time_limit) <= 0 or args.warmup < 0:
         parser.error("requests, concurrency and time limit must be positive")
+    if not 0 <= args.hostile <= 1:
+        parser.error("--hostile is a share: from 0 to 1")
     sys.exit(asyncio.run(run(args)))
 
 
