@@ -15,18 +15,8 @@ from typing import TypeVar
 import msgspec
 
 from gateway.errors import UpstreamError
-from gateway.loaders.records import (
-    Category,
-    Grid,
-    Key,
-    Order,
-    Package,
-    PackageFilter,
-    Page,
-    SearchHit,
-    Slice,
-    Window,
-)
+from gateway.loaders import records
+from gateway.loaders.records import Key, Order, PackageFilter, Page, Slice, Window
 from gateway.loaders.rest.fetcher import Fetcher
 from gateway.loaders.rest.memo import Memo
 from gateway.loaders.rest.snapshot import Catalogue
@@ -39,7 +29,7 @@ MAX_DETAILS = 16
 
 K = TypeVar("K")
 V = TypeVar("V")
-R = TypeVar("R", Category, Grid, Package)
+R = TypeVar("R", records.Category, records.Grid, records.Package)
 J = TypeVar("J", CategoryJSON, GridJSON, PackageJSON)
 
 
@@ -175,7 +165,7 @@ class RestBackend:
 
     # -- lookups -----------------------------------------------------------------------------
 
-    async def categories(self, ids: Sequence[int]) -> list[Category | None]:
+    async def categories(self, ids: Sequence[int]) -> list[records.Category | None]:
         return await self._by_id(
             ids,
             "categories/",
@@ -185,7 +175,7 @@ class RestBackend:
             in_snapshot=Catalogue.category,
         )
 
-    async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
+    async def categories_by_slug(self, slugs: Sequence[str]) -> list[records.Category | None]:
         # The upstream has no slug lookup for categories, and their slugs are not unique:
         # read the (short) list, or the snapshot's, and take the oldest category with the slug.
         snapshot = await self._snapshot_if_cheap(0)
@@ -194,12 +184,12 @@ class RestBackend:
         else:
             raws = await self.fetcher.whole_list("categories/", CategoryJSON)
             listed = [self.memo.remember_category(raw) for raw in raws]
-        by_slug: dict[str, Category] = {}
+        by_slug: dict[str, records.Category] = {}
         for category in sorted(listed, key=lambda c: c.id):
             by_slug.setdefault(category.slug, category)
         return [by_slug.get(slug) for slug in slugs]
 
-    async def grids(self, ids: Sequence[int]) -> list[Grid | None]:
+    async def grids(self, ids: Sequence[int]) -> list[records.Grid | None]:
         return await self._by_id(
             ids,
             "grids/",
@@ -209,7 +199,7 @@ class RestBackend:
             in_snapshot=Catalogue.grid,
         )
 
-    async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
+    async def grids_by_slug(self, slugs: Sequence[str]) -> list[records.Grid | None]:
         return await self._by_slug(
             slugs,
             "grids/",
@@ -220,7 +210,7 @@ class RestBackend:
             in_snapshot=Catalogue.grid_by_slug,
         )
 
-    async def packages(self, ids: Sequence[int]) -> list[Package | None]:
+    async def packages(self, ids: Sequence[int]) -> list[records.Package | None]:
         return await self._by_id(
             ids,
             "packages/",
@@ -230,7 +220,7 @@ class RestBackend:
             in_snapshot=Catalogue.package,
         )
 
-    async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]:
+    async def packages_by_slug(self, slugs: Sequence[str]) -> list[records.Package | None]:
         return await self._by_slug(
             slugs,
             "packages/",
@@ -243,7 +233,7 @@ class RestBackend:
 
     # -- relations -----------------------------------------------------------------------------
 
-    async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
+    async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[records.Package]]:
         return await self._relation(
             windows,
             self._grid_members,
@@ -252,7 +242,7 @@ class RestBackend:
             self.memo.packages,
         )
 
-    async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+    async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[records.Grid]]:
         return await self._relation(
             windows,
             self._package_grids,
@@ -261,7 +251,9 @@ class RestBackend:
             self.memo.grids,
         )
 
-    async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
+    async def packages_of_categories(
+        self, windows: Sequence[Window]
+    ) -> list[Page[records.Package]]:
         # The upstream cannot filter packages by category: the snapshot's whole package
         # list answers every window, filtered or not.
         snapshot = await self.fetcher.snapshot()
@@ -293,13 +285,13 @@ class RestBackend:
             pages.update(zip(own, await plain(own), strict=True))
         return [pages[window] for window in windows]
 
-    async def _grid_members(self, windows: Sequence[Window]) -> list[Page[Package]]:
+    async def _grid_members(self, windows: Sequence[Window]) -> list[Page[records.Package]]:
         await self.grids([window.parent for window in windows])
         return await self._windows(
             windows, self.memo.packages_of_grid, self.packages, lambda record, _: _by_title(record)
         )
 
-    async def _package_grids(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+    async def _package_grids(self, windows: Sequence[Window]) -> list[Page[records.Grid]]:
         await self.packages([window.parent for window in windows])
         return await self._windows(
             windows, self.memo.grids_of_package, self.grids, lambda _, place: (place,)
@@ -316,10 +308,10 @@ class RestBackend:
         all of them; `key` is a record's key in the relation's order, given its place."""
         slices = [members.get(window.parent, ())[: window.slice.limit] for window in windows]
         wanted = list(dict.fromkeys(id for ids in slices for id in ids))
-        records = dict(zip(wanted, await load(wanted), strict=True))
+        loaded = dict(zip(wanted, await load(wanted), strict=True))
         pages: list[Page[R]] = []
         for window, ids in zip(windows, slices, strict=True):
-            found = [(place, record) for place, id in enumerate(ids) if (record := records[id])]
+            found = [(place, record) for place, id in enumerate(ids) if (record := loaded[id])]
             total = len(members.get(window.parent, ()))
             keys = [key(record, place) for place, record in found]
             pages.append(Page([record for _, record in found], total, keys, 0, total))
@@ -327,7 +319,9 @@ class RestBackend:
 
     # -- whole lists ---------------------------------------------------------------------------
 
-    async def list_categories(self, slice: Slice, order: Order | None = None) -> Page[Category]:
+    async def list_categories(
+        self, slice: Slice, order: Order | None = None
+    ) -> Page[records.Category]:
         snapshot = await self._snapshot_for_list(shaped=order is not None or _paged(slice))
         if snapshot is not None:
             page = snapshot.list_categories(slice, order)
@@ -335,7 +329,7 @@ class RestBackend:
         raws, total = await self.fetcher.page("categories/", CategoryJSON, 0, slice.limit)
         return _first_page([self.memo.remember_category(raw) for raw in raws], total)
 
-    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[Grid]:
+    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[records.Grid]:
         snapshot = await self._snapshot_for_list(shaped=order is not None or _paged(slice))
         if snapshot is not None:
             return self._as_first_seen(snapshot.list_grids(slice, order), self.memo.grids)
@@ -344,7 +338,7 @@ class RestBackend:
 
     async def list_packages(
         self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
-    ) -> Page[Package]:
+    ) -> Page[records.Package]:
         shaped = filter is not None or order is not None or _paged(slice)
         snapshot = await self._snapshot_for_list(shaped=shaped)
         if snapshot is not None:
@@ -353,7 +347,7 @@ class RestBackend:
         raws, total = await self.fetcher.page("packages/", PackageJSON, 0, slice.limit)
         return _first_page([self.memo.remember_package(raw) for raw in raws], total)
 
-    async def search(self, query: str) -> list[SearchHit]:
+    async def search(self, query: str) -> list[records.SearchHit]:
         if not query.strip():
             return []
         return [to_search_hit(raw) for raw in await self.fetcher.search(query)]
@@ -370,11 +364,11 @@ def _shaped(window: Window) -> bool:
     return window.filter is not None or window.order is not None or _paged(window.slice)
 
 
-def _by_title(package: Package) -> Key:
+def _by_title(package: records.Package) -> Key:
     """A package's key in a grid's own order: by title, then id."""
     return package.title, package.id
 
 
-def _first_page(records: list[R], total: int) -> Page[R]:
+def _first_page(items: list[R], total: int) -> Page[R]:
     """A first page of the upstream's list, newest id first."""
-    return Page(records, total, [(record.id,) for record in records], 0, total)
+    return Page(items, total, [(record.id,) for record in items], 0, total)
