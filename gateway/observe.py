@@ -232,29 +232,22 @@ class SqlStatement:
         return self._span.__exit__(kind, error, traceback)
 
 
-S = TypeVar("S")
 K = TypeVar("K")
 V = TypeVar("V")
+BatchLoad = Callable[[list[K]], Coroutine[Any, Any, list[V]]]
 
 
-def batch(
-    loader: str,
-) -> Callable[
-    [Callable[[S, list[K]], Coroutine[Any, Any, list[V]]]],
-    Callable[[S, list[K]], Coroutine[Any, Any, list[V]]],
-]:
-    """Decorate a dataloader's batch method: its size counted, a span around it."""
+def batch(loader: str) -> Callable[[BatchLoad[K, V]], BatchLoad[K, V]]:
+    """Decorate a dataloader's batch function: its size counted, a span around it."""
 
-    def decorate(
-        method: Callable[[S, list[K]], Coroutine[Any, Any, list[V]]],
-    ) -> Callable[[S, list[K]], Coroutine[Any, Any, list[V]]]:
-        @functools.wraps(method)
-        async def batched(self: S, keys: list[K]) -> list[V]:
+    def decorate(load: BatchLoad[K, V]) -> BatchLoad[K, V]:
+        @functools.wraps(load)
+        async def batched(keys: list[K]) -> list[V]:
             metrics.batch(loader, len(keys))
             if not tracing.enabled():
-                return await method(self, keys)
+                return await load(keys)
             with tracing.span(f"batch {loader}", {"gateway.batch.size": len(keys)}):
-                return await method(self, keys)
+                return await load(keys)
 
         return batched
 

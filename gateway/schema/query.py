@@ -12,7 +12,7 @@ from aiodataloader import DataLoader
 from strawberry.relay.utils import from_base64
 
 from gateway.errors import BadUserInput
-from gateway.loaders.loaders import Loaders
+from gateway.loaders.loaders import Loaders, Lookups
 from gateway.loaders.records import Order, Page, SearchHit
 from gateway.schema.context import Info
 from gateway.schema.inputs import (
@@ -38,19 +38,17 @@ from gateway.schema.pagination import (
 from gateway.schema.types import Category, Grid, Node, Package, SearchResult, found
 
 
-def lookup(
-    id: int | None, slug: str | None, by_id: DataLoader[int, Any], by_slug: DataLoader[str, Any]
-) -> Awaitable[Any] | None:
-    """One record by id or by slug, as its loader's future; None when none can match.
+def lookup(id: int | None, slug: str | None, kind: Lookups[Any]) -> Awaitable[Any] | None:
+    """One record of `kind` by id or by slug, as its loader's future; None when none can match.
 
     `id` and `slug` have no defaults, so unset is UNSET (or absent, to the engine).
     """
     if isinstance(id, int) and not isinstance(slug, str):
-        return by_id.load(id)
+        return kind.by_id.load(id)
     if isinstance(slug, str) and not isinstance(id, int):
         # No slug is longer than its column (at most 100 characters) or holds a NUL (which
         # PostgreSQL cannot even receive): no need to ask.
-        return by_slug.load(slug) if len(slug) <= MAX_SLUG and "\x00" not in slug else None
+        return kind.by_slug.load(slug) if len(slug) <= MAX_SLUG and "\x00" not in slug else None
     raise BadUserInput("Pass exactly one of `id` and `slug`")
 
 
@@ -61,9 +59,9 @@ def load_node(loaders: Loaders, global_id: str) -> Awaitable[Any] | None:
     except ValueError:
         raise BadUserInput(f"Not a valid node id: {shown(global_id)}") from None
     by_type: dict[str, DataLoader[int, Any]] = {
-        "Category": loaders.category,
-        "Grid": loaders.grid,
-        "Package": loaders.package,
+        "Category": loaders.categories.by_id,
+        "Grid": loaders.grids.by_id,
+        "Package": loaders.packages.by_id,
     }
     loader = by_type.get(type_name)
     if loader is None or not is_number(raw_id):
@@ -107,21 +105,21 @@ async def _category(
     info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
 ) -> Any:
     loaders = info.context.loaders
-    return await found(lookup(id, slug, loaders.category, loaders.category_by_slug))
+    return await found(lookup(id, slug, loaders.categories))
 
 
 async def _grid(
     info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
 ) -> Any:
     loaders = info.context.loaders
-    return await found(lookup(id, slug, loaders.grid, loaders.grid_by_slug))
+    return await found(lookup(id, slug, loaders.grids))
 
 
 async def _package(
     info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
 ) -> Any:
     loaders = info.context.loaders
-    return await found(lookup(id, slug, loaders.package, loaders.package_by_slug))
+    return await found(lookup(id, slug, loaders.packages))
 
 
 async def _list_page(

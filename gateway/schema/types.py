@@ -169,7 +169,7 @@ async def _package_grid_count(root: strawberry.Parent[records.Package], info: In
 
 
 async def _package_category(root: strawberry.Parent[records.Package], info: Info) -> Any:
-    return await info.context.loaders.category.load(root.category_id)
+    return await info.context.loaders.categories.by_id.load(root.category_id)
 
 
 @strawberry.type(description="A category of packages: App, Framework, Other, Project.")
@@ -268,11 +268,11 @@ def hit_of(
 
 
 async def _hit_package(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
-    return await found(hit_of(root, SearchItemType.PACKAGE, info.context.loaders.package_by_slug))
+    return await found(hit_of(root, SearchItemType.PACKAGE, info.context.loaders.packages.by_slug))
 
 
 async def _hit_grid(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
-    return await found(hit_of(root, SearchItemType.GRID, info.context.loaders.grid_by_slug))
+    return await found(hit_of(root, SearchItemType.GRID, info.context.loaders.grids.by_slug))
 
 
 @strawberry.type(description="One hit of a search, best first.")
