@@ -23,7 +23,7 @@ from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import PackageFilter
 from gateway.schema import inputs, types
 from gateway.schema.pagination import BY_ID, BY_MEMBERSHIP, BY_TITLE, Layout, Paged
-from gateway.schema.query import list_page, load_node, lookup, search
+from gateway.schema.query import load_node, lookup, search
 
 # A field's answer for one parent: a future (a loader's, or a task's), the value itself, None,
 # or for a list, a list of those.
@@ -137,7 +137,7 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paged]:
             shape: tuple[object, ...] = (kept(arguments),) if filtered else ()
             ordered = inputs.order(convert(order_input, arguments.get("orderBy")))
-            page, load = list_page(
+            page, load = types.list_page(
                 getattr(loaders, name),
                 arguments.get("first"),
                 arguments.get("last"),
