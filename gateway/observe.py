@@ -18,9 +18,10 @@ import random
 import re
 import time
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 import orjson
@@ -28,6 +29,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics, tracing
 from gateway.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 ACCESS = logging.getLogger("gateway.access")
 
@@ -153,20 +157,16 @@ def outgoing_headers() -> dict[str, str] | None:
 # -- what the backends do ------------------------------------------------------------------
 
 
-class UpstreamCall:
-    """One attempt at an APIv4 GET, counted and traced: `with UpstreamCall(path) as call:`,
-    then `call.status = <HTTP status>` once it answered. How it failed, if it did, is read from
-    the exception that leaves the block."""
+class _Measured:
+    """A block counted and traced: its span, and how long it took, which `_measured` records
+    as the block ends."""
 
-    __slots__ = ("_entered", "_span", "_started", "path", "status")
+    __slots__ = ("_entered", "_span", "_started")
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.status: int | None = None
-        attributes = {"http.request.method": "GET", "url.path": path}
-        self._span = tracing.span(f"GET {_route(path)}", attributes, client=True)
+    def __init__(self, span: AbstractContextManager[Span | None]) -> None:
+        self._span = span
 
-    def __enter__(self) -> UpstreamCall:
+    def __enter__(self) -> Self:
         self._entered = self._span.__enter__()
         self._started = time.perf_counter()
         return self
@@ -177,7 +177,27 @@ class UpstreamCall:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool | None:
-        seconds = time.perf_counter() - self._started
+        self._measured(error, time.perf_counter() - self._started)
+        return self._span.__exit__(kind, error, traceback)
+
+    def _measured(self, error: BaseException | None, seconds: float) -> None:
+        raise NotImplementedError
+
+
+class UpstreamCall(_Measured):
+    """One attempt at an APIv4 GET, counted and traced: `with UpstreamCall(path) as call:`,
+    then `call.status = <HTTP status>` once it answered. How it failed, if it did, is read from
+    the exception that leaves the block."""
+
+    __slots__ = ("path", "status")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.status: int | None = None
+        attributes = {"http.request.method": "GET", "url.path": path}
+        super().__init__(tracing.span(f"GET {_route(path)}", attributes, client=True))
+
+    def _measured(self, error: BaseException | None, seconds: float) -> None:
         if error is None:
             outcome = str(self.status)
         elif isinstance(error, TimeoutError | httpx.TimeoutException):
@@ -193,7 +213,6 @@ class UpstreamCall:
             self._entered.set_attribute("gateway.upstream.outcome", outcome)
             if self.status is not None:
                 self._entered.set_attribute("http.response.status_code", self.status)
-        return self._span.__exit__(kind, error, traceback)
 
 
 def _route(path: str) -> str:
@@ -204,32 +223,27 @@ def _route(path: str) -> str:
     return f"{resource}/" if kind == "list" else f"{resource}/{{key}}/"
 
 
-class SqlStatement:
+class SqlStatement(_Measured):
     """One SQL statement, counted and traced: `with SqlStatement(kind, dialect):`."""
 
-    __slots__ = ("_span", "_started", "kind")
+    __slots__ = ("kind",)
 
     def __init__(self, kind: str, dialect: str) -> None:
         self.kind = kind
-        self._span = tracing.span(
-            f"SELECT {kind}",
-            {"db.system.name": dialect, "db.operation.name": "SELECT", "gateway.statement": kind},
-            client=True,
+        super().__init__(
+            tracing.span(
+                f"SELECT {kind}",
+                {
+                    "db.system.name": dialect,
+                    "db.operation.name": "SELECT",
+                    "gateway.statement": kind,
+                },
+                client=True,
+            )
         )
 
-    def __enter__(self) -> SqlStatement:
-        self._span.__enter__()
-        self._started = time.perf_counter()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool | None:
-        metrics.sql_statement(self.kind, error is None, time.perf_counter() - self._started)
-        return self._span.__exit__(kind, error, traceback)
+    def _measured(self, error: BaseException | None, seconds: float) -> None:
+        metrics.sql_statement(self.kind, error is None, seconds)
 
 
 K = TypeVar("K")
