@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics, tracing
 from gateway.errors import UpstreamError
+from gateway.middleware import HttpMiddleware
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -52,16 +53,10 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-class Observed:
+class Observed(HttpMiddleware):
     """ASGI middleware: the request's id, counters, span and log line."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         stats = metrics.RequestStats(request_id(scope["headers"]))
         header = (REQUEST_ID_HEADER.encode(), stats.request_id.encode())
