@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -31,6 +32,18 @@ K = TypeVar("K")
 V = TypeVar("V")
 R = TypeVar("R", records.Category, records.Grid, records.Package)
 J = TypeVar("J", CategoryJSON, GridJSON, PackageJSON)
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind(Generic[J, R]):
+    """A kind of record as one request looks it up: its APIv4 resource and wire type, how the
+    memo remembers it and holds it by id, and how the snapshot finds it by id."""
+
+    resource: str
+    wire: type[J]
+    remember: Callable[[J], R]
+    seen: dict[int, R | None]
+    in_snapshot: Callable[[Catalogue, int], R | None]
 
 
 class RestBackend:
@@ -58,7 +71,14 @@ class RestBackend:
 
     def __init__(self, fetcher: Fetcher) -> None:
         self.fetcher = fetcher
-        self.memo = Memo()
+        self.memo = memo = Memo()
+        self._categories = _Kind(
+            "categories/", CategoryJSON, memo.remember_category, memo.categories, Catalogue.category
+        )
+        self._grids = _Kind("grids/", GridJSON, memo.remember_grid, memo.grids, Catalogue.grid)
+        self._packages = _Kind(
+            "packages/", PackageJSON, memo.remember_package, memo.packages, Catalogue.package
+        )
 
     @property
     def stale(self) -> bool:
@@ -117,32 +137,19 @@ class RestBackend:
             page, items=[seen.get(record.id) or record for record in page.items]
         )
 
-    async def _by_id(
-        self,
-        ids: Sequence[int],
-        resource: str,
-        kind: type[J],
-        *,
-        remember: Callable[[J], R],
-        seen: dict[int, R | None],
-        in_snapshot: Callable[[Catalogue, int], R | None],
-    ) -> list[R | None]:
-        """The records of `ids`, each read as `kind` at `resource` if need be."""
+    async def _by_id(self, ids: Sequence[int], kind: _Kind[J, R]) -> list[R | None]:
+        """The records of `ids`, each read at its resource if need be."""
 
         async def fetch_one(id: int) -> R | None:
-            raw = await self.fetcher.detail(resource, str(id), kind)
-            return None if raw is None else remember(raw)
+            raw = await self.fetcher.detail(kind.resource, str(id), kind.wire)
+            return None if raw is None else kind.remember(raw)
 
-        return await self._lookup(ids, seen, in_snapshot, fetch_one)
+        return await self._lookup(ids, kind.seen, kind.in_snapshot, fetch_one)
 
     async def _by_slug(
         self,
         slugs: Sequence[str],
-        resource: str,
-        kind: type[J],
-        *,
-        remember: Callable[[J], R],
-        seen: dict[int, R | None],
+        kind: _Kind[J, R],
         seen_ids: dict[str, int | None],
         in_snapshot: Callable[[Catalogue, str], R | None],
     ) -> list[R | None]:
@@ -152,28 +159,21 @@ class RestBackend:
             record = in_snapshot(snapshot, slug)
             if record is None:
                 return None
-            seen[record.id] = record
+            kind.seen[record.id] = record
             return record.id
 
         async def fetch_one(slug: str) -> int | None:
-            raw = await self.fetcher.detail(resource, slug, kind)
+            raw = await self.fetcher.detail(kind.resource, slug, kind.wire)
             # An all-digit slug is an id to the upstream: accept only a real slug match.
-            return remember(raw).id if raw is not None and raw.slug == slug else None
+            return kind.remember(raw).id if raw is not None and raw.slug == slug else None
 
         ids = await self._lookup(slugs, seen_ids, id_in_snapshot, fetch_one)
-        return [None if id is None else seen.get(id) for id in ids]
+        return [None if id is None else kind.seen.get(id) for id in ids]
 
     # -- lookups -----------------------------------------------------------------------------
 
     async def categories(self, ids: Sequence[int]) -> list[records.Category | None]:
-        return await self._by_id(
-            ids,
-            "categories/",
-            CategoryJSON,
-            remember=self.memo.remember_category,
-            seen=self.memo.categories,
-            in_snapshot=Catalogue.category,
-        )
+        return await self._by_id(ids, self._categories)
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[records.Category | None]:
         # The upstream has no slug lookup for categories, and their slugs are not unique:
@@ -190,65 +190,29 @@ class RestBackend:
         return [by_slug.get(slug) for slug in slugs]
 
     async def grids(self, ids: Sequence[int]) -> list[records.Grid | None]:
-        return await self._by_id(
-            ids,
-            "grids/",
-            GridJSON,
-            remember=self.memo.remember_grid,
-            seen=self.memo.grids,
-            in_snapshot=Catalogue.grid,
-        )
+        return await self._by_id(ids, self._grids)
 
     async def grids_by_slug(self, slugs: Sequence[str]) -> list[records.Grid | None]:
-        return await self._by_slug(
-            slugs,
-            "grids/",
-            GridJSON,
-            remember=self.memo.remember_grid,
-            seen=self.memo.grids,
-            seen_ids=self.memo.grid_ids,
-            in_snapshot=Catalogue.grid_by_slug,
-        )
+        return await self._by_slug(slugs, self._grids, self.memo.grid_ids, Catalogue.grid_by_slug)
 
     async def packages(self, ids: Sequence[int]) -> list[records.Package | None]:
-        return await self._by_id(
-            ids,
-            "packages/",
-            PackageJSON,
-            remember=self.memo.remember_package,
-            seen=self.memo.packages,
-            in_snapshot=Catalogue.package,
-        )
+        return await self._by_id(ids, self._packages)
 
     async def packages_by_slug(self, slugs: Sequence[str]) -> list[records.Package | None]:
         return await self._by_slug(
-            slugs,
-            "packages/",
-            PackageJSON,
-            remember=self.memo.remember_package,
-            seen=self.memo.packages,
-            seen_ids=self.memo.package_ids,
-            in_snapshot=Catalogue.package_by_slug,
+            slugs, self._packages, self.memo.package_ids, Catalogue.package_by_slug
         )
 
     # -- relations -----------------------------------------------------------------------------
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[records.Package]]:
         return await self._relation(
-            windows,
-            self._grid_members,
-            Catalogue.grid,
-            Catalogue.packages_of_grid,
-            self.memo.packages,
+            windows, self._grids, self._packages, self._grid_members, Catalogue.packages_of_grid
         )
 
     async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[records.Grid]]:
         return await self._relation(
-            windows,
-            self._package_grids,
-            Catalogue.package,
-            Catalogue.grids_of_package,
-            self.memo.grids,
+            windows, self._packages, self._grids, self._package_grids, Catalogue.grids_of_package
         )
 
     async def packages_of_categories(
@@ -265,20 +229,20 @@ class RestBackend:
     async def _relation(
         self,
         windows: Sequence[Window],
+        parents: _Kind[Any, Any],
+        members: _Kind[Any, R],
         plain: Callable[[Sequence[Window]], Awaitable[list[Page[R]]]],
-        parent_in: Callable[[Catalogue, int], object | None],
         from_snapshot: Callable[[Catalogue, Window], Page[R]],
-        seen: Mapping[int, R | None],
     ) -> list[Page[R]]:
         """Answer from the snapshot the windows with a filter or order, and any window whose
-        parent it knows while it is at hand; the others from the parents' links."""
+        parent it knows while it is at hand; the others from the parents' links (`plain`)."""
         snapshot = await self._snapshot_for_list(shaped=any(map(_shaped, windows)))
         pages: dict[Window, Page[R]] = {}
         if snapshot is not None:
             pages = {
-                window: self._as_first_seen(from_snapshot(snapshot, window), seen)
+                window: self._as_first_seen(from_snapshot(snapshot, window), members.seen)
                 for window in windows
-                if _shaped(window) or parent_in(snapshot, window.parent) is not None
+                if _shaped(window) or parents.in_snapshot(snapshot, window.parent) is not None
             }
         own = [window for window in windows if window not in pages]
         if own:
