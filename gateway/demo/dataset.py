@@ -133,19 +133,14 @@ def generate(scale: float = 1.0, seed: int = 0) -> rows.Dataset:
 
 
 def _categories() -> tuple[Category, ...]:
-    return tuple(
-        Category(
-            id=id_,
-            title=title,
-            slug=slug,
-            description=description,
-            title_plural=plural,
-            show_pypi=show_pypi,
-            created=START + timedelta(days=id_, microseconds=137_000 * id_ + 1),
-            modified=START + timedelta(days=900 + id_, microseconds=251_000 * id_ + 7),
+    categories = []
+    for id_, title, slug, plural, show_pypi, description in CATEGORIES:
+        created = START + timedelta(days=id_, microseconds=137_000 * id_ + 1)
+        modified = START + timedelta(days=900 + id_, microseconds=251_000 * id_ + 7)
+        categories.append(
+            Category(id_, title, slug, description, plural, show_pypi, created, modified)
         )
-        for id_, title, slug, plural, show_pypi, description in CATEGORIES
-    )
+    return tuple(categories)
 
 
 def _ids(rng: random.Random, known: int, count: int, space: int) -> list[int]:
@@ -294,7 +289,6 @@ def _packages(
         titles.append(title)
         owner = rng.choice(users).lower()
         host = rng.choices(("github.com", "gitlab.com", "bitbucket.org"), weights=(88, 7, 5))[0]
-        repo_url = f"https://{host}/{owner}/{slug}"
 
         last_commit_date = None
         if rng.random() >= 0.08:
@@ -337,7 +331,7 @@ def _packages(
                 slug=slug,
                 category_id=category_id,
                 repo_description=description,
-                repo_url=repo_url,
+                repo_url=f"https://{host}/{owner}/{slug}",
                 repo_watchers=watchers,
                 repo_forks=int(watchers * rng.uniform(0.02, 0.3)),
                 pypi_url=pypi_url,
