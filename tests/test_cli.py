@@ -352,6 +352,9 @@ def test_a_value_of_the_wrong_type_names_its_source(
         {"upstream_timeout": math.nan},
         {"upstream_timeout": math.inf},
         {"log_level": "loud"},
+        {"cache_stale": -1},
+        {"cache_stale": math.inf},
+        {"upstream_retries": -1},
     ],
 )
 def test_a_value_the_gateway_cannot_run_with_is_refused(flags: dict[str, object]) -> None:
