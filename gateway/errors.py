@@ -72,6 +72,8 @@ REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
 UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
 # A request still running when the server's shutdown bound came (`--shutdown-timeout`).
 SHUTTING_DOWN = "SHUTTING_DOWN"
+# A request whose client hung up before its answer (logged with status 499): no client sees it.
+CLIENT_CLOSED = "CLIENT_CLOSED"
 # Automatic persisted queries (gateway/persisted.py): a hash the gateway does not know (yet).
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 # ... and a document sent to be remembered that is too long to keep, even printed compactly.
