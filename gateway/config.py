@@ -96,6 +96,13 @@ class Settings:
     shutdown_timeout: float = _setting(
         10.0, "seconds requests in flight get to finish on SIGTERM", SERVER
     )
+    max_connections: int = _setting(
+        1000, "connections one process serves at once: a request on one more gets 503", SERVER
+    )
+    max_header_bytes: int = _setting(32_768, "largest request line and headers, in bytes", SERVER)
+    idle_timeout: float = _setting(
+        5.0, "seconds a connection may wait for a request, or take over its headers", SERVER
+    )
     response_cache_ttl: float = _setting(
         60.0,
         "seconds a query's whole answer is reused, 0 for never (over an upstream, at most the"
@@ -440,6 +447,9 @@ def validate(settings: Settings) -> None:
         "max_batch",
         "request_timeout",
         "shutdown_timeout",
+        "max_connections",
+        "max_header_bytes",
+        "idle_timeout",
     )
     if settings.workers < 1:
         raise SettingError(f"workers must be at least 1, got {settings.workers}", "workers")

@@ -1,11 +1,17 @@
-"""Hostile clients against `gateway serve` over loopback: a client hanging up mid-upload.
+"""Hostile clients against `gateway serve` over loopback: what one connection may hold, and a
+client hanging up mid-upload.
 
-Each attack runs over a raw socket where HTTP clients would not send what it sends.
+The servers here have short bounds, so that each attack is over in a second or two: they wait
+`IDLE_TIMEOUT` for a request's head and take `MAX_HEADER_BYTES` of it. Each attack runs over a
+raw socket where HTTP clients would not send what it sends.
 """
 
 from __future__ import annotations
 
+import re
+import select
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,13 +22,20 @@ import pytest
 from gateway.errors import CLIENT_CLOSED, INTERNAL_SERVER_ERROR
 from tests.observing import parse, value
 from tests.serving import Served, served_gateway
+from tests.waiting import wait_until
 
-BOUND = 10.0  # seconds within which the server must have answered
+IDLE_TIMEOUT = 1.0  # seconds a connection may wait for a request's head, and take over it
+MAX_HEADER_BYTES = 4096
+# Seconds within which the server must have closed a connection it should close: the idle
+# timeout, and room for a loaded machine. Without the bounds, the connection stays open.
+BOUND = 10.0
+MAX_BYTES = 100_000  # the default largest request body
 
 
 @pytest.fixture(scope="module")
 def served(embedded_data_home: Path) -> Iterator[Served]:
-    with served_gateway(embedded_data_home) as served:
+    flags = ["--idle-timeout", str(IDLE_TIMEOUT), "--max-header-bytes", str(MAX_HEADER_BYTES)]
+    with served_gateway(embedded_data_home, *flags) as served:
         yield served
 
 
@@ -30,6 +43,149 @@ def connect(origin: str) -> socket.socket:
     url = urlsplit(origin)
     assert url.hostname is not None and url.port is not None
     return socket.create_connection((url.hostname, url.port), timeout=BOUND)
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (within `BOUND`)."""
+    sock.settimeout(BOUND)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:  # closed with bytes of ours unread: what came before stays
+        pass
+    return received
+
+
+def trickle(sock: socket.socket, data: bytes, pace: float = 0.1) -> bytes:
+    """Send `data` a byte at a time, `pace` seconds apart, while the server says nothing: what
+    it sent before it closed the connection. Fails if the server takes it all."""
+    for byte in data:
+        answered, _, _ = select.select([sock], [], [], pace)
+        if answered:
+            return read_to_end(sock)
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:  # reset: the server closed the connection
+            return read_to_end(sock)
+    raise AssertionError(f"the server took all {len(data)} bytes, sent a byte at a time")
+
+
+def head_of(response: bytes) -> tuple[int, dict[str, str]]:
+    """A raw HTTP response's status and headers."""
+    head = response.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    fields = (line.partition(":") for line in head[1:])
+    return int(head[0].split()[1]), {name.lower(): value.strip() for name, _, value in fields}
+
+
+def peak_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    assert match is not None
+    return int(match.group(1))
+
+
+# -- connections that send nothing, or little -------------------------------------------------
+
+
+def test_a_connection_that_never_sends_a_byte_is_closed(served: Served) -> None:
+    with connect(served.origin) as sock:
+        started = time.monotonic()
+        assert read_to_end(sock) == b""
+        assert IDLE_TIMEOUT / 2 < time.monotonic() - started < BOUND
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off_with_a_408(served: Served) -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Slow: " + b"a" * 200  # 25 s of it
+    with connect(served.origin) as sock:
+        started = time.monotonic()
+        answer = trickle(sock, head)
+    assert time.monotonic() - started < BOUND
+    status, headers = head_of(answer)
+    assert status == 408
+    assert headers["connection"] == "close"
+
+
+def test_bytes_after_an_answer_do_not_keep_the_connection_open(served: Served) -> None:
+    """The rest of a body nobody reads (/healthz does not) is no new request: the connection
+    gets its idle time all the same, however the bytes keep coming."""
+    with connect(served.origin) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nContent-Length: 100000\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b'{"status":"ok"}'):
+            answer += sock.recv(65536)
+        assert head_of(answer)[0] == 200
+        started = time.monotonic()
+        assert trickle(sock, b"x" * 250) == b""  # 25 s of it
+    assert time.monotonic() - started < BOUND
+
+
+# -- heads too large ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"X-Big: " + b"a" * 2 * MAX_HEADER_BYTES + b"\r\n",
+        b"".join(b"X-Many-%d: %s\r\n" % (i, b"a" * 100) for i in range(60)),
+    ],
+    ids=["one-header", "many-headers"],
+)
+def test_a_head_over_the_limit_is_answered_431(served: Served, headers: bytes) -> None:
+    with connect(served.origin) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n" + headers + b"\r\n")
+        status, fields = head_of(read_to_end(sock))
+    assert status == 431
+    assert fields["connection"] == "close"
+
+
+def test_a_head_just_within_the_limit_is_served(served: Served) -> None:
+    response = httpx.get(
+        f"{served.origin}/healthz", headers={"X-Big": "a" * (MAX_HEADER_BYTES - 500)}
+    )
+    assert response.status_code == 200
+
+
+def test_a_fifty_megabyte_header_is_refused_before_it_is_read(served: Served) -> None:
+    total = 50_000_000
+    peak = peak_rss_kib(served.pid)
+    sent = 0
+    with connect(served.origin) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Big: ")
+        chunk = b"a" * 65536
+        try:
+            while sent < total:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # reset: the server closed the connection
+            pass
+        answer = read_to_end(sock)
+    assert sent < total
+    assert head_of(answer)[0] == 431
+    # Before the bounds, the header was read whole: 95 MB more at the peak.
+    assert peak_rss_kib(served.pid) - peak < 20_000
+
+
+# -- too many connections ----------------------------------------------------------------------
+
+
+def test_a_request_past_the_connection_cap_is_answered_503(embedded_data_home: Path) -> None:
+    cap = 3
+    flags = ["--max-connections", str(cap), "--idle-timeout", "60"]
+    with served_gateway(embedded_data_home, *flags) as served:
+        held = [connect(served.origin) for _ in range(cap)]
+        try:
+            with connect(served.origin) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+                assert head_of(read_to_end(sock))[0] == 503
+            held.pop().close()
+            wait_until(
+                lambda: httpx.get(f"{served.origin}/healthz").status_code == 200,
+                "a connection closed does not make room for another",
+            )
+        finally:
+            for sock in held:
+                sock.close()
 
 
 # -- a client hanging up mid-upload ------------------------------------------------------------
