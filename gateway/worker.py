@@ -52,6 +52,9 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "h11_max_incomplete_event_size": settings.max_header_bytes,
         # uvicorn refuses a request once `limit_concurrency` are open, its own counted.
         "limit_concurrency": settings.max_connections + 1,
+        # On every answer, uvicorn's own refusals too: a browser takes a body for the type it
+        # is sent as, never for the page or script it might guess (an error quoting markup).
+        "headers": [("X-Content-Type-Options", "nosniff")],
     }
 
 

@@ -1,5 +1,5 @@
-"""Hostile clients against `gateway serve` over loopback: what one connection may hold, and a
-client hanging up mid-upload.
+"""Hostile clients against `gateway serve` over loopback: what one connection may hold, a client
+hanging up mid-upload, and what every answer says of its body.
 
 The servers here have short bounds, so that each attack is over in a second or two: they wait
 `IDLE_TIMEOUT` for a request's head and take `MAX_HEADER_BYTES` of it. Each attack runs over a
@@ -104,6 +104,7 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off_with_a_408(served: Served) ->
     status, headers = head_of(answer)
     assert status == 408
     assert headers["connection"] == "close"
+    assert headers["x-content-type-options"] == "nosniff"
 
 
 def test_bytes_after_an_answer_do_not_keep_the_connection_open(served: Served) -> None:
@@ -137,6 +138,7 @@ def test_a_head_over_the_limit_is_answered_431(served: Served, headers: bytes) -
         status, fields = head_of(read_to_end(sock))
     assert status == 431
     assert fields["connection"] == "close"
+    assert fields["x-content-type-options"] == "nosniff"
 
 
 def test_a_head_just_within_the_limit_is_served(served: Served) -> None:
@@ -177,7 +179,9 @@ def test_a_request_past_the_connection_cap_is_answered_503(embedded_data_home: P
         try:
             with connect(served.origin) as sock:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
-                assert head_of(read_to_end(sock))[0] == 503
+                status, headers = head_of(read_to_end(sock))
+            assert status == 503
+            assert headers["x-content-type-options"] == "nosniff"
             held.pop().close()
             wait_until(
                 lambda: httpx.get(f"{served.origin}/healthz").status_code == 200,
@@ -212,3 +216,46 @@ def test_a_client_hanging_up_mid_upload_is_a_499_in_one_line(served: Served, sen
     assert clients_closed == seen + 1
     outcomes = {dict(labels).get("outcome") for name, labels in samples}
     assert INTERNAL_SERVER_ERROR not in outcomes
+
+
+# -- what every answer says --------------------------------------------------------------------
+
+
+def test_every_answer_says_nosniff(served: Served) -> None:
+    """Every route, every status, the gateway's answers and uvicorn's own: a browser takes
+    each body for what its Content-Type says, never for a page or a script it guessed."""
+    graphql = f"{served.origin}/graphql"
+    page = httpx.get(graphql, headers={"accept": "text/html"})
+    assets = re.findall(r'(?:src|href)="(/graphiql/static/[^"]+)"', page.text)
+    assert len(assets) >= 4
+    responses = [
+        page,
+        *(httpx.get(f"{served.origin}{asset}") for asset in assets),
+        httpx.get(f"{served.origin}/healthz"),
+        httpx.get(f"{served.origin}/readyz"),
+        httpx.get(f"{served.origin}/metrics"),
+        httpx.post(graphql, json={"query": "{ __typename }"}),
+        httpx.get(graphql, params={"query": "{ __typename }"}),
+        httpx.head(graphql, params={"query": "{ __typename }"}),
+        httpx.post(graphql, json={"query": "{"}),
+        httpx.post(
+            graphql,
+            json={"query": "{"},
+            headers={"accept": "application/graphql-response+json"},
+        ),
+        httpx.post(graphql, content=b"{", headers={"content-type": "application/json"}),
+        httpx.post(graphql, content=b"x" * (MAX_BYTES + 1)),
+        httpx.put(graphql, json={"query": "{ __typename }"}),
+        httpx.get(f"{served.origin}/nowhere"),
+        httpx.get(f"{served.origin}/graphiql/static/nothing.js"),
+    ]
+    statuses = {response.status_code for response in responses}
+    assert statuses == {200, 400, 404, 405, 413}
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff", response.request.url
+    # uvicorn's own answer to what is not HTTP.
+    with connect(served.origin) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        status, headers = head_of(read_to_end(sock))
+    assert status == 400
+    assert headers["x-content-type-options"] == "nosniff"

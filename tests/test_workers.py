@@ -104,6 +104,7 @@ def test_two_workers_answer_on_one_port_with_the_same_settings(
                 # What one connection may hold is each worker's too (server_options).
                 too_large = httpx.get(f"{origin}/healthz", headers={"X-Big": "a" * 2000})
                 assert too_large.status_code == 431
+                assert too_large.headers["x-content-type-options"] == "nosniff"
                 answered_by.append(running)
         assert sorted(answered_by) == sorted(workers)
         # Each worker has a cache of its own: the same categories page, fetched once by each.
