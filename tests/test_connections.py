@@ -259,3 +259,23 @@ def test_every_answer_says_nosniff(served: Served) -> None:
         status, headers = head_of(read_to_end(sock))
     assert status == 400
     assert headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_an_unknown_operation_name_is_quoted_short(served: Served, batch: bool) -> None:
+    name = "<script>alert(1)</script>" + "A" * 90_000
+    operation = {"query": "query Known { __typename }", "operationName": name}
+    response = httpx.post(f"{served.origin}/graphql", json=[operation] if batch else operation)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.text.startswith("Unknown operation named '<script>alert(1)</script>AAA")
+    assert len(response.text) < 200
+
+
+def test_an_unknown_operation_name_by_get_is_quoted_short(served: Served) -> None:
+    name = "B" * 2000
+    params = {"query": "query Known { __typename }", "operationName": name}
+    response = httpx.get(f"{served.origin}/graphql", params=params)
+    assert response.status_code == 400
+    assert response.text == f"Unknown operation named {'B' * 80!r}…."
