@@ -260,7 +260,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return await self._single(request) or await super().run(request, context, root_value)
         except HTTPException as refusal:  # Strawberry's own: answered in plain text
             metrics.bad_request(refusal.status_code)
-            raise
+            raise request_params.quoted_short(refusal) from None
         except RequestRefused as refusal:
             if isinstance(refusal, PersistedQueryRefused):  # no limit: the request is wrong
                 metrics.bad_request(refusal.status)

@@ -96,6 +96,13 @@ class Settings:
     shutdown_timeout: float = _setting(
         10.0, "seconds requests in flight get to finish on SIGTERM", SERVER
     )
+    max_connections: int = _setting(
+        1000, "connections one process serves at once: a request on one more gets 503", SERVER
+    )
+    max_header_bytes: int = _setting(32_768, "largest request line and headers, in bytes", SERVER)
+    idle_timeout: float = _setting(
+        5.0, "seconds a connection may wait for a request, or take over its headers", SERVER
+    )
     response_cache_ttl: float = _setting(
         60.0,
         "seconds a query's whole answer is reused, 0 for never (over an upstream, at most the"
@@ -405,6 +412,14 @@ def _positive(settings: Settings, *names: str) -> None:
             raise SettingError(f"{label} must be finite and positive, got {value}", name)
 
 
+def _not_negative(settings: Settings, *names: str) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        if not 0 <= value < math.inf:
+            label = name.replace("_", " ")
+            raise SettingError(f"{label} may not be negative or infinite, got {value}", name)
+
+
 def validate(settings: Settings) -> None:
     if not 0 < settings.port < 65536:
         raise SettingError(f"port must be between 1 and 65535, got {settings.port}", "port")
@@ -432,20 +447,13 @@ def validate(settings: Settings) -> None:
         "max_batch",
         "request_timeout",
         "shutdown_timeout",
+        "max_connections",
+        "max_header_bytes",
+        "idle_timeout",
     )
     if settings.workers < 1:
         raise SettingError(f"workers must be at least 1, got {settings.workers}", "workers")
-    if settings.upstream_retries < 0:
-        message = f"upstream retries may not be negative, got {settings.upstream_retries}"
-        raise SettingError(message, "upstream_retries")
-    if not 0 <= settings.cache_stale < math.inf:
-        stale = settings.cache_stale
-        message = f"cache stale must be finite and not negative, got {stale}"
-        raise SettingError(message, "cache_stale")
-    if not 0 <= settings.response_cache_ttl < math.inf:
-        ttl = settings.response_cache_ttl
-        message = f"response cache ttl must be finite and not negative, got {ttl}"
-        raise SettingError(message, "response_cache_ttl")
+    _not_negative(settings, "upstream_retries", "cache_stale", "response_cache_ttl", "rate_limit")
     if settings.log_level not in LOG_LEVELS:
         raise SettingError(f"log level must be one of {', '.join(LOG_LEVELS)}", "log_level")
     if settings.log_format not in LOG_FORMATS:
@@ -457,9 +465,6 @@ def validate(settings: Settings) -> None:
     if settings.require_trusted_documents and settings.trusted_documents is None:
         message = "require trusted documents needs a manifest: give trusted documents too"
         raise SettingError(message, "require_trusted_documents")
-    if settings.rate_limit < 0:
-        message = f"rate limit may not be negative, got {settings.rate_limit}"
-        raise SettingError(message, "rate_limit")
     key = settings.rate_limit_key
     if key != "address" and not _HEADER_KEY.fullmatch(key):
         message = f"rate limit key must be address or header:NAME, got {key!r}"

@@ -19,6 +19,7 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, coerce_variable_values
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
@@ -70,3 +71,11 @@ def variables_leniently(
     """The variables `inputs` gives, coerced, those missing or of the wrong type left out (the
     public `get_variable_values` gives the errors alone): graphql-core's private helper."""
     return coerce_variable_values(schema, definitions, inputs, lambda error: None)
+
+
+def unknown_operation_name(refusal: Exception) -> str | None:
+    """The operation name a refusal of Strawberry's view says the document lacks, or None for
+    any other refusal: Strawberry words it with the name quoted whole, and keeps the name only
+    on the exception the refusal was raised from."""
+    cause = refusal.__cause__
+    return cause.operation_name if isinstance(cause, CannotGetOperationTypeError) else None

@@ -3,10 +3,12 @@
 `Interruptible` runs the app for each request in a task of its own and, once the app has read
 the request's body, watches the connection. When the client hangs up, the task is cancelled:
 the request's backend is closed on the way out (app.py), so that nothing it started reaches the
-upstream any more unless another request waits for it too; its log line says 499, nginx's
-status for a request its client closed. When uvicorn cancels a request still running at the end
-of `--shutdown-timeout`, the client gets a 503 with the code `SHUTTING_DOWN` and the log one
-line, instead of uvicorn's bare 500 and a traceback.
+upstream any more unless another request waits for it too. A client that hangs up before its
+whole body came makes the app's read of it fail (Starlette's `ClientDisconnect`): the same end.
+Either way the log line says 499, nginx's status for a request its client closed, and the
+metrics count it as `CLIENT_CLOSED`, never as an error of the gateway's. When uvicorn cancels a
+request still running at the end of `--shutdown-timeout`, the client gets a 503 with the code
+`SHUTTING_DOWN` and the log one line, instead of uvicorn's bare 500 and a traceback.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import asyncio
 import contextlib
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics
-from gateway.errors import SHUTTING_DOWN
+from gateway.errors import CLIENT_CLOSED, SHUTTING_DOWN
+from gateway.middleware import HttpMiddleware
 
 CLIENT_CLOSED_REQUEST = 499
 
@@ -58,9 +61,16 @@ class _Connection:
             message = await self._receive()
             if message["type"] != "http.request" or not message.get("more_body", False):
                 self._body_read.set()
+            if message["type"] == "http.disconnect":  # hung up before the whole body came
+                self._gone.set()
             return message
         await self._gone.wait()
         return {"type": "http.disconnect"}
+
+    @property
+    def gone(self) -> bool:
+        """Whether the client has hung up."""
+        return self._gone.is_set()
 
     async def hung_up(self) -> None:
         """Return once the client has hung up (or the server has ended the exchange)."""
@@ -75,17 +85,11 @@ def _bodiless(scope: Scope) -> bool:
     return b"transfer-encoding" not in headers and headers.get(b"content-length", b"0") == b"0"
 
 
-class Interruptible:
+class Interruptible(HttpMiddleware):
     """ASGI middleware: a request's work stops when its client hangs up; a request cut at
     shutdown is answered 503 `SHUTTING_DOWN`."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         connection = _Connection(receive, bodiless=_bodiless(scope))
         started = completed = False
 
@@ -117,11 +121,13 @@ class Interruptible:
                 )
                 await send({"type": "http.response.body", "body": _CUT_AT_SHUTDOWN})
             return
-        if work.done() or completed:  # the answer went out: the "hang-up" is its end
+        if completed or (work.done() and not connection.gone):  # the answer went out
             watch.cancel()
             await work
             return
+        # The client hung up: its work is cancelled (or, mid-body, its read of it failed).
         await _stop(work, watch)
+        metrics.interrupted(CLIENT_CLOSED)
         if not started:  # to nobody: the log line says what became of the request
             await sending({"type": "http.response.start", "status": CLIENT_CLOSED_REQUEST})
             await sending({"type": "http.response.body", "body": b""})

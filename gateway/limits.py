@@ -275,18 +275,6 @@ class Costs:
         variables: dict[str, Any] | None,
     ) -> None:
         """Refuse an operation whose estimated cost is over the limit."""
-        cost = self._cost(schema, query, document, operation_name, variables)
-        if cost > self.max_cost:
-            raise _too_costly(cost, self.max_cost)
-
-    def _cost(
-        self,
-        schema: GraphQLSchema,
-        query: str | None,
-        document: DocumentNode,
-        operation_name: str | None,
-        variables: dict[str, Any] | None,
-    ) -> int:
         try:
             encoded = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:  # not from JSON: estimate it, but do not keep it
@@ -305,7 +293,8 @@ class Costs:
                     self._known.popitem(last=False)
         else:
             self._known.move_to_end(key)
-        return cost
+        if cost > self.max_cost:
+            raise _too_costly(cost, self.max_cost)
 
 
 class _Cost(SchemaExtension):

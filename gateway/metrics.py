@@ -98,7 +98,8 @@ REQUESTS = Counter(
     "gateway_requests",
     "GraphQL operations answered, by operation name and outcome: ok, refused (by a query"
     " limit, or the request by its size), bad_request (refused by the HTTP layer), or the code"
-    " of the first error",
+    " of the first error; a request cut before its answer counts once, operation unknown, as"
+    " CLIENT_CLOSED or SHUTTING_DOWN",
     ["operation", "outcome"],
 )
 REQUEST_SECONDS = Histogram(
@@ -258,7 +259,10 @@ def bad_request(status: int) -> None:
 
 
 def interrupted(code: str) -> None:
-    """A request cut before its answer (`SHUTTING_DOWN`): its log line says so."""
+    """A request cut before its answer: its client hung up (`CLIENT_CLOSED`, status 499) or the
+    server's shutdown came (`SHUTTING_DOWN`). Counted once, whatever it held, as the outcome of
+    an operation `unknown`; its log line says so too."""
+    _child(REQUESTS, "unknown", code).inc()
     stats = current.get()
     if stats is not None:
         _note_errors(stats, [code])

@@ -132,6 +132,24 @@ def test_query_with_an_invalid_document_prints_errors_and_exits_1(upstream: Fake
     ]
 
 
+@pytest.mark.parametrize(
+    ("document", "operation_name", "needle"),
+    [
+        ("{ categories { totalCount } }", "B", "no operation named 'B'"),
+        ("{ categories { totalCount } }", "<script>" * 5_000, "no operation named '<script>"),
+        ("fragment F on Query { categories { totalCount } }", None, "pass --operation-name"),
+        ("", None, "the query is empty"),
+    ],
+)
+def test_query_without_an_operation_to_run_is_a_one_line_error(
+    upstream: FakeUpstream, document: str, operation_name: str | None, needle: str
+) -> None:
+    extra = ["--operation-name", operation_name] if operation_name is not None else []
+    run = _gateway("query", document, *extra, "--upstream", upstream.base_url)
+    _assert_one_line_error(run, needle)
+    assert len(run.stderr) < 300
+
+
 def test_query_over_a_failing_upstream_prints_errors_and_exits_1(upstream: FakeUpstream) -> None:
     upstream.faults["/api/v4/grids/"] = "503"
     run = _gateway("query", "{ grids { totalCount } }", "--upstream", upstream.base_url)
@@ -352,6 +370,13 @@ def test_a_value_of_the_wrong_type_names_its_source(
         {"upstream_timeout": math.nan},
         {"upstream_timeout": math.inf},
         {"log_level": "loud"},
+        {"max_connections": 0},
+        {"max_header_bytes": -1},
+        {"idle_timeout": 0},
+        {"idle_timeout": math.inf},
+        {"cache_stale": -1},
+        {"cache_stale": math.inf},
+        {"upstream_retries": -1},
     ],
 )
 def test_a_value_the_gateway_cannot_run_with_is_refused(flags: dict[str, object]) -> None:

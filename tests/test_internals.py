@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import strawberry
+from cross_web import HTTPException
 from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
@@ -16,7 +18,9 @@ from graphql import (
     execute_sync,
     parse,
 )
+from strawberry.asgi import GraphQL
 from strawberry.exceptions import DuplicatedTypeName
+from strawberry.http import GraphQLRequestData
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.base import get_object_definition
 
@@ -26,6 +30,7 @@ from gateway.internals import (
     is_nested_too_deeply,
     is_over_token_limit,
     resolver_function,
+    unknown_operation_name,
     variables_leniently,
 )
 from gateway.schema.direct import use_direct_resolvers
@@ -141,3 +146,23 @@ def test_variables_are_coerced_leniently() -> None:
     given = {"a": 100, "b": "not a number"}
     variables = variables_leniently(schema, definition.variable_definitions or (), given)
     assert variables.coerced == {"a": 100}
+
+
+@pytest.mark.parametrize(
+    ("query", "name", "unknown"),
+    [
+        (DOCUMENT, "Other", "Other"),
+        (None, None, None),  # another refusal: no query at all
+    ],
+)
+async def test_strawberrys_refusal_of_an_unknown_operation_name_tells_the_name(
+    query: str | None, name: str | None, unknown: str | None
+) -> None:
+    view = GraphQL[Any, None](strawberry.Schema(query=Query))
+    post: Any = SimpleNamespace(method="POST")  # all the view reads of the request
+    unread: Any = None
+    operation = GraphQLRequestData(query, {"v": True}, name, None)
+    with pytest.raises(HTTPException) as refused:
+        await view.execute_single(unread, post, unread, {"who": "me"}, None, operation)
+    assert refused.value.status_code == 400
+    assert unknown_operation_name(refused.value) == unknown
