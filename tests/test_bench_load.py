@@ -1,0 +1,49 @@
+"""bench/load.py's mix: every attack of bench/hostile.py is in it, and each stays within the
+gateway's default request limits, so that the load measures the attack, not its refusal."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import orjson
+from graphql import FieldNode, Visitor, parse, visit
+
+from bench.hostile import FRONTEND, KINDS, Post
+from bench.load import mix
+from gateway.config import Settings
+from gateway.demo.dataset import generate
+
+
+def posts(count: int, hostile: float) -> list[Post]:
+    made = mix(generate(scale=0.05), random.Random(0), hostile)
+    return [next(made) for _ in range(count)]
+
+
+class Aliases(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def enter_field(self, node: FieldNode, *_: object) -> None:
+        self.count += node.alias is not None
+
+
+def test_the_mix_sends_each_attack_in_its_share() -> None:
+    sent = Counter(post.kind for post in posts(4_000, 0.1))
+    assert set(sent) == {FRONTEND, *KINDS}
+    assert 300 <= sum(sent[kind] for kind in KINDS) <= 500
+
+
+def test_each_attack_is_within_the_default_request_limits() -> None:
+    settings = Settings()
+    first_of_each = {post.kind: post for post in reversed(posts(200, 1.0))}
+    assert set(first_of_each) == set(KINDS)
+    for post in first_of_each.values():
+        assert len(orjson.dumps(post.body)) <= settings.max_body_bytes, post.kind
+        operations = post.body if isinstance(post.body, list) else [post.body]
+        assert len(operations) <= settings.max_batch, post.kind
+        for operation in operations:
+            aliases = Aliases()
+            visit(parse(operation["query"], max_tokens=settings.max_tokens), aliases)
+            assert aliases.count <= settings.max_aliases, post.kind
