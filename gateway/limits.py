@@ -3,21 +3,17 @@
 Tokens are counted by graphql-core's parser; depth, aliases and introspection are Strawberry's
 and graphql-core's validation rules, their errors reported as ours (gateway/errors.py). Parsing
 and validation are cached per document, keyed by the limits too, so a refused document stays
-refused. The cost depends on the variables, so it is estimated after validation, just before
-execution (what one HTTP request may take, its body and its time, is request_limits.py's).
+refused. The cost (cost.py) depends on the variables, so it is estimated after validation, just
+before execution (what one HTTP request may take, its body and its time, is request_limits.py's).
 `document_errors` holds a document to all the document limits at once, whatever its variables:
 `gateway documents check`.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
 from graphql import (
     ASTValidationRule,
     DocumentNode,
@@ -25,34 +21,18 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
-    GraphQLField,
-    GraphQLInt,
-    GraphQLInterfaceType,
-    GraphQLList,
-    GraphQLNamedType,
-    GraphQLNonNull,
-    GraphQLObjectType,
     GraphQLSchema,
     GraphQLSyntaxError,
     InlineFragmentNode,
-    NamedTypeNode,
     Node,
     NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationContext,
-    get_argument_values,
-    get_named_type,
-    get_nullable_type,
-    get_operation_ast,
-    get_variable_values,
-    is_composite_type,
     parse,
     specified_rules,
-    type_from_ast,
     validate,
 )
-from graphql.execution.values import VariableValues
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -63,32 +43,21 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
+from gateway.cost import Costs, largest_cost, too_costly
 from gateway.errors import (
     EmptySelectionSet,
     IntrospectionDisabled,
     QueryRefused,
-    QueryTooCostly,
     QueryTooDeep,
     TooManyAliases,
     TooManyTokens,
     located,
     reported_as,
 )
-from gateway.internals import (
-    graphql_schema,
-    is_nested_too_deeply,
-    is_over_token_limit,
-    variables_leniently,
-)
+from gateway.internals import graphql_schema, is_nested_too_deeply, is_over_token_limit
 
 # graphql-core's parser refuses selections nested deeper; fragments must not get around that.
 MAX_NESTING = 200
-# The most items a connection gives at once (`first` or `last`); the resolvers refuse more.
-MAX_FIRST = 100
-# What a connection gives when neither `first` nor `last` is given.
-DEFAULT_FIRST = 20
-# A list of objects that is neither a connection nor `nodes(ids:)`: `search` has at most 20 hits.
-LIST_SIZE = 20
 
 Extension = type[SchemaExtension] | Callable[[], SchemaExtension]
 
@@ -255,59 +224,6 @@ def _too_deep(node: Node) -> GraphQLError:
     return located(QueryTooDeep(message), node)
 
 
-class Costs:
-    """The cost limit, with the estimates of the documents seen lately, by document text,
-    operation and variables: a client sends the same few queries again and again, and
-    estimating one walks it whole."""
-
-    SIZE = 1024
-
-    def __init__(self, max_cost: int) -> None:
-        self.max_cost = max_cost
-        self._known: OrderedDict[bytes, int] = OrderedDict()  # by digest: 24 bytes a key
-
-    def check(
-        self,
-        schema: GraphQLSchema,
-        query: str | None,
-        document: DocumentNode,
-        operation_name: str | None,
-        variables: dict[str, Any] | None,
-    ) -> None:
-        """Refuse an operation whose estimated cost is over the limit."""
-        cost = self._cost(schema, query, document, operation_name, variables)
-        if cost > self.max_cost:
-            raise _too_costly(cost, self.max_cost)
-
-    def _cost(
-        self,
-        schema: GraphQLSchema,
-        query: str | None,
-        document: DocumentNode,
-        operation_name: str | None,
-        variables: dict[str, Any] | None,
-    ) -> int:
-        try:
-            encoded = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:  # not from JSON: estimate it, but do not keep it
-            encoded = b""
-        digest = hashlib.blake2b(digest_size=24)
-        for part in ((query or "").encode(), (operation_name or "").encode()):
-            digest.update(len(part).to_bytes(8, "big") + part)  # no two keys run together
-        digest.update(encoded)
-        key = digest.digest()
-        cost = self._known.get(key)
-        if cost is None:
-            cost = estimate_cost(schema, document, operation_name, variables)
-            if encoded:
-                self._known[key] = cost
-                if len(self._known) > self.SIZE:
-                    self._known.popitem(last=False)
-        else:
-            self._known.move_to_end(key)
-        return cost
-
-
 class _Cost(SchemaExtension):
     """Refuse an operation whose estimated cost is over the limit, before it runs."""
 
@@ -326,13 +242,6 @@ class _Cost(SchemaExtension):
             context.variables,
         )
         yield
-
-
-def _too_costly(cost: int, max_cost: int) -> QueryTooCostly:
-    return QueryTooCostly(
-        f"The query's estimated cost is {cost}, over the limit of {max_cost}: ask"
-        " for fewer items with `first`, or nest fewer connections"
-    )
 
 
 def document_errors(schema: GraphQLSchema, limits: QueryLimits, text: str) -> list[GraphQLError]:
@@ -356,122 +265,7 @@ def document_errors(schema: GraphQLSchema, limits: QueryLimits, text: str) -> li
         return errors
     for operation in document.definitions:
         if isinstance(operation, OperationDefinitionNode):
-            cost = _largest_cost(schema, document, operation)
+            cost = largest_cost(schema, document, operation)
             if cost > limits.max_cost:
-                errors.append(located(_too_costly(cost, limits.max_cost)))
+                errors.append(located(too_costly(cost, limits.max_cost)))
     return errors
-
-
-def _largest_cost(
-    schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
-) -> int:
-    """The estimate with every Int variable at the largest page a connection serves."""
-    largest: dict[str, int] = {}
-    for definition in operation.variable_definitions or ():
-        declared = type_from_ast(schema, definition.type)
-        if declared is GraphQLInt or (
-            isinstance(declared, GraphQLNonNull) and declared.of_type is GraphQLInt
-        ):
-            largest[definition.variable.name.value] = MAX_FIRST
-    variables = variables_leniently(schema, operation.variable_definitions or (), largest)
-    root = schema.get_root_type(operation.operation)
-    if root is None:
-        return 0
-    return _Estimate(schema, document, variables).selections(operation.selection_set, root)
-
-
-def estimate_cost(
-    schema: GraphQLSchema,
-    document: DocumentNode,
-    operation_name: str | None = None,
-    variables: dict[str, Any] | None = None,
-) -> int:
-    """The most objects a valid operation may return.
-
-    Each connection field counts its `first` or `last` (20 when neither is given) times
-    the sizes of the lists above it, and so does each other list of objects with its own size:
-    the number of `ids` for `nodes`, 20 otherwise (`search`). The operation's cost is the sum
-    over all these fields. Fragments count wherever they are spread, aliased fields once each.
-    Variables the operation will refuse make the estimate 0: it will not run.
-    """
-    operation = get_operation_ast(document, operation_name)
-    if operation is None:
-        return 0
-    coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
-    root = schema.get_root_type(operation.operation)
-    if isinstance(coerced, list) or root is None:
-        return 0
-    return _Estimate(schema, document, coerced).selections(operation.selection_set, root)
-
-
-class _Estimate:
-    def __init__(self, schema: GraphQLSchema, document: DocumentNode, variables: VariableValues):
-        self.schema = schema
-        self.variables = variables
-        self.fragments = {
-            node.name.value: node
-            for node in document.definitions
-            if isinstance(node, FragmentDefinitionNode)
-        }
-        self.costs: dict[str, int] = {}  # per fragment, for each of its spreads
-
-    def selections(self, selection_set: SelectionSetNode, parent: GraphQLNamedType | None) -> int:
-        """The cost of `selection_set` as if its parent were one object: the cost is linear."""
-        total = 0
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                total += self._field(selection, parent)
-            elif isinstance(selection, InlineFragmentNode):
-                inner = self._type(selection.type_condition, parent)
-                total += self.selections(selection.selection_set, inner)
-            elif isinstance(selection, FragmentSpreadNode):
-                total += self._fragment(selection.name.value)
-        return total
-
-    def _fragment(self, name: str) -> int:
-        if name not in self.costs:
-            self.costs[name] = 0  # validation refuses cycles; this only ends one
-            fragment = self.fragments[name]
-            inner = self._type(fragment.type_condition, None)
-            self.costs[name] = self.selections(fragment.selection_set, inner)
-        return self.costs[name]
-
-    def _type(
-        self, condition: NamedTypeNode | None, parent: GraphQLNamedType | None
-    ) -> GraphQLNamedType | None:
-        return parent if condition is None else self.schema.get_type(condition.name.value)
-
-    def _field(self, node: FieldNode, parent: GraphQLNamedType | None) -> int:
-        if not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
-            return 0  # `__typename` of a union
-        field = parent.fields.get(node.name.value)
-        if field is None:
-            return 0  # `__typename`, `__schema`, `__type`
-        inner = 0
-        if node.selection_set is not None:
-            inner = self.selections(node.selection_set, get_named_type(field.type))
-        size = self._size(node, field, parent)
-        return inner if size is None else size * (1 + inner)
-
-    def _size(
-        self, node: FieldNode, field: GraphQLField, parent: GraphQLObjectType | GraphQLInterfaceType
-    ) -> int | None:
-        """How many objects the field returns, or None for one object (or a connection's page,
-        already counted by the connection)."""
-        if "first" in field.args:
-            arguments = get_argument_values(field, node, self.variables)
-            # `last` counts as `first` does; null or absent, the resolvers use the default
-            # (both at once the resolver refuses: count the larger).
-            given = [arguments.get(name) for name in ("first", "last")]
-            sizes = [size for size in given if size is not None] or [DEFAULT_FIRST]
-            if not all(isinstance(size, int) for size in sizes):
-                return LIST_SIZE
-            # Over MAX_FIRST the resolver refuses it (BAD_USER_INPUT): count what it allows.
-            return min(max(0, *map(int, sizes)), MAX_FIRST)
-        listed = get_nullable_type(field.type)
-        if not isinstance(listed, GraphQLList) or not is_composite_type(get_named_type(listed)):
-            return None
-        if "pageInfo" in parent.fields:
-            return None
-        ids = get_argument_values(field, node, self.variables).get("ids")
-        return len(ids) if isinstance(ids, list) else LIST_SIZE

@@ -33,12 +33,12 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
 from gateway import metrics
+from gateway.cost import Costs
 from gateway.engine.fields import Fields, fields_of
 from gateway.engine.plan import Conditional, Plan, compile_plan, conditions, included
 from gateway.engine.run import run
 from gateway.errors import BadUserInput, QueryTooCostly, located, reported_as
 from gateway.internals import graphql_schema
-from gateway.limits import Costs
 from gateway.schema.context import Context
 
 MAX_BYTES = 16 * 2**20  # what the documents and their plans weigh, in all, about
