@@ -1,12 +1,16 @@
 """The cost limit: the most objects an operation may return, estimated before it runs.
 
-The estimate depends on the variables, so it is made after validation, just before execution.
+The estimate depends on the variables, so it is made after validation, just before execution,
+for each operation; the operations of one request (a batch's together) share the limit
+(`Spending`). Introspection counts as any other field does, its lists by the schema's own sizes.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -26,13 +30,18 @@ from graphql import (
     InlineFragmentNode,
     NamedTypeNode,
     OperationDefinitionNode,
+    SchemaMetaFieldDef,
     SelectionSetNode,
+    TypeMetaFieldDef,
     get_argument_values,
     get_named_type,
     get_nullable_type,
     get_operation_ast,
     get_variable_values,
+    is_abstract_type,
     is_composite_type,
+    is_enum_type,
+    is_input_object_type,
     type_from_ast,
 )
 from graphql.execution.values import VariableValues
@@ -46,6 +55,17 @@ MAX_FIRST = 100
 DEFAULT_FIRST = 20
 # A list of objects that is neither a connection nor `nodes(ids:)`: `search` has at most 20 hits.
 LIST_SIZE = 20
+
+# The root fields of introspection, which no type lists among its own fields.
+_META_FIELDS = {"__schema": SchemaMetaFieldDef, "__type": TypeMetaFieldDef}
+
+
+@dataclass(slots=True)
+class Spending:
+    """The estimated cost of the operations one request has run so far: the operations of a
+    batch share the cost limit, or a batch would multiply it."""
+
+    cost: int = 0
 
 
 class Costs:
@@ -66,11 +86,15 @@ class Costs:
         document: DocumentNode,
         operation_name: str | None,
         variables: dict[str, Any] | None,
-    ) -> None:
-        """Refuse an operation whose estimated cost is over the limit."""
+        spending: Spending,
+    ) -> int:
+        """Refuse an operation whose estimated cost, with what its request has spent before
+        it, is over the limit; else charge it to the request: its cost."""
         cost = self._cost(schema, query, document, operation_name, variables)
-        if cost > self.max_cost:
-            raise too_costly(cost, self.max_cost)
+        if spending.cost + cost > self.max_cost:
+            raise too_costly(cost, self.max_cost, spending.cost)
+        spending.cost += cost
+        return cost
 
     def _cost(
         self,
@@ -101,9 +125,11 @@ class Costs:
         return cost
 
 
-def too_costly(cost: int, max_cost: int) -> QueryTooCostly:
+def too_costly(cost: int, max_cost: int, spent: int = 0) -> QueryTooCostly:
+    """The refusal of an operation of estimated `cost`, after its request's others `spent`."""
+    before = f" (after {spent} for the batch's operations before it)" if spent else ""
     return QueryTooCostly(
-        f"The query's estimated cost is {cost}, over the limit of {max_cost}: ask"
+        f"The query's estimated cost is {cost}, over the limit of {max_cost}{before}: ask"
         " for fewer items with `first`, or nest fewer connections"
     )
 
@@ -136,9 +162,11 @@ def estimate_cost(
 
     Each connection field counts its `first` or `last` (20 when neither is given) times
     the sizes of the lists above it, and so does each other list of objects with its own size:
-    the number of `ids` for `nodes`, 20 otherwise (`search`). The operation's cost is the sum
-    over all these fields. Fragments count wherever they are spread, aliased fields once each.
-    Variables the operation will refuse make the estimate 0: it will not run.
+    the number of `ids` for `nodes`, 20 otherwise (`search`), and for introspection's lists the
+    largest of the schema (its types, the most fields of a type, the most arguments of a
+    field...). The operation's cost is the sum over all these fields. Fragments count wherever
+    they are spread, aliased fields once each. Variables the operation will refuse make the
+    estimate 0: it will not run.
     """
     operation = get_operation_ast(document, operation_name)
     if operation is None:
@@ -154,6 +182,7 @@ class _Estimate:
     def __init__(self, schema: GraphQLSchema, document: DocumentNode, variables: VariableValues):
         self.schema = schema
         self.variables = variables
+        self.introspection = _introspection_sizes(schema)
         self.fragments = {
             node.name.value: node
             for node in document.definitions
@@ -190,9 +219,10 @@ class _Estimate:
     def _field(self, node: FieldNode, parent: GraphQLNamedType | None) -> int:
         if not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
             return 0  # `__typename` of a union
-        field = parent.fields.get(node.name.value)
+        name = node.name.value
+        field = parent.fields.get(name) or _META_FIELDS.get(name)
         if field is None:
-            return 0  # `__typename`, `__schema`, `__type`
+            return 0  # `__typename`
         inner = 0
         if node.selection_set is not None:
             inner = self.selections(node.selection_set, get_named_type(field.type))
@@ -204,6 +234,9 @@ class _Estimate:
     ) -> int | None:
         """How many objects the field returns, or None for one object (or a connection's page,
         already counted by the connection)."""
+        introspected = self.introspection.get((parent.name, node.name.value))
+        if introspected is not None:
+            return introspected
         if "first" in field.args:
             arguments = get_argument_values(field, node, self.variables)
             # `last` counts as `first` does; null or absent, the resolvers use the default
@@ -221,3 +254,34 @@ class _Estimate:
             return None
         ids = get_argument_values(field, node, self.variables).get("ids")
         return len(ids) if isinstance(ids, list) else LIST_SIZE
+
+
+@lru_cache(maxsize=8)
+def _introspection_sizes(schema: GraphQLSchema) -> dict[tuple[str, str], int]:
+    """The most items each list of objects of introspection may hold in `schema`, by its
+    type's name and its own."""
+    types = schema.type_map.values()
+    with_fields = [
+        kind for kind in types if isinstance(kind, GraphQLObjectType | GraphQLInterfaceType)
+    ]
+    fields = [field for kind in with_fields for field in kind.fields.values()]
+    return {
+        ("__Schema", "types"): len(schema.type_map),
+        ("__Schema", "directives"): len(schema.directives),
+        ("__Type", "fields"): max((len(kind.fields) for kind in with_fields), default=0),
+        ("__Type", "interfaces"): max((len(kind.interfaces) for kind in with_fields), default=0),
+        ("__Type", "possibleTypes"): max(
+            (len(schema.get_possible_types(kind)) for kind in types if is_abstract_type(kind)),
+            default=0,
+        ),
+        ("__Type", "enumValues"): max(
+            (len(kind.values) for kind in types if is_enum_type(kind)), default=0
+        ),
+        ("__Type", "inputFields"): max(
+            (len(kind.fields) for kind in types if is_input_object_type(kind)), default=0
+        ),
+        ("__Field", "args"): max((len(field.args) for field in fields), default=0),
+        ("__Directive", "args"): max(
+            (len(directive.args) for directive in schema.directives), default=0
+        ),
+    }
