@@ -470,7 +470,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     endpoint = GraphQLEndpoint(
         schema,
         engine=engine,
-        persisted=PersistedQueries(store(persisted.MAX_BYTES)),
+        persisted=PersistedQueries(store(persisted.MAX_BYTES), max_tokens=settings.max_tokens),
         documents=documents,
         responses=responses,
         max_body_bytes=settings.max_body_bytes,

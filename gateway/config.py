@@ -87,10 +87,7 @@ class Settings:
     max_aliases: int = _setting(30, "most aliases in one document", changes_answer=True)
     max_tokens: int = _setting(5_000, "most tokens in one document", changes_answer=True)
     max_selections: int = _setting(
-        200,
-        "most fields in one selection set, its fragments spread in (fields of one name are"
-        " compared pairwise)",
-        changes_answer=True,
+        200, "most fields in one selection set, its fragments spread in", changes_answer=True
     )
     max_body_bytes: int = _setting(100_000, "largest request body", SERVER)
     max_batch: int = _setting(10, "most operations in one batched request", SERVER)

@@ -90,20 +90,6 @@ class Costs:
     ) -> int:
         """Refuse an operation whose estimated cost, with what its request has spent before
         it, is over the limit; else charge it to the request: its cost."""
-        cost = self._cost(schema, query, document, operation_name, variables)
-        if spending.cost + cost > self.max_cost:
-            raise too_costly(cost, self.max_cost, spending.cost)
-        spending.cost += cost
-        return cost
-
-    def _cost(
-        self,
-        schema: GraphQLSchema,
-        query: str | None,
-        document: DocumentNode,
-        operation_name: str | None,
-        variables: dict[str, Any] | None,
-    ) -> int:
         try:
             encoded = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:  # not from JSON: estimate it, but do not keep it
@@ -122,6 +108,9 @@ class Costs:
                     self._known.popitem(last=False)
         else:
             self._known.move_to_end(key)
+        if spending.cost + cost > self.max_cost:
+            raise too_costly(cost, self.max_cost, spending.cost)
+        spending.cost += cost
         return cost
 
 

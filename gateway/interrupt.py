@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.errors import SHUTTING_DOWN
+from gateway.middleware import HttpMiddleware
 
 CLIENT_CLOSED_REQUEST = 499
 
@@ -75,17 +76,11 @@ def _bodiless(scope: Scope) -> bool:
     return b"transfer-encoding" not in headers and headers.get(b"content-length", b"0") == b"0"
 
 
-class Interruptible:
+class Interruptible(HttpMiddleware):
     """ASGI middleware: a request's work stops when its client hangs up; a request cut at
     shutdown is answered 503 `SHUTTING_DOWN`."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         connection = _Connection(receive, bodiless=_bodiless(scope))
         started = completed = False
 

@@ -187,6 +187,51 @@ def test_wrong_options_are_one_line_errors(
     _assert_one_line_error(_gateway(*args, env=_env(GATEWAY_UPSTREAM=NOWHERE, **env)), *needles)
 
 
+@pytest.mark.parametrize(
+    ("url", "needles"),
+    [
+        ("postgresql://u:hunter2@127.0.0.1:notaport/db", ["not a database URL", "u:***@"]),
+        ("postgresql://[::1:5432/db", ["not a database URL"]),
+        ("postgresql://u@127.0.0.1:5432/db?sslmode=bogus", ["sslmode 'bogus'", "verify-full"]),
+        ("postgresql://u@127.0.0.1:99999/db", ["port 99999"]),
+        ("postgresql://u@127.0.0.1:0/db", ["port 0"]),
+        ("postgresql:///db?host=127.0.0.1:5432&host=10.0.0.1:70000", ["port 70000"]),
+        ("postgresql:///db?port=abc", ["non-integer port"]),
+        (
+            "postgresql://u@127.0.0.1/db?connect_timeout=abc",
+            ["unknown parameter 'connect_timeout'"],
+        ),
+        ("postgresql://u@127.0.0.1/db?user=a&user=b", ["'user' is given more than once"]),
+        ("postgresql://u@127.0.0.1/db?ssl=prefer&sslmode=disable", ["both sslmode and ssl"]),
+        ("postgres://u:hunter2@127.0.0.1/db?password=hunter2&x=1", ["unknown parameter 'x'"]),
+        ("mysql://u@127.0.0.1/db", ["sqlite:// or postgresql://"]),
+        ("sqlite://host/catalogue.sqlite3", ["Invalid SQLite URL"]),
+        ("sqlite:///catalogue.sqlite3?timeout=abc", ["could not convert string to float"]),
+        ("sqlite:///catalogue.sqlite3?mode=ro", ["'mode' are not accepted"]),
+        ("sqlite:///no/such/directory/catalogue.sqlite3", ["database file not found"]),
+    ],
+)
+def test_a_database_url_it_cannot_use_stops_serve_in_one_line(url: str, needles: list[str]) -> None:
+    """Found when the URL is read, not as a traceback at the first connection (a port that is
+    not a number, a parameter asyncpg does not take, a value it cannot use)."""
+    run = _gateway("serve", "--port", str(_free_port()), "--database", url)
+    _assert_one_line_error(run, *needles)
+    assert "hunter2" not in run.stderr
+
+
+def test_an_embedded_catalogue_it_cannot_make_stops_serve_in_one_line(tmp_path: Path) -> None:
+    """Without a backend flag the catalogue is made in the data directory: where that cannot
+    be (a file in the way, above it or in its place), start-up stops with one line."""
+    above = tmp_path / "file"
+    above.write_text("")
+    run = _gateway("serve", "--port", str(_free_port()), env=_env(XDG_DATA_HOME=str(above)))
+    _assert_one_line_error(run, "the embedded catalogue cannot be made", "Not a directory")
+
+    (tmp_path / "djangopackages-gateway").write_text("")
+    run = _gateway("serve", "--port", str(_free_port()), env=_env(XDG_DATA_HOME=str(tmp_path)))
+    _assert_one_line_error(run, "the embedded catalogue cannot be made", "File exists")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
