@@ -348,7 +348,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
             key: str | None = None
             if self.responses is not None and lookup.query is not None:
-                key = self.responses.key(lookup.query, data.variables, data.operation_name)
+                key = await self.responses.key(lookup.query, data.variables, data.operation_name)
             if key is None:
                 result = await execute()
             else:

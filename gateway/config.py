@@ -86,6 +86,9 @@ class Settings:
     )
     max_aliases: int = _setting(30, "most aliases in one document", changes_answer=True)
     max_tokens: int = _setting(5_000, "most tokens in one document", changes_answer=True)
+    max_selections: int = _setting(
+        200, "most fields in one selection set, its fragments spread in", changes_answer=True
+    )
     max_body_bytes: int = _setting(100_000, "largest request body", SERVER)
     max_batch: int = _setting(10, "most operations in one batched request", SERVER)
     request_timeout: float = _setting(10.0, "seconds one request may take")
@@ -404,20 +407,12 @@ def mask(value: str) -> str:
     return shown
 
 
-def _positive(settings: Settings, *names: str) -> None:
+def _finite(settings: Settings, *names: str, zero: bool = False) -> None:
     for name in names:
         value = getattr(settings, name)
-        if not 0 < value < math.inf:  # NaN fails both comparisons
-            label = name.replace("_", " ")
-            raise SettingError(f"{label} must be finite and positive, got {value}", name)
-
-
-def _not_negative(settings: Settings, *names: str) -> None:
-    for name in names:
-        value = getattr(settings, name)
-        if not 0 <= value < math.inf:
-            label = name.replace("_", " ")
-            raise SettingError(f"{label} may not be negative or infinite, got {value}", name)
+        if not (value >= 0 if zero else value > 0) or not value < math.inf:  # NaN fails both
+            rule = "may not be negative or infinite" if zero else "must be finite and positive"
+            raise SettingError(f"{name.replace('_', ' ')} {rule}, got {value}", name)
 
 
 def validate(settings: Settings) -> None:
@@ -432,7 +427,7 @@ def validate(settings: Settings) -> None:
             raise SettingError(f"upstream must be an http(s) URL, got {shown!r}", "upstream")
     if settings.cache is not None:
         _check_cache_url(settings.cache)
-    _positive(
+    _finite(
         settings,
         "upstream_timeout",
         "upstream_max_in_flight",
@@ -443,6 +438,7 @@ def validate(settings: Settings) -> None:
         "max_cost",
         "max_aliases",
         "max_tokens",
+        "max_selections",
         "max_body_bytes",
         "max_batch",
         "request_timeout",
@@ -453,7 +449,9 @@ def validate(settings: Settings) -> None:
     )
     if settings.workers < 1:
         raise SettingError(f"workers must be at least 1, got {settings.workers}", "workers")
-    _not_negative(settings, "upstream_retries", "cache_stale", "response_cache_ttl", "rate_limit")
+    _finite(
+        settings, "upstream_retries", "cache_stale", "response_cache_ttl", "rate_limit", zero=True
+    )
     if settings.log_level not in LOG_LEVELS:
         raise SettingError(f"log level must be one of {', '.join(LOG_LEVELS)}", "log_level")
     if settings.log_format not in LOG_FORMATS:

@@ -22,7 +22,10 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
       - QueryTooCostly
       - TooManyAliases
       - TooManyTokens
+      - TooManySelections
+      - QueryTooComplex
       - IntrospectionDisabled
+      - IntrospectionRepeated
     + RequestRefused ....... a whole HTTP request refused before any operation, with its status
       - RequestTooLarge
       - RequestBodyTimeout
@@ -63,7 +66,13 @@ QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
 QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
 TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
 TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
+# Fields of one selection set, once its fragments are spread (`--max-selections`), and the work
+# of checking that a document's fields merge, which grows with their square.
+TOO_MANY_SELECTIONS = "TOO_MANY_SELECTIONS"
+QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
+# `__schema` or `__type` more than once in one operation.
+INTROSPECTION_REPEATED = "INTROSPECTION_REPEATED"
 REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
@@ -189,7 +198,16 @@ class TooManyAliases(QueryRefused, code=TOO_MANY_ALIASES): ...
 class TooManyTokens(QueryRefused, code=TOO_MANY_TOKENS): ...
 
 
+class TooManySelections(QueryRefused, code=TOO_MANY_SELECTIONS): ...
+
+
+class QueryTooComplex(QueryRefused, code=QUERY_TOO_COMPLEX): ...
+
+
 class IntrospectionDisabled(QueryRefused, code=INTROSPECTION_DISABLED): ...
+
+
+class IntrospectionRepeated(QueryRefused, code=INTROSPECTION_REPEATED): ...
 
 
 class RequestRefused(ReportedError):

@@ -17,6 +17,7 @@ from graphql import (
     OperationDefinitionNode,
     execute_sync,
     parse,
+    validate,
 )
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import DuplicatedTypeName
@@ -29,10 +30,14 @@ from gateway.internals import (
     graphql_schema,
     is_nested_too_deeply,
     is_over_token_limit,
+    is_validation_cut_short,
+    limit_field_merging,
     resolver_function,
+    strawberry_validation,
     unknown_operation_name,
     variables_leniently,
 )
+from gateway.limits import FIELD_MERGING_BUDGET
 from gateway.schema.direct import use_direct_resolvers
 
 
@@ -166,3 +171,39 @@ async def test_strawberrys_refusal_of_an_unknown_operation_name_tells_the_name(
         await view.execute_single(unread, post, unread, {"who": "me"}, None, operation)
     assert refused.value.status_code == 400
     assert unknown_operation_name(refused.value) == unknown
+
+
+@strawberry.input(one_of=True)
+class Choice:
+    a: int | None = strawberry.UNSET
+    b: int | None = strawberry.UNSET
+
+
+@strawberry.type
+class Chosen:
+    @strawberry.field
+    def pick(self, choice: Choice) -> int:
+        return 0
+
+
+def test_strawberrys_validation_adds_its_own_rules_to_those_given() -> None:
+    schema = graphql_schema(strawberry.Schema(query=Chosen))
+    assert strawberry_validation(schema, parse("{ pick(choice: { a: 1 }) }"), ()) == []
+    [error] = strawberry_validation(schema, parse("{ pick(choice: { a: 1, b: 2 }) }"), ())
+    assert "exactly one" in error.message.lower()
+
+
+def test_the_work_of_checking_that_fields_merge_is_bounded() -> None:
+    schema = graphql_schema(strawberry.Schema(query=Query))
+    document = parse("{ " + "item { name } " * 100 + "}")
+    try:
+        limit_field_merging(100)
+        [error] = validate(schema, document)
+        assert is_validation_cut_short(error)
+        limit_field_merging(1_000_000)
+        assert validate(schema, document) == []
+    finally:
+        limit_field_merging(FIELD_MERGING_BUDGET)
+    errors = validate(schema, parse("{ " + "nope " * 3 + "}"), max_errors=2)
+    assert errors[-1].message.startswith("Too many validation errors")
+    assert not any(is_validation_cut_short(error) for error in errors)

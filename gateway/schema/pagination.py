@@ -24,8 +24,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import strawberry
 from strawberry.relay.utils import to_base64
 
+from gateway.cost import DEFAULT_FIRST, MAX_FIRST
 from gateway.errors import BadUserInput
-from gateway.limits import DEFAULT_FIRST, MAX_FIRST
 from gateway.loaders.records import Key, KeyValue, Order, Page, Slice
 
 MAX_CURSOR = 2_000  # characters: a title key and a few numbers, base64-encoded
