@@ -16,7 +16,7 @@ import dataclasses
 import itertools
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -37,14 +37,14 @@ TYPENAMES = "{ " + "__typename " * 4990 + "}"  # 55 KB, 4,992 tokens
 HANG_UP_AFTER = 0.5  # seconds
 
 KINDS = (
-    "unknown ids",
-    "aliased unknown slugs",
-    "batched unknown slugs",
-    "aliased searches",
+    "unknown-ids",
+    "aliased-slugs",
+    "batched-slugs",
+    "aliased-searches",
     "hang-ups",
     "stalls",
-    "introspection bombs",
-    "big documents",
+    "introspection",
+    "big-documents",
 )
 
 
@@ -71,7 +71,7 @@ def upstream_key(target: str) -> str:
 
 def _names(kind: str, n: int, operations: int) -> list[list[str]]:
     """Names that no package has and no other attack uses: for each operation, one per alias."""
-    prefix = f"no-such-{kind.replace(' ', '-')}-{n}"
+    prefix = f"no-such-{kind}-{n}"
     return [[f"{prefix}-{op}-{i}" for i in range(ALIASES)] for op in range(operations)]
 
 
@@ -88,10 +88,11 @@ def _searches(terms: list[str]) -> str:
 
 
 class Attacks:
-    """An endless, seeded succession of attacks, their kinds drawn evenly."""
+    """An endless, seeded succession of attacks, their kinds drawn evenly among `kinds`."""
 
-    def __init__(self, dataset: Dataset, rng: random.Random) -> None:
+    def __init__(self, dataset: Dataset, rng: random.Random, kinds: Sequence[str] = KINDS) -> None:
         self._rng = rng
+        self._kinds = tuple(kinds)
         self._first_unknown_id = max(row.id for row in dataset.packages) + 1
         self._made: Counter[str] = Counter()
         makers = (
@@ -108,7 +109,7 @@ class Attacks:
 
     def __iter__(self) -> Iterator[Post]:
         while True:
-            kind = self._rng.choice(KINDS)
+            kind = self._rng.choice(self._kinds)
             self._made[kind] += 1
             yield self._makers[kind](kind, self._made[kind])
 

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -117,9 +117,11 @@ def requests(dataset: Dataset, rng: random.Random) -> Iterator[Request]:
         yield make()
 
 
-def mix(dataset: Dataset, rng: random.Random, hostile: float) -> Iterator[Post]:
-    """The frontend's queries, and a share `hostile` of attacks among them."""
-    frontend, attacks = requests(dataset, rng), iter(Attacks(dataset, rng))
+def mix(
+    dataset: Dataset, rng: random.Random, hostile: float, kinds: Sequence[str] = KINDS
+) -> Iterator[Post]:
+    """The frontend's queries, and a share `hostile` of attacks of `kinds` among them."""
+    frontend, attacks = requests(dataset, rng), iter(Attacks(dataset, rng, kinds))
     while True:
         if rng.random() < hostile:
             yield next(attacks)
@@ -131,9 +133,11 @@ def mix(dataset: Dataset, rng: random.Random, hostile: float) -> Iterator[Post]:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     post: Post
+    started: float  # `time.monotonic()`, the same clock in every process of the machine
     seconds: float
     status: int | None  # None: no HTTP answer (refused, reset, the client's own timeout)
-    codes: tuple[str, ...] = ()  # the GraphQL errors' `extensions.code`, of every operation
+    codes: tuple[str, ...] = ()  # the GraphQL errors' `extensions.code`, of every operation;
+    # without an answer, the exception's name
     stale: bool = False
     refusal: bool = False  # a 503 the gateway means: past its connection cap, or shutting down
     left_at: float | None = None  # when the client hung up, unanswered (`time.monotonic()`)
@@ -172,15 +176,15 @@ async def one(client: httpx.AsyncClient, post: Post) -> Outcome:
         response = await client.post(
             "/graphql", content=orjson.dumps(post.body), headers=JSON_CONTENT
         )
-    except httpx.TransportError:
-        return Outcome(post, time.monotonic() - started, None)
+    except httpx.TransportError as error:
+        return Outcome(post, started, time.monotonic() - started, None, (type(error).__name__,))
     seconds = time.monotonic() - started
     if response.status_code == 503 and response.text == UVICORN_CAP_REFUSAL:
-        return Outcome(post, seconds, 503, refusal=True)
+        return Outcome(post, started, seconds, 503, refusal=True)
     try:
         body = response.json()
     except ValueError:
-        return Outcome(post, seconds, response.status_code, ("NOT_JSON",))
+        return Outcome(post, started, seconds, response.status_code, ("NOT_JSON",))
     answers = body if isinstance(body, list) else [body]
     codes = tuple(
         str(error.get("extensions", {}).get("code"))
@@ -189,7 +193,7 @@ async def one(client: httpx.AsyncClient, post: Post) -> Outcome:
     )
     stale = any((answer.get("extensions") or {}).get("stale") for answer in answers)
     refusal = response.status_code == 503 and SHUTTING_DOWN in codes
-    return Outcome(post, seconds, response.status_code, codes, stale, refusal)
+    return Outcome(post, started, seconds, response.status_code, codes, stale, refusal)
 
 
 async def hang_up(origin: httpx.URL, post: Post, after: float) -> Outcome:
@@ -204,18 +208,18 @@ async def hang_up(origin: httpx.URL, post: Post, after: float) -> Outcome:
     try:
         reader, writer = await asyncio.open_connection(origin.host, origin.port)
     except OSError:
-        return Outcome(post, time.monotonic() - started, None)
+        return Outcome(post, started, time.monotonic() - started, None)
     try:
         writer.write(head.encode() + body)
         status_line = await asyncio.wait_for(reader.readline(), after)
     except TimeoutError:
-        return Outcome(post, after, None, left_at=time.monotonic())
+        return Outcome(post, started, after, None, left_at=time.monotonic())
     except OSError:
-        return Outcome(post, time.monotonic() - started, None)
+        return Outcome(post, started, time.monotonic() - started, None)
     finally:
         writer.close()
     status = int(status_line.split(b" ", 2)[1]) if status_line else None
-    return Outcome(post, time.monotonic() - started, status)
+    return Outcome(post, started, time.monotonic() - started, status)
 
 
 async def outage_at_half(
@@ -285,32 +289,38 @@ def gateway(
             process.wait()
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    started: float  # `time.monotonic()`
+    seconds: float | None  # None: no answer, or not 200
+
+
 def probe_healthz(origin: str, interval: float, stop: Connection) -> None:
-    """GET /healthz every `interval` seconds until told to stop, then send back each probe's
-    seconds (None: no answer, or not 200). In a process of its own, so that the load's clients
-    and the fake APIv4 (this process) do not delay the probes."""
-    seconds: list[float | None] = []
+    """GET /healthz every `interval` seconds until told to stop, then send back the probes.
+    In a process of its own, so that the load's clients and the fake APIv4 (this process) do
+    not delay them."""
+    probes: list[Probe] = []
     with httpx.Client(base_url=origin, timeout=60) as client:
         stop.send("ready")
         while not stop.poll(interval):
-            started = time.perf_counter()
+            started = time.monotonic()
             try:
                 ok = client.get("/healthz").status_code == 200
             except httpx.TransportError:
                 ok = False
-            seconds.append(time.perf_counter() - started if ok else None)
-    stop.send(seconds)
+            probes.append(Probe(started, time.monotonic() - started if ok else None))
+    stop.send(probes)
 
 
 @asynccontextmanager
-async def healthz_prober(origin: str) -> AsyncIterator[list[float | None]]:
+async def healthz_prober(origin: str) -> AsyncIterator[list[Probe]]:
     """/healthz probed from another process for as long as the context lasts; the list it
-    yields holds the probes' seconds once it has ended."""
+    yields holds the probes once it has ended."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     prober = context.Process(target=probe_healthz, args=(origin, PROBE_INTERVAL, theirs))
     prober.start()
-    probes: list[float | None] = []
+    probes: list[Probe] = []
     try:
         await asyncio.to_thread(ours.recv)  # ready
         yield probes
@@ -343,7 +353,7 @@ def _percentile(sorted_seconds: list[float], share: float) -> float:
 
 
 def _counted(counter: Counter[Any]) -> str:
-    return ", ".join(f"{key} {n}" for key, n in sorted(counter.items(), key=str)) or "none"
+    return ", ".join(f"{key} {n}" for key, n in counter.most_common()) or "none"
 
 
 def _yes(held: bool) -> str:
@@ -362,7 +372,7 @@ class Run:
     upstream: FakeUpstream
     memory: tuple[int, int]  # the gateway's RSS in KiB, after the warm-up and at the end
     cpu: float
-    probes: list[float | None]
+    probes: list[Probe]
     tracebacks: int
 
 
@@ -394,7 +404,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         f"{len(outcomes) - len(frontend)} of them attacks",
         "gateway 5xx": f"{server_errors}",
         "503 refusals": f"{refusals} (past the connection cap, or shutting down)",
-        "no HTTP answer": f"{unanswered} (besides the clients that hung up)",
+        "no HTTP answer": f"{unanswered} (besides the clients that hung up): "
+        + _counted(Counter(o.codes[0] for o in outcomes if o.status is None and o.codes)),
         "HTTP statuses": _counted(Counter(map(_status, outcomes))),
         "over time limit": f"{slow} (request_timeout {limit:g} s), {late} by over a second",
         "latency p50": f"{_ms(_percentile(seconds, 0.50))} (the frontend's queries)",
@@ -404,6 +415,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         "stale answers": f"{sum(1 for o in frontend if o.stale)}",
         "upstream requests": f"{run.upstream.count} (peak {peak} in flight)",
         "/healthz": healthz,
+        "slow /healthz beside": _beside(outcomes, run.probes),
         "gateway CPU": f"{run.cpu:.0f} s ({100 * run.cpu / run.elapsed:.0f}% of one core)",
         "gateway RSS": f"{warm / 1024:.1f} MiB after warm-up, {end / 1024:.1f} MiB at the end "
         f"({100 * growth:+.1f}%)",
@@ -437,9 +449,9 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
     )
 
 
-def _healthz(probes: list[float | None]) -> tuple[str, bool]:
+def _healthz(probes: list[Probe]) -> tuple[str, bool]:
     """The /healthz probes in a line, and whether every one of them answered within bounds."""
-    answered = sorted(p for p in probes if p is not None)
+    answered = sorted(p.seconds for p in probes if p.seconds is not None)
     line = f"{len(probes)} probes, one every {_ms(PROBE_INTERVAL)}: "
     if not answered:
         return line + "none answered", False
@@ -449,6 +461,24 @@ def _healthz(probes: list[float | None]) -> tuple[str, bool]:
     if len(answered) < len(probes):
         line += f", {len(probes) - len(answered)} unanswered"
     return line, over == 0 and len(answered) == len(probes)
+
+
+def _beside(outcomes: list[Outcome], probes: list[Probe]) -> str:
+    """Which attacks were in flight while /healthz was slow: for each kind, how many of the
+    slow probes it overlapped."""
+    attacks = [o for o in outcomes if o.post.kind != FRONTEND]
+    beside: Counter[str] = Counter()
+    for probe in probes:
+        if probe.seconds is not None and probe.seconds <= HEALTHZ_BOUND:
+            continue
+        ended = probe.started + (probe.seconds or 60)
+        kinds = {
+            o.post.kind
+            for o in attacks
+            if o.started < ended and probe.started < o.started + o.seconds
+        }
+        beside.update(kinds or {"no attack"})
+    return _counted(beside) + " (slow probes each kind overlapped)"
 
 
 def _status(outcome: Outcome) -> str:
@@ -475,7 +505,7 @@ def _attack_row(sent: list[tuple[Outcome, list[Logged]]]) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     dataset = generate()
-    requests_ = mix(dataset, random.Random(args.seed), args.hostile)
+    requests_ = mix(dataset, random.Random(args.seed), args.hostile, args.attacks)
     limit = Settings().request_timeout
     with (
         serve_upstream(dataset) as upstream,
@@ -533,6 +563,12 @@ def main() -> None:
         default=0.02,
         help="share of the requests that are attacks (bench/hostile.py), drawn evenly by kind",
     )
+    parser.add_argument(
+        "--attacks",
+        type=lambda names: names.split(","),
+        default=KINDS,
+        help=f"comma-separated kinds of attack among: {', '.join(KINDS)}; default: all",
+    )
     parser.add_argument("--outage", type=float, default=30.0, help="seconds of total outage")
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds, at most")
     parser.add_argument("--seed", type=int, default=0, help="the mix's and the faults' seed")
@@ -541,6 +577,8 @@ def main() -> None:
         parser.error("requests, concurrency and time limit must be positive")
     if not 0 <= args.hostile <= 1:
         parser.error("--hostile is a share: from 0 to 1")
+    if not args.attacks or set(args.attacks) - set(KINDS):
+        parser.error(f"--attacks: kinds among {', '.join(KINDS)}")
     sys.exit(asyncio.run(run(args)))
 
 
