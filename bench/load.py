@@ -244,6 +244,13 @@ def resident_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+async def sample_resident(pid: int, into: list[int]) -> None:
+    """The process's RSS in KiB, once a second, until cancelled."""
+    while True:
+        into.append(resident_kib(pid))
+        await asyncio.sleep(1)
+
+
 def cpu_seconds(pid: int) -> float:
     """The CPU time the process has used so far, user and system."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -371,6 +378,7 @@ class Run:
     elapsed: float
     upstream: FakeUpstream
     memory: tuple[int, int]  # the gateway's RSS in KiB, after the warm-up and at the end
+    resident: list[int]  # and once a second in between
     cpu: float
     probes: list[Probe]
     tracebacks: int
@@ -394,7 +402,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
     cap, peak = settings.upstream_max_in_flight, run.upstream.peak_in_flight
     left = [(o.left_at, arrivals.get(i, [])) for i, o in enumerate(outcomes) if o.left_at]
     before = sum(1 for at, arrived in left for a in arrived if a.at <= at)
-    after = sum(1 for at, arrived in left for a in arrived if a.at > at + HANG_UP_GRACE)
+    lingering = [a.at - at for at, arrived in left for a in arrived if a.at > at + HANG_UP_GRACE]
     healthz, healthz_held = _healthz(run.probes)
     warm, end = run.memory
     growth = (end - warm) / warm
@@ -418,7 +426,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         "slow /healthz beside": _beside(outcomes, run.probes),
         "gateway CPU": f"{run.cpu:.0f} s ({100 * run.cpu / run.elapsed:.0f}% of one core)",
         "gateway RSS": f"{warm / 1024:.1f} MiB after warm-up, {end / 1024:.1f} MiB at the end "
-        f"({100 * growth:+.1f}%)",
+        f"({100 * growth:+.1f}%); at each quarter of the run: "
+        + ", ".join(f"{kib / 1024:.1f}" for kib in _quarters(run.resident)),
         "tracebacks logged": f"{run.tracebacks}",
     }
     attacks = {}
@@ -428,7 +437,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         )
     attacks["hung-up work"] = (
         f"{len(left)} left unanswered after {HANG_UP_AFTER:g} s; {before} of their upstream"
-        f" requests came before, {after} over {HANG_UP_GRACE:g} s after"
+        f" requests came before, {len(lingering)} over {HANG_UP_GRACE:g} s after"
+        + (f" (the latest {max(lingering):.1f} s after)" if lingering else "")
     )
     verdicts = {
         "no gateway 5xx": _yes(server_errors == 0),
@@ -436,8 +446,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         f" upstream_max_in_flight {cap})",
         "upstream budget kept": f"{_yes(most_per_request <= budget)} (at most"
         f" {most_per_request} upstream fetches for one request, max_upstream_requests {budget})",
-        "hung-up work stopped": f"{_yes(after == 0)} ({after} of its upstream requests over"
-        f" {HANG_UP_GRACE:g} s after the client left)",
+        "hung-up work stopped": f"{_yes(not lingering)} ({len(lingering)} of its upstream"
+        f" requests over {HANG_UP_GRACE:g} s after the client left)",
         "/healthz within 100 ms": f"{_yes(healthz_held)} (throughout the measured run)",
         "RSS flat once warm": f"{_yes(abs(growth) <= RSS_TOLERANCE)} ({100 * growth:+.1f}%,"
         f" tolerance ±{100 * RSS_TOLERANCE:.0f}%)",
@@ -447,6 +457,10 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         "\n".join(f"{name:<{width}}  {value}" for name, value in section.items())
         for section in (rows, attacks, verdicts)
     )
+
+
+def _quarters(samples: list[int]) -> list[int]:
+    return [samples[min(len(samples) - 1, len(samples) * q // 4)] for q in (1, 2, 3, 4)]
 
 
 def _healthz(probes: list[Probe]) -> tuple[str, bool]:
@@ -529,17 +543,20 @@ async def run(args: argparse.Namespace) -> int:
                     halfway.set()
 
             outage = asyncio.create_task(outage_at_half(upstream, halfway, args.outage, finished))
+            resident: list[int] = []
+            sampling = asyncio.create_task(sample_resident(process.pid, resident))
             async with healthz_prober(origin) as probes:
                 started = time.monotonic()
                 outcomes = await drive(
                     client, requests_, args.requests, args.concurrency, deadline, on_done
                 )
                 elapsed = time.monotonic() - started
+            sampling.cancel()
             finished.set()
             await outage
             end, cpu = resident_kib(process.pid), cpu_seconds(process.pid) - cpu
     tracebacks = Path(log.name).read_text(errors="replace").count("Traceback (most recent call")
-    measured = Run(elapsed, upstream, (warm, end), cpu, probes, tracebacks)
+    measured = Run(elapsed, upstream, (warm, end), resident, cpu, probes, tracebacks)
     print(report(outcomes, args, measured))
     print(f"gateway log: {log.name}")
     return 0
