@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -44,7 +45,7 @@ import orjson
 from strawberry.relay.utils import to_base64
 
 from bench.hostile import FRONTEND, HANG_UP_AFTER, KINDS, Attacks, Post, upstream_key
-from gateway.config import Settings
+from gateway.config import Settings, settings_from_table
 from gateway.demo.dataset import generate
 from gateway.errors import SHUTTING_DOWN
 from gateway.loaders.sql.rows import Dataset
@@ -264,6 +265,20 @@ def _free_port() -> int:
         return port
 
 
+def _environment() -> dict[str, str]:
+    """This process's environment without the gateway's variables: its settings are flags."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
+
+
+def served_settings(*flags: str) -> Settings:
+    """The settings `gateway serve` runs with under `flags`, as `gateway config` reports them."""
+    command = [sys.executable, "-m", "gateway", "config", *flags]
+    shown = subprocess.run(
+        command, cwd=ROOT, env=_environment(), capture_output=True, text=True, check=True
+    )
+    return settings_from_table(tomllib.loads(shown.stdout), "gateway config")
+
+
 @contextmanager
 def gateway(
     upstream_url: str, log: IO[bytes], *flags: str
@@ -271,10 +286,9 @@ def gateway(
     """`gateway serve --upstream …` with its defaults but `flags`, its log in `log`, until
     terminated."""
     port = _free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
     command += ["--upstream", upstream_url, "--log-level", "warning", *flags]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+    process = subprocess.Popen(command, cwd=ROOT, env=_environment(), stdout=log, stderr=log)
     origin = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -375,6 +389,7 @@ def _ms(seconds: float) -> str:
 class Run:
     """What one measured run saw, besides its requests' outcomes."""
 
+    settings: Settings  # the gateway's
     elapsed: float
     upstream: FakeUpstream
     memory: tuple[int, int]  # the gateway's RSS in KiB, after the warm-up and at the end
@@ -385,7 +400,7 @@ class Run:
 
 
 def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
-    settings = Settings()
+    settings = run.settings
     limit = settings.request_timeout
     frontend = [o for o in outcomes if o.post.kind == FRONTEND]
     seconds = sorted(o.seconds for o in frontend)
@@ -520,11 +535,12 @@ def _attack_row(sent: list[tuple[Outcome, list[Logged]]]) -> str:
 async def run(args: argparse.Namespace) -> int:
     dataset = generate()
     requests_ = mix(dataset, random.Random(args.seed), args.hostile, args.attacks)
-    limit = Settings().request_timeout
+    settings = served_settings(*args.serve)
+    limit = settings.request_timeout
     with (
         serve_upstream(dataset) as upstream,
         tempfile.NamedTemporaryFile(prefix="gateway-load-", suffix=".log", delete=False) as log,
-        gateway(upstream.base_url, log) as (process, origin),
+        gateway(upstream.base_url, log, *args.serve) as (process, origin),
     ):
         limits = httpx.Limits(max_connections=args.concurrency)
         timeout = httpx.Timeout(limit + 20)  # longer than the gateway's own limit: we count those
@@ -556,7 +572,7 @@ async def run(args: argparse.Namespace) -> int:
             await outage
             end, cpu = resident_kib(process.pid), cpu_seconds(process.pid) - cpu
     tracebacks = Path(log.name).read_text(errors="replace").count("Traceback (most recent call")
-    measured = Run(elapsed, upstream, (warm, end), resident, cpu, probes, tracebacks)
+    measured = Run(settings, elapsed, upstream, (warm, end), resident, cpu, probes, tracebacks)
     print(report(outcomes, args, measured))
     print(f"gateway log: {log.name}")
     return 0
@@ -589,7 +605,13 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=30.0, help="seconds of total outage")
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds, at most")
     parser.add_argument("--seed", type=int, default=0, help="the mix's and the faults' seed")
+    parser.add_argument(
+        "serve",
+        nargs=argparse.REMAINDER,
+        help="after --: flags for `gateway serve` (--idle-timeout 60, ...); default: none",
+    )
     args = parser.parse_args()
+    args.serve = args.serve[1:] if args.serve[:1] == ["--"] else args.serve
     if min(args.requests, args.concurrency, args.time_limit) <= 0 or args.warmup < 0:
         parser.error("requests, concurrency and time limit must be positive")
     if not 0 <= args.hostile <= 1:
