@@ -8,6 +8,7 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
     + ManifestError ........ a trusted documents manifest it cannot serve
   x MirrorError ............ why `gateway mirror` stopped: one line, exit status 1
   x SharedCacheUnavailable . the shared Redis cannot be used now; handled, never seen by a client
+  x OperationNameRequired .. several operations and no operationName: HTTP 400, as an unknown name
   x ReportedError .......... reported to the client as it is, with its `extensions.code`
     + BadUserInput
     + UpstreamError
@@ -51,6 +52,7 @@ from typing import Any
 from graphql import GraphQLError, GraphQLSyntaxError, Node
 from strawberry.extensions import SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types import ExecutionResult
 
 logger = logging.getLogger("gateway")
@@ -121,6 +123,19 @@ class MirrorError(GatewayError):
 
 class SharedCacheUnavailable(GatewayError):
     """The shared cache cannot be used now: not started, marked down, or the command failed."""
+
+
+class OperationNameRequired(CannotGetOperationTypeError, GatewayError):
+    """A document of several operations, and no operation name to choose one: Strawberry would
+    run the first, the GraphQL spec asks for a request error. It is Strawberry's refusal of an
+    unknown operation name, in graphql-core's words: Strawberry's view answers it with HTTP 400
+    in plain text, `gateway query` with one line."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def as_http_error_reason(self) -> str:
+        return "Must provide operation name if query contains multiple operations."
 
 
 class ReportedError(GatewayError):

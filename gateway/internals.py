@@ -26,6 +26,7 @@ from graphql.validation.validate import ValidationAbortedError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.schema.schema import validate_document
+from strawberry.types import ExecutionContext
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
@@ -85,6 +86,12 @@ def unknown_operation_name(refusal: Exception) -> str | None:
     on the exception the refusal was raised from."""
     cause = refusal.__cause__
     return cause.operation_name if isinstance(cause, CannotGetOperationTypeError) else None
+
+
+def provided_operation_name(context: ExecutionContext) -> str | None:
+    """The operation name the request gave, if any: Strawberry's `operation_name` is the name of
+    the document's first operation when the request gave none, and keeps the given one private."""
+    return context._provided_operation_name
 
 
 def strawberry_validation(

@@ -53,6 +53,7 @@ from gateway.errors import (
     EmptySelectionSet,
     IntrospectionDisabled,
     IntrospectionRepeated,
+    OperationNameRequired,
     QueryRefused,
     QueryTooComplex,
     QueryTooDeep,
@@ -68,6 +69,7 @@ from gateway.internals import (
     is_over_token_limit,
     is_validation_cut_short,
     limit_field_merging,
+    provided_operation_name,
     strawberry_validation,
 )
 from gateway.offload import off_the_loop
@@ -140,6 +142,7 @@ def _reporting(rule: type[ASTValidationRule], kind: type[QueryRefused]) -> type[
 class _Checked(SchemaExtension):
     """A document parsed and validated on a thread of its own, so that the event loop goes on
     serving meanwhile and the request's deadline holds; or, if it passed before, as it was.
+    Of several operations, the request must name the one to run (`OperationNameRequired`).
 
     Strawberry's depth and alias limiters follow every spread of every fragment: a few hundred
     tokens of fragments spreading others twice would keep them busy for hours. They also fail
@@ -161,6 +164,9 @@ class _Checked(SchemaExtension):
         if document is None:
             document = await off_the_loop(_parsed, context.query, self.limits)
         context.graphql_document = document
+        # Strawberry would run the first; refused where Strawberry refuses an unknown name.
+        if provided_operation_name(context) is None and _operations(document) > 1:
+            raise OperationNameRequired
         yield
 
     async def on_validate(self) -> AsyncIterator[None]:
@@ -190,6 +196,10 @@ def _parsed(text: str, limits: QueryLimits) -> DocumentNode:
         raise
     _check_spread(document, limits)
     return document
+
+
+def _operations(document: DocumentNode) -> int:
+    return sum(isinstance(node, OperationDefinitionNode) for node in document.definitions)
 
 
 def _validated(

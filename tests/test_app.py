@@ -6,6 +6,7 @@ checked here is what goes over the wire: status codes, content types, bodies and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 from collections.abc import Iterator
@@ -98,6 +99,51 @@ def test_post_with_an_unknown_operation_name_is_a_bad_request(client: httpx.Clie
     response = client.post("/graphql", json={"query": TWO_OPERATIONS, "operationName": "Nope"})
     assert response.status_code == 400
     assert "Nope" in response.text
+
+
+# Answered as an unknown operation name is; Strawberry alone would run the first operation.
+NAME_REQUIRED = "Must provide operation name if query contains multiple operations."
+INTROSPECTIONS = "query T { __typename } query S { __schema { queryType { name } } }"
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/graphql-response+json"])
+@pytest.mark.parametrize(
+    ("document", "name"), [(TWO_OPERATIONS, "CategoryCount"), (INTROSPECTIONS, "S")]
+)
+def test_several_operations_and_no_operation_name_is_a_bad_request_however_they_come(
+    client: httpx.Client, accept: str, document: str, name: str
+) -> None:
+    """By POST, GET, in a batch, with an APQ hash; by the engine's plans (`TWO_OPERATIONS`) or
+    graphql-core's executor (introspection); a document new or known (run by name first)."""
+    headers = {"accept": accept}
+    alone = {"query": "{ categories { totalCount } }"}
+    persisted = {"version": 1, "sha256Hash": hashlib.sha256(document.encode()).hexdigest()}
+    for _ in range(2):
+        refusals = [
+            client.post("/graphql", json={"query": document}, headers=headers),
+            client.get("/graphql", params={"query": document}, headers=headers),
+            client.post("/graphql", json=[alone, {"query": document}], headers=headers),
+            client.post(
+                "/graphql",
+                json={"query": document, "extensions": {"persistedQuery": persisted}},
+                headers=headers,
+            ),
+        ]
+        unknown = client.post(
+            "/graphql", json={"query": document, "operationName": "Nope"}, headers=headers
+        )
+        for response in refusals:
+            assert response.status_code == unknown.status_code == 400
+            assert response.headers["content-type"] == unknown.headers["content-type"]
+            assert response.text == NAME_REQUIRED
+        named = client.post("/graphql", json={"query": document, "operationName": name})
+        assert _data(named)
+    # Refused, the document was not kept under its hash.
+    found = client.post("/graphql", json={"extensions": {"persistedQuery": persisted}})
+    assert found.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    # A document of one operation needs no name.
+    single = client.post("/graphql", json=alone, headers=headers)
+    assert single.status_code == 200 and "data" in single.json()
 
 
 def test_get_runs_a_query_with_variables(client: httpx.Client, upstream: FakeUpstream) -> None:

@@ -138,6 +138,11 @@ def test_query_with_an_invalid_document_prints_errors_and_exits_1(upstream: Fake
         ("{ categories { totalCount } }", "B", "no operation named 'B'"),
         ("{ categories { totalCount } }", "<script>" * 5_000, "no operation named '<script>"),
         ("fragment F on Query { categories { totalCount } }", None, "pass --operation-name"),
+        (
+            "query A { categories { totalCount } } query B { grids { totalCount } }",
+            None,
+            "several operations",
+        ),
         ("", None, "the query is empty"),
     ],
 )

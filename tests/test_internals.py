@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +22,7 @@ from graphql import (
 )
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import DuplicatedTypeName
+from strawberry.extensions import SchemaExtension
 from strawberry.http import GraphQLRequestData
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.base import get_object_definition
@@ -32,6 +34,7 @@ from gateway.internals import (
     is_over_token_limit,
     is_validation_cut_short,
     limit_field_merging,
+    provided_operation_name,
     resolver_function,
     strawberry_validation,
     unknown_operation_name,
@@ -171,6 +174,24 @@ async def test_strawberrys_refusal_of_an_unknown_operation_name_tells_the_name(
         await view.execute_single(unread, post, unread, {"who": "me"}, None, operation)
     assert refused.value.status_code == 400
     assert unknown_operation_name(refused.value) == unknown
+
+
+async def test_the_operation_name_a_request_gave_is_told_from_the_first_operations() -> None:
+    """Strawberry's `operation_name` is the first operation's name when the request gave none."""
+    seen: list[tuple[str | None, str | None]] = []
+
+    class Seeing(SchemaExtension):
+        def on_parse(self) -> Iterator[None]:
+            yield
+            context = self.execution_context
+            seen.append((provided_operation_name(context), context.operation_name))
+
+    schema = strawberry.Schema(query=Query, extensions=[Seeing])
+    for name in (None, "Second"):
+        document = "query First { item { name } } query Second { item { name } }"
+        result = await schema.execute(document, operation_name=name)
+        assert result.errors is None, result.errors
+    assert seen == [(None, "First"), ("Second", "Second")]
 
 
 @strawberry.input(one_of=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.offload import off_the_loop
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 
 QUERY = "query Grid($id: Int!) { grid(id: $id) { title } }"
@@ -312,3 +315,33 @@ def test_a_document_over_the_token_limit_is_refused_as_ever_and_not_kept(
     response = client.post("/graphql", json={"query": document, "extensions": _apq(document)})
     assert response.json()["errors"][0]["extensions"]["code"] == "TOO_MANY_TOKENS"
     assert client.post("/graphql", json={"extensions": _apq(document)}).json() == NOT_FOUND
+
+
+async def test_a_registration_waits_for_the_documents_thread_not_the_loop(
+    upstream: FakeUpstream,
+) -> None:
+    """Printing a document to keep it is work on documents like parsing it: with the documents'
+    thread taken, a registration of a document otherwise answered without it (known to the
+    engine, no response cache) ends at its deadline, unkept, while the loop serves others."""
+    settings = Settings(upstream=upstream.base_url, response_cache_ttl=0, request_timeout=0.5)
+    document = "{ categories { totalCount } }"
+    registration = {"query": document, "extensions": _apq(document)}
+    release = threading.Event()
+    try:
+        with serve_in_thread(create_app(settings)) as origin:
+            async with httpx.AsyncClient(base_url=origin, timeout=10) as client:
+                known = (await client.post("/graphql", json={"query": document})).json()
+                busy = asyncio.ensure_future(off_the_loop(release.wait))
+                waiting = asyncio.ensure_future(client.post("/graphql", json=registration))
+                assert (await client.get("/healthz")).status_code == 200
+                body = (await waiting).json()
+                assert body["data"] is None
+                assert body["errors"][0]["extensions"]["code"] == "REQUEST_TIMEOUT"
+                release.set()
+                await busy
+                by_hash = {"extensions": _apq(document)}
+                assert (await client.post("/graphql", json=by_hash)).json() == NOT_FOUND
+                assert (await client.post("/graphql", json=registration)).json() == known
+                assert (await client.post("/graphql", json=by_hash)).json() == known
+    finally:
+        release.set()
