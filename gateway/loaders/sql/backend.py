@@ -29,6 +29,7 @@ from sqlalchemy import (
     true,
     union_all,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import observe
@@ -45,6 +46,7 @@ from gateway.loaders.records import (
     Slice,
     Window,
 )
+from gateway.loaders.sql.engine import reading
 from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.features import SqlFeatures
 from gateway.loaders.sql.relations import Relation, key_of, kind_of
@@ -119,18 +121,28 @@ class SqlBackend:
         """Nothing to stop: a statement still running ends within `statement_timeout`."""
 
     async def _rows(self, statement: Executable, kind: str) -> Sequence[Row[Any]]:
-        """Run one statement (counted and traced as `kind`); on any failure, drop its
-        connection so the next one is fresh."""
+        """Run one statement (counted and traced as `kind`). A failure drops its connection,
+        so that the next statement starts afresh; a connection found dropped (the server
+        restarted, or ended it while it sat in the pool) gets the statement once more, on a
+        new connection."""
         try:
             with observe.SqlStatement(kind, self.features.dialect):
-                async with self.engine.connect() as connection:
-                    try:
-                        return (await connection.execute(statement)).all()
-                    except FAILURES:
-                        await connection.invalidate()
+                try:
+                    return await self._run(statement)
+                except DBAPIError as exc:
+                    if not exc.connection_invalidated:
                         raise
+                    return await self._run(statement)
         except FAILURES as exc:
             raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
+
+    async def _run(self, statement: Executable) -> Sequence[Row[Any]]:
+        async with reading(self.engine) as connection:
+            try:
+                return (await connection.execute(statement)).all()
+            except FAILURES:
+                await connection.invalidate()
+                raise
 
     # -- by key -----------------------------------------------------------------------
 
