@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import observe
 from gateway.errors import DatabaseError
-from gateway.loaders.entities import from_columns
+from gateway.loaders.entities import fields_of, from_columns
 from gateway.loaders.records import (
     Category,
     Grid,
@@ -35,20 +35,29 @@ from gateway.loaders.records import (
 from gateway.loaders.sql.engine import reading
 from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.features import SqlFeatures
-from gateway.loaders.sql.relations import key_of
+from gateway.loaders.sql.relations import KeyReader, key_columns
 from gateway.loaders.sql.search import search_hit, search_statement
-from gateway.loaders.sql.statements import WINDOW_COLUMNS, Shape, statements_for
+from gateway.loaders.sql.statements import WINDOW_COLUMNS, Prepared, Shape, statements_for
 
 __all__ = ["SqlBackend"]
 
-R = TypeVar("R")
+R = TypeVar("R", Category, Grid, Package)
 
 # Ids and offsets are bigint in the database: anything larger cannot exist or be reached.
 _BIGINT_MAX = 2**63 - 1
 
-_category = from_columns(Category)
-_grid = from_columns(Grid)
-_package = from_columns(Package)
+RECORDS = (Category, Grid, Package)
+# The record of a row as each driver hands it over (SQLite's: sqlite=True).
+_BUILD: dict[tuple[bool, type[Any]], Callable[[Sequence[Any]], Any]] = {
+    (sqlite, record): from_columns(record, sqlite=sqlite)
+    for sqlite in (False, True)
+    for record in RECORDS
+}
+# Where a record's id and slug are in its row (the first of its fields).
+_ID, _SLUG = 0, 2
+assert all(
+    [spec.name for spec in fields_of(record)][:3] == ["id", "title", "slug"] for record in RECORDS
+)
 
 
 def _storable(ids: Sequence[int]) -> list[int]:
@@ -67,18 +76,22 @@ class SqlBackend:
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.engine = engine
         self.features = features
-        self.statements = statements_for(features)
+        self.statements = statements_for(features, engine.dialect)
+        sqlite = self.statements.sqlite
+        self._category = _BUILD[sqlite, Category]
+        self._grid = _BUILD[sqlite, Grid]
+        self._package = _BUILD[sqlite, Package]
 
     def close(self) -> None:
         """Nothing to stop: a statement still running ends within `statement_timeout`."""
 
     async def _rows(
-        self, statement: Executable, kind: str, values: Mapping[str, Any] | None = None
-    ) -> Sequence[Row[Any]]:
-        """Run one statement with its `values` (counted and traced as `kind`). A failure
-        drops its connection, so that the next statement starts afresh; a connection found
-        dropped (the server restarted, or ended it while it sat in the pool) gets the
-        statement once more, on a new connection."""
+        self, kind: str, statement: Prepared | Executable, values: Mapping[str, Any] | None = None
+    ) -> Sequence[Any]:
+        """Run one statement, a `Prepared` one with its `values` (counted and traced as
+        `kind`). A failure drops its connection, so that the next statement starts afresh; a
+        connection found dropped (the server restarted, or ended it while it sat in the pool)
+        gets the statement once more, on a new connection."""
         try:
             with observe.SqlStatement(kind, self.features.dialect):
                 try:
@@ -91,11 +104,14 @@ class SqlBackend:
             raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
 
     async def _run(
-        self, statement: Executable, values: Mapping[str, Any] | None
-    ) -> Sequence[Row[Any]]:
+        self, statement: Prepared | Executable, values: Mapping[str, Any] | None
+    ) -> Sequence[Any]:
         async with reading(self.engine) as connection:
             try:
-                return (await connection.execute(statement, values)).all()
+                if isinstance(statement, Prepared):
+                    parameters = statement.parameters(values or {})
+                    return (await connection.exec_driver_sql(statement.sql, parameters)).all()
+                return (await connection.execute(statement)).all()
             except FAILURES:
                 await connection.invalidate()
                 raise
@@ -103,47 +119,46 @@ class SqlBackend:
     # -- by key -----------------------------------------------------------------------
 
     async def _by_ids(
-        self, ids: Sequence[int], statement: Executable, build: Callable[[Row[Any]], R]
+        self, ids: Sequence[int], statement: Prepared, build: Callable[[Row[Any]], R]
     ) -> list[R | None]:
         wanted = _storable(ids)
         if not wanted:
             return [None] * len(ids)
-        rows = await self._rows(statement, "by_id", {"ids": wanted})
-        found = {row.id: build(row) for row in rows}
+        rows = await self._rows("by_id", statement, {"ids": self.statements.array(wanted)})
+        found = {row[_ID]: build(row) for row in rows}
         return [found.get(id) for id in ids]
 
     async def _by_slugs(
-        self, slugs: Sequence[str], statement: Executable, build: Callable[[Row[Any]], R]
+        self, slugs: Sequence[str], statement: Prepared, build: Callable[[Row[Any]], R]
     ) -> list[R | None]:
         if not slugs:
             return []
-        rows = await self._rows(statement, "by_slug", {"slugs": sorted(set(slugs))})
-        found = {row.slug: build(row) for row in rows}
+        wanted = self.statements.array(sorted(set(slugs)))
+        rows = await self._rows("by_slug", statement, {"slugs": wanted})
+        found = {row[_SLUG]: build(row) for row in rows}
         return [found.get(slug) for slug in slugs]
 
     async def categories(self, ids: Sequence[int]) -> list[Category | None]:
-        return await self._by_ids(ids, self.statements.categories, _category)
+        return await self._by_ids(ids, self.statements.categories, self._category)
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
-        return await self._by_slugs(slugs, self.statements.categories_by_slug, _category)
+        return await self._by_slugs(slugs, self.statements.categories_by_slug, self._category)
 
     async def grids(self, ids: Sequence[int]) -> list[Grid | None]:
-        return await self._by_ids(ids, self.statements.grids, _grid)
+        return await self._by_ids(ids, self.statements.grids, self._grid)
 
     async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
-        return await self._by_slugs(slugs, self.statements.grids_by_slug, _grid)
+        return await self._by_slugs(slugs, self.statements.grids_by_slug, self._grid)
 
     async def packages(self, ids: Sequence[int]) -> list[Package | None]:
-        return await self._by_ids(ids, self.statements.packages, _package)
+        return await self._by_ids(ids, self.statements.packages, self._package)
 
     async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]:
-        return await self._by_slugs(slugs, self.statements.packages_by_slug, _package)
+        return await self._by_slugs(slugs, self.statements.packages_by_slug, self._package)
 
     # -- relations, paged in SQL --------------------------------------------------------
 
-    async def _pages(
-        self, windows: Sequence[Window], name: str, build: Callable[[Row[Any]], R]
-    ) -> list[Page[R]]:
+    async def _pages(self, windows: Sequence[Window], name: str, record: type[R]) -> list[Page[R]]:
         """Every window's page in one statement (`Statements.relation`): the windows of a
         shape and size share a part of it, which the others' need not repeat."""
         parents = set(_storable([window.parent for window in windows]))
@@ -153,26 +168,40 @@ class SqlBackend:
         if all(w.slice == Slice(0) and w.filter is None for w in kept.values()):
             return await self._totals(windows, name, parents)
         parts: dict[tuple[Shape, int], int] = {}
-        wanted = []
+        part_of: dict[int, int] = {}
         for slot, window in kept.items():
-            part = parts.setdefault((_shape(window), _size(window.slice)), len(parts))
-            wanted.append(dict(zip(WINDOW_COLUMNS, (slot, window.parent, part), strict=True)))
+            key = (_shape(window), _size(window.slice))
+            part_of[slot] = parts.setdefault(key, len(parts))
         statement, kinds = self.statements.relation(name, tuple(shape for shape, _ in parts))
         values: dict[str, Any] = {f"size_{part}": size for (_, size), part in parts.items()}
-        values["windows"] = wanted
-        kinds_of = {slot: kinds[wanted["shape"]] for slot, wanted in zip(kept, wanted, strict=True)}
+        values["windows"] = self.statements.json(
+            [
+                dict(zip(WINDOW_COLUMNS, (slot, kept[slot].parent, part), strict=True))
+                for slot, part in part_of.items()
+            ]
+        )
+        # A row: the record's fields, then slot, total, lower, upper and the key columns.
+        slot_at = len(fields_of(record))
+        sqlite = self.statements.sqlite
+        read_key = [
+            KeyReader([slot_at + 4 + at for at in key_columns(shape)], shape, sqlite)
+            for shape in kinds
+        ]
+        build = _BUILD[sqlite, record]
         items: list[list[R]] = [[] for _ in windows]
         keys: list[list[Any]] = [[] for _ in windows]
         bounds = [(0, 0, 0)] * len(windows)
         built: dict[int, R] = {}  # a record in several windows (a grid of many packages) once
-        for row in await self._rows(statement, "relation", values):
-            bounds[row.slot] = (row.total, row.lower, row.upper)
-            if row.id is not None:
-                record = built.get(row.id)
-                if record is None:
-                    record = built[row.id] = build(row)
-                items[row.slot].append(record)
-                keys[row.slot].append(key_of(row, kinds_of[row.slot]))
+        for row in await self._rows("relation", statement, values):
+            slot = row[slot_at]
+            bounds[slot] = row[slot_at + 1 : slot_at + 4]
+            id = row[_ID]
+            if id is not None:
+                found = built.get(id)
+                if found is None:
+                    found = built[id] = build(row)
+                items[slot].append(found)
+                keys[slot].append(read_key[part_of[slot]](row))
         return [
             Page(page, total, key, lower, upper)
             for page, key, (total, lower, upper) in zip(items, keys, bounds, strict=True)
@@ -182,19 +211,20 @@ class SqlBackend:
         self, windows: Sequence[Window], name: str, parents: set[int]
     ) -> list[Page[R]]:
         """Only sizes were asked for (`packageCount`, `gridCount`): count, rank nothing."""
-        rows = await self._rows(self.statements.totals(name), "count", {"parents": sorted(parents)})
-        totals = {row.parent: row.total for row in rows}
+        wanted = {"parents": self.statements.array(sorted(parents))}
+        rows = await self._rows("count", self.statements.totals(name), wanted)
+        totals = {row[0]: row[1] for row in rows}
         sizes = [totals.get(window.parent, 0) for window in windows]
         return [Page([], size, [], 0, size) for size in sizes]
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
-        return await self._pages(windows, "packages_of_grids", _package)
+        return await self._pages(windows, "packages_of_grids", Package)
 
     async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
-        return await self._pages(windows, "grids_of_packages", _grid)
+        return await self._pages(windows, "grids_of_packages", Grid)
 
     async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
-        return await self._pages(windows, "packages_of_categories", _package)
+        return await self._pages(windows, "packages_of_categories", Package)
 
     # -- lists ----------------------------------------------------------------------------
 
@@ -204,32 +234,37 @@ class SqlBackend:
         slice: Slice,
         filter: PackageFilter | None,
         order: Order | None,
-        build: Callable[[Row[Any]], R],
+        record: type[R],
     ) -> Page[R]:
         """A slice of a list, its total and where its cursors fall (`Statements.list`)."""
         shape = Shape(filter, order, slice.after, slice.before, slice.backward)
-        statement, sorts = self.statements.list(name, shape)
-        rows = await self._rows(statement, "list", {"size": _size(slice)})
-        found = [row for row in rows if row.id is not None]
-        first = rows[0]
+        statement, kinds = self.statements.list(name, shape)
+        rows = await self._rows("list", statement, {"size": _size(slice)})
+        # A row: the record's fields, its sort keys, then total, past and upper.
+        sorts_at = len(fields_of(record))
+        counts_at = sorts_at + len(kinds)
+        read_key = KeyReader(range(sorts_at, counts_at), kinds, self.statements.sqlite)
+        build = _BUILD[self.statements.sqlite, record]
+        found = [row for row in rows if row[_ID] is not None]
+        total, past, upper = rows[0][counts_at:]
         return Page(
             [build(row) for row in found],
-            first.total,
-            [tuple(getattr(row, f"sort_{index}") for index in range(sorts)) for row in found],
-            first.total - first.past,
-            first.upper,
+            total,
+            [read_key(row) for row in found],
+            total - past,
+            upper,
         )
 
     async def list_categories(self, slice: Slice, order: Order | None = None) -> Page[Category]:
-        return await self._list("categories", slice, None, order, _category)
+        return await self._list("categories", slice, None, order, Category)
 
     async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[Grid]:
-        return await self._list("grids", slice, None, order, _grid)
+        return await self._list("grids", slice, None, order, Grid)
 
     async def list_packages(
         self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
     ) -> Page[Package]:
-        return await self._list("packages", slice, filter, order, _package)
+        return await self._list("packages", slice, filter, order, Package)
 
     # -- search ---------------------------------------------------------------------------
 
@@ -237,7 +272,7 @@ class SqlBackend:
         statement = search_statement(query, self.features)
         if statement is None:
             return []
-        return [search_hit(row) for row in await self._rows(statement, "search")]
+        return [search_hit(row) for row in await self._rows("search", statement)]
 
 
 def _shape(window: Window) -> Shape:

@@ -25,7 +25,6 @@ from sqlalchemy import (
     DateTime,
     FromClause,
     Integer,
-    Row,
     Select,
     Text,
     cast,
@@ -39,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeEngine
 
 from gateway.loaders import records
+from gateway.loaders.entities import utc_text
 from gateway.loaders.sql.sort_keys import Key, Plan, beyond
 from gateway.loaders.sql.tables import UTCDateTime
 
@@ -59,9 +59,27 @@ def kind_of(key: Key) -> str:
     return "time" if isinstance(key.value.type, DateTime | UTCDateTime) else "text"
 
 
-def key_of(row: Row[Any], kinds: Sequence[str]) -> tuple[Any, ...]:
-    """A relation row's key, read back from the columns of its kinds."""
-    return tuple(getattr(row, f"key_{term}_{kind}") for term, kind in enumerate(kinds))
+def key_columns(kinds: Sequence[str]) -> list[int]:
+    """Where each term of a key of these kinds is, among the shared key columns."""
+    order = list(_KEY_KINDS)
+    return [term * len(order) + order.index(kind) for term, kind in enumerate(kinds)]
+
+
+class KeyReader:
+    """Reads an order's key from a row's columns at `positions`, of the terms' `kinds`; on
+    SQLite a timestamp comes as text."""
+
+    def __init__(self, positions: Sequence[int], kinds: Sequence[str], sqlite: bool) -> None:
+        self.positions = tuple(positions)
+        self.texts = frozenset(term for term, kind in enumerate(kinds) if sqlite and kind == "time")
+
+    def __call__(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        if not self.texts:
+            return tuple(row[position] for position in self.positions)
+        return tuple(
+            utc_text(row[position]) if term in self.texts else row[position]
+            for term, position in enumerate(self.positions)
+        )
 
 
 def _key_columns(plan: Plan, terms: Sequence[ColumnElement[Any]]) -> list[ColumnElement[Any]]:

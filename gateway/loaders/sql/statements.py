@@ -1,27 +1,32 @@
-"""The backend's statements, each built once and kept for the life of the process.
+"""The backend's statements, each built and compiled once and kept for the life of the process.
 
-Building a SQLAlchemy statement, and the cache key SQLAlchemy finds its compiled form by, costs
-more than running a small one. So each kind of batch has its statement built once per shape (for
-a relation or a list: the filter, order and cursors asked for) and kept; a batch binds only its
-own values: ids, slugs, the windows it pages, a page's size. SQLAlchemy then finds the compiled
-form by the key it derived once, and the driver its prepared statement by the same text.
+Building a SQLAlchemy statement, deriving its cache key and finding its compiled form cost more
+than running a small one. So each kind of batch has its statement built once per shape (for a
+relation or a list: the filter, order, cursors and direction asked for), compiled to its SQL for
+the database's dialect, and kept (`Prepared`); a batch binds only its own values, by position:
+ids, slugs, the windows it pages, a page's size. The driver keeps its prepared statement by the
+same text. The values a shape compiles in (a cursor's, a filter's) are processed by their types
+once, at compile time.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
+import orjson
 from sqlalchemy import (
     ARRAY,
     CTE,
     JSON,
     BigInteger,
+    BindParameter,
     ColumnElement,
     FromClause,
     Select,
+    String,
     Table,
     any_,
     bindparam,
@@ -31,6 +36,10 @@ from sqlalchemy import (
     true,
     union_all,
 )
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.types import TypeEngine
 
 from gateway.loaders import records
 from gateway.loaders.entities import fields_of
@@ -40,7 +49,7 @@ from gateway.loaders.sql.relations import Relation, kind_of
 from gateway.loaders.sql.sort_keys import Key, Plan, Plans, beyond
 from gateway.loaders.sql.tables import category, grid, grid_package, package, version
 
-__all__ = ["WINDOW_COLUMNS", "Shape", "Statements", "statements_for"]
+__all__ = ["WINDOW_COLUMNS", "Prepared", "Shape", "Statements", "statements_for"]
 
 # A window of a relation batch, as the statement reads it from its one JSON parameter: which
 # answer it is, whose members it pages, and which of the statement's shapes it has.
@@ -59,6 +68,40 @@ class Shape(NamedTuple):
     after: records.Key | None
     before: records.Key | None
     backward: bool
+
+
+class Prepared(NamedTuple):
+    """A statement compiled for one dialect: its SQL, each positional parameter's name, and
+    the values compiled into it, processed as their types say."""
+
+    sql: str
+    names: tuple[str, ...]
+    fixed: Mapping[str, Any]
+
+    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The statement's parameters, in order: `values` by name, and its own."""
+        fixed = self.fixed
+        return tuple(values[name] if name in values else fixed[name] for name in self.names)
+
+
+def _parameter(name: str, type_: TypeEngine[Any]) -> BindParameter[Any]:
+    """A parameter each execution binds (`Prepared.parameters`); compiled without a value."""
+    return bindparam(name, None, type_=type_)
+
+
+def _prepare(statement: ClauseElement, dialect: Dialect, bound: frozenset[str]) -> Prepared:
+    """`statement` compiled for `dialect`; the parameters named in `bound` come with each
+    execution, the others are its own values, processed once here."""
+    compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler) and compiled.positiontup is not None
+    assert "POSTCOMPILE" not in compiled.string, "an expanding IN has no fixed SQL"
+    names = tuple(compiled.positiontup)
+    own = compiled.construct_params()
+    fixed = {}
+    for name in set(names) - bound:
+        process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        fixed[name] = own[name] if process is None else process(own[name])
+    return Prepared(compiled.string, names, fixed)
 
 
 def _selected(record: type[msgspec.Struct], table: Table, **elsewhere: Any) -> list[Any]:
@@ -118,29 +161,37 @@ class _Listed(NamedTuple):
     records: _Records
 
 
-@functools.cache
-def statements_for(features: SqlFeatures) -> Statements:
-    """The statements of a database with these features, for the life of the process."""
-    return Statements(features)
+# The parameters each execution binds.
+_BOUND = frozenset({"ids", "slugs", "parents", "windows", "size"})
+
+
+@functools.lru_cache(maxsize=64)
+def statements_for(features: SqlFeatures, dialect: Dialect) -> Statements:
+    """The statements of a database with these features, for the life of its engine."""
+    return Statements(features, dialect)
 
 
 class Statements:
     """One database's statements, built when first asked for and kept."""
 
-    def __init__(self, features: SqlFeatures) -> None:
+    def __init__(self, features: SqlFeatures, dialect: Dialect) -> None:
         self.features = features
+        self.dialect = dialect
+        self.sqlite = features.dialect == "sqlite"
         plans = self.plans = Plans(features)
-        self.categories = CATEGORIES.select.where(self._one_of(category.c.id, "ids"))
+        self.categories = self._lookup(CATEGORIES.select.where(self._one_of(category.c.id, "ids")))
         oldest = (  # category slugs are not unique: the oldest category with the slug answers
             select(func.min(category.c.id))
             .where(self._one_of(category.c.slug, "slugs"))
             .group_by(category.c.slug)
         )
-        self.categories_by_slug = CATEGORIES.select.where(category.c.id.in_(oldest))
-        self.grids = GRIDS.select.where(self._one_of(grid.c.id, "ids"))
-        self.grids_by_slug = GRIDS.select.where(self._one_of(grid.c.slug, "slugs"))
-        self.packages = PACKAGES.select.where(self._one_of(package.c.id, "ids"))
-        self.packages_by_slug = PACKAGES.select.where(self._one_of(package.c.slug, "slugs"))
+        self.categories_by_slug = self._lookup(CATEGORIES.select.where(category.c.id.in_(oldest)))
+        self.grids = self._lookup(GRIDS.select.where(self._one_of(grid.c.id, "ids")))
+        self.grids_by_slug = self._lookup(GRIDS.select.where(self._one_of(grid.c.slug, "slugs")))
+        self.packages = self._lookup(PACKAGES.select.where(self._one_of(package.c.id, "ids")))
+        self.packages_by_slug = self._lookup(
+            PACKAGES.select.where(self._one_of(package.c.slug, "slugs"))
+        )
         by_title = (Key(plans.in_byte_order(package.c.title)), Key(package.c.id))
         in_membership_order = (Key(grid_package.c.id),)
         self._related = {
@@ -179,20 +230,33 @@ class Statements:
         self.totals = functools.lru_cache(maxsize=None)(self._totals)
         self.list = functools.lru_cache(maxsize=_KEPT_SHAPES)(self._list)
 
+    def _lookup(self, statement: ClauseElement) -> Prepared:
+        return _prepare(statement, self.dialect, _BOUND)
+
     def _one_of(self, value: ColumnElement[Any], name: str) -> ColumnElement[bool]:
-        """`value` among the values bound to `name`: one array on PostgreSQL (one statement
-        text, prepared once, however many values), an expanded `IN` on SQLite."""
-        if self.features.dialect == "postgresql":
-            return value == any_(bindparam(name, type_=ARRAY(value.type)))
-        return value.in_(bindparam(name, expanding=True))
+        """`value` among the values bound to `name` (`array`): one parameter whatever their
+        number, so one statement text, prepared once: an array on PostgreSQL, a JSON array
+        on SQLite."""
+        if self.sqlite:
+            each = func.json_each(_parameter(name, String())).table_valued("value")
+            return value.in_(select(each.c.value))
+        return value == any_(_parameter(name, ARRAY(value.type)))
+
+    def array(self, values: Sequence[Any]) -> Any:
+        """`values` as a parameter of `_one_of`."""
+        return orjson.dumps(values).decode() if self.sqlite else values
+
+    def json(self, value: Any) -> str:
+        """`value` as a JSON parameter (the windows)."""
+        return orjson.dumps(value).decode()
 
     def _windows(self) -> CTE:
         """The batch's windows as a table (a CTE, so SQLite reads the JSON once), from one
         JSON parameter, `windows`: one parameter whatever the batch size, clear of the
         drivers' limits on parameters.
         """
-        rows = bindparam("windows", type_=JSON)
-        if self.features.dialect == "postgresql":
+        rows = _parameter("windows", JSON())
+        if not self.sqlite:
             columns = (column(name, BigInteger) for name in WINDOW_COLUMNS)
             table = (
                 func.json_to_recordset(rows).table_valued(*columns).render_derived(with_types=True)
@@ -204,9 +268,7 @@ class Statements:
         )
         return select(*fields).cte("windows")
 
-    def _relation(
-        self, name: str, shapes: tuple[Shape, ...]
-    ) -> tuple[Select[Any], list[list[str]]]:
+    def _relation(self, name: str, shapes: tuple[Shape, ...]) -> tuple[Prepared, list[list[str]]]:
         """Every window of a batch in one statement, and the kinds of each shape's key
         columns. The windows come in the `windows` parameter; each shape (`n`, in order) takes
         at most `size_n` members per window (`Relation.sliced`), all shapes in one UNION ALL,
@@ -216,7 +278,7 @@ class Statements:
         related = self._related[name]
         plans = [related.plan(shape.filter, shape.order) for shape in shapes]
         wanted = self._windows()
-        postgresql = self.features.dialect == "postgresql"
+        sizes = [f"size_{index}" for index in range(len(shapes))]
         picked = union_all(
             *(
                 related.relation.sliced(
@@ -225,9 +287,9 @@ class Statements:
                     shape.after,
                     shape.before,
                     shape.backward,
-                    bindparam(f"size_{index}", type_=BigInteger),
+                    _parameter(sizes[index], BigInteger()),
                     wanted,
-                    postgresql,
+                    not self.sqlite,
                 )
                 for index, (plan, shape) in enumerate(zip(plans, shapes, strict=True))
             )
@@ -242,21 +304,23 @@ class Statements:
             .select_from(records.joined(picked, picked.c.member))
             .order_by(picked.c.slot, picked.c.position)
         )
-        return statement, [[kind_of(key) for key in plan.keys] for plan in plans]
+        kinds = [[kind_of(key) for key in plan.keys] for plan in plans]
+        return _prepare(statement, self.dialect, _BOUND | set(sizes)), kinds
 
-    def _totals(self, name: str) -> Select[int, int]:
+    def _totals(self, name: str) -> Prepared:
         """Only sizes were asked for (`packageCount`, `gridCount`): count, rank nothing."""
         relation = self._related[name].relation
-        return (
+        statement = (
             select(relation.parent.label("parent"), func.count().label("total"))
             .select_from(relation.members)
             .where(self._one_of(relation.parent, "parents"))
             .group_by(relation.parent)
         )
+        return self._lookup(statement)
 
-    def _list(self, name: str, shape: Shape) -> tuple[Select[Any], int]:
+    def _list(self, name: str, shape: Shape) -> tuple[Prepared, list[str]]:
         """A slice of a list, `size` rows, their count and where the cursors fall, in one
-        statement; and how many sort keys each row carries.
+        statement; and the kinds of the sort keys each row carries.
 
         The rows strictly between the cursors are read by their keys, the first or the last
         of them; the counts are joined to the page (LEFT JOIN ... ON true), so that an empty
@@ -281,7 +345,7 @@ class Statements:
             plan.apply(listed.records.select.add_columns(*sorts))
             .where(*between)
             .order_by(*plan.order_by(reverse=shape.backward))
-            .limit(bindparam("size", type_=BigInteger))
+            .limit(_parameter("size", BigInteger()))
             .subquery("page")
         )
         in_page_order = (
@@ -293,4 +357,4 @@ class Statements:
             .select_from(total.outerjoin(page, true()))
             .order_by(*(key.clause() for key in in_page_order))
         )
-        return statement, len(sorts)
+        return self._lookup(statement), [kind_of(key) for key in plan.keys]
