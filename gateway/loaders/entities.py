@@ -61,13 +61,10 @@ def fields_of(record: type[msgspec.Struct]) -> tuple[Spec, ...]:
 
 
 def _json_tuple(value: Any) -> tuple[Any, ...]:
-    """A JSON list; a database whose column is text hands it over still encoded."""
-    return tuple(orjson.loads(value) if isinstance(value, str) else value)
-
-
-def _json_text_tuple(value: str) -> tuple[Any, ...]:
-    """A JSON list as SQLite's driver hands over its JSON column: encoded (maybe twice)."""
-    return _json_tuple(orjson.loads(value))
+    """A JSON list, or text encoding one: maybe twice (JSON text stored in a JSON column)."""
+    while isinstance(value, str):
+        value = orjson.loads(value)
+    return tuple(value)
 
 
 def utc_text(value: str | None) -> datetime | None:
@@ -90,14 +87,14 @@ def _from_column(spec: Spec, sqlite: bool) -> Convert | None:
     if spec.column_form is Form.COMMAS:
         return split_participants
     if spec.column_form is Form.JSON:
-        return _json_text_tuple if sqlite else _json_tuple
+        return _json_tuple
     return None
 
 
 def from_columns(record: type[R], *, sqlite: bool = False) -> Callable[[Sequence[Any]], R]:
     """The record of a row whose first values are the record's fields in its order, read as
-    the columns hold them (UTC datetimes, comma-separated names, JSON lists); with `sqlite`,
-    as SQLite's driver hands them over (datetimes as text, booleans as 0 and 1).
+    the columns hold them (UTC datetimes, comma-separated names, JSON lists or their text);
+    with `sqlite`, as SQLite's driver hands them over (datetimes as text, booleans as 0 and 1).
 
     Only the fields that need it are converted: relation batches map thousands of rows.
     """

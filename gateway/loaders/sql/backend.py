@@ -11,10 +11,11 @@ and the next statement starts afresh.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Executable, Row
+from sqlalchemy import Executable
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -47,9 +48,12 @@ R = TypeVar("R", Category, Grid, Package)
 _BIGINT_MAX = 2**63 - 1
 
 RECORDS = (Category, Grid, Package)
-# The record of a row as each driver hands it over (SQLite's: sqlite=True).
+# Records built lately, by the values of their rows: a record is all its row says (and
+# immutable), so a row read again, unchanged, need not be converted again.
+_REMEMBERED = 4096
+# The record of a row's first values as each driver hands them over (SQLite's: sqlite=True).
 _BUILD: dict[tuple[bool, type[Any]], Callable[[Sequence[Any]], Any]] = {
-    (sqlite, record): from_columns(record, sqlite=sqlite)
+    (sqlite, record): functools.lru_cache(maxsize=_REMEMBERED)(from_columns(record, sqlite=sqlite))
     for sqlite in (False, True)
     for record in RECORDS
 }
@@ -77,10 +81,6 @@ class SqlBackend:
         self.engine = engine
         self.features = features
         self.statements = statements_for(features, engine.dialect)
-        sqlite = self.statements.sqlite
-        self._category = _BUILD[sqlite, Category]
-        self._grid = _BUILD[sqlite, Grid]
-        self._package = _BUILD[sqlite, Package]
 
     def close(self) -> None:
         """Nothing to stop: a statement still running ends within `statement_timeout`."""
@@ -118,43 +118,50 @@ class SqlBackend:
 
     # -- by key -----------------------------------------------------------------------
 
+    def _reader(self, record: type[R]) -> Callable[[Sequence[Any]], R]:
+        """The record of a row whose first values are its fields."""
+        build, fields = _BUILD[self.statements.sqlite, record], len(fields_of(record))
+        return lambda row: build(row[:fields])
+
     async def _by_ids(
-        self, ids: Sequence[int], statement: Prepared, build: Callable[[Row[Any]], R]
+        self, ids: Sequence[int], statement: Prepared, record: type[R]
     ) -> list[R | None]:
         wanted = _storable(ids)
         if not wanted:
             return [None] * len(ids)
         rows = await self._rows("by_id", statement, {"ids": self.statements.array(wanted)})
+        build = self._reader(record)
         found = {row[_ID]: build(row) for row in rows}
         return [found.get(id) for id in ids]
 
     async def _by_slugs(
-        self, slugs: Sequence[str], statement: Prepared, build: Callable[[Row[Any]], R]
+        self, slugs: Sequence[str], statement: Prepared, record: type[R]
     ) -> list[R | None]:
         if not slugs:
             return []
         wanted = self.statements.array(sorted(set(slugs)))
         rows = await self._rows("by_slug", statement, {"slugs": wanted})
+        build = self._reader(record)
         found = {row[_SLUG]: build(row) for row in rows}
         return [found.get(slug) for slug in slugs]
 
     async def categories(self, ids: Sequence[int]) -> list[Category | None]:
-        return await self._by_ids(ids, self.statements.categories, self._category)
+        return await self._by_ids(ids, self.statements.categories, Category)
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
-        return await self._by_slugs(slugs, self.statements.categories_by_slug, self._category)
+        return await self._by_slugs(slugs, self.statements.categories_by_slug, Category)
 
     async def grids(self, ids: Sequence[int]) -> list[Grid | None]:
-        return await self._by_ids(ids, self.statements.grids, self._grid)
+        return await self._by_ids(ids, self.statements.grids, Grid)
 
     async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
-        return await self._by_slugs(slugs, self.statements.grids_by_slug, self._grid)
+        return await self._by_slugs(slugs, self.statements.grids_by_slug, Grid)
 
     async def packages(self, ids: Sequence[int]) -> list[Package | None]:
-        return await self._by_ids(ids, self.statements.packages, self._package)
+        return await self._by_ids(ids, self.statements.packages, Package)
 
     async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]:
-        return await self._by_slugs(slugs, self.statements.packages_by_slug, self._package)
+        return await self._by_slugs(slugs, self.statements.packages_by_slug, Package)
 
     # -- relations, paged in SQL --------------------------------------------------------
 
@@ -187,7 +194,7 @@ class SqlBackend:
             KeyReader([slot_at + 4 + at for at in key_columns(shape)], shape, sqlite)
             for shape in kinds
         ]
-        build = _BUILD[sqlite, record]
+        build = self._reader(record)
         items: list[list[R]] = [[] for _ in windows]
         keys: list[list[Any]] = [[] for _ in windows]
         bounds = [(0, 0, 0)] * len(windows)
@@ -244,7 +251,7 @@ class SqlBackend:
         sorts_at = len(fields_of(record))
         counts_at = sorts_at + len(kinds)
         read_key = KeyReader(range(sorts_at, counts_at), kinds, self.statements.sqlite)
-        build = _BUILD[self.statements.sqlite, record]
+        build = self._reader(record)
         found = [row for row in rows if row[_ID] is not None]
         total, past, upper = rows[0][counts_at:]
         return Page(

@@ -86,13 +86,21 @@ def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> 
 
 @asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection for reads; on SQLite, one whose calls run on the loop's thread."""
-    async with engine.connect() as connection:
+    """A pooled connection for reads; on SQLite, one whose calls run on the loop's thread.
+
+    It is closed without `asyncio.shield` (which `async with engine.connect()` uses, and
+    which yields to the loop): on SQLite nothing here yields, so concurrent requests take
+    turns on one connection instead of opening the pool's overflow, thread and all.
+    """
+    connection = await engine.connect()
+    try:
         if engine.dialect.name == "sqlite":
             driver = (await connection.get_raw_connection()).driver_connection
             if isinstance(driver, _SqliteConnection):
                 driver.inline = True
         yield connection
+    finally:
+        await connection.close()
 
 
 class _SqliteConnection(aiosqlite.Connection):

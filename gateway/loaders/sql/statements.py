@@ -28,8 +28,10 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Text,
     any_,
     bindparam,
+    cast,
     column,
     func,
     select,
@@ -43,7 +45,7 @@ from sqlalchemy.types import TypeEngine
 
 from gateway.loaders import records
 from gateway.loaders.entities import fields_of
-from gateway.loaders.records import Category, Grid, Order, Package, PackageFilter
+from gateway.loaders.records import Category, Form, Grid, Order, Package, PackageFilter
 from gateway.loaders.sql.features import SqlFeatures
 from gateway.loaders.sql.relations import Relation, kind_of
 from gateway.loaders.sql.sort_keys import Key, Plan, Plans, beyond
@@ -106,11 +108,15 @@ def _prepare(statement: ClauseElement, dialect: Dialect, bound: frozenset[str]) 
 
 def _selected(record: type[msgspec.Struct], table: Table, **elsewhere: Any) -> list[Any]:
     """The record's fields as columns labelled with its field names, in its order: the
-    entity's own columns, and those `elsewhere` (joined) for the fields no column holds."""
-    return [
-        table.c[spec.column].label(spec.name) if spec.column else elsewhere[spec.name]
-        for spec in fields_of(record)
-    ]
+    entity's own columns (JSON as its text, which every driver hands over as it is), and
+    those `elsewhere` (joined) for the fields no column holds."""
+    columns = []
+    for spec in fields_of(record):
+        value = table.c[spec.column] if spec.column else elsewhere[spec.name]
+        if spec.column_form is Form.JSON:
+            value = cast(value, Text)
+        columns.append(value.label(spec.name))
+    return columns
 
 
 class _Records(NamedTuple):
@@ -133,9 +139,9 @@ GRIDS = _Records(grid, select(*_selected(Grid, grid)))
 _LATEST = ((version, version.c.id == package.c.latest_version_id),)
 PACKAGES = _Records(
     package,
-    select(
-        *_selected(Package, package, pypi_version=version.c.number.label("pypi_version"))
-    ).select_from(package.outerjoin(*_LATEST[0])),
+    select(*_selected(Package, package, pypi_version=version.c.number)).select_from(
+        package.outerjoin(*_LATEST[0])
+    ),
     _LATEST,
 )
 
