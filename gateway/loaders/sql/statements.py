@@ -337,14 +337,15 @@ class Statements:
         plan = listed.plan(shape.filter, shape.order)
         past = None if shape.after is None else beyond(plan.keys, shape.after, later=True)
         short = None if shape.before is None else beyond(plan.keys, shape.before, later=False)
-        counts = select(
-            func.count().label("total"),
-            (func.count() if past is None else func.count().filter(past)).label("past"),
-            (func.count() if short is None else func.count().filter(short)).label("upper"),
-        ).select_from(listed.table)
-        cursors = past is not None or short is not None
-        counted = plan.apply if cursors else plan.filtered
-        total = counted(counts).subquery("total")  # type: ignore[arg-type]
+        # Without cursors, one count(*) alone: SQLite then counts the b-tree's entries instead
+        # of stepping through its rows.
+        aggregates = [func.count().label("total")]
+        if past is not None:
+            aggregates.append(func.count().filter(past).label("past"))
+        if short is not None:
+            aggregates.append(func.count().filter(short).label("upper"))
+        counted = plan.apply if past is not None or short is not None else plan.filtered
+        total = counted(select(*aggregates).select_from(listed.table)).subquery("total")  # type: ignore[arg-type]
         sorts = [key.value.label(f"sort_{index}") for index, key in enumerate(plan.keys)]
         between = [condition for condition in (past, short) if condition is not None]
         page = (
@@ -359,7 +360,12 @@ class Statements:
             for key, sort in zip(plan.keys, sorts, strict=True)
         )
         statement = (
-            select(page, total.c.total, total.c.past, total.c.upper)
+            select(
+                page,
+                total.c.total,
+                (total.c.total if past is None else total.c.past).label("past"),
+                (total.c.total if short is None else total.c.upper).label("upper"),
+            )
             .select_from(total.outerjoin(page, true()))
             .order_by(*(key.clause() for key in in_page_order))
         )
