@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Executable
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from gateway import observe
 from gateway.errors import DatabaseError
@@ -36,7 +37,7 @@ from gateway.loaders.records import (
 from gateway.loaders.sql.engine import reading
 from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.features import SqlFeatures
-from gateway.loaders.sql.relations import KeyReader, key_columns
+from gateway.loaders.sql.relations import key_columns, key_reader
 from gateway.loaders.sql.search import search_hit, search_statement
 from gateway.loaders.sql.statements import WINDOW_COLUMNS, Prepared, Shape, statements_for
 
@@ -64,6 +65,14 @@ assert all(
 )
 
 
+@functools.lru_cache(maxsize=64)
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """Every batch is one statement: on PostgreSQL a transaction around it would only add two
+    round trips (SQLite's driver opens none for a SELECT). Made once per engine: a request's
+    own would cost more than its statements' bookkeeping."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _storable(ids: Sequence[int]) -> list[int]:
     return sorted({id for id in ids if -_BIGINT_MAX <= id <= _BIGINT_MAX})
 
@@ -74,10 +83,8 @@ class SqlBackend:
     stale = False  # a database answers now or fails: it has no older copy to serve
 
     def __init__(self, engine: AsyncEngine, features: SqlFeatures) -> None:
-        # Every batch is one statement: on PostgreSQL a transaction around it would only add
-        # two round trips (SQLite's driver opens none for a SELECT).
         if features.dialect == "postgresql":
-            engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+            engine = _autocommit(engine)
         self.engine = engine
         self.features = features
         self.statements = statements_for(features, engine.dialect)
@@ -106,14 +113,21 @@ class SqlBackend:
     async def _run(
         self, statement: Prepared | Executable, values: Mapping[str, Any] | None
     ) -> Sequence[Any]:
-        async with reading(self.engine) as connection:
+        return await greenlet_spawn(self._read, statement, values)
+
+    def _read(
+        self, statement: Prepared | Executable, values: Mapping[str, Any] | None
+    ) -> Sequence[Any]:
+        """The statement's rows, read with the synchronous API within one greenlet (see
+        `reading`)."""
+        with reading(self.engine) as connection:
             try:
                 if isinstance(statement, Prepared):
                     parameters = statement.parameters(values or {})
-                    return (await connection.exec_driver_sql(statement.sql, parameters)).all()
-                return (await connection.execute(statement)).all()
+                    return connection.exec_driver_sql(statement.sql, parameters).all()
+                return connection.execute(statement).all()
             except FAILURES:
-                await connection.invalidate()
+                connection.invalidate()
                 raise
 
     # -- by key -----------------------------------------------------------------------
@@ -191,7 +205,7 @@ class SqlBackend:
         slot_at = len(fields_of(record))
         sqlite = self.statements.sqlite
         read_key = [
-            KeyReader([slot_at + 4 + at for at in key_columns(shape)], shape, sqlite)
+            key_reader([slot_at + 4 + at for at in key_columns(shape)], shape, sqlite)
             for shape in kinds
         ]
         build = self._reader(record)
@@ -250,7 +264,7 @@ class SqlBackend:
         # A row: the record's fields, its sort keys, then total, past and upper.
         sorts_at = len(fields_of(record))
         counts_at = sorts_at + len(kinds)
-        read_key = KeyReader(range(sorts_at, counts_at), kinds, self.statements.sqlite)
+        read_key = key_reader(range(sorts_at, counts_at), kinds, self.statements.sqlite)
         build = self._reader(record)
         found = [row for row in rows if row[_ID] is not None]
         total, past, upper = rows[0][counts_at:]

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -25,7 +25,7 @@ import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.errors import ConfigError
@@ -34,8 +34,11 @@ from gateway.loaders.sql.trigrams import similarity
 CONNECT_TIMEOUT = 10.0  # seconds; asyncpg would wait 60 for a host that does not answer
 
 # Connections per process, at most POOL_SIZE + MAX_OVERFLOW (each SQLite one is a thread).
-POOL_SIZE = 10
-MAX_OVERFLOW = 10
+# Opened as they are needed and kept: an overflow connection is closed as soon as it is
+# returned, and a PostgreSQL one costs a handshake, the driver's type introspection and
+# every statement prepared again; concurrent requests, two batches each, would churn them.
+POOL_SIZE = 20
+MAX_OVERFLOW = 0
 
 # SQLite virtual machine steps between two looks at the deadline: well under a millisecond.
 _PROGRESS_STEPS = 10_000
@@ -84,23 +87,19 @@ def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> 
     return create_async_engine(parsed, connect_args=connect_args, **pool)
 
 
-@asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection for reads; on SQLite, one whose calls run on the loop's thread.
-
-    It is closed without `asyncio.shield` (which `async with engine.connect()` uses, and
-    which yields to the loop): on SQLite nothing here yields, so concurrent requests take
-    turns on one connection instead of opening the pool's overflow, thread and all.
+@contextmanager
+def reading(engine: AsyncEngine) -> Iterator[Connection]:
+    """A pooled connection for reads, with the synchronous API: call it within one greenlet
+    (`sqlalchemy.util.greenlet_spawn`, which `AsyncConnection.run_sync` uses) for a whole
+    statement, connect, execute and close, where the asyncio API would take one for each.
+    On SQLite its calls run on the loop's thread: nothing then yields to the loop, so
+    concurrent requests take turns on one connection instead of opening more.
     """
-    connection = await engine.connect()
-    try:
-        if engine.dialect.name == "sqlite":
-            driver = (await connection.get_raw_connection()).driver_connection
-            if isinstance(driver, _SqliteConnection):
-                driver.inline = True
+    with engine.sync_engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        if isinstance(driver, _SqliteConnection):
+            driver.inline = True
         yield connection
-    finally:
-        await connection.close()
 
 
 class _SqliteConnection(aiosqlite.Connection):

@@ -14,7 +14,8 @@ SQLite's aggregate keeps), and `json_each` turns it back into rows, numbered by 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -65,21 +66,25 @@ def key_columns(kinds: Sequence[str]) -> list[int]:
     return [term * len(order) + order.index(kind) for term, kind in enumerate(kinds)]
 
 
-class KeyReader:
-    """Reads an order's key from a row's columns at `positions`, of the terms' `kinds`; on
-    SQLite a timestamp comes as text."""
+def key_reader(
+    positions: Sequence[int], kinds: Sequence[str], sqlite: bool
+) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """How to read an order's key from a row's columns at `positions`, of the terms' `kinds`
+    (on SQLite a timestamp comes as text); read for every row of a page."""
+    texts = [term for term, kind in enumerate(kinds) if sqlite and kind == "time"]
+    if not texts:
+        if len(positions) == 1:
+            (position,) = positions
+            return lambda row: (row[position],)
+        return itemgetter(*positions)
 
-    def __init__(self, positions: Sequence[int], kinds: Sequence[str], sqlite: bool) -> None:
-        self.positions = tuple(positions)
-        self.texts = frozenset(term for term, kind in enumerate(kinds) if sqlite and kind == "time")
+    def read(row: Sequence[Any]) -> tuple[Any, ...]:
+        key = [row[position] for position in positions]
+        for term in texts:
+            key[term] = utc_text(key[term])
+        return tuple(key)
 
-    def __call__(self, row: Sequence[Any]) -> tuple[Any, ...]:
-        if not self.texts:
-            return tuple(row[position] for position in self.positions)
-        return tuple(
-            utc_text(row[position]) if term in self.texts else row[position]
-            for term, position in enumerate(self.positions)
-        )
+    return read
 
 
 def _key_columns(plan: Plan, terms: Sequence[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
