@@ -195,12 +195,14 @@ class SqlBackend:
             part_of[slot] = parts.setdefault(key, len(parts))
         statement, kinds = self.statements.relation(name, tuple(shape for shape, _ in parts))
         values: dict[str, Any] = {f"size_{part}": size for (_, size), part in parts.items()}
-        values["windows"] = self.statements.json(
-            [
-                dict(zip(WINDOW_COLUMNS, (slot, kept[slot].parent, part), strict=True))
-                for slot, part in part_of.items()
-            ]
-        )
+        for part in parts.values():
+            values[f"windows_{part}"] = self.statements.json(
+                [
+                    dict(zip(WINDOW_COLUMNS, (slot, kept[slot].parent), strict=True))
+                    for slot, of in part_of.items()
+                    if of == part
+                ]
+            )
         # A row: the record's fields, then slot, total, lower, upper and the key columns.
         slot_at = len(fields_of(record))
         sqlite = self.statements.sqlite

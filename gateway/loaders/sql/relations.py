@@ -103,11 +103,22 @@ def _key_columns(plan: Plan, terms: Sequence[ColumnElement[Any]]) -> list[Column
 
 
 class Relation(NamedTuple):
-    """A relation's narrow rows: which parent each belongs to, and which member it pages."""
+    """A relation's narrow rows: which parent each belongs to, and which member it pages.
+
+    `own` is the relation's own table where `members` joins the members' to order or filter
+    them: what counts read when nothing filters (each of its rows has its member, by a
+    foreign key), without a lookup of each member.
+    """
 
     members: FromClause
     parent: ColumnElement[int]
     member: ColumnElement[int]
+    own: FromClause | None = None
+
+    @property
+    def counted(self) -> FromClause:
+        """What a count of all the members reads."""
+        return self.members if self.own is None else self.own
 
     def sliced(
         self,
@@ -120,7 +131,7 @@ class Relation(NamedTuple):
         wanted: CTE,
         postgresql: bool,
     ) -> Select[Any]:
-        """Each window `wanted` asks for in this shape: its `slot`, the parent's `total` and
+        """Each window of this shape (`wanted`): its `slot`, the parent's `total` and
         where the cursors fall (`lower`, `upper`), and its slice, a row per member (`member`,
         `position` in the slice's order, the key columns); a window with an empty slice is
         one row whose member is null.
@@ -131,7 +142,8 @@ class Relation(NamedTuple):
         counted = plan.apply if between else plan.filtered
 
         def count(condition: ColumnElement[bool] | None) -> ColumnElement[int]:
-            query = select(func.count()).select_from(self.members)
+            everyone = not between and not plan.where
+            query = select(func.count()).select_from(self.counted if everyone else self.members)
             kept = counted(query).where(self.parent == wanted.c.parent)
             if condition is not None:
                 kept = kept.where(condition)
@@ -155,9 +167,7 @@ class Relation(NamedTuple):
             counted_columns.append(count(past).label("past"))
         if short is not None:
             counted_columns.append(count(short).label("short"))
-        windows = select(wanted.c.slot, wanted.c.parent, *counted_columns).where(
-            wanted.c.shape == shape
-        )
+        windows = select(wanted.c.slot, wanted.c.parent, *counted_columns)
         place: ColumnElement[int]
         member: ColumnElement[Any]
         keys: list[ColumnElement[Any]]

@@ -53,9 +53,9 @@ from gateway.loaders.sql.tables import category, grid, grid_package, package, ve
 
 __all__ = ["WINDOW_COLUMNS", "Prepared", "Shape", "Statements", "statements_for"]
 
-# A window of a relation batch, as the statement reads it from its one JSON parameter: which
-# answer it is, whose members it pages, and which of the statement's shapes it has.
-WINDOW_COLUMNS = ("slot", "parent", "shape")
+# A window of a relation batch, as the statement reads it from the JSON parameter of its
+# shape: which answer it is, and whose members it pages.
+WINDOW_COLUMNS = ("slot", "parent")
 
 # Shapes kept per kind of batch: the ones a client's pages use again and again stay.
 _KEPT_SHAPES = 512
@@ -126,12 +126,23 @@ class _Records(NamedTuple):
     select: Select[Any]
     joins: tuple[tuple[Table, ColumnElement[bool]], ...] = ()
 
-    def joined(self, rows: FromClause, id: ColumnElement[int]) -> FromClause:
-        """`rows` joined to the records whose id is `id` (none where it is null)."""
+    def joined(
+        self, rows: FromClause, id: ColumnElement[int], postgresql: bool
+    ) -> tuple[FromClause, list[ColumnElement[Any]]]:
+        """`rows` joined to the records whose id is `id` (none where it is null), and the
+        records' columns.
+
+        On PostgreSQL each row's record is a LATERAL subquery of one row: a lookup by primary
+        key per row, whatever the planner guesses of how many rows the windows make (it cannot
+        see into their JSON, and would rather scan the whole table).
+        """
+        if postgresql:
+            record = self.select.where(self.table.c.id == id).limit(1).lateral("record")
+            return rows.outerjoin(record, true()), list(record.c)
         joined = rows.outerjoin(self.table, self.table.c.id == id)
         for table, on in self.joins:
             joined = joined.outerjoin(table, on)
-        return joined
+        return joined, list(self.select.selected_columns)
 
 
 CATEGORIES = _Records(category, select(*_selected(Category, category)))
@@ -168,7 +179,7 @@ class _Listed(NamedTuple):
 
 
 # The parameters each execution binds.
-_BOUND = frozenset({"ids", "slugs", "parents", "windows", "size"})
+_BOUND = frozenset({"ids", "slugs", "parents", "size"})
 
 
 @functools.lru_cache(maxsize=64)
@@ -206,6 +217,7 @@ class Statements:
                     grid_package.join(package, package.c.id == grid_package.c.package_id),
                     grid_package.c.grid_id,
                     package.c.id,
+                    grid_package,
                 ),
                 lambda kept, order: plans.packages(kept, order, by_title),
                 PACKAGES,
@@ -256,36 +268,36 @@ class Statements:
         """`value` as a JSON parameter (the windows)."""
         return orjson.dumps(value).decode()
 
-    def _windows(self) -> CTE:
-        """The batch's windows as a table (a CTE, so SQLite reads the JSON once), from one
-        JSON parameter, `windows`: one parameter whatever the batch size, clear of the
-        drivers' limits on parameters.
+    def _windows(self, name: str) -> CTE:
+        """The windows of one shape as a table (a CTE, so SQLite reads the JSON once), from one
+        JSON parameter, `name`: one parameter whatever the batch size, clear of the drivers'
+        limits on parameters. (A shape of its own, rather than a column of one table of all
+        the windows: PostgreSQL cannot estimate how many windows such a filter keeps, and
+        planned for one.)
         """
-        rows = _parameter("windows", JSON())
+        rows = _parameter(name, JSON())
         if not self.sqlite:
             columns = (column(name, BigInteger) for name in WINDOW_COLUMNS)
             table = (
                 func.json_to_recordset(rows).table_valued(*columns).render_derived(with_types=True)
             )
-            return select(table).cte("windows")
+            return select(table).cte(name)
         each = func.json_each(rows).table_valued("value")
-        fields = (
-            func.json_extract(each.c.value, f"$.{name}").label(name) for name in WINDOW_COLUMNS
-        )
-        return select(*fields).cte("windows")
+        fields = (func.json_extract(each.c.value, f"$.{key}").label(key) for key in WINDOW_COLUMNS)
+        return select(*fields).cte(name)
 
     def _relation(self, name: str, shapes: tuple[Shape, ...]) -> tuple[Prepared, list[list[str]]]:
         """Every window of a batch in one statement, and the kinds of each shape's key
-        columns. The windows come in the `windows` parameter; each shape (`n`, in order) takes
-        at most `size_n` members per window (`Relation.sliced`), all shapes in one UNION ALL,
-        joined to their records; a window with no member in its slice is one row without a
-        record, for its counts.
+        columns. Each shape (`n`, in order) takes its windows from the `windows_n` parameter
+        and at most `size_n` members per window (`Relation.sliced`), all shapes in one UNION
+        ALL, joined to their records; a window with no member in its slice is one row without
+        a record, for its counts.
         """
         related = self._related[name]
         plans = [related.plan(shape.filter, shape.order) for shape in shapes]
-        wanted = self._windows()
         sizes = [f"size_{index}" for index in range(len(shapes))]
-        picked = union_all(
+        windows = [f"windows_{index}" for index in range(len(shapes))]
+        shaped = union_all(
             *(
                 related.relation.sliced(
                     plan,
@@ -294,31 +306,32 @@ class Statements:
                     shape.before,
                     shape.backward,
                     _parameter(sizes[index], BigInteger()),
-                    wanted,
+                    self._windows(windows[index]),
                     not self.sqlite,
                 )
                 for index, (plan, shape) in enumerate(zip(plans, shapes, strict=True))
             )
-        ).subquery("picked")
-        records = related.records
+        )
+        picked = shaped.subquery("picked")
+        joined, fields = related.records.joined(picked, picked.c.member, not self.sqlite)
         statement = (
             select(
-                *records.select.selected_columns,
+                *fields,
                 *(picked.c[name] for name in ("slot", "total", "lower", "upper")),
                 *(c for c in picked.c if c.name.startswith("key_")),
             )
-            .select_from(records.joined(picked, picked.c.member))
+            .select_from(joined)
             .order_by(picked.c.slot, picked.c.position)
         )
         kinds = [[kind_of(key) for key in plan.keys] for plan in plans]
-        return _prepare(statement, self.dialect, _BOUND | set(sizes)), kinds
+        return _prepare(statement, self.dialect, _BOUND | set(sizes) | set(windows)), kinds
 
     def _totals(self, name: str) -> Prepared:
         """Only sizes were asked for (`packageCount`, `gridCount`): count, rank nothing."""
         relation = self._related[name].relation
         statement = (
             select(relation.parent.label("parent"), func.count().label("total"))
-            .select_from(relation.members)
+            .select_from(relation.counted)
             .where(self._one_of(relation.parent, "parents"))
             .group_by(relation.parent)
         )
