@@ -260,12 +260,16 @@ class _Run:
         place: _Place,
         level: dict[Selection, Parents],
     ) -> dict[str, Any]:
-        # The connection as the resolvers build it: the same edges, cursors and pageInfo.
-        built = connection(page, paging.slice, paging.shape)
-        items, total, page_info = built.nodes, built.total_count, built.page_info
+        # The connection as the resolvers build it: the same edges, cursors and pageInfo; a
+        # selection of nodes and counts alone needs no cursors, which cost a JSON and a
+        # base64 encoding each.
+        items: list[Any] = page.items
         target: dict[str, Any] = dict.fromkeys(plan.keys)
+        if plan.page_info or plan.edges:
+            built = connection(page, paging.slice, paging.shape)
+            items, page_info = built.nodes, built.page_info
         for key in plan.total:
-            target[key] = total
+            target[key] = page.total
         for key in plan.typename:
             target[key] = plan.type_name
         for info in plan.page_info:
