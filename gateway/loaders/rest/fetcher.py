@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlencode
 
 from gateway import metrics
@@ -144,7 +144,21 @@ class Fetcher:
         return result
 
     async def _get(self, key: str, fetch: Fetch[T]) -> T:
-        """The resource at `key`: this request's copy, else the cache's, else `fetch`'s."""
+        """The resource at `key`: this request's copy, else the cache's, else `fetch`'s.
+
+        What is at hand (this request has it, or the cache holds it fresh) is answered at once;
+        only a fetch, or a wait for one, runs in a task of its own.
+        """
+        future = self._in_flight.get(key)
+        if future is not None and future.done():
+            result: T = future.result()  # raises as awaiting it would
+            return result
+        if future is None and not self.closed:
+            found = self.cache.fresh(key)
+            if found is not None:
+                metrics.cache_lookup("catalogue" if key == CATALOGUE else "upstream", hit=True)
+                self._in_flight[key] = _settled(found[0])
+                return cast(T, found[0])
         fetched = False
 
         def starting() -> None:
@@ -238,6 +252,13 @@ class Fetcher:
             read_all("packages/", PackageJSON),
         )
         return snapshot_of(categories, grids, packages), a + b + c
+
+
+def _settled(value: object) -> asyncio.Future[Any]:
+    """A future already holding `value`: a resource this request had at hand, kept as it was."""
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
