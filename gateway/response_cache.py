@@ -52,6 +52,11 @@ class Store(Protocol):
         """The value at `key` and the seconds it has left (`math.inf`: no end), or None."""
         ...
 
+    def at_hand(self, key: str) -> tuple[bytes, float] | None:
+        """As `get`, from this process's memory alone: no wait, and None for what is not in
+        it (it may still be in the store)."""
+        ...
+
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         """Keep `value` at `key` for `ttl` seconds (`math.inf`: until it is evicted)."""
         ...
@@ -77,6 +82,9 @@ class MemoryStore:
         return len(self._entries)
 
     async def get(self, key: str) -> tuple[bytes, float] | None:
+        return self.at_hand(key)
+
+    def at_hand(self, key: str) -> tuple[bytes, float] | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -201,6 +209,12 @@ class ResponseCache:
         digest = hashlib.sha256(self.namespace + document.digest + request).hexdigest()
         return f"gateway:response:{digest}"
 
+    def at_hand(self, key: str) -> Cached | None:
+        """The cached answer at `key` if this process holds it in memory: no wait (a miss here
+        may still be in the store's shared part)."""
+        found = self.store.at_hand(key)
+        return None if found is None else self._cached(*found)
+
     async def fetch(
         self, key: str, compute: Callable[[], Awaitable[tuple[T, bytes | None]]]
     ) -> T | Cached:
@@ -235,9 +249,10 @@ class ResponseCache:
         except Exception:
             logger.warning("response cache: reading %s failed", key, exc_info=True)
             return None
-        if found is None:
-            return None
-        value, left = found
+        return None if found is None else self._cached(*found)
+
+    def _cached(self, value: bytes, left: float) -> Cached:
+        """A stored value (the ETag, then the body) with the seconds it has left."""
         etag = value[:_ETAG_LENGTH].decode()
         return Cached(value[_ETAG_LENGTH:], f'"{etag}"', min(left, self.ttl))
 
