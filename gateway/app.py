@@ -70,6 +70,7 @@ from gateway.errors import (
     located,
     response_body,
 )
+from gateway.front import GRAPHQL_PATH, Front
 from gateway.http_cache import cache_headers
 from gateway.interrupt import Interruptible
 from gateway.loaders.backend import Backend
@@ -480,9 +481,11 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
             settings.rate_limit, processes=settings.workers, shared=shared, clock=clock
         )
         graphql = RateLimited(endpoint, limit, settings.rate_limit_key)
-    app = Starlette(
+    graphql = cors(cors_origins(settings), graphql)
+    app = Front(
+        graphql=graphql,
         routes=[
-            Route("/graphql", cors(cors_origins(settings), graphql)),
+            Route(GRAPHQL_PATH, graphql),
             Route("/healthz", endpoints.healthz),
             Route("/readyz", endpoints.readyz),
             Route("/metrics", endpoints.metrics),
