@@ -158,6 +158,8 @@ class _Run:
                 self.fail(error, leaf.nodes, leaf.nullable, target, leaf.key, place)
 
     def arguments(self, loaded: Loaded) -> dict[str, Any]:
+        if loaded.arguments is not None:
+            return loaded.arguments
         node = loaded.nodes[0]
         if not loaded.definition.args and not node.arguments:
             return {}
