@@ -23,14 +23,24 @@ class Front(Starlette):
 
     def __init__(self, *, graphql: ASGIApp, **options: Any) -> None:
         super().__init__(**options)
-        for cls, args, kwargs in reversed(self.user_middleware):
-            graphql = cls(graphql, *args, **kwargs)
         self._graphql = graphql
+        self._graphql_stack: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Under a root path, Starlette's router knows where the route is.
         if scope["type"] == "http" and scope["path"] == GRAPHQL_PATH and not scope.get("root_path"):
             scope["app"] = self
-            await self._graphql(scope, receive, send)
+            await self._graphql_app()(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+
+    def _graphql_app(self) -> ASGIApp:
+        """`graphql` inside the app's middleware: made at the first request, with Starlette's
+        stack (after which no middleware may be added)."""
+        if self._graphql_stack is None:
+            self.middleware_stack = self.middleware_stack or self.build_middleware_stack()
+            app = self._graphql
+            for cls, args, kwargs in reversed(self.user_middleware):
+                app = cls(app, *args, **kwargs)
+            self._graphql_stack = app
+        return self._graphql_stack
