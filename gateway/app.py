@@ -257,7 +257,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return await self._single(request) or await super().run(request, context, root_value)
         except HTTPException as refusal:  # Strawberry's own: answered in plain text
             metrics.bad_request(refusal.status_code)
-            raise
+            raise request_params.quoted_short(refusal) from None
         except RequestRefused as refusal:
             if isinstance(refusal, PersistedQueryRefused):  # no limit: the request is wrong
                 metrics.bad_request(refusal.status)
@@ -345,7 +345,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
             key: str | None = None
             if self.responses is not None and lookup.query is not None:
-                key = self.responses.key(lookup.query, data.variables, data.operation_name)
+                key = await self.responses.key(lookup.query, data.variables, data.operation_name)
             if key is None:
                 result = await execute()
             else:
@@ -467,7 +467,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     endpoint = GraphQLEndpoint(
         schema,
         engine=engine,
-        persisted=PersistedQueries(store(persisted.MAX_BYTES)),
+        persisted=PersistedQueries(store(persisted.MAX_BYTES), max_tokens=settings.max_tokens),
         documents=documents,
         responses=responses,
         max_body_bytes=settings.max_body_bytes,

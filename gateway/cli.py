@@ -211,9 +211,26 @@ def _query(args: argparse.Namespace) -> int:
         if not isinstance(variables, dict):
             raise ConfigError("--variables must be a JSON object")
     settings = _configuration(args).settings
-    body = asyncio.run(run_query(settings, args.query, variables, args.operation_name))
+    from strawberry.exceptions import MissingQueryError
+    from strawberry.schema.exceptions import CannotGetOperationTypeError
+
+    try:
+        body = asyncio.run(run_query(settings, args.query, variables, args.operation_name))
+    except MissingQueryError:
+        raise ConfigError("the query is empty") from None
+    except CannotGetOperationTypeError as exc:
+        raise ConfigError(_no_operation(exc.operation_name)) from None
     sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 1 if body.get("errors") else 0
+
+
+def _no_operation(name: str | None) -> str:
+    """Why the document has no operation to run, as one line (the name quoted short)."""
+    from gateway.schema.pagination import shown
+
+    if name is None:
+        return "the document has several operations (or none): pass --operation-name"
+    return f"the document has no operation named {shown(name)}"
 
 
 def _mirror(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ def query_limits(settings: Settings) -> QueryLimits:
         max_cost=settings.max_cost,
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_tokens,
+        max_selections=settings.max_selections,
         introspection=settings.introspection,
     )
 

@@ -86,6 +86,9 @@ class Settings:
     )
     max_aliases: int = _setting(30, "most aliases in one document", changes_answer=True)
     max_tokens: int = _setting(5_000, "most tokens in one document", changes_answer=True)
+    max_selections: int = _setting(
+        200, "most fields in one selection set, its fragments spread in", changes_answer=True
+    )
     max_body_bytes: int = _setting(100_000, "largest request body", SERVER)
     max_batch: int = _setting(10, "most operations in one batched request", SERVER)
     request_timeout: float = _setting(10.0, "seconds one request may take")
@@ -95,6 +98,13 @@ class Settings:
     )
     shutdown_timeout: float = _setting(
         10.0, "seconds requests in flight get to finish on SIGTERM", SERVER
+    )
+    max_connections: int = _setting(
+        1000, "connections one process serves at once: a request on one more gets 503", SERVER
+    )
+    max_header_bytes: int = _setting(32_768, "largest request line and headers, in bytes", SERVER)
+    idle_timeout: float = _setting(
+        5.0, "seconds a connection may wait for a request, or take over its headers", SERVER
     )
     response_cache_ttl: float = _setting(
         60.0,
@@ -397,12 +407,12 @@ def mask(value: str) -> str:
     return shown
 
 
-def _positive(settings: Settings, *names: str) -> None:
+def _finite(settings: Settings, *names: str, zero: bool = False) -> None:
     for name in names:
         value = getattr(settings, name)
-        if not 0 < value < math.inf:  # NaN fails both comparisons
-            label = name.replace("_", " ")
-            raise SettingError(f"{label} must be finite and positive, got {value}", name)
+        if not (value >= 0 if zero else value > 0) or not value < math.inf:  # NaN fails both
+            rule = "may not be negative or infinite" if zero else "must be finite and positive"
+            raise SettingError(f"{name.replace('_', ' ')} {rule}, got {value}", name)
 
 
 def validate(settings: Settings) -> None:
@@ -417,7 +427,7 @@ def validate(settings: Settings) -> None:
             raise SettingError(f"upstream must be an http(s) URL, got {shown!r}", "upstream")
     if settings.cache is not None:
         _check_cache_url(settings.cache)
-    _positive(
+    _finite(
         settings,
         "upstream_timeout",
         "upstream_max_in_flight",
@@ -428,24 +438,20 @@ def validate(settings: Settings) -> None:
         "max_cost",
         "max_aliases",
         "max_tokens",
+        "max_selections",
         "max_body_bytes",
         "max_batch",
         "request_timeout",
         "shutdown_timeout",
+        "max_connections",
+        "max_header_bytes",
+        "idle_timeout",
     )
     if settings.workers < 1:
         raise SettingError(f"workers must be at least 1, got {settings.workers}", "workers")
-    if settings.upstream_retries < 0:
-        message = f"upstream retries may not be negative, got {settings.upstream_retries}"
-        raise SettingError(message, "upstream_retries")
-    if not 0 <= settings.cache_stale < math.inf:
-        stale = settings.cache_stale
-        message = f"cache stale must be finite and not negative, got {stale}"
-        raise SettingError(message, "cache_stale")
-    if not 0 <= settings.response_cache_ttl < math.inf:
-        ttl = settings.response_cache_ttl
-        message = f"response cache ttl must be finite and not negative, got {ttl}"
-        raise SettingError(message, "response_cache_ttl")
+    _finite(
+        settings, "upstream_retries", "cache_stale", "response_cache_ttl", "rate_limit", zero=True
+    )
     if settings.log_level not in LOG_LEVELS:
         raise SettingError(f"log level must be one of {', '.join(LOG_LEVELS)}", "log_level")
     if settings.log_format not in LOG_FORMATS:
@@ -457,9 +463,6 @@ def validate(settings: Settings) -> None:
     if settings.require_trusted_documents and settings.trusted_documents is None:
         message = "require trusted documents needs a manifest: give trusted documents too"
         raise SettingError(message, "require_trusted_documents")
-    if settings.rate_limit < 0:
-        message = f"rate limit may not be negative, got {settings.rate_limit}"
-        raise SettingError(message, "rate_limit")
     key = settings.rate_limit_key
     if key != "address" and not _HEADER_KEY.fullmatch(key):
         message = f"rate limit key must be address or header:NAME, got {key!r}"

@@ -22,13 +22,17 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
       - QueryTooCostly
       - TooManyAliases
       - TooManyTokens
+      - TooManySelections
+      - QueryTooComplex
       - IntrospectionDisabled
+      - IntrospectionRepeated
     + RequestRefused ....... a whole HTTP request refused before any operation, with its status
       - RequestTooLarge
       - RequestBodyTimeout
       - BatchTooLarge
       - PersistedQueryRefused
         . PersistedDocumentRefused
+      - PersistedQueryTooLarge
       - PersistedDocumentNotFound
       - PersistedDocumentIdRequired
       - RateLimitExceeded
@@ -62,7 +66,13 @@ QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
 QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
 TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
 TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
+# Fields of one selection set, once its fragments are spread (`--max-selections`), and the work
+# of checking that a document's fields merge, which grows with their square.
+TOO_MANY_SELECTIONS = "TOO_MANY_SELECTIONS"
+QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
+# `__schema` or `__type` more than once in one operation.
+INTROSPECTION_REPEATED = "INTROSPECTION_REPEATED"
 REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
@@ -71,8 +81,12 @@ REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
 UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
 # A request still running when the server's shutdown bound came (`--shutdown-timeout`).
 SHUTTING_DOWN = "SHUTTING_DOWN"
+# A request whose client hung up before its answer (logged with status 499): no client sees it.
+CLIENT_CLOSED = "CLIENT_CLOSED"
 # Automatic persisted queries (gateway/persisted.py): a hash the gateway does not know (yet).
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+# ... and a document sent to be remembered that is too long to keep, even printed compactly.
+PERSISTED_QUERY_TOO_LARGE = "PERSISTED_QUERY_TOO_LARGE"
 # Trusted documents (gateway/trusted_documents.py): an id the manifest does not hold, and text
 # sent where only the manifest's documents run. Both refuse the whole request with HTTP 400.
 PERSISTED_DOCUMENT_NOT_FOUND = "PERSISTED_DOCUMENT_NOT_FOUND"
@@ -117,6 +131,11 @@ class ReportedError(GatewayError):
 
     code = INTERNAL_SERVER_ERROR
 
+    def __init_subclass__(cls, code: str = "", **kwargs: Any) -> None:
+        """`class QueryTooDeep(QueryRefused, code=QUERY_TOO_DEEP)`: a subclass names its code."""
+        super().__init_subclass__(**kwargs)
+        cls.code = code or cls.code
+
     def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.message = message
@@ -125,14 +144,11 @@ class ReportedError(GatewayError):
         self.extensions: dict[str, Any] = {"code": self.code}
 
 
-class BadUserInput(ReportedError):
-    code = BAD_USER_INPUT
+class BadUserInput(ReportedError, code=BAD_USER_INPUT): ...
 
 
-class UpstreamError(ReportedError):
+class UpstreamError(ReportedError, code=UPSTREAM_ERROR):
     """The REST upstream failed: an error status, a timeout, or a body we cannot read."""
-
-    code = UPSTREAM_ERROR
 
 
 class TransientError(UpstreamError):
@@ -143,60 +159,55 @@ class TransientError(UpstreamError):
         self.retry_after = retry_after
 
 
-class UpstreamBudgetExceeded(ReportedError):
+class UpstreamBudgetExceeded(ReportedError, code=UPSTREAM_BUDGET_EXCEEDED):
     """The request has caused as many upstream requests as one may: the rest are not made.
 
     Not an `UpstreamError`: the upstream did not fail, so nothing that stands in for a failed
     upstream (a stale copy, a GET per record instead of the snapshot) is tried.
     """
 
-    code = UPSTREAM_BUDGET_EXCEEDED
+
+class DatabaseError(ReportedError, code=DATABASE_ERROR): ...
 
 
-class DatabaseError(ReportedError):
-    code = DATABASE_ERROR
-
-
-class PersistedQueryNotFound(ReportedError):
+class PersistedQueryNotFound(ReportedError, code=PERSISTED_QUERY_NOT_FOUND):
     """An APQ hash without its document, unknown here: the client is to send the document."""
 
-    code = PERSISTED_QUERY_NOT_FOUND
 
-
-class EmptySelectionSet(ReportedError):
+class EmptySelectionSet(ReportedError, code=GRAPHQL_PARSE_FAILED):
     """A selection set without selections: graphql-core parses it, the GraphQL spec does not."""
 
-    code = GRAPHQL_PARSE_FAILED
 
-
-class OperationTimedOut(ReportedError):
+class OperationTimedOut(ReportedError, code=REQUEST_TIMEOUT):
     """An operation still running at the request's deadline: it did run, its `data` is null."""
-
-    code = REQUEST_TIMEOUT
 
 
 class QueryRefused(ReportedError):
     """A document over one of the query limits: it never ran."""
 
 
-class QueryTooDeep(QueryRefused):
-    code = QUERY_TOO_DEEP
+class QueryTooDeep(QueryRefused, code=QUERY_TOO_DEEP): ...
 
 
-class QueryTooCostly(QueryRefused):
-    code = QUERY_TOO_COSTLY
+class QueryTooCostly(QueryRefused, code=QUERY_TOO_COSTLY): ...
 
 
-class TooManyAliases(QueryRefused):
-    code = TOO_MANY_ALIASES
+class TooManyAliases(QueryRefused, code=TOO_MANY_ALIASES): ...
 
 
-class TooManyTokens(QueryRefused):
-    code = TOO_MANY_TOKENS
+class TooManyTokens(QueryRefused, code=TOO_MANY_TOKENS): ...
 
 
-class IntrospectionDisabled(QueryRefused):
-    code = INTROSPECTION_DISABLED
+class TooManySelections(QueryRefused, code=TOO_MANY_SELECTIONS): ...
+
+
+class QueryTooComplex(QueryRefused, code=QUERY_TOO_COMPLEX): ...
+
+
+class IntrospectionDisabled(QueryRefused, code=INTROSPECTION_DISABLED): ...
+
+
+class IntrospectionRepeated(QueryRefused, code=INTROSPECTION_REPEATED): ...
 
 
 class RequestRefused(ReportedError):
@@ -204,53 +215,48 @@ class RequestRefused(ReportedError):
 
     status = 400
 
+    def __init_subclass__(cls, status: int = 0, **kwargs: Any) -> None:
+        """`class RequestTooLarge(RequestRefused, status=413)`: a subclass names its status."""
+        super().__init_subclass__(**kwargs)
+        cls.status = status or cls.status
+
     @property
     def body(self) -> GraphQLHTTPResponse:
         return {"errors": [{"message": self.message, "extensions": self.extensions}]}
 
 
-class RequestTooLarge(RequestRefused):
-    code = REQUEST_TOO_LARGE
-    status = 413
+class RequestTooLarge(RequestRefused, code=REQUEST_TOO_LARGE, status=413): ...
 
 
-class RequestBodyTimeout(RequestRefused):
-    code = REQUEST_TIMEOUT
-    status = 408
+class RequestBodyTimeout(RequestRefused, code=REQUEST_TIMEOUT, status=408): ...
 
 
-class BatchTooLarge(RequestRefused):
-    code = BATCH_TOO_LARGE
+class BatchTooLarge(RequestRefused, code=BATCH_TOO_LARGE): ...
 
 
-class PersistedQueryRefused(RequestRefused):
+class PersistedQueryRefused(RequestRefused, code=BAD_USER_INPUT):
     """An APQ extension the gateway cannot use: no limit, the request itself is wrong."""
-
-    code = BAD_USER_INPUT
 
 
 class PersistedDocumentRefused(PersistedQueryRefused):
     """A `documentId` sent with a `query` too: the request itself is wrong."""
 
 
-class PersistedDocumentNotFound(RequestRefused):
+class PersistedQueryTooLarge(RequestRefused, code=PERSISTED_QUERY_TOO_LARGE):
+    """A document sent with its APQ hash that is too long to keep: it is not run either."""
+
+
+class PersistedDocumentNotFound(RequestRefused, code=PERSISTED_DOCUMENT_NOT_FOUND):
     """A `documentId` the trusted documents manifest does not hold (or, where only its documents
     run, an APQ hash)."""
 
-    code = PERSISTED_DOCUMENT_NOT_FOUND
 
-
-class PersistedDocumentIdRequired(RequestRefused):
+class PersistedDocumentIdRequired(RequestRefused, code=PERSISTED_DOCUMENT_ID_REQUIRED):
     """Text sent where only the trusted documents manifest's documents run."""
 
-    code = PERSISTED_DOCUMENT_ID_REQUIRED
 
-
-class RateLimitExceeded(RequestRefused):
+class RateLimitExceeded(RequestRefused, code=RATE_LIMITED, status=429):
     """A request over its client's budget (gateway/rate_limit.py)."""
-
-    code = RATE_LIMITED
-    status = 429
 
 
 def located(error: ReportedError, nodes: Node | Sequence[Node] | None = None) -> GraphQLError:

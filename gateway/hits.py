@@ -45,8 +45,8 @@ def from_cache(
     responses: ResponseCache | None, operation: GraphQLRequestData, method: str, headers: Headers
 ) -> Answer | None:
     """The answer to `operation` if this process holds it in memory; None for anything else
-    (no response cache, a miss here, an APQ extension, a request traced), which the view's
-    whole path answers."""
+    (no response cache, a document not read before, a miss here, an APQ extension, a request
+    traced), which the view's whole path answers."""
     if (
         responses is None
         or operation.query is None
@@ -55,7 +55,7 @@ def from_cache(
     ):
         return None
     started = time.perf_counter()
-    key = responses.key(operation.query, operation.variables, operation.operation_name)
+    key = responses.key_at_hand(operation.query, operation.variables, operation.operation_name)
     cached = None if key is None else responses.at_hand(key)
     if cached is None:
         return None

@@ -12,13 +12,20 @@ from typing import Any
 
 import strawberry
 from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    GraphQLError,
     GraphQLResolveInfo,
     GraphQLSchema,
     GraphQLSyntaxError,
     VariableDefinitionNode,
 )
 from graphql.execution.values import VariableValues, coerce_variable_values
+from graphql.validation.rules import overlapping_fields_can_be_merged
+from graphql.validation.validate import ValidationAbortedError
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.exceptions import CannotGetOperationTypeError
+from strawberry.schema.schema import validate_document
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
@@ -70,3 +77,35 @@ def variables_leniently(
     """The variables `inputs` gives, coerced, those missing or of the wrong type left out (the
     public `get_variable_values` gives the errors alone): graphql-core's private helper."""
     return coerce_variable_values(schema, definitions, inputs, lambda error: None)
+
+
+def unknown_operation_name(refusal: Exception) -> str | None:
+    """The operation name a refusal of Strawberry's view says the document lacks, or None for
+    any other refusal: Strawberry words it with the name quoted whole, and keeps the name only
+    on the exception the refusal was raised from."""
+    cause = refusal.__cause__
+    return cause.operation_name if isinstance(cause, CannotGetOperationTypeError) else None
+
+
+def strawberry_validation(
+    schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
+) -> list[GraphQLError]:
+    """The errors Strawberry's own validation finds: graphql-core's with `rules`, and the
+    rules Strawberry adds to every validation (of its `Maybe` and of `@oneOf` inputs)."""
+    return validate_document(schema, document, rules)
+
+
+def limit_field_merging(budget: int) -> None:
+    """Bound the work of graphql-core's check that fields of one response name merge, for
+    every validation in the process: the check compares such fields pairwise, so a few
+    thousand tokens of one field repeated keep it busy for seconds. Past `budget` units of
+    work, the validation ends with one error (`is_validation_cut_short`). The rule's module
+    documents this attribute as the way to set it."""
+    overlapping_fields_can_be_merged.MAX_COMPLEXITY_BUDGET = budget
+
+
+def is_validation_cut_short(error: GraphQLError) -> bool:
+    """Whether validation stopped at a bound of its work (`limit_field_merging`, or fragments
+    nested past the interpreter's recursion), rather than at its count of errors: graphql-core
+    says so in words only."""
+    return isinstance(error, ValidationAbortedError) and error.message == "Validation aborted."

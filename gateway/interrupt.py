@@ -4,10 +4,12 @@
 watches the connection from a task of its own (started at the event loop's next turn, so that a
 request answered at once costs no task). When the client hangs up, the request is cancelled:
 the request's backend is closed on the way out (app.py), so that nothing it started reaches the
-upstream any more unless another request waits for it too; its log line says 499, nginx's
-status for a request its client closed. When uvicorn cancels a request still running at the end
-of `--shutdown-timeout`, the client gets a 503 with the code `SHUTTING_DOWN` and the log one
-line, instead of uvicorn's bare 500 and a traceback.
+upstream any more unless another request waits for it too. A client that hangs up before its
+whole body came makes the app's read of it fail (Starlette's `ClientDisconnect`): the same end.
+Either way the log line says 499, nginx's status for a request its client closed, and the
+metrics count it as `CLIENT_CLOSED`, never as an error of the gateway's. When uvicorn cancels a
+request still running at the end of `--shutdown-timeout`, the client gets a 503 with the code
+`SHUTTING_DOWN` and the log one line, instead of uvicorn's bare 500 and a traceback.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import asyncio
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics
-from gateway.errors import SHUTTING_DOWN
+from gateway.errors import CLIENT_CLOSED, SHUTTING_DOWN
+from gateway.middleware import HttpMiddleware
 
 CLIENT_CLOSED_REQUEST = 499
 
@@ -59,9 +62,16 @@ class _Connection:
             message = await self._receive()
             if message["type"] != "http.request" or not message.get("more_body", False):
                 self._body_read.set()
+            if message["type"] == "http.disconnect":  # hung up before the whole body came
+                self._gone.set()
             return message
         await self._gone.wait()
         return {"type": "http.disconnect"}
+
+    @property
+    def gone(self) -> bool:
+        """Whether the client has hung up."""
+        return self._gone.is_set()
 
     async def hung_up(self) -> None:
         """Return once the client has hung up (or the server has ended the exchange)."""
@@ -104,17 +114,11 @@ class _Watch:
             self._watcher.cancel()
 
 
-class Interruptible:
+class Interruptible(HttpMiddleware):
     """ASGI middleware: a request's work stops when its client hangs up; a request cut at
     shutdown is answered 503 `SHUTTING_DOWN`."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = asyncio.current_task()
         assert request is not None
         connection = _Connection(receive, bodiless=_bodiless(scope))
@@ -148,12 +152,18 @@ class Interruptible:
                     )
                     await send({"type": "http.response.body", "body": _CUT_AT_SHUTDOWN})
                 return
+        except Exception:
+            if watch.complete or not connection.gone:  # a failure of the app's own
+                raise
         else:
-            if not watch.cut:
+            if watch.cut:
+                request.uncancel()  # the app let the cancellation pass: the request ends anyway
+            if watch.complete or not connection.gone:  # the answer went out
                 return
-            request.uncancel()  # the app let the cancellation pass: the request ends here anyway
         finally:
             watch.stop()
+        # The client hung up: its work was cancelled (or, mid-body, its read of it failed).
+        metrics.interrupted(CLIENT_CLOSED)
         if not started:  # to nobody: the log line says what became of the request
             await sending({"type": "http.response.start", "status": CLIENT_CLOSED_REQUEST})
             await sending({"type": "http.response.body", "body": b""})

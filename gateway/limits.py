@@ -1,23 +1,27 @@
-"""Query limits: what one request may ask of the gateway, refused before anything runs.
+"""Query limits: what one document may ask of the gateway, refused before anything runs.
 
 Tokens are counted by graphql-core's parser; depth, aliases and introspection are Strawberry's
-and graphql-core's validation rules, their errors reported as ours (gateway/errors.py). Parsing
-and validation are cached per document, keyed by the limits too, so a refused document stays
-refused. The cost depends on the variables, so it is estimated after validation, just before
-execution (what one HTTP request may take, its body and its time, is request_limits.py's).
-`document_errors` holds a document to all the document limits at once, whatever its variables:
-`gateway documents check`.
+and graphql-core's validation rules, their errors reported as ours (gateway/errors.py). Before
+validation, the document is measured as if its fragments were written out where they are
+spread: its size and nesting, the fields of each selection set (checking that fields of one
+name merge compares them pairwise) and introspection's root fields, once each per operation.
+
+Parsing and validation run off the event loop, within the request's time: a document at the
+token limit takes tens of milliseconds to parse, and validation's work is bounded too
+(`FIELD_MERGING_BUDGET`). A document that passed is kept (document_cache.py), by its text, so
+that the next time it comes it needs neither; one refused is not kept, and is refused again
+whenever it comes. The cost (cost.py) depends on the variables, so it is estimated after
+validation, just before execution (what one HTTP request may take, its body and its time, is
+request_limits.py's). `document_errors` holds a document to all the document limits at once,
+whatever its variables: `gateway documents check`.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple
 
-import orjson
 from graphql import (
     ASTValidationRule,
     DocumentNode,
@@ -25,51 +29,35 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
-    GraphQLField,
-    GraphQLInt,
-    GraphQLInterfaceType,
-    GraphQLList,
-    GraphQLNamedType,
-    GraphQLNonNull,
-    GraphQLObjectType,
     GraphQLSchema,
     GraphQLSyntaxError,
     InlineFragmentNode,
-    NamedTypeNode,
     Node,
     NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationContext,
-    get_argument_values,
-    get_named_type,
-    get_nullable_type,
-    get_operation_ast,
-    get_variable_values,
-    is_composite_type,
     parse,
     specified_rules,
-    type_from_ast,
-    validate,
 )
-from graphql.execution.values import VariableValues
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 
+from gateway.cost import Costs, largest_cost, too_costly
+from gateway.document_cache import DocumentCache
 from gateway.errors import (
     EmptySelectionSet,
     IntrospectionDisabled,
+    IntrospectionRepeated,
     QueryRefused,
-    QueryTooCostly,
+    QueryTooComplex,
     QueryTooDeep,
     TooManyAliases,
+    TooManySelections,
     TooManyTokens,
     located,
     reported_as,
@@ -78,17 +66,20 @@ from gateway.internals import (
     graphql_schema,
     is_nested_too_deeply,
     is_over_token_limit,
-    variables_leniently,
+    is_validation_cut_short,
+    limit_field_merging,
+    strawberry_validation,
 )
+from gateway.offload import off_the_loop
 
 # graphql-core's parser refuses selections nested deeper; fragments must not get around that.
 MAX_NESTING = 200
-# The most items a connection gives at once (`first` or `last`); the resolvers refuse more.
-MAX_FIRST = 100
-# What a connection gives when neither `first` nor `last` is given.
-DEFAULT_FIRST = 20
-# A list of objects that is neither a connection nor `nodes(ids:)`: `search` has at most 20 hits.
-LIST_SIZE = 20
+# The work graphql-core may spend checking that a document's fields of one name merge, in its
+# units (a comparison of two fields costs about 2): 50,000 take 20 to 100 ms of a loaded core.
+# The largest introspection queries need none, 100 copies of one field with a selection of its
+# own about 25,000; the same document with 50 fields in each copy would need millions.
+FIELD_MERGING_BUDGET = 50_000
+limit_field_merging(FIELD_MERGING_BUDGET)
 
 Extension = type[SchemaExtension] | Callable[[], SchemaExtension]
 
@@ -101,21 +92,18 @@ class QueryLimits:
     max_cost: int
     max_aliases: int
     max_tokens: int
+    max_selections: int
     introspection: bool
 
 
-def extensions(limits: QueryLimits) -> list[Extension]:
-    """The schema extensions that enforce `limits`, one instance of each per request.
-
-    The validation rules are made once, here: they are part of the validation cache's key.
-    """
+def extensions(limits: QueryLimits, documents: DocumentCache) -> list[Extension]:
+    """The schema extensions that enforce `limits`, one instance of each per request, all
+    keeping the documents that passed in `documents`."""
     rules = _validation_rules(limits)
     costs = Costs(limits.max_cost)
     return [
-        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: _Parse(limits.max_tokens),
         lambda: AddValidationRules(rules),
-        ValidationCache,
+        lambda: _Checked(limits, documents),
         lambda: _Cost(costs),
     ]
 
@@ -149,47 +137,111 @@ def _reporting(rule: type[ASTValidationRule], kind: type[QueryRefused]) -> type[
     return Reporting
 
 
-class _Parse(ParserCache):
-    """Strawberry's parser cache, with the parser's own limits reported as ours, and a document
-    measured as if its fragments were written out where they are spread.
+class _Checked(SchemaExtension):
+    """A document parsed and validated on a thread of its own, so that the event loop goes on
+    serving meanwhile and the request's deadline holds; or, if it passed before, as it was.
 
     Strawberry's depth and alias limiters follow every spread of every fragment: a few hundred
     tokens of fragments spreading others twice would keep them busy for hours. They also fail
-    on an empty selection set, which graphql-core's parser now accepts.
+    on an empty selection set, which graphql-core's parser now accepts. So the document is
+    measured first, with its fragments spread (`_check_spread`).
     """
 
-    def __init__(self, max_tokens: int) -> None:
+    def __init__(self, limits: QueryLimits, documents: DocumentCache) -> None:
         super().__init__()
-        self.max_tokens = max_tokens
+        self.limits = limits
+        self.documents = documents
+        self.known = False  # the document passed before: it needs no validation
 
-    def on_parse(self) -> Iterator[None]:
+    async def on_parse(self) -> AsyncIterator[None]:
         context = self.execution_context
-        try:
-            document = self.cached_parse_document(context.query, **context.parse_options)
-        except GraphQLSyntaxError as error:
-            raise _syntax_error(error) from None
-        _check_spread(document, self.max_tokens)
+        assert context.query is not None  # Strawberry refuses an operation without it first
+        document = self.documents.get(context.query)
+        self.known = document is not None
+        if document is None:
+            document = await off_the_loop(_parsed, context.query, self.limits)
         context.graphql_document = document
         yield
 
+    async def on_validate(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        errors: list[GraphQLError] = []
+        if not self.known:
+            assert context.query is not None and context.graphql_document is not None
+            schema = graphql_schema(context.schema)
+            rules = context.validation_rules
+            errors = await off_the_loop(_validated, schema, context.graphql_document, rules)
+            if not errors:
+                self.documents.keep(context.query, context.graphql_document)
+        context.pre_execution_errors = errors  # Strawberry validates no more
+        yield
 
-def _syntax_error(error: GraphQLSyntaxError) -> GraphQLError:
-    """The parser's refusal, reported as ours when it is one of our limits."""
-    if is_over_token_limit(error):
-        return reported_as(TooManyTokens, error)
-    if is_nested_too_deeply(error):
-        return reported_as(QueryTooDeep, error)
-    return error
+
+def _parsed(text: str, limits: QueryLimits) -> DocumentNode:
+    """`text` parsed and measured (`_check_spread`); the refusals of the parser's own limits
+    reported as ours."""
+    try:
+        document = parse(text, max_tokens=limits.max_tokens)
+    except GraphQLSyntaxError as error:
+        if is_over_token_limit(error):
+            raise reported_as(TooManyTokens, error) from None
+        if is_nested_too_deeply(error):
+            raise reported_as(QueryTooDeep, error) from None
+        raise
+    _check_spread(document, limits)
+    return document
 
 
-def _check_spread(document: DocumentNode, max_tokens: int) -> None:
-    """Refuse a document too large (or too deep) once its fragments are spread out."""
-    selections = _Spread(document).selections()
-    if selections > max_tokens:
-        raise TooManyTokens(
-            f"Document contains more than {max_tokens} tokens once its fragments are"
+def _validated(
+    schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
+) -> list[GraphQLError]:
+    """Strawberry's validation of `document` by `rules`: the errors, validation cut short by
+    its bound of work reported as ours."""
+    errors = strawberry_validation(schema, document, rules)
+    if any(is_validation_cut_short(error) for error in errors):
+        message = (
+            "The document repeats fields of one name too often to check that they merge:"
+            " ask for each field once"
+        )
+        return [located(QueryTooComplex(message))]
+    return errors
+
+
+def _check_spread(document: DocumentNode, limits: QueryLimits) -> None:
+    """Refuse a document too large (or too deep) once its fragments are spread out, with a
+    selection set of too many fields, or an operation asking for introspection's root fields
+    more than once each."""
+    spread = _Spread(document)
+    selections = spread.selections()
+    if selections > limits.max_tokens:
+        message = (
+            f"Document contains more than {limits.max_tokens} tokens once its fragments are"
             f" spread: {selections} selections"
         )
+        raise located(TooManyTokens(message))
+    fields, widest = spread.widest
+    if fields > limits.max_selections:
+        message = (
+            f"A selection set holds {fields} fields once its fragments are spread, over the"
+            f" limit of {limits.max_selections}: ask for each field once"
+        )
+        raise located(TooManySelections(message), widest)
+    if spread.repeating is not None:
+        message = "An operation may ask for `__schema` once, and for `__type` once"
+        raise located(IntrospectionRepeated(message), spread.repeating)
+
+
+class _Measure(NamedTuple):
+    """A selection set with its fragments spread."""
+
+    selections: int  # at every level
+    levels: int  # how deep it nests
+    fields: int  # at its own level of the response, with its fragments' and inline fragments'
+    schemas: int  # of those, `__schema` fields
+    types: int  # and `__type` fields
+
+
+_NOTHING = _Measure(0, 0, 0, 0, 0)
 
 
 class _Spread:
@@ -203,49 +255,66 @@ class _Spread:
             for node in document.definitions
             if isinstance(node, FragmentDefinitionNode)
         }
-        self.measured: dict[str, tuple[int, int]] = {}
+        self.measured: dict[str, _Measure] = {}
         self.open: set[str] = set()
+        self.widest: tuple[int, SelectionSetNode | None] = (0, None)  # the most fields, where
+        self.repeating: OperationDefinitionNode | None = None  # `__schema` or `__type` twice
 
     def selections(self) -> int:
         """All the selections of all operations; unused fragments are measured too."""
         total = 0
         for node in self.document.definitions:
             if isinstance(node, OperationDefinitionNode):
-                total += self._measure(node.selection_set, 1)[0]
+                measure = self._measure(node.selection_set, 1)
+                if measure.schemas > 1 or measure.types > 1:
+                    self.repeating = node
+                total += measure.selections
             elif isinstance(node, FragmentDefinitionNode):
                 self._fragment(node.name.value, 0)
         return total
 
-    def _measure(self, selection_set: SelectionSetNode, depth: int) -> tuple[int, int]:
-        """Selections in `selection_set`, at nesting `depth`, and how many levels it spans."""
+    def _measure(self, selection_set: SelectionSetNode, depth: int) -> _Measure:
+        """`selection_set`, at nesting `depth`."""
         if not selection_set.selections:
             empty = EmptySelectionSet("Syntax Error: a selection set may not be empty.")
             raise located(empty, selection_set)
         if depth > MAX_NESTING:
             raise _too_deep(selection_set)
-        count, levels = 0, 1
+        selections, levels, fields, schemas, types = 0, 1, 0, 0, 0
         for selection in selection_set.selections:
-            inner = (0, 0)
-            if isinstance(selection, FragmentSpreadNode):
-                inner = self._fragment(selection.name.value, depth)
-            elif isinstance(selection, FieldNode | InlineFragmentNode) and selection.selection_set:
-                inner = self._measure(selection.selection_set, depth + 1)
-            count += 1 + inner[0]
-            levels = max(levels, 1 + inner[1])
-        return count, levels
+            if isinstance(selection, FieldNode):
+                inner = _NOTHING
+                if selection.selection_set is not None:
+                    inner = self._measure(selection.selection_set, depth + 1)
+                fields += 1
+                schemas += selection.name.value == "__schema"
+                types += selection.name.value == "__type"
+            elif isinstance(selection, FragmentSpreadNode | InlineFragmentNode):
+                if isinstance(selection, FragmentSpreadNode):
+                    inner = self._fragment(selection.name.value, depth)
+                else:
+                    inner = self._measure(selection.selection_set, depth + 1)
+                fields += inner.fields
+                schemas += inner.schemas
+                types += inner.types
+            selections += 1 + inner.selections
+            levels = max(levels, 1 + inner.levels)
+        if fields > self.widest[0]:
+            self.widest = (fields, selection_set)
+        return _Measure(selections, levels, fields, schemas, types)
 
-    def _fragment(self, name: str, depth: int) -> tuple[int, int]:
+    def _fragment(self, name: str, depth: int) -> _Measure:
         fragment = self.fragments.get(name)
         if fragment is None or name in self.open:
-            return 0, 0  # unknown fragments and cycles are validation errors
+            return _NOTHING  # unknown fragments and cycles are validation errors
         if name not in self.measured:
             self.open.add(name)
             self.measured[name] = self._measure(fragment.selection_set, depth + 1)
             self.open.discard(name)
-        count, levels = self.measured[name]
-        if depth + levels > MAX_NESTING:
+        measure = self.measured[name]
+        if depth + measure.levels > MAX_NESTING:
             raise _too_deep(fragment)
-        return count, levels
+        return measure
 
 
 def _too_deep(node: Node) -> GraphQLError:
@@ -255,61 +324,9 @@ def _too_deep(node: Node) -> GraphQLError:
     return located(QueryTooDeep(message), node)
 
 
-class Costs:
-    """The cost limit, with the estimates of the documents seen lately, by document text,
-    operation and variables: a client sends the same few queries again and again, and
-    estimating one walks it whole."""
-
-    SIZE = 1024
-
-    def __init__(self, max_cost: int) -> None:
-        self.max_cost = max_cost
-        self._known: OrderedDict[bytes, int] = OrderedDict()  # by digest: 24 bytes a key
-
-    def check(
-        self,
-        schema: GraphQLSchema,
-        query: str | None,
-        document: DocumentNode,
-        operation_name: str | None,
-        variables: dict[str, Any] | None,
-    ) -> None:
-        """Refuse an operation whose estimated cost is over the limit."""
-        cost = self._cost(schema, query, document, operation_name, variables)
-        if cost > self.max_cost:
-            raise _too_costly(cost, self.max_cost)
-
-    def _cost(
-        self,
-        schema: GraphQLSchema,
-        query: str | None,
-        document: DocumentNode,
-        operation_name: str | None,
-        variables: dict[str, Any] | None,
-    ) -> int:
-        try:
-            encoded = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:  # not from JSON: estimate it, but do not keep it
-            encoded = b""
-        digest = hashlib.blake2b(digest_size=24)
-        for part in ((query or "").encode(), (operation_name or "").encode()):
-            digest.update(len(part).to_bytes(8, "big") + part)  # no two keys run together
-        digest.update(encoded)
-        key = digest.digest()
-        cost = self._known.get(key)
-        if cost is None:
-            cost = estimate_cost(schema, document, operation_name, variables)
-            if encoded:
-                self._known[key] = cost
-                if len(self._known) > self.SIZE:
-                    self._known.popitem(last=False)
-        else:
-            self._known.move_to_end(key)
-        return cost
-
-
 class _Cost(SchemaExtension):
-    """Refuse an operation whose estimated cost is over the limit, before it runs."""
+    """Refuse an operation whose estimated cost is over what its request has left, before it
+    runs."""
 
     def __init__(self, costs: Costs) -> None:
         super().__init__()
@@ -324,154 +341,28 @@ class _Cost(SchemaExtension):
             context.graphql_document,
             context.operation_name,
             context.variables,
+            context.context.spending,
         )
         yield
-
-
-def _too_costly(cost: int, max_cost: int) -> QueryTooCostly:
-    return QueryTooCostly(
-        f"The query's estimated cost is {cost}, over the limit of {max_cost}: ask"
-        " for fewer items with `first`, or nest fewer connections"
-    )
 
 
 def document_errors(schema: GraphQLSchema, limits: QueryLimits, text: str) -> list[GraphQLError]:
     """Why the gateway would refuse the document under `limits`, whatever variables it comes
     with (a `first` from a variable counts as the largest page): it does not parse, or does not
-    validate, or goes past depth, aliases, tokens, introspection or cost.
+    validate, or goes past depth, aliases, tokens, selections, introspection or cost.
 
     For `gateway documents check`, which a client's CI runs on its documents before release.
     """
     try:
-        document = parse(text, max_tokens=limits.max_tokens)
-        _check_spread(document, limits.max_tokens)
-    except GraphQLSyntaxError as error:
-        return [_syntax_error(error)]
+        document = _parsed(text, limits)
     except GraphQLError as error:
         return [error]
-    except TooManyTokens as error:
-        return [located(error)]
-    errors = validate(schema, document, [*specified_rules, *_validation_rules(limits)])
+    errors = _validated(schema, document, (*specified_rules, *_validation_rules(limits)))
     if errors:
         return errors
     for operation in document.definitions:
         if isinstance(operation, OperationDefinitionNode):
-            cost = _largest_cost(schema, document, operation)
+            cost = largest_cost(schema, document, operation)
             if cost > limits.max_cost:
-                errors.append(located(_too_costly(cost, limits.max_cost)))
+                errors.append(located(too_costly(cost, limits.max_cost)))
     return errors
-
-
-def _largest_cost(
-    schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
-) -> int:
-    """The estimate with every Int variable at the largest page a connection serves."""
-    largest: dict[str, int] = {}
-    for definition in operation.variable_definitions or ():
-        declared = type_from_ast(schema, definition.type)
-        if declared is GraphQLInt or (
-            isinstance(declared, GraphQLNonNull) and declared.of_type is GraphQLInt
-        ):
-            largest[definition.variable.name.value] = MAX_FIRST
-    variables = variables_leniently(schema, operation.variable_definitions or (), largest)
-    root = schema.get_root_type(operation.operation)
-    if root is None:
-        return 0
-    return _Estimate(schema, document, variables).selections(operation.selection_set, root)
-
-
-def estimate_cost(
-    schema: GraphQLSchema,
-    document: DocumentNode,
-    operation_name: str | None = None,
-    variables: dict[str, Any] | None = None,
-) -> int:
-    """The most objects a valid operation may return.
-
-    Each connection field counts its `first` or `last` (20 when neither is given) times
-    the sizes of the lists above it, and so does each other list of objects with its own size:
-    the number of `ids` for `nodes`, 20 otherwise (`search`). The operation's cost is the sum
-    over all these fields. Fragments count wherever they are spread, aliased fields once each.
-    Variables the operation will refuse make the estimate 0: it will not run.
-    """
-    operation = get_operation_ast(document, operation_name)
-    if operation is None:
-        return 0
-    coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
-    root = schema.get_root_type(operation.operation)
-    if isinstance(coerced, list) or root is None:
-        return 0
-    return _Estimate(schema, document, coerced).selections(operation.selection_set, root)
-
-
-class _Estimate:
-    def __init__(self, schema: GraphQLSchema, document: DocumentNode, variables: VariableValues):
-        self.schema = schema
-        self.variables = variables
-        self.fragments = {
-            node.name.value: node
-            for node in document.definitions
-            if isinstance(node, FragmentDefinitionNode)
-        }
-        self.costs: dict[str, int] = {}  # per fragment, for each of its spreads
-
-    def selections(self, selection_set: SelectionSetNode, parent: GraphQLNamedType | None) -> int:
-        """The cost of `selection_set` as if its parent were one object: the cost is linear."""
-        total = 0
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                total += self._field(selection, parent)
-            elif isinstance(selection, InlineFragmentNode):
-                inner = self._type(selection.type_condition, parent)
-                total += self.selections(selection.selection_set, inner)
-            elif isinstance(selection, FragmentSpreadNode):
-                total += self._fragment(selection.name.value)
-        return total
-
-    def _fragment(self, name: str) -> int:
-        if name not in self.costs:
-            self.costs[name] = 0  # validation refuses cycles; this only ends one
-            fragment = self.fragments[name]
-            inner = self._type(fragment.type_condition, None)
-            self.costs[name] = self.selections(fragment.selection_set, inner)
-        return self.costs[name]
-
-    def _type(
-        self, condition: NamedTypeNode | None, parent: GraphQLNamedType | None
-    ) -> GraphQLNamedType | None:
-        return parent if condition is None else self.schema.get_type(condition.name.value)
-
-    def _field(self, node: FieldNode, parent: GraphQLNamedType | None) -> int:
-        if not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
-            return 0  # `__typename` of a union
-        field = parent.fields.get(node.name.value)
-        if field is None:
-            return 0  # `__typename`, `__schema`, `__type`
-        inner = 0
-        if node.selection_set is not None:
-            inner = self.selections(node.selection_set, get_named_type(field.type))
-        size = self._size(node, field, parent)
-        return inner if size is None else size * (1 + inner)
-
-    def _size(
-        self, node: FieldNode, field: GraphQLField, parent: GraphQLObjectType | GraphQLInterfaceType
-    ) -> int | None:
-        """How many objects the field returns, or None for one object (or a connection's page,
-        already counted by the connection)."""
-        if "first" in field.args:
-            arguments = get_argument_values(field, node, self.variables)
-            # `last` counts as `first` does; null or absent, the resolvers use the default
-            # (both at once the resolver refuses: count the larger).
-            given = [arguments.get(name) for name in ("first", "last")]
-            sizes = [size for size in given if size is not None] or [DEFAULT_FIRST]
-            if not all(isinstance(size, int) for size in sizes):
-                return LIST_SIZE
-            # Over MAX_FIRST the resolver refuses it (BAD_USER_INPUT): count what it allows.
-            return min(max(0, *map(int, sizes)), MAX_FIRST)
-        listed = get_nullable_type(field.type)
-        if not isinstance(listed, GraphQLList) or not is_composite_type(get_named_type(listed)):
-            return None
-        if "pageInfo" in parent.fields:
-            return None
-        ids = get_argument_values(field, node, self.variables).get("ids")
-        return len(ids) if isinstance(ids, list) else LIST_SIZE

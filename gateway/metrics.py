@@ -52,14 +52,17 @@ from strawberry.types import ExecutionResult
 from gateway.errors import (
     BATCH_TOO_LARGE,
     INTROSPECTION_DISABLED,
+    INTROSPECTION_REPEATED,
     PERSISTED_DOCUMENT_ID_REQUIRED,
     PERSISTED_DOCUMENT_NOT_FOUND,
+    QUERY_TOO_COMPLEX,
     QUERY_TOO_COSTLY,
     QUERY_TOO_DEEP,
     RATE_LIMITED,
     REQUEST_TIMEOUT,
     REQUEST_TOO_LARGE,
     TOO_MANY_ALIASES,
+    TOO_MANY_SELECTIONS,
     TOO_MANY_TOKENS,
     classify,
 )
@@ -74,7 +77,10 @@ LIMITS = {
     QUERY_TOO_COSTLY: "cost",
     TOO_MANY_ALIASES: "aliases",
     TOO_MANY_TOKENS: "tokens",
+    TOO_MANY_SELECTIONS: "selections",
+    QUERY_TOO_COMPLEX: "complexity",
     INTROSPECTION_DISABLED: "introspection",
+    INTROSPECTION_REPEATED: "introspection",
     REQUEST_TOO_LARGE: "body_size",
     BATCH_TOO_LARGE: "batch",
     REQUEST_TIMEOUT: "timeout",
@@ -98,7 +104,8 @@ REQUESTS = Counter(
     "gateway_requests",
     "GraphQL operations answered, by operation name and outcome: ok, refused (by a query"
     " limit, or the request by its size), bad_request (refused by the HTTP layer), or the code"
-    " of the first error",
+    " of the first error; a request cut before its answer counts once, operation unknown, as"
+    " CLIENT_CLOSED or SHUTTING_DOWN",
     ["operation", "outcome"],
 )
 REQUEST_SECONDS = Histogram(
@@ -258,7 +265,10 @@ def bad_request(status: int) -> None:
 
 
 def interrupted(code: str) -> None:
-    """A request cut before its answer (`SHUTTING_DOWN`): its log line says so."""
+    """A request cut before its answer: its client hung up (`CLIENT_CLOSED`, status 499) or the
+    server's shutdown came (`SHUTTING_DOWN`). Counted once, whatever it held, as the outcome of
+    an operation `unknown`; its log line says so too."""
+    _child(REQUESTS, "unknown", code).inc()
     stats = current.get()
     if stats is not None:
         _note_errors(stats, [code])

@@ -18,16 +18,21 @@ import random
 import re
 import time
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import metrics, tracing
 from gateway.errors import UpstreamError
+from gateway.middleware import HttpMiddleware
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 ACCESS = logging.getLogger("gateway.access")
 
@@ -48,16 +53,10 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-class Observed:
+class Observed(HttpMiddleware):
     """ASGI middleware: the request's id, counters, span and log line."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         stats = metrics.RequestStats(request_id(scope["headers"]))
         header = (REQUEST_ID_HEADER.encode(), stats.request_id.encode())
@@ -153,20 +152,16 @@ def outgoing_headers() -> dict[str, str] | None:
 # -- what the backends do ------------------------------------------------------------------
 
 
-class UpstreamCall:
-    """One attempt at an APIv4 GET, counted and traced: `with UpstreamCall(path) as call:`,
-    then `call.status = <HTTP status>` once it answered. How it failed, if it did, is read from
-    the exception that leaves the block."""
+class _Measured:
+    """A block counted and traced: its span, and how long it took, which `_measured` records
+    as the block ends."""
 
-    __slots__ = ("_entered", "_span", "_started", "path", "status")
+    __slots__ = ("_entered", "_span", "_started")
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.status: int | None = None
-        attributes = {"http.request.method": "GET", "url.path": path}
-        self._span = tracing.span(f"GET {_route(path)}", attributes, client=True)
+    def __init__(self, span: AbstractContextManager[Span | None]) -> None:
+        self._span = span
 
-    def __enter__(self) -> UpstreamCall:
+    def __enter__(self) -> Self:
         self._entered = self._span.__enter__()
         self._started = time.perf_counter()
         return self
@@ -177,7 +172,27 @@ class UpstreamCall:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool | None:
-        seconds = time.perf_counter() - self._started
+        self._measured(error, time.perf_counter() - self._started)
+        return self._span.__exit__(kind, error, traceback)
+
+    def _measured(self, error: BaseException | None, seconds: float) -> None:
+        raise NotImplementedError
+
+
+class UpstreamCall(_Measured):
+    """One attempt at an APIv4 GET, counted and traced: `with UpstreamCall(path) as call:`,
+    then `call.status = <HTTP status>` once it answered. How it failed, if it did, is read from
+    the exception that leaves the block."""
+
+    __slots__ = ("path", "status")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.status: int | None = None
+        attributes = {"http.request.method": "GET", "url.path": path}
+        super().__init__(tracing.span(f"GET {_route(path)}", attributes, client=True))
+
+    def _measured(self, error: BaseException | None, seconds: float) -> None:
         if error is None:
             outcome = str(self.status)
         elif isinstance(error, TimeoutError | httpx.TimeoutException):
@@ -193,7 +208,6 @@ class UpstreamCall:
             self._entered.set_attribute("gateway.upstream.outcome", outcome)
             if self.status is not None:
                 self._entered.set_attribute("http.response.status_code", self.status)
-        return self._span.__exit__(kind, error, traceback)
 
 
 def _route(path: str) -> str:
@@ -204,57 +218,45 @@ def _route(path: str) -> str:
     return f"{resource}/" if kind == "list" else f"{resource}/{{key}}/"
 
 
-class SqlStatement:
+class SqlStatement(_Measured):
     """One SQL statement, counted and traced: `with SqlStatement(kind, dialect):`."""
 
-    __slots__ = ("_span", "_started", "kind")
+    __slots__ = ("kind",)
 
     def __init__(self, kind: str, dialect: str) -> None:
         self.kind = kind
-        self._span = tracing.span(
-            f"SELECT {kind}",
-            {"db.system.name": dialect, "db.operation.name": "SELECT", "gateway.statement": kind},
-            client=True,
+        super().__init__(
+            tracing.span(
+                f"SELECT {kind}",
+                {
+                    "db.system.name": dialect,
+                    "db.operation.name": "SELECT",
+                    "gateway.statement": kind,
+                },
+                client=True,
+            )
         )
 
-    def __enter__(self) -> SqlStatement:
-        self._span.__enter__()
-        self._started = time.perf_counter()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool | None:
-        metrics.sql_statement(self.kind, error is None, time.perf_counter() - self._started)
-        return self._span.__exit__(kind, error, traceback)
+    def _measured(self, error: BaseException | None, seconds: float) -> None:
+        metrics.sql_statement(self.kind, error is None, seconds)
 
 
-S = TypeVar("S")
 K = TypeVar("K")
 V = TypeVar("V")
+BatchLoad = Callable[[list[K]], Coroutine[Any, Any, list[V]]]
 
 
-def batch(
-    loader: str,
-) -> Callable[
-    [Callable[[S, list[K]], Coroutine[Any, Any, list[V]]]],
-    Callable[[S, list[K]], Coroutine[Any, Any, list[V]]],
-]:
-    """Decorate a dataloader's batch method: its size counted, a span around it."""
+def batch(loader: str) -> Callable[[BatchLoad[K, V]], BatchLoad[K, V]]:
+    """Decorate a dataloader's batch function: its size counted, a span around it."""
 
-    def decorate(
-        method: Callable[[S, list[K]], Coroutine[Any, Any, list[V]]],
-    ) -> Callable[[S, list[K]], Coroutine[Any, Any, list[V]]]:
-        @functools.wraps(method)
-        async def batched(self: S, keys: list[K]) -> list[V]:
+    def decorate(load: BatchLoad[K, V]) -> BatchLoad[K, V]:
+        @functools.wraps(load)
+        async def batched(keys: list[K]) -> list[V]:
             metrics.batch(loader, len(keys))
             if not tracing.enabled():
-                return await method(self, keys)
+                return await load(keys)
             with tracing.span(f"batch {loader}", {"gateway.batch.size": len(keys)}):
-                return await method(self, keys)
+                return await load(keys)
 
         return batched
 

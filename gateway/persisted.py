@@ -10,6 +10,11 @@ or breaks a rule or a limit). As with Apollo Server, an extension the gateway ca
 version, a hash that is not the document's) refuses the whole request with HTTP 400
 (`PersistedQueryRefused`).
 
+What is kept is the document without its ignored tokens (comments, whitespace, commas), which
+means the same: a client cannot make the gateway keep a kilobyte of comment for a day. A document
+longer than `MAX_DOCUMENT_BYTES` even so is refused before it runs (HTTP 400,
+PERSISTED_QUERY_TOO_LARGE): a client may still send it as text, without a hash.
+
 Documents are kept for `TTL` seconds from when they were sent, in a `Store` (see
 gateway/response_cache.py): this process's memory, bounded in bytes, least recently used out
 first, and with `--cache` Redis too (where they expire, or are evicted by Redis's own policy), so
@@ -25,37 +30,44 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from graphql import GraphQLSyntaxError, Lexer, Source, TokenKind, strip_ignored_characters
 from strawberry.types import ExecutionResult
 
-from gateway.errors import PersistedQueryNotFound, PersistedQueryRefused
-from gateway.response_cache import MemoryStore, Store
+from gateway.errors import PersistedQueryNotFound, PersistedQueryRefused, PersistedQueryTooLarge
+from gateway.response_cache import Store
 
 VERSION = 1
 MAX_BYTES = 4 * 2**20  # the documents kept by one process
 # Seconds a document is kept: any client may register documents, so even in Redis they must not
 # pile up for ever; a client whose document expired registers it again in one round trip.
 TTL = 24 * 3600.0
+MAX_DOCUMENT_BYTES = 32 * 2**10  # the longest document kept, without its ignored tokens
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """The document to run (None: the request has none), and the hash to remember it by."""
+    """The document to run (None: the request has none), and the hash to remember it by with
+    the text to keep under it."""
 
     query: str | None
     remember: str | None = None
+    printed: str = ""
 
 
 class PersistedQueries:
-    def __init__(self, store: Store | None = None) -> None:
-        self.store: Store = store if store is not None else MemoryStore(MAX_BYTES)
+    def __init__(self, store: Store, *, max_tokens: int) -> None:
+        """`max_tokens`: the query limit; a document with more is refused as it runs, and is
+        not printed to be kept."""
+        self.store = store
+        self.max_tokens = max_tokens
 
     async def resolve(self, query: str | None, extensions: Mapping[str, Any] | None) -> Lookup:
         """The document a request runs: its own, or the one its hash names.
 
-        Raises `PersistedQueryNotFound` for a hash the gateway does not know, and
+        Raises `PersistedQueryNotFound` for a hash the gateway does not know,
         `PersistedQueryRefused` for an APQ extension it cannot read or a hash that is not the
-        document's.
+        document's, and `PersistedQueryTooLarge` for a document too long to keep.
         """
         persisted = (extensions or {}).get("persistedQuery")
         if persisted is None:
@@ -81,12 +93,22 @@ class PersistedQueries:
             return Lookup(found[0].decode())
         if hashlib.sha256(query.encode()).hexdigest() != sha:
             raise PersistedQueryRefused("provided sha does not match query")
-        return Lookup(query, remember=sha)
+        printed = _printed(query, self.max_tokens)
+        if printed is None:  # refused as it runs, for the same reason: nothing to keep
+            return Lookup(query)
+        size = len(printed.encode())
+        if size > MAX_DOCUMENT_BYTES:
+            raise PersistedQueryTooLarge(
+                f"A persisted query is kept up to {MAX_DOCUMENT_BYTES} bytes without its"
+                f" comments and whitespace; this one has {size}: send it without"
+                " `extensions.persistedQuery`"
+            )
+        return Lookup(query, remember=sha, printed=printed)
 
     async def remember(self, lookup: Lookup) -> None:
         """Keep a document the client sent with its hash, once it has been answered."""
-        if lookup.remember is not None and lookup.query is not None:
-            await self.store.set(_key(lookup.remember), lookup.query.encode(), TTL)
+        if lookup.remember is not None:
+            await self.store.set(_key(lookup.remember), lookup.printed.encode(), TTL)
 
 
 def is_not_found(result: ExecutionResult) -> bool:
@@ -95,6 +117,26 @@ def is_not_found(result: ExecutionResult) -> bool:
     return any(
         isinstance(error.original_error, PersistedQueryNotFound) for error in result.errors or ()
     )
+
+
+def _printed(text: str, max_tokens: int) -> str | None:
+    """`text` without its ignored tokens; None if it does not lex or has over `max_tokens`
+    tokens (counted first, as the parser stops there: lexing all of them could take long)."""
+    try:
+        if len(text) > max_tokens and _token_count(text, max_tokens + 1) > max_tokens:
+            return None
+        return strip_ignored_characters(text)
+    except GraphQLSyntaxError:
+        return None
+
+
+def _token_count(text: str, most: int) -> int:
+    """The number of tokens in `text`, counted up to `most`."""
+    lexer = Lexer(Source(text))
+    count = 0
+    while count < most and lexer.advance().kind is not TokenKind.EOF:
+        count += 1
+    return count
 
 
 def _key(sha: str) -> str:

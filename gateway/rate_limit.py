@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.errors import RATE_LIMITED, RateLimitExceeded, SharedCacheUnavailable
+from gateway.middleware import HttpMiddleware
 from gateway.shared_cache import SharedCache
 
 logger = logging.getLogger("gateway")
@@ -230,20 +231,17 @@ async def charge_more(scope: Scope, cost: int) -> None:
         raise exceeded(verdict)
 
 
-class RateLimited:
+class RateLimited(HttpMiddleware):
     """ASGI middleware: each request is charged to its client's budget before anything else."""
 
     def __init__(self, app: ASGIApp, limit: RateLimit, keyed_by: str) -> None:
         """`keyed_by`: `address`, or `header:NAME` (`--rate-limit-key`)."""
-        self.app = app
+        super().__init__(app)
         self.limit = limit
         name = keyed_by.removeprefix("header:")
         self.header = None if name == keyed_by else name.lower().encode("latin-1")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         budget = Budget(self.limit, client_key(scope, self.header))
         verdict = await budget.spend(1)
         if not verdict.allowed:

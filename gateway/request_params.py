@@ -14,7 +14,10 @@ import orjson
 from cross_web import HTTPException
 from strawberry.http import GraphQLRequestData
 
-__all__ = ["from_body", "from_query_string"]
+from gateway.internals import unknown_operation_name
+from gateway.schema.pagination import shown
+
+__all__ = ["from_body", "from_query_string", "quoted_short"]
 
 # Each parameter, the JSON types it may have besides null, and how a reason names them.
 _PARAMETERS = {
@@ -61,6 +64,15 @@ def _operation(value: object) -> dict[str, object]:
                 400, f"The GraphQL operation's `{name}` must be {described} or null, if provided."
             )
     return value
+
+
+def quoted_short(refusal: HTTPException) -> HTTPException:
+    """Strawberry's refusal of the request, an unknown operation name in it quoted short, as
+    every error quotes a client's value (Strawberry quotes it whole, be it 90 KB of markup)."""
+    name = unknown_operation_name(refusal)
+    if name is None:
+        return refusal
+    return HTTPException(refusal.status_code, f"Unknown operation named {shown(name)}.")
 
 
 def operation_from_query(params: Mapping[str, str]) -> dict[str, object] | None:

@@ -35,6 +35,8 @@ from typing import Any, Protocol, TypeVar
 import orjson
 from graphql import OperationDefinitionNode, OperationType, parse, print_ast
 
+from gateway.offload import off_the_loop
+
 logger = logging.getLogger("gateway")
 
 T = TypeVar("T")
@@ -137,13 +139,21 @@ class _Documents:
         self.size = 0
         self._known: OrderedDict[str, _Document | None] = OrderedDict()
 
-    def get(self, text: str) -> _Document | None:
+    def known(self, text: str) -> _Document | None:
+        """The normal form of a document already read (None too for one not read yet)."""
+        document = self._known.get(text)
+        if document is not None:
+            self._known.move_to_end(text)
+        return document
+
+    async def get(self, text: str) -> _Document | None:
         if text in self._known:
             self._known.move_to_end(text)
             return self._known[text]
-        document = self._normalise(text)
+        # A document at the token limit takes tens of milliseconds to parse: not on the loop.
+        document = await off_the_loop(self._normalise, text)
         size = len(text) + ENTRY_OVERHEAD
-        if size <= self.max_bytes:
+        if size <= self.max_bytes and text not in self._known:
             self._known[text] = document
             self.size += size
             while self.size > self.max_bytes:
@@ -189,11 +199,25 @@ class ResponseCache:
         self._documents = _Documents(max_tokens)
         self._flights: dict[str, asyncio.Future[Cached | None]] = {}
 
-    def key(
+    async def key(
         self, query: str, variables: Mapping[str, Any] | None, operation_name: str | None
     ) -> str | None:
         """The key of a query's answer, or None when it is not a query (or not a document)."""
-        document = self._documents.get(query)
+        return self._key(await self._documents.get(query), variables, operation_name)
+
+    def key_at_hand(
+        self, query: str, variables: Mapping[str, Any] | None, operation_name: str | None
+    ) -> str | None:
+        """As `key`, without a wait: None too for a document whose normal form is not known
+        yet (reading it may take a thread's while)."""
+        return self._key(self._documents.known(query), variables, operation_name)
+
+    def _key(
+        self,
+        document: _Document | None,
+        variables: Mapping[str, Any] | None,
+        operation_name: str | None,
+    ) -> str | None:
         if document is None:
             return None
         if operation_name is None:  # then only a document of one operation runs: that one

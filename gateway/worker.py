@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 
 from gateway import metrics
 from gateway.config import Settings, settings_from_table
+from gateway.connection_limits import HeadBoundedProtocol
 from gateway.errors import ConfigError
 from gateway.observe import logging_config
 
@@ -44,6 +45,16 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "log_config": logging_config(settings.log_format, settings.log_level),
         "access_log": False,
         "timeout_graceful_shutdown": math.ceil(settings.shutdown_timeout),
+        # What one connection may hold: its time and bytes before its request's headers are
+        # complete (gateway/connection_limits.py), and how many may be open at once.
+        "http": HeadBoundedProtocol,
+        "timeout_keep_alive": settings.idle_timeout,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        # uvicorn refuses a request once `limit_concurrency` are open, its own counted.
+        "limit_concurrency": settings.max_connections + 1,
+        # On every answer, uvicorn's own refusals too: a browser takes a body for the type it
+        # is sent as, never for the page or script it might guess (an error quoting markup).
+        "headers": [("X-Content-Type-Options", "nosniff")],
     }
 
 

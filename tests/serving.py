@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,9 +30,18 @@ def free_port() -> int:
         return port
 
 
+@dataclass
+class Served:
+    """A `gateway serve` process listening: its origin, process id and log, read as it comes."""
+
+    origin: str
+    pid: int
+    log: Output
+
+
 @contextmanager
-def gateway_serve(data_home: Path, *args: str) -> Iterator[str]:
-    """A `gateway serve` process started with `args`, listening; yields its origin."""
+def served_gateway(data_home: Path, *args: str) -> Iterator[Served]:
+    """A `gateway serve` process started with `args`, listening."""
     port = free_port()
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
     command += ["--log-level", "info", *args]
@@ -45,8 +55,15 @@ def gateway_serve(data_home: Path, *args: str) -> Iterator[str]:
     try:
         log.wait_for(LISTENING, timeout=120)  # the first start builds the embedded catalogue
         assert httpx.get(f"{origin}/healthz", timeout=5).status_code == 200
-        yield origin
+        yield Served(origin, process.pid, log)
     finally:
         process.kill()
         process.wait(timeout=15)
         log.close()
+
+
+@contextmanager
+def gateway_serve(data_home: Path, *args: str) -> Iterator[str]:
+    """A `gateway serve` process started with `args`, listening; yields its origin."""
+    with served_gateway(data_home, *args) as served:
+        yield served.origin

@@ -149,6 +149,67 @@ def test_get_with_an_invalid_document_is_a_json_error(
     assert strict.json() == body
 
 
+BAD_INSTANTS = ['"not a date"', "5", "true", '"9999-99-99"', '"2024-01-01T25:00:00Z"', "[1]"]
+
+
+@pytest.mark.parametrize("literal", BAD_INSTANTS)
+def test_a_datetime_that_is_not_one_is_bad_user_input_however_it_comes(
+    client: httpx.Client, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture, literal: str
+) -> None:
+    """In the document, as a variable's default or as a variable: the client's mistake, never an
+    internal error (a literal once was one, logged with its traceback)."""
+    field = "packages(filter: { updatedAfter: %s }) { totalCount }"
+    requests: list[dict[str, Any]] = [
+        {"query": "{ %s }" % (field % literal)},
+        {"query": "query($d: DateTime = %s) { %s }" % (literal, field % "$d")},
+        {
+            "query": "query($d: DateTime) { %s }" % (field % "$d"),
+            "variables": {"d": json.loads(literal)},
+        },
+    ]
+    for request in requests:
+        response = client.post(
+            "/graphql", json=request, headers={"accept": "application/graphql-response+json"}
+        )
+        assert response.status_code == 400, response.text
+        body = response.json()
+        assert "data" not in body
+        assert [error["extensions"]["code"] for error in body["errors"]] == ["BAD_USER_INPUT"]
+        assert "DateTime" in body["errors"][0]["message"]
+    assert upstream.count == 0
+    assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text
+
+
+@pytest.mark.parametrize("junk", ["!!", "\n", "==", " "])
+def test_an_id_or_cursor_with_junk_after_its_base64_is_malformed(
+    client: httpx.Client, junk: str
+) -> None:
+    """Base64 decoders skip what is not base64 unless told not to: `UGFja2FnZToy!!` was read as
+    `UGFja2FnZToy`. Only what the gateway wrote is an id or a cursor."""
+    page = _data(
+        client.post(
+            "/graphql",
+            json={"query": "{ packages(first: 2) { nodes { id } pageInfo { endCursor } } }"},
+        )
+    )["packages"]
+    global_id, cursor = page["nodes"][0]["id"], page["pageInfo"]["endCursor"]
+    requests = {
+        "query($v: ID!) { node(id: $v) { id } }": (global_id, "node id"),
+        "query($v: ID!) { nodes(ids: [$v]) { id } }": (global_id, "node id"),
+        "query($v: String) { packages(first: 1, after: $v) { totalCount } }": (
+            cursor,
+            "not a valid cursor",
+        ),
+    }
+    for query, (value, message) in requests.items():
+        _data(client.post("/graphql", json={"query": query, "variables": {"v": value}}))
+        spoiled = {"query": query, "variables": {"v": value + junk}}
+        body = client.post("/graphql", json=spoiled).json()
+        [error] = body["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", body
+        assert message in error["message"]
+
+
 def test_graphql_response_media_type_keeps_field_errors_at_200(
     own_client: httpx.Client, upstream: FakeUpstream
 ) -> None:

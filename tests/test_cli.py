@@ -132,6 +132,24 @@ def test_query_with_an_invalid_document_prints_errors_and_exits_1(upstream: Fake
     ]
 
 
+@pytest.mark.parametrize(
+    ("document", "operation_name", "needle"),
+    [
+        ("{ categories { totalCount } }", "B", "no operation named 'B'"),
+        ("{ categories { totalCount } }", "<script>" * 5_000, "no operation named '<script>"),
+        ("fragment F on Query { categories { totalCount } }", None, "pass --operation-name"),
+        ("", None, "the query is empty"),
+    ],
+)
+def test_query_without_an_operation_to_run_is_a_one_line_error(
+    upstream: FakeUpstream, document: str, operation_name: str | None, needle: str
+) -> None:
+    extra = ["--operation-name", operation_name] if operation_name is not None else []
+    run = _gateway("query", document, *extra, "--upstream", upstream.base_url)
+    _assert_one_line_error(run, needle)
+    assert len(run.stderr) < 300
+
+
 def test_query_over_a_failing_upstream_prints_errors_and_exits_1(upstream: FakeUpstream) -> None:
     upstream.faults["/api/v4/grids/"] = "503"
     run = _gateway("query", "{ grids { totalCount } }", "--upstream", upstream.base_url)
@@ -185,6 +203,51 @@ def test_wrong_options_are_one_line_errors(
 ) -> None:
     # A valid upstream that is never reached: every case must stop before serving or querying.
     _assert_one_line_error(_gateway(*args, env=_env(GATEWAY_UPSTREAM=NOWHERE, **env)), *needles)
+
+
+@pytest.mark.parametrize(
+    ("url", "needles"),
+    [
+        ("postgresql://u:hunter2@127.0.0.1:notaport/db", ["not a database URL", "u:***@"]),
+        ("postgresql://[::1:5432/db", ["not a database URL"]),
+        ("postgresql://u@127.0.0.1:5432/db?sslmode=bogus", ["sslmode 'bogus'", "verify-full"]),
+        ("postgresql://u@127.0.0.1:99999/db", ["port 99999"]),
+        ("postgresql://u@127.0.0.1:0/db", ["port 0"]),
+        ("postgresql:///db?host=127.0.0.1:5432&host=10.0.0.1:70000", ["port 70000"]),
+        ("postgresql:///db?port=abc", ["non-integer port"]),
+        (
+            "postgresql://u@127.0.0.1/db?connect_timeout=abc",
+            ["unknown parameter 'connect_timeout'"],
+        ),
+        ("postgresql://u@127.0.0.1/db?user=a&user=b", ["'user' is given more than once"]),
+        ("postgresql://u@127.0.0.1/db?ssl=prefer&sslmode=disable", ["both sslmode and ssl"]),
+        ("postgres://u:hunter2@127.0.0.1/db?password=hunter2&x=1", ["unknown parameter 'x'"]),
+        ("mysql://u@127.0.0.1/db", ["sqlite:// or postgresql://"]),
+        ("sqlite://host/catalogue.sqlite3", ["Invalid SQLite URL"]),
+        ("sqlite:///catalogue.sqlite3?timeout=abc", ["could not convert string to float"]),
+        ("sqlite:///catalogue.sqlite3?mode=ro", ["'mode' are not accepted"]),
+        ("sqlite:///no/such/directory/catalogue.sqlite3", ["database file not found"]),
+    ],
+)
+def test_a_database_url_it_cannot_use_stops_serve_in_one_line(url: str, needles: list[str]) -> None:
+    """Found when the URL is read, not as a traceback at the first connection (a port that is
+    not a number, a parameter asyncpg does not take, a value it cannot use)."""
+    run = _gateway("serve", "--port", str(_free_port()), "--database", url)
+    _assert_one_line_error(run, *needles)
+    assert "hunter2" not in run.stderr
+
+
+def test_an_embedded_catalogue_it_cannot_make_stops_serve_in_one_line(tmp_path: Path) -> None:
+    """Without a backend flag the catalogue is made in the data directory: where that cannot
+    be (a file in the way, above it or in its place), start-up stops with one line."""
+    above = tmp_path / "file"
+    above.write_text("")
+    run = _gateway("serve", "--port", str(_free_port()), env=_env(XDG_DATA_HOME=str(above)))
+    _assert_one_line_error(run, "the embedded catalogue cannot be made", "Not a directory")
+
+    (tmp_path / "djangopackages-gateway").write_text("")
+    run = _gateway("serve", "--port", str(_free_port()), env=_env(XDG_DATA_HOME=str(tmp_path)))
+    _assert_one_line_error(run, "the embedded catalogue cannot be made", "File exists")
 
 
 def _free_port() -> int:
@@ -307,6 +370,13 @@ def test_a_value_of_the_wrong_type_names_its_source(
         {"upstream_timeout": math.nan},
         {"upstream_timeout": math.inf},
         {"log_level": "loud"},
+        {"max_connections": 0},
+        {"max_header_bytes": -1},
+        {"idle_timeout": 0},
+        {"idle_timeout": math.inf},
+        {"cache_stale": -1},
+        {"cache_stale": math.inf},
+        {"upstream_retries": -1},
     ],
 )
 def test_a_value_the_gateway_cannot_run_with_is_refused(flags: dict[str, object]) -> None:

@@ -424,6 +424,52 @@ async def test_what_plans_do_not_cover_runs_on_graphql_core(fake_upstream: FakeU
             assert after[path] == before[path] + 1 and after[1 - path] == before[1 - path]
 
 
+FILTERED = "packages(first: 2, filter: { updatedAfter: %s }) { totalCount nodes { slug } }"
+
+
+@pytest.mark.parametrize("literal", ['"not a date"', "5", "true", '"9999-99-99"'])
+async def test_a_datetime_that_is_not_one_is_bad_user_input_on_every_path(
+    rest: Callable[[], Backend], literal: str
+) -> None:
+    """In the document, as a variable's default or as a variable: graphql-core's executor, the
+    plan, and the plan of a document seen before answer the same, to the byte."""
+    good = "2020-01-01T00:00:00Z"
+    cases: list[tuple[str, dict[str, object]]] = [
+        ("{ %s }" % (FILTERED % literal), {}),
+        ("query($d: DateTime = %s) { %s }" % (literal, FILTERED % "$d"), {}),
+        ("query Q($d: DateTime) { %s }" % (FILTERED % "$d"), {"d": json.loads(literal)}),
+    ]
+    for query, variables in cases:
+        expected = await _answer(GRAPHQL_CORE, rest(), query, variables)
+        assert await _answer(PLANNED, rest(), query, variables) == expected
+        codes = [error["extensions"]["code"] for error in orjson.loads(expected)["errors"]]
+        assert codes == ["BAD_USER_INPUT"], expected
+    # Once the engine knows the document (a good value), it answers a bad one as graphql-core.
+    query, variables = cases[2]
+    assert b"errors" not in await _answer(PLANNED, rest(), query, {"d": good})
+    assert await _known(rest(), query, variables) == expected
+
+
+@pytest.mark.parametrize("junk", ["!!", "\n", "=="])
+async def test_an_id_or_cursor_with_junk_after_its_base64_is_malformed_on_every_path(
+    rest: Callable[[], Backend], junk: str
+) -> None:
+    global_id, cursor = to_base64("Package", PACKAGES[1].id), cursor_of((PACKAGES[3].id,))
+    query = (
+        "query Q($id: ID!, $after: String) { node(id: $id) { id } nodes(ids: [$id]) { id }"
+        " packages(first: 2, after: $after) { nodes { slug } } }"
+    )
+    clean = {"id": global_id, "after": cursor}
+    assert b"errors" not in await _answer(PLANNED, rest(), query, clean)
+    for name in clean:
+        variables = {**clean, name: clean[name] + junk}
+        expected = await _answer(GRAPHQL_CORE, rest(), query, variables)
+        assert await _answer(PLANNED, rest(), query, variables) == expected
+        assert await _known(rest(), query, variables) == expected
+        codes = {error["extensions"]["code"] for error in orjson.loads(expected)["errors"]}
+        assert codes == {"BAD_USER_INPUT"}, expected
+
+
 FAILING = """{
   package(slug: "%s") { title category { title } grids(first: 3) { totalCount nodes { title } } }
   grids(first: 2) { totalCount nodes { slug packageCount } }

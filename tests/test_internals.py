@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import strawberry
+from cross_web import HTTPException
 from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
@@ -15,8 +17,11 @@ from graphql import (
     OperationDefinitionNode,
     execute_sync,
     parse,
+    validate,
 )
+from strawberry.asgi import GraphQL
 from strawberry.exceptions import DuplicatedTypeName
+from strawberry.http import GraphQLRequestData
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.base import get_object_definition
 
@@ -25,9 +30,14 @@ from gateway.internals import (
     graphql_schema,
     is_nested_too_deeply,
     is_over_token_limit,
+    is_validation_cut_short,
+    limit_field_merging,
     resolver_function,
+    strawberry_validation,
+    unknown_operation_name,
     variables_leniently,
 )
+from gateway.limits import FIELD_MERGING_BUDGET
 from gateway.schema.direct import use_direct_resolvers
 
 
@@ -141,3 +151,59 @@ def test_variables_are_coerced_leniently() -> None:
     given = {"a": 100, "b": "not a number"}
     variables = variables_leniently(schema, definition.variable_definitions or (), given)
     assert variables.coerced == {"a": 100}
+
+
+@pytest.mark.parametrize(
+    ("query", "name", "unknown"),
+    [
+        (DOCUMENT, "Other", "Other"),
+        (None, None, None),  # another refusal: no query at all
+    ],
+)
+async def test_strawberrys_refusal_of_an_unknown_operation_name_tells_the_name(
+    query: str | None, name: str | None, unknown: str | None
+) -> None:
+    view = GraphQL[Any, None](strawberry.Schema(query=Query))
+    post: Any = SimpleNamespace(method="POST")  # all the view reads of the request
+    unread: Any = None
+    operation = GraphQLRequestData(query, {"v": True}, name, None)
+    with pytest.raises(HTTPException) as refused:
+        await view.execute_single(unread, post, unread, {"who": "me"}, None, operation)
+    assert refused.value.status_code == 400
+    assert unknown_operation_name(refused.value) == unknown
+
+
+@strawberry.input(one_of=True)
+class Choice:
+    a: int | None = strawberry.UNSET
+    b: int | None = strawberry.UNSET
+
+
+@strawberry.type
+class Chosen:
+    @strawberry.field
+    def pick(self, choice: Choice) -> int:
+        return 0
+
+
+def test_strawberrys_validation_adds_its_own_rules_to_those_given() -> None:
+    schema = graphql_schema(strawberry.Schema(query=Chosen))
+    assert strawberry_validation(schema, parse("{ pick(choice: { a: 1 }) }"), ()) == []
+    [error] = strawberry_validation(schema, parse("{ pick(choice: { a: 1, b: 2 }) }"), ())
+    assert "exactly one" in error.message.lower()
+
+
+def test_the_work_of_checking_that_fields_merge_is_bounded() -> None:
+    schema = graphql_schema(strawberry.Schema(query=Query))
+    document = parse("{ " + "item { name } " * 100 + "}")
+    try:
+        limit_field_merging(100)
+        [error] = validate(schema, document)
+        assert is_validation_cut_short(error)
+        limit_field_merging(1_000_000)
+        assert validate(schema, document) == []
+    finally:
+        limit_field_merging(FIELD_MERGING_BUDGET)
+    errors = validate(schema, parse("{ " + "nope " * 3 + "}"), max_errors=2)
+    assert errors[-1].message.startswith("Too many validation errors")
+    assert not any(is_validation_cut_short(error) for error in errors)

@@ -24,8 +24,8 @@ from gateway.app import create_app
 from gateway.cli import run_query
 from gateway.compose import schema_for
 from gateway.config import Settings
+from gateway.cost import estimate_cost
 from gateway.internals import graphql_schema
-from gateway.limits import estimate_cost
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 
 LIMITS = {

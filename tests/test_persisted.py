@@ -271,3 +271,44 @@ def test_a_get_without_query_or_hash_is_still_refused(client: httpx.Client) -> N
     response = client.get("/graphql", params={"extensions": json.dumps({"other": 1})})
     assert response.status_code == 400
     assert response.text == "No GraphQL query found in the request"
+
+
+def test_a_document_is_kept_without_its_comments(client: httpx.Client) -> None:
+    """A registration padded with a comment keeps only the document: fifty of 95 KB each (more
+    than the 4 MiB the process keeps) all stay, the first one included."""
+    documents = [f"{{ __typename }}\n# {n} {'x' * 95_000}" for n in range(50)]
+    for document in documents:
+        response = client.post("/graphql", json={"query": document, "extensions": _apq(document)})
+        assert response.json() == {"data": {"__typename": "Query"}}
+    for document in (documents[0], documents[-1]):
+        response = client.post("/graphql", json={"extensions": _apq(document)})
+        assert response.json() == {"data": {"__typename": "Query"}}
+
+
+def test_a_document_too_long_to_keep_is_refused(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    """Past 32 KiB without its comments and whitespace: refused before it runs, with a code; the
+    same document sent without its hash runs."""
+    aliases = " ".join(f"{letter * 12_000}: categories {{ totalCount }}" for letter in "abc")
+    document = f"{{ {aliases} }}"
+    response = client.post("/graphql", json={"query": document, "extensions": _apq(document)})
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["extensions"] == {"code": "PERSISTED_QUERY_TOO_LARGE"}
+    assert "32768 bytes" in error["message"]
+    assert upstream.count == 0
+    assert client.post("/graphql", json={"extensions": _apq(document)}).json() == NOT_FOUND
+
+    response = client.post("/graphql", json={"query": document})
+    assert response.status_code == 200
+    assert set(response.json()["data"]) == {"a" * 12_000, "b" * 12_000, "c" * 12_000}
+
+
+def test_a_document_over_the_token_limit_is_refused_as_ever_and_not_kept(
+    client: httpx.Client,
+) -> None:
+    document = "{" + " __typename" * 6_000 + " }"
+    response = client.post("/graphql", json={"query": document, "extensions": _apq(document)})
+    assert response.json()["errors"][0]["extensions"]["code"] == "TOO_MANY_TOKENS"
+    assert client.post("/graphql", json={"extensions": _apq(document)}).json() == NOT_FOUND

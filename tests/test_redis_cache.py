@@ -522,6 +522,22 @@ def test_a_persisted_query_registered_with_one_process_runs_on_another(
     assert 0 < client.pttl(key) <= APQ_TTL * 1000
 
 
+def test_a_persisted_query_is_kept_in_redis_without_its_comments(
+    tmp_path: Path, upstream: FakeUpstream, redis_url: str
+) -> None:
+    """A registration padded with a 95 KB comment keeps the document alone, in Redis too."""
+    query = "query Count {\n  categories { totalCount }  # " + "x" * 95_000 + "\n}\n"
+    extensions = {
+        "persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(query.encode()).hexdigest()}
+    }
+    with _gateways(tmp_path, upstream, redis_url, count=1) as [gateway]:
+        expected = _data(gateway.post({"query": query, "extensions": extensions}))
+        assert _data(gateway.post({"extensions": extensions})) == expected
+    client = redis.Redis.from_url(redis_url)
+    [key] = client.scan_iter("djpgw:v1:gateway:apq:*")
+    assert client.get(key) == b"query Count{categories{totalCount}}"
+
+
 @contextmanager
 def _redis_server(port: int, tmp_path: Path, *options: str) -> Iterator[subprocess.Popen[str]]:
     binary = shutil.which("redis-server")

@@ -557,22 +557,24 @@ async def test_memory_store_evicts_the_least_recently_used_past_its_bound() -> N
     assert await store.get("k3") is None
 
 
-def test_keys_follow_the_document_not_its_layout() -> None:
+async def test_keys_follow_the_document_not_its_layout() -> None:
     cache = ResponseCache(MemoryStore(2**20), ttl=60, namespace=b"", max_tokens=1000)
-    key = cache.key(PACKAGE, {"id": 1}, None)
+    key = await cache.key(PACKAGE, {"id": 1}, None)
     assert key is not None
-    assert cache.key(PACKAGE_REFORMATTED, {"id": 1}, None) == key
-    assert cache.key(PACKAGE, {"id": 2}, None) != key
-    assert cache.key(TWO_OPERATIONS, None, "Grids") != cache.key(TWO_OPERATIONS, None, "Categories")
+    assert await cache.key(PACKAGE_REFORMATTED, {"id": 1}, None) == key
+    assert await cache.key(PACKAGE, {"id": 2}, None) != key
+    assert await cache.key(TWO_OPERATIONS, None, "Grids") != await cache.key(
+        TWO_OPERATIONS, None, "Categories"
+    )
     # Nothing but a query is cached; nor is a document that will not run.
-    assert cache.key("mutation { anything }", None, None) is None
-    assert cache.key("subscription { anything }", None, None) is None
-    assert cache.key(TWO_OPERATIONS, None, None) is None  # which one?
-    assert cache.key(TWO_OPERATIONS, None, "Nope") is None
-    assert cache.key("{ package(id: 1) { title }", None, None) is None
-    assert cache.key("{ a " + "b " * 1000 + "}", None, None) is None  # over the token limit
+    assert await cache.key("mutation { anything }", None, None) is None
+    assert await cache.key("subscription { anything }", None, None) is None
+    assert await cache.key(TWO_OPERATIONS, None, None) is None  # which one?
+    assert await cache.key(TWO_OPERATIONS, None, "Nope") is None
+    assert await cache.key("{ package(id: 1) { title }", None, None) is None
+    assert await cache.key("{ a " + "b " * 1000 + "}", None, None) is None  # over the token limit
     named = "query Named { categories { totalCount } }"
-    assert cache.key(named, None, None) == cache.key(named, None, "Named")
+    assert await cache.key(named, None, None) == await cache.key(named, None, "Named")
 
 
 def _namespace(sdl: str, settings: Settings) -> bytes:
@@ -621,6 +623,7 @@ def test_every_setting_that_changes_an_answer_is_in_the_namespace() -> None:
         "max_cost",
         "max_aliases",
         "max_tokens",
+        "max_selections",
         "introspection",
         "federation",
     }

@@ -45,6 +45,7 @@ from gateway.loaders.sql.tables import category, package
 from gateway.loaders.sql.writer import write_dataset
 from tests.databases import (
     POSTGRES_PORT,
+    POSTGRES_URL,
     SMALL,
     Database,
     TcpProxy,
@@ -771,6 +772,18 @@ async def test_an_unreachable_database_is_refused(tmp_path: Path, pg_schema: str
 
         message = str(refused.value)
         assert message.startswith("database unreachable: ") and "\n" not in message
+
+
+@pytest.mark.parametrize("mode", ["disable", "prefer"])
+async def test_libpqs_sslmode_reaches_asyncpg_as_its_ssl(mode: str) -> None:
+    """`?sslmode=` as libpq's users write it (asyncpg's keyword is `ssl`): the engine connects."""
+    engine = create_engine(f"{POSTGRES_URL}?sslmode={mode}")
+    try:
+        async with engine.connect() as connection:
+            assert (await connection.exec_driver_sql("SELECT 1")).scalar() == 1
+    finally:
+        await engine.dispose()
+    assert engine.url.query == {"ssl": mode}
 
 
 async def test_a_missing_sqlite_file_is_refused_not_created(tmp_path: Path) -> None:

@@ -71,7 +71,9 @@ def test_two_workers_answer_on_one_port_with_the_same_settings(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     # One setting from each source: the file (depth, workers), the environment, a flag.
-    (tmp_path / "gateway.toml").write_text("max_depth = 3\nworkers = 2\nwarm_catalogue = false\n")
+    (tmp_path / "gateway.toml").write_text(
+        "max_depth = 3\nworkers = 2\nwarm_catalogue = false\nmax_header_bytes = 2000\n"
+    )
     port = _free_port()
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
     command += ["--upstream", upstream.base_url, "--log-level", "info"]
@@ -99,6 +101,10 @@ def test_two_workers_answer_on_one_port_with_the_same_settings(
                 }
                 assert _codes(_post(origin, DEEP)) == ["QUERY_TOO_DEEP"]
                 assert set(_codes(_post(origin, INTROSPECTION))) == {"INTROSPECTION_DISABLED"}
+                # What one connection may hold is each worker's too (server_options).
+                too_large = httpx.get(f"{origin}/healthz", headers={"X-Big": "a" * 2000})
+                assert too_large.status_code == 431
+                assert too_large.headers["x-content-type-options"] == "nosniff"
                 answered_by.append(running)
         assert sorted(answered_by) == sorted(workers)
         # Each worker has a cache of its own: the same categories page, fetched once by each.

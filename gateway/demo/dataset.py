@@ -27,15 +27,7 @@ from gateway.demo.known import (
     QUIRK_PACKAGES,
 )
 from gateway.loaders.records import Category, Grid
-from gateway.loaders.sql.rows import (
-    Dataset,
-    GridPackageRow,
-    PackageRow,
-    SearchRow,
-    VersionRow,
-    grid_search_row,
-    package_search_row,
-)
+from gateway.loaders.sql import rows
 
 __all__ = ["generate"]
 
@@ -117,7 +109,7 @@ _GRID_TOPICS = (  # besides the well-known grids
 _MEMBERSHIP_WEIGHTS = (22, 22, 18, 13, 9, 6, 4, 2, 2, 1, 1)  # P(a package is in k grids), k=0..10
 
 
-def generate(scale: float = 1.0, seed: int = 0) -> Dataset:
+def generate(scale: float = 1.0, seed: int = 0) -> rows.Dataset:
     """About 5,400 packages and 420 grids times `scale`; the same seed gives the same rows."""
     if scale <= 0:
         raise ValueError("scale must be positive")
@@ -137,23 +129,18 @@ def generate(scale: float = 1.0, seed: int = 0) -> Dataset:
     }
     memberships = _memberships(rng, packages, grids, quirk_ids)
     search_rows = _search_rows(rng, categories, packages, versions, grids, memberships)
-    return Dataset(categories, packages, versions, grids, memberships, search_rows)
+    return rows.Dataset(categories, packages, versions, grids, memberships, search_rows)
 
 
 def _categories() -> tuple[Category, ...]:
-    return tuple(
-        Category(
-            id=id_,
-            title=title,
-            slug=slug,
-            description=description,
-            title_plural=plural,
-            show_pypi=show_pypi,
-            created=START + timedelta(days=id_, microseconds=137_000 * id_ + 1),
-            modified=START + timedelta(days=900 + id_, microseconds=251_000 * id_ + 7),
+    categories = []
+    for id_, title, slug, plural, show_pypi, description in CATEGORIES:
+        created = START + timedelta(days=id_, microseconds=137_000 * id_ + 1)
+        modified = START + timedelta(days=900 + id_, microseconds=251_000 * id_ + 7)
+        categories.append(
+            Category(id_, title, slug, description, plural, show_pypi, created, modified)
         )
-        for id_, title, slug, plural, show_pypi, description in CATEGORIES
-    )
+    return tuple(categories)
 
 
 def _ids(rng: random.Random, known: int, count: int, space: int) -> list[int]:
@@ -278,14 +265,14 @@ def _version_numbers(rng: random.Random, count: int) -> list[str]:
 
 def _packages(
     rng: random.Random, ids: list[int], users: Sequence[str]
-) -> tuple[tuple[PackageRow, ...], tuple[VersionRow, ...]]:
+) -> tuple[tuple[rows.PackageRow, ...], tuple[rows.VersionRow, ...]]:
     step = (NOW - START - timedelta(days=30)).total_seconds() / ids[-1]
     known = len(KNOWN_PACKAGES)
     quirks = {known + _spread(i, len(ids) - known): q for i, q in enumerate(QUIRK_PACKAGES)}
     taken = {slug for _, slug, _ in QUIRK_PACKAGES} | {row[1] for row in KNOWN_PACKAGES}
     titles: list[str] = []
-    packages: list[PackageRow] = []
-    versions: list[VersionRow] = []
+    packages: list[rows.PackageRow] = []
+    versions: list[rows.VersionRow] = []
     version_id = 0
     for index, id_ in enumerate(ids):
         created = _created(rng, id_, step)
@@ -302,7 +289,6 @@ def _packages(
         titles.append(title)
         owner = rng.choice(users).lower()
         host = rng.choices(("github.com", "gitlab.com", "bitbucket.org"), weights=(88, 7, 5))[0]
-        repo_url = f"https://{host}/{owner}/{slug}"
 
         last_commit_date = None
         if rng.random() >= 0.08:
@@ -324,7 +310,7 @@ def _packages(
             for number in _version_numbers(rng, count):
                 version_id += 1 + (rng.randrange(1, 6) if rng.random() < 0.1 else 0)
                 uploaded = _stamp(rng, uploaded, min(NOW, uploaded + timedelta(days=200)))
-                versions.append(VersionRow(version_id, id_, number, uploaded))
+                versions.append(rows.VersionRow(version_id, id_, number, uploaded))
             latest_version_id = version_id
             pypi_url = f"https://pypi.org/project/{slug}/"
         else:
@@ -339,13 +325,13 @@ def _packages(
             else f"https://{slug.replace('_', '-')}.readthedocs.io/en/latest/"
         )
         packages.append(
-            PackageRow(
+            rows.PackageRow(
                 id=id_,
                 title=title,
                 slug=slug,
                 category_id=category_id,
                 repo_description=description,
-                repo_url=repo_url,
+                repo_url=f"https://{host}/{owner}/{slug}",
                 repo_watchers=watchers,
                 repo_forks=int(watchers * rng.uniform(0.02, 0.3)),
                 pypi_url=pypi_url,
@@ -405,10 +391,10 @@ def _grids(rng: random.Random, ids: list[int]) -> tuple[Grid, ...]:
 
 def _memberships(
     rng: random.Random,
-    packages: tuple[PackageRow, ...],
+    packages: tuple[rows.PackageRow, ...],
     grids: tuple[Grid, ...],
     quirk_ids: set[int],
-) -> tuple[GridPackageRow, ...]:
+) -> tuple[rows.GridPackageRow, ...]:
     """Rows in insertion (creation) order: neither grid id nor package id order."""
     known_grids = {grid.slug: grid for grid in grids[: len(KNOWN_GRIDS)]}
     known_packages = {row[1]: row[5] for row in KNOWN_PACKAGES}
@@ -431,36 +417,36 @@ def _memberships(
             joined = max(package.created, grid.created)
             delay = timedelta(seconds=rng.expovariate(1 / (120 * DAY)))
             pairs[grid.id, package.id] = _stamp(rng, min(NOW, joined + delay), NOW)
-    rows = []
+    memberships = []
     row_id = 0
     for (grid_id, package_id), created in sorted(pairs.items(), key=lambda item: item[1]):
         row_id += 1 + (rng.randrange(1, 4) if rng.random() < 0.05 else 0)
-        rows.append(GridPackageRow(row_id, grid_id, package_id, created, created))
-    return tuple(rows)
+        memberships.append(rows.GridPackageRow(row_id, grid_id, package_id, created, created))
+    return tuple(memberships)
 
 
 def _search_rows(
     rng: random.Random,
     categories: tuple[Category, ...],
-    packages: tuple[PackageRow, ...],
-    versions: tuple[VersionRow, ...],
+    packages: tuple[rows.PackageRow, ...],
+    versions: tuple[rows.VersionRow, ...],
     grids: tuple[Grid, ...],
-    memberships: tuple[GridPackageRow, ...],
-) -> tuple[SearchRow, ...]:
+    memberships: tuple[rows.GridPackageRow, ...],
+) -> tuple[rows.SearchRow, ...]:
     """The index as the site's build leaves it: packages, then grids, stamped at build time."""
     category_titles = {category.id: category.title for category in categories}
     released = {version.id: version.upload_time for version in versions}
     grid_sizes: dict[int, int] = {}
     for membership in memberships:
         grid_sizes[membership.grid_id] = grid_sizes.get(membership.grid_id, 0) + 1
-    rows: list[SearchRow] = []
+    index: list[rows.SearchRow] = []
     built = (SEARCH_BUILT, SEARCH_BUILT)
     for package in packages:
         usage = int(rng.lognormvariate(0.5, 1.5))
         built = _built(rng, built[0])
-        rows.append(
-            package_search_row(
-                len(rows) + 1,
+        index.append(
+            rows.package_search_row(
+                len(index) + 1,
                 package,
                 category_titles[package.category_id],
                 weight=int(12 * math.log1p(package.repo_watchers) + 6 * math.log1p(usage)),
@@ -475,8 +461,8 @@ def _search_rows(
     for grid in grids:
         built = _built(rng, built[0])
         weight = int(20 * math.log1p(grid_sizes.get(grid.id, 0)))
-        rows.append(grid_search_row(len(rows) + 1, grid, weight=weight, built=built))
-    return tuple(rows)
+        index.append(rows.grid_search_row(len(index) + 1, grid, weight=weight, built=built))
+    return tuple(index)
 
 
 def _built(rng: random.Random, previous: datetime) -> tuple[datetime, datetime]:

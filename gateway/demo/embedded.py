@@ -39,8 +39,14 @@ async def open_embedded(path: Path | None = None) -> str:
     path = (path or default_database_path()).absolute()
     if _layout_version(path) == LAYOUT_VERSION:
         return _url(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise ConfigError(
+            f"the embedded catalogue cannot be made in {path.parent}: {reason}"
+        ) from None
     os.close(descriptor)
     temporary = Path(name)
     try:

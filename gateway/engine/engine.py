@@ -6,11 +6,12 @@ would execute the operation, the engine answers it if its plan covers it; otherw
 graphql-core runs it, as it did before the engine. `gateway_execution_total{path}` counts which.
 
 Plans are kept by document text and operation name, with one plan per combination of the
-values of the operation's `@skip`/`@include` conditions, up to about `MAX_BYTES` for all
-(documents least recently used out first: any client may send new ones). A
-document is kept only once Strawberry has validated it under the query limits; the next time
-it comes, `execute_known` answers it without Strawberry's pipeline, checking only what depends
-on the request: the cost limit (by its variables) and the variables themselves.
+values of the operation's `@skip`/`@include` conditions, up to about `MAX_BYTES` for all, the
+parsed documents weighed as gateway/document_cache.py weighs them (documents least recently
+used out first: any client may send new ones). A document is kept only once Strawberry has
+validated it under the query limits; the next time it comes, `execute_known` answers it without
+Strawberry's pipeline, checking only what depends on the request: the cost limit (by its
+variables) and the variables themselves.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
 from gateway import metrics
+from gateway.cost import Costs
+from gateway.document_cache import document_weight
 from gateway.engine.fields import Fields, fields_of
 from gateway.engine.plan import Conditional, Plan, compile_plan, conditions, included
 from gateway.engine.run import run
 from gateway.errors import BadUserInput, QueryTooCostly, located, reported_as
 from gateway.internals import graphql_schema
-from gateway.limits import Costs
 from gateway.schema.context import Context
 
 MAX_BYTES = 16 * 2**20  # what the documents and their plans weigh, in all, about
@@ -68,7 +70,7 @@ class _Document:
 
     text: str
     document: DocumentNode
-    size: int = 0  # bytes, about: its text and its plans
+    size: int = 0  # bytes, about: the parsed document and its plans
     operations: dict[str | None, _Operation] = field(default_factory=dict)
 
 
@@ -85,6 +87,11 @@ class Engine:
 
     def __call__(self) -> SchemaExtension:
         return _PlannedExecution(self)
+
+    @property
+    def size(self) -> int:
+        """What the documents kept and their plans weigh, in bytes, about."""
+        return self._size
 
     def bind(self, schema: Schema) -> None:
         """Serve `schema`: one engine serves one schema."""
@@ -128,12 +135,16 @@ class Engine:
         result: ExecutionResult | None
         try:
             document = operation.owner.document
-            self.costs.check(self._schema, query, document, operation_name, variables)
+            spending = context.spending
+            cost = self.costs.check(
+                self._schema, query, document, operation_name, variables, spending
+            )
         except QueryTooCostly as error:
             result = ExecutionResult(None, [located(error)])
         else:
             result = await self._run(operation, variables, context)
             if result is None:
+                spending.cost -= cost  # Strawberry's pipeline runs it, and charges it again
                 return None
         metrics.execution("plan")
         if result.errors:
@@ -163,7 +174,7 @@ class Engine:
         known = self._documents.get(query)
         if known is None:
             known = self._documents[query] = _Document(query, document)
-            self._grow(known, len(query))
+            self._grow(known, document_weight(query, document))
         else:
             self._documents.move_to_end(query)
         operation = known.operations.get(operation_name)

@@ -23,7 +23,7 @@ from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import PackageFilter
 from gateway.schema import inputs, types
 from gateway.schema.pagination import BY_ID, BY_MEMBERSHIP, BY_TITLE, Layout, Paged
-from gateway.schema.query import list_page, load_node, lookup, search
+from gateway.schema.query import load_node, lookup, search
 
 # A field's answer for one parent: a future (a loader's, or a task's), the value itself, None,
 # or for a list, a list of those.
@@ -113,11 +113,11 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
     def kept(arguments: dict[str, Any]) -> PackageFilter | None:
         return inputs.package_filter(convert(inputs.PackageFilter, arguments.get("filter")))
 
-    def lookup_by(by_id: str, by_slug: str) -> Batched:
+    def lookup_by(kind: str) -> Batched:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
-            ids, slugs = getattr(loaders, by_id), getattr(loaders, by_slug)
+            lookups = getattr(loaders, kind)
             id, slug = arguments.get("id"), arguments.get("slug")
-            return lambda root: lookup(id, slug, ids, slugs), None
+            return lambda root: lookup(id, slug, lookups), None
 
         return Batched(Shape.ONE, _LOOKUP, begin)
 
@@ -137,7 +137,7 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paged]:
             shape: tuple[object, ...] = (kept(arguments),) if filtered else ()
             ordered = inputs.order(convert(order_input, arguments.get("orderBy")))
-            page, load = list_page(
+            page, load = types.list_page(
                 getattr(loaders, name),
                 arguments.get("first"),
                 arguments.get("last"),
@@ -178,12 +178,12 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
         return Batched(Shape.COUNT, frozenset(), begin)
 
     def category(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
-        load = loaders.category.load
+        load = loaders.categories.by_id.load
         return lambda package: load(package.category_id), None
 
-    def hit(kind: types.SearchItemType, by_slug: str) -> Batched:
+    def hit(kind: types.SearchItemType, lookups: str) -> Batched:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
-            loader = getattr(loaders, by_slug)
+            loader = getattr(loaders, lookups).by_slug
             return lambda found: types.hit_of(found, kind, loader), None
 
         return Batched(Shape.ONE, frozenset(), begin)
@@ -191,9 +191,9 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
     return {
         ("Query", "node"): Batched(Shape.ONE, frozenset({"id"}), node),
         ("Query", "nodes"): Batched(Shape.MANY, frozenset({"ids"}), nodes),
-        ("Query", "category"): lookup_by("category", "category_by_slug"),
-        ("Query", "grid"): lookup_by("grid", "grid_by_slug"),
-        ("Query", "package"): lookup_by("package", "package_by_slug"),
+        ("Query", "category"): lookup_by("categories"),
+        ("Query", "grid"): lookup_by("grids"),
+        ("Query", "package"): lookup_by("packages"),
         ("Query", "categories"): listed("list_categories", inputs.CategoryOrder, False),
         ("Query", "grids"): listed("list_grids", inputs.GridOrder, False),
         ("Query", "packages"): listed("list_packages", inputs.PackageOrder, True),
@@ -207,6 +207,6 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
         ("Package", "category"): Batched(Shape.ONE, frozenset(), category),
         ("Package", "grids"): windowed(types.PACKAGE_GRIDS, BY_MEMBERSHIP, inputs.GridOrder, False),
         ("Package", "gridCount"): counted(types.PACKAGE_GRIDS),
-        ("SearchResult", "package"): hit(types.SearchItemType.PACKAGE, "package_by_slug"),
-        ("SearchResult", "grid"): hit(types.SearchItemType.GRID, "grid_by_slug"),
+        ("SearchResult", "package"): hit(types.SearchItemType.PACKAGE, "packages"),
+        ("SearchResult", "grid"): hit(types.SearchItemType.GRID, "grids"),
     }

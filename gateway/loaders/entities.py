@@ -1,8 +1,9 @@
 """What each record's description (records.py) implies for the APIv4 and the tables.
 
 `fields_of` reads a record class once into its `Spec`s, in the record's order; the REST wire
-format (rest/wire.py), the row mapping (sql/columns.py), the mirror and the tests' fake APIv4
-build what they need from these instead of naming the fields again.
+format (rest/wire.py), the row mapping (`from_columns`, for sql/backend.py and sql/search.py),
+the mirror (`columns_of`, for sql/mirror.py) and the tests' fake APIv4 build what they need from
+these instead of naming the fields again.
 """
 
 from __future__ import annotations

@@ -9,29 +9,24 @@ by slug, whichever way it was reached, and from any list or relation page that h
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from aiodataloader import DataLoader, dispatch_queue
 from aiodataloader import Loader as Queued
 
+from gateway.loaders import records
 from gateway.loaders.backend import Backend
-from gateway.loaders.records import (
-    Category,
-    Grid,
-    Order,
-    Package,
-    PackageFilter,
-    Page,
-    Slice,
-    Window,
-)
-from gateway.observe import batch
+from gateway.loaders.records import Order, PackageFilter, Page, Slice, Window
+from gateway.observe import BatchLoad, batch
 
-R = TypeVar("R", Category, Grid, Package)
+R = TypeVar("R", records.Category, records.Grid, records.Package)
 K = TypeVar("K")
 V = TypeVar("V")
+
+# A backend's batch method: the answers for a batch of keys, aligned with them.
+Fetch = Callable[[list[K]], Awaitable[list[V]]]
 
 
 class _Futures(dict[K, "asyncio.Future[V]"], Generic[K, V]):
@@ -63,11 +58,7 @@ class _Loader(DataLoader[K, V]):
     primes every record it holds by id and by slug, and few are asked for again. `primed`:
     the values primed before it was made."""
 
-    def __init__(
-        self,
-        batch_load_fn: Callable[[list[K]], Coroutine[Any, Any, list[V]]],
-        primed: dict[K, V] | None = None,
-    ) -> None:
+    def __init__(self, batch_load_fn: BatchLoad[K, V], primed: dict[K, V] | None = None) -> None:
         self._futures: _Futures[K, V] = _Futures({} if primed is None else primed)
         super().__init__(batch_load_fn, cache_map=self._futures)
 
@@ -89,27 +80,62 @@ class _Loader(DataLoader[K, V]):
         return self
 
 
-def _prime(
-    records: Iterable[R | None], by_id: dict[int, R | None], by_slug: dict[str, R | None]
-) -> None:
-    """Prime the id and slug loaders' values with `records`: a key primed keeps its value."""
-    for record in records:
-        if record is not None:
-            by_id.setdefault(record.id, record)
-            by_slug.setdefault(record.slug, record)
+class Lookups(Generic[R]):
+    """The loaders of one kind of record, by id and by slug. Every record of the kind that
+    any batch or page brings primes both: their primed values wait here in plain dicts, and a
+    loader nobody asks is never made."""
 
+    def __init__(
+        self, name: str, by_ids: Fetch[int, R | None], by_slugs: Fetch[str, R | None]
+    ) -> None:
+        self._name = name
+        self._by_ids: Fetch[int, R | None] = by_ids
+        self._by_slugs: Fetch[str, R | None] = by_slugs
+        self._primed_ids: dict[int, R | None] = {}
+        self._primed_slugs: dict[str, R | None] = {}
 
-class _Primed:
-    """The values primed for the id and slug loaders, kept apart from them: a page primes
-    every record it holds, and a loader nobody asks is never made."""
+    @cached_property
+    def by_id(self) -> DataLoader[int, R | None]:
+        return _Loader(self._priming(self._name, self._by_ids), self._primed_ids)
 
-    def __init__(self) -> None:
-        self.category: dict[int, Category | None] = {}
-        self.category_by_slug: dict[str, Category | None] = {}
-        self.grid: dict[int, Grid | None] = {}
-        self.grid_by_slug: dict[str, Grid | None] = {}
-        self.package: dict[int, Package | None] = {}
-        self.package_by_slug: dict[str, Package | None] = {}
+    @cached_property
+    def by_slug(self) -> DataLoader[str, R | None]:
+        load = self._priming(f"{self._name}_by_slug", self._by_slugs)
+        return _Loader(load, self._primed_slugs)
+
+    def _priming(self, name: str, fetch: Fetch[K, R | None]) -> BatchLoad[K, R | None]:
+        @batch(name)
+        async def load(keys: list[K]) -> list[R | None]:
+            found = await fetch(keys)
+            self.prime(found)
+            return found
+
+        return load
+
+    def prime(self, found: Iterable[R | None]) -> None:
+        """Prime both loaders with `found`: a key primed keeps its value."""
+        for record in found:
+            if record is not None:
+                self._primed_ids.setdefault(record.id, record)
+                self._primed_slugs.setdefault(record.slug, record)
+
+    def pages(self, name: str, fetch: Fetch[Window, Page[R]]) -> DataLoader[Window, Page[R]]:
+        """The loader of a relation's windows whose pages hold records of this kind."""
+
+        @batch(name)
+        async def load(windows: list[Window]) -> list[Page[R]]:
+            pages = await fetch(windows)
+            for page in pages:
+                self.prime(page.items)
+            return pages
+
+        return _Loader(load)
+
+    async def page(self, loading: Awaitable[Page[R]]) -> Page[R]:
+        """A page of a whole list, once its records primed the loaders."""
+        page = await loading
+        self.prime(page.items)
+        return page
 
 
 class Loaders:
@@ -118,116 +144,44 @@ class Loaders:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self._primed = _Primed()
 
     @cached_property
-    def category(self) -> DataLoader[int, Category | None]:
-        return _Loader(self._categories, self._primed.category)
+    def categories(self) -> Lookups[records.Category]:
+        return Lookups("category", self.backend.categories, self.backend.categories_by_slug)
 
     @cached_property
-    def category_by_slug(self) -> DataLoader[str, Category | None]:
-        return _Loader(self._categories_by_slug, self._primed.category_by_slug)
+    def grids(self) -> Lookups[records.Grid]:
+        return Lookups("grid", self.backend.grids, self.backend.grids_by_slug)
 
     @cached_property
-    def grid(self) -> DataLoader[int, Grid | None]:
-        return _Loader(self._grids, self._primed.grid)
+    def packages(self) -> Lookups[records.Package]:
+        return Lookups("package", self.backend.packages, self.backend.packages_by_slug)
+
+    # Relations, a window per parent: their pages prime the lookups of the records they hold.
 
     @cached_property
-    def grid_by_slug(self) -> DataLoader[str, Grid | None]:
-        return _Loader(self._grids_by_slug, self._primed.grid_by_slug)
+    def packages_of_grid(self) -> DataLoader[Window, Page[records.Package]]:
+        return self.packages.pages("packages_of_grid", self.backend.packages_of_grids)
 
     @cached_property
-    def package(self) -> DataLoader[int, Package | None]:
-        return _Loader(self._packages, self._primed.package)
+    def grids_of_package(self) -> DataLoader[Window, Page[records.Grid]]:
+        return self.grids.pages("grids_of_package", self.backend.grids_of_packages)
 
     @cached_property
-    def package_by_slug(self) -> DataLoader[str, Package | None]:
-        return _Loader(self._packages_by_slug, self._primed.package_by_slug)
+    def packages_of_category(self) -> DataLoader[Window, Page[records.Package]]:
+        return self.packages.pages("packages_of_category", self.backend.packages_of_categories)
 
-    @cached_property
-    def packages_of_grid(self) -> DataLoader[Window, Page[Package]]:
-        return _Loader(self._packages_of_grids)
+    # Whole lists: a list page holds full records, which prime the lookups too.
 
-    @cached_property
-    def grids_of_package(self) -> DataLoader[Window, Page[Grid]]:
-        return _Loader(self._grids_of_packages)
+    async def list_categories(
+        self, slice: Slice, order: Order | None = None
+    ) -> Page[records.Category]:
+        return await self.categories.page(self.backend.list_categories(slice, order))
 
-    @cached_property
-    def packages_of_category(self) -> DataLoader[Window, Page[Package]]:
-        return _Loader(self._packages_of_categories)
-
-    @batch("category")
-    async def _categories(self, ids: list[int]) -> list[Category | None]:
-        records = await self.backend.categories(ids)
-        _prime(records, self._primed.category, self._primed.category_by_slug)
-        return records
-
-    @batch("category_by_slug")
-    async def _categories_by_slug(self, slugs: list[str]) -> list[Category | None]:
-        records = await self.backend.categories_by_slug(slugs)
-        _prime(records, self._primed.category, self._primed.category_by_slug)
-        return records
-
-    @batch("grid")
-    async def _grids(self, ids: list[int]) -> list[Grid | None]:
-        records = await self.backend.grids(ids)
-        _prime(records, self._primed.grid, self._primed.grid_by_slug)
-        return records
-
-    @batch("grid_by_slug")
-    async def _grids_by_slug(self, slugs: list[str]) -> list[Grid | None]:
-        records = await self.backend.grids_by_slug(slugs)
-        _prime(records, self._primed.grid, self._primed.grid_by_slug)
-        return records
-
-    @batch("package")
-    async def _packages(self, ids: list[int]) -> list[Package | None]:
-        records = await self.backend.packages(ids)
-        _prime(records, self._primed.package, self._primed.package_by_slug)
-        return records
-
-    @batch("package_by_slug")
-    async def _packages_by_slug(self, slugs: list[str]) -> list[Package | None]:
-        records = await self.backend.packages_by_slug(slugs)
-        _prime(records, self._primed.package, self._primed.package_by_slug)
-        return records
-
-    @batch("packages_of_grid")
-    async def _packages_of_grids(self, windows: list[Window]) -> list[Page[Package]]:
-        pages = await self.backend.packages_of_grids(windows)
-        for page in pages:
-            _prime(page.items, self._primed.package, self._primed.package_by_slug)
-        return pages
-
-    @batch("packages_of_category")
-    async def _packages_of_categories(self, windows: list[Window]) -> list[Page[Package]]:
-        pages = await self.backend.packages_of_categories(windows)
-        for page in pages:
-            _prime(page.items, self._primed.package, self._primed.package_by_slug)
-        return pages
-
-    @batch("grids_of_package")
-    async def _grids_of_packages(self, windows: list[Window]) -> list[Page[Grid]]:
-        pages = await self.backend.grids_of_packages(windows)
-        for page in pages:
-            _prime(page.items, self._primed.grid, self._primed.grid_by_slug)
-        return pages
-
-    # Whole-list windows: a list page holds full records, which prime the id loaders.
-
-    async def list_categories(self, slice: Slice, order: Order | None = None) -> Page[Category]:
-        page = await self.backend.list_categories(slice, order)
-        _prime(page.items, self._primed.category, self._primed.category_by_slug)
-        return page
-
-    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[Grid]:
-        page = await self.backend.list_grids(slice, order)
-        _prime(page.items, self._primed.grid, self._primed.grid_by_slug)
-        return page
+    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[records.Grid]:
+        return await self.grids.page(self.backend.list_grids(slice, order))
 
     async def list_packages(
         self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
-    ) -> Page[Package]:
-        page = await self.backend.list_packages(slice, filter, order)
-        _prime(page.items, self._primed.package, self._primed.package_by_slug)
-        return page
+    ) -> Page[records.Package]:
+        return await self.packages.page(self.backend.list_packages(slice, filter, order))

@@ -12,6 +12,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from gateway import limits
+from gateway.document_cache import DocumentCache
 from gateway.errors import VariableErrors, log_unexpected
 from gateway.internals import allow_types_of_one_name
 from gateway.schema.direct import use_direct_resolvers
@@ -21,6 +22,8 @@ from gateway.schema.types import Category, Grid, Package
 
 
 class GatewaySchema(strawberry.Schema):
+    documents: DocumentCache  # the documents that passed its query limits, parsed
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -54,11 +57,13 @@ def build_schema(
         # keys: converted first (`types`), they stand for them wherever the query reaches those
         # types, which Strawberry would otherwise refuse as a duplicate name.
         allow_types_of_one_name(config)
+    documents = DocumentCache()
     built = schema_class(
         query=Query,
         types=types,
-        extensions=[*limits.extensions(query_limits), VariableErrors, *extensions],
+        extensions=[*limits.extensions(query_limits, documents), VariableErrors, *extensions],
         config=config,
     )
+    built.documents = documents
     use_direct_resolvers(built)
     return built

@@ -1,17 +1,20 @@
-"""What every resolver gets: the request's loaders."""
+"""What every operation of a request gets: its loaders, and what its operations have cost."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import strawberry
 
+from gateway.cost import Spending
 from gateway.loaders.loaders import Loaders
 
 
 @dataclass(slots=True)
 class Context:
     loaders: Loaders
+    # What the request's operations were estimated to cost: a batch's share the cost limit.
+    spending: Spending = field(default_factory=Spending)
 
 
 Info = strawberry.Info[Context, None]

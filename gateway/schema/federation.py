@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any, cast
 
 import strawberry
-from aiodataloader import DataLoader
 from strawberry.federation.schema import FederationAny
 from strawberry.types.base import get_object_definition
 
 from gateway.errors import BadUserInput
+from gateway.loaders.loaders import Lookups
 from gateway.schema import GatewaySchema
 from gateway.schema.context import Info
 from gateway.schema.query import load_node, lookup
@@ -32,12 +32,12 @@ async def _reference(info: Info, type_name: str, id: object, slug: object) -> An
         return record if NODE_TYPE_NAMES.get(type(record)) == type_name else None
     if isinstance(slug, str):
         loaders = info.context.loaders
-        by_slug: dict[str, tuple[DataLoader[int, Any], DataLoader[str, Any]]] = {
-            "Category": (loaders.category, loaders.category_by_slug),
-            "Grid": (loaders.grid, loaders.grid_by_slug),
-            "Package": (loaders.package, loaders.package_by_slug),
+        kinds: dict[str, Lookups[Any]] = {
+            "Category": loaders.categories,
+            "Grid": loaders.grids,
+            "Package": loaders.packages,
         }
-        return await found(lookup(None, slug, *by_slug[type_name]))
+        return await found(lookup(None, slug, kinds[type_name]))
     raise BadUserInput(f"A {type_name} representation needs an `id` or a `slug` string")
 
 

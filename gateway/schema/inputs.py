@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import strawberry
 
@@ -20,6 +20,7 @@ MAX_TEXT = 1_000
 MAX_GRIDS = 20
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Enum)
 
 
 def given(value: T | None) -> T | None:
@@ -43,9 +44,13 @@ class OrderDirection(Enum):
     DESC = "desc"
 
 
+# Every list orders by title the same way.
+_TITLE = strawberry.enum_value("title", description="The lower-cased title, by code point.")
+
+
 @strawberry.enum(description="What packages can be ordered by; ties go by id the same way.")
 class PackageOrderField(Enum):
-    TITLE = strawberry.enum_value("title", description="The lower-cased title, by code point.")
+    TITLE = _TITLE
     REPO_WATCHERS = "repo_watchers"
     REPO_FORKS = "repo_forks"
     LAST_UPDATED = strawberry.enum_value(
@@ -58,14 +63,14 @@ class PackageOrderField(Enum):
 
 @strawberry.enum(description="What grids can be ordered by; ties go by id the same way.")
 class GridOrderField(Enum):
-    TITLE = strawberry.enum_value("title", description="The lower-cased title, by code point.")
+    TITLE = _TITLE
     PACKAGE_COUNT = "package_count"
     ID = "id"
 
 
 @strawberry.enum(description="What categories can be ordered by; ties go by id the same way.")
 class CategoryOrderField(Enum):
-    TITLE = strawberry.enum_value("title", description="The lower-cased title, by code point.")
+    TITLE = _TITLE
     PACKAGE_COUNT = "package_count"
     ID = "id"
 
@@ -97,22 +102,27 @@ class PackageFilter:
     )
 
 
-@strawberry.input(description="An order of packages.")
-class PackageOrder:
-    field: PackageOrderField
+@strawberry.input
+class Ordered(Generic[F]):
+    """An order of a list by one of its order fields: each list's input below names its own."""
+
+    field: F
     direction: OrderDirection = OrderDirection.ASC
+
+
+@strawberry.input(description="An order of packages.")
+class PackageOrder(Ordered[PackageOrderField]):
+    pass
 
 
 @strawberry.input(description="An order of grids.")
-class GridOrder:
-    field: GridOrderField
-    direction: OrderDirection = OrderDirection.ASC
+class GridOrder(Ordered[GridOrderField]):
+    pass
 
 
 @strawberry.input(description="An order of categories.")
-class CategoryOrder:
-    field: CategoryOrderField
-    direction: OrderDirection = OrderDirection.ASC
+class CategoryOrder(Ordered[CategoryOrderField]):
+    pass
 
 
 def _instant(name: str, value: datetime | None) -> datetime | None:
@@ -151,7 +161,7 @@ def package_filter(value: PackageFilter | None) -> records.PackageFilter | None:
     return None if result == records.PackageFilter() else result
 
 
-def order(value: PackageOrder | GridOrder | CategoryOrder | None) -> records.Order | None:
+def order(value: Ordered[Any] | None) -> records.Order | None:
     if given(value) is None:
         return None
     assert value is not None

@@ -14,6 +14,7 @@ resolvers share it), and `connection` the backend's `Page` into the connection, 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Sequence
@@ -21,10 +22,10 @@ from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import strawberry
-from strawberry.relay.utils import from_base64, to_base64
+from strawberry.relay.utils import to_base64
 
+from gateway.cost import DEFAULT_FIRST, MAX_FIRST
 from gateway.errors import BadUserInput
-from gateway.limits import DEFAULT_FIRST, MAX_FIRST
 from gateway.loaders.records import Key, KeyValue, Order, Page, Slice
 
 MAX_CURSOR = 2_000  # characters: a title key and a few numbers, base64-encoded
@@ -118,6 +119,19 @@ def key_of(cursor: str | None, name: str, shape: str, layout: Layout) -> Key | N
     if len(key) != len(layout) or not all(map(_fits, key, layout)):
         raise invalid
     return key
+
+
+def from_base64(value: str) -> tuple[str, str]:
+    """The two parts of a global id or cursor, as Strawberry's `to_base64` writes them; a
+    `ValueError` for any other text. (Strawberry's own `from_base64` drops what is not base64,
+    so that `UGFja2FnZToy!!` would be read as `UGFja2FnZToy`.)"""
+    raw = base64.b64decode(value, validate=True)
+    if base64.b64encode(raw).decode() != value:  # the same bytes, written otherwise
+        raise ValueError("not base64 as the gateway writes it")
+    name, colon, rest = raw.decode().partition(":")
+    if not colon:
+        raise ValueError("no `:` between the two parts")
+    return name, rest
 
 
 def is_number(text: str) -> bool:

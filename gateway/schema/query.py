@@ -3,54 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Awaitable
 from typing import Any
 
 import strawberry
 from aiodataloader import DataLoader
-from strawberry.relay.utils import from_base64
 
 from gateway.errors import BadUserInput
-from gateway.loaders.loaders import Loaders
-from gateway.loaders.records import Order, Page, SearchHit
+from gateway.loaders.loaders import Loaders, Lookups
+from gateway.loaders.records import SearchHit
 from gateway.schema.context import Info
-from gateway.schema.inputs import (
-    MAX_SLUG,
-    MAX_TEXT,
-    CategoryOrder,
-    GridOrder,
-    PackageFilter,
-    PackageOrder,
-    checked_text,
-    order,
-    package_filter,
+from gateway.schema.inputs import MAX_SLUG, MAX_TEXT, checked_text
+from gateway.schema.pagination import Connection, from_base64, is_number, shown
+from gateway.schema.types import (
+    Category,
+    Grid,
+    Node,
+    Package,
+    SearchResult,
+    category_connection,
+    found,
+    grid_connection,
+    package_connection,
 )
-from gateway.schema.pagination import (
-    BY_ID,
-    Connection,
-    Paged,
-    connection,
-    is_number,
-    paged,
-    shown,
-)
-from gateway.schema.types import Category, Grid, Node, Package, SearchResult, found
 
 
-def lookup(
-    id: int | None, slug: str | None, by_id: DataLoader[int, Any], by_slug: DataLoader[str, Any]
-) -> Awaitable[Any] | None:
-    """One record by id or by slug, as its loader's future; None when none can match.
+def lookup(id: int | None, slug: str | None, kind: Lookups[Any]) -> Awaitable[Any] | None:
+    """One record of `kind` by id or by slug, as its loader's future; None when none can match.
 
     `id` and `slug` have no defaults, so unset is UNSET (or absent, to the engine).
     """
     if isinstance(id, int) and not isinstance(slug, str):
-        return by_id.load(id)
+        return kind.by_id.load(id)
     if isinstance(slug, str) and not isinstance(id, int):
         # No slug is longer than its column (at most 100 characters) or holds a NUL (which
         # PostgreSQL cannot even receive): no need to ask.
-        return by_slug.load(slug) if len(slug) <= MAX_SLUG and "\x00" not in slug else None
+        return kind.by_slug.load(slug) if len(slug) <= MAX_SLUG and "\x00" not in slug else None
     raise BadUserInput("Pass exactly one of `id` and `slug`")
 
 
@@ -61,9 +49,9 @@ def load_node(loaders: Loaders, global_id: str) -> Awaitable[Any] | None:
     except ValueError:
         raise BadUserInput(f"Not a valid node id: {shown(global_id)}") from None
     by_type: dict[str, DataLoader[int, Any]] = {
-        "Category": loaders.category,
-        "Grid": loaders.grid,
-        "Package": loaders.package,
+        "Category": loaders.categories.by_id,
+        "Grid": loaders.grids.by_id,
+        "Package": loaders.packages.by_id,
     }
     loader = by_type.get(type_name)
     if loader is None or not is_number(raw_id):
@@ -77,22 +65,6 @@ def search(loaders: Loaders, query: str) -> Awaitable[list[SearchHit]]:
     return loaders.backend.search(query)
 
 
-def list_page(
-    load: Callable[..., Awaitable[Page[Any]]],
-    first: int | None,
-    last: int | None,
-    after: str | None,
-    before: str | None,
-    *arguments: Any,
-) -> tuple[Paged, Callable[[], Awaitable[Page[Any]]]]:
-    """A slice of a whole list (newest id first unless ordered), and what loads it:
-    `load(slice, *arguments)`, the list's filter (packages only) then its order, both the
-    cursors' shape. The resolvers below and the engine (gateway/engine/) share it."""
-    order: Order | None = arguments[-1]
-    page = paged(first, last, after, before, BY_ID, order, *arguments)
-    return page, partial(load, page.slice, *arguments)
-
-
 async def _node(info: Info, id: strawberry.ID) -> Any:
     return await found(load_node(info.context.loaders, id))
 
@@ -103,77 +75,18 @@ async def _nodes(info: Info, ids: list[strawberry.ID]) -> list[Any]:
     return list(await asyncio.gather(*map(found, records)))
 
 
-async def _category(
-    info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
-) -> Any:
-    loaders = info.context.loaders
-    return await found(lookup(id, slug, loaders.category, loaders.category_by_slug))
+def _by_id_or_slug(kind: str, name: str) -> Any:
+    """The root field that finds one `name` by `id` or `slug`, in the loaders' lookups of
+    `kind` (`categories`, `grids` or `packages`)."""
 
+    async def one(
+        info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
+    ) -> Any:
+        return await found(lookup(id, slug, getattr(info.context.loaders, kind)))
 
-async def _grid(
-    info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
-) -> Any:
-    loaders = info.context.loaders
-    return await found(lookup(id, slug, loaders.grid, loaders.grid_by_slug))
-
-
-async def _package(
-    info: Info, id: int | None = strawberry.UNSET, slug: str | None = strawberry.UNSET
-) -> Any:
-    loaders = info.context.loaders
-    return await found(lookup(id, slug, loaders.package, loaders.package_by_slug))
-
-
-async def _list_page(
-    load: Callable[..., Awaitable[Page[Any]]],
-    first: int | None,
-    last: int | None,
-    after: str | None,
-    before: str | None,
-    *arguments: Any,
-) -> Connection[Any]:
-    page, loading = list_page(load, first, last, after, before, *arguments)
-    return connection(await loading(), page.slice, page.shape)
-
-
-async def _categories(
-    info: Info,
-    first: int | None = strawberry.UNSET,
-    after: str | None = strawberry.UNSET,
-    last: int | None = strawberry.UNSET,
-    before: str | None = strawberry.UNSET,
-    order_by: CategoryOrder | None = strawberry.UNSET,
-) -> Connection[Any]:
-    ordered = order(order_by)
-    loaders = info.context.loaders
-    return await _list_page(loaders.list_categories, first, last, after, before, ordered)
-
-
-async def _grids(
-    info: Info,
-    first: int | None = strawberry.UNSET,
-    after: str | None = strawberry.UNSET,
-    last: int | None = strawberry.UNSET,
-    before: str | None = strawberry.UNSET,
-    order_by: GridOrder | None = strawberry.UNSET,
-) -> Connection[Any]:
-    ordered = order(order_by)
-    loaders = info.context.loaders
-    return await _list_page(loaders.list_grids, first, last, after, before, ordered)
-
-
-async def _packages(
-    info: Info,
-    first: int | None = strawberry.UNSET,
-    after: str | None = strawberry.UNSET,
-    last: int | None = strawberry.UNSET,
-    before: str | None = strawberry.UNSET,
-    filter: PackageFilter | None = strawberry.UNSET,
-    order_by: PackageOrder | None = strawberry.UNSET,
-) -> Connection[Any]:
-    kept, ordered = package_filter(filter), order(order_by)
-    loaders = info.context.loaders
-    return await _list_page(loaders.list_packages, first, last, after, before, kept, ordered)
+    return strawberry.field(
+        resolver=one, description=f"One {name} by `id` or `slug` (exactly one)."
+    )
 
 
 async def _search(info: Info, query: str) -> list[Any]:
@@ -188,23 +101,17 @@ class Query:
     nodes: list[Node | None] = strawberry.field(
         resolver=_nodes, description="Refetch several objects by global id, in the given order."
     )
-    category: Category | None = strawberry.field(
-        resolver=_category, description="One category by `id` or `slug` (exactly one)."
-    )
+    category: Category | None = _by_id_or_slug("categories", "category")
     categories: Connection[Category] = strawberry.field(
-        resolver=_categories, description="All categories, newest id first unless ordered."
+        resolver=category_connection, description="All categories, newest id first unless ordered."
     )
-    grid: Grid | None = strawberry.field(
-        resolver=_grid, description="One grid by `id` or `slug` (exactly one)."
-    )
+    grid: Grid | None = _by_id_or_slug("grids", "grid")
     grids: Connection[Grid] = strawberry.field(
-        resolver=_grids, description="All grids, newest id first unless ordered."
+        resolver=grid_connection, description="All grids, newest id first unless ordered."
     )
-    package: Package | None = strawberry.field(
-        resolver=_package, description="One package by `id` or `slug` (exactly one)."
-    )
+    package: Package | None = _by_id_or_slug("packages", "package")
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages, description="All packages, newest id first unless ordered."
+        resolver=package_connection, description="All packages, newest id first unless ordered."
     )
     search: list[SearchResult] = strawberry.field(
         resolver=_search, description="Search packages and grids, at most 20 hits, best first."

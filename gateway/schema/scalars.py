@@ -6,6 +6,7 @@ from datetime import datetime
 
 import strawberry
 
+from gateway.errors import BadUserInput
 from gateway.loaders.records import site_time
 
 
@@ -14,9 +15,18 @@ def _serialize(value: datetime) -> str:
 
 
 def _parse(value: object) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError("DateTime must be an ISO-8601 string")
-    return site_time(datetime.fromisoformat(value))
+    """A DateTime sent as a variable or written in the document (graphql-core parses a literal
+    by its plain value); anything else is the client's mistake, BAD_USER_INPUT either way.
+
+    graphql-core reports what a scalar raises with the error it stands for: a `ValueError`
+    would be an internal error, logged with its traceback.
+    """
+    if isinstance(value, str):
+        try:
+            return site_time(datetime.fromisoformat(value))
+        except ValueError:
+            pass
+    raise BadUserInput("DateTime must be an ISO-8601 date and time, e.g. 2018-08-03T04:16:50Z")
 
 
 DateTime = strawberry.scalar(

@@ -2,7 +2,8 @@
 
 The backends' records (gateway/loaders/records.py) are served as these types directly:
 scalar fields read the record's attributes, so only ids and relations need a resolver,
-and relations only ask a loader.
+and relations only ask a loader. A connection's resolver serves the root's list of its kind
+(`Query.packages`, where there is no parent) as well as each parent's relation (`RELATIONS`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
+from functools import partial
 from operator import attrgetter
 from typing import Any
 
@@ -21,7 +23,14 @@ from gateway.loaders import records
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Page, Slice, Window
 from gateway.schema.context import Info
-from gateway.schema.inputs import GridOrder, PackageFilter, PackageOrder, order, package_filter
+from gateway.schema.inputs import (
+    CategoryOrder,
+    GridOrder,
+    PackageFilter,
+    PackageOrder,
+    order,
+    package_filter,
+)
 from gateway.schema.pagination import (
     BY_ID,
     BY_MEMBERSHIP,
@@ -74,6 +83,14 @@ CATEGORY_PACKAGES: Relation = attrgetter("packages_of_category")
 GRID_PACKAGES: Relation = attrgetter("packages_of_grid")
 PACKAGE_GRIDS: Relation = attrgetter("grids_of_package")
 
+# Each parent's relation (a category's or a grid's packages, a package's grids), and the order
+# of its own that its cursors follow unless ordered otherwise.
+RELATIONS: dict[type, tuple[Relation, Layout]] = {
+    records.Category: (CATEGORY_PACKAGES, BY_ID),
+    records.Grid: (GRID_PACKAGES, BY_TITLE),
+    records.Package: (PACKAGE_GRIDS, BY_MEMBERSHIP),
+}
+
 
 def counted(parent: int) -> Window:
     """The window whose total is a relation's size: empty, and batched like any window."""
@@ -97,52 +114,52 @@ def window_of(
     return page, lambda parent: loader.load(Window(parent, slice, filter, order))
 
 
-async def _window_of(
-    loader: DataLoader[Window, Page[Any]],
-    parent: int,
-    own_order: Layout,
+def list_page(
+    load: Callable[..., Awaitable[Page[Any]]],
     first: int | None,
     last: int | None,
     after: str | None,
     before: str | None,
-    filter: records.PackageFilter | None = None,
-    order: records.Order | None = None,
+    *arguments: Any,
+) -> tuple[Paged, Callable[[], Awaitable[Page[Any]]]]:
+    """A slice of a whole list (newest id first unless ordered), and what loads it:
+    `load(slice, *arguments)`, the list's filter (packages only) then its order, both the
+    cursors' shape. The resolvers below and the engine (gateway/engine/) share it."""
+    order: records.Order | None = arguments[-1]
+    page = paged(first, last, after, before, BY_ID, order, *arguments)
+    return page, partial(load, page.slice, *arguments)
+
+
+async def _connection(page: Paged, load: Callable[[], Awaitable[Page[Any]]]) -> Connection[Any]:
+    """The connection of the slice `page` of a list or relation, once `load` has loaded it."""
+    return connection(await load(), page.slice, page.shape)
+
+
+async def _relation(root: Any, info: Info, *arguments: Any) -> Connection[Any]:
+    """The connection of the parent's relation: `arguments` are `window_of`'s from `first`."""
+    relation, own_order = RELATIONS[type(root)]
+    page, load = window_of(relation(info.context.loaders), own_order, *arguments)
+    return await _connection(page, partial(load, root.id))
+
+
+# The resolvers of the connections of each kind: the whole list at the root (where there is no
+# parent), else the parent's relation; filtered and ordered as asked.
+
+
+async def category_connection(
+    info: Info,
+    first: int | None = strawberry.UNSET,
+    after: str | None = strawberry.UNSET,
+    last: int | None = strawberry.UNSET,
+    before: str | None = strawberry.UNSET,
+    order_by: CategoryOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    page, load = window_of(loader, own_order, first, last, after, before, filter, order)
-    return connection(await load(parent), page.slice, page.shape)
+    load = info.context.loaders.list_categories
+    return await _connection(*list_page(load, first, last, after, before, order(order_by)))
 
 
-async def _count_of(relation: Relation, root: Any, info: Info) -> int:
-    return (await relation(info.context.loaders).load(counted(root.id))).total
-
-
-def _packages_of(
-    relation: Relation, own_order: Layout
-) -> Callable[..., Awaitable[Connection[Any]]]:
-    """The resolver of a parent's packages (`Category.packages`, `Grid.packages`), windowed
-    by the loader `relation` picks, filtered and ordered as asked."""
-
-    async def packages(
-        root: strawberry.Parent[records.Category | records.Grid],
-        info: Info,
-        first: int | None = strawberry.UNSET,
-        after: str | None = strawberry.UNSET,
-        last: int | None = strawberry.UNSET,
-        before: str | None = strawberry.UNSET,
-        filter: PackageFilter | None = strawberry.UNSET,
-        order_by: PackageOrder | None = strawberry.UNSET,
-    ) -> Connection[Any]:
-        kept, ordered = package_filter(filter), order(order_by)
-        loader = relation(info.context.loaders)
-        return await _window_of(
-            loader, root.id, own_order, first, last, after, before, kept, ordered
-        )
-
-    return packages
-
-
-async def _package_grids(
-    root: strawberry.Parent[records.Package],
+async def grid_connection(
+    root: strawberry.Parent[records.Package | None],
     info: Info,
     first: int | None = strawberry.UNSET,
     after: str | None = strawberry.UNSET,
@@ -150,26 +167,40 @@ async def _package_grids(
     before: str | None = strawberry.UNSET,
     order_by: GridOrder | None = strawberry.UNSET,
 ) -> Connection[Any]:
-    loader = PACKAGE_GRIDS(info.context.loaders)
-    return await _window_of(
-        loader, root.id, BY_MEMBERSHIP, first, last, after, before, order=order(order_by)
-    )
+    ordered = order(order_by)
+    if root is None:
+        load = info.context.loaders.list_grids
+        return await _connection(*list_page(load, first, last, after, before, ordered))
+    return await _relation(root, info, first, last, after, before, None, ordered)
 
 
-async def _category_package_count(root: strawberry.Parent[records.Category], info: Info) -> int:
-    return await _count_of(CATEGORY_PACKAGES, root, info)
+async def package_connection(
+    root: strawberry.Parent[records.Category | records.Grid | None],
+    info: Info,
+    first: int | None = strawberry.UNSET,
+    after: str | None = strawberry.UNSET,
+    last: int | None = strawberry.UNSET,
+    before: str | None = strawberry.UNSET,
+    filter: PackageFilter | None = strawberry.UNSET,
+    order_by: PackageOrder | None = strawberry.UNSET,
+) -> Connection[Any]:
+    kept, ordered = package_filter(filter), order(order_by)
+    if root is None:
+        load = info.context.loaders.list_packages
+        return await _connection(*list_page(load, first, last, after, before, kept, ordered))
+    return await _relation(root, info, first, last, after, before, kept, ordered)
 
 
-async def _grid_package_count(root: strawberry.Parent[records.Grid], info: Info) -> int:
-    return await _count_of(GRID_PACKAGES, root, info)
-
-
-async def _package_grid_count(root: strawberry.Parent[records.Package], info: Info) -> int:
-    return await _count_of(PACKAGE_GRIDS, root, info)
+async def _count(
+    root: strawberry.Parent[records.Category | records.Grid | records.Package], info: Info
+) -> int:
+    """The size of the parent's relation: `packageCount`, `gridCount`."""
+    relation, _ = RELATIONS[type(root)]
+    return (await relation(info.context.loaders).load(counted(root.id))).total
 
 
 async def _package_category(root: strawberry.Parent[records.Package], info: Info) -> Any:
-    return await info.context.loaders.category.load(root.category_id)
+    return await info.context.loaders.categories.by_id.load(root.category_id)
 
 
 @strawberry.type(description="A category of packages: App, Framework, Other, Project.")
@@ -184,11 +215,11 @@ class Category(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages_of(CATEGORY_PACKAGES, BY_ID),
+        resolver=package_connection,
         description="The packages in this category, newest first unless ordered.",
     )
     package_count: int = strawberry.field(
-        resolver=_category_package_count, description="How many packages this category has."
+        resolver=_count, description="How many packages this category has."
     )
     is_type_of = _type_of(records.Category)
 
@@ -205,11 +236,11 @@ class Grid(Node):
     created: datetime
     modified: datetime
     packages: Connection[Package] = strawberry.field(
-        resolver=_packages_of(GRID_PACKAGES, BY_TITLE),
+        resolver=package_connection,
         description="The packages in this grid, by title unless ordered.",
     )
     package_count: int = strawberry.field(
-        resolver=_grid_package_count, description="How many packages this grid lists."
+        resolver=_count, description="How many packages this grid lists."
     )
     is_type_of = _type_of(records.Grid)
 
@@ -222,10 +253,10 @@ class Package(Node):
     slug: str
     category: Category = strawberry.field(resolver=_package_category)
     grids: Connection[Grid] = strawberry.field(
-        resolver=_package_grids, description="The grids listing this package."
+        resolver=grid_connection, description="The grids listing this package."
     )
     grid_count: int = strawberry.field(
-        resolver=_package_grid_count, description="How many grids list this package."
+        resolver=_count, description="How many grids list this package."
     )
     last_updated: datetime | None = strawberry.field(description="Date of the last commit.")
     last_fetched: datetime | None
@@ -268,11 +299,11 @@ def hit_of(
 
 
 async def _hit_package(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
-    return await found(hit_of(root, SearchItemType.PACKAGE, info.context.loaders.package_by_slug))
+    return await found(hit_of(root, SearchItemType.PACKAGE, info.context.loaders.packages.by_slug))
 
 
 async def _hit_grid(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
-    return await found(hit_of(root, SearchItemType.GRID, info.context.loaders.grid_by_slug))
+    return await found(hit_of(root, SearchItemType.GRID, info.context.loaders.grids.by_slug))
 
 
 @strawberry.type(description="One hit of a search, best first.")

@@ -10,23 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from gateway.errors import UpstreamError
-from gateway.loaders.records import (
-    Category,
-    Grid,
-    Key,
-    Order,
-    Package,
-    PackageFilter,
-    Page,
-    SearchHit,
-    Slice,
-    Window,
-)
+from gateway.loaders import records
+from gateway.loaders.records import Key, Order, PackageFilter, Page, Slice, Window
 from gateway.loaders.rest.fetcher import Fetcher
 from gateway.loaders.rest.memo import Memo
 from gateway.loaders.rest.snapshot import Catalogue
@@ -39,8 +30,20 @@ MAX_DETAILS = 16
 
 K = TypeVar("K")
 V = TypeVar("V")
-R = TypeVar("R", Category, Grid, Package)
+R = TypeVar("R", records.Category, records.Grid, records.Package)
 J = TypeVar("J", CategoryJSON, GridJSON, PackageJSON)
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind(Generic[J, R]):
+    """A kind of record as one request looks it up: its APIv4 resource and wire type, how the
+    memo remembers it and holds it by id, and how the snapshot finds it by id."""
+
+    resource: str
+    wire: type[J]
+    remember: Callable[[J], R]
+    seen: dict[int, R | None]
+    in_snapshot: Callable[[Catalogue, int], R | None]
 
 
 class RestBackend:
@@ -68,7 +71,14 @@ class RestBackend:
 
     def __init__(self, fetcher: Fetcher) -> None:
         self.fetcher = fetcher
-        self.memo = Memo()
+        self.memo = memo = Memo()
+        self._categories = _Kind(
+            "categories/", CategoryJSON, memo.remember_category, memo.categories, Catalogue.category
+        )
+        self._grids = _Kind("grids/", GridJSON, memo.remember_grid, memo.grids, Catalogue.grid)
+        self._packages = _Kind(
+            "packages/", PackageJSON, memo.remember_package, memo.packages, Catalogue.package
+        )
 
     @property
     def stale(self) -> bool:
@@ -134,38 +144,25 @@ class RestBackend:
             page, items=[seen.get(record.id) or record for record in page.items]
         )
 
-    async def _by_id(
-        self,
-        ids: Sequence[int],
-        resource: str,
-        kind: type[J],
-        *,
-        remember: Callable[[J], R],
-        seen: dict[int, R | None],
-        in_snapshot: Callable[[Catalogue, int], R | None],
-    ) -> list[R | None]:
-        """The records of `ids`, each read as `kind` at `resource` if need be."""
+    async def _by_id(self, ids: Sequence[int], kind: _Kind[J, R]) -> list[R | None]:
+        """The records of `ids`, each read at its resource if need be."""
 
         def record(raw: J | None) -> R | None:
-            return None if raw is None else remember(raw)
+            return None if raw is None else kind.remember(raw)
 
         def at_hand(id: int) -> tuple[R | None] | None:
-            found = self.fetcher.detail_at_hand(resource, str(id))
+            found = self.fetcher.detail_at_hand(kind.resource, str(id))
             return None if found is None else (record(found[0]),)
 
         async def fetch_one(id: int) -> R | None:
-            return record(await self.fetcher.detail(resource, str(id), kind))
+            return record(await self.fetcher.detail(kind.resource, str(id), kind.wire))
 
-        return await self._lookup(ids, seen, in_snapshot, at_hand, fetch_one)
+        return await self._lookup(ids, kind.seen, kind.in_snapshot, at_hand, fetch_one)
 
     async def _by_slug(
         self,
         slugs: Sequence[str],
-        resource: str,
-        kind: type[J],
-        *,
-        remember: Callable[[J], R],
-        seen: dict[int, R | None],
+        kind: _Kind[J, R],
         seen_ids: dict[str, int | None],
         in_snapshot: Callable[[Catalogue, str], R | None],
     ) -> list[R | None]:
@@ -175,36 +172,29 @@ class RestBackend:
             record = in_snapshot(snapshot, slug)
             if record is None:
                 return None
-            seen[record.id] = record
+            kind.seen[record.id] = record
             return record.id
 
         def id_of(slug: str, raw: J | None) -> int | None:
             # An all-digit slug is an id to the upstream: accept only a real slug match.
-            return remember(raw).id if raw is not None and raw.slug == slug else None
+            return kind.remember(raw).id if raw is not None and raw.slug == slug else None
 
         def at_hand(slug: str) -> tuple[int | None] | None:
-            found = self.fetcher.detail_at_hand(resource, slug)
+            found = self.fetcher.detail_at_hand(kind.resource, slug)
             return None if found is None else (id_of(slug, found[0]),)
 
         async def fetch_one(slug: str) -> int | None:
-            return id_of(slug, await self.fetcher.detail(resource, slug, kind))
+            return id_of(slug, await self.fetcher.detail(kind.resource, slug, kind.wire))
 
         ids = await self._lookup(slugs, seen_ids, id_in_snapshot, at_hand, fetch_one)
-        return [None if id is None else seen.get(id) for id in ids]
+        return [None if id is None else kind.seen.get(id) for id in ids]
 
     # -- lookups -----------------------------------------------------------------------------
 
-    async def categories(self, ids: Sequence[int]) -> list[Category | None]:
-        return await self._by_id(
-            ids,
-            "categories/",
-            CategoryJSON,
-            remember=self.memo.remember_category,
-            seen=self.memo.categories,
-            in_snapshot=Catalogue.category,
-        )
+    async def categories(self, ids: Sequence[int]) -> list[records.Category | None]:
+        return await self._by_id(ids, self._categories)
 
-    async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
+    async def categories_by_slug(self, slugs: Sequence[str]) -> list[records.Category | None]:
         # The upstream has no slug lookup for categories, and their slugs are not unique:
         # read the (short) list, or the snapshot's, and take the oldest category with the slug.
         snapshot = await self._snapshot_if_cheap(0)
@@ -213,74 +203,40 @@ class RestBackend:
         else:
             raws = await self.fetcher.whole_list("categories/", CategoryJSON)
             listed = [self.memo.remember_category(raw) for raw in raws]
-        by_slug: dict[str, Category] = {}
+        by_slug: dict[str, records.Category] = {}
         for category in sorted(listed, key=lambda c: c.id):
             by_slug.setdefault(category.slug, category)
         return [by_slug.get(slug) for slug in slugs]
 
-    async def grids(self, ids: Sequence[int]) -> list[Grid | None]:
-        return await self._by_id(
-            ids,
-            "grids/",
-            GridJSON,
-            remember=self.memo.remember_grid,
-            seen=self.memo.grids,
-            in_snapshot=Catalogue.grid,
-        )
+    async def grids(self, ids: Sequence[int]) -> list[records.Grid | None]:
+        return await self._by_id(ids, self._grids)
 
-    async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
+    async def grids_by_slug(self, slugs: Sequence[str]) -> list[records.Grid | None]:
+        return await self._by_slug(slugs, self._grids, self.memo.grid_ids, Catalogue.grid_by_slug)
+
+    async def packages(self, ids: Sequence[int]) -> list[records.Package | None]:
+        return await self._by_id(ids, self._packages)
+
+    async def packages_by_slug(self, slugs: Sequence[str]) -> list[records.Package | None]:
         return await self._by_slug(
-            slugs,
-            "grids/",
-            GridJSON,
-            remember=self.memo.remember_grid,
-            seen=self.memo.grids,
-            seen_ids=self.memo.grid_ids,
-            in_snapshot=Catalogue.grid_by_slug,
-        )
-
-    async def packages(self, ids: Sequence[int]) -> list[Package | None]:
-        return await self._by_id(
-            ids,
-            "packages/",
-            PackageJSON,
-            remember=self.memo.remember_package,
-            seen=self.memo.packages,
-            in_snapshot=Catalogue.package,
-        )
-
-    async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]:
-        return await self._by_slug(
-            slugs,
-            "packages/",
-            PackageJSON,
-            remember=self.memo.remember_package,
-            seen=self.memo.packages,
-            seen_ids=self.memo.package_ids,
-            in_snapshot=Catalogue.package_by_slug,
+            slugs, self._packages, self.memo.package_ids, Catalogue.package_by_slug
         )
 
     # -- relations -----------------------------------------------------------------------------
 
-    async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
+    async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[records.Package]]:
         return await self._relation(
-            windows,
-            self._grid_members,
-            Catalogue.grid,
-            Catalogue.packages_of_grid,
-            self.memo.packages,
+            windows, self._grids, self._packages, self._grid_members, Catalogue.packages_of_grid
         )
 
-    async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+    async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[records.Grid]]:
         return await self._relation(
-            windows,
-            self._package_grids,
-            Catalogue.package,
-            Catalogue.grids_of_package,
-            self.memo.grids,
+            windows, self._packages, self._grids, self._package_grids, Catalogue.grids_of_package
         )
 
-    async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
+    async def packages_of_categories(
+        self, windows: Sequence[Window]
+    ) -> list[Page[records.Package]]:
         # The upstream cannot filter packages by category: the snapshot's whole package
         # list answers every window, filtered or not.
         snapshot = await self.fetcher.snapshot()
@@ -292,33 +248,33 @@ class RestBackend:
     async def _relation(
         self,
         windows: Sequence[Window],
+        parents: _Kind[Any, Any],
+        members: _Kind[Any, R],
         plain: Callable[[Sequence[Window]], Awaitable[list[Page[R]]]],
-        parent_in: Callable[[Catalogue, int], object | None],
         from_snapshot: Callable[[Catalogue, Window], Page[R]],
-        seen: Mapping[int, R | None],
     ) -> list[Page[R]]:
         """Answer from the snapshot the windows with a filter or order, and any window whose
-        parent it knows while it is at hand; the others from the parents' links."""
+        parent it knows while it is at hand; the others from the parents' links (`plain`)."""
         snapshot = await self._snapshot_for_list(shaped=any(map(_shaped, windows)))
         pages: dict[Window, Page[R]] = {}
         if snapshot is not None:
             pages = {
-                window: self._as_first_seen(from_snapshot(snapshot, window), seen)
+                window: self._as_first_seen(from_snapshot(snapshot, window), members.seen)
                 for window in windows
-                if _shaped(window) or parent_in(snapshot, window.parent) is not None
+                if _shaped(window) or parents.in_snapshot(snapshot, window.parent) is not None
             }
         own = [window for window in windows if window not in pages]
         if own:
             pages.update(zip(own, await plain(own), strict=True))
         return [pages[window] for window in windows]
 
-    async def _grid_members(self, windows: Sequence[Window]) -> list[Page[Package]]:
+    async def _grid_members(self, windows: Sequence[Window]) -> list[Page[records.Package]]:
         await self.grids([window.parent for window in windows])
         return await self._windows(
             windows, self.memo.packages_of_grid, self.packages, lambda record, _: _by_title(record)
         )
 
-    async def _package_grids(self, windows: Sequence[Window]) -> list[Page[Grid]]:
+    async def _package_grids(self, windows: Sequence[Window]) -> list[Page[records.Grid]]:
         await self.packages([window.parent for window in windows])
         return await self._windows(
             windows, self.memo.grids_of_package, self.grids, lambda _, place: (place,)
@@ -335,10 +291,10 @@ class RestBackend:
         all of them; `key` is a record's key in the relation's order, given its place."""
         slices = [members.get(window.parent, ())[: window.slice.limit] for window in windows]
         wanted = list(dict.fromkeys(id for ids in slices for id in ids))
-        records = dict(zip(wanted, await load(wanted), strict=True))
+        loaded = dict(zip(wanted, await load(wanted), strict=True))
         pages: list[Page[R]] = []
         for window, ids in zip(windows, slices, strict=True):
-            found = [(place, record) for place, id in enumerate(ids) if (record := records[id])]
+            found = [(place, record) for place, id in enumerate(ids) if (record := loaded[id])]
             total = len(members.get(window.parent, ()))
             keys = [key(record, place) for place, record in found]
             pages.append(Page([record for _, record in found], total, keys, 0, total))
@@ -346,7 +302,9 @@ class RestBackend:
 
     # -- whole lists ---------------------------------------------------------------------------
 
-    async def list_categories(self, slice: Slice, order: Order | None = None) -> Page[Category]:
+    async def list_categories(
+        self, slice: Slice, order: Order | None = None
+    ) -> Page[records.Category]:
         snapshot = await self._snapshot_for_list(shaped=order is not None or _paged(slice))
         if snapshot is not None:
             page = snapshot.list_categories(slice, order)
@@ -354,7 +312,7 @@ class RestBackend:
         raws, total = await self.fetcher.page("categories/", CategoryJSON, 0, slice.limit)
         return _first_page([self.memo.remember_category(raw) for raw in raws], total)
 
-    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[Grid]:
+    async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[records.Grid]:
         snapshot = await self._snapshot_for_list(shaped=order is not None or _paged(slice))
         if snapshot is not None:
             return self._as_first_seen(snapshot.list_grids(slice, order), self.memo.grids)
@@ -363,7 +321,7 @@ class RestBackend:
 
     async def list_packages(
         self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
-    ) -> Page[Package]:
+    ) -> Page[records.Package]:
         shaped = filter is not None or order is not None or _paged(slice)
         snapshot = await self._snapshot_for_list(shaped=shaped)
         if snapshot is not None:
@@ -372,7 +330,7 @@ class RestBackend:
         raws, total = await self.fetcher.page("packages/", PackageJSON, 0, slice.limit)
         return _first_page([self.memo.remember_package(raw) for raw in raws], total)
 
-    async def search(self, query: str) -> list[SearchHit]:
+    async def search(self, query: str) -> list[records.SearchHit]:
         if not query.strip():
             return []
         return [to_search_hit(raw) for raw in await self.fetcher.search(query)]
@@ -389,11 +347,11 @@ def _shaped(window: Window) -> bool:
     return window.filter is not None or window.order is not None or _paged(window.slice)
 
 
-def _by_title(package: Package) -> Key:
+def _by_title(package: records.Package) -> Key:
     """A package's key in a grid's own order: by title, then id."""
     return package.title, package.id
 
 
-def _first_page(records: list[R], total: int) -> Page[R]:
+def _first_page(items: list[R], total: int) -> Page[R]:
     """A first page of the upstream's list, newest id first."""
-    return Page(records, total, [(record.id,) for record in records], 0, total)
+    return Page(items, total, [(record.id,) for record in items], 0, total)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from gateway.errors import UpstreamError
 
@@ -16,6 +17,7 @@ BREAKER_THRESHOLD = 5
 BREAKER_COOL_DOWN = 2.0
 
 
+@dataclass(eq=False)
 class Breaker:
     """A circuit breaker: after `threshold` failed attempts in a row, calls fail at once.
 
@@ -25,32 +27,26 @@ class Breaker:
     404 or an unreadable body, shows the upstream alive.
     """
 
-    def __init__(
-        self,
-        threshold: int = BREAKER_THRESHOLD,
-        cool_down: float = BREAKER_COOL_DOWN,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.threshold = threshold
-        self.cool_down = cool_down
-        self._clock = clock
-        self.failures = 0
-        self.opened_at: float | None = None
-        self.answered_at: float | None = None  # the last attempt that got an answer, if any
-        self._probing = False
+    threshold: int = BREAKER_THRESHOLD
+    cool_down: float = BREAKER_COOL_DOWN
+    clock: Callable[[], float] = time.monotonic
+    failures: int = field(default=0, init=False)
+    opened_at: float | None = field(default=None, init=False)
+    answered_at: float | None = field(default=None, init=False)  # the last attempt answered
+    _probing: bool = field(default=False, init=False)
 
     def admit(self) -> bool:
         """Let an attempt through, or raise; True when it is the half-open probe."""
         if self.opened_at is None:
             return False
-        if self._probing or self._clock() - self.opened_at < self.cool_down:
+        if self._probing or self.clock() - self.opened_at < self.cool_down:
             raise UpstreamError("The upstream API is unavailable", "circuit breaker open")
         self._probing = True
         return True
 
     def record(self, ok: bool) -> None:
         if ok:
-            self.answered_at = self._clock()
+            self.answered_at = self.clock()
             if self.opened_at is not None:
                 logger.warning("the upstream API answers again: circuit breaker closed")
             self.failures, self.opened_at, self._probing = 0, None, False
@@ -59,12 +55,12 @@ class Breaker:
         if self._probing or self.failures >= self.threshold:
             if self.opened_at is None:
                 logger.warning("the upstream API is failing: circuit breaker open")
-            self.opened_at, self._probing = self._clock(), False
+            self.opened_at, self._probing = self.clock(), False
 
     def answered_within(self, seconds: float) -> bool:
         """Whether the last attempt got an answer, at most `seconds` ago."""
         at = self.answered_at
-        return self.failures == 0 and at is not None and self._clock() - at <= seconds
+        return self.failures == 0 and at is not None and self.clock() - at <= seconds
 
     def abandon(self, probe: bool) -> None:
         """An attempt ended without a verdict (cancelled): let the next one probe."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlencode
 
@@ -42,6 +43,7 @@ T = TypeVar("T")
 Listed = TypeVar("Listed", CategoryJSON, GridJSON, PackageJSON)
 
 
+@dataclass(eq=False)
 class Fetcher:
     """The upstream resources of one request, each fetched at most once.
 
@@ -53,24 +55,16 @@ class Fetcher:
     tells whether any answer was a stale copy served while the upstream failed.
     """
 
-    def __init__(
-        self,
-        upstream: Upstream,
-        cache: ResourceCache,
-        bodies: SharedBodies | None = None,
-        *,
-        deadline: float | None = None,
-        max_requests: int | None = None,
-    ) -> None:
-        self.upstream = upstream
-        self.cache = cache
-        self.bodies = bodies
-        self.deadline = deadline
-        self.max_requests = max_requests
-        self.requests = 0  # the fetches this request started
-        self.stale = False
-        self.closed = False
-        self._in_flight: dict[str, asyncio.Future[Any]] = {}
+    upstream: Upstream
+    cache: ResourceCache
+    bodies: SharedBodies | None = None
+    _: KW_ONLY
+    deadline: float | None = None
+    max_requests: int | None = None
+    requests: int = field(default=0, init=False)  # the fetches this request started
+    stale: bool = field(default=False, init=False)
+    closed: bool = field(default=False, init=False)
+    _in_flight: dict[str, asyncio.Future[Any]] = field(default_factory=dict, init=False)
 
     def close(self) -> None:
         """The request is over: stop waiting for its fetches, and start no more."""

@@ -1,18 +1,24 @@
 """Database URLs as people write them, turned into async engines.
 
 `sqlite:///path.db` and `postgresql://user:password@host:5432/name` (or `postgres://`) are
-accepted; the gateway picks the async driver (aiosqlite, asyncpg) itself.
+accepted; the gateway picks the async driver (aiosqlite, asyncpg) itself. A URL is read as the
+driver will read it when it first connects, so that one it could not connect with is refused at
+start-up, in one line: a port that is not one, a parameter the driver does not take or a value it
+cannot use (PostgreSQL takes `host`, `port`, `user`, `password`, `passfile`, `database` and
+`sslmode`, libpq's name for asyncpg's `ssl`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SAWarning
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -30,17 +36,62 @@ _PROGRESS_STEPS = 10_000
 
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
+# What a PostgreSQL URL may set of asyncpg's connection (others it would take as it is, text
+# where it wants a number or an object), and the values of its `ssl` (libpq's `sslmode`).
+_POSTGRES_PARAMETERS = ("host", "port", "user", "password", "passfile", "database", "sslmode")
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
 
 def async_url(url: str) -> URL:
-    """The URL with its async driver; anything but SQLite or PostgreSQL is a `ConfigError`."""
+    """The URL with its async driver, checked as the driver will read it: anything but a
+    SQLite or PostgreSQL URL the gateway can connect with is a `ConfigError`."""
     try:
         parsed = make_url(url.replace("postgres://", "postgresql://", 1))
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(f"not a database URL: {url!r}") from None
     backend = parsed.get_backend_name()
     if backend not in _DRIVERS:
         raise ConfigError(f"database URL must be sqlite:// or postgresql://, got {url!r}")
-    return parsed.set(drivername=_DRIVERS[backend])
+    parsed = parsed.set(drivername=_DRIVERS[backend])
+    if backend == "postgresql" and "sslmode" in parsed.query:
+        # asyncpg reads libpq's `sslmode` in a DSN only: as a keyword, it is `ssl`.
+        if "ssl" in parsed.query:
+            raise ConfigError(f"database URL {url!r} cannot be used: both sslmode and ssl")
+        ssl = parsed.query["sslmode"]
+        parsed = parsed.difference_update_query(["sslmode"]).update_query_dict({"ssl": ssl})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SAWarning)  # SQLite: a parameter it would ignore
+            _, options = parsed.get_dialect()().create_connect_args(parsed)
+    except (ArgumentError, ValueError, SAWarning) as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"database URL {url!r} cannot be used: {reason}") from None
+    if backend == "postgresql":
+        # SQLAlchemy leaves a port 0 out: asyncpg would connect to 5432.
+        _check_connection(url, {**options, "port": options.get("port", parsed.port)})
+    return parsed
+
+
+def _check_connection(url: str, options: Mapping[str, Any]) -> None:
+    """What asyncpg would be asked to connect with, from a PostgreSQL URL, is something it can
+    use: its own checks come at the first connection, some as a TypeError."""
+
+    def refuse(reason: str) -> ConfigError:
+        return ConfigError(f"database URL {url!r} cannot be used: {reason}")
+
+    for name, value in options.items():
+        if name not in {*_POSTGRES_PARAMETERS, "ssl"}:
+            expected = ", ".join(_POSTGRES_PARAMETERS)
+            raise refuse(f"unknown parameter {name!r} (expected one of {expected})")
+        if name not in ("host", "port") and not isinstance(value, str):  # given twice
+            raise refuse(f"the parameter {name!r} is given more than once")
+    ports = options.get("port")
+    for port in ports if isinstance(ports, list) else [ports]:
+        if port is not None and not 0 < port < 65536:
+            raise refuse(f"port {port} is not between 1 and 65535")
+    ssl = options.get("ssl")
+    if ssl is not None and ssl not in _SSL_MODES:
+        raise refuse(f"sslmode {ssl!r} is not one of {', '.join(_SSL_MODES)}")
 
 
 def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> AsyncEngine:

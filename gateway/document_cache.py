@@ -1,0 +1,62 @@
+"""Documents kept parsed, by their text, within a budget of memory.
+
+A parsed document weighs far more than its text: graphql-core keeps a node per name and
+selection, and every token of the source, linked, from the location of each node; a field
+written in a few characters costs hundreds of bytes. So a document is weighed by its tokens
+(`document_weight`), and a cache keeps what fits in its budget, least recently used out first:
+a client may send any number of distinct documents, each up to the token limit.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from graphql import DocumentNode
+
+# What one token of a document costs once parsed, at most, about: measured (tracemalloc) at
+# 300 to 620 bytes, the most for a document of fields with no arguments, a node per token.
+TOKEN_BYTES = 700
+# What the documents one schema keeps valid weigh, in all, about.
+MAX_BYTES = 32 * 2**20
+
+
+def document_weight(text: str, document: DocumentNode) -> int:
+    """The bytes `document`, parsed from `text`, holds, about (see TOKEN_BYTES)."""
+    tokens = 0
+    token = None if document.loc is None else document.loc.start_token
+    while token is not None:
+        tokens += 1
+        token = token.next
+    return len(text) + tokens * TOKEN_BYTES
+
+
+class DocumentCache:
+    """Documents by text, least recently used out first once they weigh more than
+    `max_bytes`; a document heavier than that is not kept at all."""
+
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0  # what the documents kept weigh, in bytes, about
+        self._documents: OrderedDict[str, tuple[DocumentNode, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._documents)
+
+    def get(self, text: str) -> DocumentNode | None:
+        kept = self._documents.get(text)
+        if kept is None:
+            return None
+        self._documents.move_to_end(text)
+        return kept[0]
+
+    def keep(self, text: str, document: DocumentNode) -> None:
+        if text in self._documents:
+            return
+        weight = document_weight(text, document)
+        if weight > self.max_bytes:
+            return
+        self._documents[text] = (document, weight)
+        self.size += weight
+        while self.size > self.max_bytes:
+            _, (_, dropped) = self._documents.popitem(last=False)
+            self.size -= dropped

@@ -1,0 +1,355 @@
+"""Documents a hostile client would send: none stalls the process, escapes the cost limit, or
+stays in memory past the bounds of the caches.
+
+Each attack runs against a real gateway on loopback: a `gateway serve` process where its event
+loop and its memory are what the test watches, a gateway of the test's own where the test reads
+its caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from graphql import (
+    GraphQLInterfaceType,
+    GraphQLObjectType,
+    get_introspection_query,
+    parse,
+)
+from starlette.routing import Route
+
+from gateway.app import GraphQLEndpoint, create_app
+from gateway.compose import query_limits, schema_for
+from gateway.config import Settings
+from gateway.cost import estimate_cost
+from gateway.document_cache import DocumentCache, document_weight
+from gateway.engine import engine
+from gateway.internals import graphql_schema
+from gateway.limits import document_errors
+from gateway.offload import off_the_loop
+from gateway.schema import GatewaySchema
+from tests.fake_upstream import FakeUpstream, serve_in_thread
+from tests.observing import post, served
+from tests.serving import gateway_serve
+from tests.test_amplification import codes
+
+GRAPHQL = graphql_schema(schema_for(Settings()))
+
+
+# -- one field repeated: validation compares such fields pairwise ------------------------------
+
+# 29 KB: 1,249 fields in one selection set, which took graphql-core seconds to compare.
+REPEATED = "{ " + "categories { totalCount } " * 1249 + "}"
+# 50 fields in each of 50 copies of one field: millions of comparisons, in 2,700 tokens.
+NESTED = "{ " + ("categories { " + "totalCount " * 50 + "} ") * 50 + "}"
+# What /healthz may take while the attack is processed: before, it waited for it, seconds.
+HEALTHZ_BOUND = 0.5
+
+
+@pytest.mark.parametrize(
+    ("document", "code"),
+    [(REPEATED, "TOO_MANY_SELECTIONS"), (NESTED, "QUERY_TOO_COMPLEX")],
+    ids=["repeated", "nested"],
+)
+def test_a_document_that_took_seconds_to_validate_does_not_stall_the_server(
+    embedded_data_home: Path, document: str, code: str
+) -> None:
+    def attack(spaces: int) -> httpx.Response:
+        # Leading spaces make each a document of its own, which no cache knows.
+        operation = {"query": " " * spaces + document}
+        return httpx.post(f"{origin}/graphql", json=operation, timeout=30)
+
+    with (
+        gateway_serve(embedded_data_home) as origin,
+        httpx.Client(base_url=origin, timeout=30) as client,
+        ThreadPoolExecutor(4) as pool,
+    ):
+        answers = [pool.submit(attack, spaces) for spaces in range(1, 5)]
+        waits = []
+        while not all(answer.done() for answer in answers):
+            started = time.perf_counter()
+            assert client.get("/healthz").status_code == 200
+            waits.append(time.perf_counter() - started)
+    assert waits
+    assert max(waits) < HEALTHZ_BOUND, waits
+    for answer in answers:
+        body = answer.result().json()
+        assert "data" not in body
+        assert codes(body) == [code]
+
+
+async def test_a_document_still_waiting_for_validation_ends_at_the_request_timeout(
+    upstream: FakeUpstream,
+) -> None:
+    """The documents' thread taken meanwhile, a new document cannot be parsed: its request is
+    answered at its deadline, the loop serving others all along, and its work never runs."""
+    release = threading.Event()
+    busy = asyncio.ensure_future(off_the_loop(release.wait))
+    app = create_app(Settings(upstream=upstream.base_url, request_timeout=0.5))
+    query = {"query": "{ categories { totalCount } }"}
+    try:
+        with serve_in_thread(app) as origin:
+            async with httpx.AsyncClient(base_url=origin, timeout=10) as client:
+                waiting = asyncio.ensure_future(client.post("/graphql", json=query))
+                assert (await client.get("/healthz")).status_code == 200
+                body = (await waiting).json()
+                assert body["data"] is None
+                assert codes(body) == ["REQUEST_TIMEOUT"]
+                release.set()
+                await busy
+                assert len(_documents(app)) == 0  # its parsing was dropped
+                body = (await client.post("/graphql", json=query)).json()
+                assert body["data"]["categories"]["totalCount"] > 0
+    finally:
+        release.set()
+
+
+def test_the_document_limits_hold_for_documents_check() -> None:
+    limits = query_limits(Settings())
+    [error] = document_errors(GRAPHQL, limits, REPEATED)
+    assert error.extensions == {"code": "TOO_MANY_SELECTIONS"}
+    assert "1249 fields" in error.message
+    [error] = document_errors(GRAPHQL, limits, NESTED)
+    assert error.extensions == {"code": "QUERY_TOO_COMPLEX"}
+    assert document_errors(GRAPHQL, limits, "{ " + "categories { totalCount } " * 100 + "}") == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ %s }" % " ".join(["__typename"] * 201),
+        # Inline fragments and fragments add their fields to the selection set they are in.
+        "{ ... on Query { %s } %s }" % (" ".join(["__typename"] * 100), "__typename " * 101),
+        "{ ...A ...A ...B } fragment A on Query { %s } fragment B on Query { __typename }"
+        % " ".join(["__typename"] * 100),
+    ],
+    ids=["fields", "inline-fragment", "fragments"],
+)
+def test_a_selection_set_may_hold_max_selections_fields(query: str) -> None:
+    limits = query_limits(Settings())
+    [error] = document_errors(GRAPHQL, limits, query)
+    assert error.extensions == {"code": "TOO_MANY_SELECTIONS"}
+    assert "201 fields" in error.message
+    assert document_errors(GRAPHQL, limits, query.replace("__typename", "", 1)) == []
+
+
+# -- introspection counts, and a batch shares one budget ---------------------------------------
+
+ALL_TYPES = (
+    "__schema { types { name fields { name args { name type { name ofType { name ofType"
+    " { name } } } } } } }"
+)
+
+
+def test_thirty_aliased_introspections_in_ten_operations_are_refused(
+    upstream: FakeUpstream,
+) -> None:
+    operation = "{ " + " ".join(f"a{i}: {ALL_TYPES}" for i in range(30)) + " }"
+    with served(upstream=upstream.base_url) as client:
+        response = client.post("/graphql", json=[{"query": operation}] * 10)
+        assert response.status_code == 200
+        assert len(response.content) < 10_000
+        for body in response.json():
+            assert "data" not in body
+            assert codes(body) == ["INTROSPECTION_REPEATED"]
+        twice = "{ ...A ...A } fragment A on Query { %s }" % ALL_TYPES
+        assert codes(post(client, twice)) == ["INTROSPECTION_REPEATED"]
+        types = '{ a: __type(name: "Package") { name } b: __type(name: "Grid") { name } }'
+        assert codes(post(client, types)) == ["INTROSPECTION_REPEATED"]
+        once = '{ __schema { queryType { name } } __type(name: "Grid") { name } }'
+        assert post(client, once)["data"]["__type"] == {"name": "Grid"}
+
+
+def _largest(sizes: list[int]) -> int:
+    return max(sizes, default=0)
+
+
+def test_introspection_is_estimated_by_the_schema_s_sizes() -> None:
+    types = GRAPHQL.type_map.values()
+    with_fields = [t for t in types if isinstance(t, GraphQLObjectType | GraphQLInterfaceType)]
+    count = len(GRAPHQL.type_map)
+    fields = _largest([len(t.fields) for t in with_fields])
+    args = _largest([len(field.args) for t in with_fields for field in t.fields.values()])
+    directives = len(GRAPHQL.directives)
+    directive_args = _largest([len(directive.args) for directive in GRAPHQL.directives])
+    expected = {
+        "{ __schema { types { name } } }": count,
+        "{ __schema { types { fields { name } } } }": count * (1 + fields),
+        "{ __schema { types { fields { args { type { ofType { name } } } } } } }": count
+        * (1 + fields * (1 + args)),
+        '{ __type(name: "Package") { fields { name } } }': fields,
+        "{ __schema { directives { args { name } } } }": directives * (1 + directive_args),
+        "{ __schema { queryType { name } } }": 0,
+    }
+    for query, cost in expected.items():
+        assert estimate_cost(GRAPHQL, parse(query)) == cost, query
+
+
+def test_a_batch_shares_one_cost_limit(upstream: FakeUpstream) -> None:
+    """Ten full introspections, each well within the limit, are not within it all together."""
+    queries = [
+        get_introspection_query(descriptions=True).replace(
+            "query IntrospectionQuery", f"query Introspection{i}"
+        )
+        for i in range(10)
+    ]
+    cost = estimate_cost(GRAPHQL, parse(queries[0]))
+    fitting = Settings().max_cost // cost
+    assert 1 < fitting < len(queries)
+    with served(upstream=upstream.base_url) as client:
+        answers = client.post("/graphql", json=[{"query": query} for query in queries]).json()
+    answered = [body for body in answers if "errors" not in body]
+    refused = [body for body in answers if "errors" in body]
+    assert len(answered) == fitting
+    for body in refused:
+        assert codes(body) == ["QUERY_TOO_COSTLY"]
+        assert "for the batch's operations before it" in body["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # graphql-js's defaults: Apollo's tools
+        {"input_value_deprecation": True, "schema_description": True},  # GraphiQL
+        {  # graphql-codegen, every option on
+            "descriptions": True,
+            "specified_by_url": True,
+            "directive_is_repeatable": True,
+            "schema_description": True,
+            "input_value_deprecation": True,
+            "one_of": True,
+        },
+    ],
+    ids=["apollo", "graphiql", "codegen"],
+)
+def test_the_introspection_of_real_clients_passes_the_default_limits(
+    upstream: FakeUpstream, options: dict[str, bool]
+) -> None:
+    with served(upstream=upstream.base_url) as client:
+        body = post(client, get_introspection_query(**options))
+    assert "errors" not in body
+    assert len(body["data"]["__schema"]["types"]) == len(GRAPHQL.type_map)
+
+
+# -- parsed documents, kept by weight ----------------------------------------------------------
+
+_PACKAGE = (
+    "id databaseId title slug gridCount lastUpdated lastFetched repoUrl pypiVersion created"
+    " modified repoForks repoDescription pypiUrl documentationUrl repoWatchers participants"
+)
+_CATEGORY = "id databaseId title slug description titlePlural showPypi"
+_GRID = "id databaseId title slug description isLocked header"
+# 30 aliases of a package with its category, a grid, and a package of each: some 3,000 tokens, a
+# valid document of 2 MB once parsed, that costs 90.
+BIG = "{ %s }" % " ".join(
+    f"p{i}: package(id: 1) {{ {_PACKAGE} category {{ {_CATEGORY} packages(first: 1)"
+    f" {{ nodes {{ {_PACKAGE} }} }} }} grids(first: 1) {{ nodes {{ {_GRID} packages(first: 1)"
+    f" {{ nodes {{ {_PACKAGE} }} }} }} }} }}"
+    for i in range(30)
+)
+
+
+def _endpoint(app: Any) -> GraphQLEndpoint:
+    route = app.routes[0]
+    assert isinstance(route, Route) and isinstance(route.app, GraphQLEndpoint)
+    return route.app
+
+
+def _documents(app: Any) -> DocumentCache:
+    schema = _endpoint(app).schema
+    assert isinstance(schema, GatewaySchema)
+    return schema.documents
+
+
+def test_parsed_documents_are_kept_within_their_bounds(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With bounds of 8 MiB, for the test to reach them in a few documents."""
+    monkeypatch.setattr(engine, "MAX_BYTES", 8 * 2**20)
+    app = create_app(Settings(upstream=upstream.base_url, response_cache_ttl=0))
+    endpoint = _endpoint(app)
+    documents = _documents(app)
+    documents.max_bytes = 8 * 2**20
+    weight = document_weight(BIG, parse(BIG))
+    count = 2 * documents.max_bytes // weight  # distinct documents worth twice the bound
+    with serve_in_thread(app) as origin, httpx.Client(base_url=origin, timeout=30) as client:
+        for spaces in range(count):
+            body = post(client, " " * spaces + BIG)
+            assert "errors" not in body
+            assert documents.size <= documents.max_bytes
+            assert endpoint.engine.size <= engine.MAX_BYTES
+        kept = len(documents), documents.size
+        assert 0 < kept[0] < count
+        # Refused documents are never kept, whatever refused them.
+        for refused in ("{ nope }", REPEATED, "{ " + "__typename " * 4990 + "}", NESTED):
+            assert codes(post(client, refused))
+        assert (len(documents), documents.size) == kept
+
+
+def test_the_issue_s_documents_leave_the_memory_as_it_was(embedded_data_home: Path) -> None:
+    """Distinct 55 KB documents of `__typename` repeated: each kept 3.6 MB."""
+    with (
+        gateway_serve(embedded_data_home) as origin,
+        httpx.Client(base_url=origin, timeout=30) as client,
+    ):
+        rss = _resident(client)
+        for spaces in range(20):
+            body = post(client, " " * spaces + "{ " + "__typename " * 4990 + "}")
+            assert codes(body) == ["TOO_MANY_SELECTIONS"]
+        assert _resident(client) - rss < 36 * 2**20  # 20 such documents kept: 72 MB
+
+
+def _resident(client: httpx.Client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("process_resident_memory_bytes "):
+            return float(line.split()[1])
+    raise AssertionError("no process_resident_memory_bytes")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{ " + "__typename " * 1000 + "}",  # a node per token: the heaviest there is
+        "{ " + "a " * 1000 + "}",
+        BIG,
+        get_introspection_query(descriptions=True),
+        "query(%s) { __typename }" % " ".join(f"$v{i}: [Int!] = [1, 2, 3]" for i in range(50)),
+        '{ search(query: "%s") { title } }' % ("x" * 50_000),
+    ],
+    ids=["typename", "short-names", "big", "introspection", "variables", "long-string"],
+)
+def test_a_document_weighs_no_more_than_its_estimate(text: str) -> None:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        document = parse(text, max_tokens=10_000)
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held <= document_weight(text, document) < 3 * held + 2 * len(text)
+
+
+def test_the_cache_lets_the_least_recently_used_go_first() -> None:
+    texts = [f"{{ a{i}: __typename }}" for i in range(4)]
+    weight = document_weight(texts[0], parse(texts[0]))
+    cache = DocumentCache(max_bytes=3 * weight)
+    for text in texts[:3]:
+        cache.keep(text, parse(text))
+    assert cache.get(texts[0]) is not None  # used: the second is now the oldest
+    cache.keep(texts[3], parse(texts[3]))
+    assert [cache.get(text) is not None for text in texts] == [True, False, True, True]
+    assert cache.size == 3 * weight
+    heavy = "{ %s }" % " ".join(f"a{i}: __typename" for i in range(10))
+    cache.keep(heavy, parse(heavy))  # heavier than the whole cache: not kept
+    assert cache.get(heavy) is None
+    assert len(cache) == 3
