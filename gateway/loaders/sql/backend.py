@@ -93,34 +93,41 @@ class SqlBackend:
         """Nothing to stop: a statement still running ends within `statement_timeout`."""
 
     async def _rows(
-        self, kind: str, statement: Prepared | Executable, values: Mapping[str, Any] | None = None
+        self,
+        kind: str,
+        statement: Prepared | Executable,
+        values: Mapping[str, Any] | None = None,
+        *,
+        inline: bool = True,
     ) -> Sequence[Any]:
         """Run one statement, a `Prepared` one with its `values` (counted and traced as
-        `kind`). A failure drops its connection, so that the next statement starts afresh; a
-        connection found dropped (the server restarted, or ended it while it sat in the pool)
-        gets the statement once more, on a new connection."""
+        `kind`); one that scans text (a search, a filter by words) not `inline` (`reading`:
+        on SQLite it keeps its connection's thread, so that the loop serves others). A
+        failure drops its connection, so that the next statement starts afresh; a connection
+        found dropped (the server restarted, or ended it while it sat in the pool) gets the
+        statement once more, on a new connection."""
         try:
             with observe.SqlStatement(kind, self.features.dialect):
                 try:
-                    return await self._run(statement, values)
+                    return await self._run(statement, values, inline)
                 except DBAPIError as exc:
                     if not exc.connection_invalidated:
                         raise
-                    return await self._run(statement, values)
+                    return await self._run(statement, values, inline)
         except FAILURES as exc:
             raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
 
     async def _run(
-        self, statement: Prepared | Executable, values: Mapping[str, Any] | None
+        self, statement: Prepared | Executable, values: Mapping[str, Any] | None, inline: bool
     ) -> Sequence[Any]:
-        return await greenlet_spawn(self._read, statement, values)
+        return await greenlet_spawn(self._read, statement, values, inline)
 
     def _read(
-        self, statement: Prepared | Executable, values: Mapping[str, Any] | None
+        self, statement: Prepared | Executable, values: Mapping[str, Any] | None, inline: bool
     ) -> Sequence[Any]:
         """The statement's rows, read with the synchronous API within one greenlet (see
         `reading`)."""
-        with reading(self.engine) as connection:
+        with reading(self.engine, inline=inline) as connection:
             try:
                 if isinstance(statement, Prepared):
                     parameters = statement.parameters(values or {})
@@ -215,7 +222,8 @@ class SqlBackend:
         keys: list[list[Any]] = [[] for _ in windows]
         bounds = [(0, 0, 0)] * len(windows)
         built: dict[int, R] = {}  # a record in several windows (a grid of many packages) once
-        for row in await self._rows("relation", statement, values):
+        scans = any(_scans_text(window.filter) for window in kept.values())
+        for row in await self._rows("relation", statement, values, inline=not scans):
             slot = row[slot_at]
             bounds[slot] = row[slot_at + 1 : slot_at + 4]
             id = row[_ID]
@@ -262,7 +270,9 @@ class SqlBackend:
         """A slice of a list, its total and where its cursors fall (`Statements.list`)."""
         shape = Shape(filter, order, slice.after, slice.before, slice.backward)
         statement, kinds = self.statements.list(name, shape)
-        rows = await self._rows("list", statement, {"size": _size(slice)})
+        rows = await self._rows(
+            "list", statement, {"size": _size(slice)}, inline=not _scans_text(filter)
+        )
         # A row: the record's fields, its sort keys, then total, past and upper.
         sorts_at = len(fields_of(record))
         counts_at = sorts_at + len(kinds)
@@ -295,7 +305,12 @@ class SqlBackend:
         statement = search_statement(query, self.features)
         if statement is None:
             return []
-        return [search_hit(row) for row in await self._rows("search", statement)]
+        return [search_hit(row) for row in await self._rows("search", statement, inline=False)]
+
+
+def _scans_text(filter: PackageFilter | None) -> bool:
+    """Whether a filter has words to find in every package's text: a scan of the table."""
+    return filter is not None and bool(filter.words)
 
 
 def _shape(window: Window) -> Shape:

@@ -138,17 +138,19 @@ def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> 
 
 
 @contextmanager
-def reading(engine: AsyncEngine) -> Iterator[Connection]:
+def reading(engine: AsyncEngine, *, inline: bool = True) -> Iterator[Connection]:
     """A pooled connection for reads, with the synchronous API: call it within one greenlet
     (`sqlalchemy.util.greenlet_spawn`, which `AsyncConnection.run_sync` uses) for a whole
     statement, connect, execute and close, where the asyncio API would take one for each.
-    On SQLite its calls run on the loop's thread: nothing then yields to the loop, so
-    concurrent requests take turns on one connection instead of opening more.
+    On SQLite, `inline`, its calls run on the loop's thread: nothing then yields to the loop,
+    so concurrent requests take turns on one connection instead of opening more. A read that
+    may take longer than a few milliseconds (a scan of the packages' text) is not `inline`:
+    it keeps the connection's thread, and the loop serves other requests meanwhile.
     """
     with engine.sync_engine.connect() as connection:
         driver = connection.connection.driver_connection
         if isinstance(driver, _SqliteConnection):
-            driver.inline = True
+            driver.inline = inline
         yield connection
 
 
