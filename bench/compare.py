@@ -32,6 +32,7 @@ its embedded catalogue, Q2's p50 with the response cache off; and its response-c
 against a bare Starlette endpoint (bench/bare.py) on the same uvicorn, uvloop and httptools,
 answering the same bytes. It prints the machine, one Markdown table (gateway | Apollo | ratio |
 goal) and which of the issues' goals hold. Figures, not a test: nothing here fails on them.
+`--databases-only` measures the database backends alone, against the peer's engine figures.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ QUERY_NAMES = ("Q1", "Q2", "Q3", "Q4", "QL")
 COLD_NAMES = ("Q1", "Q2", "Q3", "Q4")  # QL is measured in engine mode only
 DATABASE_NAMES = ("Q1", "Q2", "Q3")  # over the embedded SQLite catalogue and PostgreSQL
 MIX_SETS = 20_000  # distinct sets of variables of the frontend's mix
-BENCH_DATABASE = "gateway_bench"  # made on the --postgres server, dropped afterwards
+# Made on the --postgres server and dropped afterwards; the process id keeps runs apart.
+BENCH_DATABASE = f"gateway_bench_{os.getpid()}"
 
 
 # --- the queries --------------------------------------------------------------------------------
@@ -982,25 +984,9 @@ Row = tuple[str, str, str, str, str]
 def table(results: Results) -> tuple[str, Goals]:
     goals = Goals()
     rows: list[Row] = []
-    gw, ap = results.figures["gateway"], results.figures["Apollo"]
-    memo = results.figures.get("Apollo MEMO")
-    for q in results.queries:
-        name = q.name
-        if name in gw.cold_gets and name in ap.cold_gets:
-            rows += cold_and_warm_rows(name, gw, ap, goals)
-        g, a = gw.engine[name], ap.engine[name]
-        times = ENGINE_GOALS.get(name)
-        goal = "" if times is None else goals.check(4, g.rps >= times * a.rps, f"≥ {times:g}x")
-        label = f"{name} engine: req/s (0 ms upstream" + (
-            ", response cache off)" if results.response_cache_flag else ")"
-        )
-        rows.append((label, cell(g), cell(a), ratio(g.rps, a.rps), goal))
-        if memo is not None and name in memo.engine:
-            m = memo.engine[name]
-            times = MEMO_GOALS.get(name)
-            goal = "" if times is None else goals.check(8, g.rps >= times * m.rps, f"≥ {times:g}x")
-            label = f"{name} engine: req/s against Apollo from memory (MEMO=1)"
-            rows.append((label, cell(g), cell(m), ratio(g.rps, m.rps), goal))
+    gw, ap = results.figures.get("gateway"), results.figures["Apollo"]
+    if gw is not None:  # not measured with --databases-only
+        rows += rest_rows(results, gw, ap, goals)
     for backend, loads in results.databases.items():
         for name, g in loads.items():
             a = ap.engine[name]
@@ -1015,19 +1001,8 @@ def table(results: Results) -> tuple[str, Goals]:
         goal = goals.check(10, hit.rps >= HIT_GOAL * bare.rps, f"≥ {HIT_GOAL:g}x")
         label = "Q1 response-cache hit: req/s (peer: bare Starlette, same bytes)"
         rows.append((label, cell(hit), cell(bare), ratio(hit.rps, bare.rps), goal))
-    g_up, a_up = (statistics.median(f.startup_s) * 1000 for f in (gw, ap))
-    rows.append(("start-up ms (process start to listening, median)", f"{g_up:,.0f}",
-                 f"{a_up:,.0f}", ratio(g_up, a_up), ""))  # fmt: skip
-    g_rss, a_rss = gw.peak_rss_kib / 1024, ap.peak_rss_kib / 1024
-    rows.append(
-        (
-            "peak RSS MiB (all runs; catalogue cached)",
-            f"{g_rss:.0f}",
-            f"{a_rss:.0f}",
-            ratio(g_rss, a_rss),
-            goals.check(5, g_rss <= 200, "≤ 200"),
-        )
-    )
+    if gw is not None:
+        rows += process_rows(gw, ap, goals)
     if results.sqlite_p50 is not None:
         p50, _ = results.sqlite_p50
         rows.append(
@@ -1057,6 +1032,51 @@ def table(results: Results) -> tuple[str, Goals]:
         + "|"
     )
     return "\n".join([line(header), rule, *(line(row) for row in rows)]), goals
+
+
+def rest_rows(results: Results, gw: Figures, ap: Figures, goals: Goals) -> list[Row]:
+    """The gateway over REST against the peer: cold, warm and engine figures per query."""
+    rows: list[Row] = []
+    memo = results.figures.get("Apollo MEMO")
+    for q in results.queries:
+        name = q.name
+        if name in gw.cold_gets and name in ap.cold_gets:
+            rows += cold_and_warm_rows(name, gw, ap, goals)
+        g, a = gw.engine[name], ap.engine[name]
+        times = ENGINE_GOALS.get(name)
+        goal = "" if times is None else goals.check(4, g.rps >= times * a.rps, f"≥ {times:g}x")
+        label = f"{name} engine: req/s (0 ms upstream" + (
+            ", response cache off)" if results.response_cache_flag else ")"
+        )
+        rows.append((label, cell(g), cell(a), ratio(g.rps, a.rps), goal))
+        if memo is not None and name in memo.engine:
+            m = memo.engine[name]
+            times = MEMO_GOALS.get(name)
+            goal = "" if times is None else goals.check(8, g.rps >= times * m.rps, f"≥ {times:g}x")
+            label = f"{name} engine: req/s against Apollo from memory (MEMO=1)"
+            rows.append((label, cell(g), cell(m), ratio(g.rps, m.rps), goal))
+    return rows
+
+
+def process_rows(gw: Figures, ap: Figures, goals: Goals) -> list[Row]:
+    g_up, a_up = (statistics.median(f.startup_s) * 1000 for f in (gw, ap))
+    g_rss, a_rss = gw.peak_rss_kib / 1024, ap.peak_rss_kib / 1024
+    return [
+        (
+            "start-up ms (process start to listening, median)",
+            f"{g_up:,.0f}",
+            f"{a_up:,.0f}",
+            ratio(g_up, a_up),
+            "",
+        ),
+        (
+            "peak RSS MiB (all runs; catalogue cached)",
+            f"{g_rss:.0f}",
+            f"{a_rss:.0f}",
+            ratio(g_rss, a_rss),
+            goals.check(5, g_rss <= 200, "≤ 200"),
+        ),
+    ]
 
 
 def mix_rows(g: Load, a: Load, goals: Goals) -> list[Row]:
@@ -1237,6 +1257,30 @@ def prepare_apollo(where: Path) -> Path:
     return where
 
 
+def rest_and_peers(
+    servers: tuple[Server, Server, Server],
+    results: Results,
+    q1: Query | None,
+    args: argparse.Namespace,
+    cores: Cores,
+    upstream: Upstream,
+    logs: Path,
+) -> None:
+    """Everything but the database backends: the gateway over REST and the peer (cold, warm,
+    engine), the peer from memory, the frontend's mix and the response-cache hit on `q1`."""
+    gateway, peer, memo = servers
+    queries = results.queries
+    for server in (gateway, peer):
+        results.figures[server.name] = measure(server, queries, args, cores, upstream, logs)
+    results.figures[memo.name] = measure(memo, queries, args, cores, upstream, logs, cold=False)
+    if args.mix:
+        requests = the_mix(args.scale)
+        for server in (gateway, peer):
+            results.mix[server.name] = mix(server, requests, args, cores, upstream, logs)
+    if q1 is not None:
+        results.hit = cache_hit(gateway, q1, args, cores, upstream, logs)
+
+
 def run(args: argparse.Namespace) -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: `apt-get install -y wrk` (or `make bench` as root)")
@@ -1282,18 +1326,15 @@ def run(args: argparse.Namespace) -> int:
     with (logs / "upstream.log").open("wb") as upstream_log:
         upstream = Upstream(cores, args.latency, args.scale, upstream_log)
         try:
-            for server in (gateway, peer):
-                results.figures[server.name] = measure(server, queries, args, cores, upstream, logs)
-            memo = Server("Apollo MEMO", "/", apollo_start(True))
-            results.figures[memo.name] = measure(
-                memo, queries, args, cores, upstream, logs, cold=False
-            )
-            if args.mix:
-                requests = the_mix(args.scale)
-                for server in (gateway, peer):
-                    results.mix[server.name] = mix(server, requests, args, cores, upstream, logs)
-            if "Q1" in everything:
-                results.hit = cache_hit(gateway, everything["Q1"], args, cores, upstream, logs)
+            if args.databases_only:
+                results.figures[peer.name] = measure(
+                    peer, queries, args, cores, upstream, logs, cold=False
+                )
+            else:
+                memo = Server("Apollo MEMO", "/", apollo_start(True))
+                servers = (gateway, peer, memo)
+                q1 = everything.get("Q1")
+                rest_and_peers(servers, results, q1, args, cores, upstream, logs)
             chosen = [everything[name] for name in databases]
             embedded = over_database(flags, "gateway SQLite")
             results.databases["embedded SQLite"] = on_database(
@@ -1365,10 +1406,16 @@ def main() -> None:
         "--postgres",
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         help="a PostgreSQL server (a database on it to connect to) where a database of the"
-        f" catalogue, {BENCH_DATABASE}, is made and dropped; '' skips the PostgreSQL figures",
+        " catalogue, gateway_bench_<pid>, is made and dropped; '' skips the PostgreSQL figures",
     )
     parser.add_argument(
         "--no-mix", dest="mix", action="store_false", help="skip the frontend's mix"
+    )
+    parser.add_argument(
+        "--databases-only",
+        action="store_true",
+        help="only the database backends' figures (and Q2's SQLite p50), against the peer's"
+        " engine figures, which are all of the peer that is measured",
     )
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--upstream-process", action="store_true", help=argparse.SUPPRESS)

@@ -47,6 +47,7 @@ from gateway import (
     endpoints,
     graphiql,
     head,
+    hits,
     metrics,
     observe,
     persisted,
@@ -69,6 +70,7 @@ from gateway.errors import (
     located,
     response_body,
 )
+from gateway.front import GRAPHQL_PATH, Front
 from gateway.http_cache import cache_headers
 from gateway.interrupt import Interruptible
 from gateway.loaders.backend import Backend
@@ -210,7 +212,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return cache_headers(request, response, state.answers)
         return response
 
-    async def _single(self, request: Request) -> Response | None:
+    async def _single(self, request: Request) -> Response | hits.Answer | None:
         """A single operation, by POST (JSON) or GET, answered as Strawberry's view would, with
         less of its generality: it is most requests. None for anything else (a batch, another
         media type, GraphiQL, a member of the wrong type), which Strawberry's view answers.
@@ -226,19 +228,14 @@ class GraphQLEndpoint(GraphQL[Context, None]):
                 data = orjson.loads(await request.body())
         elif request.method == "GET" and not self.should_render_graphql_ide(request):
             data = request_params.operation_from_query(request.query_params)
-        if not isinstance(data, dict):
+        operation = request_params.plain_operation(data)
+        if operation is None:
             return None
-        query, variables = data.get("query"), data.get("variables")
-        operation_name, extensions = data.get("operationName"), data.get("extensions")
-        if not (
-            isinstance(query, str | None)
-            and isinstance(variables, dict | None)
-            and isinstance(operation_name, str | None)
-            and isinstance(extensions, dict | None)
-        ) or (query is None and extensions is None):
-            return None
-        operation = GraphQLRequestData(query, variables, operation_name, extensions)
         named = request.query_params if request.method == "GET" else await request.body()
+        operation = self.documents.resolve(operation, named)
+        hit = hits.from_cache(self.responses, operation, request.method, request.headers)
+        if hit is not None:  # a cached answer at hand needs none of what follows
+            return hit
         context = await self.get_context(request, None)
         result = await self.execute_single(
             request,
@@ -246,7 +243,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             await self.get_sub_response(request),
             context,
             None,
-            self.documents.resolve(operation, named),
+            operation,
         )
         body = await self.process_result(request, result)
         return Response(self.encode_json(body), media_type="application/json")
@@ -484,9 +481,11 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
             settings.rate_limit, processes=settings.workers, shared=shared, clock=clock
         )
         graphql = RateLimited(endpoint, limit, settings.rate_limit_key)
-    app = Starlette(
+    graphql = cors(cors_origins(settings), graphql)
+    app = Front(
+        graphql=graphql,
         routes=[
-            Route("/graphql", cors(cors_origins(settings), graphql)),
+            Route(GRAPHQL_PATH, graphql),
             Route("/healthz", endpoints.healthz),
             Route("/readyz", endpoints.readyz),
             Route("/metrics", endpoints.metrics),

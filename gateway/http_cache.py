@@ -21,23 +21,34 @@ def cache_headers(request: Request, response: Response, answers: list[Cached | N
     a cached answer has its ETag only. `answers`: each operation's cached answer, or None."""
     single = response.status_code == 200 and len(answers) == 1 and response.body[:1] != b"["
     cached = answers[0] if single else None
-    etag = None if cached is None else _etag(cached, response.headers["content-type"])
-    if etag is not None:
-        response.headers["etag"] = etag
-    if request.method != "GET":
+    if cached is None:
+        if request.method == "GET":
+            response.headers["cache-control"] = "no-store"
         return response
-    if cached is None or etag is None:
-        response.headers["cache-control"] = "no-store"
-        return response
-    headers = {
+    headers = validators(request.method, cached, response.headers["content-type"])
+    if not_modified(request.method, request.headers.get("if-none-match", ""), headers):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return response
+
+
+def not_modified(method: str, if_none_match: str, validators: dict[str, str]) -> bool:
+    """Whether a cached answer with these `validators` is a 304 to this request: a GET whose
+    `If-None-Match` names its ETag."""
+    return method == "GET" and response_cache.matches(if_none_match, validators["etag"])
+
+
+def validators(method: str, cached: Cached, content_type: str) -> dict[str, str]:
+    """The caching headers of a cached answer as `content_type`: its ETag, and for a GET, public
+    for the rest of its time, varying on Accept."""
+    etag = _etag(cached, content_type)
+    if method != "GET":
+        return {"etag": etag}
+    return {
         "etag": etag,
         "cache-control": f"public, max-age={response_cache.max_age(cached)}",
         "vary": "Accept",
     }
-    if response_cache.matches(request.headers.get("if-none-match", ""), etag):
-        return Response(status_code=304, headers=headers)
-    response.headers.update(headers)
-    return response
 
 
 def _etag(cached: Cached, content_type: str) -> str:

@@ -1,7 +1,8 @@
 """Requests that end before their answer: the client hung up, or the server's shutdown cut them.
 
-`Interruptible` runs the app for each request in a task of its own and, once the app has read
-the request's body, watches the connection. When the client hangs up, the task is cancelled:
+`Interruptible` runs the app for each request and, once the app has read the request's body,
+watches the connection from a task of its own (started at the event loop's next turn, so that a
+request answered at once costs no task). When the client hangs up, the request is cancelled:
 the request's backend is closed on the way out (app.py), so that nothing it started reaches the
 upstream any more unless another request waits for it too. A client that hangs up before its
 whole body came makes the app's read of it fail (Starlette's `ClientDisconnect`): the same end.
@@ -14,7 +15,7 @@ request still running at the end of `--shutdown-timeout`, the client gets a 503 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from typing import Any
 
 import orjson
 from starlette.types import Message, Receive, Scope, Send
@@ -85,57 +86,84 @@ def _bodiless(scope: Scope) -> bool:
     return b"transfer-encoding" not in headers and headers.get(b"content-length", b"0") == b"0"
 
 
+class _Watch:
+    """The watch over one request's connection, from the event loop's next turn (a request
+    answered without waiting, as a cached answer is, never needs it): once the client hangs
+    up, unless the answer has gone out whole, the request's task is cancelled."""
+
+    def __init__(self, connection: _Connection, request: asyncio.Task[Any]) -> None:
+        self.connection = connection
+        self.request = request
+        self.complete = False  # the answer has gone out whole: a hang-up now is its end
+        self.cut = False  # the request's task was cancelled here, its client gone
+        self._watcher: asyncio.Task[None] | None = None
+        self._starting = asyncio.get_running_loop().call_soon(self._start)
+
+    def _start(self) -> None:
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        await self.connection.hung_up()
+        if not self.complete:
+            self.cut = True
+            self.request.cancel()
+
+    def stop(self) -> None:
+        self._starting.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
 class Interruptible(HttpMiddleware):
     """ASGI middleware: a request's work stops when its client hangs up; a request cut at
     shutdown is answered 503 `SHUTTING_DOWN`."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = asyncio.current_task()
+        assert request is not None
         connection = _Connection(receive, bodiless=_bodiless(scope))
-        started = completed = False
+        watch = _Watch(connection, request)
+        started = False
 
         async def sending(message: Message) -> None:
-            nonlocal started, completed
+            nonlocal started
             started = started or message["type"] == "http.response.start"
-            completed = message["type"] == "http.response.body" and not message.get(
+            watch.complete = message["type"] == "http.response.body" and not message.get(
                 "more_body", False
             )
             await send(message)
 
-        work = asyncio.ensure_future(self.app(scope, connection.receive, sending))
-        watch = asyncio.ensure_future(connection.hung_up())
         try:
-            await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # uvicorn's shutdown bound came
-            await _stop(work, watch)
-            metrics.interrupted(SHUTTING_DOWN)
-            if not started:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 503,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"connection", b"close"),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": _CUT_AT_SHUTDOWN})
-            return
-        if completed or (work.done() and not connection.gone):  # the answer went out
-            watch.cancel()
-            await work
-            return
-        # The client hung up: its work is cancelled (or, mid-body, its read of it failed).
-        await _stop(work, watch)
+            await self.app(scope, connection.receive, sending)
+        except asyncio.CancelledError:
+            watch.stop()
+            if not watch.cut or request.uncancel() > 0:  # uvicorn's shutdown bound came
+                metrics.interrupted(SHUTTING_DOWN)
+                if not started:
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 503,
+                            "headers": [
+                                (b"content-type", b"application/json"),
+                                (b"connection", b"close"),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": _CUT_AT_SHUTDOWN})
+                return
+        except Exception:
+            if watch.complete or not connection.gone:  # a failure of the app's own
+                raise
+        else:
+            if watch.cut:
+                request.uncancel()  # the app let the cancellation pass: the request ends anyway
+            if watch.complete or not connection.gone:  # the answer went out
+                return
+        finally:
+            watch.stop()
+        # The client hung up: its work was cancelled (or, mid-body, its read of it failed).
         metrics.interrupted(CLIENT_CLOSED)
         if not started:  # to nobody: the log line says what became of the request
             await sending({"type": "http.response.start", "status": CLIENT_CLOSED_REQUEST})
             await sending({"type": "http.response.body", "body": b""})
-
-
-async def _stop(*tasks: asyncio.Future[None]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task

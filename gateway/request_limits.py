@@ -41,10 +41,14 @@ def limit_body(receive: Receive, max_bytes: int) -> Receive:
 
 async def read_body(request: Request, max_bytes: int, deadline: float) -> None:
     """Read the whole body, through `limit_body`, before anything else: a Content-Length over
-    the limit is refused without reading, and a body still arriving at the deadline is a 408."""
+    the limit is refused without reading, and a body still arriving at the deadline is a 408.
+    A request without a body (no Content-Length, or 0, and no Transfer-Encoding) waits for
+    nothing: it needs no timer."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
         raise _too_large(max_bytes)
+    if length in ("", "0") and "transfer-encoding" not in request.headers:
+        return
     try:
         async with asyncio.timeout_at(deadline):
             await request.body()  # Starlette keeps it for Strawberry

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import orjson
 from cross_web import HTTPException
+from strawberry.http import GraphQLRequestData
 
 from gateway.internals import unknown_operation_name
 from gateway.schema.pagination import shown
@@ -86,3 +87,20 @@ def operation_from_query(params: Mapping[str, str]) -> dict[str, object] | None:
             except orjson.JSONDecodeError:
                 return None
     return data
+
+
+def plain_operation(data: object) -> GraphQLRequestData | None:
+    """The operation `data` holds if it is a JSON object whose members have their types and that
+    has a `query` or `extensions`; None for anything else, which Strawberry's view answers."""
+    if not isinstance(data, dict):
+        return None
+    query, variables = data.get("query"), data.get("variables")
+    operation_name, extensions = data.get("operationName"), data.get("extensions")
+    if not (
+        isinstance(query, str | None)
+        and isinstance(variables, dict | None)
+        and isinstance(operation_name, str | None)
+        and isinstance(extensions, dict | None)
+    ) or (query is None and extensions is None):
+        return None
+    return GraphQLRequestData(query, variables, operation_name, extensions)

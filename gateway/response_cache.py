@@ -54,6 +54,11 @@ class Store(Protocol):
         """The value at `key` and the seconds it has left (`math.inf`: no end), or None."""
         ...
 
+    def at_hand(self, key: str) -> tuple[bytes, float] | None:
+        """As `get`, from this process's memory alone: no wait, and None for what is not in
+        it (it may still be in the store)."""
+        ...
+
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         """Keep `value` at `key` for `ttl` seconds (`math.inf`: until it is evicted)."""
         ...
@@ -79,6 +84,9 @@ class MemoryStore:
         return len(self._entries)
 
     async def get(self, key: str) -> tuple[bytes, float] | None:
+        return self.at_hand(key)
+
+    def at_hand(self, key: str) -> tuple[bytes, float] | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -130,6 +138,13 @@ class _Documents:
         self.max_bytes = max_bytes
         self.size = 0
         self._known: OrderedDict[str, _Document | None] = OrderedDict()
+
+    def known(self, text: str) -> _Document | None:
+        """The normal form of a document already read (None too for one not read yet)."""
+        document = self._known.get(text)
+        if document is not None:
+            self._known.move_to_end(text)
+        return document
 
     async def get(self, text: str) -> _Document | None:
         if text in self._known:
@@ -188,7 +203,21 @@ class ResponseCache:
         self, query: str, variables: Mapping[str, Any] | None, operation_name: str | None
     ) -> str | None:
         """The key of a query's answer, or None when it is not a query (or not a document)."""
-        document = await self._documents.get(query)
+        return self._key(await self._documents.get(query), variables, operation_name)
+
+    def key_at_hand(
+        self, query: str, variables: Mapping[str, Any] | None, operation_name: str | None
+    ) -> str | None:
+        """As `key`, without a wait: None too for a document whose normal form is not known
+        yet (reading it may take a thread's while)."""
+        return self._key(self._documents.known(query), variables, operation_name)
+
+    def _key(
+        self,
+        document: _Document | None,
+        variables: Mapping[str, Any] | None,
+        operation_name: str | None,
+    ) -> str | None:
         if document is None:
             return None
         if operation_name is None:  # then only a document of one operation runs: that one
@@ -203,6 +232,12 @@ class ResponseCache:
             return None
         digest = hashlib.sha256(self.namespace + document.digest + request).hexdigest()
         return f"gateway:response:{digest}"
+
+    def at_hand(self, key: str) -> Cached | None:
+        """The cached answer at `key` if this process holds it in memory: no wait (a miss here
+        may still be in the store's shared part)."""
+        found = self.store.at_hand(key)
+        return None if found is None else self._cached(*found)
 
     async def fetch(
         self, key: str, compute: Callable[[], Awaitable[tuple[T, bytes | None]]]
@@ -238,9 +273,10 @@ class ResponseCache:
         except Exception:
             logger.warning("response cache: reading %s failed", key, exc_info=True)
             return None
-        if found is None:
-            return None
-        value, left = found
+        return None if found is None else self._cached(*found)
+
+    def _cached(self, value: bytes, left: float) -> Cached:
+        """A stored value (the ETag, then the body) with the seconds it has left."""
         etag = value[:_ETAG_LENGTH].decode()
         return Cached(value[_ETAG_LENGTH:], f'"{etag}"', min(left, self.ttl))
 

@@ -314,6 +314,9 @@ class SharedStore:
         self.local = local
         self.shared = shared
 
+    def at_hand(self, key: str) -> tuple[bytes, float] | None:
+        return self.local.at_hand(key)
+
     async def get(self, key: str) -> tuple[bytes, float] | None:
         found = await self.local.get(key)
         if found is not None:

@@ -529,3 +529,33 @@ async def test_a_shared_fetch_is_bounded_by_each_request_own_deadline(
         await client.aclose()
     assert [package.id if package else None for package in second] == ids
     assert sorted(upstream.requests) == sorted(f"/api/v4/packages/{id}/" for id in ids)
+
+
+async def test_what_is_at_hand_is_answered_without_a_wait(upstream: FakeUpstream) -> None:
+    """A lookup whose records are at hand (details the cache holds fresh, or the snapshot)
+    finishes in one step: it spends no task and no wait on them; only what is not at hand
+    goes upstream."""
+    client = UpstreamClient(upstream.base_url, timeout=10.0)
+    cache = ResourceCache(ttl=300, stale=0)
+    first, second = upstream.dataset.packages[:2]
+    try:
+        await RestBackend(Fetcher(client, cache)).packages([first.id])  # a detail GET
+        assert upstream.count == 1
+
+        lookup = RestBackend(Fetcher(client, cache)).packages([first.id])
+        with pytest.raises(StopIteration) as finished:
+            lookup.send(None)
+        assert [package.id for package in finished.value.value] == [first.id]
+
+        mixed = await RestBackend(Fetcher(client, cache)).packages([first.id, second.id])
+        assert [package.id if package else None for package in mixed] == [first.id, second.id]
+        assert upstream.count == 2  # the second's GET alone
+
+        await Fetcher(client, cache).snapshot()
+        by_slug = RestBackend(Fetcher(client, cache)).packages_by_slug([second.slug])
+        with pytest.raises(StopIteration) as finished:
+            by_slug.send(None)
+        assert [package.id for package in finished.value.value] == [second.id]
+    finally:
+        await cache.aclose()
+        await client.aclose()

@@ -249,6 +249,65 @@ def test_head_answers_as_the_get_would_headers_only(upstream: FakeUpstream) -> N
             assert revalidated.status_code == 304
 
 
+class _ElsewhereOnly:
+    """A store none of whose entries this process holds in memory (as Redis's, before a read
+    copies one here): each hit goes the view's whole way."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    async def get(self, key: str) -> tuple[bytes, float] | None:
+        return await self.store.get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self.store.set(key, value, ttl)
+
+    def at_hand(self, key: str) -> tuple[bytes, float] | None:
+        return None
+
+
+def test_a_hit_at_hand_answers_as_the_whole_path_does_and_makes_no_backend(
+    upstream: FakeUpstream,
+) -> None:
+    """A hit this process holds in memory is answered before the view makes a backend; its
+    status, headers and body are those of the same hit answered the whole way."""
+    with serve(upstream, Clock()) as gateway:  # time stands still: the same max-age
+        responses = gateway.endpoint.responses
+        assert responses is not None
+        memory = MemoryStore(2**20)
+        responses.store = memory
+        variables = {"id": _package(upstream).id}
+        params = {"query": PACKAGE, "variables": f'{{"id": {variables["id"]}}}'}
+        _data(gateway.client.post("/graphql", json={"query": PACKAGE, "variables": variables}))
+        _data(gateway.client.get("/graphql", params=params))
+        etag = gateway.client.get("/graphql", params=params).headers["etag"]
+        asked: list[tuple[str, dict[str, Any]]] = [
+            ("POST", {"json": {"query": PACKAGE, "variables": variables}}),
+            ("POST", {"json": {"query": PACKAGE, "variables": variables}, "headers": STRICT}),
+            ("GET", {"params": params}),
+            ("GET", {"params": params, "headers": STRICT}),
+            ("GET", {"params": params, "headers": {"if-none-match": etag}}),
+            ("HEAD", {"params": params}),
+        ]
+        for method, request in asked:
+            answers = []
+            for store in (_ElsewhereOnly(memory), memory):
+                responses.store = store
+                gateway.reset()
+                answer = gateway.client.request(method, "/graphql", **request)
+                headers = [
+                    (name, value)
+                    for name, value in answer.headers.multi_items()
+                    if name not in ("date", "x-request-id")
+                ]
+                answers.append(((answer.status_code, headers, answer.content), gateway.backends))
+            (whole, backends), (lean, lean_backends) = answers
+            assert lean == whole, method
+            assert whole[0] in (200, 304)
+            assert (backends, lean_backends) == (1, 0), method
+            assert gateway.total == 0
+
+
 def _post(gateway: Gateway, query: str, **request: Any) -> httpx.Response:
     return gateway.client.post("/graphql", json={"query": query, **request})
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import emoji
 import pytest
-from sqlalchemy import delete, func, inspect, select, text
+from sqlalchemy import delete, event, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ConfigError, DatabaseError
@@ -550,6 +550,35 @@ async def test_every_batch_is_one_statement(database: Database) -> None:
         with statements(database.engine) as sent:
             await call
         assert len(sent) == 1, sent
+
+
+async def test_on_sqlite_only_reads_that_scan_text_leave_the_event_loop(
+    sqlite_database: Database,
+) -> None:
+    # Lookups and windows take microseconds: they run on the loop's thread. A search or a
+    # filter by words scans every package's text: it keeps its connection's thread, so that a
+    # request of thirty aliased searches cannot hold the loop (and /healthz) for seconds.
+    backend = sqlite_database.backend()
+    on_loop: list[bool] = []
+
+    def record(connection: Any, *args: Any) -> None:
+        on_loop.append(connection.connection.driver_connection.inline)
+
+    engine = sqlite_database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        await backend.packages(list(PACKAGES))
+        await backend.packages_of_grids([Window(QUIRKS_GRID.id, Slice(5))])
+        await backend.list_packages(Slice(5))
+        assert on_loop == [True, True, True]
+        await backend.search("django admin")
+        await backend.list_packages(Slice(5), PackageFilter(words=("django",)))
+        await backend.packages_of_grids(
+            [Window(QUIRKS_GRID.id, Slice(5), PackageFilter(words=("django",)))]
+        )
+        assert on_loop == [True, True, True, False, False, False]
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 # -- search ---------------------------------------------------------------------------------

@@ -28,9 +28,14 @@ from graphql import (
     GraphQLSchema,
     GraphQLSkipDirective,
     InlineFragmentNode,
+    ListValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    ValueNode,
+    VariableNode,
+    get_argument_values,
     get_directive_values,
     get_named_type,
     get_nullable_type,
@@ -79,6 +84,7 @@ class Loaded:
     selections: dict[str, Selection]  # by the type the object turns out to be
     connection: Connection | None = None  # Shape.PAGE
     count: Complete | None = None  # Shape.COUNT
+    arguments: dict[str, Any] | None = None  # its arguments, if they name no variable
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -301,13 +307,15 @@ class _Compiler:
         inner = get_nullable_type(definition.type)
         shape = batched.shape
         common = (key, where, tuple(nodes), definition, batched, nullable)
+        arguments = _constant_arguments(definition, nodes[0])
         if shape is Shape.COUNT:
             count = completion(definition.type, where)
             if count is None:
                 raise NotCovered
-            return Loaded(*common, False, {}, count=count.complete)
+            return Loaded(*common, False, {}, count=count.complete, arguments=arguments)
         if shape is Shape.PAGE:
-            return Loaded(*common, False, {}, connection=self._connection(inner, nodes))
+            connection = self._connection(inner, nodes)
+            return Loaded(*common, False, {}, connection=connection, arguments=arguments)
         item_nullable = False
         if shape is Shape.MANY:
             item = getattr(inner, "of_type", None)
@@ -315,7 +323,7 @@ class _Compiler:
                 raise NotCovered  # not a list of objects
             item_nullable = not isinstance(item, GraphQLNonNull)
         named = get_named_type(definition.type)
-        return Loaded(*common, item_nullable, self._by_type(named, nodes))
+        return Loaded(*common, item_nullable, self._by_type(named, nodes), arguments=arguments)
 
     def _by_type(self, named: Any, nodes: list[FieldNode]) -> dict[str, Selection]:
         """The sub-selection of `nodes` for each object type a value of `named` may be."""
@@ -399,3 +407,25 @@ def _constant(value: str) -> Read:
 
 def _same(value: Any) -> Any:
     return value
+
+
+def _constant_arguments(definition: GraphQLField, node: FieldNode) -> dict[str, Any] | None:
+    """A field's arguments as graphql-core coerces them, where they name no variable: the same
+    for every run of the plan. None where they do, or where coercing them fails (each run
+    then coerces them, and reports what fails)."""
+    if any(_names_a_variable(argument.value) for argument in node.arguments or ()):
+        return None
+    try:
+        return get_argument_values(definition, node)
+    except Exception:
+        return None
+
+
+def _names_a_variable(value: ValueNode) -> bool:
+    if isinstance(value, VariableNode):
+        return True
+    if isinstance(value, ListValueNode):
+        return any(map(_names_a_variable, value.values))
+    if isinstance(value, ObjectValueNode):
+        return any(_names_a_variable(field.value) for field in value.fields)
+    return False

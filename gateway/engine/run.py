@@ -28,7 +28,7 @@ from gateway.engine.leaves import ItemError, non_null_message
 from gateway.engine.plan import Connection, Loaded, Plan, Selection
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Page
-from gateway.schema.pagination import Paged, PageInfo, connection
+from gateway.schema.pagination import Paged, cursor_of, travel
 from gateway.schema.types import NODE_TYPE_NAMES
 
 
@@ -169,6 +169,8 @@ class _Run:
                 self.fail(error, leaf.nodes, leaf.nullable, target, leaf.key, place)
 
     def arguments(self, loaded: Loaded) -> dict[str, Any]:
+        if loaded.arguments is not None:
+            return loaded.arguments
         node = loaded.nodes[0]
         if not loaded.definition.args and not node.arguments:
             return {}
@@ -267,17 +269,17 @@ class _Run:
         place: _Place,
         level: dict[Selection, Parents],
     ) -> dict[str, Any]:
-        # The connection as the resolvers build it: the same edges, cursors and pageInfo.
-        built = connection(page, paging.slice, paging.shape)
-        items, total, page_info = built.nodes, built.total_count, built.page_info
+        # The connection as the resolvers build it (gateway/schema/pagination.py): the same
+        # edges and pageInfo, its cursors made only where the selection asks for them.
+        items, shape = page.items, paging.shape
         target: dict[str, Any] = dict.fromkeys(plan.keys)
         for key in plan.total:
-            target[key] = total
+            target[key] = page.total
         for key in plan.typename:
             target[key] = plan.type_name
         for info in plan.page_info:
             target[info.key] = {
-                key: _page_info(name, info.type_name, page_info) for key, name in info.parts
+                key: _page_info(name, info.type_name, page, paging) for key, name in info.parts
             }
         for edges in plan.edges:
             listed: list[dict[str, Any]] = []
@@ -286,7 +288,8 @@ class _Run:
             for index, item in enumerate(items):
                 edge: dict[str, Any] = dict.fromkeys(edges.keys)
                 for key, name in edges.parts:
-                    edge[key] = built.edges[index].cursor if name == "cursor" else edges.type_name
+                    cursor = name == "cursor"
+                    edge[key] = cursor_of(page.keys[index], shape) if cursor else edges.type_name
                 edge_place = _Place(listed, index, False, edges_place)
                 for key, selection in edges.node:
                     node = edge[key] = dict.fromkeys(selection.keys)
@@ -370,13 +373,13 @@ def _taken(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _page_info(name: str, type_name: str, page_info: PageInfo) -> Any:
+def _page_info(name: str, type_name: str, page: Page[Any], paging: Paged) -> Any:
     if name == "hasNextPage":
-        return page_info.has_next_page
+        return travel(page, paging.slice)[0]
     if name == "hasPreviousPage":
-        return page_info.has_previous_page
+        return travel(page, paging.slice)[1]
     if name == "startCursor":
-        return page_info.start_cursor
+        return cursor_of(page.keys[0], paging.shape) if page.keys else None
     if name == "endCursor":
-        return page_info.end_cursor
+        return cursor_of(page.keys[-1], paging.shape) if page.keys else None
     return type_name

@@ -9,12 +9,12 @@ these instead of naming the fields again.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar, get_args, get_type_hints
 
 import msgspec
+import orjson
 
 from gateway.loaders.records import Field, Form, in_site_time, split_participants
 
@@ -62,13 +62,29 @@ def fields_of(record: type[msgspec.Struct]) -> tuple[Spec, ...]:
 
 
 def _json_tuple(value: Any) -> tuple[Any, ...]:
-    """A JSON list; a database whose column is text hands it over still encoded."""
-    return tuple(json.loads(value) if isinstance(value, str) else value)
+    """A JSON list, or text encoding one: maybe twice (JSON text stored in a JSON column)."""
+    while isinstance(value, str):
+        value = orjson.loads(value)
+    return tuple(value)
 
 
-def _from_column(spec: Spec) -> Convert | None:
+def utc_text(value: str | None) -> datetime | None:
+    """A timestamp as SQLite's driver hands it over: text, naive UTC (offset, if any, kept)."""
+    if value is None:
+        return None
+    read = datetime.fromisoformat(value)
+    return read if read.tzinfo is not None else read.replace(tzinfo=UTC)
+
+
+def _site_text(value: str | None) -> datetime | None:
+    return in_site_time(utc_text(value))
+
+
+def _from_column(spec: Spec, sqlite: bool) -> Convert | None:
     if spec.is_time:
-        return in_site_time
+        return _site_text if sqlite else in_site_time
+    if sqlite and spec.type is bool:
+        return bool  # SQLite keeps 0 and 1
     if spec.column_form is Form.COMMAS:
         return split_participants
     if spec.column_form is Form.JSON:
@@ -76,15 +92,16 @@ def _from_column(spec: Spec) -> Convert | None:
     return None
 
 
-def from_columns(record: type[R]) -> Callable[[Sequence[Any]], R]:
+def from_columns(record: type[R], *, sqlite: bool = False) -> Callable[[Sequence[Any]], R]:
     """The record of a row whose first values are the record's fields in its order, read as
-    the columns hold them (UTC datetimes, comma-separated names, JSON lists).
+    the columns hold them (UTC datetimes, comma-separated names, JSON lists or their text);
+    with `sqlite`, as SQLite's driver hands them over (datetimes as text, booleans as 0 and 1).
 
     Only the fields that need it are converted: relation batches map thousands of rows.
     """
     specs = fields_of(record)
     size = len(specs)
-    fixes = tuple((i, fix) for i, spec in enumerate(specs) if (fix := _from_column(spec)))
+    fixes = tuple((i, fix) for i, spec in enumerate(specs) if (fix := _from_column(spec, sqlite)))
 
     def build(row: Sequence[Any]) -> R:
         values = list(row[:size])

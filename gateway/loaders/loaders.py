@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
-from aiodataloader import DataLoader
+from aiodataloader import DataLoader, dispatch_queue
+from aiodataloader import Loader as Queued
 
 from gateway.loaders import records
 from gateway.loaders.backend import Backend
@@ -30,11 +31,11 @@ Fetch = Callable[[list[K]], Awaitable[list[V]]]
 
 class _Futures(dict[K, "asyncio.Future[V]"], Generic[K, V]):
     """A loader's cache of futures by key, which makes the future of a primed value only
-    when its key is first looked up."""
+    when its key is first looked up (a key loaded keeps its future's value)."""
 
-    def __init__(self) -> None:
+    def __init__(self, primed: dict[K, V]) -> None:
         super().__init__()
-        self.primed: dict[K, V] = {}
+        self.primed = primed
 
     def get(self, key: K, default: Any = None) -> Any:
         future = super().get(key)
@@ -54,11 +55,23 @@ class _Futures(dict[K, "asyncio.Future[V]"], Generic[K, V]):
 
 class _Loader(DataLoader[K, V]):
     """A dataloader whose primed values cost a dict entry each, not a future: a list page
-    primes every record it holds by id and by slug, and few are asked for again."""
+    primes every record it holds by id and by slug, and few are asked for again. `primed`:
+    the values primed before it was made."""
 
-    def __init__(self, batch_load_fn: BatchLoad[K, V]) -> None:
-        self._futures: _Futures[K, V] = _Futures()
+    def __init__(self, batch_load_fn: BatchLoad[K, V], primed: dict[K, V] | None = None) -> None:
+        self._futures: _Futures[K, V] = _Futures({} if primed is None else primed)
         super().__init__(batch_load_fn, cache_map=self._futures)
+
+    def do_resolve_reject(self, key: K, future: asyncio.Future[V]) -> None:
+        """Queue `key`, as `DataLoader` does: the first key of a queue has it dispatched two
+        turns of the event loop later, as aiodataloader times it, by callbacks instead of its
+        extra task (the batch alone runs in one)."""
+        self._queue.append(Queued(key=key, future=future))
+        if len(self._queue) == 1:
+            self.loop.call_soon(self._dispatch_soon)
+
+    def _dispatch_soon(self) -> None:
+        self.loop.call_soon(dispatch_queue, self)
 
     def prime(self, key: K, value: V) -> _Loader[K, V]:
         """As `DataLoader.prime`: a key already loaded or primed keeps its value."""
@@ -69,15 +82,26 @@ class _Loader(DataLoader[K, V]):
 
 class Lookups(Generic[R]):
     """The loaders of one kind of record, by id and by slug. Every record of the kind that
-    any batch or page brings primes both."""
+    any batch or page brings primes both: their primed values wait here in plain dicts, and a
+    loader nobody asks is never made."""
 
     def __init__(
         self, name: str, by_ids: Fetch[int, R | None], by_slugs: Fetch[str, R | None]
     ) -> None:
-        self.by_id: DataLoader[int, R | None] = _Loader(self._priming(name, by_ids))
-        self.by_slug: DataLoader[str, R | None] = _Loader(
-            self._priming(f"{name}_by_slug", by_slugs)
-        )
+        self._name = name
+        self._by_ids: Fetch[int, R | None] = by_ids
+        self._by_slugs: Fetch[str, R | None] = by_slugs
+        self._primed_ids: dict[int, R | None] = {}
+        self._primed_slugs: dict[str, R | None] = {}
+
+    @cached_property
+    def by_id(self) -> DataLoader[int, R | None]:
+        return _Loader(self._priming(self._name, self._by_ids), self._primed_ids)
+
+    @cached_property
+    def by_slug(self) -> DataLoader[str, R | None]:
+        load = self._priming(f"{self._name}_by_slug", self._by_slugs)
+        return _Loader(load, self._primed_slugs)
 
     def _priming(self, name: str, fetch: Fetch[K, R | None]) -> BatchLoad[K, R | None]:
         @batch(name)
@@ -89,10 +113,11 @@ class Lookups(Generic[R]):
         return load
 
     def prime(self, found: Iterable[R | None]) -> None:
+        """Prime both loaders with `found`: a key primed keeps its value."""
         for record in found:
             if record is not None:
-                self.by_id.prime(record.id, record)
-                self.by_slug.prime(record.slug, record)
+                self._primed_ids.setdefault(record.id, record)
+                self._primed_slugs.setdefault(record.slug, record)
 
     def pages(self, name: str, fetch: Fetch[Window, Page[R]]) -> DataLoader[Window, Page[R]]:
         """The loader of a relation's windows whose pages hold records of this kind."""

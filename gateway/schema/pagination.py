@@ -223,25 +223,27 @@ class Connection(Generic[T]):
     total_count: int
 
 
-def connection(page: Page[T], slice: Slice, shape: str = "") -> Connection[T]:
-    """The connection for a backend's answer to `slice`.
+def travel(page: Page[Any], slice: Slice) -> tuple[bool, bool]:
+    """Whether a backend's answer to `slice` has a next page, and a previous one.
 
     As the specification has it, the direction of travel is exact (whether more records lie
     between the cursors than the page holds) and the other direction says whether any record
     lies beyond the cursor the page started from (false without one).
     """
+    more = page.upper - page.lower > slice.limit
+    if slice.backward:
+        return slice.before is not None and page.upper < page.total, more
+    return more, slice.after is not None and page.lower > 0
+
+
+def connection(page: Page[T], slice: Slice, shape: str = "") -> Connection[T]:
+    """The connection for a backend's answer to `slice`."""
     items: Sequence[T] = page.items
     edges = [
         Edge(cursor=cursor_of(key, shape), node=item)
         for item, key in zip(items, page.keys, strict=True)
     ]
-    more = page.upper - page.lower > slice.limit
-    if slice.backward:
-        has_previous = more
-        has_next = slice.before is not None and page.upper < page.total
-    else:
-        has_next = more
-        has_previous = slice.after is not None and page.lower > 0
+    has_next, has_previous = travel(page, slice)
     return Connection(
         edges=edges,
         nodes=list(items),

@@ -110,9 +110,11 @@ class RestBackend:
         keys: Sequence[K],
         seen: dict[K, V | None],
         in_snapshot: Callable[[Catalogue, K], V | None],
+        at_hand: Callable[[K], tuple[V | None] | None],
         fetch_one: Callable[[K], Awaitable[V | None]],
     ) -> list[V | None]:
-        """The records for `keys`: the memo's (`seen`), else the snapshot's, else a GET each."""
+        """The records for `keys`: the memo's (`seen`), else the snapshot's, else a GET each,
+        answered at once where it is `at_hand` (a 1-tuple), fetched together where not."""
         missing = [key for key in dict.fromkeys(keys) if key not in seen]
         snapshot = await self._snapshot_if_cheap(len(missing)) if missing else None
         if snapshot is not None:
@@ -122,6 +124,11 @@ class RestBackend:
                 if record is not None or proves_unknown:
                     seen[key] = record
             missing = [key for key in missing if key not in seen]
+        for key in missing:
+            found = at_hand(key)
+            if found is not None:
+                seen.setdefault(key, found[0])
+        missing = [key for key in missing if key not in seen]
         if missing:
             fetched = await asyncio.gather(*(fetch_one(key) for key in missing))
             for key, record in zip(missing, fetched, strict=True):
@@ -140,11 +147,17 @@ class RestBackend:
     async def _by_id(self, ids: Sequence[int], kind: _Kind[J, R]) -> list[R | None]:
         """The records of `ids`, each read at its resource if need be."""
 
-        async def fetch_one(id: int) -> R | None:
-            raw = await self.fetcher.detail(kind.resource, str(id), kind.wire)
+        def record(raw: J | None) -> R | None:
             return None if raw is None else kind.remember(raw)
 
-        return await self._lookup(ids, kind.seen, kind.in_snapshot, fetch_one)
+        def at_hand(id: int) -> tuple[R | None] | None:
+            found = self.fetcher.detail_at_hand(kind.resource, str(id))
+            return None if found is None else (record(found[0]),)
+
+        async def fetch_one(id: int) -> R | None:
+            return record(await self.fetcher.detail(kind.resource, str(id), kind.wire))
+
+        return await self._lookup(ids, kind.seen, kind.in_snapshot, at_hand, fetch_one)
 
     async def _by_slug(
         self,
@@ -162,12 +175,18 @@ class RestBackend:
             kind.seen[record.id] = record
             return record.id
 
-        async def fetch_one(slug: str) -> int | None:
-            raw = await self.fetcher.detail(kind.resource, slug, kind.wire)
+        def id_of(slug: str, raw: J | None) -> int | None:
             # An all-digit slug is an id to the upstream: accept only a real slug match.
             return kind.remember(raw).id if raw is not None and raw.slug == slug else None
 
-        ids = await self._lookup(slugs, seen_ids, id_in_snapshot, fetch_one)
+        def at_hand(slug: str) -> tuple[int | None] | None:
+            found = self.fetcher.detail_at_hand(kind.resource, slug)
+            return None if found is None else (id_of(slug, found[0]),)
+
+        async def fetch_one(slug: str) -> int | None:
+            return id_of(slug, await self.fetcher.detail(kind.resource, slug, kind.wire))
+
+        ids = await self._lookup(slugs, seen_ids, id_in_snapshot, at_hand, fetch_one)
         return [None if id is None else kind.seen.get(id) for id in ids]
 
     # -- lookups -----------------------------------------------------------------------------

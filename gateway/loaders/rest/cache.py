@@ -172,6 +172,12 @@ class ResourceCache:
         """Whether `key` is fresh here: asking for it costs no request and no wait."""
         return self._lookup(key, self.ttl) is not None
 
+    def fresh(self, key: str) -> tuple[Any] | None:
+        """The value at `key`, as a 1-tuple, if it is fresh here (a value may be None: a
+        resource the upstream does not have); None if it is not."""
+        entry = self._lookup(key, self.ttl)
+        return None if entry is None else (entry.value,)
+
     async def aclose(self) -> None:
         """Cancel the fetches still in flight: at shutdown nobody waits for them."""
         flights = [flight.task for flight in self._flights.values()]

@@ -12,7 +12,7 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlencode
 
 from gateway import metrics
@@ -89,11 +89,17 @@ class Fetcher:
         """Fetch the snapshot anew, fresh or not: what keeps it warm before it expires."""
         return await self.cache.refresh(CATALOGUE, self._fetch_snapshot)
 
+    def detail_at_hand(self, resource: str, key: str) -> tuple[Any] | None:
+        """What `detail` would answer, as a 1-tuple, if it is at hand (this request has it, or
+        the cache holds it fresh); None if it must be fetched."""
+        path = _detail_path(resource, key)
+        return (None,) if path is None else self._at_hand(path)
+
     async def detail(self, resource: str, key: str, kind: type[T]) -> T | None:
         """The resource at `resource` + `key` (an id or a slug), None if there is none."""
-        if key in ("", ".", ".."):  # as a path segment these name the list, not a resource
+        path = _detail_path(resource, key)
+        if path is None:
             return None
-        path = f"{resource}{quote(key, safe='')}/"
 
         async def fetch(fetching: Fetching) -> tuple[T | None, int]:
             body = await self._body(path, None, fetching)
@@ -138,7 +144,14 @@ class Fetcher:
         return result
 
     async def _get(self, key: str, fetch: Fetch[T]) -> T:
-        """The resource at `key`: this request's copy, else the cache's, else `fetch`'s."""
+        """The resource at `key`: this request's copy, else the cache's, else `fetch`'s.
+
+        What is at hand is answered at once; only a fetch, or a wait for one, runs in a task
+        of its own.
+        """
+        found = self._at_hand(key)
+        if found is not None:
+            return cast(T, found[0])
         fetched = False
 
         def starting() -> None:
@@ -170,6 +183,20 @@ class Fetcher:
             return value
 
         return await self._once(key, cached)
+
+    def _at_hand(self, key: str) -> tuple[Any] | None:
+        """The value at `key` as a 1-tuple if this request has it, or the cache holds it fresh
+        (then kept as this request's copy); None if it must be fetched or waited for."""
+        future = self._in_flight.get(key)
+        if future is not None:
+            return (future.result(),) if future.done() else None  # raises as awaiting it would
+        if self.closed:
+            return None
+        found = self.cache.fresh(key)
+        if found is not None:
+            metrics.cache_lookup("catalogue" if key == CATALOGUE else "upstream", hit=True)
+            self._in_flight[key] = _settled(found[0])
+        return found
 
     async def _body(
         self, path: str, params: Mapping[str, str | int] | None, fetching: Fetching
@@ -232,6 +259,21 @@ class Fetcher:
             read_all("packages/", PackageJSON),
         )
         return snapshot_of(categories, grids, packages), a + b + c
+
+
+def _detail_path(resource: str, key: str) -> str | None:
+    """The upstream path of a detail; None for a key that, as a path segment, names the list
+    (`""`, `.`, `..`), not a resource."""
+    if key in ("", ".", ".."):
+        return None
+    return f"{resource}{quote(key, safe='')}/"
+
+
+def _settled(value: object) -> asyncio.Future[Any]:
+    """A future already holding `value`: a resource this request had at hand, kept as it was."""
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -6,16 +6,27 @@ driver will read it when it first connects, so that one it could not connect wit
 start-up, in one line: a port that is not one, a parameter the driver does not take or a value it
 cannot use (PostgreSQL takes `host`, `port`, `user`, `password`, `passfile`, `database` and
 `sslmode`, libpq's name for asyncpg's `ssl`).
+
+`reading` lends a connection for the backend's reads. On SQLite their calls run on the event
+loop's own thread rather than on the connection's: a read of the catalogue takes microseconds to
+a few milliseconds of this process's CPU either way, and the handful of thread hops around each
+(cursor, execute, fetch, close, rollback) cost more than most reads. A read waits on no lock (the
+database is in WAL mode) and stops at the statement timeout; writes, and everything else the
+engine does, keep the connection's thread.
 """
 
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SAWarning
@@ -28,8 +39,11 @@ from gateway.loaders.sql.trigrams import similarity
 CONNECT_TIMEOUT = 10.0  # seconds; asyncpg would wait 60 for a host that does not answer
 
 # Connections per process, at most POOL_SIZE + MAX_OVERFLOW (each SQLite one is a thread).
-POOL_SIZE = 10
-MAX_OVERFLOW = 10
+# Opened as they are needed and kept: an overflow connection is closed as soon as it is
+# returned, and a PostgreSQL one costs a handshake, the driver's type introspection and
+# every statement prepared again; concurrent requests, two batches each, would churn them.
+POOL_SIZE = 20
+MAX_OVERFLOW = 0
 
 # SQLite virtual machine steps between two looks at the deadline: well under a millisecond.
 _PROGRESS_STEPS = 10_000
@@ -95,11 +109,13 @@ def _check_connection(url: str, options: Mapping[str, Any]) -> None:
 
 
 def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> AsyncEngine:
-    """An engine with a bounded pool that checks a connection before lending it out.
+    """An engine with a bounded pool.
 
     With a `statement_timeout` (seconds), the database stops any statement that runs longer,
     and a request waits no longer than that for a free connection: a slow database fails the
-    fields that need it instead of holding requests, and the pool, without bound.
+    fields that need it instead of holding requests, and the pool, without bound. A pooled
+    connection is not pinged before use (a round trip per statement): the backend retries a
+    statement once on a connection found dropped (`SqlBackend`).
     """
     parsed = async_url(url) if isinstance(url, str) else url
     pool: dict[str, Any] = {}
@@ -108,8 +124,9 @@ def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> 
         if statement_timeout is not None:
             pool["pool_timeout"] = statement_timeout
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(parsed, **pool)
+        engine = create_async_engine(parsed, async_creator=_sqlite_connector(parsed), **pool)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "checkin", _back_to_its_thread)
         if statement_timeout is not None:
             _interrupt_after(engine, statement_timeout)
         return engine
@@ -117,7 +134,55 @@ def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> 
     if statement_timeout is not None:
         milliseconds = max(1, math.ceil(statement_timeout * 1000))  # 0 would mean no limit
         connect_args["server_settings"] = {"statement_timeout": str(milliseconds)}
-    return create_async_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **pool)
+    return create_async_engine(parsed, connect_args=connect_args, **pool)
+
+
+@contextmanager
+def reading(engine: AsyncEngine, *, inline: bool = True) -> Iterator[Connection]:
+    """A pooled connection for reads, with the synchronous API: call it within one greenlet
+    (`sqlalchemy.util.greenlet_spawn`, which `AsyncConnection.run_sync` uses) for a whole
+    statement, connect, execute and close, where the asyncio API would take one for each.
+    On SQLite, `inline`, its calls run on the loop's thread: nothing then yields to the loop,
+    so concurrent requests take turns on one connection instead of opening more. A read that
+    may take longer than a few milliseconds (a scan of the packages' text) is not `inline`:
+    it keeps the connection's thread, and the loop serves other requests meanwhile.
+    """
+    with engine.sync_engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        if isinstance(driver, _SqliteConnection):
+            driver.inline = inline
+        yield connection
+
+
+class _SqliteConnection(aiosqlite.Connection):
+    """aiosqlite's connection, whose calls run on the event loop's thread while `inline`."""
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        super().__init__(connector, iter_chunk_size=64)
+        self._thread.daemon = True  # as SQLAlchemy makes aiosqlite's own: exit never waits
+        self.inline = False
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.inline and self._running and self._connection is not None:
+            return fn(*args, **kwargs)
+        return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+def _sqlite_connector(url: URL) -> Callable[[], Any]:
+    """How SQLAlchemy's aiosqlite dialect would connect to `url`, with `_SqliteConnection`."""
+    args, kwargs = url.get_dialect()().create_connect_args(url)
+    kwargs["check_same_thread"] = False  # its thread connects; the loop's may read
+
+    async def connect() -> aiosqlite.Connection:
+        return await _SqliteConnection(partial(sqlite3.connect, *args, **kwargs))
+
+    return connect
+
+
+def _back_to_its_thread(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    """A connection returned to the pool runs on its own thread until `reading` lends it."""
+    if dbapi_connection is not None:
+        dbapi_connection.driver_connection.inline = False
 
 
 def _in_memory(url: URL) -> bool:

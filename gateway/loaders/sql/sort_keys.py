@@ -235,7 +235,7 @@ class Plans:
             in_all = (
                 select(_listed.c.package_id)
                 .join(_listing, _listing.c.id == _listed.c.grid_id)
-                .where(_listing.c.slug.in_(grids))
+                .where(_listing.c.slug.in_([literal(slug) for slug in grids]))  # not expanding
                 .group_by(_listed.c.package_id)
                 .having(func.count(_listing.c.slug.distinct()) == len(grids))
             )
