@@ -133,7 +133,14 @@ class HeadBoundedProtocol(HttpToolsProtocol):
         elif self._head_begun:
             self._refuse(HEAD_TIMEOUT)
         else:
-            self.transport.close()
+            self._close_now()
+
+    def _close_now(self) -> None:
+        """Close the connection, its end sent now: a client sees it before it sends again,
+        where `close` alone sends it at the loop's next turn, maybe long after (uvloop)."""
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.transport.close()
 
     def _unread_bytes_waiting(self) -> bool:
         """Whether the client has sent bytes (or hung up) that the event loop has not read."""
