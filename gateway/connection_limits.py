@@ -8,8 +8,14 @@ long as they come, and a 50 MB header is read whole. `HeadBoundedProtocol` bound
 two settings:
 
 - a connection gets `timeout_keep_alive` seconds from its opening, or from its last answer, to
-  send a request's complete line and headers: else it is closed, answered 408 if a request began
-  (bytes of anything else, such as the rest of a body nobody read, do not keep it open);
+  begin a request, else it is closed (bytes of anything else, such as the rest of a body nobody
+  read, do not keep it open); a request's line and headers get as long again from its first
+  byte, else it is answered 408 and the connection closed;
+- a request sent in time is never lost to these bounds: the event loop acts on a timer that is
+  due before it reads what came meanwhile (it may run late, busy with other requests), and a
+  connection closed with bytes unread is reset. So when the time is up and the client has sent
+  bytes the loop has not read yet, and none since the wait began, the wait goes on: they are
+  read first, and may be the request;
 - a head over `h11_max_incomplete_event_size` bytes is answered 431 and the connection closed:
   once complete, by its line and fields; while it arrives, by the reads after the one it began
   in, so that what is taken in stays within the limit and two reads (of at most 256 KiB).
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import select
 
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -58,6 +65,8 @@ class HeadBoundedProtocol(HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None  # while the connection waits for a head
     _head_begun = False  # a request's first byte has come, its headers not all yet
     _head_bytes = 0  # of the head, in the reads after the one it began in
+    _reads = 0  # of the connection, so far
+    _reads_before_wait = 0  # when the head timer was armed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -68,6 +77,7 @@ class HeadBoundedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._reads += 1
         continued = self._head_begun  # a head begun in an earlier read
         super().data_received(data)
         if continued and self._head_begun:  # every byte of this read is the head's
@@ -79,6 +89,10 @@ class HeadBoundedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_begun, self._head_bytes = True, 0
+        if self._head_timer is not None:  # waited for: the head's own time, from its first byte
+            self._head_timer.cancel()
+            self._head_timer = None
+            self._await_head()
 
     def on_headers_complete(self) -> None:
         self._stop_waiting()
@@ -95,8 +109,13 @@ class HeadBoundedProtocol(HttpToolsProtocol):
         if idle and not self.transport.is_closing():
             self._await_head()
 
+    def timeout_keep_alive_handler(self) -> None:
+        """Nothing: uvicorn's keep-alive timer, armed along with the head timer after an
+        answer, would close the connection without looking for a request come meanwhile."""
+
     def _await_head(self) -> None:
         if self._head_timer is None:
+            self._reads_before_wait = self._reads
             self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._timed_out)
 
     def _stop_waiting(self) -> None:
@@ -107,10 +126,27 @@ class HeadBoundedProtocol(HttpToolsProtocol):
 
     def _timed_out(self) -> None:
         self._head_timer = None
-        if self._head_begun:
+        if self.transport.is_closing():
+            return
+        if self._reads == self._reads_before_wait and self._unread_bytes_waiting():
+            self._await_head()  # sent in time, the loop late to read it: read it first
+        elif self._head_begun:
             self._refuse(HEAD_TIMEOUT)
         else:
-            self.timeout_keep_alive_handler()
+            self._close_now()
+
+    def _close_now(self) -> None:
+        """Close the connection, its end sent now: a client sees it before it sends again,
+        where `close` alone sends it at the loop's next turn, maybe long after (uvloop)."""
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.transport.close()
+
+    def _unread_bytes_waiting(self) -> bool:
+        """Whether the client has sent bytes (or hung up) that the event loop has not read."""
+        poller = select.poll()
+        poller.register(self.transport.get_extra_info("socket").fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     def _refuse(self, status: http.HTTPStatus) -> None:
         """Answer `status` to a request whose head is not complete, and close the connection.

@@ -8,17 +8,24 @@ raw socket where HTTP clients would not send what it sends.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import select
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import uvicorn
+import uvloop
+from starlette.types import Receive, Scope, Send
+from uvicorn.server import ServerState
 
+from gateway.connection_limits import HeadBoundedProtocol
 from gateway.errors import CLIENT_CLOSED, INTERNAL_SERVER_ERROR
 from tests.observing import parse, value
 from tests.serving import Served, served_gateway
@@ -119,6 +126,76 @@ def test_bytes_after_an_answer_do_not_keep_the_connection_open(served: Served) -
         started = time.monotonic()
         assert trickle(sock, b"x" * 250) == b""  # 25 s of it
     assert time.monotonic() - started < BOUND
+
+
+@pytest.mark.parametrize(
+    "new_loop", [uvloop.new_event_loop, asyncio.new_event_loop], ids=["uvloop", "asyncio"]
+)
+def test_a_request_come_while_the_loop_ran_late_is_answered(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    """The event loop busy as a keep-alive connection's idle time ends: a request the client
+    sent meanwhile, the connection still open, is answered, not lost with the connection reset.
+
+    The server runs here, its loop in a thread, so that the loop can be made late on cue: busy
+    past the idle bound, it then runs a timer due just before the bound's, which lets the
+    client send, and only then the bound's own timer, the request unread."""
+    idle_timeout = 0.2
+    send_now, sent = threading.Event(), threading.Event()
+
+    def let_the_client_send() -> None:
+        send_now.set()
+        assert sent.wait(BOUND)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/first":
+            loop = asyncio.get_running_loop()
+            loop.call_later(idle_timeout - 0.05, time.sleep, 0.1)  # busy past the idle bound
+            loop.call_later(idle_timeout - 0.01, let_the_client_send)
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def answer(sock: socket.socket) -> bytes:
+        received = b""
+        while not received.endswith(b"ok") and (chunk := sock.recv(65536)):
+            received += chunk
+        return received
+
+    # Typed as int, used as a float (call_later's delay), as `gateway serve` sets it.
+    config = uvicorn.Config(app, timeout_keep_alive=idle_timeout, log_config=None)  # type: ignore[arg-type]
+    config.load()
+    state = ServerState()
+    loop = new_loop()
+    server = loop.run_until_complete(
+        loop.create_server(
+            lambda: HeadBoundedProtocol(config, state, {}, _loop=loop), "127.0.0.1", 0
+        )
+    )
+    port = server.sockets[0].getsockname()[1]
+    serving = threading.Thread(target=loop.run_forever)
+    serving.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=BOUND) as sock:
+            sock.sendall(b"GET /first HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            assert head_of(answer(sock))[0] == 200
+            assert send_now.wait(BOUND)
+            sock.sendall(b"GET /second HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            sent.set()
+            assert head_of(answer(sock))[0] == 200
+    finally:
+        sent.set()
+
+        async def stop() -> None:
+            server.close()
+            for connection in list(state.connections):
+                connection.shutdown()
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(BOUND)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join()
+        loop.close()
 
 
 # -- heads too large ---------------------------------------------------------------------------
