@@ -196,6 +196,47 @@ async def test_the_cache_serves_a_stale_copy_only_within_its_window() -> None:
     assert await cache.get("k", answers) == ("new", False)
 
 
+async def test_time_passing_while_a_refetch_is_in_flight_is_measured_when_it_lands() -> None:
+    """The TTL and the stale window both end while a refetch of a stale entry is in flight, and
+    a second caller joins it then: a fetch that answers is stored fresh from when it landed, for
+    both; one that fails has no stale copy left to fall back on, for either (the window is
+    measured after the failure, not when the refetch started)."""
+    now = [0.0]
+    cache = ResourceCache(ttl=10, stale=20, clock=lambda: now[0])
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(value: str | None) -> tuple[str, int]:
+        started.set()
+        await release.wait()
+        if value is None:
+            raise UpstreamError("The upstream API timed out")
+        return value, 3
+
+    async def unused(fetching: Fetching) -> tuple[str, int]:
+        raise AssertionError("a second fetch")
+
+    async def mid_flight(answer: str | None) -> list[object]:
+        cache.put("k", "old", 3)
+        now[0] += 15  # stale, within its window: a refetch starts
+        first = asyncio.ensure_future(cache.get("k", lambda _: held(answer)))
+        await started.wait()  # the refetch is in flight
+        now[0] += 20  # past the TTL and the stale window, before it lands
+        second = asyncio.ensure_future(cache.get("k", unused))
+        await asyncio.sleep(0)  # the second caller joins it
+        release.set()
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        started.clear()
+        release.clear()
+        return list(results)
+
+    assert await mid_flight("new") == [("new", False), ("new", False)]
+    now[0] += 9  # stored when it landed: still fresh
+    assert await cache.get("k", unused) == ("new", False)
+
+    failed = await mid_flight(None)
+    assert all(isinstance(result, UpstreamError) for result in failed)
+
+
 # -- retries --------------------------------------------------------------------------
 
 
