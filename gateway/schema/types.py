@@ -298,12 +298,14 @@ def hit_of(
     return by_slug.load(hit.slug) if hit.item_type == kind.value else None
 
 
-async def _hit_package(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
-    return await found(hit_of(root, SearchItemType.PACKAGE, info.context.loaders.packages.by_slug))
+# Plain functions returning the loader's future, not coroutines: graphql-core leaves a sibling's
+# coroutine un-awaited when a non-null field beside it fails, and Python warns of each one.
+def _hit_package(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
+    return hit_of(root, SearchItemType.PACKAGE, info.context.loaders.packages.by_slug)
 
 
-async def _hit_grid(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
-    return await found(hit_of(root, SearchItemType.GRID, info.context.loaders.grids.by_slug))
+def _hit_grid(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:
+    return hit_of(root, SearchItemType.GRID, info.context.loaders.grids.by_slug)
 
 
 @strawberry.type(description="One hit of a search, best first.")
