@@ -147,6 +147,38 @@ def edit(dataset: Dataset) -> tuple[Dataset, PackageRow, PackageRow]:
     return changed, removed, added
 
 
+async def planner_rows(engine: AsyncEngine, table: str) -> int | None:
+    """The rows the database's planner believes `table` holds; None if it was never analysed."""
+    async with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            analysed = await connection.execute(
+                text("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'")
+            )
+            if analysed.scalar() is None:
+                return None
+            # A line per index of the table, each starting with the rows it holds.
+            stat = await connection.execute(
+                text("SELECT stat FROM sqlite_stat1 WHERE tbl = :t"), {"t": table}
+            )
+            found = stat.scalar()
+            return None if found is None else int(str(found).split()[0])
+        estimate = await connection.execute(
+            text(
+                "SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = current_schema() AND c.relname = :t"
+            ),
+            {"t": table},
+        )
+        rows = estimate.scalar_one()
+        return None if rows < 0 else int(rows)
+
+
+async def test_a_write_leaves_the_planner_statistics_of_its_rows(database: AsyncEngine) -> None:
+    await write_dataset(database, SMALL)
+    assert await planner_rows(database, package.name) == len(SMALL.packages)
+    assert await planner_rows(database, grid_package.name) == len(SMALL.grid_packages)
+
+
 async def test_a_second_write_updates_deletes_and_inserts(database: AsyncEngine) -> None:
     await write_dataset(database, SMALL)
     changed, removed, _ = edit(SMALL)

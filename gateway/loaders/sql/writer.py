@@ -4,7 +4,8 @@ Readers see the old rows or the new ones, never a mix: an interrupted write roll
 table that changed is emptied and refilled in bulk (together with the tables whose rows point
 into it, as the foreign keys require); the counts reported come from comparing the rows.
 What is derived from the rows, the search index and the sort keys, is rebuilt in the same
-transaction.
+transaction, and the tables rewritten are analysed in it too: the query planner then knows their
+sizes and spreads from the first read on, instead of guessing until autovacuum comes round.
 """
 
 from __future__ import annotations
@@ -84,7 +85,20 @@ async def write_dataset(engine: AsyncEngine, dataset: Dataset) -> WriteSummary:
                 await connection.execute(table.insert(), values)
         await build_search_index(connection)
         await build_sort_keys(connection, dataset)
+        if rewrite:
+            await _analyse(connection)
     return WriteSummary(changes)
+
+
+async def _analyse(connection: AsyncConnection) -> None:
+    """Fresh planner statistics for every table of the gateway's (SQLite's ANALYZE takes one
+    name at a time; PostgreSQL's takes a list, in a transaction too)."""
+    names = [table.name for table in metadata.sorted_tables]
+    if connection.dialect.name == "sqlite":
+        for name in names:
+            await connection.exec_driver_sql(f'ANALYZE "{name}"')
+        return
+    await connection.exec_driver_sql("ANALYZE " + ", ".join(f'"{name}"' for name in names))
 
 
 def _create_schema(connection: Connection) -> None:
