@@ -28,6 +28,7 @@ from gateway.app import GraphQLEndpoint, create_app
 from gateway.compose import schema_for
 from gateway.config import Settings, answer_settings, setting_type
 from gateway.loaders.backend import Backend
+from gateway.reading import Readings
 from gateway.response_cache import Cached, MemoryStore, ResponseCache, namespace
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 from tests.waiting import Clock
@@ -558,7 +559,7 @@ async def test_memory_store_evicts_the_least_recently_used_past_its_bound() -> N
 
 
 async def test_keys_follow_the_document_not_its_layout() -> None:
-    cache = ResponseCache(MemoryStore(2**20), ttl=60, namespace=b"", max_tokens=1000)
+    cache = ResponseCache(MemoryStore(2**20), ttl=60, namespace=b"", readings=Readings(1000, 200))
     key = await cache.key(PACKAGE, {"id": 1}, None)
     assert key is not None
     assert await cache.key(PACKAGE_REFORMATTED, {"id": 1}, None) == key
@@ -630,7 +631,7 @@ def test_every_setting_that_changes_an_answer_is_in_the_namespace() -> None:
 
 
 async def test_followers_run_their_own_when_the_first_answer_cannot_be_cached() -> None:
-    cache = ResponseCache(MemoryStore(2**20), ttl=60, namespace=b"", max_tokens=1000)
+    cache = ResponseCache(MemoryStore(2**20), ttl=60, namespace=b"", readings=Readings(1000, 200))
     runs = 0
     asked = 0
     everyone_asked = asyncio.Event()  # the first run ends once all three wait for it
