@@ -8,13 +8,14 @@ introspection's root fields: measure.py). A reading does both with one parse, an
 by the document's text (only its text: a reading keeps no parsed document, whose nodes weigh
 hundreds of bytes per token).
 
-A long document is read in the documents' process (offload.py): parsing it in pure Python takes
-tens of milliseconds, which on a thread of this process would slow the event loop down (the
-interpreter's lock), so that every other request, and `/healthz`, would crawl while a client
-sends such documents. Most long documents a client makes up are refused by the limits read here,
-and then never cost this process a parse at all. A short one is read on the documents' thread,
-which costs less than a round trip to the process. A document that passes is parsed again here,
-once, for its validation and execution (limits.py), then kept parsed (document_cache.py).
+A document is read in the documents' process (offload.py): parsing it in pure Python takes
+some 2 ms per 1,000 characters (tens of milliseconds at the token limit), which on a thread of
+this process would slow the event loop down (the interpreter's lock), so that every other
+request, and `/healthz`, would crawl while a client sends documents it has not sent before. The
+round trip costs this process some 0.2 ms. Most long documents a client makes up are refused by
+the limits read there, and then never cost this process a parse at all. A document that passes
+is parsed again here, once, for its validation and execution (limits.py), then kept parsed
+(document_cache.py).
 """
 
 from __future__ import annotations
@@ -35,11 +36,8 @@ from graphql import (
 
 from gateway.errors import ReportedError
 from gateway.measure import check_spread, parsed
-from gateway.offload import off_the_loop, out_of_process
+from gateway.offload import out_of_process
 
-# Documents of more characters are read in the documents' process: a round trip there costs
-# about as much as parsing 1,000 characters, a document at the token limit some 30,000 or more.
-LONG = 2_000
 MAX_BYTES = 4 * 2**20  # the texts whose readings are remembered, in all
 ENTRY_OVERHEAD = 200  # bytes counted per reading for its key, its values and bookkeeping
 
@@ -135,17 +133,11 @@ class Readings:
         return kept[0]
 
     async def get(self, text: str) -> Reading:
-        """`text`'s reading, remembered or done now: a long text in the documents' process, a
-        short one on their thread."""
+        """`text`'s reading, remembered or done now, in the documents' process."""
         reading = self.known(text)
-        if reading is not None:
-            return reading
-        limits = (self.max_tokens, self.max_selections)
-        if len(text) > LONG:
-            reading = await out_of_process(read, text, *limits)
-        else:
-            reading = await off_the_loop(read, text, *limits)
-        self._keep(text, reading)
+        if reading is None:
+            reading = await out_of_process(read, text, self.max_tokens, self.max_selections)
+            self._keep(text, reading)
         return reading
 
     def _keep(self, text: str, reading: Reading) -> None:

@@ -16,11 +16,11 @@ from gateway.errors import format_error
 from gateway.internals import graphql_schema
 from gateway.limits import document_errors
 from gateway.offload import out_of_process
-from gateway.reading import LONG, Readings
+from gateway.reading import Readings
 
 LIMITS = query_limits(Settings())
 GRAPHQL = graphql_schema(schema_for(Settings()))
-PADDING = " " * LONG  # a document this long or longer is read in the documents' process
+PADDING = "\n" * 50 + " " * 3_000  # the errors' locations move with it
 SCHEMAS = "{ " + " ".join(f"s{i}: __schema {{ queryType {{ name }} }}" for i in range(2)) + " }"
 DEEP = "fragment F0 on Query { __typename }\n" + "\n".join(
     f"fragment F{i} on Query {{ ...F{i - 1} categories {{ ...F{i - 1} }} }}" for i in range(1, 120)
@@ -54,10 +54,10 @@ WIDE = "fragment W0 on Query { __typename }\n" + "\n".join(
         "nested",
     ],
 )
-@pytest.mark.parametrize("padded", [False, True], ids=["short", "long"])
+@pytest.mark.parametrize("padded", [False, True], ids=["as-is", "padded"])
 async def test_a_refusal_is_the_limits_own_error(text: str, padded: bool) -> None:
-    """Read on the thread or in the process, a refused document's error is the one the limits
-    raise on the spot: its message, code and locations."""
+    """Read in the documents' process (or on their thread while it starts), a refused
+    document's error is the one the limits raise on the spot: its message, code and locations."""
     if padded:
         text = PADDING + text
     reading = await Readings(LIMITS.max_tokens, LIMITS.max_selections).get(text)
