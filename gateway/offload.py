@@ -22,6 +22,7 @@ take it (the second or so it takes to start, or after it died) runs on the docum
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import subprocess
@@ -129,19 +130,17 @@ _CHILD = _Child()
 
 def _serve(connection: Connection, module: str) -> None:
     """The child's side: `module` imported, then each call received, run, and answered, until
-    the pipe closes."""
+    the pipe closes (the server ended, whenever that is: the child says nothing of it)."""
     importlib.import_module(module)
-    connection.send("ready")
-    while True:
-        try:
+    with contextlib.suppress(EOFError, OSError):
+        connection.send("ready")
+        while True:
             function, args = connection.recv()
-        except EOFError:
-            return
-        try:
-            answer = (True, function(*args))
-        except Exception as error:
-            answer = (False, error)
-        connection.send(answer)
+            try:
+                answer = (True, function(*args))
+            except Exception as error:
+                answer = (False, error)
+            connection.send(answer)
 
 
 if __name__ == "__main__":

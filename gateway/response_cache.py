@@ -71,7 +71,9 @@ class _Entry:
 
 
 class MemoryStore:
-    """A `Store` in this process's memory: bounded in bytes, least recently used out first."""
+    """A `Store` in this process's memory: bounded in bytes, least recently used out first, and
+    an entry past its time dropped once none used later is left before it: what is kept follows
+    what was asked for lately, not everything asked for until the bound is reached."""
 
     def __init__(self, max_bytes: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
@@ -103,8 +105,12 @@ class MemoryStore:
             return
         self._entries[key] = entry
         self.size += entry.size
-        while self.size > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+        now = self._clock()
+        while True:
+            oldest = next(iter(self._entries))
+            if self.size <= self.max_bytes and self._entries[oldest].expires > now:
+                break
+            self._drop(oldest)
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)

@@ -558,6 +558,25 @@ async def test_memory_store_evicts_the_least_recently_used_past_its_bound() -> N
     assert await store.get("k3") is None
 
 
+async def test_memory_store_drops_what_is_past_its_time_within_its_bound() -> None:
+    """Well under its bound, entries past their time and used before any still fresh go as the
+    next is set: what is kept follows what was asked for lately."""
+    now = [0.0]
+    store = MemoryStore(2**20, clock=lambda: now[0])
+    for second, key in enumerate(("old", "older-but-used", "fresh")):
+        now[0] = second
+        await store.set(key, b"x" * 100, 10)
+    now[0] = 5
+    assert await store.get("older-but-used") is not None  # now the most recently used
+    now[0] = 10.5  # "old" and "older-but-used" are past their time, "fresh" is not
+    await store.set("new", b"x" * 100, 10)
+    assert len(store) == 3  # "old" dropped; "older-but-used" waits behind "fresh"
+    now[0] = 12.5  # "fresh" is past its time too
+    await store.set("newer", b"x" * 100, 10)
+    assert len(store) == 2 and await store.get("new") is not None
+    assert store.size == (len("new") + 100 + 200) + (len("newer") + 100 + 200)
+
+
 async def test_keys_follow_the_document_not_its_layout() -> None:
     cache = ResponseCache(MemoryStore(2**20), ttl=60, namespace=b"", readings=Readings(1000, 200))
     key = await cache.key(PACKAGE, {"id": 1}, None)
