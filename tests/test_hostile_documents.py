@@ -101,29 +101,29 @@ def test_documents_the_limits_refuse_cost_the_server_no_parse(embedded_data_home
     def attack(spaces: int) -> list[str]:
         document = AT_THE_TOKEN_LIMIT[spaces % 2]
         operation = {"query": " " * spaces + document}
-        return codes(httpx.post(f"{served.origin}/graphql", json=operation, timeout=30).json())
+        return codes(httpx.post(f"{server.origin}/graphql", json=operation, timeout=30).json())
 
     with (
-        served_gateway(embedded_data_home) as served,
-        httpx.Client(base_url=served.origin, timeout=30) as client,
+        served_gateway(embedded_data_home) as server,
+        httpx.Client(base_url=server.origin, timeout=30) as client,
         ThreadPoolExecutor(4) as pool,
     ):
         # Read on the documents' thread while their process starts, then there.
         deadline = time.monotonic() + 60
         for spaces in itertools.count(100):
-            spent = _cpu_seconds(served.pid)
+            spent = _cpu_seconds(server.pid)
             assert attack(spaces) == ["TOO_MANY_SELECTIONS"]
-            if _cpu_seconds(served.pid) - spent < CPU_PER_DOCUMENT:
+            if _cpu_seconds(server.pid) - spent < CPU_PER_DOCUMENT:
                 break
             assert time.monotonic() < deadline, "the documents' process never read one"
-        spent = _cpu_seconds(served.pid)
+        spent = _cpu_seconds(server.pid)
         answers = [pool.submit(attack, spaces) for spaces in range(1, 41)]
         waits = []
         while not all(answer.done() for answer in answers):
             started = time.perf_counter()
             assert client.get("/healthz").status_code == 200
             waits.append(time.perf_counter() - started)
-        spent = _cpu_seconds(served.pid) - spent
+        spent = _cpu_seconds(server.pid) - spent
     assert [answer.result() for answer in answers] == [["TOO_MANY_SELECTIONS"]] * 40
     assert spent / 40 < CPU_PER_DOCUMENT, spent
     assert max(waits) < HEALTHZ_BOUND, waits
