@@ -93,8 +93,11 @@ def test_a_document_that_took_seconds_to_validate_does_not_stall_the_server(
 # 150 ms to parse (twice), and meanwhile its event loop waited for the interpreter's lock at each
 # of its system calls; they are read in the documents' process now.
 AT_THE_TOKEN_LIMIT = (REPEATED, "{ " + "__typename " * 4990 + "}")
-# The server's own CPU time for one: handling its request, not parsing it.
+# The server's own CPU time for one: handling its request, not parsing it (150 ms before).
 CPU_PER_DOCUMENT = 0.04
+# What /healthz may take meanwhile on a loaded machine: it keeps answering. (The CPU time is what
+# shows the parse gone: wall-clock bounds flake on a machine others share.)
+HEALTHZ_BESIDE_STALLS = 2.0
 
 
 def test_documents_the_limits_refuse_cost_the_server_no_parse(embedded_data_home: Path) -> None:
@@ -117,16 +120,16 @@ def test_documents_the_limits_refuse_cost_the_server_no_parse(embedded_data_home
                 break
             assert time.monotonic() < deadline, "the documents' process never read one"
         spent = _cpu_seconds(server.pid)
-        answers = [pool.submit(attack, spaces) for spaces in range(1, 41)]
+        answers = [pool.submit(attack, spaces) for spaces in range(1, 21)]
         waits = []
         while not all(answer.done() for answer in answers):
             started = time.perf_counter()
             assert client.get("/healthz").status_code == 200
             waits.append(time.perf_counter() - started)
         spent = _cpu_seconds(server.pid) - spent
-    assert [answer.result() for answer in answers] == [["TOO_MANY_SELECTIONS"]] * 40
-    assert spent / 40 < CPU_PER_DOCUMENT, spent
-    assert max(waits) < HEALTHZ_BOUND, waits
+    assert [answer.result() for answer in answers] == [["TOO_MANY_SELECTIONS"]] * 20
+    assert spent / 20 < CPU_PER_DOCUMENT, spent
+    assert max(waits) < HEALTHZ_BESIDE_STALLS, waits
 
 
 def _cpu_seconds(pid: int) -> float:
