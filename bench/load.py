@@ -2,13 +2,17 @@
 
     python -m bench.load [--requests 20000] [--concurrency 50] [--hostile 0.02]
 
-The fake APIv4 serves the full-scale demo catalogue from this process, on loopback. After a
-warm-up without faults (`--warmup` requests of the same mix), 5% of its answers are 503s and 1%
-hang, and once half the requests are done it answers nothing but 503s for `--outage` seconds.
-The clients send a mix of the queries a frontend sends (a package with its category and grids,
-a grid's fan-out, list pages, search, node refetches) and, in a small share (`--hostile`), the
-attacks of bench/hostile.py: requests that would make one request cost thousands of upstream
-calls, clients that hang up half-way, and documents that are costly to validate or answer.
+The fake APIv4 serves the full-scale demo catalogue from this process, on loopback. The gateway
+runs with `--cache-ttl 60` (flags after `--` come after it): it renews its catalogue snapshot
+every 54 seconds, so that the run goes through several renewals. After a warm-up without faults
+(`--warmup` requests of the same mix, and more until the snapshot has been renewed once: for a
+while two snapshots are in memory, and the memory freed then is used again by the next ones),
+5% of the upstream's answers are 503s and 1% hang, and once half the requests are done it
+answers nothing but 503s for `--outage` seconds. The clients send a mix of the queries a
+frontend sends (a package with its category and grids, a grid's fan-out, list pages, search,
+node refetches) and, in a small share (`--hostile`), the attacks of bench/hostile.py: requests
+that would make one request cost thousands of upstream calls, clients that hang up half-way,
+and documents that are costly to validate or answer.
 Another process probes /healthz every 50 ms throughout the measured requests.
 
 The script prints what an operator would ask: did the gateway ever answer 5xx, how many
@@ -48,6 +52,7 @@ from bench.hostile import FRONTEND, HANG_UP_AFTER, KINDS, Attacks, Post, upstrea
 from gateway.config import Settings, settings_from_table
 from gateway.demo.dataset import generate
 from gateway.errors import SHUTTING_DOWN
+from gateway.loaders.rest.fetcher import WHOLE_LIST
 from gateway.loaders.sql.rows import Dataset
 from gateway.schema.pagination import cursor_of
 from tests.fake_upstream import FakeUpstream, Logged, serve_upstream
@@ -60,6 +65,8 @@ RSS_TOLERANCE = 0.1  # the share RSS may move by, once warm, and still be flat
 HANG_UP_GRACE = 1.0  # seconds after a hang-up in which its fetches already sent may still arrive
 UVICORN_CAP_REFUSAL = "Service Unavailable"  # uvicorn's 503 body past `limit_concurrency`
 JSON_CONTENT = {"content-type": "application/json"}
+SERVE_DEFAULTS = ("--cache-ttl", "60")  # the gateway's flags before the command line's
+WARMUP_MORE = 500  # requests at a time while the warm-up waits for the snapshot's renewal
 
 PACKAGE = """query($slug: String!) { package(slug: $slug) {
     title pypiVersion lastUpdated category { title }
@@ -258,6 +265,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def snapshots(upstream: FakeUpstream) -> int:
+    """How many catalogue snapshots the gateway has read: whole lists of packages."""
+    whole = f"limit={WHOLE_LIST}"
+    return sum(
+        1 for logged in upstream.log if "/packages/?" in logged.target and whole in logged.target
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -393,6 +408,7 @@ class Run:
     elapsed: float
     upstream: FakeUpstream
     memory: tuple[int, int]  # the gateway's RSS in KiB, after the warm-up and at the end
+    warmup: int  # requests in the warm-up
     resident: list[int]  # and once a second in between
     cpu: float
     probes: list[Probe]
@@ -440,7 +456,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         "/healthz": healthz,
         "slow /healthz beside": _beside(outcomes, run.probes),
         "gateway CPU": f"{run.cpu:.0f} s ({100 * run.cpu / run.elapsed:.0f}% of one core)",
-        "gateway RSS": f"{warm / 1024:.1f} MiB after warm-up, {end / 1024:.1f} MiB at the end "
+        "gateway RSS": f"{warm / 1024:.1f} MiB after warm-up ({run.warmup} requests, until the"
+        f" snapshot was renewed), {end / 1024:.1f} MiB at the end "
         f"({100 * growth:+.1f}%); at each quarter of the run: "
         + ", ".join(f"{kib / 1024:.1f}" for kib in _quarters(run.resident)),
         "tracebacks logged": f"{run.tracebacks}",
@@ -546,7 +563,13 @@ async def run(args: argparse.Namespace) -> int:
         timeout = httpx.Timeout(limit + 20)  # longer than the gateway's own limit: we count those
         async with httpx.AsyncClient(base_url=origin, limits=limits, timeout=timeout) as client:
             deadline = time.monotonic() + args.time_limit
-            await drive(client, requests_, args.warmup, args.concurrency, deadline)
+            warmup = len(await drive(client, requests_, args.warmup, args.concurrency, deadline))
+            while (
+                settings.warm_catalogue and snapshots(upstream) < 2 and time.monotonic() < deadline
+            ):
+                warmup += len(
+                    await drive(client, requests_, WARMUP_MORE, args.concurrency, deadline)
+                )
             warm, cpu = resident_kib(process.pid), cpu_seconds(process.pid)
 
             upstream.reset()
@@ -572,7 +595,8 @@ async def run(args: argparse.Namespace) -> int:
             await outage
             end, cpu = resident_kib(process.pid), cpu_seconds(process.pid) - cpu
     tracebacks = Path(log.name).read_text(errors="replace").count("Traceback (most recent call")
-    measured = Run(settings, elapsed, upstream, (warm, end), resident, cpu, probes, tracebacks)
+    memory = (warm, end)
+    measured = Run(settings, elapsed, upstream, memory, warmup, resident, cpu, probes, tracebacks)
     print(report(outcomes, args, measured))
     print(f"gateway log: {log.name}")
     return 0
@@ -608,10 +632,11 @@ def main() -> None:
     parser.add_argument(
         "serve",
         nargs=argparse.REMAINDER,
-        help="after --: flags for `gateway serve` (--idle-timeout 60, ...); default: none",
+        help="after --: flags for `gateway serve` (--idle-timeout 60, ...), after"
+        f" {' '.join(SERVE_DEFAULTS)}",
     )
     args = parser.parse_args()
-    args.serve = args.serve[1:] if args.serve[:1] == ["--"] else args.serve
+    args.serve = [*SERVE_DEFAULTS, *(args.serve[1:] if args.serve[:1] == ["--"] else args.serve)]
     if min(args.requests, args.concurrency, args.time_limit) <= 0 or args.warmup < 0:
         parser.error("requests, concurrency and time limit must be positive")
     if not 0 <= args.hostile <= 1:

@@ -462,7 +462,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
             store(response_cache.MAX_BYTES),
             ttl=ttl,
             namespace=namespace(schema.as_str(), answer_settings(settings)),
-            max_tokens=settings.max_tokens,
+            readings=schema.readings,
         )
     endpoint = GraphQLEndpoint(
         schema,

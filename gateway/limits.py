@@ -3,41 +3,35 @@
 Tokens are counted by graphql-core's parser; depth, aliases and introspection are Strawberry's
 and graphql-core's validation rules, their errors reported as ours (gateway/errors.py). Before
 validation, the document is measured as if its fragments were written out where they are
-spread: its size and nesting, the fields of each selection set (checking that fields of one
-name merge compares them pairwise) and introspection's root fields, once each per operation.
+spread (measure.py): its size and nesting, the fields of each selection set (checking that
+fields of one name merge compares them pairwise) and introspection's root fields, once each per
+operation.
 
-Parsing and validation run off the event loop, within the request's time: a document at the
-token limit takes tens of milliseconds to parse, and validation's work is bounded too
-(`FIELD_MERGING_BUDGET`). A document that passed is kept (document_cache.py), by its text, so
-that the next time it comes it needs neither; one refused is not kept, and is refused again
-whenever it comes. The cost (cost.py) depends on the variables, so it is estimated after
-validation, just before execution (what one HTTP request may take, its body and its time, is
-request_limits.py's). `document_errors` holds a document to all the document limits at once,
-whatever its variables: `gateway documents check`.
+A document not seen before is read first (reading.py: parsed and measured, a long one in a
+process of its own), and refused if that says so; parsing it again and validating it run off
+the event loop, within the request's time: a document at the token limit takes tens of
+milliseconds to parse, and validation's work is bounded too (`FIELD_MERGING_BUDGET`). A document
+that passed is kept (document_cache.py), by its text, so that the next time it comes it needs
+none of that; one refused is not kept, and is refused again whenever it comes. The cost
+(cost.py) depends on the variables, so it is estimated after validation, just before execution
+(what one HTTP request may take, its body and its time, is request_limits.py's).
+`document_errors` holds a document to all the document limits at once, whatever its variables:
+`gateway documents check`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from graphql import (
     ASTValidationRule,
     DocumentNode,
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLError,
     GraphQLSchema,
-    GraphQLSyntaxError,
-    InlineFragmentNode,
-    Node,
     NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
-    SelectionSetNode,
     ValidationContext,
-    parse,
     specified_rules,
 )
 from strawberry.extensions import (
@@ -50,32 +44,26 @@ from strawberry.extensions import (
 from gateway.cost import Costs, largest_cost, too_costly
 from gateway.document_cache import DocumentCache
 from gateway.errors import (
-    EmptySelectionSet,
     IntrospectionDisabled,
-    IntrospectionRepeated,
     OperationNameRequired,
     QueryRefused,
     QueryTooComplex,
     QueryTooDeep,
     TooManyAliases,
-    TooManySelections,
-    TooManyTokens,
     located,
     reported_as,
 )
 from gateway.internals import (
     graphql_schema,
-    is_nested_too_deeply,
-    is_over_token_limit,
     is_validation_cut_short,
     limit_field_merging,
     provided_operation_name,
     strawberry_validation,
 )
+from gateway.measure import check_spread, parsed
 from gateway.offload import off_the_loop
+from gateway.reading import Readings
 
-# graphql-core's parser refuses selections nested deeper; fragments must not get around that.
-MAX_NESTING = 200
 # The work graphql-core may spend checking that a document's fields of one name merge, in its
 # units (a comparison of two fields costs about 2): 50,000 take 20 to 100 ms of a loaded core.
 # The largest introspection queries need none, 100 copies of one field with a selection of its
@@ -98,14 +86,16 @@ class QueryLimits:
     introspection: bool
 
 
-def extensions(limits: QueryLimits, documents: DocumentCache) -> list[Extension]:
+def extensions(
+    limits: QueryLimits, documents: DocumentCache, readings: Readings
+) -> list[Extension]:
     """The schema extensions that enforce `limits`, one instance of each per request, all
-    keeping the documents that passed in `documents`."""
+    reading documents through `readings` and keeping those that passed in `documents`."""
     rules = _validation_rules(limits)
     costs = Costs(limits.max_cost)
     return [
         lambda: AddValidationRules(rules),
-        lambda: _Checked(limits, documents),
+        lambda: _Checked(limits, documents, readings),
         lambda: _Cost(costs),
     ]
 
@@ -140,29 +130,35 @@ def _reporting(rule: type[ASTValidationRule], kind: type[QueryRefused]) -> type[
 
 
 class _Checked(SchemaExtension):
-    """A document parsed and validated on a thread of its own, so that the event loop goes on
-    serving meanwhile and the request's deadline holds; or, if it passed before, as it was.
-    Of several operations, the request must name the one to run (`OperationNameRequired`).
+    """A document read (reading.py) and refused if that says so, else parsed and validated on a
+    thread of its own, so that the event loop goes on serving meanwhile and the request's
+    deadline holds; or, if it passed before, as it was. Of several operations, the request must
+    name the one to run (`OperationNameRequired`).
 
     Strawberry's depth and alias limiters follow every spread of every fragment: a few hundred
     tokens of fragments spreading others twice would keep them busy for hours. They also fail
-    on an empty selection set, which graphql-core's parser now accepts. So the document is
-    measured first, with its fragments spread (`_check_spread`).
+    on an empty selection set, which graphql-core's parser now accepts. So the reading measures
+    the document first, with its fragments spread (measure.py).
     """
 
-    def __init__(self, limits: QueryLimits, documents: DocumentCache) -> None:
+    def __init__(self, limits: QueryLimits, documents: DocumentCache, readings: Readings) -> None:
         super().__init__()
         self.limits = limits
         self.documents = documents
+        self.readings = readings
         self.known = False  # the document passed before: it needs no validation
 
     async def on_parse(self) -> AsyncIterator[None]:
         context = self.execution_context
-        assert context.query is not None  # Strawberry refuses an operation without it first
-        document = self.documents.get(context.query)
+        query = context.query
+        assert query is not None  # Strawberry refuses an operation without it first
+        document = self.documents.get(query)
         self.known = document is not None
         if document is None:
-            document = await off_the_loop(_parsed, context.query, self.limits)
+            reading = await self.readings.get(query)
+            if reading.refusal is not None:
+                raise reading.refusal.error(query)
+            document = await off_the_loop(parsed, query, self.limits.max_tokens)
         context.graphql_document = document
         # Strawberry would run the first; refused where Strawberry refuses an unknown name.
         if provided_operation_name(context) is None and _operations(document) > 1:
@@ -184,17 +180,9 @@ class _Checked(SchemaExtension):
 
 
 def _parsed(text: str, limits: QueryLimits) -> DocumentNode:
-    """`text` parsed and measured (`_check_spread`); the refusals of the parser's own limits
-    reported as ours."""
-    try:
-        document = parse(text, max_tokens=limits.max_tokens)
-    except GraphQLSyntaxError as error:
-        if is_over_token_limit(error):
-            raise reported_as(TooManyTokens, error) from None
-        if is_nested_too_deeply(error):
-            raise reported_as(QueryTooDeep, error) from None
-        raise
-    _check_spread(document, limits)
+    """`text` parsed and measured (measure.py)."""
+    document = parsed(text, limits.max_tokens)
+    check_spread(document, limits.max_tokens, limits.max_selections)
     return document
 
 
@@ -215,123 +203,6 @@ def _validated(
         )
         return [located(QueryTooComplex(message))]
     return errors
-
-
-def _check_spread(document: DocumentNode, limits: QueryLimits) -> None:
-    """Refuse a document too large (or too deep) once its fragments are spread out, with a
-    selection set of too many fields, or an operation asking for introspection's root fields
-    more than once each."""
-    spread = _Spread(document)
-    selections = spread.selections()
-    if selections > limits.max_tokens:
-        message = (
-            f"Document contains more than {limits.max_tokens} tokens once its fragments are"
-            f" spread: {selections} selections"
-        )
-        raise located(TooManyTokens(message))
-    fields, widest = spread.widest
-    if fields > limits.max_selections:
-        message = (
-            f"A selection set holds {fields} fields once its fragments are spread, over the"
-            f" limit of {limits.max_selections}: ask for each field once"
-        )
-        raise located(TooManySelections(message), widest)
-    if spread.repeating is not None:
-        message = "An operation may ask for `__schema` once, and for `__type` once"
-        raise located(IntrospectionRepeated(message), spread.repeating)
-
-
-class _Measure(NamedTuple):
-    """A selection set with its fragments spread."""
-
-    selections: int  # at every level
-    levels: int  # how deep it nests
-    fields: int  # at its own level of the response, with its fragments' and inline fragments'
-    schemas: int  # of those, `__schema` fields
-    types: int  # and `__type` fields
-
-
-_NOTHING = _Measure(0, 0, 0, 0, 0)
-
-
-class _Spread:
-    """Selections counted, and nesting checked, with every fragment spread out; each fragment is
-    measured once, so that this takes time in proportion to the document's size."""
-
-    def __init__(self, document: DocumentNode) -> None:
-        self.document = document
-        self.fragments = {
-            node.name.value: node
-            for node in document.definitions
-            if isinstance(node, FragmentDefinitionNode)
-        }
-        self.measured: dict[str, _Measure] = {}
-        self.open: set[str] = set()
-        self.widest: tuple[int, SelectionSetNode | None] = (0, None)  # the most fields, where
-        self.repeating: OperationDefinitionNode | None = None  # `__schema` or `__type` twice
-
-    def selections(self) -> int:
-        """All the selections of all operations; unused fragments are measured too."""
-        total = 0
-        for node in self.document.definitions:
-            if isinstance(node, OperationDefinitionNode):
-                measure = self._measure(node.selection_set, 1)
-                if measure.schemas > 1 or measure.types > 1:
-                    self.repeating = node
-                total += measure.selections
-            elif isinstance(node, FragmentDefinitionNode):
-                self._fragment(node.name.value, 0)
-        return total
-
-    def _measure(self, selection_set: SelectionSetNode, depth: int) -> _Measure:
-        """`selection_set`, at nesting `depth`."""
-        if not selection_set.selections:
-            empty = EmptySelectionSet("Syntax Error: a selection set may not be empty.")
-            raise located(empty, selection_set)
-        if depth > MAX_NESTING:
-            raise _too_deep(selection_set)
-        selections, levels, fields, schemas, types = 0, 1, 0, 0, 0
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                inner = _NOTHING
-                if selection.selection_set is not None:
-                    inner = self._measure(selection.selection_set, depth + 1)
-                fields += 1
-                schemas += selection.name.value == "__schema"
-                types += selection.name.value == "__type"
-            elif isinstance(selection, FragmentSpreadNode | InlineFragmentNode):
-                if isinstance(selection, FragmentSpreadNode):
-                    inner = self._fragment(selection.name.value, depth)
-                else:
-                    inner = self._measure(selection.selection_set, depth + 1)
-                fields += inner.fields
-                schemas += inner.schemas
-                types += inner.types
-            selections += 1 + inner.selections
-            levels = max(levels, 1 + inner.levels)
-        if fields > self.widest[0]:
-            self.widest = (fields, selection_set)
-        return _Measure(selections, levels, fields, schemas, types)
-
-    def _fragment(self, name: str, depth: int) -> _Measure:
-        fragment = self.fragments.get(name)
-        if fragment is None or name in self.open:
-            return _NOTHING  # unknown fragments and cycles are validation errors
-        if name not in self.measured:
-            self.open.add(name)
-            self.measured[name] = self._measure(fragment.selection_set, depth + 1)
-            self.open.discard(name)
-        measure = self.measured[name]
-        if depth + measure.levels > MAX_NESTING:
-            raise _too_deep(fragment)
-        return measure
-
-
-def _too_deep(node: Node) -> GraphQLError:
-    message = (
-        f"Document is nested more than {MAX_NESTING} levels deep once its fragments are spread"
-    )
-    return located(QueryTooDeep(message), node)
 
 
 class _Cost(SchemaExtension):

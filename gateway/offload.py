@@ -1,4 +1,4 @@
-"""One thread for the work on documents that is too long for the event loop.
+"""A thread, and a process, for the work on documents that is too long for the event loop.
 
 A document at the token limit takes tens of milliseconds to parse, and its validation may take
 as long again: on the event loop, every other request would wait meanwhile. On a thread, the loop
@@ -6,22 +6,142 @@ gets its turn every few milliseconds (the interpreter's switch interval). One th
 only one thread runs Python at a time anyway, so more would not go faster, but would make the loop
 wait longer for its turn; the work of a request that ended first (timed out, its client gone) is
 dropped if it has not started; and the loop's default executor stays free for what else uses it.
+
+A thread still shares the interpreter's lock with the loop, and the loop gives that lock up at
+each of its system calls: while the thread runs Python, each of them costs the loop up to a
+switch interval (5 ms) to get it back, so that a busy loop crawls (the GIL's convoy effect). What
+needs no answer but a few values (reading.py: whether a document is refused, and its normal form)
+is worked out in a process of its own instead, which shares nothing with the loop: a child
+Python (`python -m gateway.offload`) that runs one call at a time, sent and answered as pickles
+over a pipe by a thread of this process that only waits for it. The child is started when first
+needed, in a session of its own (a terminal's Ctrl-C is for the server), ends when this process
+closes the pipe, and is started again if it dies. A call that comes while it is not there to
+take it (the second or so it takes to start, or after it died) runs on the documents' thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from multiprocessing.connection import Connection, Pipe
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 _THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-documents")
+# Waits for the documents' process, one call at a time: a call queued is dropped if its request
+# ends first, as on the documents' thread.
+_WAITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-documents-process")
 
 
 async def off_the_loop(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """`function(*args, **kwargs)`, run on the documents' thread."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_THREAD, lambda: function(*args, **kwargs))
+
+
+async def out_of_process(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)`, run in the documents' process: `function` a module's, its arguments
+    and its result such as pickle carries."""
+    loop = asyncio.get_running_loop()
+    try:
+        result: T = await loop.run_in_executor(_WAITER, _CHILD.call, function, args)
+    except Unavailable:
+        return await off_the_loop(function, *args)
+    return result
+
+
+class Unavailable(Exception):
+    """The documents' process cannot take a call: it is starting, or it died."""
+
+
+class _Child:
+    """The documents' process, from the waiting thread's side."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # one call at a time, whoever calls
+        self._process: subprocess.Popen[bytes] | None = None
+        self._connection: Connection | None = None
+        self._ready = False  # the child said it has imported what the calls need
+
+    def call(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+        with self._lock:
+            try:
+                if not self._is_ready(function.__module__):
+                    raise Unavailable
+                assert self._connection is not None
+                self._connection.send((function, args))
+                ok, value = self._connection.recv()
+            except (OSError, EOFError) as error:
+                self._stop()
+                raise Unavailable from error
+        if not ok:
+            raise value
+        result: T = value
+        return result
+
+    def _is_ready(self, module: str) -> bool:
+        """Whether the child is there to take a call; started, if it is not running."""
+        if self._process is None or self._process.poll() is not None:
+            self._start(module)
+        elif not self._ready and self._connection is not None and self._connection.poll():
+            self._ready = self._connection.recv() == "ready"
+        return self._ready
+
+    def _start(self, module: str) -> None:
+        """A new child, which imports `module` first, then says it is ready."""
+        self._stop()
+        ours, theirs = Pipe()
+        # The package as this process imports it, wherever the child starts.
+        root = str(Path(__file__).resolve().parent.parent)
+        path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.offload", str(theirs.fileno()), module],
+            stdin=subprocess.DEVNULL,
+            pass_fds=[theirs.fileno()],
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        theirs.close()
+        self._connection = ours
+
+    def _stop(self) -> None:
+        self._ready = False
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+
+_CHILD = _Child()
+
+
+def _serve(connection: Connection, module: str) -> None:
+    """The child's side: `module` imported, then each call received, run, and answered, until
+    the pipe closes (the server ended, whenever that is: the child says nothing of it)."""
+    importlib.import_module(module)
+    with contextlib.suppress(EOFError, OSError):
+        connection.send("ready")
+        while True:
+            function, args = connection.recv()
+            try:
+                answer = (True, function(*args))
+            except Exception as error:
+                answer = (False, error)
+            connection.send(answer)
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])), sys.argv[2])

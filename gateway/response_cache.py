@@ -1,13 +1,14 @@
 """The response cache: whole answers to queries, by document, variables and operation name.
 
 A key is made from the document as graphql-core prints it (so whitespace, commas and comments do
-not matter; each raw text is parsed for this once, then remembered), the operation name and the
-variables, under a namespace that holds everything else that changes an answer: the schema and the
-settings declared as changing one (gateway/config.py: the source and the query limits). Only a
-query is ever cached, and only a complete, successful answer (no errors, nothing stale): the HTTP
-view (gateway/app.py) decides that and hands over the encoded body. A refused request never runs
-far enough to be looked up: the body and batch limits refuse it before, and the document limits
-are part of the namespace, so an answer cached under laxer limits is never served under stricter
+not matter), the operation name and the variables, under a namespace that holds everything else
+that changes an answer: the schema and the settings declared as changing one (gateway/config.py:
+the source and the query limits). Each raw text is read for its normal form once, by the query
+limits' own reading (reading.py), then remembered. Only a query is ever cached, and only a
+complete, successful answer (no errors, nothing stale): the HTTP view (gateway/app.py) decides
+that and hands over the encoded body. A refused request is never looked up: the body and batch
+limits refuse it before, a document the reading refuses has no key, and the document limits are
+part of the namespace, so an answer cached under laxer limits is never served under stricter
 ones.
 
 Concurrent requests for the same key share one execution (single-flight): the first runs it, the
@@ -33,16 +34,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import orjson
-from graphql import OperationDefinitionNode, OperationType, parse, print_ast
 
-from gateway.offload import off_the_loop
+from gateway.reading import Normal, Readings
 
 logger = logging.getLogger("gateway")
 
 T = TypeVar("T")
 
 MAX_BYTES = 32 * 2**20  # the responses kept by one process
-DOCUMENTS_MAX_BYTES = 4 * 2**20  # the raw documents whose normal form is remembered
 ENTRY_OVERHEAD = 200  # bytes counted per entry for its key and bookkeeping
 _ETAG_LENGTH = 32  # hex digits of a 16-byte BLAKE2b digest
 
@@ -72,7 +71,9 @@ class _Entry:
 
 
 class MemoryStore:
-    """A `Store` in this process's memory: bounded in bytes, least recently used out first."""
+    """A `Store` in this process's memory: bounded in bytes, least recently used out first, and
+    an entry past its time dropped once none used later is left before it: what is kept follows
+    what was asked for lately, not everything asked for until the bound is reached."""
 
     def __init__(self, max_bytes: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
@@ -104,8 +105,12 @@ class MemoryStore:
             return
         self._entries[key] = entry
         self.size += entry.size
-        while self.size > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+        now = self._clock()
+        while True:
+            oldest = next(iter(self._entries))
+            if self.size <= self.max_bytes and self._entries[oldest].expires > now:
+                break
+            self._drop(oldest)
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
@@ -122,62 +127,6 @@ class Cached:
     max_age: float
 
 
-@dataclass(frozen=True, slots=True)
-class _Document:
-    digest: bytes  # of the printed document
-    queries: frozenset[str | None]  # the names of its query operations (None: anonymous)
-    operations: int
-
-
-class _Documents:
-    """Each raw document's normal form, remembered per raw text, least recently used out first;
-    None for a document that does not parse (within the token limit)."""
-
-    def __init__(self, max_tokens: int, max_bytes: int = DOCUMENTS_MAX_BYTES) -> None:
-        self.max_tokens = max_tokens
-        self.max_bytes = max_bytes
-        self.size = 0
-        self._known: OrderedDict[str, _Document | None] = OrderedDict()
-
-    def known(self, text: str) -> _Document | None:
-        """The normal form of a document already read (None too for one not read yet)."""
-        document = self._known.get(text)
-        if document is not None:
-            self._known.move_to_end(text)
-        return document
-
-    async def get(self, text: str) -> _Document | None:
-        if text in self._known:
-            self._known.move_to_end(text)
-            return self._known[text]
-        # A document at the token limit takes tens of milliseconds to parse: not on the loop.
-        document = await off_the_loop(self._normalise, text)
-        size = len(text) + ENTRY_OVERHEAD
-        if size <= self.max_bytes and text not in self._known:
-            self._known[text] = document
-            self.size += size
-            while self.size > self.max_bytes:
-                oldest, _ = self._known.popitem(last=False)
-                self.size -= len(oldest) + ENTRY_OVERHEAD
-        return document
-
-    def _normalise(self, text: str) -> _Document | None:
-        try:
-            document = parse(text, no_location=True, max_tokens=self.max_tokens)
-            printed = print_ast(document)
-        except Exception:  # the schema's own parse reports it; such a document is not cached
-            return None
-        operations = [
-            node for node in document.definitions if isinstance(node, OperationDefinitionNode)
-        ]
-        queries = frozenset(
-            node.name.value if node.name else None
-            for node in operations
-            if node.operation == OperationType.QUERY
-        )
-        return _Document(hashlib.sha256(printed.encode()).digest(), queries, len(operations))
-
-
 def namespace(sdl: str, answer_settings: Mapping[str, object]) -> bytes:
     """What, besides the request, decides an answer: the schema, and the values of the settings
     that change an answer, by name (`config.answer_settings`)."""
@@ -192,29 +141,30 @@ def effective_ttl(ttl: float, upstream_ttl: float | None) -> float:
 
 
 class ResponseCache:
-    def __init__(self, store: Store, *, ttl: float, namespace: bytes, max_tokens: int) -> None:
+    def __init__(self, store: Store, *, ttl: float, namespace: bytes, readings: Readings) -> None:
         self.store = store
         self.ttl = ttl
         self.namespace = namespace
-        self._documents = _Documents(max_tokens)
+        self._readings = readings
         self._flights: dict[str, asyncio.Future[Cached | None]] = {}
 
     async def key(
         self, query: str, variables: Mapping[str, Any] | None, operation_name: str | None
     ) -> str | None:
         """The key of a query's answer, or None when it is not a query (or not a document)."""
-        return self._key(await self._documents.get(query), variables, operation_name)
+        return self._key((await self._readings.get(query)).normal, variables, operation_name)
 
     def key_at_hand(
         self, query: str, variables: Mapping[str, Any] | None, operation_name: str | None
     ) -> str | None:
         """As `key`, without a wait: None too for a document whose normal form is not known
         yet (reading it may take a thread's while)."""
-        return self._key(self._documents.known(query), variables, operation_name)
+        reading = self._readings.known(query)
+        return self._key(None if reading is None else reading.normal, variables, operation_name)
 
     def _key(
         self,
-        document: _Document | None,
+        document: Normal | None,
         variables: Mapping[str, Any] | None,
         operation_name: str | None,
     ) -> str | None:

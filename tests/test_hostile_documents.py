@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
+import os
 import threading
 import time
 import tracemalloc
@@ -39,7 +41,7 @@ from gateway.offload import off_the_loop
 from gateway.schema import GatewaySchema
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 from tests.observing import post, served
-from tests.serving import gateway_serve
+from tests.serving import gateway_serve, served_gateway
 from tests.test_amplification import codes
 
 GRAPHQL = graphql_schema(schema_for(Settings()))
@@ -85,6 +87,56 @@ def test_a_document_that_took_seconds_to_validate_does_not_stall_the_server(
         body = answer.result().json()
         assert "data" not in body
         assert codes(body) == [code]
+
+
+# Documents at the token limit that the limits refuse. Each took the server's interpreter some
+# 150 ms to parse (twice), and meanwhile its event loop waited for the interpreter's lock at each
+# of its system calls; they are read in the documents' process now.
+AT_THE_TOKEN_LIMIT = (REPEATED, "{ " + "__typename " * 4990 + "}")
+# The server's own CPU time for one: handling its request, not parsing it (150 ms before).
+CPU_PER_DOCUMENT = 0.04
+# What /healthz may take meanwhile on a loaded machine: it keeps answering. (The CPU time is what
+# shows the parse gone: wall-clock bounds flake on a machine others share.)
+HEALTHZ_BESIDE_STALLS = 2.0
+
+
+def test_documents_the_limits_refuse_cost_the_server_no_parse(embedded_data_home: Path) -> None:
+    def attack(spaces: int) -> list[str]:
+        document = AT_THE_TOKEN_LIMIT[spaces % 2]
+        operation = {"query": " " * spaces + document}
+        return codes(httpx.post(f"{server.origin}/graphql", json=operation, timeout=30).json())
+
+    with (
+        served_gateway(embedded_data_home) as server,
+        httpx.Client(base_url=server.origin, timeout=30) as client,
+        ThreadPoolExecutor(4) as pool,
+    ):
+        # Read on the documents' thread while their process starts, then there.
+        deadline = time.monotonic() + 60
+        for spaces in itertools.count(100):
+            spent = _cpu_seconds(server.pid)
+            assert attack(spaces) == ["TOO_MANY_SELECTIONS"]
+            if _cpu_seconds(server.pid) - spent < CPU_PER_DOCUMENT:
+                break
+            assert time.monotonic() < deadline, "the documents' process never read one"
+        spent = _cpu_seconds(server.pid)
+        answers = [pool.submit(attack, spaces) for spaces in range(1, 21)]
+        waits = []
+        while not all(answer.done() for answer in answers):
+            started = time.perf_counter()
+            assert client.get("/healthz").status_code == 200
+            waits.append(time.perf_counter() - started)
+        spent = _cpu_seconds(server.pid) - spent
+    assert [answer.result() for answer in answers] == [["TOO_MANY_SELECTIONS"]] * 20
+    assert spent / 20 < CPU_PER_DOCUMENT, spent
+    assert max(waits) < HEALTHZ_BESIDE_STALLS, waits
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used so far, user and system (not its children's)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def test_a_document_still_waiting_for_validation_ends_at_the_request_timeout(

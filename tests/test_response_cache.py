@@ -28,6 +28,7 @@ from gateway.app import GraphQLEndpoint, create_app
 from gateway.compose import schema_for
 from gateway.config import Settings, answer_settings, setting_type
 from gateway.loaders.backend import Backend
+from gateway.reading import Readings
 from gateway.response_cache import Cached, MemoryStore, ResponseCache, namespace
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 from tests.waiting import Clock
@@ -557,8 +558,27 @@ async def test_memory_store_evicts_the_least_recently_used_past_its_bound() -> N
     assert await store.get("k3") is None
 
 
+async def test_memory_store_drops_what_is_past_its_time_within_its_bound() -> None:
+    """Well under its bound, entries past their time and used before any still fresh go as the
+    next is set: what is kept follows what was asked for lately."""
+    now = [0.0]
+    store = MemoryStore(2**20, clock=lambda: now[0])
+    for second, key in enumerate(("old", "older-but-used", "fresh")):
+        now[0] = second
+        await store.set(key, b"x" * 100, 10)
+    now[0] = 5
+    assert await store.get("older-but-used") is not None  # now the most recently used
+    now[0] = 10.5  # "old" and "older-but-used" are past their time, "fresh" is not
+    await store.set("new", b"x" * 100, 10)
+    assert len(store) == 3  # "old" dropped; "older-but-used" waits behind "fresh"
+    now[0] = 12.5  # "fresh" is past its time too
+    await store.set("newer", b"x" * 100, 10)
+    assert len(store) == 2 and await store.get("new") is not None
+    assert store.size == (len("new") + 100 + 200) + (len("newer") + 100 + 200)
+
+
 async def test_keys_follow_the_document_not_its_layout() -> None:
-    cache = ResponseCache(MemoryStore(2**20), ttl=60, namespace=b"", max_tokens=1000)
+    cache = ResponseCache(MemoryStore(2**20), ttl=60, namespace=b"", readings=Readings(1000, 200))
     key = await cache.key(PACKAGE, {"id": 1}, None)
     assert key is not None
     assert await cache.key(PACKAGE_REFORMATTED, {"id": 1}, None) == key
@@ -630,7 +650,7 @@ def test_every_setting_that_changes_an_answer_is_in_the_namespace() -> None:
 
 
 async def test_followers_run_their_own_when_the_first_answer_cannot_be_cached() -> None:
-    cache = ResponseCache(MemoryStore(2**20), ttl=60, namespace=b"", max_tokens=1000)
+    cache = ResponseCache(MemoryStore(2**20), ttl=60, namespace=b"", readings=Readings(1000, 200))
     runs = 0
     asked = 0
     everyone_asked = asyncio.Event()  # the first run ends once all three wait for it

@@ -15,6 +15,7 @@ from gateway import limits
 from gateway.document_cache import DocumentCache
 from gateway.errors import VariableErrors, log_unexpected
 from gateway.internals import allow_types_of_one_name
+from gateway.reading import Readings
 from gateway.schema.direct import use_direct_resolvers
 from gateway.schema.query import Query
 from gateway.schema.scalars import DateTime
@@ -23,6 +24,7 @@ from gateway.schema.types import Category, Grid, Package
 
 class GatewaySchema(strawberry.Schema):
     documents: DocumentCache  # the documents that passed its query limits, parsed
+    readings: Readings  # the documents seen lately, read (refused or normalised), by text
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -58,12 +60,18 @@ def build_schema(
         # types, which Strawberry would otherwise refuse as a duplicate name.
         allow_types_of_one_name(config)
     documents = DocumentCache()
+    readings = Readings(query_limits.max_tokens, query_limits.max_selections)
     built = schema_class(
         query=Query,
         types=types,
-        extensions=[*limits.extensions(query_limits, documents), VariableErrors, *extensions],
+        extensions=[
+            *limits.extensions(query_limits, documents, readings),
+            VariableErrors,
+            *extensions,
+        ],
         config=config,
     )
     built.documents = documents
+    built.readings = readings
     use_direct_resolvers(built)
     return built

@@ -1,0 +1,153 @@
+"""Each document a client sends, read once: refused by the limits a parse can check, or its
+normal form.
+
+Two parts of the gateway need to read a document it has not seen: the response cache, for its
+normal form (its key does not depend on whitespace, commas or comments), and the query limits,
+to refuse it before validation (its tokens, nesting, the fields of each selection set and
+introspection's root fields: measure.py). A reading does both with one parse, and is remembered
+by the document's text (only its text: a reading keeps no parsed document, whose nodes weigh
+hundreds of bytes per token).
+
+A document is read in the documents' process (offload.py): parsing it in pure Python takes
+some 2 ms per 1,000 characters (tens of milliseconds at the token limit), which on a thread of
+this process would slow the event loop down (the interpreter's lock), so that every other
+request, and `/healthz`, would crawl while a client sends documents it has not sent before. The
+round trip costs this process some 0.2 ms. Most long documents a client makes up are refused by
+the limits read there, and then never cost this process a parse at all. A document that passes
+is parsed again here, once, for its validation and execution (limits.py), then kept parsed
+(document_cache.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSyntaxError,
+    OperationDefinitionNode,
+    OperationType,
+    Source,
+    print_ast,
+)
+
+from gateway.errors import ReportedError
+from gateway.measure import check_spread, parsed
+from gateway.offload import out_of_process
+
+MAX_BYTES = 4 * 2**20  # the texts whose readings are remembered, in all
+ENTRY_OVERHEAD = 200  # bytes counted per reading for its key, its values and bookkeeping
+
+
+@dataclass(frozen=True, slots=True)
+class Normal:
+    """A document's normal form, as far as the response cache needs it."""
+
+    digest: bytes  # of the document as graphql-core prints it
+    queries: frozenset[str | None]  # the names of its query operations (None: anonymous)
+    operations: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a document is refused, such as pickle carries from the documents' process: the kind
+    of the error (None: graphql-core's syntax error), its message, and where in the text."""
+
+    kind: type[ReportedError] | None
+    message: str
+    positions: tuple[int, ...]
+
+    @classmethod
+    def of(cls, error: GraphQLError) -> Refusal:
+        original = error.original_error
+        kind = type(original) if isinstance(original, ReportedError) else None
+        return cls(kind, error.message, tuple(error.positions or ()))
+
+    def error(self, text: str) -> GraphQLError:
+        """The error again, at the same place in `text`, the document it was read from."""
+        source = Source(text)
+        if self.kind is None:
+            [position] = self.positions
+            description = self.message.removeprefix("Syntax Error: ")
+            return GraphQLSyntaxError(source, position, description)
+        positions = list(self.positions) or None
+        return GraphQLError(
+            self.message, source=source, positions=positions, original_error=self.kind(self.message)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A document read: refused (`refusal`), or its normal form."""
+
+    refusal: Refusal | None
+    normal: Normal | None
+
+
+def read(text: str, max_tokens: int, max_selections: int) -> Reading:
+    """`text` parsed within `max_tokens` and measured (measure.py): a function of this module,
+    its arguments and its result small, for the documents' process."""
+    try:
+        document = parsed(text, max_tokens)
+        check_spread(document, max_tokens, max_selections)
+    except GraphQLError as error:
+        return Reading(Refusal.of(error), None)
+    return Reading(None, _normal(document))
+
+
+def _normal(document: DocumentNode) -> Normal:
+    operations = [
+        node for node in document.definitions if isinstance(node, OperationDefinitionNode)
+    ]
+    queries = frozenset(
+        node.name.value if node.name else None
+        for node in operations
+        if node.operation == OperationType.QUERY
+    )
+    digest = hashlib.sha256(print_ast(document).encode()).digest()
+    return Normal(digest, queries, len(operations))
+
+
+class Readings:
+    """The readings of the documents seen lately, by text, least recently used out first."""
+
+    def __init__(self, max_tokens: int, max_selections: int, max_bytes: int = MAX_BYTES) -> None:
+        self.max_tokens = max_tokens
+        self.max_selections = max_selections
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._known: OrderedDict[str, tuple[Reading, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def known(self, text: str) -> Reading | None:
+        """The reading of a document read already; None for one not read yet."""
+        kept = self._known.get(text)
+        if kept is None:
+            return None
+        self._known.move_to_end(text)
+        return kept[0]
+
+    async def get(self, text: str) -> Reading:
+        """`text`'s reading, remembered or done now, in the documents' process."""
+        reading = self.known(text)
+        if reading is None:
+            reading = await out_of_process(read, text, self.max_tokens, self.max_selections)
+            self._keep(text, reading)
+        return reading
+
+    def _keep(self, text: str, reading: Reading) -> None:
+        size = len(text) + ENTRY_OVERHEAD
+        if reading.refusal is not None:
+            size += len(reading.refusal.message)
+        if text in self._known or size > self.max_bytes:
+            return
+        self._known[text] = (reading, size)
+        self.size += size
+        while self.size > self.max_bytes:
+            _, (_, dropped) = self._known.popitem(last=False)
+            self.size -= dropped

@@ -1,0 +1,100 @@
+"""Reading a document once, a long one in the documents' process: the refusal comes back as the
+limits would have raised it here, and the process is there when it can be, the thread when not."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from gateway.compose import query_limits, schema_for
+from gateway.config import Settings
+from gateway.errors import format_error
+from gateway.internals import graphql_schema
+from gateway.limits import document_errors
+from gateway.offload import out_of_process
+from gateway.reading import Readings
+
+LIMITS = query_limits(Settings())
+GRAPHQL = graphql_schema(schema_for(Settings()))
+PADDING = "\n" * 50 + " " * 3_000  # the errors' locations move with it
+SCHEMAS = "{ " + " ".join(f"s{i}: __schema {{ queryType {{ name }} }}" for i in range(2)) + " }"
+DEEP = "fragment F0 on Query { __typename }\n" + "\n".join(
+    f"fragment F{i} on Query {{ ...F{i - 1} categories {{ ...F{i - 1} }} }}" for i in range(1, 120)
+)
+WIDE = "fragment W0 on Query { __typename }\n" + "\n".join(
+    f"fragment W{i} on Query {{ a: categories {{ ...W{i - 1} }} b: categories {{ ...W{i - 1} }} }}"
+    for i in range(1, 20)
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{ categories { totalCount " + "\n" * 10 + "(",
+        "{ " + "a " * 5_001 + "}",
+        "{ " + "categories { totalCount } " * 1_249 + "}",
+        SCHEMAS,
+        "{ categories { } }",
+        "query { ...F119 }\n" + DEEP,
+        "query { ...W19 }\n" + WIDE,
+        "{ a " * 300 + "}" * 300,
+    ],
+    ids=[
+        "syntax",
+        "tokens",
+        "selections",
+        "introspection",
+        "empty",
+        "spread-deep",
+        "spread-wide",
+        "nested",
+    ],
+)
+@pytest.mark.parametrize("padded", [False, True], ids=["as-is", "padded"])
+async def test_a_refusal_is_the_limits_own_error(text: str, padded: bool) -> None:
+    """Read in the documents' process (or on their thread while it starts), a refused
+    document's error is the one the limits raise on the spot: its message, code and locations."""
+    if padded:
+        text = PADDING + text
+    reading = await Readings(LIMITS.max_tokens, LIMITS.max_selections).get(text)
+    assert reading.refusal is not None and reading.normal is None
+    [expected] = document_errors(GRAPHQL, LIMITS, text)
+    assert format_error(reading.refusal.error(text)) == format_error(expected)
+
+
+async def test_a_document_within_the_limits_has_one_normal_form_however_it_is_written() -> None:
+    readings = Readings(LIMITS.max_tokens, LIMITS.max_selections)
+    query = "query Q { categories { totalCount } }"
+    short = await readings.get(query)
+    long = await readings.get(PADDING + query.replace(" ", " ,\n# a comment\n "))
+    assert short.refusal is None and short.normal is not None
+    assert long == short
+    assert short.normal.queries == frozenset({"Q"}) and short.normal.operations == 1
+    assert readings.known(query) is short and len(readings) == 2
+
+
+async def test_what_the_process_runs_comes_back_raised_as_it_was() -> None:
+    with pytest.raises(ValueError, match="invalid literal"):
+        await out_of_process(int, "not a number")
+
+
+async def test_the_documents_process_is_started_again_when_it_dies() -> None:
+    """While it is not there (starting, or dead), its calls run on the documents' thread."""
+    child = await _process_id()
+    os.kill(child, signal.SIGKILL)
+    assert await out_of_process(os.getpid) == os.getpid()  # the thread's; a new process starts
+    again = await _process_id()
+    assert again not in (child, os.getpid())
+
+
+async def _process_id() -> int:
+    """The documents' process's id, once it is there to take calls."""
+    deadline = time.monotonic() + 60
+    while (pid := await out_of_process(os.getpid)) == os.getpid():
+        assert time.monotonic() < deadline, "the documents' process did not start"
+        await asyncio.sleep(0.05)
+    return pid
