@@ -16,11 +16,10 @@ from operator import attrgetter
 from typing import Any
 
 import strawberry
-from aiodataloader import DataLoader
 from strawberry.relay.utils import to_base64
 
 from gateway.loaders import records
-from gateway.loaders.loaders import Loaders
+from gateway.loaders.loaders import Loader, Loaders
 from gateway.loaders.records import Page, Slice, Window
 from gateway.schema.context import Info
 from gateway.schema.inputs import (
@@ -76,7 +75,7 @@ async def found(record: Awaitable[Any] | None) -> Any:
     return None if record is None else await record
 
 
-Relation = Callable[[Loaders], DataLoader[Window, Page[Any]]]
+Relation = Callable[[Loaders], Loader[Window, Page[Any]]]
 
 # The loader that windows each relation: asked by the resolvers below and by the engine.
 CATEGORY_PACKAGES: Relation = attrgetter("packages_of_category")
@@ -98,7 +97,6 @@ def counted(parent: int) -> Window:
 
 
 def window_of(
-    loader: DataLoader[Window, Page[Any]],
     own_order: Layout,
     first: int | None,
     last: int | None,
@@ -106,12 +104,12 @@ def window_of(
     before: str | None,
     filter: records.PackageFilter | None = None,
     order: records.Order | None = None,
-) -> tuple[Paged, Callable[[int], Awaitable[Page[Any]]]]:
-    """A slice of a relation whose own order's key is `own_order`, and what loads it for a
-    parent (by id). The resolvers below and the engine (gateway/engine/) share it."""
+) -> tuple[Paged, Callable[[int], Window]]:
+    """A slice of a relation whose own order's key is `own_order`, and each parent's window
+    of it (by the parent's id). The resolvers below and the engine (gateway/engine/) share it."""
     page = paged(first, last, after, before, own_order, order, filter, order)
     slice = page.slice
-    return page, lambda parent: loader.load(Window(parent, slice, filter, order))
+    return page, lambda parent: Window(parent, slice, filter, order)
 
 
 def list_page(
@@ -138,8 +136,8 @@ async def _connection(page: Paged, load: Callable[[], Awaitable[Page[Any]]]) -> 
 async def _relation(root: Any, info: Info, *arguments: Any) -> Connection[Any]:
     """The connection of the parent's relation: `arguments` are `window_of`'s from `first`."""
     relation, own_order = RELATIONS[type(root)]
-    page, load = window_of(relation(info.context.loaders), own_order, *arguments)
-    return await _connection(page, partial(load, root.id))
+    page, window = window_of(own_order, *arguments)
+    return await _connection(page, partial(relation(info.context.loaders).load, window(root.id)))
 
 
 # The resolvers of the connections of each kind: the whole list at the root (where there is no
@@ -291,11 +289,17 @@ def item_type(root: strawberry.Parent[records.SearchHit]) -> SearchItemType:
     return SearchItemType(root.item_type)
 
 
+def hit_slug(hit: records.SearchHit, kind: SearchItemType) -> str | None:
+    """The slug of the package or grid a search hit is, if it is of `kind`."""
+    return hit.slug if hit.item_type == kind.value else None
+
+
 def hit_of(
-    hit: records.SearchHit, kind: SearchItemType, by_slug: DataLoader[str, Any]
+    hit: records.SearchHit, kind: SearchItemType, by_slug: Loader[str, Any]
 ) -> Awaitable[Any] | None:
     """The package or grid a search hit is, if it is of `kind`, as its loader's future."""
-    return by_slug.load(hit.slug) if hit.item_type == kind.value else None
+    slug = hit_slug(hit, kind)
+    return None if slug is None else by_slug.load(slug)
 
 
 async def _hit_package(root: strawberry.Parent[records.SearchHit], info: Info) -> Any:

@@ -1,0 +1,218 @@
+"""What one request's memo and the catalogue snapshot answer, with no request to the upstream.
+
+The REST backend (backend.py) answers from here whenever it has the snapshot, and offers the
+same answers as its `AtHand` while the snapshot is at hand: then the request's loaders take
+them at once, without a future or a turn of the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import msgspec
+
+from gateway.loaders import records
+from gateway.loaders.records import Order, PackageFilter, Page, Slice, Window
+from gateway.loaders.rest.snapshot import Catalogue
+from gateway.loaders.rest.wire import CategoryJSON, GridJSON, PackageJSON
+
+K = TypeVar("K")
+V = TypeVar("V")
+R = TypeVar("R", records.Category, records.Grid, records.Package)
+J = TypeVar("J", CategoryJSON, GridJSON, PackageJSON)
+
+_ID = attrgetter("id")
+
+
+@dataclass(frozen=True, slots=True)
+class Kind(Generic[J, R]):
+    """A kind of record as one request looks it up: its APIv4 resource and wire type, how the
+    memo remembers it and holds it by id, and how the snapshot finds it by id."""
+
+    resource: str
+    wire: type[J]
+    remember: Callable[[J], R]
+    seen: dict[int, R | None]
+    in_snapshot: Callable[[Catalogue, int], R | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Slugged(Kind[J, R]):
+    """A kind the APIv4 also looks up by slug: the ids the memo holds by slug, and how the
+    snapshot finds it by slug."""
+
+    seen_ids: dict[str, int | None]
+    by_slug_in_snapshot: Callable[[Catalogue, str], R | None]
+
+
+class Kinds(NamedTuple):
+    categories: Kind[CategoryJSON, records.Category]
+    grids: Slugged[GridJSON, records.Grid]
+    packages: Slugged[PackageJSON, records.Package]
+
+
+def known(
+    missing: list[K],
+    seen: dict[K, V | None],
+    in_snapshot: Callable[[Catalogue, K], V | None],
+    snapshot: Catalogue,
+    fresh: bool,
+) -> list[K]:
+    """Remember in `seen` what the snapshot tells of the `missing` keys: a record, or, while
+    it is `fresh`, that there is none. The keys it leaves open."""
+    for key in missing:
+        record = in_snapshot(snapshot, key)
+        if record is not None or fresh:
+            seen[key] = record
+    return [key for key in missing if key not in seen]
+
+
+def id_in_snapshot(kind: Slugged[Any, R]) -> Callable[[Catalogue, str], int | None]:
+    """How the snapshot finds the id of a slug (the record remembered by its id)."""
+
+    def find(snapshot: Catalogue, slug: str) -> int | None:
+        record = kind.by_slug_in_snapshot(snapshot, slug)
+        if record is None:
+            return None
+        kind.seen[record.id] = record
+        return record.id
+
+    return find
+
+
+def by_ids_seen(ids: list[int | None], kind: Kind[Any, R]) -> list[R | None]:
+    """The records the memo holds by the ids a lookup by slug found."""
+    return [None if id is None else kind.seen.get(id) for id in ids]
+
+
+def as_first_seen(page: Page[R], seen: Mapping[int, R | None]) -> Page[R]:
+    """`page` with each record this request had already read as it first read it."""
+    items = page.items
+    if not seen or seen.keys().isdisjoint(map(_ID, items)):
+        return page
+    firsts = [seen.get(record.id) or record for record in items]
+    return msgspec.structs.replace(page, items=firsts)
+
+
+def oldest_by_slug(
+    categories: Sequence[records.Category], slugs: Sequence[str]
+) -> list[records.Category | None]:
+    """The oldest category of each slug (category slugs are not unique), or None."""
+    by_slug: dict[str, records.Category] = {}
+    for category in sorted(categories, key=_ID):
+        by_slug.setdefault(category.slug, category)
+    return [by_slug.get(slug) for slug in slugs]
+
+
+def paged(slice: Slice) -> bool:
+    """Whether a slice is more than a first page: the upstream's offsets cannot hold a place."""
+    return slice.after is not None or slice.before is not None or slice.backward
+
+
+def shaped(window: Window) -> bool:
+    """Whether a window asks for a filter, an order or more than a first page: only the
+    snapshot can answer it."""
+    return window.filter is not None or window.order is not None or paged(window.slice)
+
+
+def snapshot_pages(
+    snapshot: Catalogue,
+    windows: Sequence[Window],
+    parents: Kind[Any, Any],
+    members: Kind[Any, R],
+    from_snapshot: Callable[[Catalogue, Window], Page[R]],
+) -> dict[Window, Page[R]]:
+    """The pages the snapshot answers: of each window with a filter, an order or a cursor,
+    and of each whose parent it knows."""
+    seen, parent_of = members.seen, parents.in_snapshot
+    return {
+        window: as_first_seen(from_snapshot(snapshot, window), seen)
+        for window in windows
+        if shaped(window) or parent_of(snapshot, window.parent) is not None
+    }
+
+
+class SnapshotAnswers:
+    """The batches of the REST backend answered from the request's memo and the catalogue
+    snapshot, as the backend answers them with the snapshot at hand (its `AtHand`). A lookup
+    the snapshot cannot settle (it is not `fresh`, and lacks the key) and a relation of a
+    parent it lacks would need the upstream: None."""
+
+    def __init__(self, kinds: Kinds, snapshot: Catalogue, fresh: Callable[[], bool]) -> None:
+        self.kinds = kinds
+        self.snapshot = snapshot
+        self.fresh = fresh
+
+    def _lookup(
+        self,
+        keys: Sequence[K],
+        seen: dict[K, V | None],
+        in_snapshot: Callable[[Catalogue, K], V | None],
+    ) -> list[V | None] | None:
+        missing = [key for key in dict.fromkeys(keys) if key not in seen]
+        if missing and known(missing, seen, in_snapshot, self.snapshot, self.fresh()):
+            return None
+        return [seen[key] for key in keys]
+
+    def _by_id(self, ids: Sequence[int], kind: Kind[Any, R]) -> list[R | None] | None:
+        return self._lookup(ids, kind.seen, kind.in_snapshot)
+
+    def _by_slug(self, slugs: Sequence[str], kind: Slugged[Any, R]) -> list[R | None] | None:
+        ids = self._lookup(slugs, kind.seen_ids, id_in_snapshot(kind))
+        return None if ids is None else by_ids_seen(ids, kind)
+
+    def categories(self, ids: Sequence[int]) -> list[records.Category | None] | None:
+        return self._by_id(ids, self.kinds.categories)
+
+    def categories_by_slug(self, slugs: Sequence[str]) -> list[records.Category | None]:
+        return oldest_by_slug(self.snapshot.categories(), slugs)
+
+    def grids(self, ids: Sequence[int]) -> list[records.Grid | None] | None:
+        return self._by_id(ids, self.kinds.grids)
+
+    def grids_by_slug(self, slugs: Sequence[str]) -> list[records.Grid | None] | None:
+        return self._by_slug(slugs, self.kinds.grids)
+
+    def packages(self, ids: Sequence[int]) -> list[records.Package | None] | None:
+        return self._by_id(ids, self.kinds.packages)
+
+    def packages_by_slug(self, slugs: Sequence[str]) -> list[records.Package | None] | None:
+        return self._by_slug(slugs, self.kinds.packages)
+
+    def _relation(
+        self,
+        windows: Sequence[Window],
+        parents: Kind[Any, Any],
+        members: Kind[Any, R],
+        from_snapshot: Callable[[Catalogue, Window], Page[R]],
+    ) -> list[Page[R]] | None:
+        pages = snapshot_pages(self.snapshot, windows, parents, members, from_snapshot)
+        return [pages[window] for window in windows] if len(pages) == len(windows) else None
+
+    def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[records.Package]] | None:
+        kinds = self.kinds
+        return self._relation(windows, kinds.grids, kinds.packages, Catalogue.packages_of_grid)
+
+    def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[records.Grid]] | None:
+        kinds = self.kinds
+        return self._relation(windows, kinds.packages, kinds.grids, Catalogue.grids_of_package)
+
+    def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[records.Package]]:
+        seen, snapshot = self.kinds.packages.seen, self.snapshot
+        return [as_first_seen(snapshot.packages_of_category(window), seen) for window in windows]
+
+    def list_categories(self, slice: Slice, order: Order | None = None) -> Page[records.Category]:
+        page = self.snapshot.list_categories(slice, order)
+        return as_first_seen(page, self.kinds.categories.seen)
+
+    def list_grids(self, slice: Slice, order: Order | None = None) -> Page[records.Grid]:
+        return as_first_seen(self.snapshot.list_grids(slice, order), self.kinds.grids.seen)
+
+    def list_packages(
+        self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
+    ) -> Page[records.Package]:
+        page = self.snapshot.list_packages(slice, filter, order)
+        return as_first_seen(page, self.kinds.packages.seen)
