@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -31,6 +33,7 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLScalarType,
     GraphQLSchema,
     GraphQLString,
     get_named_type,
@@ -557,3 +560,56 @@ def test_a_leaf_completes_as_graphql_core_completes_it(
     else:
         assert expected.errors is None
         assert expected.data == {"f": answer}
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+REPEATED = datetime(2024, 11, 3, 1, 30, tzinfo=NEW_YORK)  # an hour New York lives twice
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        REPEATED,
+        REPEATED.replace(fold=1),  # equal to the one before, another offset
+        REPEATED.astimezone(UTC),
+        datetime(2018, 8, 3, 4, 16, 50, tzinfo=timezone(timedelta(hours=-4))),
+        datetime(2026, 2, 15, 9, 5, 26, 776238, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(1850, 1, 1, tzinfo=NEW_YORK),  # local mean time: an offset with seconds
+        datetime(2018, 8, 3, 4, 16, 50),  # naive
+        None,
+        "2018-08-03",
+    ],
+)
+def test_a_datetime_completes_as_its_scalar_formats_it_each_time(value: Any) -> None:
+    """DateTime texts are kept by value: equal instants of another zone or fold keep theirs."""
+    scalar = GRAPHQL.get_type("DateTime")
+    assert isinstance(scalar, GraphQLScalarType)
+    types: list[GraphQLOutputType] = [scalar, GraphQLNonNull(scalar)]
+    for type_ in types:
+        field = GraphQLField(type_, resolve=lambda *_: value)
+        query_type = GraphQLObjectType("Query", {"f": field})
+        expected = graphql_sync(GraphQLSchema(query_type), "{ f }")
+        completes = completion(type_, "Query.f")
+        assert completes is not None
+        for _ in range(2):
+            try:
+                answer = completes.complete(value)
+            except Exception as error:
+                assert expected.errors is not None
+                assert [e.message for e in expected.errors] == [str(error)]
+            else:
+                assert expected.errors is None
+                assert expected.data == {"f": answer}
+
+
+def test_a_list_is_checked_again_unless_it_cannot_change() -> None:
+    completes = completion(GraphQLNonNull(GraphQLList(INT)), "Query.f")
+    assert completes is not None
+    kept = (1, 2, 3)
+    assert completes.complete(kept) == completes.complete(kept) == [1, 2, 3]
+    changing = [1, 2]
+    assert completes.complete(changing) == [1, 2]
+    changing.append(2**31)
+    with pytest.raises(ItemError) as raised:
+        completes.complete(changing)
+    assert raised.value.index == 2

@@ -102,8 +102,8 @@ class _Inputs:
 
 
 _COMPUTED: dict[tuple[str, str], Read] = {
-    **{(name, "id"): types.global_id for name in ("Category", "Grid", "Package")},
-    **{(name, "databaseId"): types.database_id for name in ("Category", "Grid", "Package")},
+    **{(name, "id"): read for name, read in types.GLOBAL_IDS.items()},
+    **{(name, "databaseId"): attrgetter("id") for name in ("Category", "Grid", "Package")},
     ("SearchResult", "itemType"): types.item_type,
 }
 
