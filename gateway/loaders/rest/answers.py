@@ -7,15 +7,16 @@ them at once, without a future or a turn of the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, is_
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
 from gateway.loaders import records
 from gateway.loaders.records import Order, PackageFilter, Page, Slice, Window
+from gateway.loaders.rest.memo import Memo
 from gateway.loaders.rest.snapshot import Catalogue
 from gateway.loaders.rest.wire import CategoryJSON, GridJSON, PackageJSON
 
@@ -37,6 +38,7 @@ class Kind(Generic[J, R]):
     remember: Callable[[J], R]
     seen: dict[int, R | None]
     in_snapshot: Callable[[Catalogue, int], R | None]
+    memo: Memo
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +90,15 @@ def by_ids_seen(ids: list[int | None], kind: Kind[Any, R]) -> list[R | None]:
     return [None if id is None else kind.seen.get(id) for id in ids]
 
 
-def as_first_seen(page: Page[R], seen: Mapping[int, R | None]) -> Page[R]:
-    """`page` with each record this request had already read as it first read it."""
-    items = page.items
-    if not seen or seen.keys().isdisjoint(map(_ID, items)):
+def as_first_seen(page: Page[R], kind: Kind[Any, R]) -> Page[R]:
+    """`page` with each record this request had already read as it first read it (only a
+    record read from the upstream can differ: the memo keeps the snapshot's own)."""
+    seen, items = kind.seen, page.items
+    if not kind.memo.read or not seen or seen.keys().isdisjoint(map(_ID, items)):
         return page
     firsts = [seen.get(record.id) or record for record in items]
+    if all(map(is_, firsts, items)):
+        return page
     return msgspec.structs.replace(page, items=firsts)
 
 
@@ -127,11 +132,11 @@ def snapshot_pages(
 ) -> dict[Window, Page[R]]:
     """The pages the snapshot answers: of each window with a filter, an order or a cursor,
     and of each whose parent it knows."""
-    seen, parent_of = members.seen, parents.in_snapshot
+    parent_of = parents.in_snapshot
     return {
-        window: as_first_seen(from_snapshot(snapshot, window), seen)
+        window: as_first_seen(from_snapshot(snapshot, window), members)
         for window in windows
-        if shaped(window) or parent_of(snapshot, window.parent) is not None
+        if parent_of(snapshot, window.parent) is not None or shaped(window)
     }
 
 
@@ -201,18 +206,18 @@ class SnapshotAnswers:
         return self._relation(windows, kinds.packages, kinds.grids, Catalogue.grids_of_package)
 
     def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[records.Package]]:
-        seen, snapshot = self.kinds.packages.seen, self.snapshot
-        return [as_first_seen(snapshot.packages_of_category(window), seen) for window in windows]
+        kind, snapshot = self.kinds.packages, self.snapshot
+        return [as_first_seen(snapshot.packages_of_category(window), kind) for window in windows]
 
     def list_categories(self, slice: Slice, order: Order | None = None) -> Page[records.Category]:
         page = self.snapshot.list_categories(slice, order)
-        return as_first_seen(page, self.kinds.categories.seen)
+        return as_first_seen(page, self.kinds.categories)
 
     def list_grids(self, slice: Slice, order: Order | None = None) -> Page[records.Grid]:
-        return as_first_seen(self.snapshot.list_grids(slice, order), self.kinds.grids.seen)
+        return as_first_seen(self.snapshot.list_grids(slice, order), self.kinds.grids)
 
     def list_packages(
         self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
     ) -> Page[records.Package]:
         page = self.snapshot.list_packages(slice, filter, order)
-        return as_first_seen(page, self.kinds.packages.seen)
+        return as_first_seen(page, self.kinds.packages)

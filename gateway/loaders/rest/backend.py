@@ -78,6 +78,7 @@ class RestBackend:
                 memo.remember_category,
                 memo.categories,
                 Catalogue.category,
+                memo,
             ),
             Slugged(
                 "grids/",
@@ -85,6 +86,7 @@ class RestBackend:
                 memo.remember_grid,
                 memo.grids,
                 Catalogue.grid,
+                memo,
                 memo.grid_ids,
                 Catalogue.grid_by_slug,
             ),
@@ -94,6 +96,7 @@ class RestBackend:
                 memo.remember_package,
                 memo.packages,
                 Catalogue.package,
+                memo,
                 memo.package_ids,
                 Catalogue.package_by_slug,
             ),
