@@ -203,38 +203,65 @@ class _Run:
     def complete(self, batch: _Batch, level: dict[Selection, Places]) -> None:
         """Place each answer, and gather the objects it holds for the next level."""
         loaded = batch.loaded
-        shape = loaded.batched.shape
-        key, nodes, nullable = loaded.key, loaded.nodes, loaded.nullable
+        selections = loaded.selections
+        if loaded.batched.shape is Shape.ONE and len(selections) == 1:
+            [selection] = selections.values()
+            self.objects(batch, selection, level)
+            return
         for place, answer in zip(batch.places, batch.answers, strict=True):
-            if self.nulled and self.dropped(place):
+            self.answer(batch, place, answer, level)
+
+    def objects(self, batch: _Batch, selection: Selection, level: dict[Selection, Places]) -> None:
+        """`complete` for a field whose answers are records of one type, or None."""
+        loaded = batch.loaded
+        key, nullable, keys = loaded.key, loaded.nullable, selection.keys
+        parents: Places | None = None
+        for place, answer in zip(batch.places, batch.answers, strict=True):
+            if answer is None or isinstance(answer, Exception) or self.nulled:
+                self.answer(batch, place, answer, level)
                 continue
             target = place[_OBJECT]
-            if shape is Shape.MANY and type(answer) is list:
-                failed = next((item for item in answer if isinstance(item, Exception)), None)
-                if failed is not None:
-                    answer = failed
-            if isinstance(answer, Exception):
-                self.fail(answer, nodes, nullable, target, key, place)
-            elif answer is None:
-                if nullable:
-                    target[key] = None
-                else:
-                    message = TypeError(non_null_message(loaded.field))
-                    self.fail(message, nodes, False, target, key, place)
-            elif shape is Shape.ONE:
-                target[key] = self.object(loaded, answer, target, key, nullable, place, level)
-            elif shape is Shape.MANY:
-                self.list_of(loaded, answer, target, place, level)
-            elif shape is Shape.COUNT:
-                assert loaded.count is not None
-                try:
-                    target[key] = loaded.count(answer.total)
-                except Exception as error:
-                    self.fail(error, nodes, nullable, target, key, place)
+            found = target[key] = dict.fromkeys(keys)
+            if parents is None:
+                parents = level.setdefault(selection, [])
+            parents.append((answer, found, target, key, nullable, place))
+
+    def answer(
+        self, batch: _Batch, place: Place, answer: Any, level: dict[Selection, Places]
+    ) -> None:
+        """Place one answer of a batch."""
+        if self.nulled and self.dropped(place):
+            return
+        loaded = batch.loaded
+        shape = loaded.batched.shape
+        key, nodes, nullable = loaded.key, loaded.nodes, loaded.nullable
+        target = place[_OBJECT]
+        if shape is Shape.MANY and type(answer) is list:
+            failed = next((item for item in answer if isinstance(item, Exception)), None)
+            if failed is not None:
+                answer = failed
+        if isinstance(answer, Exception):
+            self.fail(answer, nodes, nullable, target, key, place)
+        elif answer is None:
+            if nullable:
+                target[key] = None
             else:
-                assert loaded.connection is not None and batch.paging is not None
-                here: Place = (None, None, target, key, nullable, place)
-                target[key] = self.connection(loaded.connection, answer, batch.paging, here, level)
+                message = TypeError(non_null_message(loaded.field))
+                self.fail(message, nodes, False, target, key, place)
+        elif shape is Shape.ONE:
+            target[key] = self.object(loaded, answer, target, key, nullable, place, level)
+        elif shape is Shape.MANY:
+            self.list_of(loaded, answer, target, place, level)
+        elif shape is Shape.COUNT:
+            assert loaded.count is not None
+            try:
+                target[key] = loaded.count(answer.total)
+            except Exception as error:
+                self.fail(error, nodes, nullable, target, key, place)
+        else:
+            assert loaded.connection is not None and batch.paging is not None
+            here: Place = (None, None, target, key, nullable, place)
+            target[key] = self.connection(loaded.connection, answer, batch.paging, here, level)
 
     def object(
         self,

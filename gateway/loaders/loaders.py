@@ -8,14 +8,14 @@ by slug, whichever way it was reached, and from any list or relation page that h
 A level's keys may also be asked for together (`load_all`, the engine's way): the keys a
 loader has already are answered with their values, and the others, when the backend has them
 all at hand (`Backend.at_hand`), as one batch at once; only what needs I/O is queued for a
-batch as `load` queues it, with a future per key.
+batch as `load` queues it, with a future per key. Everything here is made when first asked
+for: most requests need few loaders, and most records primed are never looked up.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from aiodataloader import DataLoader, dispatch_queue
@@ -24,16 +24,11 @@ from aiodataloader import Loader as Queued
 from gateway.loaders import records
 from gateway.loaders.backend import AtHand, Backend
 from gateway.loaders.records import Order, PackageFilter, Page, Slice, Window
-from gateway.observe import BatchLoad, batch, batch_answered
+from gateway.observe import batch, batch_answered
 
 R = TypeVar("R", records.Category, records.Grid, records.Package)
 K = TypeVar("K")
 V = TypeVar("V")
-
-# A backend's batch method: the answers for a batch of keys, aligned with them.
-Fetch = Callable[[list[K]], Awaitable[list[V]]]
-# The same batch answered at once from what the backend has at hand, or None.
-Now = Callable[[list[K]], list[V] | None]
 
 
 class _Futures(dict[K, "asyncio.Future[V]"], Generic[K, V]):
@@ -41,10 +36,10 @@ class _Futures(dict[K, "asyncio.Future[V]"], Generic[K, V]):
     when its key is first looked up (a key loaded keeps its future's value). `settle` applies
     the primes still pending before the primed values are read."""
 
-    def __init__(self, primed: dict[K, V], settle: Callable[[], None] | None) -> None:
+    def __init__(self, primed: dict[K, V], settle: Callable[[], None]) -> None:
         super().__init__()
         self.primed = primed
-        self.settle = settle or _nothing
+        self.settle = settle
 
     def get(self, key: K, default: Any = None) -> Any:
         future = super().get(key)
@@ -86,35 +81,37 @@ class _Queue(DataLoader[K, V]):
 
 
 class Loader(Generic[K, V]):
-    """The dataloader of one batch method (`name`) for one request.
+    """The dataloader of one batch method of the backend (`method`) for one request,
+    counted and traced as `name`; what it finds goes to `prime`.
 
     Its primed values cost a dict entry each, not a future: a list page primes every record
     it holds by id and by slug, and few are asked for again (`primed`: the values primed
     before it was made; `settle`: what applies the primes still pending). The keys of a batch
-    the backend has at hand (`now`) are answered at once, and their values kept as primed
-    ones; aiodataloader's `DataLoader`, with its futures, queue and batch task, is made only
-    when a key needs a batch (`fetch`)."""
+    the backend has at hand are answered at once, and their values kept as primed ones;
+    aiodataloader's `DataLoader`, with its futures, queue and batch task, is made only when a
+    key needs the batch method itself."""
 
     def __init__(
         self,
         name: str,
-        fetch: BatchLoad[K, V],
-        now: Now[K, V],
+        backend: Backend,
+        method: str,
+        prime: Callable[[list[V]], None],
         primed: dict[K, V] | None = None,
-        settle: Callable[[], None] | None = None,
+        settle: Callable[[], None] = _nothing,
     ) -> None:
         self.name = name
-        self._fetch = fetch
-        self._now = now
+        self._backend = backend
+        self._method = method
+        self._prime = prime
         self._futures: _Futures[K, V] = _Futures({} if primed is None else primed, settle)
-
-    @cached_property
-    def _queue(self) -> _Queue[K, V]:
-        return _Queue(batch(self.name)(self._fetch), cache_map=self._futures)
+        self._queued: _Queue[K, V] | None = None
 
     def load(self, key: K) -> asyncio.Future[V]:
         """The future of `key`'s value, as `DataLoader.load` gives it."""
-        return self._queue.load(key)
+        if self._queued is None:
+            self._queued = _Queue(batch(self.name)(self._fetch), cache_map=self._futures)
+        return self._queued.load(key)
 
     def load_all(self, keys: Sequence[K]) -> list[Any]:
         """What `load` gives each of `keys`, but a value where there is one rather than a
@@ -138,6 +135,21 @@ class Loader(Generic[K, V]):
                 primed.setdefault(key, value)
         return [futures[key] if key in futures else primed[key] for key in keys]
 
+    async def _fetch(self, keys: list[K]) -> list[V]:
+        found: list[V] = await getattr(self._backend, self._method)(keys)
+        self._prime(found)
+        return found
+
+    def _now(self, keys: list[K]) -> list[V] | None:
+        """The batch of `keys` answered from what the backend has at hand (counted and
+        traced as a batch), or None."""
+        at_hand = self._backend.at_hand()
+        found: list[V] | None = None if at_hand is None else getattr(at_hand, self._method)(keys)
+        if found is not None:
+            batch_answered(self.name, len(keys))
+            self._prime(found)
+        return found
+
 
 def _loaded(loader: Loader[K, V], key: K) -> Any:
     """`loader.load(key)`, or the error it raises."""
@@ -147,61 +159,48 @@ def _loaded(loader: Loader[K, V], key: K) -> Any:
         return error
 
 
-def _answering(name: str, now: Now[K, V], prime: Callable[[list[V]], None]) -> Now[K, V]:
-    """`now`, with what it answers counted and traced as a batch of the loader `name` and
-    passed to `prime`."""
-
-    def answer(keys: list[K]) -> list[V] | None:
-        found = now(keys)
-        if found is not None:
-            batch_answered(name, len(keys))
-            prime(found)
-        return found
-
-    return answer
-
-
 class Lookups(Generic[R]):
-    """The loaders of one kind of record, by id and by slug. Every record of the kind that
-    any batch or page brings primes both: their primed values wait here in plain dicts, and a
-    loader nobody asks is never made. What primes them waits too, until a loader reads them:
-    most pages' records are never looked up again."""
+    """The loaders of one kind of record, by id and by slug (the backend's batch methods
+    `by_ids` and `by_slugs`). Every record of the kind that any batch or page brings primes
+    both: their primed values wait here in plain dicts, and a loader nobody asks is never
+    made. What primes them waits too, until a loader reads them: most pages' records are never
+    looked up again."""
 
-    def __init__(
-        self,
-        name: str,
-        by_ids: tuple[Fetch[int, R | None], Now[int, R | None]],
-        by_slugs: tuple[Fetch[str, R | None], Now[str, R | None]],
-    ) -> None:
+    def __init__(self, name: str, backend: Backend, by_ids: str, by_slugs: str) -> None:
         self._name = name
-        self._by_ids: tuple[Fetch[int, R | None], Now[int, R | None]] = by_ids
-        self._by_slugs: tuple[Fetch[str, R | None], Now[str, R | None]] = by_slugs
+        self._backend = backend
+        self._methods = by_ids, by_slugs
         self._primed_ids: dict[int, R | None] = {}
         self._primed_slugs: dict[str, R | None] = {}
         self._pending: list[Iterable[R | None]] = []
+        self._by_id: Loader[int, R | None] | None = None
+        self._by_slug: Loader[str, R | None] | None = None
 
-    @cached_property
+    @property
     def by_id(self) -> Loader[int, R | None]:
-        return self._loader(self._name, self._by_ids, self._primed_ids)
+        if self._by_id is None:
+            self._by_id = Loader(
+                self._name,
+                self._backend,
+                self._methods[0],
+                self.prime,
+                self._primed_ids,
+                self._settle,
+            )
+        return self._by_id
 
-    @cached_property
+    @property
     def by_slug(self) -> Loader[str, R | None]:
-        return self._loader(f"{self._name}_by_slug", self._by_slugs, self._primed_slugs)
-
-    def _loader(
-        self,
-        name: str,
-        batches: tuple[Fetch[K, R | None], Now[K, R | None]],
-        primed: dict[K, R | None],
-    ) -> Loader[K, R | None]:
-        fetch, now = batches
-
-        async def load(keys: list[K]) -> list[R | None]:
-            found = await fetch(keys)
-            self.prime(found)
-            return found
-
-        return Loader(name, load, _answering(name, now, self.prime), primed, self._settle)
+        if self._by_slug is None:
+            self._by_slug = Loader(
+                f"{self._name}_by_slug",
+                self._backend,
+                self._methods[1],
+                self.prime,
+                self._primed_slugs,
+                self._settle,
+            )
+        return self._by_slug
 
     def prime(self, found: Iterable[R | None]) -> None:
         """Prime both loaders with `found`, once they are read: a key primed keeps its value."""
@@ -223,18 +222,10 @@ class Lookups(Generic[R]):
                     ids.setdefault(record.id, record)
                     slugs.setdefault(record.slug, record)
 
-    def pages(
-        self, name: str, batches: tuple[Fetch[Window, Page[R]], Now[Window, Page[R]]]
-    ) -> Loader[Window, Page[R]]:
-        """The loader of a relation's windows whose pages hold records of this kind."""
-        fetch, now = batches
-
-        async def load(windows: list[Window]) -> list[Page[R]]:
-            pages = await fetch(windows)
-            self.prime_pages(pages)
-            return pages
-
-        return Loader(name, load, _answering(name, now, self.prime_pages))
+    def pages(self, name: str, method: str) -> Loader[Window, Page[R]]:
+        """The loader of a relation's windows (the backend's batch `method`), whose pages
+        hold records of this kind."""
+        return Loader(name, self._backend, method, self.prime_pages)
 
     async def page(self, loading: Awaitable[Page[R]]) -> Page[R]:
         """A page of a whole list, once its records primed the loaders."""
@@ -249,42 +240,48 @@ class Loaders:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self._categories: Lookups[records.Category] | None = None
+        self._grids: Lookups[records.Grid] | None = None
+        self._packages: Lookups[records.Package] | None = None
+        self._relations: dict[str, Loader[Window, Page[Any]]] = {}
 
-    def _batches(self, method: str) -> tuple[Fetch[Any, Any], Now[Any, Any]]:
-        """The backend's batch `method`, and its `AtHand`'s method of the same name."""
-
-        def now(keys: list[Any]) -> list[Any] | None:
-            at_hand = self.backend.at_hand()
-            return None if at_hand is None else getattr(at_hand, method)(keys)
-
-        return getattr(self.backend, method), now
-
-    @cached_property
+    @property
     def categories(self) -> Lookups[records.Category]:
-        return Lookups("category", self._batches("categories"), self._batches("categories_by_slug"))
+        if self._categories is None:
+            self._categories = Lookups("category", self.backend, "categories", "categories_by_slug")
+        return self._categories
 
-    @cached_property
+    @property
     def grids(self) -> Lookups[records.Grid]:
-        return Lookups("grid", self._batches("grids"), self._batches("grids_by_slug"))
+        if self._grids is None:
+            self._grids = Lookups("grid", self.backend, "grids", "grids_by_slug")
+        return self._grids
 
-    @cached_property
+    @property
     def packages(self) -> Lookups[records.Package]:
-        return Lookups("package", self._batches("packages"), self._batches("packages_by_slug"))
+        if self._packages is None:
+            self._packages = Lookups("package", self.backend, "packages", "packages_by_slug")
+        return self._packages
 
     # Relations, a window per parent: their pages prime the lookups of the records they hold.
 
-    @cached_property
+    @property
     def packages_of_grid(self) -> Loader[Window, Page[records.Package]]:
-        return self.packages.pages("packages_of_grid", self._batches("packages_of_grids"))
+        return self._relation(self.packages, "packages_of_grid", "packages_of_grids")
 
-    @cached_property
+    @property
     def grids_of_package(self) -> Loader[Window, Page[records.Grid]]:
-        return self.grids.pages("grids_of_package", self._batches("grids_of_packages"))
+        return self._relation(self.grids, "grids_of_package", "grids_of_packages")
 
-    @cached_property
+    @property
     def packages_of_category(self) -> Loader[Window, Page[records.Package]]:
-        batches = self._batches("packages_of_categories")
-        return self.packages.pages("packages_of_category", batches)
+        return self._relation(self.packages, "packages_of_category", "packages_of_categories")
+
+    def _relation(self, members: Lookups[R], name: str, method: str) -> Loader[Window, Page[R]]:
+        loader = self._relations.get(name)
+        if loader is None:
+            loader = self._relations[name] = members.pages(name, method)
+        return loader
 
     # Whole lists: a list page holds full records, which prime the lookups too. Each also
     # answers at once (`…_now`) where the backend has the page at hand, else None.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter, is_
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -30,30 +30,50 @@ _ID = attrgetter("id")
 
 @dataclass(frozen=True, slots=True)
 class Kind(Generic[J, R]):
-    """A kind of record as one request looks it up: its APIv4 resource and wire type, how the
-    memo remembers it and holds it by id, and how the snapshot finds it by id."""
+    """A kind of record as a request looks it up: its APIv4 resource and wire type, how a
+    request's memo remembers it and holds it by id, and how the snapshot finds it by id."""
 
     resource: str
     wire: type[J]
-    remember: Callable[[J], R]
-    seen: dict[int, R | None]
+    remember: Callable[[Memo, J], R]
+    seen: Callable[[Memo], dict[int, R | None]]
     in_snapshot: Callable[[Catalogue, int], R | None]
-    memo: Memo
 
 
 @dataclass(frozen=True, slots=True)
 class Slugged(Kind[J, R]):
-    """A kind the APIv4 also looks up by slug: the ids the memo holds by slug, and how the
+    """A kind the APIv4 also looks up by slug: the ids a memo holds by slug, and how the
     snapshot finds it by slug."""
 
-    seen_ids: dict[str, int | None]
+    seen_ids: Callable[[Memo], dict[str, int | None]]
     by_slug_in_snapshot: Callable[[Catalogue, str], R | None]
 
 
-class Kinds(NamedTuple):
-    categories: Kind[CategoryJSON, records.Category]
-    grids: Slugged[GridJSON, records.Grid]
-    packages: Slugged[PackageJSON, records.Package]
+CATEGORIES = Kind(
+    "categories/",
+    CategoryJSON,
+    Memo.remember_category,
+    attrgetter("categories"),
+    Catalogue.category,
+)
+GRIDS = Slugged(
+    "grids/",
+    GridJSON,
+    Memo.remember_grid,
+    attrgetter("grids"),
+    Catalogue.grid,
+    attrgetter("grid_ids"),
+    Catalogue.grid_by_slug,
+)
+PACKAGES = Slugged(
+    "packages/",
+    PackageJSON,
+    Memo.remember_package,
+    attrgetter("packages"),
+    Catalogue.package,
+    attrgetter("package_ids"),
+    Catalogue.package_by_slug,
+)
 
 
 def known(
@@ -72,29 +92,33 @@ def known(
     return [key for key in missing if key not in seen]
 
 
-def id_in_snapshot(kind: Slugged[Any, R]) -> Callable[[Catalogue, str], int | None]:
+def id_in_snapshot(kind: Slugged[Any, R], memo: Memo) -> Callable[[Catalogue, str], int | None]:
     """How the snapshot finds the id of a slug (the record remembered by its id)."""
+    seen = kind.seen(memo)
 
     def find(snapshot: Catalogue, slug: str) -> int | None:
         record = kind.by_slug_in_snapshot(snapshot, slug)
         if record is None:
             return None
-        kind.seen[record.id] = record
+        seen[record.id] = record
         return record.id
 
     return find
 
 
-def by_ids_seen(ids: list[int | None], kind: Kind[Any, R]) -> list[R | None]:
+def by_ids_seen(ids: list[int | None], kind: Kind[Any, R], memo: Memo) -> list[R | None]:
     """The records the memo holds by the ids a lookup by slug found."""
-    return [None if id is None else kind.seen.get(id) for id in ids]
+    seen = kind.seen(memo)
+    return [None if id is None else seen.get(id) for id in ids]
 
 
-def as_first_seen(page: Page[R], kind: Kind[Any, R]) -> Page[R]:
+def as_first_seen(page: Page[R], kind: Kind[Any, R], memo: Memo) -> Page[R]:
     """`page` with each record this request had already read as it first read it (only a
     record read from the upstream can differ: the memo keeps the snapshot's own)."""
-    seen, items = kind.seen, page.items
-    if not kind.memo.read or not seen or seen.keys().isdisjoint(map(_ID, items)):
+    if not memo.read:
+        return page
+    seen, items = kind.seen(memo), page.items
+    if not seen or seen.keys().isdisjoint(map(_ID, items)):
         return page
     firsts = [seen.get(record.id) or record for record in items]
     if all(map(is_, firsts, items)):
@@ -128,26 +152,27 @@ def snapshot_pages(
     windows: Sequence[Window],
     parents: Kind[Any, Any],
     members: Kind[Any, R],
+    memo: Memo,
     from_snapshot: Callable[[Catalogue, Window], Page[R]],
 ) -> dict[Window, Page[R]]:
     """The pages the snapshot answers: of each window with a filter, an order or a cursor,
     and of each whose parent it knows."""
     parent_of = parents.in_snapshot
     return {
-        window: as_first_seen(from_snapshot(snapshot, window), members)
+        window: as_first_seen(from_snapshot(snapshot, window), members, memo)
         for window in windows
         if parent_of(snapshot, window.parent) is not None or shaped(window)
     }
 
 
 class SnapshotAnswers:
-    """The batches of the REST backend answered from the request's memo and the catalogue
+    """The batches of the REST backend answered from a request's memo and the catalogue
     snapshot, as the backend answers them with the snapshot at hand (its `AtHand`). A lookup
     the snapshot cannot settle (it is not `fresh`, and lacks the key) and a relation of a
     parent it lacks would need the upstream: None."""
 
-    def __init__(self, kinds: Kinds, snapshot: Catalogue, fresh: Callable[[], bool]) -> None:
-        self.kinds = kinds
+    def __init__(self, memo: Memo, snapshot: Catalogue, fresh: Callable[[], bool]) -> None:
+        self.memo = memo
         self.snapshot = snapshot
         self.fresh = fresh
 
@@ -163,29 +188,30 @@ class SnapshotAnswers:
         return [seen[key] for key in keys]
 
     def _by_id(self, ids: Sequence[int], kind: Kind[Any, R]) -> list[R | None] | None:
-        return self._lookup(ids, kind.seen, kind.in_snapshot)
+        return self._lookup(ids, kind.seen(self.memo), kind.in_snapshot)
 
     def _by_slug(self, slugs: Sequence[str], kind: Slugged[Any, R]) -> list[R | None] | None:
-        ids = self._lookup(slugs, kind.seen_ids, id_in_snapshot(kind))
-        return None if ids is None else by_ids_seen(ids, kind)
+        memo = self.memo
+        ids = self._lookup(slugs, kind.seen_ids(memo), id_in_snapshot(kind, memo))
+        return None if ids is None else by_ids_seen(ids, kind, memo)
 
     def categories(self, ids: Sequence[int]) -> list[records.Category | None] | None:
-        return self._by_id(ids, self.kinds.categories)
+        return self._by_id(ids, CATEGORIES)
 
     def categories_by_slug(self, slugs: Sequence[str]) -> list[records.Category | None]:
         return oldest_by_slug(self.snapshot.categories(), slugs)
 
     def grids(self, ids: Sequence[int]) -> list[records.Grid | None] | None:
-        return self._by_id(ids, self.kinds.grids)
+        return self._by_id(ids, GRIDS)
 
     def grids_by_slug(self, slugs: Sequence[str]) -> list[records.Grid | None] | None:
-        return self._by_slug(slugs, self.kinds.grids)
+        return self._by_slug(slugs, GRIDS)
 
     def packages(self, ids: Sequence[int]) -> list[records.Package | None] | None:
-        return self._by_id(ids, self.kinds.packages)
+        return self._by_id(ids, PACKAGES)
 
     def packages_by_slug(self, slugs: Sequence[str]) -> list[records.Package | None] | None:
-        return self._by_slug(slugs, self.kinds.packages)
+        return self._by_slug(slugs, PACKAGES)
 
     def _relation(
         self,
@@ -194,30 +220,30 @@ class SnapshotAnswers:
         members: Kind[Any, R],
         from_snapshot: Callable[[Catalogue, Window], Page[R]],
     ) -> list[Page[R]] | None:
-        pages = snapshot_pages(self.snapshot, windows, parents, members, from_snapshot)
+        pages = snapshot_pages(self.snapshot, windows, parents, members, self.memo, from_snapshot)
         return [pages[window] for window in windows] if len(pages) == len(windows) else None
 
     def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[records.Package]] | None:
-        kinds = self.kinds
-        return self._relation(windows, kinds.grids, kinds.packages, Catalogue.packages_of_grid)
+        return self._relation(windows, GRIDS, PACKAGES, Catalogue.packages_of_grid)
 
     def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[records.Grid]] | None:
-        kinds = self.kinds
-        return self._relation(windows, kinds.packages, kinds.grids, Catalogue.grids_of_package)
+        return self._relation(windows, PACKAGES, GRIDS, Catalogue.grids_of_package)
 
     def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[records.Package]]:
-        kind, snapshot = self.kinds.packages, self.snapshot
-        return [as_first_seen(snapshot.packages_of_category(window), kind) for window in windows]
+        memo, snapshot = self.memo, self.snapshot
+        return [
+            as_first_seen(snapshot.packages_of_category(window), PACKAGES, memo)
+            for window in windows
+        ]
 
     def list_categories(self, slice: Slice, order: Order | None = None) -> Page[records.Category]:
-        page = self.snapshot.list_categories(slice, order)
-        return as_first_seen(page, self.kinds.categories)
+        return as_first_seen(self.snapshot.list_categories(slice, order), CATEGORIES, self.memo)
 
     def list_grids(self, slice: Slice, order: Order | None = None) -> Page[records.Grid]:
-        return as_first_seen(self.snapshot.list_grids(slice, order), self.kinds.grids)
+        return as_first_seen(self.snapshot.list_grids(slice, order), GRIDS, self.memo)
 
     def list_packages(
         self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
     ) -> Page[records.Package]:
         page = self.snapshot.list_packages(slice, filter, order)
-        return as_first_seen(page, self.kinds.packages)
+        return as_first_seen(page, PACKAGES, self.memo)

@@ -17,8 +17,10 @@ from gateway.loaders import records
 from gateway.loaders.backend import AtHand
 from gateway.loaders.records import Key, Order, PackageFilter, Page, Slice, Window
 from gateway.loaders.rest.answers import (
+    CATEGORIES,
+    GRIDS,
+    PACKAGES,
     Kind,
-    Kinds,
     Slugged,
     SnapshotAnswers,
     by_ids_seen,
@@ -70,37 +72,8 @@ class RestBackend:
 
     def __init__(self, fetcher: Fetcher) -> None:
         self.fetcher = fetcher
-        self.memo = memo = Memo()
-        self._kinds = Kinds(
-            Kind(
-                "categories/",
-                CategoryJSON,
-                memo.remember_category,
-                memo.categories,
-                Catalogue.category,
-                memo,
-            ),
-            Slugged(
-                "grids/",
-                GridJSON,
-                memo.remember_grid,
-                memo.grids,
-                Catalogue.grid,
-                memo,
-                memo.grid_ids,
-                Catalogue.grid_by_slug,
-            ),
-            Slugged(
-                "packages/",
-                PackageJSON,
-                memo.remember_package,
-                memo.packages,
-                Catalogue.package,
-                memo,
-                memo.package_ids,
-                Catalogue.package_by_slug,
-            ),
-        )
+        self.memo = Memo()
+        self._at_hand: SnapshotAnswers | None = None
 
     @property
     def stale(self) -> bool:
@@ -157,7 +130,7 @@ class RestBackend:
         """The records of `ids`, each read at its resource if need be."""
 
         def record(raw: J | None) -> R | None:
-            return None if raw is None else kind.remember(raw)
+            return None if raw is None else kind.remember(self.memo, raw)
 
         def at_hand(id: int) -> tuple[R | None] | None:
             found = self.fetcher.detail_at_hand(kind.resource, str(id))
@@ -166,14 +139,17 @@ class RestBackend:
         async def fetch_one(id: int) -> R | None:
             return record(await self.fetcher.detail(kind.resource, str(id), kind.wire))
 
-        return await self._lookup(ids, kind.seen, kind.in_snapshot, at_hand, fetch_one)
+        seen = kind.seen(self.memo)
+        return await self._lookup(ids, seen, kind.in_snapshot, at_hand, fetch_one)
 
     async def _by_slug(self, slugs: Sequence[str], kind: Slugged[J, R]) -> list[R | None]:
         """The records of `slugs`, by way of their ids (`seen_ids`): one record, one way."""
 
         def id_of(slug: str, raw: J | None) -> int | None:
             # An all-digit slug is an id to the upstream: accept only a real slug match.
-            return kind.remember(raw).id if raw is not None and raw.slug == slug else None
+            if raw is None or raw.slug != slug:
+                return None
+            return kind.remember(self.memo, raw).id
 
         def at_hand(slug: str) -> tuple[int | None] | None:
             found = self.fetcher.detail_at_hand(kind.resource, slug)
@@ -182,14 +158,15 @@ class RestBackend:
         async def fetch_one(slug: str) -> int | None:
             return id_of(slug, await self.fetcher.detail(kind.resource, slug, kind.wire))
 
-        in_snapshot = id_in_snapshot(kind)
-        ids = await self._lookup(slugs, kind.seen_ids, in_snapshot, at_hand, fetch_one)
-        return by_ids_seen(ids, kind)
+        memo = self.memo
+        in_snapshot = id_in_snapshot(kind, memo)
+        ids = await self._lookup(slugs, kind.seen_ids(memo), in_snapshot, at_hand, fetch_one)
+        return by_ids_seen(ids, kind, memo)
 
     # -- lookups -----------------------------------------------------------------------------
 
     async def categories(self, ids: Sequence[int]) -> list[records.Category | None]:
-        return await self._by_id(ids, self._kinds.categories)
+        return await self._by_id(ids, CATEGORIES)
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[records.Category | None]:
         # The upstream has no slug lookup for categories, and their slugs are not unique:
@@ -201,29 +178,27 @@ class RestBackend:
         return oldest_by_slug([self.memo.remember_category(raw) for raw in raws], slugs)
 
     async def grids(self, ids: Sequence[int]) -> list[records.Grid | None]:
-        return await self._by_id(ids, self._kinds.grids)
+        return await self._by_id(ids, GRIDS)
 
     async def grids_by_slug(self, slugs: Sequence[str]) -> list[records.Grid | None]:
-        return await self._by_slug(slugs, self._kinds.grids)
+        return await self._by_slug(slugs, GRIDS)
 
     async def packages(self, ids: Sequence[int]) -> list[records.Package | None]:
-        return await self._by_id(ids, self._kinds.packages)
+        return await self._by_id(ids, PACKAGES)
 
     async def packages_by_slug(self, slugs: Sequence[str]) -> list[records.Package | None]:
-        return await self._by_slug(slugs, self._kinds.packages)
+        return await self._by_slug(slugs, PACKAGES)
 
     # -- relations -----------------------------------------------------------------------------
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[records.Package]]:
-        kinds = self._kinds
         return await self._relation(
-            windows, kinds.grids, kinds.packages, self._grid_members, Catalogue.packages_of_grid
+            windows, GRIDS, PACKAGES, self._grid_members, Catalogue.packages_of_grid
         )
 
     async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[records.Grid]]:
-        kinds = self._kinds
         return await self._relation(
-            windows, kinds.packages, kinds.grids, self._package_grids, Catalogue.grids_of_package
+            windows, PACKAGES, GRIDS, self._package_grids, Catalogue.grids_of_package
         )
 
     async def packages_of_categories(
@@ -247,7 +222,7 @@ class RestBackend:
         snapshot = await self._snapshot_for_list(shaped=any(map(shaped, windows)))
         pages: dict[Window, Page[R]] = {}
         if snapshot is not None:
-            pages = snapshot_pages(snapshot, windows, parents, members, from_snapshot)
+            pages = snapshot_pages(snapshot, windows, parents, members, self.memo, from_snapshot)
         own = [window for window in windows if window not in pages]
         if own:
             pages.update(zip(own, await plain(own), strict=True))
@@ -319,12 +294,16 @@ class RestBackend:
         return [to_search_hit(raw) for raw in await self.fetcher.search(query)]
 
     def at_hand(self) -> AtHand | None:
-        """While the snapshot is at hand: the answers of the memo and the snapshot."""
-        snapshot = self.fetcher.snapshot_now()
-        return None if snapshot is None else self._answers(snapshot)
+        """While the snapshot is at hand: the answers of the memo and the snapshot (a
+        request keeps the snapshot it first had)."""
+        if self._at_hand is None:
+            snapshot = self.fetcher.snapshot_now()
+            if snapshot is not None:
+                self._at_hand = self._answers(snapshot)
+        return self._at_hand
 
     def _answers(self, snapshot: Catalogue) -> SnapshotAnswers:
-        return SnapshotAnswers(self._kinds, snapshot, self.fetcher.snapshot_is_fresh)
+        return SnapshotAnswers(self.memo, snapshot, self.fetcher.snapshot_is_fresh)
 
 
 def _by_title(package: records.Package) -> Key:
