@@ -21,7 +21,9 @@ Cost at full scale, measured on the demo catalogue of `generate(scale=1.0)` (4 c
   the gateway's CPU (decoding, priming 11,645 cache entries, and 55 ms building this). From
   the real site the 5 MB download dominates.
 - A query on a warm snapshot: no request; a filtered, ordered first page over all packages
-  takes 0.01-0.8 ms, and each order costs 1-7 ms once per snapshot.
+  takes 0.01-0.8 ms, and each order costs 1-7 ms once per snapshot. Each page made (a list
+  page, a relation's window) is kept by its arguments and served again as it is: at most
+  `MAX_KEPT_RECORDS` records' worth, about 4 MiB more, then all are dropped at once.
 """
 
 from __future__ import annotations
