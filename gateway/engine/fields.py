@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from strawberry import Schema
 from strawberry.types.base import StrawberryObjectDefinition, get_object_definition
 
-from gateway.loaders.loaders import Loaders
+from gateway.loaders.loaders import Loader, Loaders
 from gateway.loaders.records import PackageFilter
 from gateway.schema import inputs, types
 from gateway.schema.pagination import BY_ID, BY_MEMBERSHIP, BY_TITLE, Layout, Paged
@@ -132,7 +132,7 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
         global_ids = arguments["ids"]
 
         def fetch(roots: list[Any]) -> list[Any]:
-            return [[_load(node_key(loaders, id)) for id in global_ids] for _ in roots]
+            return [_load_many([node_key(loaders, id) for id in global_ids]) for _ in roots]
 
         return fetch, None
 
@@ -238,3 +238,13 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
 def _load(keyed: Keyed | None) -> Any:
     """What the loader has for the key (its value, or its future), or None without one."""
     return None if keyed is None else keyed[0].load_all([keyed[1]])[0]
+
+
+def _load_many(keyed: list[Keyed | None]) -> list[Any]:
+    """`_load` of each, each loader asked once for all its keys (one batch)."""
+    keys: dict[Loader[Any, Any], list[Any]] = {}
+    for found in keyed:
+        if found is not None:
+            keys.setdefault(found[0], []).append(found[1])
+    answers = {loader: iter(loader.load_all(asked)) for loader, asked in keys.items()}
+    return [None if found is None else next(answers[found[0]]) for found in keyed]

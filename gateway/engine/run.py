@@ -4,7 +4,8 @@ A level is every object the plan reached with the last step: their leaves are re
 from their records, and each batched field asks the loaders for all of them at once (one
 dataloader batch per loader and level). What the loaders have at hand is answered at once;
 the rest is awaited, once for the whole level, and the answers become the next level's
-objects. Objects are dicts made with all their keys in order, filled in place; lists are lists.
+objects (a run that went on for `TURN` lets the event loop turn before its next level).
+Objects are dicts made with all their keys in order, filled in place; lists are lists.
 
 Where each object sits is its place, a plain tuple (`Place`): the record it shows, the object,
 its container and key, whether null may replace it there, and the place of its container.
@@ -50,6 +51,10 @@ _PARENT: Final = 5
 Places = list[Place]
 
 _EXCEPTION, _FUTURE = repeat(Exception), repeat(asyncio.Future)
+
+# Seconds a run goes on without a turn of the event loop, at most about (its levels answered
+# at hand need none): one level's work more.
+TURN = 0.005
 
 
 def _path(place: Place, *tail: str | int) -> list[str | int]:
@@ -101,7 +106,12 @@ class _Run:
         data = dict.fromkeys(selection.keys)
         root: Place = (None, data, None, None, True, None)
         level: dict[Selection, Places] = {selection: [root]}
+        loop = asyncio.get_running_loop()
+        turn = loop.time() + TURN
         while level:
+            if loop.time() > turn:  # a long run at hand lets others in, and meets its deadline
+                await asyncio.sleep(0)
+                turn = loop.time() + TURN
             batches: list[_Batch] = []
             for selection, places in level.items():
                 self.fill(selection, places, batches)
