@@ -12,9 +12,11 @@ paths, codes) included. The examples are derandomized, so CI runs the same ones 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -57,6 +59,8 @@ from gateway.internals import graphql_schema
 from gateway.loaders.backend import Backend
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Order
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.features import inspect_database
 from gateway.schema import GatewaySchema, build_schema
 from gateway.schema.context import Context
 from gateway.schema.pagination import cursor_of, shape_of
@@ -64,6 +68,7 @@ from tests.databases import (
     SMALL,
     Database,
     database,
+    load,
     pg_schema,
     postgres_database,
     sqlite_database,
@@ -405,6 +410,36 @@ async def test_a_plan_asks_one_statement_per_loader_and_level(database: Database
     assert _executed()[0] == executed[0] + 1  # by the plan
     assert len(sent) == 5, sent
     assert answered == await _answer(GRAPHQL_CORE, loaded.backend(), query, variables)
+
+
+async def test_leaves_failing_on_many_objects_fail_as_on_graphql_core(tmp_path: Path) -> None:
+    """Values no backend should hold (an Int past 32 bits, in a field and in a list) on many
+    objects of one level: the plan, which fills a leaf for all of them at once, says which
+    failed, and where, as graphql-core does."""
+    odd = dataclasses.replace(
+        SMALL,
+        packages=tuple(
+            dataclasses.replace(row, repo_watchers=2**40, commits_over_52w=(1, 2**40))
+            if index % 3 == 1
+            else row
+            for index, row in enumerate(SMALL.packages)
+        ),
+    )
+    engine = create_engine(f"sqlite:///{tmp_path / 'odd.sqlite3'}")
+    await load(engine, odd)
+    try:
+        loaded = Database(engine, await inspect_database(engine))
+        for query in (
+            "{ packages(first: 30) { nodes { title repoWatchers } } }",
+            "{ packages(first: 30) { nodes { slug commitsOver52 } } }",
+            '{ grid(slug: "quirks-edge-cases") { title packages(first: 30) { nodes {'
+            " title repoWatchers } } } }",
+        ):
+            expected = await _answer(GRAPHQL_CORE, loaded.backend(), query, {})
+            assert b"Int cannot represent non 32-bit signed integer value" in expected
+            assert await _answer(PLANNED, loaded.backend(), query, {}) == expected, query
+    finally:
+        await engine.dispose()
 
 
 async def test_what_plans_do_not_cover_runs_on_graphql_core(fake_upstream: FakeUpstream) -> None:

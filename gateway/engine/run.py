@@ -4,7 +4,7 @@ A level is every object the plan reached with the last step: their leaves are re
 from their records, and each batched field asks the loaders for all of them at once (one
 dataloader batch per loader and level). What the loaders have at hand is answered at once;
 the rest is awaited, once for the whole level, and the answers become the next level's
-objects (a run that went on for `TURN` lets the event loop turn before its next level).
+objects (a run that filled `TURN` objects lets the event loop turn before its next level).
 Objects are dicts made with all their keys in order, filled in place; lists are lists.
 
 Where each object sits is its place, a plain tuple (`Place`): the record it shows, the object,
@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from itertools import count, repeat
+from operator import is_, itemgetter
 from typing import Any, Final
 
 from graphql import ExecutionResult, FieldNode, GraphQLError, get_argument_values, located_error
@@ -31,7 +32,7 @@ from graphql.execution import VariableValues
 
 from gateway.engine.fields import Shape
 from gateway.engine.leaves import ItemError, non_null_message
-from gateway.engine.plan import Connection, Loaded, Plan, Selection
+from gateway.engine.plan import Connection, Leaf, Loaded, Plan, Selection
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Page
 from gateway.schema.pagination import Paged, cursor_of, travel
@@ -51,10 +52,15 @@ _PARENT: Final = 5
 Places = list[Place]
 
 _EXCEPTION, _FUTURE = repeat(Exception), repeat(asyncio.Future)
+_record_of, _object_of = itemgetter(_RECORD), itemgetter(_OBJECT)
 
-# Seconds a run goes on without a turn of the event loop, at most about (its levels answered
-# at hand need none): one level's work more.
-TURN = 0.005
+# Objects of a selection from which their leaves are filled a leaf at a time (below it, the
+# lists a leaf's values make cost more than they save).
+COLUMNS = 8
+
+# Objects a run fills without a turn of the event loop, about, at most (its levels answered at
+# hand need none): a few milliseconds' work.
+TURN = 5_000
 
 
 def _path(place: Place, *tail: str | int) -> list[str | int]:
@@ -106,12 +112,12 @@ class _Run:
         data = dict.fromkeys(selection.keys)
         root: Place = (None, data, None, None, True, None)
         level: dict[Selection, Places] = {selection: [root]}
-        loop = asyncio.get_running_loop()
-        turn = loop.time() + TURN
+        work = 0  # objects filled since the event loop last turned
         while level:
-            if loop.time() > turn:  # a long run at hand lets others in, and meets its deadline
+            work += sum(map(len, level.values()))
+            if work > TURN:  # a long run at hand lets others in, and meets its deadline
                 await asyncio.sleep(0)
-                turn = loop.time() + TURN
+                work = 0
             batches: list[_Batch] = []
             for selection, places in level.items():
                 self.fill(selection, places, batches)
@@ -140,8 +146,8 @@ class _Run:
         if self.nulled:
             places = [place for place in places if not self.dropped(place)]
         leaves = selection.leaves
-        if leaves:
-            for place in places:
+        if leaves and not _columns(leaves, places):
+            for place in places:  # row by row, to find what fails
                 record, target = place[_RECORD], place[_OBJECT]
                 try:
                     for key, read, native, complete, _, _ in leaves:
@@ -151,7 +157,7 @@ class _Run:
                     self.leaves_one_by_one(selection, place)
         if not selection.loaded or not places:
             return
-        records = [place[_RECORD] for place in places]
+        records = list(map(_record_of, places))
         for loaded in selection.loaded:
             key, nodes, nullable = loaded.key, loaded.nodes, loaded.nullable
             try:
@@ -410,6 +416,27 @@ class _Run:
                 return True
             found = found[_PARENT]
         return False
+
+
+def _columns(leaves: tuple[Leaf, ...], places: Places) -> bool:
+    """Fill the leaves of many objects a leaf at a time, each read and completed for all
+    of them at once: True, or False where any of them fails (then nothing is decided, and
+    they are filled again row by row, which finds what fails and where)."""
+    if len(places) < COLUMNS:
+        return False
+    records, objects = list(map(_record_of, places)), list(map(_object_of, places))
+    try:
+        for key, read, native, complete, _, _ in leaves:
+            values = list(map(read, records))
+            if native is None:
+                values = list(map(complete, values))
+            elif not all(map(is_, map(type, values), repeat(native))):
+                values = [value if type(value) is native else complete(value) for value in values]
+            for target, value in zip(objects, values, strict=True):
+                target[key] = value
+    except Exception:
+        return False
+    return True
 
 
 def _abandon(batches: list[_Batch]) -> None:
