@@ -12,9 +12,13 @@ paths, codes) included. The examples are derandomized, so CI runs the same ones 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -31,6 +35,7 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLScalarType,
     GraphQLSchema,
     GraphQLString,
     get_named_type,
@@ -54,6 +59,8 @@ from gateway.internals import graphql_schema
 from gateway.loaders.backend import Backend
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Order
+from gateway.loaders.sql.engine import create_engine
+from gateway.loaders.sql.features import inspect_database
 from gateway.schema import GatewaySchema, build_schema
 from gateway.schema.context import Context
 from gateway.schema.pagination import cursor_of, shape_of
@@ -61,6 +68,7 @@ from tests.databases import (
     SMALL,
     Database,
     database,
+    load,
     pg_schema,
     postgres_database,
     sqlite_database,
@@ -404,6 +412,36 @@ async def test_a_plan_asks_one_statement_per_loader_and_level(database: Database
     assert answered == await _answer(GRAPHQL_CORE, loaded.backend(), query, variables)
 
 
+async def test_leaves_failing_on_many_objects_fail_as_on_graphql_core(tmp_path: Path) -> None:
+    """Values no backend should hold (an Int past 32 bits, in a field and in a list) on many
+    objects of one level: the plan, which fills a leaf for all of them at once, says which
+    failed, and where, as graphql-core does."""
+    odd = dataclasses.replace(
+        SMALL,
+        packages=tuple(
+            dataclasses.replace(row, repo_watchers=2**40, commits_over_52w=(1, 2**40))
+            if index % 3 == 1
+            else row
+            for index, row in enumerate(SMALL.packages)
+        ),
+    )
+    engine = create_engine(f"sqlite:///{tmp_path / 'odd.sqlite3'}")
+    await load(engine, odd)
+    try:
+        loaded = Database(engine, await inspect_database(engine))
+        for query in (
+            "{ packages(first: 30) { nodes { title repoWatchers } } }",
+            "{ packages(first: 30) { nodes { slug commitsOver52 } } }",
+            '{ grid(slug: "quirks-edge-cases") { title packages(first: 30) { nodes {'
+            " title repoWatchers } } } }",
+        ):
+            expected = await _answer(GRAPHQL_CORE, loaded.backend(), query, {})
+            assert b"Int cannot represent non 32-bit signed integer value" in expected
+            assert await _answer(PLANNED, loaded.backend(), query, {}) == expected, query
+    finally:
+        await engine.dispose()
+
+
 async def test_what_plans_do_not_cover_runs_on_graphql_core(fake_upstream: FakeUpstream) -> None:
     """Introspection, and federation's fields, are graphql-core's to answer; the metric counts
     which path answered each operation, over HTTP as anywhere."""
@@ -557,3 +595,56 @@ def test_a_leaf_completes_as_graphql_core_completes_it(
     else:
         assert expected.errors is None
         assert expected.data == {"f": answer}
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+REPEATED = datetime(2024, 11, 3, 1, 30, tzinfo=NEW_YORK)  # an hour New York lives twice
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        REPEATED,
+        REPEATED.replace(fold=1),  # equal to the one before, another offset
+        REPEATED.astimezone(UTC),
+        datetime(2018, 8, 3, 4, 16, 50, tzinfo=timezone(timedelta(hours=-4))),
+        datetime(2026, 2, 15, 9, 5, 26, 776238, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(1850, 1, 1, tzinfo=NEW_YORK),  # local mean time: an offset with seconds
+        datetime(2018, 8, 3, 4, 16, 50),  # naive
+        None,
+        "2018-08-03",
+    ],
+)
+def test_a_datetime_completes_as_its_scalar_formats_it_each_time(value: Any) -> None:
+    """DateTime texts are kept by value: equal instants of another zone or fold keep theirs."""
+    scalar = GRAPHQL.get_type("DateTime")
+    assert isinstance(scalar, GraphQLScalarType)
+    types: list[GraphQLOutputType] = [scalar, GraphQLNonNull(scalar)]
+    for type_ in types:
+        field = GraphQLField(type_, resolve=lambda *_: value)
+        query_type = GraphQLObjectType("Query", {"f": field})
+        expected = graphql_sync(GraphQLSchema(query_type), "{ f }")
+        completes = completion(type_, "Query.f")
+        assert completes is not None
+        for _ in range(2):
+            try:
+                answer = completes.complete(value)
+            except Exception as error:
+                assert expected.errors is not None
+                assert [e.message for e in expected.errors] == [str(error)]
+            else:
+                assert expected.errors is None
+                assert expected.data == {"f": answer}
+
+
+def test_a_list_is_checked_again_unless_it_cannot_change() -> None:
+    completes = completion(GraphQLNonNull(GraphQLList(INT)), "Query.f")
+    assert completes is not None
+    kept = (1, 2, 3)
+    assert completes.complete(kept) == completes.complete(kept) == [1, 2, 3]
+    changing = [1, 2]
+    assert completes.complete(changing) == [1, 2]
+    changing.append(2**31)
+    with pytest.raises(ItemError) as raised:
+        completes.complete(changing)
+    assert raised.value.index == 2

@@ -13,21 +13,23 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from operator import attrgetter
 from typing import Any, TypeVar
 
 from strawberry import Schema
 from strawberry.types.base import StrawberryObjectDefinition, get_object_definition
 
-from gateway.loaders.loaders import Loaders
+from gateway.loaders.loaders import Loader, Loaders
 from gateway.loaders.records import PackageFilter
 from gateway.schema import inputs, types
 from gateway.schema.pagination import BY_ID, BY_MEMBERSHIP, BY_TITLE, Layout, Paged
-from gateway.schema.query import load_node, lookup, search
+from gateway.schema.query import Keyed, lookup_key, node_key, search
 
-# A field's answer for one parent: a future (a loader's, or a task's), the value itself, None,
-# or for a list, a list of those.
-Fetch = Callable[[Any], Any]
+# A field's answers for all the parents of a level (their records), one each: a future (a
+# loader's, or a task's), the value itself, None, the field's error for that parent, or for a
+# list, a list of those.
+Fetch = Callable[[list[Any]], list[Any]]
 # Read a leaf from a record.
 Read = Callable[[Any], Any]
 T = TypeVar("T")
@@ -48,7 +50,8 @@ Begin = Callable[[Loaders, dict[str, Any]], tuple[Fetch, Paged | None]]
 @dataclass(frozen=True, slots=True)
 class Batched:
     """A field answered through the loaders: `begin` takes its arguments once per level (and
-    raises the field's error for every parent), and gives what fetches each parent's answer."""
+    raises the field's error for every parent), and gives what fetches the parents' answers
+    (one batch per loader for them all)."""
 
     shape: Shape
     arguments: frozenset[str]
@@ -99,8 +102,8 @@ class _Inputs:
 
 
 _COMPUTED: dict[tuple[str, str], Read] = {
-    **{(name, "id"): types.global_id for name in ("Category", "Grid", "Package")},
-    **{(name, "databaseId"): types.database_id for name in ("Category", "Grid", "Package")},
+    **{(name, "id"): read for name, read in types.GLOBAL_IDS.items()},
+    **{(name, "databaseId"): attrgetter("id") for name in ("Category", "Grid", "Package")},
     ("SearchResult", "itemType"): types.item_type,
 }
 
@@ -117,21 +120,29 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
             lookups = getattr(loaders, kind)
             id, slug = arguments.get("id"), arguments.get("slug")
-            return lambda root: lookup(id, slug, lookups), None
+            return lambda roots: [_load(lookup_key(id, slug, lookups)) for _ in roots], None
 
         return Batched(Shape.ONE, _LOOKUP, begin)
 
     def node(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
         global_id = arguments["id"]
-        return lambda root: load_node(loaders, global_id), None
+        return lambda roots: [_load(node_key(loaders, global_id)) for _ in roots], None
 
     def nodes(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
         global_ids = arguments["ids"]
-        return lambda root: [load_node(loaders, global_id) for global_id in global_ids], None
+
+        def fetch(roots: list[Any]) -> list[Any]:
+            return [_load_many([node_key(loaders, id) for id in global_ids]) for _ in roots]
+
+        return fetch, None
 
     def searched(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
         query = arguments["query"]
-        return lambda root: asyncio.ensure_future(search(loaders, query)), None
+
+        def fetch(roots: list[Any]) -> list[Any]:
+            return [asyncio.ensure_future(search(loaders, query)) for _ in roots]
+
+        return fetch, None
 
     def listed(name: str, order_input: type, filtered: bool) -> Batched:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paged]:
@@ -146,7 +157,13 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
                 *shape,
                 ordered,
             )
-            return lambda root: asyncio.ensure_future(load()), page
+            now = partial(getattr(loaders, f"{name}_now"), page.slice, *shape, ordered)
+
+            def fetch(roots: list[Any]) -> list[Any]:
+                found = now()
+                return [asyncio.ensure_future(load()) if found is None else found for _ in roots]
+
+            return fetch, page
 
         return Batched(Shape.PAGE, _PACKAGES if filtered else _LIST, begin)
 
@@ -156,8 +173,7 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, Paged]:
             filter = kept(arguments) if filtered else None
             ordered = inputs.order(convert(order_input, arguments.get("orderBy")))
-            page, load = types.window_of(
-                relation(loaders),
+            page, window = types.window_of(
                 own_order,
                 arguments.get("first"),
                 arguments.get("last"),
@@ -166,25 +182,32 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
                 filter,
                 ordered,
             )
-            return lambda parent: load(parent.id), page
+            load_all = relation(loaders).load_all
+            return lambda parents: load_all([window(parent.id) for parent in parents]), page
 
         return Batched(Shape.PAGE, _PACKAGES if filtered else _LIST, begin)
 
     def counted(relation: types.Relation) -> Batched:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
-            load = relation(loaders).load
-            return lambda parent: load(types.counted(parent.id)), None
+            load_all = relation(loaders).load_all
+            return lambda parents: load_all([types.counted(parent.id) for parent in parents]), None
 
         return Batched(Shape.COUNT, frozenset(), begin)
 
     def category(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
-        load = loaders.categories.by_id.load
-        return lambda package: load(package.category_id), None
+        load_all = loaders.categories.by_id.load_all
+        return lambda packages: load_all([package.category_id for package in packages]), None
 
     def hit(kind: types.SearchItemType, lookups: str) -> Batched:
         def begin(loaders: Loaders, arguments: dict[str, Any]) -> tuple[Fetch, None]:
-            loader = getattr(loaders, lookups).by_slug
-            return lambda found: types.hit_of(found, kind, loader), None
+            load_all = getattr(loaders, lookups).by_slug.load_all
+
+            def fetch(hits: list[Any]) -> list[Any]:
+                slugs = [types.hit_slug(found, kind) for found in hits]
+                loaded = iter(load_all([slug for slug in slugs if slug is not None]))
+                return [None if slug is None else next(loaded) for slug in slugs]
+
+            return fetch, None
 
         return Batched(Shape.ONE, frozenset(), begin)
 
@@ -210,3 +233,18 @@ def _batched(convert: _Inputs) -> dict[tuple[str, str], Batched]:
         ("SearchResult", "package"): hit(types.SearchItemType.PACKAGE, "packages"),
         ("SearchResult", "grid"): hit(types.SearchItemType.GRID, "grids"),
     }
+
+
+def _load(keyed: Keyed | None) -> Any:
+    """What the loader has for the key (its value, or its future), or None without one."""
+    return None if keyed is None else keyed[0].load_all([keyed[1]])[0]
+
+
+def _load_many(keyed: list[Keyed | None]) -> list[Any]:
+    """`_load` of each, each loader asked once for all its keys (one batch)."""
+    keys: dict[Loader[Any, Any], list[Any]] = {}
+    for found in keyed:
+        if found is not None:
+            keys.setdefault(found[0], []).append(found[1])
+    answers = {loader: iter(loader.load_all(asked)) for loader, asked in keys.items()}
+    return [None if found is None else next(answers[found[0]]) for found in keyed]

@@ -1,10 +1,15 @@
 """Running a plan: level by level, one batch per field and level, the response as plain data.
 
-A level is every object the plan reached with the last await: their leaves are read straight
+A level is every object the plan reached with the last step: their leaves are read straight
 from their records, and each batched field asks the loaders for all of them at once (one
-dataloader batch per loader and level). Then one await for the whole level, and the answers
-become the next level's objects. Objects are dicts made with all their keys in order, filled
-in place; lists are lists.
+dataloader batch per loader and level). What the loaders have at hand is answered at once;
+the rest is awaited, once for the whole level, and the answers become the next level's
+objects (a run that filled `TURN` objects lets the event loop turn before its next level).
+Objects are dicts made with all their keys in order, filled in place; lists are lists.
+
+Where each object sits is its place, a plain tuple (`Place`): the record it shows, the object,
+its container and key, whether null may replace it there, and the place of its container.
+The places of a selection's objects are what the next level fills.
 
 Errors follow the spec as graphql-core applies it: a field error nulls the field, or, for a
 non-null field, the nearest nullable place above it, where the error is recorded; an error
@@ -18,59 +23,68 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from itertools import count, repeat
+from operator import is_, itemgetter
+from typing import Any, Final
 
 from graphql import ExecutionResult, FieldNode, GraphQLError, get_argument_values, located_error
 from graphql.execution import VariableValues
 
 from gateway.engine.fields import Shape
 from gateway.engine.leaves import ItemError, non_null_message
-from gateway.engine.plan import Connection, Loaded, Plan, Selection
+from gateway.engine.plan import Connection, Leaf, Loaded, Plan, Selection
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Page
 from gateway.schema.pagination import Paged, cursor_of, travel
 from gateway.schema.types import NODE_TYPE_NAMES
 
+# A place in the response: (record, object, container, key, nullable, parent place). The
+# record and the object are None for a place that holds no object of a selection (a list, a
+# connection and its parts); the root's container, key and parent are None.
+Place = tuple[Any, Any, Any, Any, bool, Any]
+_RECORD: Final = 0
+_OBJECT: Final = 1
+_CONTAINER: Final = 2
+_KEY: Final = 3
+_NULLABLE: Final = 4
+_PARENT: Final = 5
+# The objects of one selection at one level, by their places.
+Places = list[Place]
 
-class _Place:
-    """Where a composite value sits in the response: `container[key]`, whether null may
-    replace it there, and the place of its container."""
+_EXCEPTION, _FUTURE = repeat(Exception), repeat(asyncio.Future)
+_record_of, _object_of = itemgetter(_RECORD), itemgetter(_OBJECT)
 
-    __slots__ = ("container", "key", "nullable", "parent")
+# Objects of a selection from which their leaves are filled a leaf at a time (below it, the
+# lists a leaf's values make cost more than they save).
+COLUMNS = 8
 
-    def __init__(
-        self, container: Any, key: str | int | None, nullable: bool, parent: _Place | None
-    ) -> None:
-        self.container = container
-        self.key = key
-        self.nullable = nullable
-        self.parent = parent
-
-    def path(self, *tail: str | int) -> list[str | int]:
-        keys: list[str | int] = list(reversed(tail))
-        place: _Place | None = self
-        while place is not None and place.key is not None:
-            keys.append(place.key)
-            place = place.parent
-        keys.reverse()
-        return keys
+# Objects a run fills without a turn of the event loop, about, at most (its levels answered at
+# hand need none): a few milliseconds' work.
+TURN = 5_000
 
 
-# The objects of one selection at one level: (record, its response dict, its place).
-Parents = list[tuple[Any, dict[str, Any], _Place]]
+def _path(place: Place, *tail: str | int) -> list[str | int]:
+    """The response path of `place`, then `tail`."""
+    keys: list[str | int] = list(reversed(tail))
+    found: Place | None = place
+    while found is not None and found[_KEY] is not None:
+        keys.append(found[_KEY])
+        found = found[_PARENT]
+    keys.reverse()
+    return keys
 
 
 class _Batch:
-    """A batched field's answers for the parents of one level."""
+    """A batched field's answers for the places of one level."""
 
-    __slots__ = ("answers", "loaded", "paging", "parents")
+    __slots__ = ("answers", "loaded", "paging", "places")
 
     def __init__(
-        self, loaded: Loaded, parents: Parents, answers: list[Any], paging: Paged | None
+        self, loaded: Loaded, places: Places, answers: list[Any], paging: Paged | None
     ) -> None:
         self.loaded = loaded
-        self.parents = parents
-        self.answers = answers  # per parent: a value, a future, or a list of those
+        self.places = places
+        self.answers = answers  # per place: a value, a future, or a list of those
         self.paging = paging
 
     def answer_lists(self) -> list[list[Any]]:
@@ -90,20 +104,25 @@ class _Run:
         self.variables = variables
         self.loaders = loaders
         self.errors: list[GraphQLError] = []
-        self.nulled: set[_Place] = set()
+        self.nulled: dict[int, Place] = {}  # the places errors nulled, by `id`
         # Errors of non-null fields on their way up: (places climbed, order, error, place).
-        self.rising: list[tuple[int, int, GraphQLError, _Place]] = []
-        self.root = _Place(None, None, True, None)
+        self.rising: list[tuple[int, int, GraphQLError, Place]] = []
 
-    async def run(self, root: Selection) -> ExecutionResult:
-        data = dict.fromkeys(root.keys)
-        level: dict[Selection, Parents] = {root: [(None, data, self.root)]}
+    async def run(self, selection: Selection) -> ExecutionResult:
+        data = dict.fromkeys(selection.keys)
+        root: Place = (None, data, None, None, True, None)
+        level: dict[Selection, Places] = {selection: [root]}
+        work = 0  # objects filled since the event loop last turned
         while level:
+            work += sum(map(len, level.values()))
+            if work > TURN:  # a long run at hand lets others in, and meets its deadline
+                await asyncio.sleep(0)
+                work = 0
             batches: list[_Batch] = []
-            for selection, parents in level.items():
-                self.fill(selection, parents, batches)
+            for selection, places in level.items():
+                self.fill(selection, places, batches)
             self.null_rising()
-            if self.root in self.nulled:
+            if id(root) in self.nulled:
                 _abandon(batches)
                 break
             try:
@@ -115,47 +134,53 @@ class _Run:
             for batch in batches:
                 self.complete(batch, level)
             self.null_rising()
-            if self.root in self.nulled:
+            if id(root) in self.nulled:
                 break
-        result = None if self.root in self.nulled else data
+        result = None if id(root) in self.nulled else data
         return ExecutionResult(result, self.errors or None)
 
     # -- one level --------------------------------------------------------------------------
 
-    def fill(self, selection: Selection, parents: Parents, batches: list[_Batch]) -> None:
-        """Read the selection's leaves, and start its batched fields, for all `parents`."""
+    def fill(self, selection: Selection, places: Places, batches: list[_Batch]) -> None:
+        """Read the selection's leaves, and start its batched fields, for all `places`."""
         if self.nulled:
-            parents = [parent for parent in parents if not self.dropped(parent[2])]
+            places = [place for place in places if not self.dropped(place)]
         leaves = selection.leaves
-        for record, target, place in parents:
-            try:
-                for key, read, native, complete, _, _ in leaves:
-                    value = read(record)
-                    target[key] = value if type(value) is native else complete(value)
-            except Exception:  # find which, and fail it
-                self.leaves_one_by_one(selection, record, target, place)
+        if leaves and not _columns(leaves, places):
+            for place in places:  # row by row, to find what fails
+                record, target = place[_RECORD], place[_OBJECT]
+                try:
+                    for key, read, native, complete, _, _ in leaves:
+                        value = read(record)
+                        target[key] = value if type(value) is native else complete(value)
+                except Exception:  # find which, and fail it
+                    self.leaves_one_by_one(selection, place)
+        if not selection.loaded or not places:
+            return
+        records = list(map(_record_of, places))
         for loaded in selection.loaded:
             key, nodes, nullable = loaded.key, loaded.nodes, loaded.nullable
             try:
                 fetch, paging = loaded.batched.begin(self.loaders, self.arguments(loaded))
+                answers = fetch(records)
             except Exception as error:
-                for _, target, place in parents:
-                    self.fail(error, nodes, nullable, target, key, place)
+                for place in places:
+                    self.fail(error, nodes, nullable, place[_OBJECT], key, place)
                 continue
-            asked: Parents = []
-            answers: list[Any] = []
-            for parent in parents:
-                try:
-                    answers.append(fetch(parent[0]))
-                except Exception as error:
-                    self.fail(error, nodes, nullable, parent[1], key, parent[2])
-                    continue
-                asked.append(parent)
+            asked = places
+            if any(map(isinstance, answers, _EXCEPTION)):  # the field failed for some
+                asked, kept = [], []
+                for place, answer in zip(places, answers, strict=True):
+                    if isinstance(answer, Exception):
+                        self.fail(answer, nodes, nullable, place[_OBJECT], key, place)
+                    else:
+                        asked.append(place)
+                        kept.append(answer)
+                answers = kept
             batches.append(_Batch(loaded, asked, answers, paging))
 
-    def leaves_one_by_one(
-        self, selection: Selection, record: Any, target: dict[str, Any], place: _Place
-    ) -> None:
+    def leaves_one_by_one(self, selection: Selection, place: Place) -> None:
+        record, target = place[_RECORD], place[_OBJECT]
         for leaf in selection.leaves:
             if self.dropped(place):
                 return
@@ -177,11 +202,13 @@ class _Run:
         return get_argument_values(loaded.definition, node, self.variables)
 
     async def settle(self, batches: list[_Batch]) -> None:
-        """Wait for every answer of the level, and put each outcome (a value or an exception)
-        in its place. The loaders' futures of one batch are all set at once: awaiting them in
-        turn waits once per batch, not once per future."""
+        """Wait for every answer of the level still to come, and put each outcome (a value or
+        an exception) in its place. The loaders' futures of one batch are all set at once:
+        awaiting them in turn waits once per batch, not once per future."""
         for batch in batches:
             for answers in batch.answer_lists():
+                if not any(map(isinstance, answers, _FUTURE)):
+                    continue
                 for index, answer in enumerate(answers):
                     if isinstance(answer, asyncio.Future):
                         if not answer.done():
@@ -189,76 +216,110 @@ class _Run:
                                 await answer
                         answers[index] = answer.exception() or answer.result()
 
-    def complete(self, batch: _Batch, level: dict[Selection, Parents]) -> None:
-        """Place each parent's answer, and gather the objects it holds for the next level."""
+    def complete(self, batch: _Batch, level: dict[Selection, Places]) -> None:
+        """Place each answer, and gather the objects it holds for the next level."""
+        loaded = batch.loaded
+        selections = loaded.selections
+        if loaded.batched.shape is Shape.ONE and len(selections) == 1:
+            [selection] = selections.values()
+            self.objects(batch, selection, level)
+            return
+        for place, answer in zip(batch.places, batch.answers, strict=True):
+            self.answer(batch, place, answer, level)
+
+    def objects(self, batch: _Batch, selection: Selection, level: dict[Selection, Places]) -> None:
+        """`complete` for a field whose answers are records of one type, or None."""
+        loaded = batch.loaded
+        key, nullable, keys = loaded.key, loaded.nullable, selection.keys
+        parents: Places | None = None
+        for place, answer in zip(batch.places, batch.answers, strict=True):
+            if answer is None or isinstance(answer, Exception) or self.nulled:
+                self.answer(batch, place, answer, level)
+                continue
+            target = place[_OBJECT]
+            found = target[key] = dict.fromkeys(keys)
+            if parents is None:
+                parents = level.setdefault(selection, [])
+            parents.append((answer, found, target, key, nullable, place))
+
+    def answer(
+        self, batch: _Batch, place: Place, answer: Any, level: dict[Selection, Places]
+    ) -> None:
+        """Place one answer of a batch."""
+        if self.nulled and self.dropped(place):
+            return
         loaded = batch.loaded
         shape = loaded.batched.shape
         key, nodes, nullable = loaded.key, loaded.nodes, loaded.nullable
-        for (_, target, place), answer in zip(batch.parents, batch.answers, strict=True):
-            if self.nulled and self.dropped(place):
-                continue
-            if shape is Shape.MANY and type(answer) is list:
-                failed = next((item for item in answer if isinstance(item, Exception)), None)
-                if failed is not None:
-                    answer = failed
-            if isinstance(answer, Exception):
-                self.fail(answer, nodes, nullable, target, key, place)
-            elif answer is None:
-                if nullable:
-                    target[key] = None
-                else:
-                    message = TypeError(non_null_message(loaded.field))
-                    self.fail(message, nodes, False, target, key, place)
-            elif shape is Shape.ONE:
-                target[key] = self.object(
-                    loaded, answer, _Place(target, key, nullable, place), level
-                )
-            elif shape is Shape.MANY:
-                self.list(loaded, answer, target, place, level)
-            elif shape is Shape.COUNT:
-                assert loaded.count is not None
-                try:
-                    target[key] = loaded.count(answer.total)
-                except Exception as error:
-                    self.fail(error, nodes, nullable, target, key, place)
+        target = place[_OBJECT]
+        if shape is Shape.MANY and type(answer) is list:
+            failed = next((item for item in answer if isinstance(item, Exception)), None)
+            if failed is not None:
+                answer = failed
+        if isinstance(answer, Exception):
+            self.fail(answer, nodes, nullable, target, key, place)
+        elif answer is None:
+            if nullable:
+                target[key] = None
             else:
-                assert loaded.connection is not None and batch.paging is not None
-                here = _Place(target, key, nullable, place)
-                target[key] = self.connection(loaded.connection, answer, batch.paging, here, level)
+                message = TypeError(non_null_message(loaded.field))
+                self.fail(message, nodes, False, target, key, place)
+        elif shape is Shape.ONE:
+            target[key] = self.object(loaded, answer, target, key, nullable, place, level)
+        elif shape is Shape.MANY:
+            self.list_of(loaded, answer, target, place, level)
+        elif shape is Shape.COUNT:
+            assert loaded.count is not None
+            try:
+                target[key] = loaded.count(answer.total)
+            except Exception as error:
+                self.fail(error, nodes, nullable, target, key, place)
+        else:
+            assert loaded.connection is not None and batch.paging is not None
+            here: Place = (None, None, target, key, nullable, place)
+            target[key] = self.connection(loaded.connection, answer, batch.paging, here, level)
 
     def object(
-        self, loaded: Loaded, record: Any, place: _Place, level: dict[Selection, Parents]
+        self,
+        loaded: Loaded,
+        record: Any,
+        container: Any,
+        key: str | int,
+        nullable: bool,
+        parent: Place,
+        level: dict[Selection, Places],
     ) -> dict[str, Any]:
-        """The response object of `record` at `place`, to be filled at the next level."""
+        """The response object of `record` at `container[key]`, to be filled at the next
+        level."""
         selections = loaded.selections
         if len(selections) == 1:
             [selection] = selections.values()
         else:
             selection = selections[NODE_TYPE_NAMES[type(record)]]
         target = dict.fromkeys(selection.keys)
-        level.setdefault(selection, []).append((record, target, place))
+        level.setdefault(selection, []).append((record, target, container, key, nullable, parent))
         return target
 
-    def list(
+    def list_of(
         self,
         loaded: Loaded,
         items: list[Any],
         target: dict[str, Any],
-        place: _Place,
-        level: dict[Selection, Parents],
+        place: Place,
+        level: dict[Selection, Places],
     ) -> None:
         listed: list[Any] = []
         target[loaded.key] = listed
-        here = _Place(target, loaded.key, loaded.nullable, place)
+        here: Place = (None, None, target, loaded.key, loaded.nullable, place)
+        item_nullable = loaded.item_nullable
         for index, item in enumerate(items):
             if item is not None:
-                item_place = _Place(listed, index, loaded.item_nullable, here)
-                listed.append(self.object(loaded, item, item_place, level))
+                listed.append(self.object(loaded, item, listed, index, item_nullable, here, level))
                 continue
             listed.append(None)
-            if not loaded.item_nullable:
+            if not item_nullable:
                 error = TypeError(non_null_message(loaded.field))
-                self.rise(located_error(error, list(loaded.nodes), here.path(index)), here)
+                self.rise(located_error(error, list(loaded.nodes), _path(here, index)), here)
                 return
 
     def connection(
@@ -266,8 +327,8 @@ class _Run:
         plan: Connection,
         page: Page[Any],
         paging: Paged,
-        place: _Place,
-        level: dict[Selection, Parents],
+        place: Place,
+        level: dict[Selection, Places],
     ) -> dict[str, Any]:
         # The connection as the resolvers build it (gateway/schema/pagination.py): the same
         # edges and pageInfo, its cursors made only where the selection asks for them.
@@ -284,26 +345,28 @@ class _Run:
         for edges in plan.edges:
             listed: list[dict[str, Any]] = []
             target[edges.key] = listed
-            edges_place = _Place(target, edges.key, False, place)
+            edges_place: Place = (None, None, target, edges.key, False, place)
             for index, item in enumerate(items):
                 edge: dict[str, Any] = dict.fromkeys(edges.keys)
                 for key, name in edges.parts:
                     cursor = name == "cursor"
                     edge[key] = cursor_of(page.keys[index], shape) if cursor else edges.type_name
-                edge_place = _Place(listed, index, False, edges_place)
+                edge_place: Place = (None, None, listed, index, False, edges_place)
                 for key, selection in edges.node:
                     node = edge[key] = dict.fromkeys(selection.keys)
                     level.setdefault(selection, []).append(
-                        (item, node, _Place(edge, key, False, edge_place))
+                        (item, node, edge, key, False, edge_place)
                     )
                 listed.append(edge)
         for key, selection in plan.nodes:
-            nodes = [dict.fromkeys(selection.keys) for _ in items]
+            size = len(items)
+            nodes = list(map(dict.fromkeys, repeat(selection.keys, size)))
             target[key] = nodes
-            nodes_place = _Place(target, key, False, place)
-            parents = level.setdefault(selection, [])
-            for index, item in enumerate(items):
-                parents.append((item, nodes[index], _Place(nodes, index, False, nodes_place)))
+            nodes_place: Place = (None, None, target, key, False, place)
+            # Each node's place: (item, node, nodes, index, False, nodes_place).
+            level.setdefault(selection, []).extend(
+                zip(items, nodes, repeat(nodes, size), count(), repeat(False), repeat(nodes_place))
+            )
         return target
 
     # -- errors -------------------------------------------------------------------------------
@@ -315,23 +378,22 @@ class _Run:
         nullable: bool,
         target: dict[str, Any],
         key: str,
-        place: _Place,
+        place: Place,
         *index: int,
     ) -> None:
         """A field error at `target[key]`: null the field, or rise from a non-null one."""
-        located = located_error(error, list(nodes), place.path(key, *index))
+        located = located_error(error, list(nodes), _path(place, key, *index))
         if not nullable:
             self.rise(located, place)
         elif not self.dropped(place):
             target[key] = None
             self.errors.append(located)
 
-    def rise(self, error: GraphQLError, place: _Place) -> None:
+    def rise(self, error: GraphQLError, place: Place) -> None:
         """An error on its way to the nearest nullable place at or above `place`."""
         nearest, climbed = place, 1
-        while not nearest.nullable:
-            assert nearest.parent is not None  # the root is nullable
-            nearest, climbed = nearest.parent, climbed + 1
+        while not nearest[_NULLABLE]:
+            nearest, climbed = nearest[_PARENT], climbed + 1  # the root is nullable
         self.rising.append((climbed, len(self.rising), error, nearest))
 
     def null_rising(self) -> None:
@@ -341,19 +403,40 @@ class _Run:
         for _, _, error, place in sorted(rising, key=lambda rise: rise[:2]):
             if self.dropped(place):
                 continue
-            if place.container is not None:
-                place.container[place.key] = None
-            self.nulled.add(place)
+            if place[_CONTAINER] is not None:
+                place[_CONTAINER][place[_KEY]] = None
+            self.nulled[id(place)] = place
             self.errors.append(error)
 
-    def dropped(self, place: _Place) -> bool:
+    def dropped(self, place: Place) -> bool:
         """Whether the place, or a place above it, was nulled by an error."""
-        found: _Place | None = place
+        found: Place | None = place
         while found is not None:
-            if found in self.nulled:
+            if id(found) in self.nulled:
                 return True
-            found = found.parent
+            found = found[_PARENT]
         return False
+
+
+def _columns(leaves: tuple[Leaf, ...], places: Places) -> bool:
+    """Fill the leaves of many objects a leaf at a time, each read and completed for all
+    of them at once: True, or False where any of them fails (then nothing is decided, and
+    they are filled again row by row, which finds what fails and where)."""
+    if len(places) < COLUMNS:
+        return False
+    records, objects = list(map(_record_of, places)), list(map(_object_of, places))
+    try:
+        for key, read, native, complete, _, _ in leaves:
+            values = list(map(read, records))
+            if native is None:
+                values = list(map(complete, values))
+            elif not all(map(is_, map(type, values), repeat(native))):
+                values = [value if type(value) is native else complete(value) for value in values]
+            for target, value in zip(objects, values, strict=True):
+                target[key] = value
+    except Exception:
+        return False
+    return True
 
 
 def _abandon(batches: list[_Batch]) -> None:

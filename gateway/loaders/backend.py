@@ -9,6 +9,9 @@ the slice's records with their keys, the total, and where the cursors fall in th
 Filters and orders (`PackageFilter`, `Order` in records.py) come with a window or a list
 page; without them a list keeps the upstream's order (id descending) and a relation its own.
 The total is the size of the filtered list.
+
+A backend may also answer some batches at once, from what it holds without I/O (`at_hand`):
+the per-request loaders then need no future, no queue and no turn of the event loop for them.
 """
 
 from __future__ import annotations
@@ -67,3 +70,45 @@ class Backend(Protocol):
     ) -> Page[records.Package]: ...
 
     async def search(self, query: str) -> list[records.SearchHit]: ...
+
+    def at_hand(self) -> AtHand | None:
+        """What the backend can answer now without I/O; None when it can answer nothing so."""
+        ...
+
+
+class AtHand(Protocol):
+    """The batches a backend answers now, without I/O: each as the `Backend`'s method of the
+    same name would, or None where any of its keys would need I/O (then nothing is answered,
+    and the batch goes to the `Backend` whole)."""
+
+    def categories(self, ids: Sequence[int]) -> list[records.Category | None] | None: ...
+
+    def categories_by_slug(self, slugs: Sequence[str]) -> list[records.Category | None] | None: ...
+
+    def grids(self, ids: Sequence[int]) -> list[records.Grid | None] | None: ...
+
+    def grids_by_slug(self, slugs: Sequence[str]) -> list[records.Grid | None] | None: ...
+
+    def packages(self, ids: Sequence[int]) -> list[records.Package | None] | None: ...
+
+    def packages_by_slug(self, slugs: Sequence[str]) -> list[records.Package | None] | None: ...
+
+    def packages_of_grids(
+        self, windows: Sequence[Window]
+    ) -> list[Page[records.Package]] | None: ...
+
+    def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[records.Grid]] | None: ...
+
+    def packages_of_categories(
+        self, windows: Sequence[Window]
+    ) -> list[Page[records.Package]] | None: ...
+
+    def list_categories(
+        self, slice: Slice, order: Order | None = None
+    ) -> Page[records.Category] | None: ...
+
+    def list_grids(self, slice: Slice, order: Order | None = None) -> Page[records.Grid] | None: ...
+
+    def list_packages(
+        self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
+    ) -> Page[records.Package] | None: ...

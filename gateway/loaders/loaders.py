@@ -4,63 +4,69 @@ Built fresh for every request (aiodataloader binds to the running loop and cache
 request's lifetime). Each loader turns one query level's keys into one backend batch, and
 every record a batch returns primes the loaders that could be asked for it next: by id and
 by slug, whichever way it was reached, and from any list or relation page that held it.
+
+A level's keys may also be asked for together (`load_all`, the engine's way): the keys a
+loader has already are answered with their values, and the others, when the backend has them
+all at hand (`Backend.at_hand`), as one batch at once; only what needs I/O is queued for a
+batch as `load` queues it, with a future per key. Everything here is made when first asked
+for: most requests need few loaders, and most records primed are never looked up.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
-from functools import cached_property
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from aiodataloader import DataLoader, dispatch_queue
 from aiodataloader import Loader as Queued
 
 from gateway.loaders import records
-from gateway.loaders.backend import Backend
+from gateway.loaders.backend import AtHand, Backend
 from gateway.loaders.records import Order, PackageFilter, Page, Slice, Window
-from gateway.observe import BatchLoad, batch
+from gateway.observe import batch, batch_answered
 
 R = TypeVar("R", records.Category, records.Grid, records.Package)
 K = TypeVar("K")
 V = TypeVar("V")
 
-# A backend's batch method: the answers for a batch of keys, aligned with them.
-Fetch = Callable[[list[K]], Awaitable[list[V]]]
-
 
 class _Futures(dict[K, "asyncio.Future[V]"], Generic[K, V]):
     """A loader's cache of futures by key, which makes the future of a primed value only
-    when its key is first looked up (a key loaded keeps its future's value)."""
+    when its key is first looked up (a key loaded keeps its future's value). `settle` applies
+    the primes still pending before the primed values are read."""
 
-    def __init__(self, primed: dict[K, V]) -> None:
+    def __init__(self, primed: dict[K, V], settle: Callable[[], None]) -> None:
         super().__init__()
         self.primed = primed
+        self.settle = settle
 
     def get(self, key: K, default: Any = None) -> Any:
         future = super().get(key)
-        if future is None and key in self.primed:
-            future = self[key] = asyncio.get_running_loop().create_future()
-            future.set_result(self.primed.pop(key))
+        if future is None:
+            self.settle()
+            if key in self.primed:
+                future = self[key] = asyncio.get_running_loop().create_future()
+                future.set_result(self.primed.pop(key))
         return default if future is None else future
 
     def pop(self, key: K, default: Any = None) -> Any:
+        self.settle()
         self.primed.pop(key, None)
         return super().pop(key, default)
 
     def clear(self) -> None:
+        self.settle()
         self.primed.clear()
         super().clear()
 
 
-class _Loader(DataLoader[K, V]):
-    """A dataloader whose primed values cost a dict entry each, not a future: a list page
-    primes every record it holds by id and by slug, and few are asked for again. `primed`:
-    the values primed before it was made."""
+def _nothing() -> None:
+    pass
 
-    def __init__(self, batch_load_fn: BatchLoad[K, V], primed: dict[K, V] | None = None) -> None:
-        self._futures: _Futures[K, V] = _Futures({} if primed is None else primed)
-        super().__init__(batch_load_fn, cache_map=self._futures)
+
+class _Queue(DataLoader[K, V]):
+    """aiodataloader's `DataLoader` over a loader's cache, for the keys that need a batch."""
 
     def do_resolve_reject(self, key: K, future: asyncio.Future[V]) -> None:
         """Queue `key`, as `DataLoader` does: the first key of a queue has it dispatched two
@@ -73,63 +79,153 @@ class _Loader(DataLoader[K, V]):
     def _dispatch_soon(self) -> None:
         self.loop.call_soon(dispatch_queue, self)
 
-    def prime(self, key: K, value: V) -> _Loader[K, V]:
-        """As `DataLoader.prime`: a key already loaded or primed keeps its value."""
-        if key not in self._futures:
-            self._futures.primed.setdefault(key, value)
-        return self
+
+class Loader(Generic[K, V]):
+    """The dataloader of one batch method of the backend (`method`) for one request,
+    counted and traced as `name`; what it finds goes to `prime`.
+
+    Its primed values cost a dict entry each, not a future: a list page primes every record
+    it holds by id and by slug, and few are asked for again (`primed`: the values primed
+    before it was made; `settle`: what applies the primes still pending). The keys of a batch
+    the backend has at hand are answered at once, and their values kept as primed ones;
+    aiodataloader's `DataLoader`, with its futures, queue and batch task, is made only when a
+    key needs the batch method itself."""
+
+    def __init__(
+        self,
+        name: str,
+        backend: Backend,
+        method: str,
+        prime: Callable[[list[V]], None],
+        primed: dict[K, V] | None = None,
+        settle: Callable[[], None] = _nothing,
+    ) -> None:
+        self.name = name
+        self._backend = backend
+        self._method = method
+        self._prime = prime
+        self._futures: _Futures[K, V] = _Futures({} if primed is None else primed, settle)
+        self._queued: _Queue[K, V] | None = None
+
+    def load(self, key: K) -> asyncio.Future[V]:
+        """The future of `key`'s value, as `DataLoader.load` gives it."""
+        if self._queued is None:
+            self._queued = _Queue(batch(self.name)(self._fetch), cache_map=self._futures)
+        return self._queued.load(key)
+
+    def load_all(self, keys: Sequence[K]) -> list[Any]:
+        """What `load` gives each of `keys`, but a value where there is one rather than a
+        future: a key loaded or primed before gives its future or its value; the others are
+        answered at once, as one batch, if the backend has them all at hand, else each is
+        queued as `load` queues it (its future). A key `load` refuses (None) gives the error
+        `load` raises."""
+        futures = self._futures
+        futures.settle()
+        primed = futures.primed
+        missing = [key for key in dict.fromkeys(keys) if key not in futures and key not in primed]
+        if None in missing:  # as `load` answers each
+            return [_loaded(self, key) for key in keys]
+        found = self._now(missing) if missing else None
+        if found is None:
+            for key in missing:
+                self.load(key)
+        else:
+            futures.settle()
+            for key, value in zip(missing, found, strict=True):
+                primed.setdefault(key, value)
+        return [futures[key] if key in futures else primed[key] for key in keys]
+
+    async def _fetch(self, keys: list[K]) -> list[V]:
+        found: list[V] = await getattr(self._backend, self._method)(keys)
+        self._prime(found)
+        return found
+
+    def _now(self, keys: list[K]) -> list[V] | None:
+        """The batch of `keys` answered from what the backend has at hand (counted and
+        traced as a batch), or None."""
+        at_hand = self._backend.at_hand()
+        found: list[V] | None = None if at_hand is None else getattr(at_hand, self._method)(keys)
+        if found is not None:
+            batch_answered(self.name, len(keys))
+            self._prime(found)
+        return found
+
+
+def _loaded(loader: Loader[K, V], key: K) -> Any:
+    """`loader.load(key)`, or the error it raises."""
+    try:
+        return loader.load(key)
+    except Exception as error:
+        return error
 
 
 class Lookups(Generic[R]):
-    """The loaders of one kind of record, by id and by slug. Every record of the kind that
-    any batch or page brings primes both: their primed values wait here in plain dicts, and a
-    loader nobody asks is never made."""
+    """The loaders of one kind of record, by id and by slug (the backend's batch methods
+    `by_ids` and `by_slugs`). Every record of the kind that any batch or page brings primes
+    both: their primed values wait here in plain dicts, and a loader nobody asks is never
+    made. What primes them waits too, until a loader reads them: most pages' records are never
+    looked up again."""
 
-    def __init__(
-        self, name: str, by_ids: Fetch[int, R | None], by_slugs: Fetch[str, R | None]
-    ) -> None:
+    def __init__(self, name: str, backend: Backend, by_ids: str, by_slugs: str) -> None:
         self._name = name
-        self._by_ids: Fetch[int, R | None] = by_ids
-        self._by_slugs: Fetch[str, R | None] = by_slugs
+        self._backend = backend
+        self._methods = by_ids, by_slugs
         self._primed_ids: dict[int, R | None] = {}
         self._primed_slugs: dict[str, R | None] = {}
+        self._pending: list[Iterable[R | None]] = []
+        self._by_id: Loader[int, R | None] | None = None
+        self._by_slug: Loader[str, R | None] | None = None
 
-    @cached_property
-    def by_id(self) -> DataLoader[int, R | None]:
-        return _Loader(self._priming(self._name, self._by_ids), self._primed_ids)
+    @property
+    def by_id(self) -> Loader[int, R | None]:
+        if self._by_id is None:
+            self._by_id = Loader(
+                self._name,
+                self._backend,
+                self._methods[0],
+                self.prime,
+                self._primed_ids,
+                self._settle,
+            )
+        return self._by_id
 
-    @cached_property
-    def by_slug(self) -> DataLoader[str, R | None]:
-        load = self._priming(f"{self._name}_by_slug", self._by_slugs)
-        return _Loader(load, self._primed_slugs)
-
-    def _priming(self, name: str, fetch: Fetch[K, R | None]) -> BatchLoad[K, R | None]:
-        @batch(name)
-        async def load(keys: list[K]) -> list[R | None]:
-            found = await fetch(keys)
-            self.prime(found)
-            return found
-
-        return load
+    @property
+    def by_slug(self) -> Loader[str, R | None]:
+        if self._by_slug is None:
+            self._by_slug = Loader(
+                f"{self._name}_by_slug",
+                self._backend,
+                self._methods[1],
+                self.prime,
+                self._primed_slugs,
+                self._settle,
+            )
+        return self._by_slug
 
     def prime(self, found: Iterable[R | None]) -> None:
-        """Prime both loaders with `found`: a key primed keeps its value."""
-        for record in found:
-            if record is not None:
-                self._primed_ids.setdefault(record.id, record)
-                self._primed_slugs.setdefault(record.slug, record)
+        """Prime both loaders with `found`, once they are read: a key primed keeps its value."""
+        self._pending.append(found)
 
-    def pages(self, name: str, fetch: Fetch[Window, Page[R]]) -> DataLoader[Window, Page[R]]:
-        """The loader of a relation's windows whose pages hold records of this kind."""
+    def prime_pages(self, pages: Iterable[Page[R]]) -> None:
+        """Prime both loaders with the records of `pages`."""
+        self._pending.extend(page.items for page in pages)
 
-        @batch(name)
-        async def load(windows: list[Window]) -> list[Page[R]]:
-            pages = await fetch(windows)
-            for page in pages:
-                self.prime(page.items)
-            return pages
+    def _settle(self) -> None:
+        """Apply the primes still pending, in the order they came."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        ids, slugs = self._primed_ids, self._primed_slugs
+        for found in pending:
+            for record in found:
+                if record is not None:
+                    ids.setdefault(record.id, record)
+                    slugs.setdefault(record.slug, record)
 
-        return _Loader(load)
+    def pages(self, name: str, method: str) -> Loader[Window, Page[R]]:
+        """The loader of a relation's windows (the backend's batch `method`), whose pages
+        hold records of this kind."""
+        return Loader(name, self._backend, method, self.prime_pages)
 
     async def page(self, loading: Awaitable[Page[R]]) -> Page[R]:
         """A page of a whole list, once its records primed the loaders."""
@@ -144,34 +240,51 @@ class Loaders:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self._categories: Lookups[records.Category] | None = None
+        self._grids: Lookups[records.Grid] | None = None
+        self._packages: Lookups[records.Package] | None = None
+        self._relations: dict[str, Loader[Window, Page[Any]]] = {}
 
-    @cached_property
+    @property
     def categories(self) -> Lookups[records.Category]:
-        return Lookups("category", self.backend.categories, self.backend.categories_by_slug)
+        if self._categories is None:
+            self._categories = Lookups("category", self.backend, "categories", "categories_by_slug")
+        return self._categories
 
-    @cached_property
+    @property
     def grids(self) -> Lookups[records.Grid]:
-        return Lookups("grid", self.backend.grids, self.backend.grids_by_slug)
+        if self._grids is None:
+            self._grids = Lookups("grid", self.backend, "grids", "grids_by_slug")
+        return self._grids
 
-    @cached_property
+    @property
     def packages(self) -> Lookups[records.Package]:
-        return Lookups("package", self.backend.packages, self.backend.packages_by_slug)
+        if self._packages is None:
+            self._packages = Lookups("package", self.backend, "packages", "packages_by_slug")
+        return self._packages
 
     # Relations, a window per parent: their pages prime the lookups of the records they hold.
 
-    @cached_property
-    def packages_of_grid(self) -> DataLoader[Window, Page[records.Package]]:
-        return self.packages.pages("packages_of_grid", self.backend.packages_of_grids)
+    @property
+    def packages_of_grid(self) -> Loader[Window, Page[records.Package]]:
+        return self._relation(self.packages, "packages_of_grid", "packages_of_grids")
 
-    @cached_property
-    def grids_of_package(self) -> DataLoader[Window, Page[records.Grid]]:
-        return self.grids.pages("grids_of_package", self.backend.grids_of_packages)
+    @property
+    def grids_of_package(self) -> Loader[Window, Page[records.Grid]]:
+        return self._relation(self.grids, "grids_of_package", "grids_of_packages")
 
-    @cached_property
-    def packages_of_category(self) -> DataLoader[Window, Page[records.Package]]:
-        return self.packages.pages("packages_of_category", self.backend.packages_of_categories)
+    @property
+    def packages_of_category(self) -> Loader[Window, Page[records.Package]]:
+        return self._relation(self.packages, "packages_of_category", "packages_of_categories")
 
-    # Whole lists: a list page holds full records, which prime the lookups too.
+    def _relation(self, members: Lookups[R], name: str, method: str) -> Loader[Window, Page[R]]:
+        loader = self._relations.get(name)
+        if loader is None:
+            loader = self._relations[name] = members.pages(name, method)
+        return loader
+
+    # Whole lists: a list page holds full records, which prime the lookups too. Each also
+    # answers at once (`…_now`) where the backend has the page at hand, else None.
 
     async def list_categories(
         self, slice: Slice, order: Order | None = None
@@ -185,3 +298,25 @@ class Loaders:
         self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
     ) -> Page[records.Package]:
         return await self.packages.page(self.backend.list_packages(slice, filter, order))
+
+    def list_categories_now(
+        self, slice: Slice, order: Order | None = None
+    ) -> Page[records.Category] | None:
+        return self._page_now(self.categories, lambda now: now.list_categories(slice, order))
+
+    def list_grids_now(self, slice: Slice, order: Order | None = None) -> Page[records.Grid] | None:
+        return self._page_now(self.grids, lambda now: now.list_grids(slice, order))
+
+    def list_packages_now(
+        self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
+    ) -> Page[records.Package] | None:
+        return self._page_now(self.packages, lambda now: now.list_packages(slice, filter, order))
+
+    def _page_now(
+        self, lookups: Lookups[R], ask: Callable[[AtHand], Page[R] | None]
+    ) -> Page[R] | None:
+        at_hand = self.backend.at_hand()
+        page = None if at_hand is None else ask(at_hand)
+        if page is not None:
+            lookups.prime(page.items)
+        return page

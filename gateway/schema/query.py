@@ -7,10 +7,9 @@ from collections.abc import Awaitable
 from typing import Any
 
 import strawberry
-from aiodataloader import DataLoader
 
 from gateway.errors import BadUserInput
-from gateway.loaders.loaders import Loaders, Lookups
+from gateway.loaders.loaders import Loader, Loaders, Lookups
 from gateway.loaders.records import SearchHit
 from gateway.schema.context import Info
 from gateway.schema.inputs import MAX_SLUG, MAX_TEXT, checked_text
@@ -27,36 +26,49 @@ from gateway.schema.types import (
     package_connection,
 )
 
+# A record to load: the loader, and its key.
+Keyed = tuple[Loader[Any, Any], Any]
+# The lookups of each node type, by name.
+_NODE_KINDS = {"Category": "categories", "Grid": "grids", "Package": "packages"}
 
-def lookup(id: int | None, slug: str | None, kind: Lookups[Any]) -> Awaitable[Any] | None:
-    """One record of `kind` by id or by slug, as its loader's future; None when none can match.
+
+def lookup_key(id: int | None, slug: str | None, kind: Lookups[Any]) -> Keyed | None:
+    """The loader and key of one record of `kind` by id or by slug; None when none can match.
 
     `id` and `slug` have no defaults, so unset is UNSET (or absent, to the engine).
     """
     if isinstance(id, int) and not isinstance(slug, str):
-        return kind.by_id.load(id)
+        return kind.by_id, id
     if isinstance(slug, str) and not isinstance(id, int):
         # No slug is longer than its column (at most 100 characters) or holds a NUL (which
         # PostgreSQL cannot even receive): no need to ask.
-        return kind.by_slug.load(slug) if len(slug) <= MAX_SLUG and "\x00" not in slug else None
+        return (kind.by_slug, slug) if len(slug) <= MAX_SLUG and "\x00" not in slug else None
     raise BadUserInput("Pass exactly one of `id` and `slug`")
 
 
-def load_node(loaders: Loaders, global_id: str) -> Awaitable[Any] | None:
-    """The record a global id names, as its loader's future; None for an unknown type."""
+def lookup(id: int | None, slug: str | None, kind: Lookups[Any]) -> Awaitable[Any] | None:
+    """One record of `kind` by id or by slug, as its loader's future; None when none can match."""
+    return _loaded(lookup_key(id, slug, kind))
+
+
+def node_key(loaders: Loaders, global_id: str) -> Keyed | None:
+    """The loader and key of the record a global id names; None for an unknown type."""
     try:
         type_name, raw_id = from_base64(global_id)
     except ValueError:
         raise BadUserInput(f"Not a valid node id: {shown(global_id)}") from None
-    by_type: dict[str, DataLoader[int, Any]] = {
-        "Category": loaders.categories.by_id,
-        "Grid": loaders.grids.by_id,
-        "Package": loaders.packages.by_id,
-    }
-    loader = by_type.get(type_name)
-    if loader is None or not is_number(raw_id):
+    if type_name not in _NODE_KINDS or not is_number(raw_id):
         return None
-    return loader.load(int(raw_id))
+    return getattr(loaders, _NODE_KINDS[type_name]).by_id, int(raw_id)
+
+
+def load_node(loaders: Loaders, global_id: str) -> Awaitable[Any] | None:
+    """The record a global id names, as its loader's future; None for an unknown type."""
+    return _loaded(node_key(loaders, global_id))
+
+
+def _loaded(keyed: Keyed | None) -> Awaitable[Any] | None:
+    return None if keyed is None else keyed[0].load(keyed[1])
 
 
 def search(loaders: Loaders, query: str) -> Awaitable[list[SearchHit]]:

@@ -10,7 +10,7 @@ from gateway.errors import BadUserInput
 from gateway.loaders.records import site_time
 
 
-def _serialize(value: datetime) -> str:
+def serialize_datetime(value: datetime) -> str:
     return value.isoformat()
 
 
@@ -32,6 +32,6 @@ def _parse(value: object) -> datetime:
 DateTime = strawberry.scalar(
     name="DateTime",
     description="ISO-8601 date and time with its UTC offset, e.g. 2018-08-03T04:16:50-04:00.",
-    serialize=_serialize,
+    serialize=serialize_datetime,
     parse_value=_parse,
 )

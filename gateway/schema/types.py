@@ -8,6 +8,7 @@ and relations only ask a loader. A connection's resolver serves the root's list 
 
 from __future__ import annotations
 
+from binascii import b2a_base64
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
@@ -16,11 +17,9 @@ from operator import attrgetter
 from typing import Any
 
 import strawberry
-from aiodataloader import DataLoader
-from strawberry.relay.utils import to_base64
 
 from gateway.loaders import records
-from gateway.loaders.loaders import Loaders
+from gateway.loaders.loaders import Loader, Loaders
 from gateway.loaders.records import Page, Slice, Window
 from gateway.schema.context import Info
 from gateway.schema.inputs import (
@@ -64,7 +63,14 @@ class Node:
 def global_id(
     root: strawberry.Parent[records.Category | records.Grid | records.Package],
 ) -> strawberry.ID:
-    return strawberry.ID(to_base64(NODE_TYPE_NAMES[type(root)], root.id))
+    return strawberry.ID(GLOBAL_IDS[NODE_TYPE_NAMES[type(root)]](root))
+
+
+def global_ids(type_name: str) -> Callable[[Any], str]:
+    """The global id of a record of the type `type_name`: Strawberry's `to_base64` of the
+    type name and the record's id, written in one call."""
+    prefix = f"{type_name}:"
+    return lambda record: b2a_base64(f"{prefix}{record.id}".encode(), newline=False).decode()
 
 
 def database_id(root: strawberry.Parent[records.Category | records.Grid | records.Package]) -> int:
@@ -76,7 +82,7 @@ async def found(record: Awaitable[Any] | None) -> Any:
     return None if record is None else await record
 
 
-Relation = Callable[[Loaders], DataLoader[Window, Page[Any]]]
+Relation = Callable[[Loaders], Loader[Window, Page[Any]]]
 
 # The loader that windows each relation: asked by the resolvers below and by the engine.
 CATEGORY_PACKAGES: Relation = attrgetter("packages_of_category")
@@ -98,7 +104,6 @@ def counted(parent: int) -> Window:
 
 
 def window_of(
-    loader: DataLoader[Window, Page[Any]],
     own_order: Layout,
     first: int | None,
     last: int | None,
@@ -106,12 +111,12 @@ def window_of(
     before: str | None,
     filter: records.PackageFilter | None = None,
     order: records.Order | None = None,
-) -> tuple[Paged, Callable[[int], Awaitable[Page[Any]]]]:
-    """A slice of a relation whose own order's key is `own_order`, and what loads it for a
-    parent (by id). The resolvers below and the engine (gateway/engine/) share it."""
+) -> tuple[Paged, Callable[[int], Window]]:
+    """A slice of a relation whose own order's key is `own_order`, and each parent's window
+    of it (by the parent's id). The resolvers below and the engine (gateway/engine/) share it."""
     page = paged(first, last, after, before, own_order, order, filter, order)
     slice = page.slice
-    return page, lambda parent: loader.load(Window(parent, slice, filter, order))
+    return page, lambda parent: Window(parent, slice, filter, order)
 
 
 def list_page(
@@ -138,8 +143,8 @@ async def _connection(page: Paged, load: Callable[[], Awaitable[Page[Any]]]) -> 
 async def _relation(root: Any, info: Info, *arguments: Any) -> Connection[Any]:
     """The connection of the parent's relation: `arguments` are `window_of`'s from `first`."""
     relation, own_order = RELATIONS[type(root)]
-    page, load = window_of(relation(info.context.loaders), own_order, *arguments)
-    return await _connection(page, partial(load, root.id))
+    page, window = window_of(own_order, *arguments)
+    return await _connection(page, partial(relation(info.context.loaders).load, window(root.id)))
 
 
 # The resolvers of the connections of each kind: the whole list at the root (where there is no
@@ -274,6 +279,8 @@ class Package(Node):
     is_type_of = _type_of(records.Package)
 
 
+GLOBAL_IDS = {name: global_ids(name) for name in ("Category", "Grid", "Package")}
+
 NODE_TYPE_NAMES: dict[type, str] = {
     records.Category: "Category",
     records.Grid: "Grid",
@@ -291,11 +298,17 @@ def item_type(root: strawberry.Parent[records.SearchHit]) -> SearchItemType:
     return SearchItemType(root.item_type)
 
 
+def hit_slug(hit: records.SearchHit, kind: SearchItemType) -> str | None:
+    """The slug of the package or grid a search hit is, if it is of `kind`."""
+    return hit.slug if hit.item_type == kind.value else None
+
+
 def hit_of(
-    hit: records.SearchHit, kind: SearchItemType, by_slug: DataLoader[str, Any]
+    hit: records.SearchHit, kind: SearchItemType, by_slug: Loader[str, Any]
 ) -> Awaitable[Any] | None:
     """The package or grid a search hit is, if it is of `kind`, as its loader's future."""
-    return by_slug.load(hit.slug) if hit.item_type == kind.value else None
+    slug = hit_slug(hit, kind)
+    return None if slug is None else by_slug.load(slug)
 
 
 # Plain functions returning the loader's future, not coroutines: graphql-core leaves a sibling's

@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
-
-import msgspec
+from typing import Any, TypeVar
 
 from gateway.errors import UpstreamError
 from gateway.loaders import records
+from gateway.loaders.backend import AtHand
 from gateway.loaders.records import Key, Order, PackageFilter, Page, Slice, Window
+from gateway.loaders.rest.answers import (
+    CATEGORIES,
+    GRIDS,
+    PACKAGES,
+    Kind,
+    Slugged,
+    SnapshotAnswers,
+    by_ids_seen,
+    id_in_snapshot,
+    known,
+    oldest_by_slug,
+    paged,
+    shaped,
+    snapshot_pages,
+)
 from gateway.loaders.rest.fetcher import Fetcher
 from gateway.loaders.rest.memo import Memo
 from gateway.loaders.rest.snapshot import Catalogue
@@ -32,18 +45,6 @@ K = TypeVar("K")
 V = TypeVar("V")
 R = TypeVar("R", records.Category, records.Grid, records.Package)
 J = TypeVar("J", CategoryJSON, GridJSON, PackageJSON)
-
-
-@dataclass(frozen=True, slots=True)
-class _Kind(Generic[J, R]):
-    """A kind of record as one request looks it up: its APIv4 resource and wire type, how the
-    memo remembers it and holds it by id, and how the snapshot finds it by id."""
-
-    resource: str
-    wire: type[J]
-    remember: Callable[[J], R]
-    seen: dict[int, R | None]
-    in_snapshot: Callable[[Catalogue, int], R | None]
 
 
 class RestBackend:
@@ -71,14 +72,8 @@ class RestBackend:
 
     def __init__(self, fetcher: Fetcher) -> None:
         self.fetcher = fetcher
-        self.memo = memo = Memo()
-        self._categories = _Kind(
-            "categories/", CategoryJSON, memo.remember_category, memo.categories, Catalogue.category
-        )
-        self._grids = _Kind("grids/", GridJSON, memo.remember_grid, memo.grids, Catalogue.grid)
-        self._packages = _Kind(
-            "packages/", PackageJSON, memo.remember_package, memo.packages, Catalogue.package
-        )
+        self.memo = Memo()
+        self._at_hand: SnapshotAnswers | None = None
 
     @property
     def stale(self) -> bool:
@@ -118,12 +113,8 @@ class RestBackend:
         missing = [key for key in dict.fromkeys(keys) if key not in seen]
         snapshot = await self._snapshot_if_cheap(len(missing)) if missing else None
         if snapshot is not None:
-            proves_unknown = self.fetcher.snapshot_is_fresh()
-            for key in missing:
-                record = in_snapshot(snapshot, key)
-                if record is not None or proves_unknown:
-                    seen[key] = record
-            missing = [key for key in missing if key not in seen]
+            fresh = self.fetcher.snapshot_is_fresh()
+            missing = known(missing, seen, in_snapshot, snapshot, fresh)
         for key in missing:
             found = at_hand(key)
             if found is not None:
@@ -135,20 +126,11 @@ class RestBackend:
                 seen.setdefault(key, record)
         return [seen[key] for key in keys]
 
-    @staticmethod
-    def _as_first_seen(page: Page[R], seen: Mapping[int, R | None]) -> Page[R]:
-        """`page` with each record this request had already read as it first read it."""
-        if not seen:
-            return page
-        return msgspec.structs.replace(
-            page, items=[seen.get(record.id) or record for record in page.items]
-        )
-
-    async def _by_id(self, ids: Sequence[int], kind: _Kind[J, R]) -> list[R | None]:
+    async def _by_id(self, ids: Sequence[int], kind: Kind[J, R]) -> list[R | None]:
         """The records of `ids`, each read at its resource if need be."""
 
         def record(raw: J | None) -> R | None:
-            return None if raw is None else kind.remember(raw)
+            return None if raw is None else kind.remember(self.memo, raw)
 
         def at_hand(id: int) -> tuple[R | None] | None:
             found = self.fetcher.detail_at_hand(kind.resource, str(id))
@@ -157,27 +139,17 @@ class RestBackend:
         async def fetch_one(id: int) -> R | None:
             return record(await self.fetcher.detail(kind.resource, str(id), kind.wire))
 
-        return await self._lookup(ids, kind.seen, kind.in_snapshot, at_hand, fetch_one)
+        seen = kind.seen(self.memo)
+        return await self._lookup(ids, seen, kind.in_snapshot, at_hand, fetch_one)
 
-    async def _by_slug(
-        self,
-        slugs: Sequence[str],
-        kind: _Kind[J, R],
-        seen_ids: dict[str, int | None],
-        in_snapshot: Callable[[Catalogue, str], R | None],
-    ) -> list[R | None]:
+    async def _by_slug(self, slugs: Sequence[str], kind: Slugged[J, R]) -> list[R | None]:
         """The records of `slugs`, by way of their ids (`seen_ids`): one record, one way."""
-
-        def id_in_snapshot(snapshot: Catalogue, slug: str) -> int | None:
-            record = in_snapshot(snapshot, slug)
-            if record is None:
-                return None
-            kind.seen[record.id] = record
-            return record.id
 
         def id_of(slug: str, raw: J | None) -> int | None:
             # An all-digit slug is an id to the upstream: accept only a real slug match.
-            return kind.remember(raw).id if raw is not None and raw.slug == slug else None
+            if raw is None or raw.slug != slug:
+                return None
+            return kind.remember(self.memo, raw).id
 
         def at_hand(slug: str) -> tuple[int | None] | None:
             found = self.fetcher.detail_at_hand(kind.resource, slug)
@@ -186,52 +158,47 @@ class RestBackend:
         async def fetch_one(slug: str) -> int | None:
             return id_of(slug, await self.fetcher.detail(kind.resource, slug, kind.wire))
 
-        ids = await self._lookup(slugs, seen_ids, id_in_snapshot, at_hand, fetch_one)
-        return [None if id is None else kind.seen.get(id) for id in ids]
+        memo = self.memo
+        in_snapshot = id_in_snapshot(kind, memo)
+        ids = await self._lookup(slugs, kind.seen_ids(memo), in_snapshot, at_hand, fetch_one)
+        return by_ids_seen(ids, kind, memo)
 
     # -- lookups -----------------------------------------------------------------------------
 
     async def categories(self, ids: Sequence[int]) -> list[records.Category | None]:
-        return await self._by_id(ids, self._categories)
+        return await self._by_id(ids, CATEGORIES)
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[records.Category | None]:
         # The upstream has no slug lookup for categories, and their slugs are not unique:
         # read the (short) list, or the snapshot's, and take the oldest category with the slug.
         snapshot = await self._snapshot_if_cheap(0)
         if snapshot is not None:
-            listed = snapshot.categories()
-        else:
-            raws = await self.fetcher.whole_list("categories/", CategoryJSON)
-            listed = [self.memo.remember_category(raw) for raw in raws]
-        by_slug: dict[str, records.Category] = {}
-        for category in sorted(listed, key=lambda c: c.id):
-            by_slug.setdefault(category.slug, category)
-        return [by_slug.get(slug) for slug in slugs]
+            return self._answers(snapshot).categories_by_slug(slugs)
+        raws = await self.fetcher.whole_list("categories/", CategoryJSON)
+        return oldest_by_slug([self.memo.remember_category(raw) for raw in raws], slugs)
 
     async def grids(self, ids: Sequence[int]) -> list[records.Grid | None]:
-        return await self._by_id(ids, self._grids)
+        return await self._by_id(ids, GRIDS)
 
     async def grids_by_slug(self, slugs: Sequence[str]) -> list[records.Grid | None]:
-        return await self._by_slug(slugs, self._grids, self.memo.grid_ids, Catalogue.grid_by_slug)
+        return await self._by_slug(slugs, GRIDS)
 
     async def packages(self, ids: Sequence[int]) -> list[records.Package | None]:
-        return await self._by_id(ids, self._packages)
+        return await self._by_id(ids, PACKAGES)
 
     async def packages_by_slug(self, slugs: Sequence[str]) -> list[records.Package | None]:
-        return await self._by_slug(
-            slugs, self._packages, self.memo.package_ids, Catalogue.package_by_slug
-        )
+        return await self._by_slug(slugs, PACKAGES)
 
     # -- relations -----------------------------------------------------------------------------
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[records.Package]]:
         return await self._relation(
-            windows, self._grids, self._packages, self._grid_members, Catalogue.packages_of_grid
+            windows, GRIDS, PACKAGES, self._grid_members, Catalogue.packages_of_grid
         )
 
     async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[records.Grid]]:
         return await self._relation(
-            windows, self._packages, self._grids, self._package_grids, Catalogue.grids_of_package
+            windows, PACKAGES, GRIDS, self._package_grids, Catalogue.grids_of_package
         )
 
     async def packages_of_categories(
@@ -240,29 +207,22 @@ class RestBackend:
         # The upstream cannot filter packages by category: the snapshot's whole package
         # list answers every window, filtered or not.
         snapshot = await self.fetcher.snapshot()
-        return [
-            self._as_first_seen(snapshot.packages_of_category(window), self.memo.packages)
-            for window in windows
-        ]
+        return self._answers(snapshot).packages_of_categories(windows)
 
     async def _relation(
         self,
         windows: Sequence[Window],
-        parents: _Kind[Any, Any],
-        members: _Kind[Any, R],
+        parents: Kind[Any, Any],
+        members: Kind[Any, R],
         plain: Callable[[Sequence[Window]], Awaitable[list[Page[R]]]],
         from_snapshot: Callable[[Catalogue, Window], Page[R]],
     ) -> list[Page[R]]:
         """Answer from the snapshot the windows with a filter or order, and any window whose
         parent it knows while it is at hand; the others from the parents' links (`plain`)."""
-        snapshot = await self._snapshot_for_list(shaped=any(map(_shaped, windows)))
+        snapshot = await self._snapshot_for_list(shaped=any(map(shaped, windows)))
         pages: dict[Window, Page[R]] = {}
         if snapshot is not None:
-            pages = {
-                window: self._as_first_seen(from_snapshot(snapshot, window), members.seen)
-                for window in windows
-                if _shaped(window) or parents.in_snapshot(snapshot, window.parent) is not None
-            }
+            pages = snapshot_pages(snapshot, windows, parents, members, self.memo, from_snapshot)
         own = [window for window in windows if window not in pages]
         if own:
             pages.update(zip(own, await plain(own), strict=True))
@@ -305,28 +265,26 @@ class RestBackend:
     async def list_categories(
         self, slice: Slice, order: Order | None = None
     ) -> Page[records.Category]:
-        snapshot = await self._snapshot_for_list(shaped=order is not None or _paged(slice))
+        snapshot = await self._snapshot_for_list(shaped=order is not None or paged(slice))
         if snapshot is not None:
-            page = snapshot.list_categories(slice, order)
-            return self._as_first_seen(page, self.memo.categories)
+            return self._answers(snapshot).list_categories(slice, order)
         raws, total = await self.fetcher.page("categories/", CategoryJSON, 0, slice.limit)
         return _first_page([self.memo.remember_category(raw) for raw in raws], total)
 
     async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[records.Grid]:
-        snapshot = await self._snapshot_for_list(shaped=order is not None or _paged(slice))
+        snapshot = await self._snapshot_for_list(shaped=order is not None or paged(slice))
         if snapshot is not None:
-            return self._as_first_seen(snapshot.list_grids(slice, order), self.memo.grids)
+            return self._answers(snapshot).list_grids(slice, order)
         raws, total = await self.fetcher.page("grids/", GridJSON, 0, slice.limit)
         return _first_page([self.memo.remember_grid(raw) for raw in raws], total)
 
     async def list_packages(
         self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
     ) -> Page[records.Package]:
-        shaped = filter is not None or order is not None or _paged(slice)
-        snapshot = await self._snapshot_for_list(shaped=shaped)
+        special = filter is not None or order is not None or paged(slice)
+        snapshot = await self._snapshot_for_list(shaped=special)
         if snapshot is not None:
-            page = snapshot.list_packages(slice, filter, order)
-            return self._as_first_seen(page, self.memo.packages)
+            return self._answers(snapshot).list_packages(slice, filter, order)
         raws, total = await self.fetcher.page("packages/", PackageJSON, 0, slice.limit)
         return _first_page([self.memo.remember_package(raw) for raw in raws], total)
 
@@ -335,16 +293,17 @@ class RestBackend:
             return []
         return [to_search_hit(raw) for raw in await self.fetcher.search(query)]
 
+    def at_hand(self) -> AtHand | None:
+        """While the snapshot is at hand: the answers of the memo and the snapshot (a
+        request keeps the snapshot it first had)."""
+        if self._at_hand is None:
+            snapshot = self.fetcher.snapshot_now()
+            if snapshot is not None:
+                self._at_hand = self._answers(snapshot)
+        return self._at_hand
 
-def _paged(slice: Slice) -> bool:
-    """Whether a slice is more than a first page: the upstream's offsets cannot hold a place."""
-    return slice.after is not None or slice.before is not None or slice.backward
-
-
-def _shaped(window: Window) -> bool:
-    """Whether a window asks for a filter, an order or more than a first page: only the
-    snapshot can answer it."""
-    return window.filter is not None or window.order is not None or _paged(window.slice)
+    def _answers(self, snapshot: Catalogue) -> SnapshotAnswers:
+        return SnapshotAnswers(self.memo, snapshot, self.fetcher.snapshot_is_fresh)
 
 
 def _by_title(package: records.Package) -> Key:

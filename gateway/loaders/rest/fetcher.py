@@ -81,6 +81,17 @@ class Fetcher:
         """Whether the cache holds the snapshot fresh: what it lacks, the upstream lacks."""
         return self.cache.holds(CATALOGUE)
 
+    def snapshot_now(self) -> Catalogue | None:
+        """The snapshot, if `snapshot` would answer it at once with no wait and no error:
+        this request has read it, or the cache holds it fresh. None otherwise."""
+        future = self._in_flight.get(CATALOGUE)
+        if future is not None and (
+            not future.done() or future.cancelled() or future.exception() is not None
+        ):
+            return None
+        found = self._at_hand(CATALOGUE)
+        return None if found is None else cast(Catalogue, found[0])
+
     async def snapshot(self) -> Catalogue:
         """The catalogue snapshot: the three whole lists, refetched together once stale."""
         return await self._get(CATALOGUE, self._fetch_snapshot)

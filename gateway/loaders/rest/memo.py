@@ -22,10 +22,13 @@ class Memo:
     """The records one request has read, so that it shows each one way and reads it once.
 
     None stands for a record the upstream does not have. A grid's package ids and a
-    package's grid ids are kept in the relation's own order, as their links came.
+    package's grid ids are kept in the relation's own order, as their links came. `read`
+    tells whether any record came from the upstream's JSON rather than the catalogue snapshot
+    (whose records are kept as they are, the snapshot's own).
     """
 
     def __init__(self) -> None:
+        self.read = False
         self.categories: dict[int, Category | None] = {}
         self.grids: dict[int, Grid | None] = {}
         self.packages: dict[int, Package | None] = {}
@@ -35,16 +38,19 @@ class Memo:
         self.grids_of_package: dict[int, tuple[int, ...]] = {}
 
     def remember_category(self, raw: CategoryJSON) -> Category:
+        self.read = True
         record = to_category(raw)
         self.categories[record.id] = record
         return record
 
     def remember_grid(self, raw: GridJSON) -> Grid:
+        self.read = True
         record = to_grid(raw)
         _remember(record, raw.packages, self.grids, self.grid_ids, self.packages_of_grid)
         return record
 
     def remember_package(self, raw: PackageJSON) -> Package:
+        self.read = True
         record = to_package(raw)
         _remember(record, raw.grids, self.packages, self.package_ids, self.grids_of_package)
         return record

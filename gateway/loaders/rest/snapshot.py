@@ -21,7 +21,9 @@ Cost at full scale, measured on the demo catalogue of `generate(scale=1.0)` (4 c
   the gateway's CPU (decoding, priming 11,645 cache entries, and 55 ms building this). From
   the real site the 5 MB download dominates.
 - A query on a warm snapshot: no request; a filtered, ordered first page over all packages
-  takes 0.01-0.8 ms, and each order costs 1-7 ms once per snapshot.
+  takes 0.01-0.8 ms, and each order costs 1-7 ms once per snapshot. Each page made (a list
+  page, a relation's window) is kept by its arguments and served again as it is: at most
+  `MAX_KEPT_RECORDS` records' worth, about 4 MiB more, then all are dropped at once.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cmp_to_key
 from operator import attrgetter
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 from gateway.loaders.records import (
     Category,
@@ -161,31 +163,15 @@ class _Table(Generic[R]):
     ) -> Page[R]:
         """The slice of `positions`, whose order is that of `key` (each term `descending` or
         not): the cursors are found by bisection, so a record gone since stays a place."""
-
-        def compare(a: Key, b: Key) -> int:
-            return _compare(a, b, descending)
-
-        sortable = cmp_to_key(compare)
-
-        def at(i: int) -> Any:
-            return sortable(key(i))
-
         lower, upper = 0, len(positions)
-        if slice.after is not None:
-            lower = bisect_right(positions, sortable(slice.after), key=at)
-        if slice.before is not None:
-            upper = bisect_left(positions, sortable(slice.before), key=at)
+        if slice.after is not None or slice.before is not None:
+            lower, upper = _bounds(positions, slice, key, descending)
         if slice.backward:
             chosen = positions[max(lower, upper - slice.limit) : upper]
         else:
             chosen = positions[lower : min(upper, lower + slice.limit)]
-        return Page(
-            [self.records[i] for i in chosen],
-            len(positions),
-            [key(i) for i in chosen],
-            lower,
-            upper,
-        )
+        items = list(map(self.records.__getitem__, chosen))
+        return Page(items, len(positions), list(map(key, chosen)), lower, upper)
 
     def ordered_page(
         self,
@@ -228,8 +214,56 @@ class _Table(Generic[R]):
         return ranking
 
 
+def _bounds(
+    positions: Sequence[int], slice: Slice, key: Callable[[int], Key], descending: Sequence[bool]
+) -> tuple[int, int]:
+    """Where a slice's cursors fall in `positions`: the records at or before `after`, and
+    those strictly before `before`."""
+
+    def compare(a: Key, b: Key) -> int:
+        return _compare(a, b, descending)
+
+    sortable = cmp_to_key(compare)
+
+    def at(i: int) -> Any:
+        return sortable(key(i))
+
+    lower, upper = 0, len(positions)
+    if slice.after is not None:
+        lower = bisect_right(positions, sortable(slice.after), key=at)
+    if slice.before is not None:
+        upper = bisect_left(positions, sortable(slice.before), key=at)
+    return lower, upper
+
+
 _NOTHING: frozenset[int] = frozenset()
 NEWEST = (True,)  # the upstream's order: by id, descending
+
+# The pages a snapshot keeps, counted by the records they hold: past this, all are forgotten
+# at once (they share their records with the snapshot; a record costs a page about 80 bytes).
+MAX_KEPT_RECORDS = 50_000
+
+Kept = TypeVar("Kept", bound=Callable[..., Page[Any]])
+
+
+def _kept(compute: Kept) -> Kept:
+    """A method of `Catalogue` whose pages the snapshot keeps by their arguments (positional
+    ones): a snapshot never changes, and the same windows and list pages are asked for again
+    and again."""
+
+    def page(catalogue: Catalogue, *arguments: Any) -> Page[Any]:
+        key = (compute, *arguments)
+        found: Page[Any] | None = catalogue._pages.get(key)
+        if found is None:
+            found = compute(catalogue, *arguments)
+            catalogue._kept_records += len(found.items)
+            if catalogue._kept_records > MAX_KEPT_RECORDS:
+                catalogue._pages.clear()
+                catalogue._kept_records = len(found.items)
+            catalogue._pages[key] = found
+        return found
+
+    return cast(Kept, page)
 
 
 class Catalogue:
@@ -278,6 +312,8 @@ class Catalogue:
             members = self._of_category.get(category.id, ())
             by_category_slug.setdefault(category.slug, set()).update(members)
         self._by_category_slug = {slug: frozenset(ids) for slug, ids in by_category_slug.items()}
+        self._pages: dict[tuple[Any, ...], Page[Any]] = {}  # see `_kept`
+        self._kept_records = 0
 
     # -- by key -----------------------------------------------------------------------
 
@@ -301,13 +337,16 @@ class Catalogue:
 
     # -- whole lists ------------------------------------------------------------------
 
+    @_kept
     def list_categories(self, slice: Slice, order: Order | None) -> Page[Category]:
         table = self._categories
         return table.ordered_page(None, slice, order, (table.newest_key, NEWEST))
 
+    @_kept
     def list_grids(self, slice: Slice, order: Order | None) -> Page[Grid]:
         return self._grids.ordered_page(None, slice, order, (self._grids.newest_key, NEWEST))
 
+    @_kept
     def list_packages(
         self, slice: Slice, filter: PackageFilter | None, order: Order | None
     ) -> Page[Package]:
@@ -315,6 +354,7 @@ class Catalogue:
 
     # -- relations: a window of one parent's records ------------------------------------
 
+    @_kept
     def packages_of_grid(self, window: Window) -> Page[Package]:
         records = self._packages.records
 
@@ -326,11 +366,13 @@ class Catalogue:
             members, window.filter, window.order, window.slice, (by_title, (False, False))
         )
 
+    @_kept
     def packages_of_category(self, window: Window) -> Page[Package]:
         members = self._of_category.get(window.parent, ())
         own = (self._packages.newest_key, NEWEST)
         return self._packages_in(members, window.filter, window.order, window.slice, own)
 
+    @_kept
     def grids_of_package(self, window: Window) -> Page[Grid]:
         members = self._of_package.get(window.parent, ())
         place = {grid: i for i, grid in enumerate(members)}

@@ -92,6 +92,10 @@ class SqlBackend:
     def close(self) -> None:
         """Nothing to stop: a statement still running ends within `statement_timeout`."""
 
+    def at_hand(self) -> None:
+        """Nothing: every batch is a statement."""
+        return None
+
     async def _rows(
         self,
         kind: str,
