@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any
 
 import emoji
 import pytest
-from sqlalchemy import delete, event, func, inspect, select, text
+from sqlalchemy import delete, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ConfigError, DatabaseError
@@ -56,6 +57,7 @@ from tests.databases import (
     postgres_engine,
     sqlite_database,
     statements,
+    traced,
 )
 from tests.expected import grid_ids_of_package, package_ids_of_category, package_ids_of_grid
 
@@ -381,7 +383,7 @@ async def test_a_filtered_ordered_first_page_is_one_statement(database: Database
     ]
     by_stars = sorted(passing, key=lambda record: (record.repo_watchers, record.id), reverse=True)
 
-    with statements(database.engine) as sent:
+    async with statements(database.engine) as sent:
         first = await database.backend().list_packages(
             Slice(10), kept, Order("repo_watchers", True)
         )
@@ -470,7 +472,7 @@ async def test_windows_of_several_shapes_are_one_statement(database: Database) -
         Window(MISSING, Slice(5), kept),
     ]
 
-    with statements(database.engine) as sent:
+    async with statements(database.engine) as sent:
         pages = await backend.packages_of_grids(windows)
 
     assert len(sent) == 1, sent
@@ -547,7 +549,7 @@ async def test_every_batch_is_one_statement(database: Database) -> None:
         backend.search("django admin"),
     ]
     for call in calls:
-        with statements(database.engine) as sent:
+        async with statements(database.engine) as sent:
             await call
         assert len(sent) == 1, sent
 
@@ -560,13 +562,12 @@ async def test_on_sqlite_only_reads_that_scan_text_leave_the_event_loop(
     # request of thirty aliased searches cannot hold the loop (and /healthz) for seconds.
     backend = sqlite_database.backend()
     on_loop: list[bool] = []
+    loop = threading.get_ident()
 
-    def record(connection: Any, *args: Any) -> None:
-        on_loop.append(connection.connection.driver_connection.inline)
+    def record(statement: str) -> None:
+        on_loop.append(threading.get_ident() == loop)
 
-    engine = sqlite_database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with traced(sqlite_database.engine, record):
         await backend.packages(list(PACKAGES))
         await backend.packages_of_grids([Window(QUIRKS_GRID.id, Slice(5))])
         await backend.list_packages(Slice(5))
@@ -577,8 +578,6 @@ async def test_on_sqlite_only_reads_that_scan_text_leave_the_event_loop(
             [Window(QUIRKS_GRID.id, Slice(5), PackageFilter(words=("django",)))]
         )
         assert on_loop == [True, True, True, False, False, False]
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 # -- search ---------------------------------------------------------------------------------
@@ -684,7 +683,7 @@ async def test_search_answers_at_most_twenty(searcher: tuple[Database, SqlBacken
 
 @pytest.mark.parametrize("query", ["", "   ", "\n\t"])
 async def test_a_blank_search_is_empty_without_sql(database: Database, query: str) -> None:
-    with statements(database.engine) as sent:
+    async with statements(database.engine) as sent:
         assert await database.backend().search(query) == []
     assert sent == []
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Executable
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
@@ -34,7 +33,7 @@ from gateway.loaders.records import (
     Slice,
     Window,
 )
-from gateway.loaders.sql.engine import reading
+from gateway.loaders.sql.engine import execute, read
 from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.features import SqlFeatures
 from gateway.loaders.sql.relations import key_columns, key_reader
@@ -100,42 +99,19 @@ class SqlBackend:
         *,
         inline: bool = True,
     ) -> Sequence[Any]:
-        """Run one statement, a `Prepared` one with its `values` (counted and traced as
-        `kind`); one that scans text (a search, a filter by words) not `inline` (`reading`:
-        on SQLite it keeps its connection's thread, so that the loop serves others). A
-        failure drops its connection, so that the next statement starts afresh; a connection
-        found dropped (the server restarted, or ended it while it sat in the pool) gets the
-        statement once more, on a new connection."""
+        """Run one statement (counted and traced as `kind`): a `Prepared` one with its
+        `values`, straight on the driver (`read`; one that scans text, a filter by words, not
+        `inline`); a search through SQLAlchemy, which types its rows (`execute`)."""
         try:
             with observe.SqlStatement(kind, self.features.dialect):
-                try:
-                    return await self._run(statement, values, inline)
-                except DBAPIError as exc:
-                    if not exc.connection_invalidated:
-                        raise
-                    return await self._run(statement, values, inline)
-        except FAILURES as exc:
-            raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
-
-    async def _run(
-        self, statement: Prepared | Executable, values: Mapping[str, Any] | None, inline: bool
-    ) -> Sequence[Any]:
-        return await greenlet_spawn(self._read, statement, values, inline)
-
-    def _read(
-        self, statement: Prepared | Executable, values: Mapping[str, Any] | None, inline: bool
-    ) -> Sequence[Any]:
-        """The statement's rows, read with the synchronous API within one greenlet (see
-        `reading`)."""
-        with reading(self.engine, inline=inline) as connection:
-            try:
                 if isinstance(statement, Prepared):
                     parameters = statement.parameters(values or {})
-                    return connection.exec_driver_sql(statement.sql, parameters).all()
-                return connection.execute(statement).all()
-            except FAILURES:
-                connection.invalidate()
-                raise
+                    return await greenlet_spawn(
+                        read, self.engine, statement.sql, parameters, inline=inline
+                    )
+                return await greenlet_spawn(execute, self.engine, statement)
+        except FAILURES as exc:
+            raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
 
     # -- by key -----------------------------------------------------------------------
 

@@ -7,12 +7,15 @@ start-up, in one line: a port that is not one, a parameter the driver does not t
 cannot use (PostgreSQL takes `host`, `port`, `user`, `password`, `passfile`, `database` and
 `sslmode`, libpq's name for asyncpg's `ssl`).
 
-`reading` lends a connection for the backend's reads. On SQLite their calls run on the event
-loop's own thread rather than on the connection's: a read of the catalogue takes microseconds to
-a few milliseconds of this process's CPU either way, and the handful of thread hops around each
-(cursor, execute, fetch, close, rollback) cost more than most reads. A read waits on no lock (the
-database is in WAL mode) and stops at the statement timeout; writes, and everything else the
-engine does, keep the connection's thread.
+`read` runs one of the backend's statements, compiled once by SQLAlchemy (statements.py),
+straight on the driver connection of a pooled connection: SQLAlchemy's execution around a
+statement (its Connection, execution context and result, whose metadata it builds again for
+every text statement) cost ten times what SQLite takes to answer a lookup. On SQLite a read runs
+on the event loop's own thread rather than on the connection's: it takes microseconds to a few
+milliseconds of this process's CPU either way, and the thread hops around it would cost more than
+most reads; it waits on no lock (the database is in WAL mode) and stops at the statement timeout.
+A read that scans text keeps the connection's thread. Writes, searches and everything else the
+engine does go through SQLAlchemy as usual, on the connection's thread.
 """
 
 from __future__ import annotations
@@ -21,20 +24,24 @@ import math
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
-from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, SAWarning
+from sqlalchemy import Executable, event
+from sqlalchemy.engine import URL, Connection, Row, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SAWarning
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_
 
 from gateway.errors import ConfigError
+from gateway.loaders.sql.failures import FAILURES
 from gateway.loaders.sql.trigrams import similarity
+
+T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0  # seconds; asyncpg would wait 60 for a host that does not answer
 
@@ -126,7 +133,6 @@ def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> 
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(parsed, async_creator=_sqlite_connector(parsed), **pool)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "checkin", _back_to_its_thread)
         if statement_timeout is not None:
             _interrupt_after(engine, statement_timeout)
         return engine
@@ -137,35 +143,100 @@ def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> 
     return create_async_engine(parsed, connect_args=connect_args, **pool)
 
 
-@contextmanager
-def reading(engine: AsyncEngine, *, inline: bool = True) -> Iterator[Connection]:
-    """A pooled connection for reads, with the synchronous API: call it within one greenlet
-    (`sqlalchemy.util.greenlet_spawn`, which `AsyncConnection.run_sync` uses) for a whole
-    statement, connect, execute and close, where the asyncio API would take one for each.
-    On SQLite, `inline`, its calls run on the loop's thread: nothing then yields to the loop,
-    so concurrent requests take turns on one connection instead of opening more. A read that
-    may take longer than a few milliseconds (a scan of the packages' text) is not `inline`:
-    it keeps the connection's thread, and the loop serves other requests meanwhile.
+def read(
+    engine: AsyncEngine, sql: str, parameters: Sequence[Any], *, inline: bool = True
+) -> list[Any]:
+    """The rows of `sql` with its positional `parameters`, read on a pooled connection's
+    driver; call it within one greenlet (`sqlalchemy.util.greenlet_spawn`) for the checkout,
+    the statement and the return. On SQLite, `inline`, the statement runs on the loop's
+    thread: concurrent requests take turns on one connection instead of opening more. A read
+    that may take longer than a few milliseconds (a scan of the packages' text) is not
+    `inline`: it keeps the connection's thread, and the loop serves other requests meanwhile.
     """
+    return _once_more_if_dropped(partial(_read, engine, sql, parameters, inline))
+
+
+def execute(engine: AsyncEngine, statement: Executable) -> Sequence[Row[Any]]:
+    """The rows of a statement SQLAlchemy compiles and executes, typed by it (a search, built
+    for its words); call it within one greenlet, as `read`."""
+    return _once_more_if_dropped(partial(_execute, engine, statement))
+
+
+def _once_more_if_dropped(statement: Callable[[], T]) -> T:
+    """Run a statement. A failure drops its connection, so that the next statement starts
+    afresh; a connection found dropped (the server restarted, or ended it while it sat in
+    the pool) gets the statement once more, on a new connection."""
+    try:
+        return statement()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return statement()
+
+
+def _execute(engine: AsyncEngine, statement: Executable) -> Sequence[Row[Any]]:
     with engine.sync_engine.connect() as connection:
-        driver = connection.connection.driver_connection
+        try:
+            return connection.execute(statement).all()
+        except FAILURES:
+            connection.invalidate()
+            raise
+
+
+def _read(engine: AsyncEngine, sql: str, parameters: Sequence[Any], inline: bool) -> list[Any]:
+    """One read on a pooled connection, back to the pool once it succeeded, dropped if it
+    failed. A failure is raised as SQLAlchemy's own execution raises it: a `DBAPIError` with
+    the driver's error as its `orig`."""
+    dbapi = engine.dialect.loaded_dbapi
+    try:
+        pooled = engine.sync_engine.raw_connection()
+    except dbapi.Error as exc:  # the driver could not connect
+        raise DBAPIError.instance(None, None, exc, dbapi.Error, dialect=engine.dialect) from exc
+    driver: Any = pooled.driver_connection  # aiosqlite's (ours) or asyncpg's
+    try:
         if isinstance(driver, _SqliteConnection):
-            driver.inline = inline
-        yield connection
+            with pooled.info.get("deadline") or nullcontext():
+                rows = driver.read(sql, parameters, inline)
+        else:
+            rows = await_(driver.fetch(sql, *parameters))
+    except Exception as exc:
+        dropped = _closed(driver)
+        pooled.invalidate()
+        raise DBAPIError.instance(
+            sql, parameters, exc, Exception, connection_invalidated=dropped, dialect=engine.dialect
+        ) from exc
+    except BaseException:  # cancelled mid-statement: the connection's state is unknown
+        pooled.invalidate()
+        raise
+    pooled.close()
+    return rows
+
+
+def _closed(driver: Any) -> bool:
+    """Whether a driver connection is closed (PostgreSQL's: by the server, or the network)."""
+    return not isinstance(driver, _SqliteConnection) and driver.is_closed()
 
 
 class _SqliteConnection(aiosqlite.Connection):
-    """aiosqlite's connection, whose calls run on the event loop's thread while `inline`."""
+    """aiosqlite's connection, which can also read on the event loop's thread (`read`)."""
 
     def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
         super().__init__(connector, iter_chunk_size=64)
         self._thread.daemon = True  # as SQLAlchemy makes aiosqlite's own: exit never waits
-        self.inline = False
 
-    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self.inline and self._running and self._connection is not None:
-            return fn(*args, **kwargs)
-        return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+    def read(self, sql: str, parameters: Sequence[Any], inline: bool) -> list[Any]:
+        """The rows of `sql`: on the calling thread when `inline`, else on the connection's."""
+        if inline and self._running and self._connection is not None:
+            return self._connection.execute(sql, parameters).fetchall()
+        return list(await_(self.execute_fetchall(sql, parameters)))
+
+    async def rollback(self) -> None:
+        """A connection back from a read has no transaction (sqlite3 opens none for a SELECT):
+        it is not sent to its thread for nothing, as the pool rolls back every connection
+        returned to it."""
+        if self._connection is not None and not self._connection.in_transaction:
+            return
+        await super().rollback()
 
 
 def _sqlite_connector(url: URL) -> Callable[[], Any]:
@@ -179,12 +250,6 @@ def _sqlite_connector(url: URL) -> Callable[[], Any]:
     return connect
 
 
-def _back_to_its_thread(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-    """A connection returned to the pool runs on its own thread until `reading` lends it."""
-    if dbapi_connection is not None:
-        dbapi_connection.driver_connection.inline = False
-
-
 def _in_memory(url: URL) -> bool:
     """SQLite in memory is one connection, shared (SQLAlchemy's StaticPool): no pool to bound."""
     return url.get_backend_name() == "sqlite" and (
@@ -195,8 +260,21 @@ def _in_memory(url: URL) -> bool:
 class _Deadline:
     """When SQLite interrupts the statement running on one connection (never, between them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
         self.at = math.inf
+
+    def start(self) -> None:
+        self.at = time.monotonic() + self.seconds
+
+    def stop(self) -> None:
+        self.at = math.inf
+
+    def __enter__(self) -> None:
+        self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def passed(self) -> bool:
         return time.monotonic() > self.at
@@ -205,20 +283,21 @@ class _Deadline:
 def _interrupt_after(engine: AsyncEngine, seconds: float) -> None:
     """SQLite has no statement timeout: its progress handler, which runs inside the statement
     every few thousand steps, interrupts it once its deadline has passed; the statement then
-    fails with SQLITE_INTERRUPT, and its thread is free again.
+    fails with SQLITE_INTERRUPT, and its thread is free again. `read` starts the deadline of
+    its statements, SQLAlchemy's events that of the others.
     """
 
     def connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        deadline = record.info["deadline"] = _Deadline()
+        deadline = record.info["deadline"] = _Deadline(seconds)
         dbapi_connection.run_async(
             lambda sqlite: sqlite.set_progress_handler(deadline.passed, _PROGRESS_STEPS)
         )
 
     def start(connection: Connection, *args: Any) -> None:
-        connection.info["deadline"].at = time.monotonic() + seconds
+        connection.info["deadline"].start()
 
     def stop(connection: Connection, *args: Any) -> None:
-        connection.info["deadline"].at = math.inf
+        connection.info["deadline"].stop()
 
     event.listen(engine.sync_engine, "connect", connect)
     event.listen(engine.sync_engine, "before_cursor_execute", start)
