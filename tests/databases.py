@@ -15,8 +15,8 @@ import asyncio
 import dataclasses
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,14 +130,17 @@ def database(request: pytest.FixtureRequest) -> Database:
     return loaded
 
 
-@contextmanager
-def traced(engine: AsyncEngine, report: Callable[[str], None]) -> Iterator[None]:
+@asynccontextmanager
+async def traced(engine: AsyncEngine, report: Callable[[str], None]) -> AsyncIterator[None]:
     """Call `report` with each SQL statement the engine's connections run while the block runs,
     as the drivers tell: the backend reads on them, past SQLAlchemy's events. On SQLite, its
     trace callback (on the thread that runs the statement), from each connection's checkout to
     its return. On PostgreSQL, asyncpg's query logger (at the loop's turn after the statement),
     which sees what `fetch` runs, and SQLAlchemy's events for the statements SQLAlchemy runs
-    itself, as prepared statements, which asyncpg does not log."""
+    itself, as prepared statements, which asyncpg does not log. The engine is disposed of
+    first, so that every connection the block uses is checked out within it (the connection
+    SQLite's reads on the loop share is kept from one read to the next)."""
+    await engine.dispose()
     sqlite = engine.dialect.name == "sqlite"
 
     def sqlite_traced(statement: str) -> None:
@@ -179,6 +182,7 @@ def traced(engine: AsyncEngine, report: Callable[[str], None]) -> Iterator[None]
         event.listen(engine.sync_engine, name, listener)
     try:
         yield
+        await asyncio.sleep(0)  # asyncpg calls its query loggers at the loop's next turn
     finally:
         for name, listener in listeners:
             event.remove(engine.sync_engine, name, listener)
@@ -188,9 +192,8 @@ def traced(engine: AsyncEngine, report: Callable[[str], None]) -> Iterator[None]
 async def statements(engine: AsyncEngine) -> AsyncIterator[list[str]]:
     """The SQL statements the engine's connections run while the block runs (`traced`)."""
     sent: list[str] = []
-    with traced(engine, sent.append):
+    async with traced(engine, sent.append):
         yield sent
-        await asyncio.sleep(0)  # asyncpg calls its query loggers at the loop's next turn
 
 
 class TcpProxy:

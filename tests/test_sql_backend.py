@@ -567,7 +567,7 @@ async def test_on_sqlite_only_reads_that_scan_text_leave_the_event_loop(
     def record(statement: str) -> None:
         on_loop.append(threading.get_ident() == loop)
 
-    with traced(sqlite_database.engine, record):
+    async with traced(sqlite_database.engine, record):
         await backend.packages(list(PACKAGES))
         await backend.packages_of_grids([Window(QUIRKS_GRID.id, Slice(5))])
         await backend.list_packages(Slice(5))

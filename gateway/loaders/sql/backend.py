@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
 from gateway import observe
 from gateway.errors import DatabaseError
@@ -106,10 +105,8 @@ class SqlBackend:
             with observe.SqlStatement(kind, self.features.dialect):
                 if isinstance(statement, Prepared):
                     parameters = statement.parameters(values or {})
-                    return await greenlet_spawn(
-                        read, self.engine, statement.sql, parameters, inline=inline
-                    )
-                return await greenlet_spawn(execute, self.engine, statement)
+                    return await read(self.engine, statement.sql, parameters, inline=inline)
+                return await execute(self.engine, statement)
         except FAILURES as exc:
             raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
 

@@ -28,14 +28,15 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from functools import partial
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 import aiosqlite
 from sqlalchemy import Executable, event
-from sqlalchemy.engine import URL, Connection, Row, make_url
+from sqlalchemy.engine import URL, Connection, Engine, Row, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SAWarning
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.util import await_
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util import await_, greenlet_spawn
 
 from gateway.errors import ConfigError
 from gateway.loaders.sql.failures import FAILURES
@@ -133,6 +134,8 @@ def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> 
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(parsed, async_creator=_sqlite_connector(parsed), **pool)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        shared = _LOOP_READERS[engine.sync_engine] = _LoopReader()
+        event.listen(engine.sync_engine, "engine_disposed", shared.release)
         if statement_timeout is not None:
             _interrupt_after(engine, statement_timeout)
         return engine
@@ -143,23 +146,28 @@ def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> 
     return create_async_engine(parsed, connect_args=connect_args, **pool)
 
 
-def read(
+async def read(
     engine: AsyncEngine, sql: str, parameters: Sequence[Any], *, inline: bool = True
 ) -> list[Any]:
-    """The rows of `sql` with its positional `parameters`, read on a pooled connection's
-    driver; call it within one greenlet (`sqlalchemy.util.greenlet_spawn`) for the checkout,
-    the statement and the return. On SQLite, `inline`, the statement runs on the loop's
-    thread: concurrent requests take turns on one connection instead of opening more. A read
-    that may take longer than a few milliseconds (a scan of the packages' text) is not
-    `inline`: it keeps the connection's thread, and the loop serves other requests meanwhile.
+    """The rows of `sql` with its positional `parameters`, read straight on a driver.
+
+    On SQLite, `inline`, on the loop's own thread, on the connection the loop's reads share
+    (`_LoopReader`): concurrent requests take turns on it, as each read ends before any other
+    work. A read that may take longer than a few milliseconds (a scan of the packages' text)
+    is not `inline`: it runs on its connection's thread, and the loop serves others meanwhile.
+    Elsewhere (PostgreSQL, or not `inline`) a read checks a connection out of the pool, and
+    gives it back, within one greenlet (`greenlet_spawn`).
     """
-    return _once_more_if_dropped(partial(_read, engine, sql, parameters, inline))
+    shared = _LOOP_READERS.get(engine.sync_engine)
+    if inline and shared is not None:
+        return await shared.read(engine.sync_engine, sql, parameters)
+    return await greenlet_spawn(_once_more_if_dropped, partial(_read, engine, sql, parameters))
 
 
-def execute(engine: AsyncEngine, statement: Executable) -> Sequence[Row[Any]]:
+async def execute(engine: AsyncEngine, statement: Executable) -> Sequence[Row[Any]]:
     """The rows of a statement SQLAlchemy compiles and executes, typed by it (a search, built
-    for its words); call it within one greenlet, as `read`."""
-    return _once_more_if_dropped(partial(_execute, engine, statement))
+    for its words), on a pooled connection (on SQLite, on its thread)."""
+    return await greenlet_spawn(_once_more_if_dropped, partial(_execute, engine, statement))
 
 
 def _once_more_if_dropped(statement: Callable[[], T]) -> T:
@@ -183,52 +191,111 @@ def _execute(engine: AsyncEngine, statement: Executable) -> Sequence[Row[Any]]:
             raise
 
 
-def _read(engine: AsyncEngine, sql: str, parameters: Sequence[Any], inline: bool) -> list[Any]:
+def _read(engine: AsyncEngine, sql: str, parameters: Sequence[Any]) -> list[Any]:
     """One read on a pooled connection, back to the pool once it succeeded, dropped if it
-    failed. A failure is raised as SQLAlchemy's own execution raises it: a `DBAPIError` with
-    the driver's error as its `orig`."""
-    dbapi = engine.dialect.loaded_dbapi
-    try:
-        pooled = engine.sync_engine.raw_connection()
-    except dbapi.Error as exc:  # the driver could not connect
-        raise DBAPIError.instance(None, None, exc, dbapi.Error, dialect=engine.dialect) from exc
+    failed."""
+    pooled = _checkout(engine.sync_engine)
     driver: Any = pooled.driver_connection  # aiosqlite's (ours) or asyncpg's
     try:
         if isinstance(driver, _SqliteConnection):
             with pooled.info.get("deadline") or nullcontext():
-                rows = driver.read(sql, parameters, inline)
+                rows = list(await_(driver.execute_fetchall(sql, parameters)))
         else:
             rows = await_(driver.fetch(sql, *parameters))
-    except Exception as exc:
-        dropped = _closed(driver)
-        pooled.invalidate()
-        raise DBAPIError.instance(
-            sql, parameters, exc, Exception, connection_invalidated=dropped, dialect=engine.dialect
-        ) from exc
-    except BaseException:  # cancelled mid-statement: the connection's state is unknown
-        pooled.invalidate()
-        raise
+    except BaseException as exc:
+        raise _dropped(engine.sync_engine, pooled, exc, sql, parameters) from exc
     pooled.close()
     return rows
 
 
-def _closed(driver: Any) -> bool:
-    """Whether a driver connection is closed (PostgreSQL's: by the server, or the network)."""
-    return not isinstance(driver, _SqliteConnection) and driver.is_closed()
+def _checkout(engine: Engine) -> PoolProxiedConnection:
+    """A connection of the pool; a driver that could not connect raises SQLAlchemy's
+    `DBAPIError`, as SQLAlchemy's own execution would."""
+    try:
+        return engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(
+            None, None, exc, engine.dialect.loaded_dbapi.Error, dialect=engine.dialect
+        ) from exc
+
+
+def _dropped(
+    engine: Engine,
+    pooled: PoolProxiedConnection,
+    exc: BaseException,
+    sql: str,
+    parameters: Sequence[Any],
+) -> BaseException:
+    """Drop a connection a read failed on (the next read starts afresh; one cancelled midway
+    is in a state nobody knows), and what to raise: the driver's error as SQLAlchemy's own
+    execution raises it, a `DBAPIError` whose `orig` it is and which says whether the
+    connection was found closed (by the server, or the network)."""
+    driver: Any = pooled.driver_connection
+    closed = not isinstance(driver, _SqliteConnection) and driver.is_closed()
+    pooled.invalidate()
+    if not isinstance(exc, Exception):
+        return exc
+    return DBAPIError.instance(
+        sql, parameters, exc, Exception, connection_invalidated=closed, dialect=engine.dialect
+    )
+
+
+class _LoopReader:
+    """The connection a SQLite engine's reads on the event loop's thread share.
+
+    Such a read never waits and never overlaps another: it runs from start to end before the
+    loop does anything else. So one connection serves them all, checked out of the pool once
+    (in a greenlet, as connecting may wait) and kept: a read costs neither a checkout and a
+    return nor a greenlet. The connection is dropped when a read fails on it (the next read
+    checks out another) and when the engine is disposed of (`release`).
+    """
+
+    def __init__(self) -> None:
+        self._pooled: PoolProxiedConnection | None = None
+
+    async def read(self, engine: Engine, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        pooled = self._pooled
+        if pooled is None:
+            pooled = await self._connection(engine)
+        driver: _SqliteConnection = pooled.driver_connection  # type: ignore[assignment]
+        try:
+            with pooled.info.get("deadline") or nullcontext():
+                return driver.read_here(sql, parameters)
+        except Exception as exc:
+            self._pooled = None
+            failure = await greenlet_spawn(_dropped, engine, pooled, exc, sql, parameters)
+            raise failure from exc
+
+    async def _connection(self, engine: Engine) -> PoolProxiedConnection:
+        pooled = await greenlet_spawn(_checkout, engine)
+        if self._pooled is not None:  # another read checked one out meanwhile
+            await greenlet_spawn(pooled.close)
+            return self._pooled
+        self._pooled = pooled
+        return pooled
+
+    def release(self, engine: Engine) -> None:
+        """The engine is disposed of: close the connection with the pool's others (called
+        within the greenlet of `AsyncEngine.dispose`)."""
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            pooled.invalidate()
+
+
+# The shared connection of each SQLite engine's reads on the loop (`create_engine` makes it).
+_LOOP_READERS: WeakKeyDictionary[Engine, _LoopReader] = WeakKeyDictionary()
 
 
 class _SqliteConnection(aiosqlite.Connection):
-    """aiosqlite's connection, which can also read on the event loop's thread (`read`)."""
+    """aiosqlite's connection, which can also read on the event loop's thread."""
 
     def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
         super().__init__(connector, iter_chunk_size=64)
         self._thread.daemon = True  # as SQLAlchemy makes aiosqlite's own: exit never waits
 
-    def read(self, sql: str, parameters: Sequence[Any], inline: bool) -> list[Any]:
-        """The rows of `sql`: on the calling thread when `inline`, else on the connection's."""
-        if inline and self._running and self._connection is not None:
-            return self._connection.execute(sql, parameters).fetchall()
-        return list(await_(self.execute_fetchall(sql, parameters)))
+    def read_here(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """The rows of `sql`, read on the calling thread rather than the connection's."""
+        return self._conn.execute(sql, parameters).fetchall()
 
     async def rollback(self) -> None:
         """A connection back from a read has no transaction (sqlite3 opens none for a SELECT):
