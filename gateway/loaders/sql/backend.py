@@ -37,7 +37,14 @@ from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.features import SqlFeatures
 from gateway.loaders.sql.relations import key_columns, key_reader
 from gateway.loaders.sql.search import search_hit, search_statement
-from gateway.loaders.sql.statements import WINDOW_COLUMNS, Prepared, Shape, statements_for
+from gateway.loaders.sql.statements import (
+    WINDOW_COLUMNS,
+    Prepared,
+    Shape,
+    cursor_values,
+    shape_of,
+    statements_for,
+)
 
 __all__ = ["SqlBackend"]
 
@@ -161,21 +168,24 @@ class SqlBackend:
 
     async def _pages(self, windows: Sequence[Window], name: str, record: type[R]) -> list[Page[R]]:
         """Every window's page in one statement (`Statements.relation`): the windows of a
-        shape and size share a part of it, which the others' need not repeat."""
+        shape, size and cursors share a part of it, which the others' need not repeat."""
         parents = set(_storable([window.parent for window in windows]))
         kept = {slot: w for slot, w in enumerate(windows) if w.parent in parents}
         if not kept:
             return [Page([], 0) for _ in windows]
         if all(w.slice == Slice(0) and w.filter is None for w in kept.values()):
             return await self._totals(windows, name, parents)
-        parts: dict[tuple[Shape, int], int] = {}
+        parts: dict[tuple[Shape, Slice], int] = {}
         part_of: dict[int, int] = {}
         for slot, window in kept.items():
-            key = (_shape(window), _size(window.slice))
+            slice = window.slice._replace(limit=_size(window.slice))
+            key = (shape_of(window.filter, window.order, slice), slice)
             part_of[slot] = parts.setdefault(key, len(parts))
         statement, kinds = self.statements.relation(name, tuple(shape for shape, _ in parts))
-        values: dict[str, Any] = {f"size_{part}": size for (_, size), part in parts.items()}
-        for part in parts.values():
+        values: dict[str, Any] = {}
+        for (_, slice), part in parts.items():
+            values[f"size_{part}"] = slice.limit
+            values.update(cursor_values(slice, part))
             values[f"windows_{part}"] = self.statements.json(
                 [
                     dict(zip(WINDOW_COLUMNS, (slot, kept[slot].parent), strict=True))
@@ -241,11 +251,9 @@ class SqlBackend:
         record: type[R],
     ) -> Page[R]:
         """A slice of a list, its total and where its cursors fall (`Statements.list`)."""
-        shape = Shape(filter, order, slice.after, slice.before, slice.backward)
-        statement, kinds = self.statements.list(name, shape)
-        rows = await self._rows(
-            "list", statement, {"size": _size(slice)}, inline=not _scans_text(filter)
-        )
+        statement, kinds = self.statements.list(name, shape_of(filter, order, slice))
+        values = {"size": _size(slice), **cursor_values(slice)}
+        rows = await self._rows("list", statement, values, inline=not _scans_text(filter))
         # A row: the record's fields, its sort keys, then total, past and upper.
         sorts_at = len(fields_of(record))
         counts_at = sorts_at + len(kinds)
@@ -284,11 +292,6 @@ class SqlBackend:
 def _scans_text(filter: PackageFilter | None) -> bool:
     """Whether a filter has words to find in every package's text: a scan of the table."""
     return filter is not None and bool(filter.words)
-
-
-def _shape(window: Window) -> Shape:
-    slice = window.slice
-    return Shape(window.filter, window.order, slice.after, slice.before, slice.backward)
 
 
 def _size(slice: Slice) -> int:

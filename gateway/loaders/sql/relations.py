@@ -38,7 +38,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
-from gateway.loaders import records
 from gateway.loaders.entities import utc_text
 from gateway.loaders.sql.sort_keys import Key, Plan, beyond
 from gateway.loaders.sql.tables import UTCDateTime
@@ -124,20 +123,22 @@ class Relation(NamedTuple):
         self,
         plan: Plan,
         shape: int,
-        after: records.Key | None,
-        before: records.Key | None,
+        after: tuple[bool, ...] | None,
+        before: tuple[bool, ...] | None,
         backward: bool,
         size: BindParameter[int],
         wanted: CTE,
         postgresql: bool,
+        cursors: tuple[str, str],
     ) -> Select[Any]:
         """Each window of this shape (`wanted`): its `slot`, the parent's `total` and
         where the cursors fall (`lower`, `upper`), and its slice, a row per member (`member`,
         `position` in the slice's order, the key columns); a window with an empty slice is
-        one row whose member is null.
+        one row whose member is null. `after` and `before` say which terms of the cursors'
+        keys are null (`sort_keys.beyond`); `cursors` name the parameters of their others.
         """
-        past = None if after is None else beyond(plan.keys, after, later=True)
-        short = None if before is None else beyond(plan.keys, before, later=False)
+        past = None if after is None else beyond(plan.keys, after, True, cursors[0])
+        short = None if before is None else beyond(plan.keys, before, False, cursors[1])
         between = [condition for condition in (past, short) if condition is not None]
         counted = plan.apply if between else plan.filtered
 

@@ -2,17 +2,18 @@
 
 Building a SQLAlchemy statement, deriving its cache key and finding its compiled form cost more
 than running a small one. So each kind of batch has its statement built once per shape (for a
-relation or a list: the filter, order, cursors and direction asked for), compiled to its SQL for
-the database's dialect, and kept (`Prepared`); a batch binds only its own values, by position:
-ids, slugs, the windows it pages, a page's size. The driver keeps its prepared statement by the
-same text. The values a shape compiles in (a cursor's, a filter's) are processed by their types
-once, at compile time.
+relation or a list: the filter, order and direction asked for, and which cursors it has),
+compiled to its SQL for the database's dialect, and kept (`Prepared`); a batch binds only its
+own values, by position: ids, slugs, the windows it pages, a page's size, its cursors' keys.
+The driver keeps its prepared statement by the same text, so a client paging through a list
+costs no new statement per page. The values a shape compiles in (a filter's) are processed by
+their types once, at compile time; those bound with each execution as they are bound.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any, NamedTuple
 
 import msgspec
@@ -45,13 +46,21 @@ from sqlalchemy.types import TypeEngine
 
 from gateway.loaders import records
 from gateway.loaders.entities import fields_of
-from gateway.loaders.records import Category, Form, Grid, Order, Package, PackageFilter
+from gateway.loaders.records import Category, Form, Grid, Order, Package, PackageFilter, Slice
 from gateway.loaders.sql.features import SqlFeatures
 from gateway.loaders.sql.relations import Relation, kind_of
 from gateway.loaders.sql.sort_keys import Key, Plan, Plans, beyond
 from gateway.loaders.sql.tables import category, grid, grid_package, package, version
 
-__all__ = ["WINDOW_COLUMNS", "Prepared", "Shape", "Statements", "statements_for"]
+__all__ = [
+    "WINDOW_COLUMNS",
+    "Prepared",
+    "Shape",
+    "Statements",
+    "cursor_values",
+    "shape_of",
+    "statements_for",
+]
 
 # A window of a relation batch, as the statement reads it from the JSON parameter of its
 # shape: which answer it is, and whose members it pages.
@@ -62,26 +71,60 @@ _KEPT_SHAPES = 512
 
 
 class Shape(NamedTuple):
-    """What makes a relation's or a list's statement: the rows it keeps, where its cursors
-    fall and which end of them it takes (a page's size is a parameter)."""
+    """What makes a relation's or a list's statement: the rows it keeps, their order, which
+    cursors it has and which end of the rows between them it takes. A cursor's shape is which
+    terms of its key are null (None: no cursor); its key, like a page's size, is a parameter
+    (`cursor_values`)."""
 
     filter: PackageFilter | None
     order: Order | None
-    after: records.Key | None
-    before: records.Key | None
+    after: tuple[bool, ...] | None
+    before: tuple[bool, ...] | None
     backward: bool
 
 
+def shape_of(filter: PackageFilter | None, order: Order | None, slice: Slice) -> Shape:
+    """The shape of a slice's statement."""
+    return Shape(filter, order, _nulls(slice.after), _nulls(slice.before), slice.backward)
+
+
+def _nulls(key: records.Key | None) -> tuple[bool, ...] | None:
+    return None if key is None else tuple(value is None for value in key)
+
+
+def cursor_values(slice: Slice, part: int | None = None) -> dict[str, Any]:
+    """What a slice's cursors bind: the terms of their keys that are not null, as the
+    statement of its shape names them (those of a relation's `part`, for a relation)."""
+    values: dict[str, Any] = {}
+    for side, key in (("after", slice.after), ("before", slice.before)):
+        for term, value in enumerate(key or ()):
+            if value is not None:
+                values[f"{_cursor(side, part)}_{term}"] = value
+    return values
+
+
+def _cursor(side: str, part: int | None) -> str:
+    """The prefix of a cursor's parameters (`sort_keys.beyond`)."""
+    return side if part is None else f"{side}_{part}"
+
+
 class Prepared(NamedTuple):
-    """A statement compiled for one dialect: its SQL, each positional parameter's name, and
-    the values compiled into it, processed as their types say."""
+    """A statement compiled for one dialect: its SQL, each positional parameter's name, the
+    values compiled into it, processed as their types say, and how to process those bound
+    with each execution (only those whose type asks for it)."""
 
     sql: str
     names: tuple[str, ...]
     fixed: Mapping[str, Any]
+    processors: Mapping[str, Callable[[Any], Any]]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """The statement's parameters, in order: `values` by name, and its own."""
+        if self.processors:
+            values = {
+                name: process(values[name]) if (process := self.processors.get(name)) else value
+                for name, value in values.items()
+            }
         fixed = self.fixed
         return tuple(values[name] if name in values else fixed[name] for name in self.names)
 
@@ -91,19 +134,34 @@ def _parameter(name: str, type_: TypeEngine[Any]) -> BindParameter[Any]:
     return bindparam(name, None, type_=type_)
 
 
-def _prepare(statement: ClauseElement, dialect: Dialect, bound: frozenset[str]) -> Prepared:
-    """`statement` compiled for `dialect`; the parameters named in `bound` come with each
-    execution, the others are its own values, processed once here."""
+def _prepare(
+    statement: ClauseElement, dialect: Dialect, bound: Set[str], typed: Set[str] = frozenset()
+) -> Prepared:
+    """`statement` compiled for `dialect`. The parameters named in `bound` come with each
+    execution as the driver takes them, those in `typed` (a cursor's key) as the gateway
+    holds them, to be processed as their types say; the others are its own values,
+    processed once here."""
     compiled = statement.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler) and compiled.positiontup is not None
     assert "POSTCOMPILE" not in compiled.string, "an expanding IN has no fixed SQL"
     names = tuple(compiled.positiontup)
     own = compiled.construct_params()
-    fixed = {}
+    fixed, processors = {}, {}
     for name in set(names) - bound:
         process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-        fixed[name] = own[name] if process is None else process(own[name])
-    return Prepared(compiled.string, names, fixed)
+        if name in typed:
+            if process is not None:
+                processors[name] = process
+        else:
+            fixed[name] = own[name] if process is None else process(own[name])
+    return Prepared(compiled.string, names, fixed, processors)
+
+
+def _cursor_parameters(keys: Sequence[Key], part: int | None = None) -> set[str]:
+    """The names a slice's cursors may bind, for an order of these `keys`."""
+    return {
+        f"{_cursor(side, part)}_{term}" for side in ("after", "before") for term in range(len(keys))
+    }
 
 
 def _selected(record: type[msgspec.Struct], table: Table, **elsewhere: Any) -> list[Any]:
@@ -308,6 +366,7 @@ class Statements:
                     _parameter(sizes[index], BigInteger()),
                     self._windows(windows[index]),
                     not self.sqlite,
+                    cursors=(_cursor("after", index), _cursor("before", index)),
                 )
                 for index, (plan, shape) in enumerate(zip(plans, shapes, strict=True))
             )
@@ -324,7 +383,9 @@ class Statements:
             .order_by(picked.c.slot, picked.c.position)
         )
         kinds = [[kind_of(key) for key in plan.keys] for plan in plans]
-        return _prepare(statement, self.dialect, _BOUND | set(sizes) | set(windows)), kinds
+        cursors = (_cursor_parameters(plan.keys, index) for index, plan in enumerate(plans))
+        bound = _BOUND.union(sizes, windows)
+        return _prepare(statement, self.dialect, bound, set().union(*cursors)), kinds
 
     def _totals(self, name: str) -> Prepared:
         """Only sizes were asked for (`packageCount`, `gridCount`): count, rank nothing."""
@@ -348,8 +409,8 @@ class Statements:
         """
         listed = self._listed[name]
         plan = listed.plan(shape.filter, shape.order)
-        past = None if shape.after is None else beyond(plan.keys, shape.after, later=True)
-        short = None if shape.before is None else beyond(plan.keys, shape.before, later=False)
+        past = None if shape.after is None else beyond(plan.keys, shape.after, True, "after")
+        short = None if shape.before is None else beyond(plan.keys, shape.before, False, "before")
         # Without cursors, one count(*) alone: SQLite then counts the b-tree's entries instead
         # of stepping through its rows.
         aggregates = [func.count().label("total")]
@@ -382,4 +443,5 @@ class Statements:
             .select_from(total.outerjoin(page, true()))
             .order_by(*(key.clause() for key in in_page_order))
         )
-        return self._lookup(statement), [kind_of(key) for key in plan.keys]
+        prepared = _prepare(statement, self.dialect, _BOUND, _cursor_parameters(plan.keys))
+        return prepared, [kind_of(key) for key in plan.keys]
