@@ -250,21 +250,30 @@ class SqlBackend:
         order: Order | None,
         record: type[R],
     ) -> Page[R]:
-        """A slice of a list, its total and where its cursors fall (`Statements.list`)."""
-        statement, kinds = self.statements.list(name, shape_of(filter, order, slice))
+        """A slice of a list, its total and where its cursors fall (`Statements.list`): the
+        slice's rows carry the counts; an empty slice's are read alone."""
+        listing = self.statements.list(name, shape_of(filter, order, slice))
         values = {"size": _size(slice), **cursor_values(slice)}
-        rows = await self._rows("list", statement, values, inline=not _scans_text(filter))
-        # A row: the record's fields, its sort keys, then total, past and upper.
+        inline = not _scans_text(filter)
+        rows = await self._rows("list", listing.page, values, inline=inline) if slice.limit else []
+        # A row: the record's fields, its sort keys, then total, past and upper (those of the
+        # cursors it has).
         sorts_at = len(fields_of(record))
-        counts_at = sorts_at + len(kinds)
-        read_key = key_reader(range(sorts_at, counts_at), kinds, self.statements.sqlite)
+        counts_at = sorts_at + len(listing.kinds)
+        if rows:
+            counts = rows[0][counts_at:]
+        else:
+            counts = (await self._rows("count", listing.counts, values, inline=inline))[0]
+        total = counts[0]
+        past = counts[1] if slice.after is not None else total
+        upper = counts[-1] if slice.before is not None else total
+        read_key = key_reader(range(sorts_at, counts_at), listing.kinds, self.statements.sqlite)
         build = self._reader(record)
-        found = [row for row in rows if row[_ID] is not None]
-        total, past, upper = rows[0][counts_at:]
+        in_order = rows[::-1] if slice.backward else rows
         return Page(
-            [build(row) for row in found],
+            [build(row) for row in in_order],
             total,
-            [read_key(row) for row in found],
+            [read_key(row) for row in in_order],
             total - past,
             upper,
         )

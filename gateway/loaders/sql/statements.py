@@ -54,6 +54,7 @@ from gateway.loaders.sql.tables import category, grid, grid_package, package, ve
 
 __all__ = [
     "WINDOW_COLUMNS",
+    "Listing",
     "Prepared",
     "Shape",
     "Statements",
@@ -175,6 +176,15 @@ def _selected(record: type[msgspec.Struct], table: Table, **elsewhere: Any) -> l
             value = cast(value, Text)
         columns.append(value.label(spec.name))
     return columns
+
+
+class Listing(NamedTuple):
+    """A list's statements for one shape (`Statements.list`): a slice of it with the list's
+    counts, the counts alone, and the kinds of the sort keys the slice's rows carry."""
+
+    page: Prepared
+    counts: Prepared
+    kinds: list[str]
 
 
 class _Records(NamedTuple):
@@ -398,14 +408,16 @@ class Statements:
         )
         return self._lookup(statement)
 
-    def _list(self, name: str, shape: Shape) -> tuple[Prepared, list[str]]:
-        """A slice of a list, `size` rows, their count and where the cursors fall, in one
-        statement; and the kinds of the sort keys each row carries.
+    def _list(self, name: str, shape: Shape) -> Listing:
+        """A slice of a list, its counts, and the kinds of the sort keys its rows carry.
 
-        The rows strictly between the cursors are read by their keys, the first or the last
-        of them; the counts are joined to the page (LEFT JOIN ... ON true), so that an empty
-        page still brings them. The page carries its sort keys (`sort_0`, ...), to be put back
-        in order by and to make its cursors.
+        The slice is `size` rows strictly between the cursors, the first or the last of them
+        by their keys (the last ones last first), each with its sort keys (`sort_0`, ...: to
+        make its cursor) and the list's counts: its `total`, then where the cursors it has
+        fall (`past`, `upper`). The counts are one row, computed once and read by every row
+        of the slice, which is read at the top of its statement: joined to the counts (so that
+        an empty slice still brings them) SQLite stored the slice, then sorted it again, half
+        as much work again as reading it. An empty slice's counts are read alone (`counts`).
         """
         listed = self._listed[name]
         plan = listed.plan(shape.filter, shape.order)
@@ -419,29 +431,23 @@ class Statements:
         if short is not None:
             aggregates.append(func.count().filter(short).label("upper"))
         counted = plan.apply if past is not None or short is not None else plan.filtered
-        total = counted(select(*aggregates).select_from(listed.table)).subquery("total")  # type: ignore[arg-type]
+        counts = (
+            counted(select(*aggregates).select_from(listed.table))  # type: ignore[arg-type]
+            .cte("counts")
+            .prefix_with("MATERIALIZED")
+        )
         sorts = [key.value.label(f"sort_{index}") for index, key in enumerate(plan.keys)]
+        each = [select(count).scalar_subquery().label(count.name) for count in counts.c]
         between = [condition for condition in (past, short) if condition is not None]
         page = (
-            plan.apply(listed.records.select.add_columns(*sorts))
+            plan.apply(listed.records.select.add_columns(*sorts, *each))
             .where(*between)
             .order_by(*plan.order_by(reverse=shape.backward))
             .limit(_parameter("size", BigInteger()))
-            .subquery("page")
         )
-        in_page_order = (
-            key._replace(value=page.c[sort.name])
-            for key, sort in zip(plan.keys, sorts, strict=True)
+        cursors = _cursor_parameters(plan.keys)
+        return Listing(
+            _prepare(page, self.dialect, _BOUND, cursors),
+            _prepare(select(counts), self.dialect, _BOUND, cursors),
+            [kind_of(key) for key in plan.keys],
         )
-        statement = (
-            select(
-                page,
-                total.c.total,
-                (total.c.total if past is None else total.c.past).label("past"),
-                (total.c.total if short is None else total.c.upper).label("upper"),
-            )
-            .select_from(total.outerjoin(page, true()))
-            .order_by(*(key.clause() for key in in_page_order))
-        )
-        prepared = _prepare(statement, self.dialect, _BOUND, _cursor_parameters(plan.keys))
-        return prepared, [kind_of(key) for key in plan.keys]
