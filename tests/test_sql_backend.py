@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import emoji
+import msgspec
 import pytest
 from sqlalchemy import delete, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -205,6 +206,28 @@ async def test_commits_stored_as_json_text_are_read_too(database: Database) -> N
             await connection.execute(delete(package).where(package.c.id == MISSING))
 
     assert found is not None and found.commits_over_52 == commits
+
+
+async def test_a_row_read_again_is_its_record_as_it_stands(database: Database) -> None:
+    """An unchanged row read again is the record built before, not converted again; a row
+    changed since (its id the same) is read as it stands."""
+    row = dataclasses.replace(SMALL.packages[0], id=MISSING, slug="read-again", repo_url="y:")
+    async with database.engine.begin() as connection:
+        await connection.execute(package.insert(), [dataclasses.asdict(row)])
+    try:
+        (first,) = await database.backend().packages([MISSING])
+        (again,) = await database.backend().packages([MISSING])
+        async with database.engine.begin() as connection:
+            renamed = package.update().where(package.c.id == MISSING).values(title="Renamed")
+            await connection.execute(renamed)
+        (changed,) = await database.backend().packages([MISSING])
+    finally:
+        async with database.engine.begin() as connection:
+            await connection.execute(delete(package).where(package.c.id == MISSING))
+
+    assert first is not None and again is first
+    assert changed is not None and changed.title == "Renamed"
+    assert changed == msgspec.structs.replace(first, title="Renamed")
 
 
 async def test_slug_lookups(database: Database) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -54,17 +54,43 @@ R = TypeVar("R", Category, Grid, Package)
 _BIGINT_MAX = 2**63 - 1
 
 RECORDS = (Category, Grid, Package)
-# Records built lately, by the values of their rows: a record is all its row says (and
-# immutable), so a row read again, unchanged, need not be converted again.
-_REMEMBERED = 4096
-# The record of a row's first values as each driver hands them over (SQLite's: sqlite=True).
-_BUILD: dict[tuple[bool, type[Any]], Callable[[Sequence[Any]], Any]] = {
-    (sqlite, record): functools.lru_cache(maxsize=_REMEMBERED)(from_columns(record, sqlite=sqlite))
-    for sqlite in (False, True)
-    for record in RECORDS
-}
 # Where a record's id and slug are in its row (the first of its fields).
 _ID, _SLUG = 0, 2
+# Records remembered per kind (and driver), at most: a grid's hundred packages, their grids.
+_REMEMBERED = 4096
+
+
+class _Remembered(Generic[R]):
+    """The records of rows whose first values are the record's fields, as a driver hands
+    them over, and the records built lately, by id, with the values they were built from.
+
+    A record is all its row says (and immutable): a row read again, unchanged, is the record
+    built before, not converted again (times parsed, lists decoded). Whether it is unchanged
+    is told by comparing its values with those remembered for its id, which costs a fifth of
+    hashing them all (as a cache keyed by the whole row would: each time and text anew).
+    """
+
+    def __init__(self, record: type[R], sqlite: bool) -> None:
+        self._build: Callable[[Sequence[Any]], R] = from_columns(record, sqlite=sqlite)
+        self._fields = len(fields_of(record))
+        self._by_id: dict[int, tuple[Sequence[Any], R]] = {}
+
+    def __call__(self, row: Sequence[Any]) -> R:
+        values = row[: self._fields]
+        known = self._by_id.get(values[_ID])
+        if known is not None and known[0] == values:
+            return known[1]
+        record = self._build(values)
+        if len(self._by_id) >= _REMEMBERED:
+            del self._by_id[next(iter(self._by_id))]  # the longest remembered
+        self._by_id[values[_ID]] = (values, record)
+        return record
+
+
+# Each kind's records as each driver hands their rows over (SQLite's: sqlite=True).
+_RECORDS: dict[tuple[bool, type[Any]], _Remembered[Any]] = {
+    (sqlite, record): _Remembered(record, sqlite) for sqlite in (False, True) for record in RECORDS
+}
 assert all(
     [spec.name for spec in fields_of(record)][:3] == ["id", "title", "slug"] for record in RECORDS
 )
@@ -119,10 +145,9 @@ class SqlBackend:
 
     # -- by key -----------------------------------------------------------------------
 
-    def _reader(self, record: type[R]) -> Callable[[Sequence[Any]], R]:
+    def _reader(self, record: type[R]) -> _Remembered[R]:
         """The record of a row whose first values are its fields."""
-        build, fields = _BUILD[self.statements.sqlite, record], len(fields_of(record))
-        return lambda row: build(row[:fields])
+        return _RECORDS[self.statements.sqlite, record]
 
     async def _by_ids(
         self, ids: Sequence[int], statement: Prepared, record: type[R]
