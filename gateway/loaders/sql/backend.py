@@ -24,6 +24,7 @@ from gateway.loaders.entities import fields_of, from_columns
 from gateway.loaders.records import (
     Category,
     Grid,
+    Key,
     Order,
     Package,
     PackageFilter,
@@ -35,7 +36,7 @@ from gateway.loaders.records import (
 from gateway.loaders.sql.engine import execute, read
 from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.features import SqlFeatures
-from gateway.loaders.sql.relations import key_columns, key_reader
+from gateway.loaders.sql.relations import key_reader
 from gateway.loaders.sql.search import search_hit, search_statement
 from gateway.loaders.sql.statements import (
     WINDOW_COLUMNS,
@@ -206,7 +207,7 @@ class SqlBackend:
             slice = window.slice._replace(limit=_size(window.slice))
             key = (shape_of(window.filter, window.order, slice), slice)
             part_of[slot] = parts.setdefault(key, len(parts))
-        statement, kinds = self.statements.relation(name, tuple(shape for shape, _ in parts))
+        windowed = self.statements.relation(name, tuple(shape for shape, _ in parts))
         values: dict[str, Any] = {}
         for (_, slice), part in parts.items():
             values[f"size_{part}"] = slice.limit
@@ -218,33 +219,38 @@ class SqlBackend:
                     if of == part
                 ]
             )
-        # A row: the record's fields, then slot, total, lower, upper and the key columns.
+        # A row: the record's fields, then its window's slot, its position there, the
+        # window's total (with cursors, its lower and upper bounds too), the key columns.
         slot_at = len(fields_of(record))
-        sqlite = self.statements.sqlite
+        keys_at = slot_at + (5 if windowed.bounded else 3)
         read_key = [
-            key_reader([slot_at + 4 + at for at in key_columns(shape)], shape, sqlite)
-            for shape in kinds
+            key_reader([keys_at + at for at in columns], kinds, self.statements.sqlite)
+            for kinds, columns in zip(windowed.kinds, windowed.keys, strict=True)
         ]
         build = self._reader(record)
-        items: list[list[R]] = [[] for _ in windows]
-        keys: list[list[Any]] = [[] for _ in windows]
-        bounds = [(0, 0, 0)] * len(windows)
+        placed: list[list[tuple[int, R, Key]]] = [[] for _ in windows]
+        counts = [(0, 0, 0)] * len(windows)
         built: dict[int, R] = {}  # a record in several windows (a grid of many packages) once
         scans = any(_scans_text(window.filter) for window in kept.values())
-        for row in await self._rows("relation", statement, values, inline=not scans):
-            slot = row[slot_at]
-            bounds[slot] = row[slot_at + 1 : slot_at + 4]
+        rows = await self._rows("relation", windowed.statement, values, inline=not scans)
+        for row in rows:
+            slot, total = row[slot_at], row[slot_at + 2]
+            if windowed.bounded:
+                counts[slot] = row[slot_at + 2 : slot_at + 5]
+            else:
+                counts[slot] = (total, 0, total)
             id = row[_ID]
             if id is not None:
                 found = built.get(id)
                 if found is None:
                     found = built[id] = build(row)
-                items[slot].append(found)
-                keys[slot].append(read_key[part_of[slot]](row))
-        return [
-            Page(page, total, key, lower, upper)
-            for page, key, (total, lower, upper) in zip(items, keys, bounds, strict=True)
-        ]
+                placed[slot].append((row[slot_at + 1], found, read_key[part_of[slot]](row)))
+        pages = []
+        for members, (total, lower, upper) in zip(placed, counts, strict=True):
+            members.sort(key=_position)
+            items = [record for _, record, _ in members]
+            pages.append(Page(items, total, [key for _, _, key in members], lower, upper))
+        return pages
 
     async def _totals(
         self, windows: Sequence[Window], name: str, parents: set[int]
@@ -326,6 +332,11 @@ class SqlBackend:
 def _scans_text(filter: PackageFilter | None) -> bool:
     """Whether a filter has words to find in every package's text: a scan of the table."""
     return filter is not None and bool(filter.words)
+
+
+def _position(member: tuple[int, object, Key]) -> int:
+    """Where a member comes in its window's page."""
+    return member[0]
 
 
 def _size(slice: Slice) -> int:

@@ -48,7 +48,7 @@ from gateway.loaders import records
 from gateway.loaders.entities import fields_of
 from gateway.loaders.records import Category, Form, Grid, Order, Package, PackageFilter, Slice
 from gateway.loaders.sql.features import SqlFeatures
-from gateway.loaders.sql.relations import Relation, kind_of
+from gateway.loaders.sql.relations import Relation, key_columns, kind_of
 from gateway.loaders.sql.sort_keys import Key, Plan, Plans, beyond
 from gateway.loaders.sql.tables import category, grid, grid_package, package, version
 
@@ -58,6 +58,7 @@ __all__ = [
     "Prepared",
     "Shape",
     "Statements",
+    "Windowed",
     "cursor_values",
     "shape_of",
     "statements_for",
@@ -176,6 +177,19 @@ def _selected(record: type[msgspec.Struct], table: Table, **elsewhere: Any) -> l
             value = cast(value, Text)
         columns.append(value.label(spec.name))
     return columns
+
+
+class Windowed(NamedTuple):
+    """A relation batch's statement (`Statements.relation`) and how to read its rows: after
+    the record's fields come the window's `slot`, the member's `position` in it and the
+    window's `total`, with `bounded` where its cursors fall (`lower`, `upper`: when a shape
+    has cursors), then the key columns; for each shape, the kinds of its key's terms and
+    which key columns hold them."""
+
+    statement: Prepared
+    bounded: bool
+    kinds: list[list[str]]
+    keys: list[list[int]]
 
 
 class Listing(NamedTuple):
@@ -354,15 +368,17 @@ class Statements:
         fields = (func.json_extract(each.c.value, f"$.{key}").label(key) for key in WINDOW_COLUMNS)
         return select(*fields).cte(name)
 
-    def _relation(self, name: str, shapes: tuple[Shape, ...]) -> tuple[Prepared, list[list[str]]]:
-        """Every window of a batch in one statement, and the kinds of each shape's key
-        columns. Each shape (`n`, in order) takes its windows from the `windows_n` parameter
-        and at most `size_n` members per window (`Relation.sliced`), all shapes in one UNION
-        ALL, joined to their records; a window with no member in its slice is one row without
-        a record, for its counts.
+    def _relation(self, name: str, shapes: tuple[Shape, ...]) -> Windowed:
+        """Every window of a batch in one statement, and how to read its rows. Each shape
+        (`n`, in order) takes its windows from the `windows_n` parameter and at most `size_n`
+        members per window (`Relation.sliced`), all shapes in one UNION ALL, joined to their
+        records; a window with no member in its slice is one row without a record, for its
+        counts. The rows come in no order: each says its window and its place in it.
         """
         related = self._related[name]
         plans = [related.plan(shape.filter, shape.order) for shape in shapes]
+        columns = key_columns(plans)
+        bounded = any(shape.after is not None or shape.before is not None for shape in shapes)
         sizes = [f"size_{index}" for index in range(len(shapes))]
         windows = [f"windows_{index}" for index in range(len(shapes))]
         shaped = union_all(
@@ -377,25 +393,31 @@ class Statements:
                     self._windows(windows[index]),
                     not self.sqlite,
                     cursors=(_cursor("after", index), _cursor("before", index)),
+                    columns=columns,
+                    bounded=bounded,
                 )
                 for index, (plan, shape) in enumerate(zip(plans, shapes, strict=True))
             )
         )
         picked = shaped.subquery("picked")
         joined, fields = related.records.joined(picked, picked.c.member, not self.sqlite)
-        statement = (
-            select(
-                *fields,
-                *(picked.c[name] for name in ("slot", "total", "lower", "upper")),
-                *(c for c in picked.c if c.name.startswith("key_")),
-            )
-            .select_from(joined)
-            .order_by(picked.c.slot, picked.c.position)
-        )
-        kinds = [[kind_of(key) for key in plan.keys] for plan in plans]
+        counted = ("slot", "position", "total", *(("lower", "upper") if bounded else ()))
+        statement = select(
+            *fields,
+            *(picked.c[name] for name in counted),
+            *(c for c in picked.c if c.name.startswith("key_")),
+        ).select_from(joined)
         cursors = (_cursor_parameters(plan.keys, index) for index, plan in enumerate(plans))
         bound = _BOUND.union(sizes, windows)
-        return _prepare(statement, self.dialect, bound, set().union(*cursors)), kinds
+        return Windowed(
+            _prepare(statement, self.dialect, bound, set().union(*cursors)),
+            bounded,
+            [[kind_of(key) for key in plan.keys] for plan in plans],
+            [
+                [columns.index((term, kind_of(key))) for term, key in enumerate(plan.keys)]
+                for plan in plans
+            ],
+        )
 
     def _totals(self, name: str) -> Prepared:
         """Only sizes were asked for (`packageCount`, `gridCount`): count, rank nothing."""
