@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
 
 from gateway.backends import BackendFactory, open_backend
 from gateway.compose import schema_for
@@ -152,7 +152,9 @@ class Measured:
 
 
 class Counter:
-    """SQL statements sent by any engine of this process, while counting."""
+    """SQL statements SQLite runs for any engine of this process, while counting: as its
+    trace callback tells them (the backend reads on the driver, past SQLAlchemy's events), on
+    each connection opened meanwhile."""
 
     def __init__(self) -> None:
         self.sent = 0
@@ -160,16 +162,22 @@ class Counter:
     def read(self) -> int:
         return self.sent
 
-    @contextmanager
-    def counting(self) -> Iterator[None]:
-        def record(*args: Any) -> None:
+    def _traced(self, statement: str) -> None:
+        # Not the connection's set-up, nor what FTS5 tables run for themselves: nested in a
+        # statement ("-- ..."), or on their shadow tables ('main'.'searchv3_fts_config').
+        if not statement.startswith(("-- ", "PRAGMA")) and "'main'." not in statement:
             self.sent += 1
 
-        event.listen(Engine, "before_cursor_execute", record)
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        def connected(dbapi_connection: Any, *args: Any) -> None:
+            dbapi_connection.run_async(lambda driver: driver.set_trace_callback(self._traced))
+
+        event.listen(Pool, "connect", connected)
         try:
             yield
         finally:
-            event.remove(Engine, "before_cursor_execute", record)
+            event.remove(Pool, "connect", connected)
 
 
 async def execute(factory: BackendFactory, query: Query) -> dict[str, Any]:

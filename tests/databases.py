@@ -15,8 +15,8 @@ import asyncio
 import dataclasses
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,19 +130,70 @@ def database(request: pytest.FixtureRequest) -> Database:
     return loaded
 
 
-@contextmanager
-def statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """The SQL statements the engine sends while the block runs."""
-    sent: list[str] = []
+@asynccontextmanager
+async def traced(engine: AsyncEngine, report: Callable[[str], None]) -> AsyncIterator[None]:
+    """Call `report` with each SQL statement the engine's connections run while the block runs,
+    as the drivers tell: the backend reads on them, past SQLAlchemy's events. On SQLite, its
+    trace callback (on the thread that runs the statement), from each connection's checkout to
+    its return. On PostgreSQL, asyncpg's query logger (at the loop's turn after the statement),
+    which sees what `fetch` runs, and SQLAlchemy's events for the statements SQLAlchemy runs
+    itself, as prepared statements, which asyncpg does not log. The engine is disposed of
+    first, so that every connection the block uses is checked out within it (the connection
+    SQLite's reads on the loop share is kept from one read to the next)."""
+    await engine.dispose()
+    sqlite = engine.dialect.name == "sqlite"
 
-    def record(*args: Any) -> None:
-        sent.append(args[2])
+    def sqlite_traced(statement: str) -> None:
+        # SQLite also tells what its FTS5 tables run for themselves: nested in the statement
+        # ("-- ..."), or before it on their shadow tables ('main'.'searchv3_fts_config').
+        if not statement.startswith("-- ") and "'main'." not in statement:
+            report(statement)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    def logged(query: Any) -> None:
+        # asyncpg also runs statements of its own, the first time a connection meets a type:
+        # its `typeinfo_tree` lookup, with JIT switched off around it.
+        if "typeinfo_tree" not in query.query and "'jit'" not in query.query:
+            report(query.query)
+
+    def executed(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        report(statement)
+
+    def checkout(dbapi_connection: Any, *args: Any) -> None:
+        if sqlite:
+            dbapi_connection.run_async(lambda driver: driver.set_trace_callback(sqlite_traced))
+        else:
+            dbapi_connection.driver_connection.add_query_logger(logged)
+
+    def checkin(dbapi_connection: Any, *args: Any) -> None:
+        if dbapi_connection is None:  # dropped
+            return
+        if sqlite:
+            dbapi_connection.run_async(lambda driver: driver.set_trace_callback(None))
+        else:
+            dbapi_connection.driver_connection.remove_query_logger(logged)
+
+    listeners: list[tuple[str, Callable[..., None]]] = [
+        ("checkout", checkout),
+        ("checkin", checkin),
+    ]
+    if not sqlite:
+        listeners.append(("before_cursor_execute", executed))
+    for name, listener in listeners:
+        event.listen(engine.sync_engine, name, listener)
     try:
-        yield sent
+        yield
+        await asyncio.sleep(0)  # asyncpg calls its query loggers at the loop's next turn
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        for name, listener in listeners:
+            event.remove(engine.sync_engine, name, listener)
+
+
+@asynccontextmanager
+async def statements(engine: AsyncEngine) -> AsyncIterator[list[str]]:
+    """The SQL statements the engine's connections run while the block runs (`traced`)."""
+    sent: list[str] = []
+    async with traced(engine, sent.append):
+        yield sent
 
 
 class TcpProxy:

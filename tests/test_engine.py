@@ -405,7 +405,7 @@ async def test_a_plan_asks_one_statement_per_loader_and_level(database: Database
     loaded = database
     query, variables = FAN_OUT, {"slug": "quirks-edge-cases"}
     executed = _executed()
-    with statements(loaded.engine) as sent:
+    async with statements(loaded.engine) as sent:
         answered = await _answer(PLANNED, loaded.backend(), query, variables)
     assert _executed()[0] == executed[0] + 1  # by the plan
     assert len(sent) == 5, sent

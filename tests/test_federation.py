@@ -160,7 +160,7 @@ async def test_entities_are_batched_through_the_loaders(sqlite_database: Databas
     ] + [{"__typename": "Package", "slug": row.slug} for row in packages[3:]]
     schema = schema_for(FEDERATED)
     document = "query($r: [_Any!]!) { _entities(representations: $r) { ... on Package { slug } } }"
-    with statements(sqlite_database.engine) as sent:
+    async with statements(sqlite_database.engine) as sent:
         result = await schema.execute(
             document,
             variable_values={"r": representations},

@@ -792,7 +792,7 @@ async def test_counts_are_batched(small: Loaded, name: str) -> None:
     """One statement per level, whatever the number of parents: never one per parent."""
     gateway = await small.gateway(name)
     assert gateway.engine is not None
-    with statements(gateway.engine) as sent:
+    async with statements(gateway.engine) as sent:
         await gateway.data(
             "{ grids(first: 100) { nodes { packageCount packages(first: 3) { totalCount"
             " nodes { gridCount grids(first: 2) { nodes { packageCount } } } } } } }"
@@ -1488,7 +1488,7 @@ async def test_a_filtered_ordered_first_page_is_cheap(
         expected = costed.expected(model)
         assert len(expected) > 0, query
         if gateway.engine is not None:
-            with statements(gateway.engine) as sent:
+            async with statements(gateway.engine) as sent:
                 data = await gateway.data(costed.document, **costed.variables)
             assert len(sent) <= 2, (query, sent)
         else:

@@ -40,7 +40,7 @@ async def execute(db: Database, document: str, **variables: Any) -> dict[str, An
 
 @pytest.mark.parametrize("slug", ["quirks-edge-cases", SMALL.grids[-1].slug])
 async def test_fan_out_is_one_statement_per_loader_level(database: Database, slug: str) -> None:
-    with statements(database.engine) as sent:
+    async with statements(database.engine) as sent:
         body = await execute(database, FAN_OUT, slug=slug)
     assert "errors" not in body
     nodes = body["data"]["grid"]["packages"]["nodes"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import emoji
+import msgspec
 import pytest
-from sqlalchemy import delete, event, func, inspect, select, text
+from sqlalchemy import delete, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ConfigError, DatabaseError
@@ -56,6 +58,7 @@ from tests.databases import (
     postgres_engine,
     sqlite_database,
     statements,
+    traced,
 )
 from tests.expected import grid_ids_of_package, package_ids_of_category, package_ids_of_grid
 
@@ -203,6 +206,28 @@ async def test_commits_stored_as_json_text_are_read_too(database: Database) -> N
             await connection.execute(delete(package).where(package.c.id == MISSING))
 
     assert found is not None and found.commits_over_52 == commits
+
+
+async def test_a_row_read_again_is_its_record_as_it_stands(database: Database) -> None:
+    """An unchanged row read again is the record built before, not converted again; a row
+    changed since (its id the same) is read as it stands."""
+    row = dataclasses.replace(SMALL.packages[0], id=MISSING, slug="read-again", repo_url="y:")
+    async with database.engine.begin() as connection:
+        await connection.execute(package.insert(), [dataclasses.asdict(row)])
+    try:
+        (first,) = await database.backend().packages([MISSING])
+        (again,) = await database.backend().packages([MISSING])
+        async with database.engine.begin() as connection:
+            renamed = package.update().where(package.c.id == MISSING).values(title="Renamed")
+            await connection.execute(renamed)
+        (changed,) = await database.backend().packages([MISSING])
+    finally:
+        async with database.engine.begin() as connection:
+            await connection.execute(delete(package).where(package.c.id == MISSING))
+
+    assert first is not None and again is first
+    assert changed is not None and changed.title == "Renamed"
+    assert changed == msgspec.structs.replace(first, title="Renamed")
 
 
 async def test_slug_lookups(database: Database) -> None:
@@ -381,7 +406,7 @@ async def test_a_filtered_ordered_first_page_is_one_statement(database: Database
     ]
     by_stars = sorted(passing, key=lambda record: (record.repo_watchers, record.id), reverse=True)
 
-    with statements(database.engine) as sent:
+    async with statements(database.engine) as sent:
         first = await database.backend().list_packages(
             Slice(10), kept, Order("repo_watchers", True)
         )
@@ -470,7 +495,7 @@ async def test_windows_of_several_shapes_are_one_statement(database: Database) -
         Window(MISSING, Slice(5), kept),
     ]
 
-    with statements(database.engine) as sent:
+    async with statements(database.engine) as sent:
         pages = await backend.packages_of_grids(windows)
 
     assert len(sent) == 1, sent
@@ -547,7 +572,7 @@ async def test_every_batch_is_one_statement(database: Database) -> None:
         backend.search("django admin"),
     ]
     for call in calls:
-        with statements(database.engine) as sent:
+        async with statements(database.engine) as sent:
             await call
         assert len(sent) == 1, sent
 
@@ -560,13 +585,12 @@ async def test_on_sqlite_only_reads_that_scan_text_leave_the_event_loop(
     # request of thirty aliased searches cannot hold the loop (and /healthz) for seconds.
     backend = sqlite_database.backend()
     on_loop: list[bool] = []
+    loop = threading.get_ident()
 
-    def record(connection: Any, *args: Any) -> None:
-        on_loop.append(connection.connection.driver_connection.inline)
+    def record(statement: str) -> None:
+        on_loop.append(threading.get_ident() == loop)
 
-    engine = sqlite_database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    async with traced(sqlite_database.engine, record):
         await backend.packages(list(PACKAGES))
         await backend.packages_of_grids([Window(QUIRKS_GRID.id, Slice(5))])
         await backend.list_packages(Slice(5))
@@ -577,8 +601,6 @@ async def test_on_sqlite_only_reads_that_scan_text_leave_the_event_loop(
             [Window(QUIRKS_GRID.id, Slice(5), PackageFilter(words=("django",)))]
         )
         assert on_loop == [True, True, True, False, False, False]
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 # -- search ---------------------------------------------------------------------------------
@@ -684,7 +706,7 @@ async def test_search_answers_at_most_twenty(searcher: tuple[Database, SqlBacken
 
 @pytest.mark.parametrize("query", ["", "   ", "\n\t"])
 async def test_a_blank_search_is_empty_without_sql(database: Database, query: str) -> None:
-    with statements(database.engine) as sent:
+    async with statements(database.engine) as sent:
         assert await database.backend().search(query) == []
     assert sent == []
 

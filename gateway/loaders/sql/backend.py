@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Executable
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
 from gateway import observe
 from gateway.errors import DatabaseError
@@ -26,6 +24,7 @@ from gateway.loaders.entities import fields_of, from_columns
 from gateway.loaders.records import (
     Category,
     Grid,
+    Key,
     Order,
     Package,
     PackageFilter,
@@ -34,12 +33,19 @@ from gateway.loaders.records import (
     Slice,
     Window,
 )
-from gateway.loaders.sql.engine import reading
+from gateway.loaders.sql.engine import execute, read
 from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.features import SqlFeatures
-from gateway.loaders.sql.relations import key_columns, key_reader
+from gateway.loaders.sql.relations import key_reader
 from gateway.loaders.sql.search import search_hit, search_statement
-from gateway.loaders.sql.statements import WINDOW_COLUMNS, Prepared, Shape, statements_for
+from gateway.loaders.sql.statements import (
+    WINDOW_COLUMNS,
+    Prepared,
+    Shape,
+    cursor_values,
+    shape_of,
+    statements_for,
+)
 
 __all__ = ["SqlBackend"]
 
@@ -49,17 +55,43 @@ R = TypeVar("R", Category, Grid, Package)
 _BIGINT_MAX = 2**63 - 1
 
 RECORDS = (Category, Grid, Package)
-# Records built lately, by the values of their rows: a record is all its row says (and
-# immutable), so a row read again, unchanged, need not be converted again.
-_REMEMBERED = 4096
-# The record of a row's first values as each driver hands them over (SQLite's: sqlite=True).
-_BUILD: dict[tuple[bool, type[Any]], Callable[[Sequence[Any]], Any]] = {
-    (sqlite, record): functools.lru_cache(maxsize=_REMEMBERED)(from_columns(record, sqlite=sqlite))
-    for sqlite in (False, True)
-    for record in RECORDS
-}
 # Where a record's id and slug are in its row (the first of its fields).
 _ID, _SLUG = 0, 2
+# Records remembered per kind (and driver), at most: a grid's hundred packages, their grids.
+_REMEMBERED = 4096
+
+
+class _Remembered(Generic[R]):
+    """The records of rows whose first values are the record's fields, as a driver hands
+    them over, and the records built lately, by id, with the values they were built from.
+
+    A record is all its row says (and immutable): a row read again, unchanged, is the record
+    built before, not converted again (times parsed, lists decoded). Whether it is unchanged
+    is told by comparing its values with those remembered for its id, which costs a fifth of
+    hashing them all (as a cache keyed by the whole row would: each time and text anew).
+    """
+
+    def __init__(self, record: type[R], sqlite: bool) -> None:
+        self._build: Callable[[Sequence[Any]], R] = from_columns(record, sqlite=sqlite)
+        self._fields = len(fields_of(record))
+        self._by_id: dict[int, tuple[Sequence[Any], R]] = {}
+
+    def __call__(self, row: Sequence[Any]) -> R:
+        values = row[: self._fields]
+        known = self._by_id.get(values[_ID])
+        if known is not None and known[0] == values:
+            return known[1]
+        record = self._build(values)
+        if len(self._by_id) >= _REMEMBERED:
+            del self._by_id[next(iter(self._by_id))]  # the longest remembered
+        self._by_id[values[_ID]] = (values, record)
+        return record
+
+
+# Each kind's records as each driver hands their rows over (SQLite's: sqlite=True).
+_RECORDS: dict[tuple[bool, type[Any]], _Remembered[Any]] = {
+    (sqlite, record): _Remembered(record, sqlite) for sqlite in (False, True) for record in RECORDS
+}
 assert all(
     [spec.name for spec in fields_of(record)][:3] == ["id", "title", "slug"] for record in RECORDS
 )
@@ -104,49 +136,23 @@ class SqlBackend:
         *,
         inline: bool = True,
     ) -> Sequence[Any]:
-        """Run one statement, a `Prepared` one with its `values` (counted and traced as
-        `kind`); one that scans text (a search, a filter by words) not `inline` (`reading`:
-        on SQLite it keeps its connection's thread, so that the loop serves others). A
-        failure drops its connection, so that the next statement starts afresh; a connection
-        found dropped (the server restarted, or ended it while it sat in the pool) gets the
-        statement once more, on a new connection."""
+        """Run one statement (counted and traced as `kind`): a `Prepared` one with its
+        `values`, straight on the driver (`read`; one that scans text, a filter by words, not
+        `inline`); a search through SQLAlchemy, which types its rows (`execute`)."""
         try:
             with observe.SqlStatement(kind, self.features.dialect):
-                try:
-                    return await self._run(statement, values, inline)
-                except DBAPIError as exc:
-                    if not exc.connection_invalidated:
-                        raise
-                    return await self._run(statement, values, inline)
+                if isinstance(statement, Prepared):
+                    parameters = statement.parameters(values or {})
+                    return await read(self.engine, statement.sql, parameters, inline=inline)
+                return await execute(self.engine, statement)
         except FAILURES as exc:
             raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
 
-    async def _run(
-        self, statement: Prepared | Executable, values: Mapping[str, Any] | None, inline: bool
-    ) -> Sequence[Any]:
-        return await greenlet_spawn(self._read, statement, values, inline)
-
-    def _read(
-        self, statement: Prepared | Executable, values: Mapping[str, Any] | None, inline: bool
-    ) -> Sequence[Any]:
-        """The statement's rows, read with the synchronous API within one greenlet (see
-        `reading`)."""
-        with reading(self.engine, inline=inline) as connection:
-            try:
-                if isinstance(statement, Prepared):
-                    parameters = statement.parameters(values or {})
-                    return connection.exec_driver_sql(statement.sql, parameters).all()
-                return connection.execute(statement).all()
-            except FAILURES:
-                connection.invalidate()
-                raise
-
     # -- by key -----------------------------------------------------------------------
 
-    def _reader(self, record: type[R]) -> Callable[[Sequence[Any]], R]:
+    def _reader(self, record: type[R]) -> _Remembered[R]:
         """The record of a row whose first values are its fields."""
-        build, fields = _BUILD[self.statements.sqlite, record], len(fields_of(record))
-        return lambda row: build(row[:fields])
+        return _RECORDS[self.statements.sqlite, record]
 
     async def _by_ids(
         self, ids: Sequence[int], statement: Prepared, record: type[R]
@@ -192,21 +198,24 @@ class SqlBackend:
 
     async def _pages(self, windows: Sequence[Window], name: str, record: type[R]) -> list[Page[R]]:
         """Every window's page in one statement (`Statements.relation`): the windows of a
-        shape and size share a part of it, which the others' need not repeat."""
+        shape, size and cursors share a part of it, which the others' need not repeat."""
         parents = set(_storable([window.parent for window in windows]))
         kept = {slot: w for slot, w in enumerate(windows) if w.parent in parents}
         if not kept:
             return [Page([], 0) for _ in windows]
         if all(w.slice == Slice(0) and w.filter is None for w in kept.values()):
             return await self._totals(windows, name, parents)
-        parts: dict[tuple[Shape, int], int] = {}
+        parts: dict[tuple[Shape, Slice], int] = {}
         part_of: dict[int, int] = {}
         for slot, window in kept.items():
-            key = (_shape(window), _size(window.slice))
+            slice = window.slice._replace(limit=_size(window.slice))
+            key = (shape_of(window.filter, window.order, slice), slice)
             part_of[slot] = parts.setdefault(key, len(parts))
-        statement, kinds = self.statements.relation(name, tuple(shape for shape, _ in parts))
-        values: dict[str, Any] = {f"size_{part}": size for (_, size), part in parts.items()}
-        for part in parts.values():
+        windowed = self.statements.relation(name, tuple(shape for shape, _ in parts))
+        values: dict[str, Any] = {}
+        for (_, slice), part in parts.items():
+            values[f"size_{part}"] = slice.limit
+            values.update(cursor_values(slice, part))
             values[f"windows_{part}"] = self.statements.json(
                 [
                     dict(zip(WINDOW_COLUMNS, (slot, kept[slot].parent), strict=True))
@@ -214,33 +223,38 @@ class SqlBackend:
                     if of == part
                 ]
             )
-        # A row: the record's fields, then slot, total, lower, upper and the key columns.
+        # A row: the record's fields, then its window's slot, its position there, the
+        # window's total (with cursors, its lower and upper bounds too), the key columns.
         slot_at = len(fields_of(record))
-        sqlite = self.statements.sqlite
+        keys_at = slot_at + (5 if windowed.bounded else 3)
         read_key = [
-            key_reader([slot_at + 4 + at for at in key_columns(shape)], shape, sqlite)
-            for shape in kinds
+            key_reader([keys_at + at for at in columns], kinds, self.statements.sqlite)
+            for kinds, columns in zip(windowed.kinds, windowed.keys, strict=True)
         ]
         build = self._reader(record)
-        items: list[list[R]] = [[] for _ in windows]
-        keys: list[list[Any]] = [[] for _ in windows]
-        bounds = [(0, 0, 0)] * len(windows)
+        placed: list[list[tuple[int, R, Key]]] = [[] for _ in windows]
+        counts = [(0, 0, 0)] * len(windows)
         built: dict[int, R] = {}  # a record in several windows (a grid of many packages) once
         scans = any(_scans_text(window.filter) for window in kept.values())
-        for row in await self._rows("relation", statement, values, inline=not scans):
-            slot = row[slot_at]
-            bounds[slot] = row[slot_at + 1 : slot_at + 4]
+        rows = await self._rows("relation", windowed.statement, values, inline=not scans)
+        for row in rows:
+            slot, total = row[slot_at], row[slot_at + 2]
+            if windowed.bounded:
+                counts[slot] = row[slot_at + 2 : slot_at + 5]
+            else:
+                counts[slot] = (total, 0, total)
             id = row[_ID]
             if id is not None:
                 found = built.get(id)
                 if found is None:
                     found = built[id] = build(row)
-                items[slot].append(found)
-                keys[slot].append(read_key[part_of[slot]](row))
-        return [
-            Page(page, total, key, lower, upper)
-            for page, key, (total, lower, upper) in zip(items, keys, bounds, strict=True)
-        ]
+                placed[slot].append((row[slot_at + 1], found, read_key[part_of[slot]](row)))
+        pages = []
+        for members, (total, lower, upper) in zip(placed, counts, strict=True):
+            members.sort(key=_position)
+            items = [record for _, record, _ in members]
+            pages.append(Page(items, total, [key for _, _, key in members], lower, upper))
+        return pages
 
     async def _totals(
         self, windows: Sequence[Window], name: str, parents: set[int]
@@ -271,23 +285,30 @@ class SqlBackend:
         order: Order | None,
         record: type[R],
     ) -> Page[R]:
-        """A slice of a list, its total and where its cursors fall (`Statements.list`)."""
-        shape = Shape(filter, order, slice.after, slice.before, slice.backward)
-        statement, kinds = self.statements.list(name, shape)
-        rows = await self._rows(
-            "list", statement, {"size": _size(slice)}, inline=not _scans_text(filter)
-        )
-        # A row: the record's fields, its sort keys, then total, past and upper.
+        """A slice of a list, its total and where its cursors fall (`Statements.list`): the
+        slice's rows carry the counts; an empty slice's are read alone."""
+        listing = self.statements.list(name, shape_of(filter, order, slice))
+        values = {"size": _size(slice), **cursor_values(slice)}
+        inline = not _scans_text(filter)
+        rows = await self._rows("list", listing.page, values, inline=inline) if slice.limit else []
+        # A row: the record's fields, its sort keys, then total, past and upper (those of the
+        # cursors it has).
         sorts_at = len(fields_of(record))
-        counts_at = sorts_at + len(kinds)
-        read_key = key_reader(range(sorts_at, counts_at), kinds, self.statements.sqlite)
+        counts_at = sorts_at + len(listing.kinds)
+        if rows:
+            counts = rows[0][counts_at:]
+        else:
+            counts = (await self._rows("count", listing.counts, values, inline=inline))[0]
+        total = counts[0]
+        past = counts[1] if slice.after is not None else total
+        upper = counts[-1] if slice.before is not None else total
+        read_key = key_reader(range(sorts_at, counts_at), listing.kinds, self.statements.sqlite)
         build = self._reader(record)
-        found = [row for row in rows if row[_ID] is not None]
-        total, past, upper = rows[0][counts_at:]
+        in_order = rows[::-1] if slice.backward else rows
         return Page(
-            [build(row) for row in found],
+            [build(row) for row in in_order],
             total,
-            [read_key(row) for row in found],
+            [read_key(row) for row in in_order],
             total - past,
             upper,
         )
@@ -317,9 +338,9 @@ def _scans_text(filter: PackageFilter | None) -> bool:
     return filter is not None and bool(filter.words)
 
 
-def _shape(window: Window) -> Shape:
-    slice = window.slice
-    return Shape(window.filter, window.order, slice.after, slice.before, slice.backward)
+def _position(member: tuple[int, object, Key]) -> int:
+    """Where a member comes in its window's page."""
+    return member[0]
 
 
 def _size(slice: Slice) -> int:

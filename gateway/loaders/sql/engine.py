@@ -7,12 +7,15 @@ start-up, in one line: a port that is not one, a parameter the driver does not t
 cannot use (PostgreSQL takes `host`, `port`, `user`, `password`, `passfile`, `database` and
 `sslmode`, libpq's name for asyncpg's `ssl`).
 
-`reading` lends a connection for the backend's reads. On SQLite their calls run on the event
-loop's own thread rather than on the connection's: a read of the catalogue takes microseconds to
-a few milliseconds of this process's CPU either way, and the handful of thread hops around each
-(cursor, execute, fetch, close, rollback) cost more than most reads. A read waits on no lock (the
-database is in WAL mode) and stops at the statement timeout; writes, and everything else the
-engine does, keep the connection's thread.
+`read` runs one of the backend's statements, compiled once by SQLAlchemy (statements.py),
+straight on the driver connection of a pooled connection: SQLAlchemy's execution around a
+statement (its Connection, execution context and result, whose metadata it builds again for
+every text statement) cost ten times what SQLite takes to answer a lookup. On SQLite a read runs
+on the event loop's own thread rather than on the connection's: it takes microseconds to a few
+milliseconds of this process's CPU either way, and the thread hops around it would cost more than
+most reads; it waits on no lock (the database is in WAL mode) and stops at the statement timeout.
+A read that scans text keeps the connection's thread. Writes, searches and everything else the
+engine does go through SQLAlchemy as usual, on the connection's thread.
 """
 
 from __future__ import annotations
@@ -21,20 +24,25 @@ import math
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 import aiosqlite
-from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, SAWarning
+from sqlalchemy import Executable, event
+from sqlalchemy.engine import URL, Connection, Engine, Row, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SAWarning
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util import await_, greenlet_spawn
 
 from gateway.errors import ConfigError
+from gateway.loaders.sql.failures import FAILURES
 from gateway.loaders.sql.trigrams import similarity
+
+T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0  # seconds; asyncpg would wait 60 for a host that does not answer
 
@@ -126,7 +134,8 @@ def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> 
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(parsed, async_creator=_sqlite_connector(parsed), **pool)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "checkin", _back_to_its_thread)
+        shared = _LOOP_READERS[engine.sync_engine] = _LoopReader()
+        event.listen(engine.sync_engine, "engine_disposed", shared.release)
         if statement_timeout is not None:
             _interrupt_after(engine, statement_timeout)
         return engine
@@ -137,35 +146,164 @@ def create_engine(url: str | URL, *, statement_timeout: float | None = None) -> 
     return create_async_engine(parsed, connect_args=connect_args, **pool)
 
 
-@contextmanager
-def reading(engine: AsyncEngine, *, inline: bool = True) -> Iterator[Connection]:
-    """A pooled connection for reads, with the synchronous API: call it within one greenlet
-    (`sqlalchemy.util.greenlet_spawn`, which `AsyncConnection.run_sync` uses) for a whole
-    statement, connect, execute and close, where the asyncio API would take one for each.
-    On SQLite, `inline`, its calls run on the loop's thread: nothing then yields to the loop,
-    so concurrent requests take turns on one connection instead of opening more. A read that
-    may take longer than a few milliseconds (a scan of the packages' text) is not `inline`:
-    it keeps the connection's thread, and the loop serves other requests meanwhile.
+async def read(
+    engine: AsyncEngine, sql: str, parameters: Sequence[Any], *, inline: bool = True
+) -> list[Any]:
+    """The rows of `sql` with its positional `parameters`, read straight on a driver.
+
+    On SQLite, `inline`, on the loop's own thread, on the connection the loop's reads share
+    (`_LoopReader`): concurrent requests take turns on it, as each read ends before any other
+    work. A read that may take longer than a few milliseconds (a scan of the packages' text)
+    is not `inline`: it runs on its connection's thread, and the loop serves others meanwhile.
+    Elsewhere (PostgreSQL, or not `inline`) a read checks a connection out of the pool, and
+    gives it back, within one greenlet (`greenlet_spawn`).
     """
+    shared = _LOOP_READERS.get(engine.sync_engine)
+    if inline and shared is not None:
+        return await shared.read(engine.sync_engine, sql, parameters)
+    return await greenlet_spawn(_once_more_if_dropped, partial(_read, engine, sql, parameters))
+
+
+async def execute(engine: AsyncEngine, statement: Executable) -> Sequence[Row[Any]]:
+    """The rows of a statement SQLAlchemy compiles and executes, typed by it (a search, built
+    for its words), on a pooled connection (on SQLite, on its thread)."""
+    return await greenlet_spawn(_once_more_if_dropped, partial(_execute, engine, statement))
+
+
+def _once_more_if_dropped(statement: Callable[[], T]) -> T:
+    """Run a statement. A failure drops its connection, so that the next statement starts
+    afresh; a connection found dropped (the server restarted, or ended it while it sat in
+    the pool) gets the statement once more, on a new connection."""
+    try:
+        return statement()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return statement()
+
+
+def _execute(engine: AsyncEngine, statement: Executable) -> Sequence[Row[Any]]:
     with engine.sync_engine.connect() as connection:
-        driver = connection.connection.driver_connection
+        try:
+            return connection.execute(statement).all()
+        except FAILURES:
+            connection.invalidate()
+            raise
+
+
+def _read(engine: AsyncEngine, sql: str, parameters: Sequence[Any]) -> list[Any]:
+    """One read on a pooled connection, back to the pool once it succeeded, dropped if it
+    failed."""
+    pooled = _checkout(engine.sync_engine)
+    driver: Any = pooled.driver_connection  # aiosqlite's (ours) or asyncpg's
+    try:
         if isinstance(driver, _SqliteConnection):
-            driver.inline = inline
-        yield connection
+            with pooled.info.get("deadline") or nullcontext():
+                rows = list(await_(driver.execute_fetchall(sql, parameters)))
+        else:
+            rows = await_(driver.fetch(sql, *parameters))
+    except BaseException as exc:
+        raise _dropped(engine.sync_engine, pooled, exc, sql, parameters) from exc
+    pooled.close()
+    return rows
+
+
+def _checkout(engine: Engine) -> PoolProxiedConnection:
+    """A connection of the pool; a driver that could not connect raises SQLAlchemy's
+    `DBAPIError`, as SQLAlchemy's own execution would."""
+    try:
+        return engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(
+            None, None, exc, engine.dialect.loaded_dbapi.Error, dialect=engine.dialect
+        ) from exc
+
+
+def _dropped(
+    engine: Engine,
+    pooled: PoolProxiedConnection,
+    exc: BaseException,
+    sql: str,
+    parameters: Sequence[Any],
+) -> BaseException:
+    """Drop a connection a read failed on (the next read starts afresh; one cancelled midway
+    is in a state nobody knows), and what to raise: the driver's error as SQLAlchemy's own
+    execution raises it, a `DBAPIError` whose `orig` it is and which says whether the
+    connection was found closed (by the server, or the network)."""
+    driver: Any = pooled.driver_connection
+    closed = not isinstance(driver, _SqliteConnection) and driver.is_closed()
+    pooled.invalidate()
+    if not isinstance(exc, Exception):
+        return exc
+    return DBAPIError.instance(
+        sql, parameters, exc, Exception, connection_invalidated=closed, dialect=engine.dialect
+    )
+
+
+class _LoopReader:
+    """The connection a SQLite engine's reads on the event loop's thread share.
+
+    Such a read never waits and never overlaps another: it runs from start to end before the
+    loop does anything else. So one connection serves them all, checked out of the pool once
+    (in a greenlet, as connecting may wait) and kept: a read costs neither a checkout and a
+    return nor a greenlet. The connection is dropped when a read fails on it (the next read
+    checks out another) and when the engine is disposed of (`release`).
+    """
+
+    def __init__(self) -> None:
+        self._pooled: PoolProxiedConnection | None = None
+
+    async def read(self, engine: Engine, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        pooled = self._pooled
+        if pooled is None:
+            pooled = await self._connection(engine)
+        driver: _SqliteConnection = pooled.driver_connection  # type: ignore[assignment]
+        try:
+            with pooled.info.get("deadline") or nullcontext():
+                return driver.read_here(sql, parameters)
+        except Exception as exc:
+            self._pooled = None
+            failure = await greenlet_spawn(_dropped, engine, pooled, exc, sql, parameters)
+            raise failure from exc
+
+    async def _connection(self, engine: Engine) -> PoolProxiedConnection:
+        pooled = await greenlet_spawn(_checkout, engine)
+        if self._pooled is not None:  # another read checked one out meanwhile
+            await greenlet_spawn(pooled.close)
+            return self._pooled
+        self._pooled = pooled
+        return pooled
+
+    def release(self, engine: Engine) -> None:
+        """The engine is disposed of: close the connection with the pool's others (called
+        within the greenlet of `AsyncEngine.dispose`)."""
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            pooled.invalidate()
+
+
+# The shared connection of each SQLite engine's reads on the loop (`create_engine` makes it).
+_LOOP_READERS: WeakKeyDictionary[Engine, _LoopReader] = WeakKeyDictionary()
 
 
 class _SqliteConnection(aiosqlite.Connection):
-    """aiosqlite's connection, whose calls run on the event loop's thread while `inline`."""
+    """aiosqlite's connection, which can also read on the event loop's thread."""
 
     def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
         super().__init__(connector, iter_chunk_size=64)
         self._thread.daemon = True  # as SQLAlchemy makes aiosqlite's own: exit never waits
-        self.inline = False
 
-    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self.inline and self._running and self._connection is not None:
-            return fn(*args, **kwargs)
-        return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+    def read_here(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """The rows of `sql`, read on the calling thread rather than the connection's."""
+        return self._conn.execute(sql, parameters).fetchall()
+
+    async def rollback(self) -> None:
+        """A connection back from a read has no transaction (sqlite3 opens none for a SELECT):
+        it is not sent to its thread for nothing, as the pool rolls back every connection
+        returned to it."""
+        if self._connection is not None and not self._connection.in_transaction:
+            return
+        await super().rollback()
 
 
 def _sqlite_connector(url: URL) -> Callable[[], Any]:
@@ -179,12 +317,6 @@ def _sqlite_connector(url: URL) -> Callable[[], Any]:
     return connect
 
 
-def _back_to_its_thread(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-    """A connection returned to the pool runs on its own thread until `reading` lends it."""
-    if dbapi_connection is not None:
-        dbapi_connection.driver_connection.inline = False
-
-
 def _in_memory(url: URL) -> bool:
     """SQLite in memory is one connection, shared (SQLAlchemy's StaticPool): no pool to bound."""
     return url.get_backend_name() == "sqlite" and (
@@ -195,8 +327,21 @@ def _in_memory(url: URL) -> bool:
 class _Deadline:
     """When SQLite interrupts the statement running on one connection (never, between them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
         self.at = math.inf
+
+    def start(self) -> None:
+        self.at = time.monotonic() + self.seconds
+
+    def stop(self) -> None:
+        self.at = math.inf
+
+    def __enter__(self) -> None:
+        self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def passed(self) -> bool:
         return time.monotonic() > self.at
@@ -205,20 +350,21 @@ class _Deadline:
 def _interrupt_after(engine: AsyncEngine, seconds: float) -> None:
     """SQLite has no statement timeout: its progress handler, which runs inside the statement
     every few thousand steps, interrupts it once its deadline has passed; the statement then
-    fails with SQLITE_INTERRUPT, and its thread is free again.
+    fails with SQLITE_INTERRUPT, and its thread is free again. `read` starts the deadline of
+    its statements, SQLAlchemy's events that of the others.
     """
 
     def connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        deadline = record.info["deadline"] = _Deadline()
+        deadline = record.info["deadline"] = _Deadline(seconds)
         dbapi_connection.run_async(
             lambda sqlite: sqlite.set_progress_handler(deadline.passed, _PROGRESS_STEPS)
         )
 
     def start(connection: Connection, *args: Any) -> None:
-        connection.info["deadline"].at = time.monotonic() + seconds
+        connection.info["deadline"].start()
 
     def stop(connection: Connection, *args: Any) -> None:
-        connection.info["deadline"].at = math.inf
+        connection.info["deadline"].stop()
 
     event.listen(engine.sync_engine, "connect", connect)
     event.listen(engine.sync_engine, "before_cursor_execute", start)

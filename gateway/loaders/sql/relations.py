@@ -38,19 +38,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
-from gateway.loaders import records
 from gateway.loaders.entities import utc_text
 from gateway.loaders.sql.sort_keys import Key, Plan, beyond
 from gateway.loaders.sql.tables import UTCDateTime
 
-# A relation's rows carry their order's key, in columns a UNION ALL of shapes can share: its
-# first two terms, each in the column of its kind (the others null).
+# A relation's rows carry their order's key, in columns a UNION ALL of shapes can share: each
+# term in the column of its kind, typed, as many columns as the shapes of a batch need.
 _KEY_KINDS: dict[str, TypeEngine[Any]] = {
     "int": BigInteger(),
     "text": Text(),
     "time": UTCDateTime(),
 }
-KEY_TERMS = 2
+
+# A key column: the term of the key it holds, and its kind.
+KeyColumn = tuple[int, str]
 
 
 def kind_of(key: Key) -> str:
@@ -60,10 +61,12 @@ def kind_of(key: Key) -> str:
     return "time" if isinstance(key.value.type, DateTime | UTCDateTime) else "text"
 
 
-def key_columns(kinds: Sequence[str]) -> list[int]:
-    """Where each term of a key of these kinds is, among the shared key columns."""
-    order = list(_KEY_KINDS)
-    return [term * len(order) + order.index(kind) for term, kind in enumerate(kinds)]
+def key_columns(plans: Sequence[Plan]) -> list[KeyColumn]:
+    """The key columns the rows of these plans' shapes share: a column per term and kind that
+    one of them has (a row's only, for a batch of one shape)."""
+    kinds = list(_KEY_KINDS)
+    used = {(term, kind_of(key)) for plan in plans for term, key in enumerate(plan.keys)}
+    return sorted(used, key=lambda column: (column[0], kinds.index(column[1])))
 
 
 def key_reader(
@@ -87,19 +90,20 @@ def key_reader(
     return read
 
 
-def _key_columns(plan: Plan, terms: Sequence[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
-    """The plan's key `terms` in the shared key columns, typed, the others null."""
-    columns: list[ColumnElement[Any]] = []
-    for term in range(KEY_TERMS):
-        key = plan.keys[term] if term < len(plan.keys) else None
-        for kind, type_ in _KEY_KINDS.items():
-            value: ColumnElement[Any]
-            if key is not None and kind_of(key) == kind:
-                value = type_coerce(terms[term], type_)  # no CAST: SQLite's would convert
-            else:
-                value = cast(null(), type_)  # typed, for PostgreSQL's UNION
-            columns.append(value.label(f"key_{term}_{kind}"))
-    return columns
+def _key_columns(
+    plan: Plan, terms: Sequence[ColumnElement[Any]], columns: Sequence[KeyColumn]
+) -> list[ColumnElement[Any]]:
+    """The plan's key `terms` in the shared key `columns`, typed, the others null."""
+    values: list[ColumnElement[Any]] = []
+    for term, kind in columns:
+        type_ = _KEY_KINDS[kind]
+        value: ColumnElement[Any]
+        if term < len(plan.keys) and kind_of(plan.keys[term]) == kind:
+            value = type_coerce(terms[term], type_)  # no CAST: SQLite's would convert
+        else:
+            value = cast(null(), type_)  # typed, for PostgreSQL's UNION
+        values.append(value.label(f"key_{term}_{kind}"))
+    return values
 
 
 class Relation(NamedTuple):
@@ -124,20 +128,25 @@ class Relation(NamedTuple):
         self,
         plan: Plan,
         shape: int,
-        after: records.Key | None,
-        before: records.Key | None,
+        after: tuple[bool, ...] | None,
+        before: tuple[bool, ...] | None,
         backward: bool,
         size: BindParameter[int],
         wanted: CTE,
         postgresql: bool,
+        cursors: tuple[str, str],
+        columns: Sequence[KeyColumn],
+        bounded: bool,
     ) -> Select[Any]:
-        """Each window of this shape (`wanted`): its `slot`, the parent's `total` and
-        where the cursors fall (`lower`, `upper`), and its slice, a row per member (`member`,
-        `position` in the slice's order, the key columns); a window with an empty slice is
-        one row whose member is null.
+        """Each window of this shape (`wanted`): its `slot`, the parent's `total`, with
+        `bounded` where the cursors fall (`lower`, `upper`), and its slice, a row per member
+        (`member`, `position` in the slice's order, the key `columns`); a window with an
+        empty slice is one row whose member is null. `after` and `before` say which terms of
+        the cursors' keys are null (`sort_keys.beyond`); `cursors` name the parameters of
+        their others.
         """
-        past = None if after is None else beyond(plan.keys, after, later=True)
-        short = None if before is None else beyond(plan.keys, before, later=False)
+        past = None if after is None else beyond(plan.keys, after, True, cursors[0])
+        short = None if before is None else beyond(plan.keys, before, False, cursors[1])
         between = [condition for condition in (past, short) if condition is not None]
         counted = plan.apply if between else plan.filtered
 
@@ -191,14 +200,16 @@ class Relation(NamedTuple):
             member = func.json_extract(rows.c.value, "$[0]")
             keys = [func.json_extract(rows.c.value, f"$[{1 + n}]") for n in range(len(terms))]
         total = counts.c.total
-        lower = literal(0, BigInteger) if past is None else total - counts.c.past
-        upper = total if short is None else counts.c.short
+        bounds: list[ColumnElement[Any]] = []
+        if bounded:
+            lower = literal(0, BigInteger) if past is None else total - counts.c.past
+            upper = total if short is None else counts.c.short
+            bounds = [lower.label("lower"), upper.label("upper")]
         return select(
             counts.c.slot,
             total,
-            lower.label("lower"),
-            upper.label("upper"),
+            *bounds,
             member.label("member"),
             (-place if backward else place).label("position"),
-            *_key_columns(plan, keys),
+            *_key_columns(plan, keys, columns),
         ).select_from(counts.outerjoin(rows, true()))

@@ -18,10 +18,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from sqlalchemy import Column, ColumnElement, Select, Table, exists, false, func, literal, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    exists,
+    false,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.loaders.records import KeyValue, Order, PackageFilter, text_key, title_key
+from gateway.loaders.records import Order, PackageFilter, text_key, title_key
 from gateway.loaders.sql.features import SqlFeatures
 from gateway.loaders.sql.rows import Dataset
 from gateway.loaders.sql.tables import (
@@ -85,17 +96,28 @@ class Key(NamedTuple):
         return term.nulls_first() if reverse else term.nulls_last()
 
 
-def beyond(keys: Sequence[Key], cursor: Sequence[KeyValue], later: bool) -> ColumnElement[bool]:
+def beyond(
+    keys: Sequence[Key], nulls: Sequence[bool], later: bool, name: str
+) -> ColumnElement[bool]:
     """The rows strictly after (`later`) or strictly before a cursor's key in the order of
-    `keys`, term by term; a null comes after every value, and equals another null."""
-    (key, *rest), (value, *more) = keys, cursor
-    tail = beyond(rest, more, later) if rest else false()
+    `keys`, term by term; a null comes after every value, and equals another null. `nulls`
+    says which terms of the cursor's key are null; the others are parameters bound with each
+    execution, `{name}_{term}` (typed as their term), so that every cursor of an order and
+    direction shares one statement."""
+    return _beyond(keys, nulls, later, name, 0)
+
+
+def _beyond(
+    keys: Sequence[Key], nulls: Sequence[bool], later: bool, name: str, term: int
+) -> ColumnElement[bool]:
+    (key, *rest), (null, *more) = keys, nulls
+    tail = _beyond(rest, more, later, name, term + 1) if rest else false()
     column = key.value
-    if value is None:
+    if null:
         if later:
             return column.is_(None) & tail
         return column.is_not(None) | (column.is_(None) & tail)
-    bound = literal(value, column.type)
+    bound = bindparam(f"{name}_{term}", None, type_=column.type)
     past = column > bound if later != key.descending else column < bound
     condition = past | ((column == bound) & tail)
     return column.is_(None) | condition if later and key.nullable else condition

@@ -2,17 +2,18 @@
 
 Building a SQLAlchemy statement, deriving its cache key and finding its compiled form cost more
 than running a small one. So each kind of batch has its statement built once per shape (for a
-relation or a list: the filter, order, cursors and direction asked for), compiled to its SQL for
-the database's dialect, and kept (`Prepared`); a batch binds only its own values, by position:
-ids, slugs, the windows it pages, a page's size. The driver keeps its prepared statement by the
-same text. The values a shape compiles in (a cursor's, a filter's) are processed by their types
-once, at compile time.
+relation or a list: the filter, order and direction asked for, and which cursors it has),
+compiled to its SQL for the database's dialect, and kept (`Prepared`); a batch binds only its
+own values, by position: ids, slugs, the windows it pages, a page's size, its cursors' keys.
+The driver keeps its prepared statement by the same text, so a client paging through a list
+costs no new statement per page. The values a shape compiles in (a filter's) are processed by
+their types once, at compile time; those bound with each execution as they are bound.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any, NamedTuple
 
 import msgspec
@@ -45,13 +46,23 @@ from sqlalchemy.types import TypeEngine
 
 from gateway.loaders import records
 from gateway.loaders.entities import fields_of
-from gateway.loaders.records import Category, Form, Grid, Order, Package, PackageFilter
+from gateway.loaders.records import Category, Form, Grid, Order, Package, PackageFilter, Slice
 from gateway.loaders.sql.features import SqlFeatures
-from gateway.loaders.sql.relations import Relation, kind_of
+from gateway.loaders.sql.relations import Relation, key_columns, kind_of
 from gateway.loaders.sql.sort_keys import Key, Plan, Plans, beyond
 from gateway.loaders.sql.tables import category, grid, grid_package, package, version
 
-__all__ = ["WINDOW_COLUMNS", "Prepared", "Shape", "Statements", "statements_for"]
+__all__ = [
+    "WINDOW_COLUMNS",
+    "Listing",
+    "Prepared",
+    "Shape",
+    "Statements",
+    "Windowed",
+    "cursor_values",
+    "shape_of",
+    "statements_for",
+]
 
 # A window of a relation batch, as the statement reads it from the JSON parameter of its
 # shape: which answer it is, and whose members it pages.
@@ -62,26 +73,60 @@ _KEPT_SHAPES = 512
 
 
 class Shape(NamedTuple):
-    """What makes a relation's or a list's statement: the rows it keeps, where its cursors
-    fall and which end of them it takes (a page's size is a parameter)."""
+    """What makes a relation's or a list's statement: the rows it keeps, their order, which
+    cursors it has and which end of the rows between them it takes. A cursor's shape is which
+    terms of its key are null (None: no cursor); its key, like a page's size, is a parameter
+    (`cursor_values`)."""
 
     filter: PackageFilter | None
     order: Order | None
-    after: records.Key | None
-    before: records.Key | None
+    after: tuple[bool, ...] | None
+    before: tuple[bool, ...] | None
     backward: bool
 
 
+def shape_of(filter: PackageFilter | None, order: Order | None, slice: Slice) -> Shape:
+    """The shape of a slice's statement."""
+    return Shape(filter, order, _nulls(slice.after), _nulls(slice.before), slice.backward)
+
+
+def _nulls(key: records.Key | None) -> tuple[bool, ...] | None:
+    return None if key is None else tuple(value is None for value in key)
+
+
+def cursor_values(slice: Slice, part: int | None = None) -> dict[str, Any]:
+    """What a slice's cursors bind: the terms of their keys that are not null, as the
+    statement of its shape names them (those of a relation's `part`, for a relation)."""
+    values: dict[str, Any] = {}
+    for side, key in (("after", slice.after), ("before", slice.before)):
+        for term, value in enumerate(key or ()):
+            if value is not None:
+                values[f"{_cursor(side, part)}_{term}"] = value
+    return values
+
+
+def _cursor(side: str, part: int | None) -> str:
+    """The prefix of a cursor's parameters (`sort_keys.beyond`)."""
+    return side if part is None else f"{side}_{part}"
+
+
 class Prepared(NamedTuple):
-    """A statement compiled for one dialect: its SQL, each positional parameter's name, and
-    the values compiled into it, processed as their types say."""
+    """A statement compiled for one dialect: its SQL, each positional parameter's name, the
+    values compiled into it, processed as their types say, and how to process those bound
+    with each execution (only those whose type asks for it)."""
 
     sql: str
     names: tuple[str, ...]
     fixed: Mapping[str, Any]
+    processors: Mapping[str, Callable[[Any], Any]]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """The statement's parameters, in order: `values` by name, and its own."""
+        if self.processors:
+            values = {
+                name: process(values[name]) if (process := self.processors.get(name)) else value
+                for name, value in values.items()
+            }
         fixed = self.fixed
         return tuple(values[name] if name in values else fixed[name] for name in self.names)
 
@@ -91,19 +136,34 @@ def _parameter(name: str, type_: TypeEngine[Any]) -> BindParameter[Any]:
     return bindparam(name, None, type_=type_)
 
 
-def _prepare(statement: ClauseElement, dialect: Dialect, bound: frozenset[str]) -> Prepared:
-    """`statement` compiled for `dialect`; the parameters named in `bound` come with each
-    execution, the others are its own values, processed once here."""
+def _prepare(
+    statement: ClauseElement, dialect: Dialect, bound: Set[str], typed: Set[str] = frozenset()
+) -> Prepared:
+    """`statement` compiled for `dialect`. The parameters named in `bound` come with each
+    execution as the driver takes them, those in `typed` (a cursor's key) as the gateway
+    holds them, to be processed as their types say; the others are its own values,
+    processed once here."""
     compiled = statement.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler) and compiled.positiontup is not None
     assert "POSTCOMPILE" not in compiled.string, "an expanding IN has no fixed SQL"
     names = tuple(compiled.positiontup)
     own = compiled.construct_params()
-    fixed = {}
+    fixed, processors = {}, {}
     for name in set(names) - bound:
         process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-        fixed[name] = own[name] if process is None else process(own[name])
-    return Prepared(compiled.string, names, fixed)
+        if name in typed:
+            if process is not None:
+                processors[name] = process
+        else:
+            fixed[name] = own[name] if process is None else process(own[name])
+    return Prepared(compiled.string, names, fixed, processors)
+
+
+def _cursor_parameters(keys: Sequence[Key], part: int | None = None) -> set[str]:
+    """The names a slice's cursors may bind, for an order of these `keys`."""
+    return {
+        f"{_cursor(side, part)}_{term}" for side in ("after", "before") for term in range(len(keys))
+    }
 
 
 def _selected(record: type[msgspec.Struct], table: Table, **elsewhere: Any) -> list[Any]:
@@ -117,6 +177,28 @@ def _selected(record: type[msgspec.Struct], table: Table, **elsewhere: Any) -> l
             value = cast(value, Text)
         columns.append(value.label(spec.name))
     return columns
+
+
+class Windowed(NamedTuple):
+    """A relation batch's statement (`Statements.relation`) and how to read its rows: after
+    the record's fields come the window's `slot`, the member's `position` in it and the
+    window's `total`, with `bounded` where its cursors fall (`lower`, `upper`: when a shape
+    has cursors), then the key columns; for each shape, the kinds of its key's terms and
+    which key columns hold them."""
+
+    statement: Prepared
+    bounded: bool
+    kinds: list[list[str]]
+    keys: list[list[int]]
+
+
+class Listing(NamedTuple):
+    """A list's statements for one shape (`Statements.list`): a slice of it with the list's
+    counts, the counts alone, and the kinds of the sort keys the slice's rows carry."""
+
+    page: Prepared
+    counts: Prepared
+    kinds: list[str]
 
 
 class _Records(NamedTuple):
@@ -286,15 +368,17 @@ class Statements:
         fields = (func.json_extract(each.c.value, f"$.{key}").label(key) for key in WINDOW_COLUMNS)
         return select(*fields).cte(name)
 
-    def _relation(self, name: str, shapes: tuple[Shape, ...]) -> tuple[Prepared, list[list[str]]]:
-        """Every window of a batch in one statement, and the kinds of each shape's key
-        columns. Each shape (`n`, in order) takes its windows from the `windows_n` parameter
-        and at most `size_n` members per window (`Relation.sliced`), all shapes in one UNION
-        ALL, joined to their records; a window with no member in its slice is one row without
-        a record, for its counts.
+    def _relation(self, name: str, shapes: tuple[Shape, ...]) -> Windowed:
+        """Every window of a batch in one statement, and how to read its rows. Each shape
+        (`n`, in order) takes its windows from the `windows_n` parameter and at most `size_n`
+        members per window (`Relation.sliced`), all shapes in one UNION ALL, joined to their
+        records; a window with no member in its slice is one row without a record, for its
+        counts. The rows come in no order: each says its window and its place in it.
         """
         related = self._related[name]
         plans = [related.plan(shape.filter, shape.order) for shape in shapes]
+        columns = key_columns(plans)
+        bounded = any(shape.after is not None or shape.before is not None for shape in shapes)
         sizes = [f"size_{index}" for index in range(len(shapes))]
         windows = [f"windows_{index}" for index in range(len(shapes))]
         shaped = union_all(
@@ -308,23 +392,32 @@ class Statements:
                     _parameter(sizes[index], BigInteger()),
                     self._windows(windows[index]),
                     not self.sqlite,
+                    cursors=(_cursor("after", index), _cursor("before", index)),
+                    columns=columns,
+                    bounded=bounded,
                 )
                 for index, (plan, shape) in enumerate(zip(plans, shapes, strict=True))
             )
         )
         picked = shaped.subquery("picked")
         joined, fields = related.records.joined(picked, picked.c.member, not self.sqlite)
-        statement = (
-            select(
-                *fields,
-                *(picked.c[name] for name in ("slot", "total", "lower", "upper")),
-                *(c for c in picked.c if c.name.startswith("key_")),
-            )
-            .select_from(joined)
-            .order_by(picked.c.slot, picked.c.position)
+        counted = ("slot", "position", "total", *(("lower", "upper") if bounded else ()))
+        statement = select(
+            *fields,
+            *(picked.c[name] for name in counted),
+            *(c for c in picked.c if c.name.startswith("key_")),
+        ).select_from(joined)
+        cursors = (_cursor_parameters(plan.keys, index) for index, plan in enumerate(plans))
+        bound = _BOUND.union(sizes, windows)
+        return Windowed(
+            _prepare(statement, self.dialect, bound, set().union(*cursors)),
+            bounded,
+            [[kind_of(key) for key in plan.keys] for plan in plans],
+            [
+                [columns.index((term, kind_of(key))) for term, key in enumerate(plan.keys)]
+                for plan in plans
+            ],
         )
-        kinds = [[kind_of(key) for key in plan.keys] for plan in plans]
-        return _prepare(statement, self.dialect, _BOUND | set(sizes) | set(windows)), kinds
 
     def _totals(self, name: str) -> Prepared:
         """Only sizes were asked for (`packageCount`, `gridCount`): count, rank nothing."""
@@ -337,19 +430,21 @@ class Statements:
         )
         return self._lookup(statement)
 
-    def _list(self, name: str, shape: Shape) -> tuple[Prepared, list[str]]:
-        """A slice of a list, `size` rows, their count and where the cursors fall, in one
-        statement; and the kinds of the sort keys each row carries.
+    def _list(self, name: str, shape: Shape) -> Listing:
+        """A slice of a list, its counts, and the kinds of the sort keys its rows carry.
 
-        The rows strictly between the cursors are read by their keys, the first or the last
-        of them; the counts are joined to the page (LEFT JOIN ... ON true), so that an empty
-        page still brings them. The page carries its sort keys (`sort_0`, ...), to be put back
-        in order by and to make its cursors.
+        The slice is `size` rows strictly between the cursors, the first or the last of them
+        by their keys (the last ones last first), each with its sort keys (`sort_0`, ...: to
+        make its cursor) and the list's counts: its `total`, then where the cursors it has
+        fall (`past`, `upper`). The counts are one row, computed once and read by every row
+        of the slice, which is read at the top of its statement: joined to the counts (so that
+        an empty slice still brings them) SQLite stored the slice, then sorted it again, half
+        as much work again as reading it. An empty slice's counts are read alone (`counts`).
         """
         listed = self._listed[name]
         plan = listed.plan(shape.filter, shape.order)
-        past = None if shape.after is None else beyond(plan.keys, shape.after, later=True)
-        short = None if shape.before is None else beyond(plan.keys, shape.before, later=False)
+        past = None if shape.after is None else beyond(plan.keys, shape.after, True, "after")
+        short = None if shape.before is None else beyond(plan.keys, shape.before, False, "before")
         # Without cursors, one count(*) alone: SQLite then counts the b-tree's entries instead
         # of stepping through its rows.
         aggregates = [func.count().label("total")]
@@ -358,28 +453,23 @@ class Statements:
         if short is not None:
             aggregates.append(func.count().filter(short).label("upper"))
         counted = plan.apply if past is not None or short is not None else plan.filtered
-        total = counted(select(*aggregates).select_from(listed.table)).subquery("total")  # type: ignore[arg-type]
+        counts = (
+            counted(select(*aggregates).select_from(listed.table))  # type: ignore[arg-type]
+            .cte("counts")
+            .prefix_with("MATERIALIZED")
+        )
         sorts = [key.value.label(f"sort_{index}") for index, key in enumerate(plan.keys)]
+        each = [select(count).scalar_subquery().label(count.name) for count in counts.c]
         between = [condition for condition in (past, short) if condition is not None]
         page = (
-            plan.apply(listed.records.select.add_columns(*sorts))
+            plan.apply(listed.records.select.add_columns(*sorts, *each))
             .where(*between)
             .order_by(*plan.order_by(reverse=shape.backward))
             .limit(_parameter("size", BigInteger()))
-            .subquery("page")
         )
-        in_page_order = (
-            key._replace(value=page.c[sort.name])
-            for key, sort in zip(plan.keys, sorts, strict=True)
+        cursors = _cursor_parameters(plan.keys)
+        return Listing(
+            _prepare(page, self.dialect, _BOUND, cursors),
+            _prepare(select(counts), self.dialect, _BOUND, cursors),
+            [kind_of(key) for key in plan.keys],
         )
-        statement = (
-            select(
-                page,
-                total.c.total,
-                (total.c.total if past is None else total.c.past).label("past"),
-                (total.c.total if short is None else total.c.upper).label("upper"),
-            )
-            .select_from(total.outerjoin(page, true()))
-            .order_by(*(key.clause() for key in in_page_order))
-        )
-        return self._lookup(statement), [kind_of(key) for key in plan.keys]
