@@ -34,7 +34,11 @@ import select
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-__all__ = ["HeadBoundedProtocol"]
+__all__ = ["BODY_RECEIVED", "HeadBoundedProtocol"]
+
+# In a request's scope once its whole body has been received: a read of it will not wait, and
+# needs no timer (gateway/request_limits.py).
+BODY_RECEIVED = "gateway.body_received"
 
 HEADERS_TOO_LARGE = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
 HEAD_TIMEOUT = http.HTTPStatus.REQUEST_TIMEOUT
@@ -116,6 +120,10 @@ class HeadBoundedProtocol(HttpToolsProtocol):
                 self.logger.warning(_REFUSED, HEADERS_TOO_LARGE, HEADERS_TOO_LARGE.phrase)
                 self.app = _headers_too_large  # the connection's last request: the answer closes it
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.scope[BODY_RECEIVED] = True  # type: ignore[literal-required]
 
     def on_response_complete(self) -> None:
         """uvicorn's, but for its keep-alive timer: the wait for the next head stands for it."""
