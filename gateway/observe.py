@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 ACCESS = logging.getLogger("gateway.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.encode()
 _REQUEST_ID = re.compile(rb"[!-~]{1,128}")  # visible ASCII: no spaces, no control characters
 
 # Probes and scrapes come every few seconds: they would drown the log.
@@ -46,7 +47,7 @@ QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
     """The client's `X-Request-ID` if it is a sane one, else a new one."""
     for name, value in headers:
-        if name == b"x-request-id":
+        if name == _REQUEST_ID_NAME:
             if _REQUEST_ID.fullmatch(value):
                 return value.decode("ascii")
             break
@@ -59,7 +60,7 @@ class Observed(HttpMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         stats = metrics.RequestStats(request_id(scope["headers"]))
-        header = (REQUEST_ID_HEADER.encode(), stats.request_id.encode())
+        header = (_REQUEST_ID_NAME, stats.request_id.encode())
         status = 500  # unless a response starts
 
         async def sending(message: Message) -> None:
