@@ -146,14 +146,14 @@ def gateway(case: str, upstream: str, log_level: str) -> tuple[Starlette, Config
     return app, Config(app, **options)
 
 
-async def measure(case: str, upstream: str, log_level: str, requests: int, warmup: int) -> float:
-    """The CPU seconds of one request of `case`, on average over `requests` after `warmup`."""
+async def measure(case: str, run: Run) -> float:
+    """The CPU seconds of one request of `case`, on average over the run's requests after its
+    warm-up."""
     from bench.bare import bare_app
-    from bench.compare import the_queries
 
-    q1 = post(the_queries(1.0)["Q1"].body)
+    q1 = post(run.q1.encode())
     sent = post(TINY) if case == "tiny" else q1
-    app, config = gateway(case, upstream, log_level)
+    app, config = gateway(case, run.upstream, run.log_level)
     if case == "bare":  # answering the very bytes of the gateway's answer to Q1
         async with app.router.lifespan_context(app):
             connection = Connection(config)
@@ -163,18 +163,18 @@ async def measure(case: str, upstream: str, log_level: str, requests: int, warmu
         config = Config(app, log_level="warning")
     async with app.router.lifespan_context(app):
         connection = Connection(config)
-        for _ in range(warmup):
+        for _ in range(run.warmup):
             answer = await connection.ask(sent)
         if not answer.startswith(b"HTTP/1.1 200 OK") or b'"errors"' in answer:
             raise RuntimeError(f"{case}: not a good answer: {answer!r}")
         os.getppid()  # callgrind dumps its counts here (--dump-before=getppid) and after
         started = time.process_time()
-        for _ in range(requests):
+        for _ in range(run.requests):
             await connection.ask(sent)
         spent = time.process_time() - started
         os.getppid()
         connection.close()
-    return spent / requests
+    return spent / run.requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +185,12 @@ class Run:
     warmup: int
     log_level: str
     upstream: str
+    q1: str  # its body
 
     def command(self, case: str) -> list[str]:
         """The child's command line: this harness, run as a script."""
         options = ["--requests", str(self.requests), "--warmup", str(self.warmup)]
-        options += ["--log-level", self.log_level, "--upstream", self.upstream]
+        options += ["--log-level", self.log_level, "--upstream", self.upstream, "--q1", self.q1]
         return [sys.executable, __file__, "--child", case, *options]
 
 
@@ -239,12 +240,13 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="another checkout, measured side by side")
     parser.add_argument("--child", choices=CASES, dest="case", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    parser.add_argument("--q1", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case is not None:
         import uvloop
 
-        measured = measure(args.case, args.upstream, args.log_level, args.requests, args.warmup)
-        print(f"{uvloop.run(measured) * 1e6:.1f}")
+        run = Run(args.requests, args.warmup, args.log_level, args.upstream, args.q1)
+        print(f"{uvloop.run(measure(args.case, run)) * 1e6:.1f}")
         return
     cases = args.cases.split(",")
     if set(cases) - set(CASES) or args.requests <= 0 or args.warmup <= 0:
@@ -253,8 +255,11 @@ def main() -> None:
     unit = "instructions" if args.callgrind else "CPU µs"
     print(f"| case ({unit} per request) | {' | '.join(map(str, checkouts))} |")
     print(f"|---|{'---|' * len(checkouts)}")
+    from bench.compare import the_queries
+
+    q1 = the_queries(1.0)["Q1"].body.decode()
     with fake_upstream() as upstream:
-        run = Run(args.requests, args.warmup, args.log_level, upstream)
+        run = Run(args.requests, args.warmup, args.log_level, upstream, q1)
         for case in cases:
             if args.callgrind:
                 figures = [f"{callgrind(checkout, case, run):,}" for checkout in checkouts]
