@@ -34,10 +34,11 @@ R = TypeVar("R", records.Category, records.Grid, records.Package)
 J = TypeVar("J", CategoryJSON, GridJSON, PackageJSON)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Kind(Generic[J, R]):
     """A kind of record as one request looks it up: its APIv4 resource and wire type, how the
-    memo remembers it and holds it by id, and how the snapshot finds it by id."""
+    memo remembers it and holds it by id, and how the snapshot finds it by id. (Not frozen:
+    three are made for each request, and a frozen dataclass is slower to make.)"""
 
     resource: str
     wire: type[J]
