@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -113,11 +112,16 @@ class Observed(HttpMiddleware):
 
 
 def _log(scope: Scope, stats: metrics.RequestStats, status: int, seconds: float) -> None:
-    ACCESS.info(
+    """The request's line (the caller checked the level): its record made as `ACCESS.info`
+    would, but for looking up the caller's frame, which no line shows."""
+    record = ACCESS.makeRecord(
+        ACCESS.name,
+        logging.INFO,
+        __file__,
+        _LOG_LINE,
         "%s %s %d",
-        scope["method"],
-        scope["path"],
-        status,
+        (scope["method"], scope["path"], status),
+        None,
         extra={
             "access": {
                 "request_id": stats.request_id,
@@ -135,6 +139,10 @@ def _log(scope: Scope, stats: metrics.RequestStats, status: int, seconds: float)
             }
         },
     )
+    ACCESS.handle(record)
+
+
+_LOG_LINE = _log.__code__.co_firstlineno
 
 
 def outgoing_headers() -> dict[str, str] | None:
@@ -267,9 +275,18 @@ def batch(loader: str) -> Callable[[BatchLoad[K, V]], BatchLoad[K, V]]:
 # -- log lines -----------------------------------------------------------------------------
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, as it was
+
+
 def _time(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """`2025-01-02T03:04:05.678Z`: the record's time in UTC, to the millisecond."""
+    global _second
+    second, formatted = _second  # once: another thread may format a line too
+    if second != int(record.created):
+        second = int(record.created)
+        formatted = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, formatted)
+    return f"{formatted}.{int(record.msecs):03d}Z"
 
 
 class TextFormatter(logging.Formatter):
