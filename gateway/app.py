@@ -140,9 +140,11 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             response = await self._respond(scope, receive, state)
         finally:
             # However the request ended (answered, timed out, cancelled by its client hanging
-            # up), nothing it started is waited for any more.
-            if state.backend is not None:
-                state.backend.close()
+            # up), nothing it started is waited for any more; and the fetches it started, which
+            # may outlive it, hold its state in their context, but not its backend any more.
+            backend, state.backend = state.backend, None
+            if backend is not None:
+                backend.close()
             current.reset(token)
         await response(scope, receive, send)
 

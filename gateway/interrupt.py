@@ -132,7 +132,10 @@ class _Watch:
     def stop(self) -> None:
         self._starting.cancel()
         if self._watcher is not None:
+            # Let go of it: its cancellation's traceback holds `_watch`'s frame, which holds
+            # this watch, a cycle only the garbage collector would end.
             self._watcher.cancel()
+            self._watcher = None
 
 
 class Interruptible(HttpMiddleware):

@@ -103,30 +103,34 @@ class Lookups(Generic[R]):
         load = self._priming(f"{self._name}_by_slug", self._by_slugs)
         return _Loader(load, self._primed_slugs)
 
+    # The batch functions below hold the primed dicts, not the `Lookups` that holds their
+    # loaders: no reference cycle keeps a request's loaders, backend and records alive until
+    # the garbage collector finds them.
+
     def _priming(self, name: str, fetch: Fetch[K, R | None]) -> BatchLoad[K, R | None]:
+        ids, slugs = self._primed_ids, self._primed_slugs
+
         @batch(name)
         async def load(keys: list[K]) -> list[R | None]:
             found = await fetch(keys)
-            self.prime(found)
+            _prime(found, ids, slugs)
             return found
 
         return load
 
     def prime(self, found: Iterable[R | None]) -> None:
         """Prime both loaders with `found`: a key primed keeps its value."""
-        for record in found:
-            if record is not None:
-                self._primed_ids.setdefault(record.id, record)
-                self._primed_slugs.setdefault(record.slug, record)
+        _prime(found, self._primed_ids, self._primed_slugs)
 
     def pages(self, name: str, fetch: Fetch[Window, Page[R]]) -> DataLoader[Window, Page[R]]:
         """The loader of a relation's windows whose pages hold records of this kind."""
+        ids, slugs = self._primed_ids, self._primed_slugs
 
         @batch(name)
         async def load(windows: list[Window]) -> list[Page[R]]:
             pages = await fetch(windows)
             for page in pages:
-                self.prime(page.items)
+                _prime(page.items, ids, slugs)
             return pages
 
         return _Loader(load)
@@ -136,6 +140,13 @@ class Lookups(Generic[R]):
         page = await loading
         self.prime(page.items)
         return page
+
+
+def _prime(found: Iterable[R | None], ids: dict[int, R | None], slugs: dict[str, R | None]) -> None:
+    for record in found:
+        if record is not None:
+            ids.setdefault(record.id, record)
+            slugs.setdefault(record.slug, record)
 
 
 class Loaders:
