@@ -20,9 +20,15 @@ two settings:
   once complete, by its line and fields; while it arrives, by the reads after the one it began
   in, so that what is taken in stays within the limit and two reads (of at most 256 KiB).
 
+Two things cost less per request than uvicorn's own protocol: a response's head goes out with
+the first part of its body, in one write where uvicorn makes two, and a request whose body has
+come whole is marked so in its scope (`BODY_RECEIVED`), so that the app reads it without
+setting a timer.
+
 uvicorn's `limit_concurrency` caps the connections (503 past it); `server_options`
 (gateway/worker.py) sets all of these from the settings. What this relies on of uvicorn's
-protocol (its parser's callbacks, its keep-alive timer) tests/test_connections.py checks.
+protocol (its parser's callbacks, its keep-alive timer, its response cycle's writes)
+tests/test_connections.py checks.
 """
 
 from __future__ import annotations
@@ -32,7 +38,11 @@ import http
 import select
 
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 __all__ = ["BODY_RECEIVED", "HeadBoundedProtocol"]
 
@@ -61,6 +71,38 @@ async def _headers_too_large(scope: Scope, receive: Receive, send: Send) -> None
     headers, body = _refusal(HEADERS_TOO_LARGE)
     await send({"type": "http.response.start", "status": HEADERS_TOO_LARGE, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class _OneWrite(asyncio.Transport):
+    """The connection's transport as one request's cycle writes to it: the head of the
+    response is held back until the body's first part, and both go out in one write (one
+    system call, one packet) where uvicorn writes them apart. The head goes out alone if the
+    cycle closes the connection first; anything written before the head (`100 Continue`)
+    goes out at once."""
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        super().__init__()
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._wrote_head = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif self._cycle.response_started and not self._wrote_head:
+            self._head, self._wrote_head = bytes(data), True
+            return
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        if self._head is not None:
+            self._transport.write(self._head)
+            self._head = None
+        self._transport.close()
 
 
 class HeadBoundedProtocol(HttpToolsProtocol):
@@ -119,7 +161,11 @@ class HeadBoundedProtocol(HttpToolsProtocol):
             if size > limit:
                 self.logger.warning(_REFUSED, HEADERS_TOO_LARGE, HEADERS_TOO_LARGE.phrase)
                 self.app = _headers_too_large  # the connection's last request: the answer closes it
+        before = self.cycle
         super().on_headers_complete()
+        # A response to HEAD has no body to join its head to.
+        if self.cycle is not before and self.scope["method"] != "HEAD":
+            self.cycle.transport = _OneWrite(self.transport, self.cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
