@@ -50,6 +50,9 @@ def answer(
         if method == "GET":
             head.append(_NO_STORE)
         return Answer(status, head, body)
+    if method != "GET":  # its ETag only, and never a 304
+        head.append((b"etag", _etag(cached, content_type).encode()))
+        return Answer(200, head, body)
     caching = validators(method, cached, content_type)
     fields = [(name.encode(), value.encode("latin-1")) for name, value in caching.items()]
     if not_modified(method, if_none_match, caching):
