@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import http
 import select
+from typing import cast
 
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import (
@@ -73,15 +74,16 @@ async def _headers_too_large(scope: Scope, receive: Receive, send: Send) -> None
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-class _OneWrite(asyncio.Transport):
+class _OneWrite:
     """The connection's transport as one request's cycle writes to it: the head of the
     response is held back until the body's first part, and both go out in one write (one
     system call, one packet) where uvicorn writes them apart. The head goes out alone if the
     cycle closes the connection first; anything written before the head (`100 Continue`)
-    goes out at once."""
+    goes out at once. (The cycle calls nothing of its transport but these three methods.)"""
+
+    __slots__ = ("_cycle", "_head", "_transport", "_wrote_head")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
-        super().__init__()
         self._transport = transport
         self._cycle = cycle
         self._head: bytes | None = None
@@ -165,7 +167,7 @@ class HeadBoundedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         # A response to HEAD has no body to join its head to.
         if self.cycle is not before and self.scope["method"] != "HEAD":
-            self.cycle.transport = _OneWrite(self.transport, self.cycle)
+            self.cycle.transport = cast(asyncio.Transport, _OneWrite(self.transport, self.cycle))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
