@@ -42,7 +42,6 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
-    RequestResponseCycle,
 )
 
 __all__ = ["BODY_RECEIVED", "HeadBoundedProtocol"]
@@ -54,6 +53,7 @@ BODY_RECEIVED = "gateway.body_received"
 HEADERS_TOO_LARGE = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
 HEAD_TIMEOUT = http.HTTPStatus.REQUEST_TIMEOUT
 _REFUSED = "Request head refused: %d %s."  # as uvicorn logs its own refusals, at warning
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # what uvicorn's cycle writes for `Expect`
 
 
 def _refusal(status: http.HTTPStatus) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -78,21 +78,21 @@ class _OneWrite:
     """The connection's transport as one request's cycle writes to it: the head of the
     response is held back until the body's first part, and both go out in one write (one
     system call, one packet) where uvicorn writes them apart. The head goes out alone if the
-    cycle closes the connection first; anything written before the head (`100 Continue`)
-    goes out at once. (The cycle calls nothing of its transport but these three methods.)"""
+    cycle closes the connection first. Before the head, the cycle writes nothing but
+    `100 Continue`, which goes out at once. (The cycle calls nothing of its transport but these
+    three methods; this holds nothing of the cycle, or the two would make a reference cycle.)"""
 
-    __slots__ = ("_cycle", "_head", "_transport", "_wrote_head")
+    __slots__ = ("_head", "_transport", "_wrote_head")
 
-    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+    def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
-        self._cycle = cycle
         self._head: bytes | None = None
         self._wrote_head = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._head is not None:
             data, self._head = self._head + data, None
-        elif self._cycle.response_started and not self._wrote_head:
+        elif not self._wrote_head and data != _CONTINUE:
             self._head, self._wrote_head = bytes(data), True
             return
         self._transport.write(data)
@@ -167,7 +167,7 @@ class HeadBoundedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         # A response to HEAD has no body to join its head to.
         if self.cycle is not before and self.scope["method"] != "HEAD":
-            self.cycle.transport = cast(asyncio.Transport, _OneWrite(self.transport, self.cycle))
+            self.cycle.transport = cast(asyncio.Transport, _OneWrite(self.transport))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
