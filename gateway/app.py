@@ -2,13 +2,14 @@
 
 It opens the backend for the process's lifetime and builds each request's context (the
 dataloaders), once per HTTP request: the operations of a batch share one set of loaders, so what
-one fetched serves the others. Around each operation it resolves automatic persisted queries
-(gateway/persisted.py) and keeps whole answers in the response cache (gateway/response_cache.py);
-before any runs, an operation that names a trusted document gets its text
-(gateway/trusted_documents.py). In front of it stand the clients' rate limits
-(gateway/rate_limit.py). Every request goes through `observe.Observed` (its id, counters, span and
-log line); each operation is counted by name and outcome (gateway/metrics.py). The view's hooks
-share what they learn of a request through one `RequestState`.
+one fetched serves the others. The view reads the request's body (gateway/request_limits.py),
+answers a single operation by POST or GET itself, the rest through Strawberry's view, and hands
+each operation to gateway/operations.py (automatic persisted queries, the response cache, the
+compiled plans, the deadline, its metrics and span); before any runs, an operation that names a
+trusted document gets its text (gateway/trusted_documents.py). In front of it stand the clients'
+rate limits (gateway/rate_limit.py). Every request goes through `observe.Observed` (its id,
+counters, span and log line). The view and the operations share what they learn of a request
+through one `RequestState`.
 
 With worker.py and cli.py, it is where the settings are read: every layer below gets the plain
 values it needs.
@@ -17,14 +18,10 @@ values it needs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import gc
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
@@ -32,7 +29,7 @@ from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -41,7 +38,6 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.types import QueryParams
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import SubscriptionExecutionResult
-from strawberry.types.unset import UNSET
 
 from gateway import (
     endpoints,
@@ -63,23 +59,20 @@ from gateway.cors import cors
 from gateway.engine.engine import Engine
 from gateway.errors import (
     BatchTooLarge,
-    PersistedQueryNotFound,
     PersistedQueryRefused,
     RequestRefused,
     is_request_error,
-    located,
     response_body,
 )
 from gateway.front import GRAPHQL_PATH, Front
-from gateway.http_cache import cache_headers
+from gateway.http_cache import Answer, answer, cache_headers
 from gateway.interrupt import Interruptible
-from gateway.loaders.backend import Backend
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import GRAPHQL_RESPONSE, prefers_graphql_response
+from gateway.operations import CachedResult, Operations, RequestState, current
 from gateway.persisted import PersistedQueries
 from gateway.rate_limit import RateLimit, RateLimited, charge_more
 from gateway.response_cache import (
-    Cached,
     MemoryStore,
     ResponseCache,
     Store,
@@ -92,14 +85,6 @@ from gateway.shared_cache import SharedCache, SharedStore
 from gateway.trusted_documents import TrustedDocuments, reloaded_on_sighup
 
 
-class _CachedResult(ExecutionResult):
-    """An operation answered by the response cache: its body is already encoded."""
-
-    def __init__(self, cached: Cached) -> None:
-        super().__init__(data=None, errors=None)
-        self.cached = cached
-
-
 class _Encoded(dict[str, Any]):
     """A response body already encoded (`encode_json` writes `body` as it is)."""
 
@@ -108,23 +93,14 @@ class _Encoded(dict[str, Any]):
         self.body = body
 
 
-@dataclass(slots=True, eq=False)
-class RequestState:
-    """What the view's hooks learn about one HTTP request and hand each other: made by `run`
-    before any of them is called, and `current` while it runs."""
-
-    deadline: float  # the event loop's time by which every operation ends
-    backend: Backend | None = None  # the request's, once `get_context` has made it
-    answers: list[Cached | None] = field(default_factory=list)  # each operation's cached answer
-    request_error: bool = False  # the last operation processed never ran (a refused request)
-
-    @property
-    def stale(self) -> bool:
-        """Whether any data so far was a stale copy, served while the source failed."""
-        return self.backend is not None and self.backend.stale
+def _fields(scope: Scope) -> dict[bytes, bytes]:
+    """The request's header fields by name, the first of each name as Starlette's `Headers`
+    gives it."""
+    return dict(reversed(scope["headers"]))
 
 
-current: ContextVar[RequestState] = ContextVar("gateway_request_state")
+def _prefers_graphql_response(fields: dict[bytes, bytes]) -> bool:
+    return prefers_graphql_response(fields.get(b"accept", b"").decode("latin-1"))
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -144,32 +120,154 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     ) -> None:
         super().__init__(schema)
         self.engine = engine  # answers what its compiled plans cover (gateway/engine/)
-        self.persisted = persisted
         self.documents = documents
         self.responses = responses  # None: answers are not cached
         self.max_body_bytes = max_body_bytes
         self.max_batch = max_batch
         self.request_timeout = request_timeout
+        self.operations = Operations(engine, persisted, responses, request_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            receive = request_limits.limit_body(receive, self.max_body_bytes)
-            if scope["method"] == "HEAD":
-                scope, send = head.as_get(scope, send)
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if scope["method"] == "HEAD":
+            scope, send = head.as_get(scope, send)
+        # The request's deadline starts now and covers its body.
+        state = RequestState(deadline=asyncio.get_running_loop().time() + self.request_timeout)
+        token = current.set(state)
+        try:
+            response = await self._respond(scope, receive, state)
+        finally:
+            # However the request ended (answered, timed out, cancelled by its client hanging
+            # up), nothing it started is waited for any more; and the fetches it started, which
+            # may outlive it, hold its state in their context, but not its backend any more.
+            backend, state.backend = state.backend, None
+            if backend is not None:
+                backend.close()
+            current.reset(token)
+        await response(scope, receive, send)
 
-    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        """Called once per HTTP request: a batch's operations all get this context."""
-        backend: BackendFactory = request.app.state.backend
+    async def _respond(self, scope: Scope, receive: Receive, state: RequestState) -> ASGIApp:
+        """The answer: a single operation's, else Strawberry's view's, or the refusal of the
+        whole request (a body or batch over its limit is answered with a GraphQL error and its
+        own status, whatever the media type; Strawberry's own refusals are plain text)."""
+        fields = _fields(scope)
+        try:
+            body = await request_limits.read_body(
+                scope, receive, self.max_body_bytes, state.deadline
+            )
+            single = await self._single(scope, receive, body, fields, state)
+            if single is not None:
+                return single
+            request = Request(scope, request_limits.replayed(body, receive))
+            response = await self.run(request)
+        except HTTPException as refusal:  # Strawberry's own: answered in plain text
+            metrics.bad_request(refusal.status_code)
+            refusal = request_params.quoted_short(refusal)
+            return PlainTextResponse(refusal.reason, status_code=refusal.status_code)
+        except RequestRefused as refusal:
+            if isinstance(refusal, PersistedQueryRefused):  # no limit: the request is wrong
+                metrics.bad_request(refusal.status)
+            else:
+                metrics.refused(refusal.code)
+            body = self.encode_json(refusal.body)
+            response = Response(body, refusal.status, media_type="application/json")
+        return self._negotiated(scope["method"], fields, response, state)
+
+    def _negotiated(
+        self, method: str, fields: dict[bytes, bytes], response: Response, state: RequestState
+    ) -> Response:
+        """GraphQL-over-HTTP: a client that accepts `application/graphql-response+json` gets
+        it, and with it a 400 for a request error (with `application/json`, 200); then HTTP
+        caching."""
+        if not isinstance(response, Response) or response.media_type != "application/json":
+            return response
+        if _prefers_graphql_response(fields):
+            response.headers["content-type"] = GRAPHQL_RESPONSE
+            # A batch is answered with a list, at 200, whatever its operations' errors.
+            if state.request_error and response.body[:1] != b"[":
+                response.status_code = 400
+        if_none_match = fields.get(b"if-none-match", b"").decode("latin-1")
+        return cache_headers(method, if_none_match, response, state.answers)
+
+    async def _single(
+        self,
+        scope: Scope,
+        receive: Receive,
+        body: bytes,
+        fields: dict[bytes, bytes],
+        state: RequestState,
+    ) -> Answer | None:
+        """A single operation, by POST (JSON) or GET, answered as Strawberry's view would, with
+        less of its generality: it is most requests. None for anything else (a batch, another
+        media type, GraphiQL, a member of the wrong type), which Strawberry's view answers.
+
+        (The view streams nothing here: its protocols are WebSocket ones only.)
+        """
+        method: str = scope["method"]
+        request: Request | None = None  # Starlette's, made only when needed
+        data: object = None
+        named: Mapping[str, str] | bytes = body
+        if method == "POST":
+            media_type = fields.get(b"content-type", b"").partition(b";")[0]
+            if media_type.strip().lower() != b"application/json":
+                return None
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return None
+        elif method == "GET":
+            request = Request(scope, request_limits.replayed(body, receive))
+            if self.should_render_graphql_ide(request):
+                return None
+            named = request.query_params
+            data = request_params.operation_from_query(named)
+        operation = request_params.plain_operation(data)
+        if operation is None:
+            return None
+        operation = self.documents.resolve(operation, named)
+        content_type = GRAPHQL_RESPONSE if _prefers_graphql_response(fields) else "application/json"
+        if_none_match = fields.get(b"if-none-match", b"").decode("latin-1")
+        hit = hits.from_cache(self.responses, operation, method, content_type, if_none_match)
+        if hit is not None:  # a cached answer at hand needs none of what follows
+            return hit
+        context = self._context(scope["app"])
+
+        async def strawberry(data: GraphQLRequestData) -> ExecutionResult:
+            http = request or Request(scope, request_limits.replayed(body, receive))
+            adapter = self.request_adapter_class(http)
+            sub_response = await self.get_sub_response(http)
+            return await GraphQL.execute_single(
+                self, http, adapter, sub_response, context, None, data
+            )
+
+        result = await self.operations.answer(operation, context, strawberry)
+        encoded = self.encode_json(self._body(result, state))
+        if content_type == GRAPHQL_RESPONSE and state.request_error:
+            return answer(method, if_none_match, encoded, content_type, None, 400)
+        return answer(method, if_none_match, encoded, content_type, state.answers[0])
+
+    def _context(self, app: Starlette) -> Context:
+        """A request's context: its backend and loaders, which a batch's operations share."""
+        backend: BackendFactory = app.state.backend
         context = Context(loaders=Loaders(backend()))
         current.get().backend = context.loaders.backend
         return context
 
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        """Called once per HTTP request: a batch's operations all get this context."""
+        return self._context(request.app)
+
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
-        state = current.get()
-        if isinstance(result, _CachedResult):
+        return self._body(result, current.get())
+
+    def _body(self, result: ExecutionResult, state: RequestState) -> GraphQLHTTPResponse:
+        """An operation's response body, noting in `state` its cached answer, if any, and
+        whether it was a request error."""
+        if isinstance(result, CachedResult):
             state.request_error = False
             state.answers.append(result.cached)
             if not state.stale:
@@ -181,90 +279,6 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         state.request_error = is_request_error(result) and not persisted.is_not_found(result)
         state.answers.append(None)
         return response_body(result, stale=state.stale)
-
-    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
-        """GraphQL-over-HTTP: a client that accepts `application/graphql-response+json`
-        gets it, and with it a 400 for a request error (with `application/json`, 200).
-
-        The request's deadline starts now and covers its body; a body or batch over its limit
-        is answered with a GraphQL error and its own status, whatever the media type.
-        """
-        state = RequestState(deadline=asyncio.get_running_loop().time() + self.request_timeout)
-        token = current.set(state)
-        try:
-            response = await self._respond(request, context, root_value, state)
-        finally:
-            # However the request ended (answered, timed out, cancelled by its client hanging
-            # up), nothing it started is waited for any more.
-            if state.backend is not None:
-                state.backend.close()
-            current.reset(token)
-        if (
-            isinstance(response, Response)
-            and response.media_type == "application/json"
-            and prefers_graphql_response(request.headers.get("accept", ""))
-        ):
-            response.headers["content-type"] = GRAPHQL_RESPONSE
-            # A batch is answered with a list, at 200, whatever its operations' errors.
-            if state.request_error and response.body[:1] != b"[":
-                response.status_code = 400
-        if isinstance(response, Response) and response.media_type == "application/json":
-            return cache_headers(request, response, state.answers)
-        return response
-
-    async def _single(self, request: Request) -> Response | hits.Answer | None:
-        """A single operation, by POST (JSON) or GET, answered as Strawberry's view would, with
-        less of its generality: it is most requests. None for anything else (a batch, another
-        media type, GraphiQL, a member of the wrong type), which Strawberry's view answers.
-
-        (The view streams nothing here: its protocols are WebSocket ones only.)
-        """
-        data: object = None
-        if request.method == "POST":
-            media_type = request.headers.get("content-type", "").partition(";")[0]
-            if media_type.strip().lower() != "application/json":
-                return None
-            with contextlib.suppress(orjson.JSONDecodeError):
-                data = orjson.loads(await request.body())
-        elif request.method == "GET" and not self.should_render_graphql_ide(request):
-            data = request_params.operation_from_query(request.query_params)
-        operation = request_params.plain_operation(data)
-        if operation is None:
-            return None
-        named = request.query_params if request.method == "GET" else await request.body()
-        operation = self.documents.resolve(operation, named)
-        hit = hits.from_cache(self.responses, operation, request.method, request.headers)
-        if hit is not None:  # a cached answer at hand needs none of what follows
-            return hit
-        context = await self.get_context(request, None)
-        result = await self.execute_single(
-            request,
-            self.request_adapter_class(request),
-            await self.get_sub_response(request),
-            context,
-            None,
-            operation,
-        )
-        body = await self.process_result(request, result)
-        return Response(self.encode_json(body), media_type="application/json")
-
-    async def _respond(
-        self, request: Request, context: Any, root_value: Any, state: RequestState
-    ) -> Any:
-        """Strawberry's response, or the JSON answer to a request refused as a whole."""
-        try:
-            await request_limits.read_body(request, self.max_body_bytes, state.deadline)
-            return await self._single(request) or await super().run(request, context, root_value)
-        except HTTPException as refusal:  # Strawberry's own: answered in plain text
-            metrics.bad_request(refusal.status_code)
-            raise request_params.quoted_short(refusal) from None
-        except RequestRefused as refusal:
-            if isinstance(refusal, PersistedQueryRefused):  # no limit: the request is wrong
-                metrics.bad_request(refusal.status)
-            else:
-                metrics.refused(refusal.code)
-            body = self.encode_json(refusal.body)
-            return Response(body, refusal.status, media_type="application/json")
 
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
@@ -309,84 +323,14 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
-        """Each operation, alone or in a batch, ends by the request's deadline.
+        """Each operation of a request Strawberry's view answers (a batch's)."""
 
-        An APQ hash is replaced by its document first; a query's answer may then come from the
-        response cache, or be computed once for all the requests asking for it at that moment.
-        """
-        execute_single = super().execute_single
-        started = time.perf_counter()
-        name: object = request_data.operation_name
+        async def strawberry(data: GraphQLRequestData) -> ExecutionResult:
+            return await GraphQL.execute_single(
+                self, request, request_adapter, sub_response, context, root_value, data
+            )
 
-        async def answer() -> ExecutionResult:
-            nonlocal name
-            try:
-                lookup = await self.persisted.resolve(request_data.query, request_data.extensions)
-            except PersistedQueryNotFound as error:
-                return ExecutionResult(data=None, errors=[located(error)])
-            name = metrics.operation_name(request_data.operation_name, lookup.query)
-            data = dataclasses.replace(request_data, query=lookup.query)
-
-            async def execute() -> ExecutionResult:
-                # A document validated before runs by its plan, without Strawberry's pipeline.
-                planned = await self.engine.execute_known(
-                    data.query, data.operation_name, data.variables, context
-                )
-                if planned is not None:
-                    return ExecutionResult(data=planned.data, errors=planned.errors)
-                return await execute_single(
-                    request=request,
-                    request_adapter=request_adapter,
-                    sub_response=sub_response,
-                    context=context,
-                    root_value=root_value,
-                    request_data=data,
-                )
-
-            key: str | None = None
-            if self.responses is not None and lookup.query is not None:
-                key = await self.responses.key(lookup.query, data.variables, data.operation_name)
-            if key is None:
-                result = await execute()
-            else:
-                result = await self._cached(key, execute)
-            # Ran here, by another request, or cached: the hash has been checked either way.
-            if lookup.remember is not None and not is_request_error(result):
-                await self.persisted.remember(lookup)
-            return result
-
-        deadline = current.get().deadline
-        with tracing.span("graphql operation") as span:
-            result = await request_limits.in_time(answer(), deadline, self.request_timeout)
-            label = metrics.operation_label(name, ran=not is_request_error(result))
-            if span is not None:
-                span.update_name(f"graphql {label}")
-                span.set_attribute("graphql.operation.name", label)
-        metrics.operation(label, result, time.perf_counter() - started)
-        return result
-
-    async def _cached(
-        self, key: str, execute: Callable[[], Awaitable[ExecutionResult]]
-    ) -> ExecutionResult:
-        """The answer at `key` in the response cache, or `execute`'s, cached if it succeeded."""
-        assert self.responses is not None
-        computed = False  # else another request computed it, or it was cached
-        state = current.get()
-
-        async def compute() -> tuple[ExecutionResult, bytes | None]:
-            nonlocal computed
-            computed = True
-            result = await execute()
-            # Whether some of the data was stale is known by the time an operation ends; in a
-            # batch, another operation's stale data keeps this one out of the cache too.
-            complete = not result.errors and result.data is not None
-            if not complete or state.stale:
-                return result, None
-            return result, self.encode_json(response_body(result))
-
-        answer = await self.responses.fetch(key, compute)
-        metrics.cache_lookup("response", hit=not computed)
-        return _CachedResult(answer) if isinstance(answer, Cached) else answer
+        return await self.operations.answer(request_data, context, strawberry)
 
     def parse_json(self, data: str | bytes) -> object:
         """A POST body, its operations' parameters checked (gateway/request_params.py)."""

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 from graphql import (
+    BREAK,
+    ArgumentNode,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -28,11 +30,16 @@ from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
+    ListValueNode,
     NamedTypeNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     SchemaMetaFieldDef,
     SelectionSetNode,
     TypeMetaFieldDef,
+    ValueNode,
+    VariableNode,
+    Visitor,
     get_argument_values,
     get_named_type,
     get_nullable_type,
@@ -43,6 +50,7 @@ from graphql import (
     is_enum_type,
     is_input_object_type,
     type_from_ast,
+    visit,
 )
 from graphql.execution.values import VariableValues
 
@@ -56,6 +64,8 @@ DEFAULT_FIRST = 20
 # A list of objects that is neither a connection nor `nodes(ids:)`: `search` has at most 20 hits.
 LIST_SIZE = 20
 
+# The arguments whose values the estimate reads.
+_SIZES = frozenset({"first", "last", "ids"})
 # The root fields of introspection, which no type lists among its own fields.
 _META_FIELDS = {"__schema": SchemaMetaFieldDef, "__type": TypeMetaFieldDef}
 
@@ -108,10 +118,43 @@ class Costs:
                     self._known.popitem(last=False)
         else:
             self._known.move_to_end(key)
+        return self.charge(cost, spending)
+
+    def charge(self, cost: int, spending: Spending) -> int:
+        """Refuse an operation of estimated `cost` if, with what its request has spent before
+        it, it is over the limit; else charge it to the request."""
         if spending.cost + cost > self.max_cost:
             raise too_costly(cost, self.max_cost, spending.cost)
         spending.cost += cost
         return cost
+
+
+def costs_the_same(document: DocumentNode) -> bool:
+    """Whether the estimate of each operation of `document` is the same whatever its (valid)
+    variables: no argument the estimate reads (`first`, `last`, `ids`) takes a variable."""
+    sized_by_variable = _SizedByVariable()
+    visit(document, sized_by_variable)
+    return not sized_by_variable.found
+
+
+class _SizedByVariable(Visitor):
+    found = False
+
+    def enter_argument(self, node: ArgumentNode, *_: object) -> object:
+        if node.name.value in _SIZES and _takes_variable(node.value):
+            self.found = True
+            return BREAK
+        return None
+
+
+def _takes_variable(value: ValueNode) -> bool:
+    if isinstance(value, VariableNode):
+        return True
+    if isinstance(value, ListValueNode):
+        return any(_takes_variable(item) for item in value.values)
+    if isinstance(value, ObjectValueNode):
+        return any(_takes_variable(field.value) for field in value.fields)
+    return False
 
 
 def too_costly(cost: int, max_cost: int, spent: int = 0) -> QueryTooCostly:

@@ -14,6 +14,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.middleware import HttpMiddleware
+
 GRAPHQL_PATH = "/graphql"
 
 
@@ -41,6 +43,8 @@ class Front(Starlette):
             self.middleware_stack = self.middleware_stack or self.build_middleware_stack()
             app = self._graphql
             for cls, args, kwargs in reversed(self.user_middleware):
-                app = cls(app, *args, **kwargs)
+                middleware = cls(app, *args, **kwargs)
+                # Only HTTP requests come this way: straight to what handles them.
+                app = middleware.handle if isinstance(middleware, HttpMiddleware) else middleware
             self._graphql_stack = app
         return self._graphql_stack

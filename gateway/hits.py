@@ -13,40 +13,26 @@ from __future__ import annotations
 
 import time
 
-from starlette.datastructures import Headers
-from starlette.types import Receive, Scope, Send
 from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 
 from gateway import metrics, tracing
-from gateway.http_cache import not_modified, validators
-from gateway.negotiation import GRAPHQL_RESPONSE, prefers_graphql_response
+from gateway.http_cache import Answer, answer
 from gateway.response_cache import ResponseCache
 
 _ANSWERED = ExecutionResult(data=None, errors=None)  # what the metrics count of a hit: no errors
 
 
-class Answer:
-    """A response sent as it is (an ASGI app): its status, headers and body."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
-        self.status = status
-        self.headers = [(name.encode(), value.encode("latin-1")) for name, value in headers.items()]
-        self.body = body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        await send({"type": "http.response.body", "body": self.body})
-
-
 def from_cache(
-    responses: ResponseCache | None, operation: GraphQLRequestData, method: str, headers: Headers
+    responses: ResponseCache | None,
+    operation: GraphQLRequestData,
+    method: str,
+    content_type: str,
+    if_none_match: str,
 ) -> Answer | None:
-    """The answer to `operation` if this process holds it in memory; None for anything else
-    (no response cache, a document not read before, a miss here, an APQ extension, a request
-    traced), which the view's whole path answers."""
+    """The answer to `operation`, as `content_type`, if this process holds it in memory; None
+    for anything else (no response cache, a document not read before, a miss here, an APQ
+    extension, a request traced), which the view's whole path answers."""
     if (
         responses is None
         or operation.query is None
@@ -60,14 +46,7 @@ def from_cache(
     if cached is None:
         return None
     metrics.cache_lookup("response", hit=True)
-    wanted = GRAPHQL_RESPONSE if prefers_graphql_response(headers.get("accept", "")) else None
-    content_type = wanted or "application/json"
-    caching = validators(method, cached, content_type)
-    if not_modified(method, headers.get("if-none-match", ""), caching):
-        answer = Answer(304, caching)
-    else:
-        fields = {"content-length": str(len(cached.body)), "content-type": content_type}
-        answer = Answer(200, fields | caching, cached.body)
+    hit = answer(method, if_none_match, cached.body, content_type, cached)
     name = metrics.operation_name(operation.operation_name, operation.query)
     metrics.operation(metrics.operation_label(name), _ANSWERED, time.perf_counter() - started)
-    return answer
+    return hit

@@ -224,7 +224,7 @@ def cache_lookup(layer: str, hit: bool) -> None:
 
 def operation(name: str, result: ExecutionResult, seconds: float) -> None:
     """One GraphQL operation answered (`name` from `operation_label`)."""
-    codes = error_codes(result.errors)
+    codes = error_codes(result.errors) if result.errors else []
     refused = [LIMITS[code] for code in codes if code in LIMITS]
     for limit in refused:
         _child(REFUSALS, limit).inc()
@@ -239,7 +239,8 @@ def operation(name: str, result: ExecutionResult, seconds: float) -> None:
     stats = current.get()
     if stats is not None:
         stats.operations.append(name)
-        _note_errors(stats, codes)
+        if codes:
+            _note_errors(stats, codes)
 
 
 def execution(path: str) -> None:

@@ -1,7 +1,7 @@
 """What one HTTP request may take: its body's size and arrival, and its operations' time.
 
-The HTTP view refuses a body over the limit (`limit_body`, `read_body`) before anything is
-parsed, a body still arriving at the request's deadline, and ends operations at that deadline
+The HTTP view reads the body (`read_body`) before anything is parsed, refusing one over the
+limit and one still arriving at the request's deadline, and ends operations at that deadline
 with `in_time`: the query limits (limits.py) bound what a document asks, these what a request
 costs in bytes and seconds.
 """
@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 
-from starlette.requests import Request
-from starlette.types import Message, Receive
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive, Scope
 from strawberry.types import ExecutionResult
 
+from gateway.connection_limits import BODY_RECEIVED
 from gateway.errors import OperationTimedOut, RequestBodyTimeout, RequestTooLarge, located
 
 
@@ -22,38 +23,63 @@ def _too_large(max_bytes: int) -> RequestTooLarge:
     return RequestTooLarge(f"The request body is over {max_bytes} bytes")
 
 
-def limit_body(receive: Receive, max_bytes: int) -> Receive:
-    """`receive`, refusing a body once more than `max_bytes` of it have arrived: a body sent in
-    chunks, without a Content-Length, is counted as it is read."""
-    received = 0
+async def read_body(scope: Scope, receive: Receive, max_bytes: int, deadline: float) -> bytes:
+    """The whole body, read before anything else: a Content-Length over the limit is refused
+    without reading, a body sent in chunks (without one) once more than `max_bytes` of it have
+    come, and a body still arriving at the deadline is a 408.
 
-    async def limited() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > max_bytes:
-                raise _too_large(max_bytes)
-        return message
-
-    return limited
-
-
-async def read_body(request: Request, max_bytes: int, deadline: float) -> None:
-    """Read the whole body, through `limit_body`, before anything else: a Content-Length over
-    the limit is refused without reading, and a body still arriving at the deadline is a 408.
     A request without a body (no Content-Length, or 0, and no Transfer-Encoding) waits for
-    nothing: it needs no timer."""
-    length = request.headers.get("content-length", "")
+    nothing, nor does one whose whole body the server has received already (gateway serve's
+    protocol says so, gateway/connection_limits.py): neither needs a timer."""
+    length, chunked = b"", False
+    for name, value in scope["headers"]:
+        if name == b"content-length" and not length:
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = True
     if length.isdigit() and int(length) > max_bytes:
         raise _too_large(max_bytes)
-    if length in ("", "0") and "transfer-encoding" not in request.headers:
-        return
+    if length in (b"", b"0") and not chunked:
+        return b""
+    if scope.get(BODY_RECEIVED, False):
+        return await _read(receive, max_bytes)
     try:
         async with asyncio.timeout_at(deadline):
-            await request.body()  # Starlette keeps it for Strawberry
+            return await _read(receive, max_bytes)
     except TimeoutError:
         raise RequestBodyTimeout("The request body did not arrive within the time limit") from None
+
+
+async def _read(receive: Receive, max_bytes: int) -> bytes:
+    """The body's parts, counted as they come; `ClientDisconnect` if the client hangs up."""
+    parts: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        part: bytes = message.get("body", b"")
+        received += len(part)
+        if received > max_bytes:
+            raise _too_large(max_bytes)
+        if not message.get("more_body", False):
+            return b"".join((*parts, part)) if parts else part
+        parts.append(part)
+
+
+def replayed(body: bytes, receive: Receive) -> Receive:
+    """`receive` for a reader of the request after `read_body`: the body it read, whole, then
+    whatever comes next (the client hanging up)."""
+    unread = True
+
+    async def replay() -> Message:
+        nonlocal unread
+        if unread:
+            unread = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def in_time(

@@ -552,11 +552,15 @@ def create_upstream_app(dataset: Dataset, *, latency: float = 0.0) -> FakeUpstre
 
 
 @contextmanager
-def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def serve_in_thread(
+    app: ASGIApp, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> Iterator[str]:
     """Serve any ASGI app with uvicorn on a background thread; yields `http://host:port` once
-    the server has started."""
+    the server has started. `options`: more of uvicorn's (`http=...`, its protocol)."""
     sock = _listening_socket(host, port)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=1, **options
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

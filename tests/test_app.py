@@ -6,9 +6,11 @@ checked here is what goes over the wire: status codes, content types, bodies and
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.connection_limits import HeadBoundedProtocol
 from tests.fake_upstream import FakeUpstream, FaultKind, serve_in_thread
 
 # Short, so that the "hang" fault costs half a second rather than the default ten.
@@ -541,3 +544,35 @@ def test_the_server_keeps_serving_after_bad_requests(
         },
     )
     assert _data(response) == {"category": {"slug": row.slug}}
+
+
+def test_a_request_leaves_nothing_for_the_garbage_collector(upstream: FakeUpstream) -> None:
+    """A request's loaders, backend and records are freed as it ends, and so is what `gateway
+    serve`'s protocol made for it: no reference cycle keeps them until the garbage collector
+    runs, a cost every request would share."""
+    settings = Settings(upstream=upstream.base_url, response_cache_ttl=0, warm_catalogue=False)
+    query = """query($slug: String!) { package(slug: $slug) {
+        title category { title } grids(first: 10) { totalCount nodes { title } } } }"""
+    slugs = [row.slug for row in upstream.dataset.packages[:4]]
+    with (
+        serve_in_thread(create_app(settings), http=HeadBoundedProtocol) as origin,
+        httpx.Client(base_url=origin, timeout=10) as client,
+    ):
+        for slug in slugs[:2]:  # validated and planned, then answered by its plan
+            _data(client.post("/graphql", json={"query": query, "variables": {"slug": slug}}))
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for slug in slugs[2:]:
+                _data(client.post("/graphql", json={"query": query, "variables": {"slug": slug}}))
+            time.sleep(0.2)  # the server's task ends just after its answer
+            gc.collect()
+            ours = [
+                kind
+                for kind in map(type, gc.garbage)
+                if kind.__module__.startswith(("gateway", "uvicorn"))
+            ]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert ours == []

@@ -24,7 +24,7 @@ from gateway.app import create_app
 from gateway.cli import run_query
 from gateway.compose import schema_for
 from gateway.config import Settings
-from gateway.cost import estimate_cost
+from gateway.cost import costs_the_same, estimate_cost
 from gateway.internals import graphql_schema
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 
@@ -172,6 +172,38 @@ def test_cost_reads_first_from_variables(client: httpx.Client, upstream: FakeUps
     _refused(_post(client, query, n=5, m=10), "QUERY_TOO_COSTLY")  # 5 + 50
     _refused(_post(client, query), "QUERY_TOO_COSTLY")  # first's default: 20 + 80
     assert upstream.count == 0
+
+
+def test_a_cost_no_variable_changes_is_charged_each_time(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    """Estimated once (40: 10 packages, 3 grids of each), charged at every run: twice in a batch,
+    whatever the variables, the second is over what the batch has left."""
+    query = """query($slug: String!) { package(slug: $slug) { title }
+        packages(first: 10) { nodes { grids(first: 3) { totalCount } } } }"""
+    first, second = (row.slug for row in upstream.dataset.packages[:2])
+    assert _data(_post(client, query, slug=first))["package"]["title"]
+    operations = [{"query": query, "variables": {"slug": slug}} for slug in (first, second)]
+    for _ in range(2):
+        answers = client.post("/graphql", json=operations).json()
+        assert answers[0]["data"]["package"]["title"]
+        [error] = answers[1]["errors"]
+        assert error["extensions"]["code"] == "QUERY_TOO_COSTLY"
+        assert "cost is 40, over the limit of 50 (after 40 for the batch's" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("query", "same"),
+    [
+        ("query($slug: String!) { package(slug: $slug) { grids(first: 3) { totalCount } } }", True),
+        ("query($n: Int) { packages(first: $n) { totalCount } }", False),
+        ("query($n: Int) { ...F } fragment F on Query { grids(last: $n) { totalCount } }", False),
+        ("query($ids: [ID!]!) { nodes(ids: $ids) { id } }", False),
+        ('query($id: ID!) { nodes(ids: ["UGFja2FnZToy", $id]) { id } }', False),
+    ],
+)
+def test_an_estimate_no_variable_can_change_is_told_apart(query: str, same: bool) -> None:
+    assert costs_the_same(parse(query)) is same
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ values of the operation's `@skip`/`@include` conditions, up to about `MAX_BYTES`
 parsed documents weighed as gateway/document_cache.py weighs them (documents least recently
 used out first: any client may send new ones). A document is kept only once Strawberry has
 validated it under the query limits; the next time it comes, `execute_known` answers it without
-Strawberry's pipeline, checking only what depends on the request: the cost limit (by its
-variables) and the variables themselves.
+Strawberry's pipeline, checking only what depends on the request: the variables, and the cost
+limit (by the variables, unless none can change the estimate: then it is made once).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
 from gateway import metrics
-from gateway.cost import Costs
+from gateway.cost import Costs, Spending, costs_the_same
 from gateway.document_cache import document_weight
 from gateway.engine.fields import Fields, fields_of
 from gateway.engine.plan import Conditional, Plan, compile_plan, conditions, included
@@ -57,6 +57,7 @@ class _Operation:
     node: OperationDefinitionNode
     conditions: tuple[Conditional, ...]
     plans: dict[tuple[bool, ...], Plan | None] = field(default_factory=dict)
+    cost: int | None = None  # once estimated, if no variable changes it
 
     @property
     def covered(self) -> bool:
@@ -70,6 +71,7 @@ class _Document:
 
     text: str
     document: DocumentNode
+    costs_the_same: bool  # whatever the variables (gateway/cost.py)
     size: int = 0  # bytes, about: the parsed document and its plans
     operations: dict[str | None, _Operation] = field(default_factory=dict)
 
@@ -133,27 +135,56 @@ class Engine:
         assert self._served is not None and self._schema is not None
         self._documents.move_to_end(query)
         result: ExecutionResult | None
-        try:
-            document = operation.owner.document
-            spending = context.spending
-            cost = self.costs.check(
-                self._schema, query, document, operation_name, variables, spending
-            )
-        except QueryTooCostly as error:
-            result = ExecutionResult(None, [located(error)])
+        coerced = self._coerced(operation, variables)
+        if isinstance(coerced, ExecutionResult):
+            result = coerced
         else:
-            result = await self._run(operation, variables, context)
-            if result is None:
-                spending.cost -= cost  # Strawberry's pipeline runs it, and charges it again
-                return None
+            spending = context.spending
+            try:
+                cost = self._charge(operation, query, operation_name, variables, spending)
+            except QueryTooCostly as error:
+                result = ExecutionResult(None, [located(error)])
+            else:
+                result = await self._planned(operation, coerced, context)
+                if result is None:
+                    spending.cost -= cost  # Strawberry's pipeline runs it, and charges it again
+                    return None
         metrics.execution("plan")
         if result.errors:
             self._served.process_errors(result.errors)
         return result
 
+    def _charge(
+        self,
+        operation: _Operation,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+        spending: Spending,
+    ) -> int:
+        """Charge the operation's estimated cost to its request (or refuse it): estimated once
+        for all when no variable changes it."""
+        if operation.cost is not None:
+            return self.costs.charge(operation.cost, spending)
+        assert self._schema is not None
+        document = operation.owner.document
+        cost = self.costs.check(self._schema, query, document, operation_name, variables, spending)
+        if operation.owner.costs_the_same:
+            operation.cost = cost
+        return cost
+
     async def _run(
         self, operation: _Operation, variables: dict[str, object] | None, context: Context
     ) -> ExecutionResult | None:
+        coerced = self._coerced(operation, variables)
+        if isinstance(coerced, ExecutionResult):
+            return coerced
+        return await self._planned(operation, coerced, context)
+
+    def _coerced(
+        self, operation: _Operation, variables: dict[str, object] | None
+    ) -> VariableValues | ExecutionResult:
+        """The operation's variables coerced, or the result that refuses them."""
         assert self._schema is not None
         coerced = get_variable_values(
             self._schema,
@@ -163,17 +194,23 @@ class Engine:
         )
         if isinstance(coerced, list):  # as the schema's `VariableErrors` reports them
             return ExecutionResult(None, [reported_as(BadUserInput, error) for error in coerced])
-        plan = self._plan(operation, coerced)
+        return coerced
+
+    async def _planned(
+        self, operation: _Operation, variables: VariableValues, context: Context
+    ) -> ExecutionResult | None:
+        """The result by the plan for the values of the operation's conditions, if it has one."""
+        plan = self._plan(operation, variables)
         if plan is None:
             return None
-        return await run(plan, coerced, context.loaders)
+        return await run(plan, variables, context.loaders)
 
     def _operation(
         self, query: str, document: DocumentNode, operation_name: str | None
     ) -> _Operation | None:
         known = self._documents.get(query)
         if known is None:
-            known = self._documents[query] = _Document(query, document)
+            known = self._documents[query] = _Document(query, document, costs_the_same(document))
             self._grow(known, document_weight(query, document))
         else:
             self._documents.move_to_end(query)

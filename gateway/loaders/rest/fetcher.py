@@ -65,6 +65,7 @@ class Fetcher:
     stale: bool = field(default=False, init=False)
     closed: bool = field(default=False, init=False)
     _in_flight: dict[str, asyncio.Future[Any]] = field(default_factory=dict, init=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
 
     def close(self) -> None:
         """The request is over: stop waiting for its fetches, and start no more."""
@@ -206,8 +207,17 @@ class Fetcher:
         found = self.cache.fresh(key)
         if found is not None:
             metrics.cache_lookup("catalogue" if key == CATALOGUE else "upstream", hit=True)
-            self._in_flight[key] = _settled(found[0])
+            self._in_flight[key] = self._settled(found[0])
         return found
+
+    def _settled(self, value: object) -> asyncio.Future[Any]:
+        """A future already holding `value`: a resource this request had at hand, kept as it
+        was. (The request's loop looked up once: on Python 3.11 each lookup is a system call.)"""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        future = self._loop.create_future()
+        future.set_result(value)
+        return future
 
     async def _body(
         self, path: str, params: Mapping[str, str | int] | None, fetching: Fetching
@@ -278,13 +288,6 @@ def _detail_path(resource: str, key: str) -> str | None:
     if key in ("", ".", ".."):
         return None
     return f"{resource}{quote(key, safe='')}/"
-
-
-def _settled(value: object) -> asyncio.Future[Any]:
-    """A future already holding `value`: a resource this request had at hand, kept as it was."""
-    future = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
