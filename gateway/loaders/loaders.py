@@ -15,6 +15,7 @@ for: most requests need few loaders, and most records primed are never looked up
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -110,7 +111,8 @@ class Loader(Generic[K, V]):
     def load(self, key: K) -> asyncio.Future[V]:
         """The future of `key`'s value, as `DataLoader.load` gives it."""
         if self._queued is None:
-            self._queued = _Queue(batch(self.name)(self._fetch), cache_map=self._futures)
+            fetch = functools.partial(_fetch, self._backend, self._method, self._prime)
+            self._queued = _Queue(batch(self.name)(fetch), cache_map=self._futures)
         return self._queued.load(key)
 
     def load_all(self, keys: Sequence[K]) -> list[Any]:
@@ -135,11 +137,6 @@ class Loader(Generic[K, V]):
                 primed.setdefault(key, value)
         return [futures[key] if key in futures else primed[key] for key in keys]
 
-    async def _fetch(self, keys: list[K]) -> list[V]:
-        found: list[V] = await getattr(self._backend, self._method)(keys)
-        self._prime(found)
-        return found
-
     def _now(self, keys: list[K]) -> list[V] | None:
         """The batch of `keys` answered from what the backend has at hand (counted and
         traced as a batch), or None."""
@@ -151,6 +148,17 @@ class Loader(Generic[K, V]):
         return found
 
 
+async def _fetch(
+    backend: Backend, method: str, prime: Callable[[list[V]], None], keys: list[K]
+) -> list[V]:
+    """A loader's batch: the backend's `method` for `keys`, its records primed. (A function of
+    its own, not the loader's method: the queue it is given to would hold the loader, which
+    holds the queue, and a cycle keeps a request's objects until the garbage collector runs.)"""
+    found: list[V] = await getattr(backend, method)(keys)
+    prime(found)
+    return found
+
+
 def _loaded(loader: Loader[K, V], key: K) -> Any:
     """`loader.load(key)`, or the error it raises."""
     try:
@@ -159,48 +167,15 @@ def _loaded(loader: Loader[K, V], key: K) -> Any:
         return error
 
 
-class Lookups(Generic[R]):
-    """The loaders of one kind of record, by id and by slug (the backend's batch methods
-    `by_ids` and `by_slugs`). Every record of the kind that any batch or page brings primes
-    both: their primed values wait here in plain dicts, and a loader nobody asks is never
-    made. What primes them waits too, until a loader reads them: most pages' records are never
-    looked up again."""
+class _Primes(Generic[R]):
+    """The records primed for one kind, by id and by slug, applied only once a loader reads
+    them (`settle`): most pages' records are never looked up again. Apart from the `Lookups`
+    that uses it, so that its loaders, which call it, hold no reference back to what holds them."""
 
-    def __init__(self, name: str, backend: Backend, by_ids: str, by_slugs: str) -> None:
-        self._name = name
-        self._backend = backend
-        self._methods = by_ids, by_slugs
-        self._primed_ids: dict[int, R | None] = {}
-        self._primed_slugs: dict[str, R | None] = {}
+    def __init__(self) -> None:
+        self.ids: dict[int, R | None] = {}
+        self.slugs: dict[str, R | None] = {}
         self._pending: list[Iterable[R | None]] = []
-        self._by_id: Loader[int, R | None] | None = None
-        self._by_slug: Loader[str, R | None] | None = None
-
-    @property
-    def by_id(self) -> Loader[int, R | None]:
-        if self._by_id is None:
-            self._by_id = Loader(
-                self._name,
-                self._backend,
-                self._methods[0],
-                self.prime,
-                self._primed_ids,
-                self._settle,
-            )
-        return self._by_id
-
-    @property
-    def by_slug(self) -> Loader[str, R | None]:
-        if self._by_slug is None:
-            self._by_slug = Loader(
-                f"{self._name}_by_slug",
-                self._backend,
-                self._methods[1],
-                self.prime,
-                self._primed_slugs,
-                self._settle,
-            )
-        return self._by_slug
 
     def prime(self, found: Iterable[R | None]) -> None:
         """Prime both loaders with `found`, once they are read: a key primed keeps its value."""
@@ -210,22 +185,60 @@ class Lookups(Generic[R]):
         """Prime both loaders with the records of `pages`."""
         self._pending.extend(page.items for page in pages)
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         """Apply the primes still pending, in the order they came."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        ids, slugs = self._primed_ids, self._primed_slugs
+        ids, slugs = self.ids, self.slugs
         for found in pending:
             for record in found:
                 if record is not None:
                     ids.setdefault(record.id, record)
                     slugs.setdefault(record.slug, record)
 
+
+class Lookups(Generic[R]):
+    """The loaders of one kind of record, by id and by slug (the backend's batch methods
+    `by_ids` and `by_slugs`). Every record of the kind that any batch or page brings primes
+    both (`_Primes`), and a loader nobody asks is never made."""
+
+    def __init__(self, name: str, backend: Backend, by_ids: str, by_slugs: str) -> None:
+        self._name = name
+        self._backend = backend
+        self._methods = by_ids, by_slugs
+        self._primes: _Primes[R] = _Primes()
+        self.prime: Callable[[Iterable[R | None]], None] = self._primes.prime
+        self._by_id: Loader[int, R | None] | None = None
+        self._by_slug: Loader[str, R | None] | None = None
+
+    @property
+    def by_id(self) -> Loader[int, R | None]:
+        if self._by_id is None:
+            primes = self._primes
+            self._by_id = Loader(
+                self._name, self._backend, self._methods[0], primes.prime, primes.ids, primes.settle
+            )
+        return self._by_id
+
+    @property
+    def by_slug(self) -> Loader[str, R | None]:
+        if self._by_slug is None:
+            primes = self._primes
+            self._by_slug = Loader(
+                f"{self._name}_by_slug",
+                self._backend,
+                self._methods[1],
+                primes.prime,
+                primes.slugs,
+                primes.settle,
+            )
+        return self._by_slug
+
     def pages(self, name: str, method: str) -> Loader[Window, Page[R]]:
         """The loader of a relation's windows (the backend's batch `method`), whose pages
         hold records of this kind."""
-        return Loader(name, self._backend, method, self.prime_pages)
+        return Loader(name, self._backend, method, self._primes.prime_pages)
 
     async def page(self, loading: Awaitable[Page[R]]) -> Page[R]:
         """A page of a whole list, once its records primed the loaders."""
