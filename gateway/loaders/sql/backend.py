@@ -1,12 +1,13 @@
 """The database backend: the Django Packages tables over SQLAlchemy Core (asyncio).
 
 The engine, what the database offers (`SqlFeatures`, read once by `inspect_database` in
-features.py) and its statements (statements.py, built once per shape) are process-wide;
-`SqlBackend` is built per request around them and holds nothing else. Each batch is one SQL
-statement, however many keys it has: lookups bind their keys, relations page every window in
-SQL at once, and a list page carries its total. Filters and orders are part of that statement
-(sort_keys.py). A failure of the database is a `DatabaseError` for the fields that needed it,
-and the next statement starts afresh.
+features.py), its statements (statements.py, built once per shape) and the records built lately
+are process-wide; `SqlBackend` is built per request around them and holds nothing else. Each
+batch is one SQL statement, however many keys it has, read straight on the driver (engine.py):
+lookups bind their keys, relations page every window in SQL at once, and a list page carries
+its total (an empty page's counts are read by a second). Filters and orders are part of that
+statement (sort_keys.py). A failure of the database is a `DatabaseError` for the fields that
+needed it, and the next statement starts afresh.
 """
 
 from __future__ import annotations
