@@ -11,11 +11,12 @@ cannot use (PostgreSQL takes `host`, `port`, `user`, `password`, `passfile`, `da
 straight on the driver connection of a pooled connection: SQLAlchemy's execution around a
 statement (its Connection, execution context and result, whose metadata it builds again for
 every text statement) cost ten times what SQLite takes to answer a lookup. On SQLite a read runs
-on the event loop's own thread rather than on the connection's: it takes microseconds to a few
-milliseconds of this process's CPU either way, and the thread hops around it would cost more than
-most reads; it waits on no lock (the database is in WAL mode) and stops at the statement timeout.
-A read that scans text keeps the connection's thread. Writes, searches and everything else the
-engine does go through SQLAlchemy as usual, on the connection's thread.
+on the event loop's own thread rather than on the connection's, on a connection all such reads
+share: it takes microseconds to a few milliseconds of this process's CPU either way, and the
+thread hops around it would cost more than most reads; it waits on no lock (the database is in
+WAL mode) and stops at the statement timeout. A read that scans text keeps a connection's
+thread. Writes, searches and everything else the engine does go through SQLAlchemy as usual, on
+the connection's thread.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from weakref import WeakKeyDictionary
 import aiosqlite
 from sqlalchemy import Executable, event
 from sqlalchemy.engine import URL, Connection, Engine, Row, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SAWarning
+from sqlalchemy.exc import ArgumentError, DBAPIError, SAWarning, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.util import await_, greenlet_spawn
@@ -202,8 +203,11 @@ def _read(engine: AsyncEngine, sql: str, parameters: Sequence[Any]) -> list[Any]
                 rows = list(await_(driver.execute_fetchall(sql, parameters)))
         else:
             rows = await_(driver.fetch(sql, *parameters))
-    except BaseException as exc:
+    except Exception as exc:
         raise _dropped(engine.sync_engine, pooled, exc, sql, parameters) from exc
+    except BaseException:  # cancelled midway: the connection is in a state nobody knows
+        pooled.invalidate()
+        raise
     pooled.close()
     return rows
 
@@ -222,19 +226,17 @@ def _checkout(engine: Engine) -> PoolProxiedConnection:
 def _dropped(
     engine: Engine,
     pooled: PoolProxiedConnection,
-    exc: BaseException,
+    exc: Exception,
     sql: str,
     parameters: Sequence[Any],
-) -> BaseException:
-    """Drop a connection a read failed on (the next read starts afresh; one cancelled midway
-    is in a state nobody knows), and what to raise: the driver's error as SQLAlchemy's own
-    execution raises it, a `DBAPIError` whose `orig` it is and which says whether the
-    connection was found closed (by the server, or the network)."""
+) -> StatementError:
+    """Drop a connection a read failed on, so that the next read starts afresh, and what to
+    raise: the driver's error as SQLAlchemy's own execution raises it, a `DBAPIError` whose
+    `orig` it is and which says whether the connection was found closed (by the server, or the
+    network)."""
     driver: Any = pooled.driver_connection
     closed = not isinstance(driver, _SqliteConnection) and driver.is_closed()
     pooled.invalidate()
-    if not isinstance(exc, Exception):
-        return exc
     return DBAPIError.instance(
         sql, parameters, exc, Exception, connection_invalidated=closed, dialect=engine.dialect
     )

@@ -7,7 +7,7 @@ compiled to its SQL for the database's dialect, and kept (`Prepared`); a batch b
 own values, by position: ids, slugs, the windows it pages, a page's size, its cursors' keys.
 The driver keeps its prepared statement by the same text, so a client paging through a list
 costs no new statement per page. The values a shape compiles in (a filter's) are processed by
-their types once, at compile time; those bound with each execution as they are bound.
+their types once, at compile time; a cursor's key, as each execution binds it.
 """
 
 from __future__ import annotations
