@@ -54,8 +54,8 @@ Places = list[Place]
 _EXCEPTION, _FUTURE = repeat(Exception), repeat(asyncio.Future)
 _record_of, _object_of = itemgetter(_RECORD), itemgetter(_OBJECT)
 
-# Objects of a selection from which their leaves are filled a leaf at a time (below it, the
-# lists a leaf's values make cost more than they save).
+# Objects from which a level's leaves are filled a leaf at a time, and a field's objects made
+# together (below it, the lists this makes cost more than they save).
 COLUMNS = 8
 
 # Objects a run fills without a turn of the event loop, about, at most (its levels answered at
@@ -228,19 +228,29 @@ class _Run:
             self.answer(batch, place, answer, level)
 
     def objects(self, batch: _Batch, selection: Selection, level: dict[Selection, Places]) -> None:
-        """`complete` for a field whose answers are records of one type, or None."""
-        loaded = batch.loaded
-        key, nullable, keys = loaded.key, loaded.nullable, selection.keys
-        parents: Places | None = None
-        for place, answer in zip(batch.places, batch.answers, strict=True):
-            if answer is None or isinstance(answer, Exception) or self.nulled:
+        """`complete` for a field whose answers are records of one type, None or errors: where
+        many are all records (and nothing was nulled), their objects and places are made
+        together."""
+        answers, places = batch.answers, batch.places
+        if (
+            len(answers) < COLUMNS
+            or self.nulled
+            or None in answers
+            or any(map(isinstance, answers, _EXCEPTION))
+        ):
+            for place, answer in zip(places, answers, strict=True):
                 self.answer(batch, place, answer, level)
-                continue
-            target = place[_OBJECT]
-            found = target[key] = dict.fromkeys(keys)
-            if parents is None:
-                parents = level.setdefault(selection, [])
-            parents.append((answer, found, target, key, nullable, place))
+            return
+        loaded = batch.loaded
+        key, size = loaded.key, len(answers)
+        made = list(map(dict.fromkeys, repeat(selection.keys, size)))
+        containers = list(map(_object_of, places))
+        for container, found in zip(containers, made, strict=True):
+            container[key] = found
+        # Each object's place: (record, object, container, key, nullable, parent place).
+        level.setdefault(selection, []).extend(
+            zip(answers, made, containers, repeat(key, size), repeat(loaded.nullable), places)
+        )
 
     def answer(
         self, batch: _Batch, place: Place, answer: Any, level: dict[Selection, Places]
