@@ -352,20 +352,31 @@ def serving(tmp_path: Path, upstream: FakeUpstream, workers: int, *flags: str) -
 @contextmanager
 def _steady_client(gateway: Served) -> Iterator[list[httpx.Response]]:
     """Requests for a document every version of the manifest holds, one after another, until
-    the block ends: every one must be answered."""
+    one more is answered after the block ends (however slow the machine): every one must be
+    answered."""
     answers: list[httpx.Response] = []
+    answered = threading.Condition()
     stop = threading.Event()
 
     def loop() -> None:
         with httpx.Client(base_url=gateway.origin, timeout=15) as client:
             while not stop.is_set():
-                answers.append(client.post("/graphql", json={"documentId": _sha(CATEGORIES)}))
+                response = client.post("/graphql", json={"documentId": _sha(CATEGORIES)})
+                with answered:
+                    answers.append(response)
+                    answered.notify_all()
+
+    def one_more_answer() -> None:
+        with answered:
+            seen = len(answers)
+            answered.wait_for(lambda: len(answers) > seen or not thread.is_alive(), timeout=30)
 
     thread = threading.Thread(target=loop)
     thread.start()
     try:
         yield answers
     finally:
+        one_more_answer()
         stop.set()
         thread.join(timeout=30)
 
