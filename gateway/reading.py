@@ -21,9 +21,9 @@ is parsed again here, once, for its validation and execution (limits.py), then k
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from cachetools import LRUCache
 from graphql import (
     DocumentNode,
     GraphQLError,
@@ -117,9 +117,9 @@ class Readings:
     def __init__(self, max_tokens: int, max_selections: int, max_bytes: int = MAX_BYTES) -> None:
         self.max_tokens = max_tokens
         self.max_selections = max_selections
-        self.max_bytes = max_bytes
-        self.size = 0
-        self._known: OrderedDict[str, tuple[Reading, int]] = OrderedDict()
+        self._known: LRUCache[str, tuple[Reading, int]] = LRUCache(
+            max_bytes, getsizeof=lambda kept: kept[1]
+        )
 
     def __len__(self) -> int:
         return len(self._known)
@@ -127,10 +127,7 @@ class Readings:
     def known(self, text: str) -> Reading | None:
         """The reading of a document read already; None for one not read yet."""
         kept = self._known.get(text)
-        if kept is None:
-            return None
-        self._known.move_to_end(text)
-        return kept[0]
+        return None if kept is None else kept[0]
 
     async def get(self, text: str) -> Reading:
         """`text`'s reading, remembered or done now, in the documents' process."""
@@ -144,10 +141,5 @@ class Readings:
         size = len(text) + ENTRY_OVERHEAD
         if reading.refusal is not None:
             size += len(reading.refusal.message)
-        if text in self._known or size > self.max_bytes:
-            return
-        self._known[text] = (reading, size)
-        self.size += size
-        while self.size > self.max_bytes:
-            _, (_, dropped) = self._known.popitem(last=False)
-            self.size -= dropped
+        if text not in self._known and size <= self._known.maxsize:
+            self._known[text] = (reading, size)
