@@ -279,6 +279,12 @@ def located(error: ReportedError, nodes: Node | Sequence[Node] | None = None) ->
     return GraphQLError(error.message, nodes, original_error=error)
 
 
+def unexpected(error: Exception) -> GraphQLError:
+    """An exception that escaped the whole operation, as Strawberry's pipeline reports one: no
+    path, INTERNAL_SERVER_ERROR to the client, logged with its traceback (`log_unexpected`)."""
+    return GraphQLError(str(error), original_error=error)
+
+
 def reported_as(kind: type[ReportedError], error: GraphQLError) -> GraphQLError:
     """An error graphql-core (or Strawberry) reported, at the same place, as one of `kind`."""
     return GraphQLError(

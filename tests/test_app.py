@@ -21,6 +21,7 @@ import pytest
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.connection_limits import HeadBoundedProtocol
+from gateway.engine import engine
 from tests.fake_upstream import FakeUpstream, FaultKind, serve_in_thread
 
 # Short, so that the "hang" fault costs half a second rather than the default ten.
@@ -227,6 +228,35 @@ def test_a_datetime_that_is_not_one_is_bad_user_input_however_it_comes(
         assert "DateTime" in body["errors"][0]["message"]
     assert upstream.count == 0
     assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text
+
+
+def test_a_plan_that_raises_is_an_internal_error_as_on_graphql_core(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the engine (its run forced to raise) is answered the same whether the plan runs
+    inside Strawberry's pipeline (a new document) or on its own (the same document again): a
+    coded INTERNAL_SERVER_ERROR, logged with its traceback, never a bare 500."""
+
+    async def raises(*args: object) -> None:
+        raise RuntimeError("a bug in the plan's run")
+
+    monkeypatch.setattr(engine, "run", raises)
+    query = "query PlanRaises { categories { totalCount } }"
+    answers = [client.post("/graphql", json={"query": query}) for _ in range(2)]
+    for response in answers:
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "errors": [
+                {
+                    "message": "Internal server error",
+                    "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                }
+            ]
+        }
+    logged = [
+        record for record in caplog.records if record.getMessage() == "unexpected error at None"
+    ]
+    assert len(logged) == 2 and all(record.exc_info for record in logged)
 
 
 @pytest.mark.parametrize("junk", ["!!", "\n", "==", " "])
