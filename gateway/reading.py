@@ -36,7 +36,7 @@ from graphql import (
 
 from gateway.errors import ReportedError
 from gateway.measure import check_spread, parsed
-from gateway.offload import out_of_process
+from gateway.offload import off_the_loop, out_of_process
 
 MAX_BYTES = 4 * 2**20  # the texts whose readings are remembered, in all
 ENTRY_OVERHEAD = 200  # bytes counted per reading for its key, its values and bookkeeping
@@ -112,11 +112,21 @@ def _normal(document: DocumentNode) -> Normal:
 
 
 class Readings:
-    """The readings of the documents seen lately, by text, least recently used out first."""
+    """The readings of the documents seen lately, by text, least recently used out first; read
+    in the documents' process, or with `apart` false on the documents' thread (one operation,
+    `gateway query`, has no event loop to keep free, and needs no child Python for it)."""
 
-    def __init__(self, max_tokens: int, max_selections: int, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(
+        self,
+        max_tokens: int,
+        max_selections: int,
+        max_bytes: int = MAX_BYTES,
+        *,
+        apart: bool = True,
+    ) -> None:
         self.max_tokens = max_tokens
         self.max_selections = max_selections
+        self.apart = apart
         self._known: LRUCache[str, tuple[Reading, int]] = LRUCache(
             max_bytes, getsizeof=lambda kept: kept[1]
         )
@@ -130,10 +140,11 @@ class Readings:
         return None if kept is None else kept[0]
 
     async def get(self, text: str) -> Reading:
-        """`text`'s reading, remembered or done now, in the documents' process."""
+        """`text`'s reading, remembered or done now."""
         reading = self.known(text)
         if reading is None:
-            reading = await out_of_process(read, text, self.max_tokens, self.max_selections)
+            reader = out_of_process if self.apart else off_the_loop
+            reading = await reader(read, text, self.max_tokens, self.max_selections)
             self._keep(text, reading)
         return reading
 

@@ -81,6 +81,39 @@ def test_query_prints_the_result(upstream: FakeUpstream) -> None:
     assert upstream.count > 0
 
 
+# `gateway` as `python -m gateway` runs it, printing each process it starts (Python's audit event).
+_AUDITED = """
+import sys
+
+def audit(event, args):
+    if event == "subprocess.Popen":
+        print("started:", *args[1], file=sys.stderr)
+
+sys.addaudithook(audit)
+from gateway.cli import main
+
+main()
+"""
+
+
+def test_query_starts_no_documents_process(upstream: FakeUpstream) -> None:
+    """One operation has no event loop to keep free: its document is read on a thread, not by
+    the child Python `gateway serve` starts for that (gateway/offload.py)."""
+    command = [sys.executable, "-c", _AUDITED, "query", "{ categories { totalCount } }"]
+    run = subprocess.run(
+        [*command, "--upstream", upstream.base_url],
+        capture_output=True,
+        encoding="utf-8",
+        env=_env(),
+        cwd=ROOT,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "data" in _output(run)
+    assert "gateway.offload" not in run.stderr
+
+
 def test_query_with_variables_and_an_operation_name(upstream: FakeUpstream) -> None:
     # A grid with Japanese and Cyrillic text, so that the printed JSON must be UTF-8.
     [grid] = [row for row in upstream.dataset.grids if "国際化" in row.description]
