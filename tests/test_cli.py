@@ -38,10 +38,13 @@ def _env(**gateway: str) -> dict[str, str]:
 
 
 def _gateway(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    launcher: tuple[str, ...] = ("-m", "gateway"),
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
+        [sys.executable, *launcher, *args],
         capture_output=True,
         encoding="utf-8",
         env=_env() if env is None else env,
@@ -99,16 +102,8 @@ main()
 def test_query_starts_no_documents_process(upstream: FakeUpstream) -> None:
     """One operation has no event loop to keep free: its document is read on a thread, not by
     the child Python `gateway serve` starts for that (gateway/offload.py)."""
-    command = [sys.executable, "-c", _AUDITED, "query", "{ categories { totalCount } }"]
-    run = subprocess.run(
-        [*command, "--upstream", upstream.base_url],
-        capture_output=True,
-        encoding="utf-8",
-        env=_env(),
-        cwd=ROOT,
-        timeout=30,
-        check=False,
-    )
+    query = "{ categories { totalCount } }"
+    run = _gateway("query", query, "--upstream", upstream.base_url, launcher=("-c", _AUDITED))
     assert run.returncode == 0, run.stderr
     assert "data" in _output(run)
     assert "gateway.offload" not in run.stderr
