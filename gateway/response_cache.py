@@ -97,8 +97,9 @@ class MemoryStore:
         return self.at_hand(key)
 
     def at_hand(self, key: str) -> tuple[bytes, float] | None:
-        entry = self._entries.get(key)
-        if entry is None:
+        try:  # one lookup (`get` is two, in Python): this is every cache hit's
+            entry = self._entries[key]
+        except KeyError:  # not there, or past its time
             return None
         left = entry.expires - self._clock()
         return None if left <= 0 else (entry.value, left)
