@@ -29,7 +29,7 @@ from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -58,6 +58,7 @@ from gateway.config import Settings, answer_settings, cors_origins
 from gateway.cors import cors
 from gateway.engine.engine import Engine
 from gateway.errors import (
+    BadRequest,
     BatchTooLarge,
     PersistedQueryRefused,
     RequestRefused,
@@ -150,8 +151,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     async def _respond(self, scope: Scope, receive: Receive, state: RequestState) -> ASGIApp:
         """The answer: a single operation's, else Strawberry's view's, or the refusal of the
-        whole request (a body or batch over its limit is answered with a GraphQL error and its
-        own status, whatever the media type; Strawberry's own refusals are plain text)."""
+        whole request (a body or batch over its limit, or a request Strawberry's view refuses,
+        is answered with a GraphQL error and its own status, whatever the media type)."""
         fields = _fields(scope)
         try:
             body = await request_limits.read_body(
@@ -162,18 +163,20 @@ class GraphQLEndpoint(GraphQL[Context, None]):
                 return single
             request = Request(scope, request_limits.replayed(body, receive))
             response = await self.run(request)
-        except HTTPException as refusal:  # Strawberry's own: answered in plain text
-            metrics.bad_request(refusal.status_code)
-            refusal = request_params.quoted_short(refusal)
-            return PlainTextResponse(refusal.reason, status_code=refusal.status_code)
+        except HTTPException as refusal:  # Strawberry's view's own
+            response = self._refused(request_params.bad_request(refusal))
         except RequestRefused as refusal:
-            if isinstance(refusal, PersistedQueryRefused):  # no limit: the request is wrong
-                metrics.bad_request(refusal.status)
-            else:
-                metrics.refused(refusal.code)
-            body = self.encode_json(refusal.body)
-            response = Response(body, refusal.status, media_type="application/json")
+            response = self._refused(refusal)
         return self._negotiated(scope["method"], fields, response, state)
+
+    def _refused(self, refusal: RequestRefused) -> Response:
+        """A refused request's answer, counted: a wrong request, or one over a limit."""
+        if isinstance(refusal, BadRequest | PersistedQueryRefused):  # no limit: it is wrong
+            metrics.bad_request(refusal.status)
+        else:
+            metrics.refused(refusal.code)
+        body = self.encode_json(refusal.body)
+        return Response(body, refusal.status, media_type="application/json")
 
     def _negotiated(
         self, method: str, fields: dict[bytes, bytes], response: Response, state: RequestState
@@ -284,7 +287,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
         """Strawberry's reading of the request, and a batch over `max_batch` refused with a code
-        (Strawberry's own refusal is plain text)."""
+        of its own (BATCH_TOO_LARGE, not BAD_REQUEST)."""
         data = await super().parse_http_body(request)
         if isinstance(data, list) and len(data) > self.max_batch:
             raise BatchTooLarge(f"A batch may hold {self.max_batch} operations, not {len(data)}")

@@ -194,7 +194,7 @@ async def run_query(
     from gateway.compose import schema_for
     from gateway.run import run_operation
 
-    schema = schema_for(settings)
+    schema = schema_for(settings, documents_process=False)
     async with open_backend(settings) as backend:
         return await run_operation(
             schema, backend, query, variables, operation_name, timeout=settings.request_timeout

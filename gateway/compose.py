@@ -27,12 +27,21 @@ def query_limits(settings: Settings) -> QueryLimits:
     )
 
 
-def schema_for(settings: Settings, engine: Engine | None = None) -> GatewaySchema:
+def schema_for(
+    settings: Settings, engine: Engine | None = None, *, documents_process: bool = True
+) -> GatewaySchema:
     """The schema `settings` ask for: their query limits, and a federation subgraph or not;
-    its operations run by the plans of `engine` (a new one by default) where they cover them."""
+    its operations run by the plans of `engine` (a new one by default) where they cover them.
+    Without `documents_process`, it starts no child Python to read documents (gateway/offload.py):
+    one operation has no event loop to keep free."""
     if engine is None:
         engine = Engine(settings.max_cost)
-    return build_schema(query_limits(settings), federation=settings.federation, extensions=[engine])
+    return build_schema(
+        query_limits(settings),
+        federation=settings.federation,
+        extensions=[engine],
+        documents_process=documents_process,
+    )
 
 
 def trusted_documents_for(settings: Settings, schema: GatewaySchema) -> TrustedDocuments:

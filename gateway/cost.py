@@ -8,12 +8,12 @@ for each operation; the operations of one request (a batch's together) share the
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import orjson
+from cachetools import LRUCache
 from graphql import (
     BREAK,
     ArgumentNode,
@@ -87,7 +87,7 @@ class Costs:
 
     def __init__(self, max_cost: int) -> None:
         self.max_cost = max_cost
-        self._known: OrderedDict[bytes, int] = OrderedDict()  # by digest: 24 bytes a key
+        self._known: LRUCache[bytes, int] = LRUCache(self.SIZE)  # by digest: 24 bytes a key
 
     def check(
         self,
@@ -114,10 +114,6 @@ class Costs:
             cost = estimate_cost(schema, document, operation_name, variables)
             if encoded:
                 self._known[key] = cost
-                if len(self._known) > self.SIZE:
-                    self._known.popitem(last=False)
-        else:
-            self._known.move_to_end(key)
         return self.charge(cost, spending)
 
     def charge(self, cost: int, spending: Spending) -> int:

@@ -9,8 +9,7 @@ a client may send any number of distinct documents, each up to the token limit.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
+from cachetools import LRUCache
 from graphql import DocumentNode
 
 # What one token of a document costs once parsed, at most, about: measured (tracemalloc) at
@@ -32,31 +31,32 @@ def document_weight(text: str, document: DocumentNode) -> int:
 
 class DocumentCache:
     """Documents by text, least recently used out first once they weigh more than
-    `max_bytes`; a document heavier than that is not kept at all."""
+    `max_bytes` (MAX_BYTES by default); a document heavier than that is not kept at all."""
 
-    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self.size = 0  # what the documents kept weigh, in bytes, about
-        self._documents: OrderedDict[str, tuple[DocumentNode, int]] = OrderedDict()
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self._documents: LRUCache[str, tuple[DocumentNode, int]] = LRUCache(
+            MAX_BYTES if max_bytes is None else max_bytes, getsizeof=lambda kept: kept[1]
+        )
 
     def __len__(self) -> int:
         return len(self._documents)
 
+    @property
+    def max_bytes(self) -> int:
+        return int(self._documents.maxsize)
+
+    @property
+    def size(self) -> int:
+        """What the documents kept weigh, in bytes, about."""
+        return int(self._documents.currsize)
+
     def get(self, text: str) -> DocumentNode | None:
         kept = self._documents.get(text)
-        if kept is None:
-            return None
-        self._documents.move_to_end(text)
-        return kept[0]
+        return None if kept is None else kept[0]
 
     def keep(self, text: str, document: DocumentNode) -> None:
         if text in self._documents:
             return
         weight = document_weight(text, document)
-        if weight > self.max_bytes:
-            return
-        self._documents[text] = (document, weight)
-        self.size += weight
-        while self.size > self.max_bytes:
-            _, (_, dropped) = self._documents.popitem(last=False)
-            self.size -= dropped
+        if weight <= self.max_bytes:
+            self._documents[text] = (document, weight)

@@ -28,6 +28,7 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
       - IntrospectionDisabled
       - IntrospectionRepeated
     + RequestRefused ....... a whole HTTP request refused before any operation, with its status
+      - BadRequest ......... Strawberry's view's refusals (not JSON, no query, an unknown name, ...)
       - RequestTooLarge
       - RequestBodyTimeout
       - BatchTooLarge
@@ -57,6 +58,7 @@ from strawberry.types import ExecutionResult
 
 logger = logging.getLogger("gateway")
 
+BAD_REQUEST = "BAD_REQUEST"  # a request the GraphQL-over-HTTP layer cannot read
 BAD_USER_INPUT = "BAD_USER_INPUT"
 UPSTREAM_ERROR = "UPSTREAM_ERROR"
 DATABASE_ERROR = "DATABASE_ERROR"
@@ -128,8 +130,8 @@ class SharedCacheUnavailable(GatewayError):
 class OperationNameRequired(CannotGetOperationTypeError, GatewayError):
     """A document of several operations, and no operation name to choose one: Strawberry would
     run the first, the GraphQL spec asks for a request error. It is Strawberry's refusal of an
-    unknown operation name, in graphql-core's words: Strawberry's view answers it with HTTP 400
-    in plain text, `gateway query` with one line."""
+    unknown operation name, in graphql-core's words: the HTTP view answers it with HTTP 400 and
+    BAD_REQUEST, `gateway query` with one line."""
 
     def __init__(self) -> None:
         super().__init__(None)
@@ -240,6 +242,16 @@ class RequestRefused(ReportedError):
         return {"errors": [{"message": self.message, "extensions": self.extensions}]}
 
 
+class BadRequest(RequestRefused, code=BAD_REQUEST):
+    """A request Strawberry's view refused, with its status (400 for most): a body that is not
+    JSON, a parameter of the wrong type, no query, an unknown operation name, a mutation by GET,
+    a method or a media type it does not take."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class RequestTooLarge(RequestRefused, code=REQUEST_TOO_LARGE, status=413): ...
 
 
@@ -277,6 +289,12 @@ class RateLimitExceeded(RequestRefused, code=RATE_LIMITED, status=429):
 def located(error: ReportedError, nodes: Node | Sequence[Node] | None = None) -> GraphQLError:
     """`error` as graphql-core carries it: at `nodes` in the document, if any."""
     return GraphQLError(error.message, nodes, original_error=error)
+
+
+def unexpected(error: Exception) -> GraphQLError:
+    """An exception that escaped the whole operation, as Strawberry's pipeline reports one: no
+    path, INTERNAL_SERVER_ERROR to the client, logged with its traceback (`log_unexpected`)."""
+    return GraphQLError(str(error), original_error=error)
 
 
 def reported_as(kind: type[ReportedError], error: GraphQLError) -> GraphQLError:

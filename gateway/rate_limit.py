@@ -26,11 +26,11 @@ import hashlib
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
+from cachetools import LRUCache
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
@@ -103,8 +103,8 @@ class Buckets:
         self.per_minute = per_minute
         self.interval = SPAN / per_minute  # seconds one request takes to refill
         self.clock = clock
-        self.max_clients = max_clients
-        self._full_at: OrderedDict[str, float] = OrderedDict()
+        # A client forgotten starts with a full bucket; one refused counts as seen lately.
+        self._full_at: LRUCache[str, float] = LRUCache(max_clients)
 
     def __len__(self) -> int:
         return len(self._full_at)
@@ -119,9 +119,6 @@ class Buckets:
             return Verdict(False, limit, math.floor(tokens + _EPSILON), full_at - now, retry)
         full_at += cost * self.interval
         self._full_at[key] = full_at
-        self._full_at.move_to_end(key)
-        if len(self._full_at) > self.max_clients:  # a forgotten client starts with a full bucket
-            self._full_at.popitem(last=False)
         return Verdict(True, limit, math.floor(tokens - cost + _EPSILON), full_at - now, 0.0)
 
 

@@ -21,9 +21,9 @@ is parsed again here, once, for its validation and execution (limits.py), then k
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from cachetools import LRUCache
 from graphql import (
     DocumentNode,
     GraphQLError,
@@ -36,7 +36,7 @@ from graphql import (
 
 from gateway.errors import ReportedError
 from gateway.measure import check_spread, parsed
-from gateway.offload import out_of_process
+from gateway.offload import off_the_loop, out_of_process
 
 MAX_BYTES = 4 * 2**20  # the texts whose readings are remembered, in all
 ENTRY_OVERHEAD = 200  # bytes counted per reading for its key, its values and bookkeeping
@@ -112,31 +112,41 @@ def _normal(document: DocumentNode) -> Normal:
 
 
 class Readings:
-    """The readings of the documents seen lately, by text, least recently used out first."""
+    """The readings of the documents seen lately, by text, least recently used out first; read
+    in the documents' process, or with `apart` false on the documents' thread (one operation,
+    `gateway query`, has no event loop to keep free, and needs no child Python for it)."""
 
-    def __init__(self, max_tokens: int, max_selections: int, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(
+        self,
+        max_tokens: int,
+        max_selections: int,
+        max_bytes: int = MAX_BYTES,
+        *,
+        apart: bool = True,
+    ) -> None:
         self.max_tokens = max_tokens
         self.max_selections = max_selections
-        self.max_bytes = max_bytes
-        self.size = 0
-        self._known: OrderedDict[str, tuple[Reading, int]] = OrderedDict()
+        self.apart = apart
+        self._known: LRUCache[str, tuple[Reading, int]] = LRUCache(
+            max_bytes, getsizeof=lambda kept: kept[1]
+        )
 
     def __len__(self) -> int:
         return len(self._known)
 
     def known(self, text: str) -> Reading | None:
         """The reading of a document read already; None for one not read yet."""
-        kept = self._known.get(text)
-        if kept is None:
+        try:  # one lookup (`get` is two, in Python): this is every request's
+            return self._known[text][0]
+        except KeyError:
             return None
-        self._known.move_to_end(text)
-        return kept[0]
 
     async def get(self, text: str) -> Reading:
-        """`text`'s reading, remembered or done now, in the documents' process."""
+        """`text`'s reading, remembered or done now."""
         reading = self.known(text)
         if reading is None:
-            reading = await out_of_process(read, text, self.max_tokens, self.max_selections)
+            reader = out_of_process if self.apart else off_the_loop
+            reading = await reader(read, text, self.max_tokens, self.max_selections)
             self._keep(text, reading)
         return reading
 
@@ -144,10 +154,5 @@ class Readings:
         size = len(text) + ENTRY_OVERHEAD
         if reading.refusal is not None:
             size += len(reading.refusal.message)
-        if text in self._known or size > self.max_bytes:
-            return
-        self._known[text] = (reading, size)
-        self.size += size
-        while self.size > self.max_bytes:
-            _, (_, dropped) = self._known.popitem(last=False)
-            self.size -= dropped
+        if text not in self._known and size <= self._known.maxsize:
+            self._known[text] = (reading, size)

@@ -14,10 +14,11 @@ import orjson
 from cross_web import HTTPException
 from strawberry.http import GraphQLRequestData
 
+from gateway.errors import BadRequest
 from gateway.internals import unknown_operation_name
 from gateway.schema.pagination import shown
 
-__all__ = ["from_body", "from_query_string", "quoted_short"]
+__all__ = ["bad_request", "from_body", "from_query_string"]
 
 # Each parameter, the JSON types it may have besides null, and how a reason names them.
 _PARAMETERS = {
@@ -66,13 +67,13 @@ def _operation(value: object) -> dict[str, object]:
     return value
 
 
-def quoted_short(refusal: HTTPException) -> HTTPException:
-    """Strawberry's refusal of the request, an unknown operation name in it quoted short, as
-    every error quotes a client's value (Strawberry quotes it whole, be it 90 KB of markup)."""
+def bad_request(refusal: HTTPException) -> BadRequest:
+    """Strawberry's refusal of the request (these checks' too) as a coded GraphQL error, at its
+    status; an unknown operation name in it quoted short, as every error quotes a client's value
+    (Strawberry quotes it whole, be it 90 KB of markup)."""
     name = unknown_operation_name(refusal)
-    if name is None:
-        return refusal
-    return HTTPException(refusal.status_code, f"Unknown operation named {shown(name)}.")
+    reason = refusal.reason if name is None else f"Unknown operation named {shown(name)}."
+    return BadRequest(reason, refusal.status_code)
 
 
 def operation_from_query(params: Mapping[str, str]) -> dict[str, object] | None:

@@ -21,12 +21,14 @@ import pytest
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.connection_limits import HeadBoundedProtocol
+from gateway.engine import engine
 from tests.fake_upstream import FakeUpstream, FaultKind, serve_in_thread
 
 # Short, so that the "hang" fault costs half a second rather than the default ten.
 UPSTREAM_TIMEOUT = 0.5
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+GRAPHQL_RESPONSE = "application/graphql-response+json"
 
 TWO_OPERATIONS = """
 query PackageById($id: Int!) { package(id: $id) { databaseId title } }
@@ -65,6 +67,18 @@ def own_client(upstream: FakeUpstream) -> Iterator[httpx.Client]:
         yield client
 
 
+def bad_request(response: httpx.Response, status: int = 400) -> str:
+    """The reason of a request refused before any operation ran, checked to be a GraphQL error
+    coded BAD_REQUEST with no `data`, at `status`, in one line."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] in ("application/json", GRAPHQL_RESPONSE)
+    body = response.json()
+    [error] = body.pop("errors")
+    assert body == {} and error["extensions"] == {"code": "BAD_REQUEST"}, error
+    assert isinstance(error["message"], str) and "\n" not in error["message"]
+    return error["message"]
+
+
 def _data(response: httpx.Response) -> Any:
     """The `data` of a successful GraphQL response, after checking that it is one."""
     assert response.status_code == 200, response.text
@@ -100,8 +114,7 @@ def test_post_runs_the_operation_named_in_the_request(
 
 def test_post_with_an_unknown_operation_name_is_a_bad_request(client: httpx.Client) -> None:
     response = client.post("/graphql", json={"query": TWO_OPERATIONS, "operationName": "Nope"})
-    assert response.status_code == 400
-    assert "Nope" in response.text
+    assert bad_request(response) == "Unknown operation named 'Nope'."
 
 
 # Answered as an unknown operation name is; Strawberry alone would run the first operation.
@@ -136,9 +149,9 @@ def test_several_operations_and_no_operation_name_is_a_bad_request_however_they_
             "/graphql", json={"query": document, "operationName": "Nope"}, headers=headers
         )
         for response in refusals:
-            assert response.status_code == unknown.status_code == 400
             assert response.headers["content-type"] == unknown.headers["content-type"]
-            assert response.text == NAME_REQUIRED
+            assert bad_request(response) == NAME_REQUIRED
+        assert bad_request(unknown) == "Unknown operation named 'Nope'."
         named = client.post("/graphql", json={"query": document, "operationName": name})
         assert _data(named)
     # Refused, the document was not kept under its hash.
@@ -164,8 +177,7 @@ def test_get_runs_a_query_with_variables(client: httpx.Client, upstream: FakeUps
 def test_get_cannot_run_a_mutation(client: httpx.Client) -> None:
     """GET must be safe: Strawberry refuses mutations before it looks at the schema."""
     response = client.get("/graphql", params={"query": "mutation { anything }"})
-    assert response.status_code == 400
-    assert "mutations are not allowed" in response.text
+    assert bad_request(response) == "mutations are not allowed when using GET"
 
 
 @pytest.mark.parametrize(
@@ -227,6 +239,35 @@ def test_a_datetime_that_is_not_one_is_bad_user_input_however_it_comes(
         assert "DateTime" in body["errors"][0]["message"]
     assert upstream.count == 0
     assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text
+
+
+def test_a_plan_that_raises_is_an_internal_error_as_on_graphql_core(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the engine (its run forced to raise) is answered the same whether the plan runs
+    inside Strawberry's pipeline (a new document) or on its own (the same document again): a
+    coded INTERNAL_SERVER_ERROR, logged with its traceback, never a bare 500."""
+
+    async def raises(*args: object) -> None:
+        raise RuntimeError("a bug in the plan's run")
+
+    monkeypatch.setattr(engine, "run", raises)
+    query = "query PlanRaises { categories { totalCount } }"
+    answers = [client.post("/graphql", json={"query": query}) for _ in range(2)]
+    for response in answers:
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "errors": [
+                {
+                    "message": "Internal server error",
+                    "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                }
+            ]
+        }
+    logged = [
+        record for record in caplog.records if record.getMessage() == "unexpected error at None"
+    ]
+    assert len(logged) == 2 and all(record.exc_info for record in logged)
 
 
 @pytest.mark.parametrize("junk", ["!!", "\n", "==", " "])
@@ -346,8 +387,12 @@ def test_post_with_a_bad_body_is_a_bad_request(
     client: httpx.Client, content: bytes, content_type: str, status: int, text: str
 ) -> None:
     response = client.post("/graphql", content=content, headers={"content-type": content_type})
-    assert response.status_code == status
-    assert text in response.text
+    assert text in bad_request(response, status)
+    # The same refusal, as the GraphQL-over-HTTP media type when the client prefers it.
+    headers = {"content-type": content_type, "accept": GRAPHQL_RESPONSE}
+    preferred = client.post("/graphql", content=content, headers=headers)
+    assert preferred.headers["content-type"] == GRAPHQL_RESPONSE
+    assert bad_request(preferred, status) == bad_request(response, status)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "image/png"])
@@ -357,8 +402,7 @@ def test_post_with_an_unsupported_content_type_is_a_client_error(
     response = client.post(
         "/graphql", content=b'{"query": "{ __typename }"}', headers={"content-type": content_type}
     )
-    assert 400 <= response.status_code < 500
-    assert "Unsupported content type" in response.text
+    assert bad_request(response) == "Unsupported content type"
 
 
 @pytest.mark.parametrize(
@@ -374,9 +418,8 @@ def test_a_get_parameter_of_the_wrong_type_says_which(
     client: httpx.Client, params: dict[str, str], text: str
 ) -> None:
     response = client.get("/graphql", params={"query": "{ __typename }", **params})
-    assert response.status_code == 400
-    assert response.text.strip() == response.text.splitlines()[0]  # one line
-    assert text in response.text
+    assert text in bad_request(response)
+    assert response.headers["cache-control"] == "no-store"
 
 
 def test_head_runs_no_mutation_and_answers_as_the_get(client: httpx.Client) -> None:
@@ -394,13 +437,13 @@ def test_get_with_variables_that_are_not_an_object_is_a_bad_request(
     client: httpx.Client, variables: str
 ) -> None:
     response = client.get("/graphql", params={"query": "{ __typename }", "variables": variables})
-    assert response.status_code == 400
+    assert bad_request(response)
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
 def test_other_methods_are_not_allowed(client: httpx.Client, method: str) -> None:
     response = client.request(method, "/graphql", json={"query": "{ __typename }"})
-    assert response.status_code == 405
+    assert bad_request(response, 405) == "GraphQL only supports GET and POST requests."
 
 
 @pytest.mark.parametrize("accept", ["*/*", "application/json", None])
@@ -412,9 +455,7 @@ def test_an_api_client_without_a_query_gets_an_error_not_graphiql(
     if accept is None:
         del request.headers["accept"]
     response = client.send(request)
-    assert response.status_code == 400
-    assert response.headers["content-type"].startswith("text/plain")
-    assert response.text == "No GraphQL query found in the request"
+    assert bad_request(response) == "No GraphQL query found in the request"
 
 
 def test_a_browser_gets_graphiql(client: httpx.Client) -> None:

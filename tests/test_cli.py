@@ -38,10 +38,13 @@ def _env(**gateway: str) -> dict[str, str]:
 
 
 def _gateway(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    launcher: tuple[str, ...] = ("-m", "gateway"),
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
+        [sys.executable, *launcher, *args],
         capture_output=True,
         encoding="utf-8",
         env=_env() if env is None else env,
@@ -79,6 +82,31 @@ def test_query_prints_the_result(upstream: FakeUpstream) -> None:
         "data": {"categories": {"totalCount": len(upstream.dataset.categories)}}
     }
     assert upstream.count > 0
+
+
+# `gateway` as `python -m gateway` runs it, printing each process it starts (Python's audit event).
+_AUDITED = """
+import sys
+
+def audit(event, args):
+    if event == "subprocess.Popen":
+        print("started:", *args[1], file=sys.stderr)
+
+sys.addaudithook(audit)
+from gateway.cli import main
+
+main()
+"""
+
+
+def test_query_starts_no_documents_process(upstream: FakeUpstream) -> None:
+    """One operation has no event loop to keep free: its document is read on a thread, not by
+    the child Python `gateway serve` starts for that (gateway/offload.py)."""
+    query = "{ categories { totalCount } }"
+    run = _gateway("query", query, "--upstream", upstream.base_url, launcher=("-c", _AUDITED))
+    assert run.returncode == 0, run.stderr
+    assert "data" in _output(run)
+    assert "gateway.offload" not in run.stderr
 
 
 def test_query_with_variables_and_an_operation_name(upstream: FakeUpstream) -> None:

@@ -29,6 +29,7 @@ from gateway.connection_limits import HeadBoundedProtocol
 from gateway.errors import CLIENT_CLOSED, INTERNAL_SERVER_ERROR
 from tests.observing import parse, value
 from tests.serving import Served, served_gateway
+from tests.test_app import bad_request
 from tests.waiting import wait_until
 
 IDLE_TIMEOUT = 1.0  # seconds a connection may wait for a request's head, and take over it
@@ -343,16 +344,15 @@ def test_an_unknown_operation_name_is_quoted_short(served: Served, batch: bool) 
     name = "<script>alert(1)</script>" + "A" * 90_000
     operation = {"query": "query Known { __typename }", "operationName": name}
     response = httpx.post(f"{served.origin}/graphql", json=[operation] if batch else operation)
-    assert response.status_code == 400
-    assert response.headers["content-type"].startswith("text/plain")
+    reason = bad_request(response)
     assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.text.startswith("Unknown operation named '<script>alert(1)</script>AAA")
-    assert len(response.text) < 200
+    assert reason.startswith("Unknown operation named '<script>alert(1)</script>AAA")
+    assert len(reason) < 200
 
 
 def test_an_unknown_operation_name_by_get_is_quoted_short(served: Served) -> None:
     name = "B" * 2000
     params = {"query": "query Known { __typename }", "operationName": name}
     response = httpx.get(f"{served.origin}/graphql", params=params)
-    assert response.status_code == 400
-    assert response.text == f"Unknown operation named {'B' * 80!r}…."
+    assert bad_request(response) == f"Unknown operation named {'B' * 80!r}…."
+    assert response.headers["x-content-type-options"] == "nosniff"

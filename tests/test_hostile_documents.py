@@ -29,6 +29,7 @@ from graphql import (
 )
 from starlette.routing import Route
 
+from gateway import document_cache
 from gateway.app import GraphQLEndpoint, create_app
 from gateway.compose import query_limits, schema_for
 from gateway.config import Settings
@@ -327,10 +328,11 @@ def test_parsed_documents_are_kept_within_their_bounds(
 ) -> None:
     """With bounds of 8 MiB, for the test to reach them in a few documents."""
     monkeypatch.setattr(engine, "MAX_BYTES", 8 * 2**20)
+    monkeypatch.setattr(document_cache, "MAX_BYTES", 8 * 2**20)
     app = create_app(Settings(upstream=upstream.base_url, response_cache_ttl=0))
     endpoint = _endpoint(app)
     documents = _documents(app)
-    documents.max_bytes = 8 * 2**20
+    assert documents.max_bytes == 8 * 2**20
     weight = document_weight(BIG, parse(BIG))
     count = 2 * documents.max_bytes // weight  # distinct documents worth twice the bound
     with serve_in_thread(app) as origin, httpx.Client(base_url=origin, timeout=30) as client:

@@ -104,6 +104,16 @@ def test_memory_is_bounded_by_forgetting_the_least_recent_clients() -> None:
     assert not buckets.spend("d", 1).allowed
 
 
+def test_a_refused_client_is_not_the_first_forgotten() -> None:
+    """Refused, a client counts as seen lately: hammering does not age its empty bucket out."""
+    buckets = Buckets(1, clock=Clock(), max_clients=3)
+    for key in "abc":
+        assert buckets.spend(key, 1).allowed
+    assert not buckets.spend("a", 1).allowed  # "b" is now the least recently seen
+    assert buckets.spend("d", 1).allowed
+    assert not buckets.spend("a", 1).allowed
+
+
 def test_clients_are_told_apart_by_address_or_by_a_header() -> None:
     scope: dict[str, Any] = {
         "client": ("10.0.0.7", 40000),

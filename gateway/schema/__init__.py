@@ -38,9 +38,11 @@ def build_schema(
     *,
     federation: bool = False,
     extensions: Sequence[limits.Extension] = (),
+    documents_process: bool = True,
 ) -> GatewaySchema:
     """The schema, enforcing `query_limits`; with `federation`, an Apollo Federation 2 subgraph
-    (gateway/schema/federation.py). Limits do not change the SDL.
+    (gateway/schema/federation.py). Limits do not change the SDL. New documents are read in the
+    documents' process, or without `documents_process` on a thread (gateway/reading.py).
 
     Batching is on: how many operations a batch may hold is the HTTP view's limit (gateway/app.py),
     which refuses more with a code of its own. `extensions` come after the limits' own: the
@@ -60,7 +62,9 @@ def build_schema(
         # types, which Strawberry would otherwise refuse as a duplicate name.
         allow_types_of_one_name(config)
     documents = DocumentCache()
-    readings = Readings(query_limits.max_tokens, query_limits.max_selections)
+    readings = Readings(
+        query_limits.max_tokens, query_limits.max_selections, apart=documents_process
+    )
     built = schema_class(
         query=Query,
         types=types,

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
+
+from cachetools import LRUCache
 
 from gateway.errors import UpstreamError
 
@@ -86,25 +87,27 @@ class ResourceCache:
         self.ttl = ttl
         self.stale = stale
         self.max_bytes = max_bytes
-        self.size = 0
         self._clock = clock
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._entries: LRUCache[str, _Entry] = LRUCache(
+            max_bytes, getsizeof=lambda entry: entry.size
+        )
         self._flights: dict[str, _Flight] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def size(self) -> int:
+        """What the entries kept count, in bytes."""
+        return int(self._entries.currsize)
+
     def put(self, key: str, value: object, size: int, *, age: float = 0.0) -> None:
         """Store `value`, decoded from `size` bytes of JSON `age` seconds old, evicting the
         least recently used."""
-        self._drop(key)
+        self._entries.pop(key, None)
         entry = _Entry(value, size + ENTRY_OVERHEAD, self._clock() - age)
-        if entry.size > self.max_bytes:
-            return
-        self._entries[key] = entry
-        self.size += entry.size
-        while self.size > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+        if entry.size <= self.max_bytes:
+            self._entries[key] = entry
 
     async def get(
         self, key: str, fetch: Fetch[T], *, starting: Callable[[], None] | None = None
@@ -209,14 +212,6 @@ class ResourceCache:
             return None
         age = self._clock() - entry.stored
         if age > self.ttl + self.stale:
-            self._drop(key)
+            del self._entries[key]
             return None
-        if age > max_age:
-            return None
-        self._entries.move_to_end(key)
-        return entry
-
-    def _drop(self, key: str) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self.size -= entry.size
+        return None if age > max_age else entry
