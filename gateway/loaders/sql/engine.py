@@ -25,7 +25,7 @@ import math
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import nullcontext
 from functools import partial
 from typing import Any, TypeVar
@@ -56,6 +56,10 @@ MAX_OVERFLOW = 0
 
 # SQLite virtual machine steps between two looks at the deadline: well under a millisecond.
 _PROGRESS_STEPS = 10_000
+
+# The change stamps' statements (`change_stamp`).
+_SQLITE_STAMP = "PRAGMA data_version"
+_POSTGRES_STAMP = "SELECT pg_current_snapshot()::text"
 
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -165,6 +169,33 @@ async def read(
     return await greenlet_spawn(_once_more_if_dropped, partial(_read, engine, sql, parameters))
 
 
+async def change_stamp(engine: AsyncEngine) -> Hashable:
+    """A value that stays the same exactly as long as nothing is committed to the database
+    (`kept.py` keeps answers under it): it must be read before the statements whose answers
+    are kept under it.
+
+    On SQLite, read on the connection the loop's reads share (`_LoopReader.stamp`). On
+    PostgreSQL the current snapshot (`pg_current_snapshot()`): it lists the transactions in
+    progress below the newest one finished, so a transaction that ends, committed or not,
+    changes it. (The WAL's insert position would not do: a commit's record is written before
+    the transaction becomes visible, and a stamp read between the two would not move again
+    when it does.)
+    """
+    shared = _LOOP_READERS.get(engine.sync_engine)
+    if shared is not None:
+        return await shared.stamp(engine.sync_engine)
+    rows = await read(engine, _POSTGRES_STAMP, ())
+    stamp: str = rows[0][0]
+    return stamp
+
+
+def change_stamp_now(engine: AsyncEngine) -> Hashable | None:
+    """`change_stamp` at once, where that needs no waiting (SQLite, once the loop's reads have
+    their connection), else None; a failure is None too (`change_stamp` will tell it)."""
+    shared = _LOOP_READERS.get(engine.sync_engine)
+    return None if shared is None else shared.stamp_now()
+
+
 async def execute(engine: AsyncEngine, statement: Executable) -> Sequence[Row[Any]]:
     """The rows of a statement SQLAlchemy compiles and executes, typed by it (a search, built
     for its words), on a pooled connection (on SQLite, on its thread)."""
@@ -254,6 +285,7 @@ class _LoopReader:
 
     def __init__(self) -> None:
         self._pooled: PoolProxiedConnection | None = None
+        self._connections = 0  # how many it had: a stamp is its connection's
 
     async def read(self, engine: Engine, sql: str, parameters: Sequence[Any]) -> list[Any]:
         pooled = self._pooled
@@ -268,12 +300,36 @@ class _LoopReader:
             failure = await greenlet_spawn(_dropped, engine, pooled, exc, sql, parameters)
             raise failure from exc
 
+    async def stamp(self, engine: Engine) -> Hashable:
+        """The connection's change stamp: `PRAGMA data_version`, which moves whenever another
+        connection commits, with the connection's own `total_changes` (a database in memory
+        has one connection, which writes too), and which connection that is."""
+        rows = await self.read(engine, _SQLITE_STAMP, ())
+        pooled = self._pooled  # the one read on: it failed otherwise
+        assert pooled is not None
+        driver: _SqliteConnection = pooled.driver_connection  # type: ignore[assignment]
+        return (self._connections, rows[0][0], driver.total_changes_here())
+
+    def stamp_now(self) -> Hashable | None:
+        """`stamp` if the connection is there and answers, else None."""
+        pooled = self._pooled
+        if pooled is None:
+            return None
+        driver: _SqliteConnection = pooled.driver_connection  # type: ignore[assignment]
+        try:
+            with pooled.info.get("deadline") or nullcontext():
+                version = driver.read_here(_SQLITE_STAMP, ())[0][0]
+        except sqlite3.Error:
+            return None
+        return (self._connections, version, driver.total_changes_here())
+
     async def _connection(self, engine: Engine) -> PoolProxiedConnection:
         pooled = await greenlet_spawn(_checkout, engine)
         if self._pooled is not None:  # another read checked one out meanwhile
             await greenlet_spawn(pooled.close)
             return self._pooled
         self._pooled = pooled
+        self._connections += 1
         return pooled
 
     def release(self, engine: Engine) -> None:
@@ -298,6 +354,10 @@ class _SqliteConnection(aiosqlite.Connection):
     def read_here(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
         """The rows of `sql`, read on the calling thread rather than the connection's."""
         return self._conn.execute(sql, parameters).fetchall()
+
+    def total_changes_here(self) -> int:
+        """The rows this connection inserted, updated or deleted since it opened."""
+        return self._conn.total_changes
 
     async def rollback(self) -> None:
         """A connection back from a read has no transaction (sqlite3 opens none for a SELECT):
