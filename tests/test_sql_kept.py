@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import DatabaseError
 from gateway.loaders.records import Order, PackageFilter, Slice, Window
+from gateway.loaders.sql import engine as engine_module
 from gateway.loaders.sql.backend import SqlBackend
 from gateway.loaders.sql.engine import create_engine
 from gateway.loaders.sql.features import inspect_database
@@ -247,3 +248,44 @@ async def test_a_failing_sqlite_stamp_read_is_a_database_error(
         assert len(kept) == 0 and kept.stamp is None
     finally:
         await engine.dispose()
+
+
+async def test_a_postgres_stamp_read_is_shared_only_by_requests_that_asked_before_it_began(
+    postgres_database: Database,
+) -> None:
+    reader = engine_module._StampReader()
+    began: list[asyncio.Event] = []  # each read's release
+
+    async def held_read(engine: Any) -> str:
+        release = asyncio.Event()
+        began.append(release)
+        await release.wait()
+        return f"read {len(began)}"
+
+    async def running(reads: int) -> None:
+        async with asyncio.timeout(10):  # a read that never starts fails rather than hangs
+            while len(began) < reads:
+                await asyncio.sleep(0)
+
+    reader._read_once = held_read  # type: ignore[method-assign]
+    sync_engine = postgres_database.engine.sync_engine
+    first = asyncio.create_task(reader.stamp(sync_engine))
+    await running(1)
+    # Asked while the first read runs: they wait for the next, and share it.
+    second = [asyncio.create_task(reader.stamp(sync_engine)) for _ in range(3)]
+    await asyncio.sleep(0)
+    began[0].set()
+    assert await first == "read 1"
+    await running(2)
+    cancelled = asyncio.create_task(reader.stamp(sync_engine))  # asked during the second
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    began[1].set()
+    assert await asyncio.gather(*second) == ["read 2"] * 3
+    await running(3)  # the third read runs though its only asker went
+    began[2].set()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(began) == 3 and reader._reading is None
+    # And a real read: the database's current snapshot.
+    assert isinstance(await engine_module.change_stamp(postgres_database.engine), str)

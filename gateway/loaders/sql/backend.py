@@ -121,6 +121,7 @@ class SqlBackend:
     def __init__(
         self, engine: AsyncEngine, features: SqlFeatures, kept: Kept | None = None
     ) -> None:
+        self._stamps = engine  # whose change stamps are read (the engine `create_engine` made)
         if features.dialect == "postgresql":
             engine = _autocommit(engine)
         self.engine = engine
@@ -138,7 +139,7 @@ class SqlBackend:
         no waiting (SQLite); else (PostgreSQL: a round trip) the request's first batch reads it,
         and until then nothing is at hand."""
         if self._at_hand is None and self.kept is not None:
-            stamp = change_stamp_now(self.engine)
+            stamp = change_stamp_now(self._stamps)
             if stamp is not None:
                 self._stamped(stamp)
         return self._at_hand
@@ -161,7 +162,7 @@ class SqlBackend:
         if stamp is None:
             try:
                 with observe.SqlStatement("stamp", self.features.dialect):
-                    stamp = await change_stamp(self.engine)
+                    stamp = await change_stamp(self._stamps)
             except FAILURES as exc:
                 raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
             self._stamped(stamp)

@@ -21,6 +21,7 @@ the connection's thread.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sqlite3
 import time
@@ -184,9 +185,11 @@ async def change_stamp(engine: AsyncEngine) -> Hashable:
     shared = _LOOP_READERS.get(engine.sync_engine)
     if shared is not None:
         return await shared.stamp(engine.sync_engine)
-    rows = await read(engine, _POSTGRES_STAMP, ())
-    stamp: str = rows[0][0]
-    return stamp
+    reader = _STAMP_READERS.get(engine.sync_engine)
+    if reader is None:
+        reader = _STAMP_READERS[engine.sync_engine] = _StampReader()
+        event.listen(engine.sync_engine, "engine_disposed", reader.release)
+    return await reader.stamp(engine.sync_engine)
 
 
 def change_stamp_now(engine: AsyncEngine) -> Hashable | None:
@@ -342,6 +345,85 @@ class _LoopReader:
 
 # The shared connection of each SQLite engine's reads on the loop (`create_engine` makes it).
 _LOOP_READERS: WeakKeyDictionary[Engine, _LoopReader] = WeakKeyDictionary()
+
+
+class _StampReader:
+    """The change stamps of a PostgreSQL engine (`change_stamp`), read one at a time on a
+    connection of their own, kept out of the pool and used with asyncpg's own calls (no
+    checkout, no greenlet).
+
+    A request that asks while a read runs waits for the next read, which starts as soon as
+    that one ends and answers every request that asked meanwhile: a read is shared only by
+    requests that asked before it started, so each gets a stamp read after it asked. The
+    connection is dropped when a read fails on it (a connection found closed, by the server or
+    the network, gets the read once more on a new one) and when the engine is disposed of.
+    """
+
+    def __init__(self) -> None:
+        self._pooled: PoolProxiedConnection | None = None
+        self._next: asyncio.Future[Hashable] | None = None  # the read that starts next
+        self._reading: asyncio.Task[None] | None = None
+
+    async def stamp(self, engine: Engine) -> Hashable:
+        future = self._next
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._next = loop.create_future()
+            if self._reading is None:
+                self._reading = loop.create_task(self._read_all(engine))
+        # A request cancelled does not cancel the read the others wait for.
+        return await asyncio.shield(future)
+
+    async def _read_all(self, engine: Engine) -> None:
+        """Read a stamp for each batch of requests in turn, until none asks."""
+        try:
+            while self._next is not None:
+                future, self._next = self._next, None
+                try:
+                    future.set_result(await self._read(engine))
+                except Exception as exc:
+                    future.set_exception(exc)
+        finally:
+            self._reading = None
+            if self._next is not None:  # cancelled itself (the loop closes): nobody waits long
+                self._next.cancel()
+                self._next = None
+
+    async def _read(self, engine: Engine) -> Hashable:
+        kept = self._pooled is not None
+        try:
+            return await self._read_once(engine)
+        except DBAPIError as exc:
+            if not (kept and exc.connection_invalidated):
+                raise
+        return await self._read_once(engine)
+
+    async def _read_once(self, engine: Engine) -> Hashable:
+        pooled = self._pooled
+        if pooled is None:
+            pooled = self._pooled = await greenlet_spawn(_checkout, engine)
+        driver: Any = pooled.driver_connection  # asyncpg's
+        try:
+            stamp: str = await driver.fetchval(_POSTGRES_STAMP)
+        except Exception as exc:
+            self._pooled = None
+            failure = await greenlet_spawn(_dropped, engine, pooled, exc, _POSTGRES_STAMP, ())
+            raise failure from exc
+        except BaseException:  # cancelled midway: the connection is in a state nobody knows
+            self._pooled = None
+            pooled.invalidate()
+            raise
+        return stamp
+
+    def release(self, engine: Engine) -> None:
+        """The engine is disposed of: close the connection (within `dispose`'s greenlet)."""
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            pooled.invalidate()
+
+
+# The change stamps' reader of each PostgreSQL engine (`change_stamp` makes it).
+_STAMP_READERS: WeakKeyDictionary[Engine, _StampReader] = WeakKeyDictionary()
 
 
 class _SqliteConnection(aiosqlite.Connection):
