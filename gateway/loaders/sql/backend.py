@@ -2,12 +2,15 @@
 
 The engine, what the database offers (`SqlFeatures`, read once by `inspect_database` in
 features.py), its statements (statements.py, built once per shape) and the records built lately
-are process-wide; `SqlBackend` is built per request around them and holds nothing else. Each
-batch is one SQL statement, however many keys it has, read straight on the driver (engine.py):
-lookups bind their keys, relations page every window in SQL at once, and a list page carries
-its total (an empty page's counts are read by a second). Filters and orders are part of that
-statement (sort_keys.py). A failure of the database is a `DatabaseError` for the fields that
-needed it, and the next statement starts afresh.
+are process-wide; `SqlBackend` is built per request around them and holds only its change stamp.
+Each batch is one SQL statement, however many keys it has, read straight on the driver
+(engine.py): lookups bind their keys, relations page every window in SQL at once, and a list
+page carries its total (an empty page's counts are read by a second). Filters and orders are
+part of that statement (sort_keys.py). A failure of the database is a `DatabaseError` for the
+fields that needed it, and the next statement starts afresh. With a store (kept.py), what
+batches read is kept across requests while the database's change stamp, read once per request
+before its first statement, holds: then a batch is answered from there, and on SQLite at hand
+(`at_hand`).
 """
 
 from __future__ import annotations
