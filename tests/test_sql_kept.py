@@ -289,3 +289,23 @@ async def test_a_postgres_stamp_read_is_shared_only_by_requests_that_asked_befor
     assert len(began) == 3 and reader._reading is None
     # And a real read: the database's current snapshot.
     assert isinstance(await engine_module.change_stamp(postgres_database.engine), str)
+
+
+async def test_a_postgres_stamp_read_cut_short_drops_its_connection(
+    postgres_database: Database, pg_schema: str
+) -> None:
+    engine = postgres_engine(pg_schema)
+    try:
+        assert isinstance(await engine_module.change_stamp(engine), str)
+        reader = engine_module._STAMP_READERS[engine.sync_engine]
+        asked = asyncio.create_task(reader.stamp(engine.sync_engine))
+        while reader._reading is None:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the read is sent, its answer not yet read
+        reader._reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asked
+        assert reader._pooled is None and reader._reading is None
+        assert isinstance(await reader.stamp(engine.sync_engine), str)
+    finally:
+        await engine.dispose()

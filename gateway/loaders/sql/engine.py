@@ -383,6 +383,9 @@ class _StampReader:
                     future.set_result(await self._read(engine))
                 except Exception as exc:
                     future.set_exception(exc)
+                except BaseException:
+                    future.cancel()
+                    raise
         finally:
             self._reading = None
             if self._next is not None:  # cancelled itself (the loop closes): nobody waits long
@@ -411,7 +414,7 @@ class _StampReader:
             raise failure from exc
         except BaseException:  # cancelled midway: the connection is in a state nobody knows
             self._pooled = None
-            pooled.invalidate()
+            await greenlet_spawn(pooled.invalidate)
             raise
         return stamp
 
