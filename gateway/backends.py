@@ -108,7 +108,8 @@ async def open_backend(
         checks: dict[str, Probe] = {"database": database_check}
         if shared is not None:
             checks["redis"] = _redis_check(shared)
-        kept = Kept()  # answers kept across requests while the database is unchanged
+        # Answers kept across requests while the database is unchanged.
+        kept = Kept(settings.kept_answers_bytes) if settings.kept_answers_bytes else None
         yield OpenBackend(lambda: SqlBackend(engine, features, kept), checks)
     finally:
         await engine.dispose()

@@ -395,6 +395,7 @@ async def test_the_engine_answers_as_graphql_core_does(
 
 
 _KEPT: dict[object, Kept] = {}
+_BUDGET = 2**24  # bytes
 
 
 @settings(
@@ -416,7 +417,7 @@ async def test_kept_answers_change_no_answer(
     query, variables = operation
     for name, loaded in (("sqlite", sqlite_database), ("postgres", postgres_database)):
         expected = await _answer(GRAPHQL_CORE, loaded.backend(), query, variables)
-        kept = _KEPT.setdefault(loaded.engine, Kept())
+        kept = _KEPT.setdefault(loaded.engine, Kept(_BUDGET))
 
         def backend(loaded: Database = loaded, kept: Kept = kept) -> Backend:
             return SqlBackend(loaded.engine, loaded.features, kept)
@@ -453,7 +454,7 @@ _KEPT_DOCUMENTS = [
 
 
 async def test_kept_windows_answer_only_themselves(database: Database) -> None:
-    kept = Kept()
+    kept = Kept(_BUDGET)
     for query in _KEPT_DOCUMENTS * 2:
         expected = await _answer(GRAPHQL_CORE, database.backend(), query, {})
         backend = SqlBackend(database.engine, database.features, kept)

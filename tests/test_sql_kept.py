@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.backends import open_backend
+from gateway.config import Settings
 from gateway.errors import DatabaseError
 from gateway.loaders.records import Order, PackageFilter, Slice, Window
 from gateway.loaders.sql import engine as engine_module
@@ -40,6 +42,7 @@ from tests.databases import (
 
 __all__ = ["database", "pg_schema", "postgres_database", "sqlite_database"]
 
+BUDGET = 2**24  # bytes
 GRID = next(grid for grid in SMALL.grids if grid.slug == "quirks-edge-cases")
 PACKAGE = SMALL.packages[0]
 
@@ -67,7 +70,7 @@ async def every_batch(backend: SqlBackend) -> list[Any]:
 
 
 async def test_kept_answers_are_the_database_s(database: Database) -> None:
-    kept = Kept()
+    kept = Kept(BUDGET)
     expected = await every_batch(database.backend())
     assert await every_batch(SqlBackend(database.engine, database.features, kept)) == expected
     assert len(kept) > 0
@@ -82,7 +85,7 @@ async def test_kept_answers_are_the_database_s(database: Database) -> None:
 
 
 async def test_at_hand_answers_what_is_kept_and_nothing_else(database: Database) -> None:
-    kept = Kept()
+    kept = Kept(BUDGET)
     first = SqlBackend(database.engine, database.features, kept)
     ids = [PACKAGE.id, 2]
     found = await first.packages(ids)
@@ -145,7 +148,7 @@ async def title_of(database: Database, kept: Kept) -> str:
 async def test_a_commit_by_another_connection_is_seen_by_the_next_request(
     writable: Database,
 ) -> None:
-    kept = Kept()
+    kept = Kept(BUDGET)
     assert await title_of(writable, kept) == PACKAGE.title
     assert await title_of(writable, kept) == PACKAGE.title  # kept
     await other_connection_sets_title(writable, "Changed elsewhere")
@@ -154,7 +157,7 @@ async def test_a_commit_by_another_connection_is_seen_by_the_next_request(
 
 
 async def test_the_gateway_s_own_writes_are_seen_by_the_next_request(writable: Database) -> None:
-    kept = Kept()
+    kept = Kept(BUDGET)
     assert await title_of(writable, kept) == PACKAGE.title
     renamed = dataclasses.replace(PACKAGE, title="Rewritten by the mirror")
     await write_dataset(writable.engine, _with_package(SMALL, renamed))
@@ -171,7 +174,7 @@ async def test_a_database_in_memory_sees_its_own_writes() -> None:
     try:
         await write_dataset(engine, SMALL)
         loaded = Database(engine, await inspect_database(engine))
-        kept = Kept()
+        kept = Kept(BUDGET)
         assert await title_of(loaded, kept) == PACKAGE.title
         assert await title_of(loaded, kept) == PACKAGE.title
         async with engine.begin() as connection:
@@ -191,7 +194,7 @@ def _with_package(dataset: Dataset, replaced: Any) -> Dataset:
 async def test_an_answer_read_under_an_older_stamp_is_not_kept(database: Database) -> None:
     # A request read its stamp, then another request found the database changed: what the
     # first reads now may be older than the store's stamp, and is not kept.
-    kept = Kept()
+    kept = Kept(BUDGET)
     slow = SqlBackend(database.engine, database.features, kept)
     await slow.grids([GRID.id])
     kept.stamped(("another stamp",))
@@ -221,7 +224,7 @@ async def test_a_failing_stamp_read_is_a_database_error_and_keeps_nothing(
     proxy = TcpProxy(POSTGRES_PORT)
     await proxy.start()
     engine = postgres_engine(pg_schema, port=proxy.port)
-    kept = Kept()
+    kept = Kept(BUDGET)
     try:
         await proxy.cut()
         backend = SqlBackend(engine, postgres_database.features, kept)
@@ -241,7 +244,7 @@ async def test_a_failing_sqlite_stamp_read_is_a_database_error(
     sqlite_database: Database, tmp_path: Path
 ) -> None:
     engine: AsyncEngine = create_engine(f"sqlite:///{tmp_path / 'gone' / 'none.sqlite3'}")
-    kept = Kept()
+    kept = Kept(BUDGET)
     try:
         with pytest.raises(DatabaseError):
             await SqlBackend(engine, sqlite_database.features, kept).packages([1])
@@ -309,3 +312,17 @@ async def test_a_postgres_stamp_read_cut_short_drops_its_connection(
         assert isinstance(await reader.stamp(engine.sync_engine), str)
     finally:
         await engine.dispose()
+
+
+async def test_a_served_database_keeps_answers_within_its_setting(
+    sqlite_database: Database,
+) -> None:
+    url = f"sqlite:///{sqlite_database.path}"
+    async with open_backend(Settings(database=url, kept_answers_bytes=1000)) as backend:
+        made = backend()
+        assert isinstance(made, SqlBackend) and made.kept is not None
+        assert made.kept.budget == 1000
+    async with open_backend(Settings(database=url, kept_answers_bytes=0)) as backend:
+        made = backend()
+        assert isinstance(made, SqlBackend) and made.kept is None
+        assert made.at_hand() is None

@@ -34,14 +34,10 @@ from gateway.loaders.records import (
     Window,
 )
 
-__all__ = ["BUDGET", "Kept", "KeptAnswers"]
+__all__ = ["Kept", "KeptAnswers"]
 
 # A list page's key: its slice, filter and order.
 ListKey = tuple[Slice, PackageFilter | None, Order | None]
-
-# Bytes of encoded answers a store keeps, at most (Python's objects take a few times that,
-# less where answers share records, as a grid's windows share its packages).
-BUDGET = 16 * 2**20
 # What an answer weighs besides its encoding: its key, its entry in the dict.
 _ENTRY = 200
 
@@ -51,8 +47,8 @@ _encode = msgspec.msgpack.Encoder().encode
 class Kept:
     """The answers kept under one change stamp, by batch method and key."""
 
-    def __init__(self, budget: int = BUDGET) -> None:
-        self.budget = budget
+    def __init__(self, budget: int) -> None:
+        self.budget = budget  # bytes of encoded answers, at most (`kept_answers_bytes`)
         self.stamp: Hashable | None = None
         self.size = 0  # the weights of what is kept
         self._answers: dict[tuple[str, Hashable], tuple[Any, int]] = {}
