@@ -1,6 +1,7 @@
 """The fixed cost of a request: what the gateway spends on one, the query's own work apart.
 
     python -m bench.overhead [--requests 2000] [--callgrind] [--against ../other-checkout]
+                             [--database embedded|URL]
 
 Each case sends the same request again and again, in this one process, through the gateway's
 own uvicorn protocol (gateway/connection_limits.py, fed the request's bytes over a transport
@@ -9,8 +10,11 @@ builds them, the response cache off unless the case is a hit:
 
 - `tiny`: `{ __typename }` by its compiled plan: the HTTP stack, the middlewares, the view,
   the engine's lookups, metrics, log line and headers, with next to no query;
-- `Q1`: bench/compare.py's Q1 over the fake APIv4 (a process of its own; after the warm-up
-  every resource is in the gateway's cache, and no upstream request is made);
+- `Q1`, `Q2`, `Q3`: bench/compare.py's queries over the fake APIv4 (a process of its own;
+  after the warm-up every resource is in the gateway's cache, and no upstream request is made),
+  or with `--database` over the embedded SQLite catalogue (`embedded`) or a database's URL (a
+  PostgreSQL mirror of the same catalogue, made with `gateway mirror`: only the gateway's side
+  of its statements is counted);
 - `hit`: Q1 answered from the response cache;
 - `bare`: bench/bare.py's Starlette endpoint on uvicorn's own protocol, answering Q1's bytes.
 
@@ -42,7 +46,8 @@ from uvicorn import Config
 from uvicorn.server import ServerState
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = ("tiny", "Q1", "hit", "bare")
+CASES = ("tiny", "Q1", "Q2", "Q3", "hit", "bare")
+QUERIES = ("Q1", "Q2", "Q3")
 TINY = b'{"query":"{ __typename }"}'
 
 
@@ -128,14 +133,17 @@ class Connection:
         self.protocol.connection_lost(None)
 
 
-def gateway(case: str, upstream: str, log_level: str) -> tuple[Starlette, Config]:
+def gateway(case: str, run: Run) -> tuple[Starlette, Config]:
     """The app of `gateway serve` for `case`, and uvicorn's configuration of it."""
     from gateway.app import create_app
     from gateway.config import load_settings
     from gateway.worker import server_options
 
-    flags: dict[str, object] = {"upstream": upstream, "warm_catalogue": False}
-    flags["log_level"] = log_level
+    flags: dict[str, object] = {"warm_catalogue": False, "log_level": run.log_level}
+    if not run.database:
+        flags["upstream"] = run.upstream
+    elif run.database != "embedded":
+        flags["database"] = run.database
     if case != "hit":
         flags["response_cache_ttl"] = 0.0
     settings = load_settings(flags)
@@ -151,13 +159,13 @@ async def measure(case: str, run: Run) -> float:
     warm-up."""
     from bench.bare import bare_app
 
-    q1 = post(run.q1.encode())
-    sent = post(TINY) if case == "tiny" else q1
-    app, config = gateway(case, run.upstream, run.log_level)
+    query = post(run.body.encode())
+    sent = post(TINY) if case == "tiny" else query
+    app, config = gateway(case, run)
     if case == "bare":  # answering the very bytes of the gateway's answer to Q1
         async with app.router.lifespan_context(app):
             connection = Connection(config)
-            body = (await connection.ask(q1)).partition(b"\r\n\r\n")[2]
+            body = (await connection.ask(query)).partition(b"\r\n\r\n")[2]
             connection.close()
         app = bare_app(body)
         config = Config(app, log_level="warning")
@@ -185,12 +193,14 @@ class Run:
     warmup: int
     log_level: str
     upstream: str
-    q1: str  # its body
+    database: str  # "" (the upstream), "embedded" or a URL
+    body: str  # the query's (Q1's for tiny, hit and bare)
 
     def command(self, case: str) -> list[str]:
         """The child's command line: this harness, run as a script."""
         options = ["--requests", str(self.requests), "--warmup", str(self.warmup)]
-        options += ["--log-level", self.log_level, "--upstream", self.upstream, "--q1", self.q1]
+        options += ["--log-level", self.log_level, "--upstream", self.upstream]
+        options += ["--database", self.database, "--body", self.body]
         return [sys.executable, __file__, "--child", case, *options]
 
 
@@ -238,29 +248,37 @@ def main() -> None:
     )
     parser.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
     parser.add_argument("--against", type=Path, help="another checkout, measured side by side")
+    parser.add_argument(
+        "--database", default="", help="Q1-Q3 over `embedded` SQLite or this database's URL"
+    )
     parser.add_argument("--child", choices=CASES, dest="case", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
-    parser.add_argument("--q1", help=argparse.SUPPRESS)
+    parser.add_argument("--body", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case is not None:
         import uvloop
 
-        run = Run(args.requests, args.warmup, args.log_level, args.upstream, args.q1)
+        run = Run(
+            args.requests, args.warmup, args.log_level, args.upstream, args.database, args.body
+        )
         print(f"{uvloop.run(measure(args.case, run)) * 1e6:.1f}")
         return
     cases = args.cases.split(",")
     if set(cases) - set(CASES) or args.requests <= 0 or args.warmup <= 0:
         parser.error(f"cases among {', '.join(CASES)}; requests and warm-up positive")
+    if args.database and set(cases) - set(QUERIES):
+        parser.error(f"over a database, cases among {', '.join(QUERIES)}")
     checkouts = [ROOT] if args.against is None else [ROOT, args.against.resolve()]
     unit = "instructions" if args.callgrind else "CPU µs"
     print(f"| case ({unit} per request) | {' | '.join(map(str, checkouts))} |")
     print(f"|---|{'---|' * len(checkouts)}")
     from bench.compare import the_queries
 
-    q1 = the_queries(1.0)["Q1"].body.decode()
+    queries = the_queries(1.0)
     with fake_upstream() as upstream:
-        run = Run(args.requests, args.warmup, args.log_level, upstream, q1)
         for case in cases:
+            body = queries[case if case in QUERIES else "Q1"].body.decode()
+            run = Run(args.requests, args.warmup, args.log_level, upstream, args.database, body)
             if args.callgrind:
                 figures = [f"{callgrind(checkout, case, run):,}" for checkout in checkouts]
             else:

@@ -94,6 +94,7 @@ async def open_backend(
     from gateway.loaders.sql.backend import SqlBackend
     from gateway.loaders.sql.engine import create_engine
     from gateway.loaders.sql.features import check_database, database_ready, inspect_database
+    from gateway.loaders.sql.kept import Kept
 
     url = settings.database or await open_embedded()
     engine = create_engine(url, statement_timeout=settings.statement_timeout)
@@ -107,7 +108,9 @@ async def open_backend(
         checks: dict[str, Probe] = {"database": database_check}
         if shared is not None:
             checks["redis"] = _redis_check(shared)
-        yield OpenBackend(lambda: SqlBackend(engine, features), checks)
+        # Answers kept across requests while the database is unchanged.
+        kept = Kept(settings.kept_answers_bytes) if settings.kept_answers_bytes else None
+        yield OpenBackend(lambda: SqlBackend(engine, features, kept), checks)
     finally:
         await engine.dispose()
 

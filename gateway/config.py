@@ -78,6 +78,11 @@ class Settings:
         86400.0, "seconds a stale copy may still be served while the upstream fails"
     )
     statement_timeout: float = _setting(5.0, "seconds one SQL statement may take")
+    kept_answers_bytes: int = _setting(
+        16 * 2**20,
+        "bytes of encoded answers the database backend keeps while the database is unchanged"
+        " (0: none)",
+    )
     max_depth: int = _setting(10, "deepest selection a query may have", changes_answer=True)
     max_cost: int = _setting(
         50_000,
@@ -450,7 +455,13 @@ def validate(settings: Settings) -> None:
     if settings.workers < 1:
         raise SettingError(f"workers must be at least 1, got {settings.workers}", "workers")
     _finite(
-        settings, "upstream_retries", "cache_stale", "response_cache_ttl", "rate_limit", zero=True
+        settings,
+        "upstream_retries",
+        "cache_stale",
+        "response_cache_ttl",
+        "rate_limit",
+        "kept_answers_bytes",
+        zero=True,
     )
     if settings.log_level not in LOG_LEVELS:
         raise SettingError(f"log level must be one of {', '.join(LOG_LEVELS)}", "log_level")

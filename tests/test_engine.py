@@ -59,8 +59,10 @@ from gateway.internals import graphql_schema
 from gateway.loaders.backend import Backend
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Order
+from gateway.loaders.sql.backend import SqlBackend
 from gateway.loaders.sql.engine import create_engine
 from gateway.loaders.sql.features import inspect_database
+from gateway.loaders.sql.kept import Kept
 from gateway.schema import GatewaySchema, build_schema
 from gateway.schema.context import Context
 from gateway.schema.pagination import cursor_of, shape_of
@@ -390,6 +392,74 @@ async def test_the_engine_answers_as_graphql_core_does(
     event("data" if body.get("data") else "null data" if "data" in body else "no data")
     for code in sorted({error["extensions"]["code"] for error in body.get("errors", ())}):
         event(code)
+
+
+_KEPT: dict[object, Kept] = {}
+_BUDGET = 2**24  # bytes
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(operation=operations())
+async def test_kept_answers_change_no_answer(
+    sqlite_database: Database,
+    postgres_database: Database,
+    operation: tuple[str, dict[str, object]],
+) -> None:
+    # The database backend's kept answers (kept.py), on both paths, give the whole response
+    # graphql-core gives without them: the stores are the examples' (what one operation read
+    # answers the next), and each operation runs twice.
+    query, variables = operation
+    for name, loaded in (("sqlite", sqlite_database), ("postgres", postgres_database)):
+        expected = await _answer(GRAPHQL_CORE, loaded.backend(), query, variables)
+        kept = _KEPT.setdefault(loaded.engine, Kept(_BUDGET))
+
+        def backend(loaded: Database = loaded, kept: Kept = kept) -> Backend:
+            return SqlBackend(loaded.engine, loaded.features, kept)
+
+        for _ in range(2):
+            answered = await _answer(PLANNED, backend(), query, variables)
+            assert answered == expected, f"{name}\n{query}\n{variables}\n{expected!r}\n{answered!r}"
+            assert await _answer(GRAPHQL_CORE, backend(), query, variables) == expected
+            known = await _known(backend(), query, variables)
+            assert known in (None, expected), f"{name}\n{query}\n{variables}\n{known!r}"
+
+
+# Relations and lists asked for in several windows each, one after another on one store: a
+# window, a page or a total kept must answer only the very same window, page or total again.
+_KEPT_DOCUMENTS = [
+    """{ packages(first: 7) { totalCount nodes { slug category { slug } grids(first: 2) {
+        totalCount nodes { slug packages(first: 3) { nodes { slug } } } } } } }""",
+    """{ packages(first: 3, orderBy: {field: TITLE, direction: DESC}) { nodes { slug
+        grids(first: 1) { nodes { slug } } } } }""",
+    """{ packages(last: 4, filter: {hasPypiRelease: true}) { totalCount pageInfo {
+        hasNextPage hasPreviousPage endCursor } nodes { slug grids { totalCount } } } }""",
+    """{ grids(first: 5) { nodes { slug packageCount packages(first: 4) { totalCount
+        nodes { slug category { title } grids(first: 5) { nodes { slug } } } } } } }""",
+    """{ grids(first: 5) { nodes { a: packages(first: 2, orderBy: {field: REPO_WATCHERS}) {
+        nodes { slug } } packages(last: 1) { nodes { slug } } } } }""",
+    """{ grids(first: 5) { nodes { packages(first: 4, filter: {minWatchers: 10}) {
+        totalCount nodes { slug } } } } }""",
+    """{ categories { nodes { slug packageCount packages(first: 3) { totalCount
+        nodes { slug grids(first: 1) { totalCount nodes { slug } } } } } } }""",
+    """{ categories(orderBy: {field: PACKAGE_COUNT, direction: DESC}) { nodes { slug
+        packages(first: 1, orderBy: {field: CREATED, direction: DESC}) { nodes { slug } } } } }""",
+    """{ packages(first: 2, after: "bm90IGEgY3Vyc29y") { nodes { slug } } }""",
+]
+
+
+async def test_kept_windows_answer_only_themselves(database: Database) -> None:
+    kept = Kept(_BUDGET)
+    for query in _KEPT_DOCUMENTS * 2:
+        expected = await _answer(GRAPHQL_CORE, database.backend(), query, {})
+        backend = SqlBackend(database.engine, database.features, kept)
+        assert await _answer(PLANNED, backend, query, {}) == expected, query
+        assert b'"errors"' not in expected or "after" in query, expected
 
 
 # -- batching, fallbacks, failures ---------------------------------------------------------

@@ -2,18 +2,21 @@
 
 The engine, what the database offers (`SqlFeatures`, read once by `inspect_database` in
 features.py), its statements (statements.py, built once per shape) and the records built lately
-are process-wide; `SqlBackend` is built per request around them and holds nothing else. Each
-batch is one SQL statement, however many keys it has, read straight on the driver (engine.py):
-lookups bind their keys, relations page every window in SQL at once, and a list page carries
-its total (an empty page's counts are read by a second). Filters and orders are part of that
-statement (sort_keys.py). A failure of the database is a `DatabaseError` for the fields that
-needed it, and the next statement starts afresh.
+are process-wide; `SqlBackend` is built per request around them and holds only its change stamp.
+Each batch is one SQL statement, however many keys it has, read straight on the driver
+(engine.py): lookups bind their keys, relations page every window in SQL at once, and a list
+page carries its total (an empty page's counts are read by a second). Filters and orders are
+part of that statement (sort_keys.py). A failure of the database is a `DatabaseError` for the
+fields that needed it, and the next statement starts afresh. With a store (kept.py), what
+batches read is kept across requests while the database's change stamp, read once per request
+before its first statement, holds: then a batch is answered from there, and on SQLite at hand
+(`at_hand`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Executable
@@ -34,9 +37,10 @@ from gateway.loaders.records import (
     Slice,
     Window,
 )
-from gateway.loaders.sql.engine import execute, read
+from gateway.loaders.sql.engine import change_stamp, change_stamp_now, execute, read
 from gateway.loaders.sql.failures import FAILURES, failure_message
 from gateway.loaders.sql.features import SqlFeatures
+from gateway.loaders.sql.kept import Kept, KeptAnswers
 from gateway.loaders.sql.relations import key_reader
 from gateway.loaders.sql.search import search_hit, search_statement
 from gateway.loaders.sql.statements import (
@@ -51,6 +55,7 @@ from gateway.loaders.sql.statements import (
 __all__ = ["SqlBackend"]
 
 R = TypeVar("R", Category, Grid, Package)
+V = TypeVar("V")
 
 # Ids and offsets are bigint in the database: anything larger cannot exist or be reached.
 _BIGINT_MAX = 2**63 - 1
@@ -111,23 +116,64 @@ def _storable(ids: Sequence[int]) -> list[int]:
 
 
 class SqlBackend:
-    """The `Backend` over one database, for one request."""
+    """The `Backend` over one database, for one request; with `kept` (kept.py), it answers
+    from there what was read since the database last changed."""
 
     stale = False  # a database answers now or fails: it has no older copy to serve
 
-    def __init__(self, engine: AsyncEngine, features: SqlFeatures) -> None:
+    def __init__(
+        self, engine: AsyncEngine, features: SqlFeatures, kept: Kept | None = None
+    ) -> None:
+        self._stamps = engine  # whose change stamps are read (the engine `create_engine` made)
         if features.dialect == "postgresql":
             engine = _autocommit(engine)
         self.engine = engine
         self.features = features
         self.statements = statements_for(features, engine.dialect)
+        self.kept = kept if features.change_stamp else None
+        self._stamp: Hashable | None = None  # the change stamp this request read, once
+        self._at_hand: KeptAnswers | None = None
 
     def close(self) -> None:
         """Nothing to stop: a statement still running ends within `statement_timeout`."""
 
-    def at_hand(self) -> None:
-        """Nothing: every batch is a statement."""
-        return None
+    def at_hand(self) -> KeptAnswers | None:
+        """The answers kept under the change stamp this request read, read here if that needs
+        no waiting (SQLite); else (PostgreSQL: a round trip) the request's first batch reads it,
+        and until then nothing is at hand."""
+        if self._at_hand is None and self.kept is not None:
+            stamp = change_stamp_now(self._stamps)
+            if stamp is not None:
+                self._stamped(stamp)
+        return self._at_hand
+
+    def _stamped(self, stamp: Hashable) -> None:
+        assert self.kept is not None
+        self._stamp = stamp
+        self.kept.stamped(stamp)
+        self._at_hand = KeptAnswers(self.kept, stamp)
+
+    async def _kept(
+        self, method: str, keys: Sequence[Hashable], read: Callable[[], Awaitable[list[V]]]
+    ) -> list[V]:
+        """`method`'s answers for `keys`: kept ones if all are, else `read`'s (then kept).
+        The request's change stamp is read first, if it was not yet."""
+        kept = self.kept
+        if kept is None:
+            return await read()
+        stamp = self._stamp
+        if stamp is None:
+            try:
+                with observe.SqlStatement("stamp", self.features.dialect):
+                    stamp = await change_stamp(self._stamps)
+            except FAILURES as exc:
+                raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
+            self._stamped(stamp)
+        found: list[V] | None = kept.answers(stamp, method, keys)
+        if found is None:
+            found = await read()
+            kept.keep(stamp, method, keys, found)
+        return found
 
     async def _rows(
         self,
@@ -178,22 +224,30 @@ class SqlBackend:
         return [found.get(slug) for slug in slugs]
 
     async def categories(self, ids: Sequence[int]) -> list[Category | None]:
-        return await self._by_ids(ids, self.statements.categories, Category)
+        read = functools.partial(self._by_ids, ids, self.statements.categories, Category)
+        return await self._kept("categories", ids, read)
 
     async def categories_by_slug(self, slugs: Sequence[str]) -> list[Category | None]:
-        return await self._by_slugs(slugs, self.statements.categories_by_slug, Category)
+        read = functools.partial(
+            self._by_slugs, slugs, self.statements.categories_by_slug, Category
+        )
+        return await self._kept("categories_by_slug", slugs, read)
 
     async def grids(self, ids: Sequence[int]) -> list[Grid | None]:
-        return await self._by_ids(ids, self.statements.grids, Grid)
+        read = functools.partial(self._by_ids, ids, self.statements.grids, Grid)
+        return await self._kept("grids", ids, read)
 
     async def grids_by_slug(self, slugs: Sequence[str]) -> list[Grid | None]:
-        return await self._by_slugs(slugs, self.statements.grids_by_slug, Grid)
+        read = functools.partial(self._by_slugs, slugs, self.statements.grids_by_slug, Grid)
+        return await self._kept("grids_by_slug", slugs, read)
 
     async def packages(self, ids: Sequence[int]) -> list[Package | None]:
-        return await self._by_ids(ids, self.statements.packages, Package)
+        read = functools.partial(self._by_ids, ids, self.statements.packages, Package)
+        return await self._kept("packages", ids, read)
 
     async def packages_by_slug(self, slugs: Sequence[str]) -> list[Package | None]:
-        return await self._by_slugs(slugs, self.statements.packages_by_slug, Package)
+        read = functools.partial(self._by_slugs, slugs, self.statements.packages_by_slug, Package)
+        return await self._kept("packages_by_slug", slugs, read)
 
     # -- relations, paged in SQL --------------------------------------------------------
 
@@ -268,13 +322,16 @@ class SqlBackend:
         return [Page([], size, [], 0, size) for size in sizes]
 
     async def packages_of_grids(self, windows: Sequence[Window]) -> list[Page[Package]]:
-        return await self._pages(windows, "packages_of_grids", Package)
+        read = functools.partial(self._pages, windows, "packages_of_grids", Package)
+        return await self._kept("packages_of_grids", windows, read)
 
     async def grids_of_packages(self, windows: Sequence[Window]) -> list[Page[Grid]]:
-        return await self._pages(windows, "grids_of_packages", Grid)
+        read = functools.partial(self._pages, windows, "grids_of_packages", Grid)
+        return await self._kept("grids_of_packages", windows, read)
 
     async def packages_of_categories(self, windows: Sequence[Window]) -> list[Page[Package]]:
-        return await self._pages(windows, "packages_of_categories", Package)
+        read = functools.partial(self._pages, windows, "packages_of_categories", Package)
+        return await self._kept("packages_of_categories", windows, read)
 
     # -- lists ----------------------------------------------------------------------------
 
@@ -314,16 +371,29 @@ class SqlBackend:
             upper,
         )
 
+    async def _kept_list(
+        self,
+        name: str,
+        slice: Slice,
+        filter: PackageFilter | None,
+        order: Order | None,
+        record: type[R],
+    ) -> Page[R]:
+        async def read() -> list[Page[R]]:
+            return [await self._list(name, slice, filter, order, record)]
+
+        return (await self._kept(f"list_{name}", [(slice, filter, order)], read))[0]
+
     async def list_categories(self, slice: Slice, order: Order | None = None) -> Page[Category]:
-        return await self._list("categories", slice, None, order, Category)
+        return await self._kept_list("categories", slice, None, order, Category)
 
     async def list_grids(self, slice: Slice, order: Order | None = None) -> Page[Grid]:
-        return await self._list("grids", slice, None, order, Grid)
+        return await self._kept_list("grids", slice, None, order, Grid)
 
     async def list_packages(
         self, slice: Slice, filter: PackageFilter | None = None, order: Order | None = None
     ) -> Page[Package]:
-        return await self._list("packages", slice, filter, order, Package)
+        return await self._kept_list("packages", slice, filter, order, Package)
 
     # -- search ---------------------------------------------------------------------------
 

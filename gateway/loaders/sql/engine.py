@@ -21,11 +21,12 @@ the connection's thread.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import nullcontext
 from functools import partial
 from typing import Any, TypeVar
@@ -56,6 +57,10 @@ MAX_OVERFLOW = 0
 
 # SQLite virtual machine steps between two looks at the deadline: well under a millisecond.
 _PROGRESS_STEPS = 10_000
+
+# The change stamps' statements (`change_stamp`).
+_SQLITE_STAMP = "PRAGMA data_version"
+_POSTGRES_STAMP = "SELECT pg_current_snapshot()::text"
 
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -165,6 +170,35 @@ async def read(
     return await greenlet_spawn(_once_more_if_dropped, partial(_read, engine, sql, parameters))
 
 
+async def change_stamp(engine: AsyncEngine) -> Hashable:
+    """A value that stays the same exactly as long as nothing is committed to the database
+    (`kept.py` keeps answers under it): it must be read before the statements whose answers
+    are kept under it.
+
+    On SQLite, read on the connection the loop's reads share (`_LoopReader.stamp`). On
+    PostgreSQL the current snapshot (`pg_current_snapshot()`): it lists the transactions in
+    progress below the newest one finished, so a transaction that ends, committed or not,
+    changes it. (The WAL's insert position would not do: a commit's record is written before
+    the transaction becomes visible, and a stamp read between the two would not move again
+    when it does.)
+    """
+    shared = _LOOP_READERS.get(engine.sync_engine)
+    if shared is not None:
+        return await shared.stamp(engine.sync_engine)
+    reader = _STAMP_READERS.get(engine.sync_engine)
+    if reader is None:
+        reader = _STAMP_READERS[engine.sync_engine] = _StampReader()
+        event.listen(engine.sync_engine, "engine_disposed", reader.release)
+    return await reader.stamp(engine.sync_engine)
+
+
+def change_stamp_now(engine: AsyncEngine) -> Hashable | None:
+    """`change_stamp` at once, where that needs no waiting (SQLite, once the loop's reads have
+    their connection), else None; a failure is None too (`change_stamp` will tell it)."""
+    shared = _LOOP_READERS.get(engine.sync_engine)
+    return None if shared is None else shared.stamp_now()
+
+
 async def execute(engine: AsyncEngine, statement: Executable) -> Sequence[Row[Any]]:
     """The rows of a statement SQLAlchemy compiles and executes, typed by it (a search, built
     for its words), on a pooled connection (on SQLite, on its thread)."""
@@ -254,6 +288,7 @@ class _LoopReader:
 
     def __init__(self) -> None:
         self._pooled: PoolProxiedConnection | None = None
+        self._connections = 0  # how many it had: a stamp is its connection's
 
     async def read(self, engine: Engine, sql: str, parameters: Sequence[Any]) -> list[Any]:
         pooled = self._pooled
@@ -268,12 +303,36 @@ class _LoopReader:
             failure = await greenlet_spawn(_dropped, engine, pooled, exc, sql, parameters)
             raise failure from exc
 
+    async def stamp(self, engine: Engine) -> Hashable:
+        """The connection's change stamp: `PRAGMA data_version`, which moves whenever another
+        connection commits, with the connection's own `total_changes` (a database in memory
+        has one connection, which writes too), and which connection that is."""
+        rows = await self.read(engine, _SQLITE_STAMP, ())
+        pooled = self._pooled  # the one read on: it failed otherwise
+        assert pooled is not None
+        driver: _SqliteConnection = pooled.driver_connection  # type: ignore[assignment]
+        return (self._connections, rows[0][0], driver.total_changes_here())
+
+    def stamp_now(self) -> Hashable | None:
+        """`stamp` if the connection is there and answers, else None."""
+        pooled = self._pooled
+        if pooled is None:
+            return None
+        driver: _SqliteConnection = pooled.driver_connection  # type: ignore[assignment]
+        try:
+            with pooled.info.get("deadline") or nullcontext():
+                version = driver.read_here(_SQLITE_STAMP, ())[0][0]
+        except sqlite3.Error:
+            return None
+        return (self._connections, version, driver.total_changes_here())
+
     async def _connection(self, engine: Engine) -> PoolProxiedConnection:
         pooled = await greenlet_spawn(_checkout, engine)
         if self._pooled is not None:  # another read checked one out meanwhile
             await greenlet_spawn(pooled.close)
             return self._pooled
         self._pooled = pooled
+        self._connections += 1
         return pooled
 
     def release(self, engine: Engine) -> None:
@@ -288,6 +347,88 @@ class _LoopReader:
 _LOOP_READERS: WeakKeyDictionary[Engine, _LoopReader] = WeakKeyDictionary()
 
 
+class _StampReader:
+    """The change stamps of a PostgreSQL engine (`change_stamp`), read one at a time on a
+    connection of their own, kept out of the pool and used with asyncpg's own calls (no
+    checkout, no greenlet).
+
+    A request that asks while a read runs waits for the next read, which starts as soon as
+    that one ends and answers every request that asked meanwhile: a read is shared only by
+    requests that asked before it started, so each gets a stamp read after it asked. The
+    connection is dropped when a read fails on it (a connection found closed, by the server or
+    the network, gets the read once more on a new one) and when the engine is disposed of.
+    """
+
+    def __init__(self) -> None:
+        self._pooled: PoolProxiedConnection | None = None
+        self._next: asyncio.Future[Hashable] | None = None  # the read that starts next
+        self._reading: asyncio.Task[None] | None = None
+
+    async def stamp(self, engine: Engine) -> Hashable:
+        future = self._next
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._next = loop.create_future()
+            if self._reading is None:
+                self._reading = loop.create_task(self._read_all(engine))
+        # A request cancelled does not cancel the read the others wait for.
+        return await asyncio.shield(future)
+
+    async def _read_all(self, engine: Engine) -> None:
+        """Read a stamp for each batch of requests in turn, until none asks."""
+        try:
+            while self._next is not None:
+                future, self._next = self._next, None
+                try:
+                    future.set_result(await self._read(engine))
+                except Exception as exc:
+                    future.set_exception(exc)
+                except BaseException:
+                    future.cancel()
+                    raise
+        finally:
+            self._reading = None
+            if self._next is not None:  # cancelled itself (the loop closes): nobody waits long
+                self._next.cancel()
+                self._next = None
+
+    async def _read(self, engine: Engine) -> Hashable:
+        kept = self._pooled is not None
+        try:
+            return await self._read_once(engine)
+        except DBAPIError as exc:
+            if not (kept and exc.connection_invalidated):
+                raise
+        return await self._read_once(engine)
+
+    async def _read_once(self, engine: Engine) -> Hashable:
+        pooled = self._pooled
+        if pooled is None:
+            pooled = self._pooled = await greenlet_spawn(_checkout, engine)
+        driver: Any = pooled.driver_connection  # asyncpg's
+        try:
+            stamp: str = await driver.fetchval(_POSTGRES_STAMP)
+        except Exception as exc:
+            self._pooled = None
+            failure = await greenlet_spawn(_dropped, engine, pooled, exc, _POSTGRES_STAMP, ())
+            raise failure from exc
+        except BaseException:  # cancelled midway: the connection is in a state nobody knows
+            self._pooled = None
+            await greenlet_spawn(pooled.invalidate)
+            raise
+        return stamp
+
+    def release(self, engine: Engine) -> None:
+        """The engine is disposed of: close the connection (within `dispose`'s greenlet)."""
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            pooled.invalidate()
+
+
+# The change stamps' reader of each PostgreSQL engine (`change_stamp` makes it).
+_STAMP_READERS: WeakKeyDictionary[Engine, _StampReader] = WeakKeyDictionary()
+
+
 class _SqliteConnection(aiosqlite.Connection):
     """aiosqlite's connection, which can also read on the event loop's thread."""
 
@@ -298,6 +439,10 @@ class _SqliteConnection(aiosqlite.Connection):
     def read_here(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
         """The rows of `sql`, read on the calling thread rather than the connection's."""
         return self._conn.execute(sql, parameters).fetchall()
+
+    def total_changes_here(self) -> int:
+        """The rows this connection inserted, updated or deleted since it opened."""
+        return self._conn.total_changes
 
     async def rollback(self) -> None:
         """A connection back from a read has no transaction (sqlite3 opens none for a SELECT):

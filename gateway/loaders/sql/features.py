@@ -34,6 +34,7 @@ __all__ = ["SqlFeatures", "check_database", "database_ready", "inspect_database"
 logger = logging.getLogger("gateway")
 
 _REQUIRED_TABLES = (package, category, version, grid, grid_package)
+_SNAPSHOTS_SINCE = 130000  # PostgreSQL 13: pg_current_snapshot()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,9 @@ class SqlFeatures:
     fts: bool  # the FTS5 index `search.build_search_index` builds exists (SQLite)
     trigram: bool  # pg_trgm's similarity and % (PostgreSQL), or the FTS5 trigram index (SQLite)
     sort_keys: bool  # the key tables `sort_keys.build_sort_keys` fills exist (a database we own)
+    # Whether a change stamp can be read (`engine.change_stamp`): always on SQLite, from
+    # PostgreSQL 13 (`pg_current_snapshot()`). Without one, no answer is kept (kept.py).
+    change_stamp: bool = True
 
 
 async def check_database(engine: AsyncEngine) -> None:
@@ -99,8 +103,10 @@ async def inspect_database(engine: AsyncEngine) -> SqlFeatures:
                 "search: the database has no pg_trgm (CREATE EXTENSION pg_trgm adds it): "
                 "full-text matches only, without the site's trigram matches"
             )
+        change_stamp = await _server_version(engine) >= _SNAPSHOTS_SINCE
     else:
         trigram = TRIGRAM_TABLE in names
+        change_stamp = True
     return SqlFeatures(
         dialect=engine.dialect.name,
         search_table=search.name in names,
@@ -108,7 +114,15 @@ async def inspect_database(engine: AsyncEngine) -> SqlFeatures:
         fts=FTS_TABLE in names,
         trigram=trigram,
         sort_keys=all(table.name in names for table in KEY_TABLES),
+        change_stamp=change_stamp,
     )
+
+
+async def _server_version(engine: AsyncEngine) -> int:
+    """PostgreSQL's `server_version_num` (130000 for 13.0)."""
+    async with engine.connect() as connection:
+        found = await connection.exec_driver_sql("SHOW server_version_num")
+        return int(found.scalar_one())
 
 
 async def _has_pg_trgm(engine: AsyncEngine) -> bool:
