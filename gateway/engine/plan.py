@@ -92,7 +92,7 @@ class Selection:
     """What to answer for each object of one type at one place of the response."""
 
     type_name: str
-    keys: tuple[str, ...]
+    empty: dict[str, None]  # its keys in order: each object is a copy (never changed itself)
     leaves: tuple[Leaf, ...]
     loaded: tuple[Loaded, ...]
 
@@ -102,7 +102,7 @@ class Connection:
     """The selection of a connection: parts computed from its page and its paging."""
 
     type_name: str
-    keys: tuple[str, ...]
+    empty: dict[str, None]  # its keys in order, as `Selection.empty`
     total: tuple[str, ...]  # keys of `totalCount`
     typename: tuple[str, ...]  # keys of `__typename`
     page_info: tuple[PageInfo, ...]
@@ -123,7 +123,7 @@ class Edges:
     type_name: str
     parts: tuple[tuple[str, str], ...]  # (response key, field name) of `cursor`, `__typename`
     node: tuple[tuple[str, Selection], ...]  # (response key, selection) of `node`
-    keys: tuple[str, ...]
+    empty: dict[str, None]  # an edge's keys in order, as `Selection.empty`
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -293,7 +293,7 @@ class _Compiler:
             if batched is None or not set(definition.args) <= batched.arguments:
                 raise NotCovered
             loaded.append(self._loaded(key, where, nodes, definition, batched))
-        return Selection(type_.name, tuple(collected), tuple(leaves), tuple(loaded))
+        return Selection(type_.name, dict.fromkeys(collected), tuple(leaves), tuple(loaded))
 
     def _loaded(
         self,
@@ -356,7 +356,7 @@ class _Compiler:
                 listed.append((key, self._by_type(field_type, parts)))
         return Connection(
             type_.name,
-            tuple(collected),
+            dict.fromkeys(collected),
             tuple(total),
             tuple(typename),
             tuple(page_info),
@@ -372,7 +372,7 @@ class _Compiler:
             for k, found in collected.items()
             if found[0].name.value == "node"
         )
-        return Edges(key, type_.name, parts, node, tuple(collected))
+        return Edges(key, type_.name, parts, node, dict.fromkeys(collected))
 
     def _parts(
         self, type_: Any, nodes: list[FieldNode], known: frozenset[str]
