@@ -122,7 +122,8 @@ class _Run:
             batches: list[_Batch] = []
             for selection, places in level.items():
                 self.fill(selection, places, batches)
-            self.null_rising()
+            if self.rising:
+                self.null_rising()
             if id(root) in self.nulled:
                 _abandon(batches)
                 break
@@ -134,7 +135,8 @@ class _Run:
             level = {}
             for batch in batches:
                 self.complete(batch, level)
-            self.null_rising()
+            if self.rising:
+                self.null_rising()
             if id(root) in self.nulled:
                 break
         result = None if id(root) in self.nulled else data
