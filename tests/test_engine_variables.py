@@ -1,20 +1,30 @@
-"""Variables coerced at hand (gateway/engine/variables.py): the same as graphql-core's, or left
-to graphql-core."""
+"""Variables coerced at hand (gateway/engine/variables.py), and arguments given as variables
+(gateway/engine/plan.py, run.py): the same as graphql-core's, or left to graphql-core."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from graphql import OperationDefinitionNode, get_variable_values, parse
+from graphql import (
+    GraphQLError,
+    OperationDefinitionNode,
+    get_argument_values,
+    get_variable_values,
+    parse,
+)
 from graphql.execution import VariableValues
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.compose import schema_for
 from gateway.config import Settings
+from gateway.engine.fields import fields_of
+from gateway.engine.plan import compile_plan
+from gateway.engine.run import _Run
 from gateway.engine.variables import Coercion, coercion
 from gateway.internals import graphql_schema
+from gateway.loaders.loaders import Loaders
 
 SCHEMA = graphql_schema(schema_for(Settings()))
 SCALARS = "query($s: String!, $t: String, $i: ID, $n: Int!, $m: Int, $b: Boolean!) {"
@@ -104,3 +114,51 @@ def test_no_variables_coerce_to_none_of_them() -> None:
     operation, coerce = _coercion("query {")
     assert coerce is not None
     assert _plain(coerce({"x": 1})) == _plain(_graphql_cores(operation, {"x": 1}))
+
+
+ARGUMENTS = """query($slug: String, $first: Int, $after: String, $q: String!, $id: ID!) {
+    package(slug: $slug) { grids(first: $first, after: $after) { totalCount } }
+    packages(first: 3, after: $after) { totalCount }
+    grids(first: $first, orderBy: {field: TITLE}) { totalCount }
+    search(query: $q) { title }
+    node(id: $id) { id }
+}"""
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "slug": st.one_of(st.none(), st.text(max_size=2)),
+            "first": st.one_of(st.none(), st.integers(min_value=-2, max_value=200)),
+            "after": st.one_of(st.none(), st.text(max_size=2)),
+            "q": st.one_of(st.none(), st.text(max_size=2)),
+            "id": st.one_of(st.none(), st.text(max_size=2)),
+        },
+    )
+)
+def test_arguments_given_as_variables_are_graphql_cores(inputs: dict[str, Any]) -> None:
+    """A plan's arguments for a run, some given as variables, some not, some left out (their
+    defaults): those graphql-core coerces, or its error."""
+    schema = schema_for(Settings())
+    document = parse(ARGUMENTS)
+    [operation] = document.definitions
+    assert isinstance(operation, OperationDefinitionNode)
+    plan = compile_plan(SCHEMA, fields_of(schema), document, operation, frozenset())
+    assert plan is not None
+    variables = get_variable_values(SCHEMA, operation.variable_definitions or (), inputs)
+    if not isinstance(variables, VariableValues):
+        return
+    run = _Run(variables, Loaders(None))  # type: ignore[arg-type]  # no loader is asked
+    loaded = [*plan.root.loaded, *plan.root.loaded[0].selections["Package"].loaded]
+    assert loaded[0].variables  # what is at stake: some arguments given as variables
+    for field in loaded:
+        try:
+            expected: object = get_argument_values(field.definition, field.nodes[0], variables)
+        except GraphQLError as error:
+            expected = error.message
+        try:
+            found: object = run.arguments(field)
+        except GraphQLError as error:
+            found = error.message
+        assert found == expected

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from graphql import ExecutionResult, FieldNode, GraphQLError, get_argument_values, located_error
 from graphql.execution import VariableValues
+from graphql.pyutils import Undefined
 
 from gateway.engine.fields import Shape
 from gateway.engine.leaves import ItemError, non_null_message
@@ -197,8 +198,20 @@ class _Run:
                 self.fail(error, leaf.nodes, leaf.nullable, target, leaf.key, place)
 
     def arguments(self, loaded: Loaded) -> dict[str, Any]:
+        """The field's arguments for this run, as graphql-core coerces them."""
         if loaded.arguments is not None:
-            return loaded.arguments
+            if not loaded.variables:
+                return loaded.arguments
+            given = self.variables.coerced
+            arguments = loaded.arguments.copy()
+            for key, variable, non_null in loaded.variables:
+                value = given.get(variable, Undefined)
+                if value is None and non_null:
+                    break  # graphql-core's to refuse
+                if value is not Undefined:  # else the argument's default, if any
+                    arguments[key] = value
+            else:
+                return arguments
         node = loaded.nodes[0]
         if not loaded.definition.args and not node.arguments:
             return {}
