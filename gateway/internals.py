@@ -20,7 +20,11 @@ from graphql import (
     GraphQLSyntaxError,
     VariableDefinitionNode,
 )
-from graphql.execution.values import VariableValues, coerce_variable_values
+from graphql.execution.get_variable_signature import (
+    GraphQLVariableSignature,
+    get_variable_signature,
+)
+from graphql.execution.values import VariableValues, VariableValueSource, coerce_variable_values
 from graphql.validation.rules import overlapping_fields_can_be_merged
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.schema.config import StrawberryConfig
@@ -78,6 +82,26 @@ def variables_leniently(
     """The variables `inputs` gives, coerced, those missing or of the wrong type left out (the
     public `get_variable_values` gives the errors alone): graphql-core's private helper."""
     return coerce_variable_values(schema, definitions, inputs, lambda error: None)
+
+
+VariableSignature = GraphQLVariableSignature
+
+
+def variable_signature(
+    schema: GraphQLSchema, definition: VariableDefinitionNode
+) -> VariableSignature | GraphQLError:
+    """A variable's name, type and default as graphql-core coerces it (or its error)."""
+    return get_variable_signature(schema, definition)
+
+
+def variable_values(
+    given: list[tuple[VariableSignature, Any]], coerced: dict[str, Any]
+) -> VariableValues:
+    """Coerced variables as graphql-core's `get_variable_values` gives them: `coerced`, and
+    the source of each (its signature, and its value as given, `Undefined` where it was not
+    given), which graphql-core reads when a literal names a variable."""
+    sources = {signature.name: VariableValueSource(signature, value) for signature, value in given}
+    return VariableValues(sources, coerced)
 
 
 def unknown_operation_name(refusal: Exception) -> str | None:

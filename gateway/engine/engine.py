@@ -39,6 +39,7 @@ from gateway.document_cache import document_weight
 from gateway.engine.fields import Fields, fields_of
 from gateway.engine.plan import Conditional, Plan, compile_plan, conditions, included
 from gateway.engine.run import run
+from gateway.engine.variables import Coercion, coercion
 from gateway.errors import (
     BadUserInput,
     QueryTooCostly,
@@ -63,6 +64,7 @@ class _Operation:
     owner: _Document
     node: OperationDefinitionNode
     conditions: tuple[Conditional, ...]
+    coercion: Coercion | None  # its variables at hand, where they are plain scalars
     plans: dict[tuple[bool, ...], Plan | None] = field(default_factory=dict)
     cost: int | None = None  # once estimated, if no variable changes it
 
@@ -208,6 +210,10 @@ class Engine:
         self, operation: _Operation, variables: dict[str, object] | None
     ) -> VariableValues | ExecutionResult:
         """The operation's variables coerced, or the result that refuses them."""
+        if operation.coercion is not None:
+            at_hand = operation.coercion(variables or {})
+            if at_hand is not None:
+                return at_hand
         assert self._schema is not None
         coerced = get_variable_values(
             self._schema,
@@ -243,7 +249,9 @@ class Engine:
         node = get_operation_ast(document, operation_name)
         if node is None:
             return None
-        operation = _Operation(known, node, conditions(document, node))
+        assert self._schema is not None
+        at_hand = coercion(self._schema, node.variable_definitions or ())
+        operation = _Operation(known, node, conditions(document, node), at_hand)
         if not operation.conditions:
             operation.plans[()] = self._compile(operation, frozenset())
         known.operations[operation_name] = operation

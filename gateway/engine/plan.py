@@ -70,6 +70,15 @@ class Leaf(NamedTuple):
     nodes: tuple[FieldNode, ...]
 
 
+class ByVariable(NamedTuple):
+    """An argument given as a variable: its key among the arguments, the variable's name,
+    and whether the argument is non-null."""
+
+    key: str
+    variable: str
+    non_null: bool
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Loaded:
     """A field answered through the loaders, for all the parents of a level at once."""
@@ -84,7 +93,10 @@ class Loaded:
     selections: dict[str, Selection]  # by the type the object turns out to be
     connection: Connection | None = None  # Shape.PAGE
     count: Complete | None = None  # Shape.COUNT
-    arguments: dict[str, Any] | None = None  # its arguments, if they name no variable
+    # Its arguments as far as every run has them the same (`_arguments`), or None; the
+    # arguments given as variables complete them at each run.
+    arguments: dict[str, Any] | None = None
+    variables: tuple[ByVariable, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -92,7 +104,7 @@ class Selection:
     """What to answer for each object of one type at one place of the response."""
 
     type_name: str
-    keys: tuple[str, ...]
+    empty: dict[str, None]  # its keys in order: each object is a copy (never changed itself)
     leaves: tuple[Leaf, ...]
     loaded: tuple[Loaded, ...]
 
@@ -102,7 +114,7 @@ class Connection:
     """The selection of a connection: parts computed from its page and its paging."""
 
     type_name: str
-    keys: tuple[str, ...]
+    empty: dict[str, None]  # its keys in order, as `Selection.empty`
     total: tuple[str, ...]  # keys of `totalCount`
     typename: tuple[str, ...]  # keys of `__typename`
     page_info: tuple[PageInfo, ...]
@@ -123,7 +135,7 @@ class Edges:
     type_name: str
     parts: tuple[tuple[str, str], ...]  # (response key, field name) of `cursor`, `__typename`
     node: tuple[tuple[str, Selection], ...]  # (response key, selection) of `node`
-    keys: tuple[str, ...]
+    empty: dict[str, None]  # an edge's keys in order, as `Selection.empty`
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -293,7 +305,7 @@ class _Compiler:
             if batched is None or not set(definition.args) <= batched.arguments:
                 raise NotCovered
             loaded.append(self._loaded(key, where, nodes, definition, batched))
-        return Selection(type_.name, tuple(collected), tuple(leaves), tuple(loaded))
+        return Selection(type_.name, dict.fromkeys(collected), tuple(leaves), tuple(loaded))
 
     def _loaded(
         self,
@@ -307,15 +319,19 @@ class _Compiler:
         inner = get_nullable_type(definition.type)
         shape = batched.shape
         common = (key, where, tuple(nodes), definition, batched, nullable)
-        arguments = _constant_arguments(definition, nodes[0])
+        arguments, variables = _arguments(definition, nodes[0])
         if shape is Shape.COUNT:
             count = completion(definition.type, where)
             if count is None:
                 raise NotCovered
-            return Loaded(*common, False, {}, count=count.complete, arguments=arguments)
+            return Loaded(
+                *common, False, {}, count=count.complete, arguments=arguments, variables=variables
+            )
         if shape is Shape.PAGE:
             connection = self._connection(inner, nodes)
-            return Loaded(*common, False, {}, connection=connection, arguments=arguments)
+            return Loaded(
+                *common, False, {}, connection=connection, arguments=arguments, variables=variables
+            )
         item_nullable = False
         if shape is Shape.MANY:
             item = getattr(inner, "of_type", None)
@@ -323,7 +339,13 @@ class _Compiler:
                 raise NotCovered  # not a list of objects
             item_nullable = not isinstance(item, GraphQLNonNull)
         named = get_named_type(definition.type)
-        return Loaded(*common, item_nullable, self._by_type(named, nodes), arguments=arguments)
+        return Loaded(
+            *common,
+            item_nullable,
+            self._by_type(named, nodes),
+            arguments=arguments,
+            variables=variables,
+        )
 
     def _by_type(self, named: Any, nodes: list[FieldNode]) -> dict[str, Selection]:
         """The sub-selection of `nodes` for each object type a value of `named` may be."""
@@ -356,7 +378,7 @@ class _Compiler:
                 listed.append((key, self._by_type(field_type, parts)))
         return Connection(
             type_.name,
-            tuple(collected),
+            dict.fromkeys(collected),
             tuple(total),
             tuple(typename),
             tuple(page_info),
@@ -372,7 +394,7 @@ class _Compiler:
             for k, found in collected.items()
             if found[0].name.value == "node"
         )
-        return Edges(key, type_.name, parts, node, tuple(collected))
+        return Edges(key, type_.name, parts, node, dict.fromkeys(collected))
 
     def _parts(
         self, type_: Any, nodes: list[FieldNode], known: frozenset[str]
@@ -409,16 +431,34 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _constant_arguments(definition: GraphQLField, node: FieldNode) -> dict[str, Any] | None:
-    """A field's arguments as graphql-core coerces them, where they name no variable: the same
-    for every run of the plan. None where they do, or where coercing them fails (each run
-    then coerces them, and reports what fails)."""
-    if any(_names_a_variable(argument.value) for argument in node.arguments or ()):
-        return None
+def _arguments(
+    definition: GraphQLField, node: FieldNode
+) -> tuple[dict[str, Any] | None, tuple[ByVariable, ...]]:
+    """A field's arguments as graphql-core coerces them, as far as they are the same for every
+    run of the plan: all of them where they name no variable; where some are variables
+    themselves (`ByVariable`), the others, and the defaults of those (graphql-core's when a
+    variable is not given). (None, ()) where a variable is nested in a value or stands for a
+    required argument, or where coercing fails: each run then coerces them, and reports what
+    fails."""
+    given = node.arguments or ()
+    by_variable, rest = [], []
+    for argument in given:
+        name, value = argument.name.value, argument.value
+        if isinstance(value, VariableNode) and name in definition.args:
+            found = definition.args[name]
+            key = found.out_name or name
+            non_null = isinstance(found.type, GraphQLNonNull)
+            by_variable.append(ByVariable(key, value.name.value, non_null))
+        elif _names_a_variable(value):
+            return None, ()
+        else:
+            rest.append(argument)
+    if by_variable:
+        node = FieldNode(name=node.name, arguments=tuple(rest))
     try:
-        return get_argument_values(definition, node)
+        return get_argument_values(definition, node), tuple(by_variable)
     except Exception:
-        return None
+        return None, ()
 
 
 def _names_a_variable(value: ValueNode) -> bool:

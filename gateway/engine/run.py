@@ -5,7 +5,8 @@ from their records, and each batched field asks the loaders for all of them at o
 dataloader batch per loader and level). What the loaders have at hand is answered at once;
 the rest is awaited, once for the whole level, and the answers become the next level's
 objects (a run that filled `TURN` objects lets the event loop turn before its next level).
-Objects are dicts made with all their keys in order, filled in place; lists are lists.
+Objects are dicts made with all their keys in order (copies of their selection's empty
+object), filled in place; lists are lists.
 
 Where each object sits is its place, a plain tuple (`Place`): the record it shows, the object,
 its container and key, whether null may replace it there, and the place of its container.
@@ -29,10 +30,11 @@ from typing import Any, Final
 
 from graphql import ExecutionResult, FieldNode, GraphQLError, get_argument_values, located_error
 from graphql.execution import VariableValues
+from graphql.pyutils import Undefined
 
 from gateway.engine.fields import Shape
 from gateway.engine.leaves import ItemError, non_null_message
-from gateway.engine.plan import Connection, Leaf, Loaded, Plan, Selection
+from gateway.engine.plan import Leaf, Loaded, Plan, Selection
 from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Page
 from gateway.schema.pagination import Paged, cursor_of, travel
@@ -109,7 +111,7 @@ class _Run:
         self.rising: list[tuple[int, int, GraphQLError, Place]] = []
 
     async def run(self, selection: Selection) -> ExecutionResult:
-        data = dict.fromkeys(selection.keys)
+        data = selection.empty.copy()
         root: Place = (None, data, None, None, True, None)
         level: dict[Selection, Places] = {selection: [root]}
         work = 0  # objects filled since the event loop last turned
@@ -121,7 +123,8 @@ class _Run:
             batches: list[_Batch] = []
             for selection, places in level.items():
                 self.fill(selection, places, batches)
-            self.null_rising()
+            if self.rising:
+                self.null_rising()
             if id(root) in self.nulled:
                 _abandon(batches)
                 break
@@ -133,7 +136,8 @@ class _Run:
             level = {}
             for batch in batches:
                 self.complete(batch, level)
-            self.null_rising()
+            if self.rising:
+                self.null_rising()
             if id(root) in self.nulled:
                 break
         result = None if id(root) in self.nulled else data
@@ -194,8 +198,20 @@ class _Run:
                 self.fail(error, leaf.nodes, leaf.nullable, target, leaf.key, place)
 
     def arguments(self, loaded: Loaded) -> dict[str, Any]:
+        """The field's arguments for this run, as graphql-core coerces them."""
         if loaded.arguments is not None:
-            return loaded.arguments
+            if not loaded.variables:
+                return loaded.arguments
+            given = self.variables.coerced
+            arguments = loaded.arguments.copy()
+            for key, variable, non_null in loaded.variables:
+                value = given.get(variable, Undefined)
+                if value is None and non_null:
+                    break  # graphql-core's to refuse
+                if value is not Undefined:  # else the argument's default, if any
+                    arguments[key] = value
+            else:
+                return arguments
         node = loaded.nodes[0]
         if not loaded.definition.args and not node.arguments:
             return {}
@@ -220,9 +236,20 @@ class _Run:
         """Place each answer, and gather the objects it holds for the next level."""
         loaded = batch.loaded
         selections = loaded.selections
-        if loaded.batched.shape is Shape.ONE and len(selections) == 1:
+        shape = loaded.batched.shape
+        if shape is Shape.ONE and len(selections) == 1:
             [selection] = selections.values()
             self.objects(batch, selection, level)
+            return
+        if shape is Shape.PAGE and not self.nulled:
+            assert batch.paging is not None
+            answered: list[tuple[Place, Page[Any]]] = []
+            for place, answer in zip(batch.places, batch.answers, strict=True):
+                if isinstance(answer, Page):
+                    answered.append((place, answer))
+                else:
+                    self.answer(batch, place, answer, level)
+            self.connections(loaded, batch.paging, answered, level)
             return
         for place, answer in zip(batch.places, batch.answers, strict=True):
             self.answer(batch, place, answer, level)
@@ -243,7 +270,7 @@ class _Run:
             return
         loaded = batch.loaded
         key, size = loaded.key, len(answers)
-        made = list(map(dict.fromkeys, repeat(selection.keys, size)))
+        made = list(map(dict.copy, repeat(selection.empty, size)))
         containers = list(map(_object_of, places))
         for container, found in zip(containers, made, strict=True):
             container[key] = found
@@ -285,9 +312,8 @@ class _Run:
             except Exception as error:
                 self.fail(error, nodes, nullable, target, key, place)
         else:
-            assert loaded.connection is not None and batch.paging is not None
-            here: Place = (None, None, target, key, nullable, place)
-            target[key] = self.connection(loaded.connection, answer, batch.paging, here, level)
+            assert batch.paging is not None
+            self.connections(loaded, batch.paging, [(place, answer)], level)
 
     def object(
         self,
@@ -306,7 +332,7 @@ class _Run:
             [selection] = selections.values()
         else:
             selection = selections[NODE_TYPE_NAMES[type(record)]]
-        target = dict.fromkeys(selection.keys)
+        target = selection.empty.copy()
         level.setdefault(selection, []).append((record, target, container, key, nullable, parent))
         return target
 
@@ -332,52 +358,78 @@ class _Run:
                 self.rise(located_error(error, list(loaded.nodes), _path(here, index)), here)
                 return
 
-    def connection(
+    def connections(
         self,
-        plan: Connection,
-        page: Page[Any],
+        loaded: Loaded,
         paging: Paged,
-        place: Place,
+        answered: list[tuple[Place, Page[Any]]],
         level: dict[Selection, Places],
-    ) -> dict[str, Any]:
-        # The connection as the resolvers build it (gateway/schema/pagination.py): the same
-        # edges and pageInfo, its cursors made only where the selection asks for them.
-        items, shape = page.items, paging.shape
-        target: dict[str, Any] = dict.fromkeys(plan.keys)
-        for key in plan.total:
-            target[key] = page.total
-        for key in plan.typename:
-            target[key] = plan.type_name
+    ) -> None:
+        """The connections of the pages `answered` at their places, as the resolvers build
+        them (gateway/schema/pagination.py): the same edges and pageInfo, cursors made only
+        where the selection asks for them. Each part is made for all the pages in turn."""
+        plan, key, nullable = loaded.connection, loaded.key, loaded.nullable
+        assert plan is not None
+        shape, empty = paging.shape, plan.empty
+        # Each connection, its page, and its own place (the parent of its parts' places).
+        made: list[tuple[dict[str, Any], Page[Any], Place]] = []
+        for place, page in answered:
+            container = place[_OBJECT]
+            target: dict[str, Any] = empty.copy()
+            container[key] = target
+            made.append((target, page, (None, None, container, key, nullable, place)))
+        if not made:
+            return
+        for total in plan.total:
+            for target, page, _ in made:
+                target[total] = page.total
+        for typename in plan.typename:
+            for target, _, _ in made:
+                target[typename] = plan.type_name
         for info in plan.page_info:
-            target[info.key] = {
-                key: _page_info(name, info.type_name, page, paging) for key, name in info.parts
-            }
+            for target, page, _ in made:
+                target[info.key] = {
+                    part: _page_info(name, info.type_name, page, paging)
+                    for part, name in info.parts
+                }
         for edges in plan.edges:
-            listed: list[dict[str, Any]] = []
-            target[edges.key] = listed
-            edges_place: Place = (None, None, target, edges.key, False, place)
-            for index, item in enumerate(items):
-                edge: dict[str, Any] = dict.fromkeys(edges.keys)
-                for key, name in edges.parts:
-                    cursor = name == "cursor"
-                    edge[key] = cursor_of(page.keys[index], shape) if cursor else edges.type_name
-                edge_place: Place = (None, None, listed, index, False, edges_place)
-                for key, selection in edges.node:
-                    node = edge[key] = dict.fromkeys(selection.keys)
-                    level.setdefault(selection, []).append(
-                        (item, node, edge, key, False, edge_place)
+            for target, page, here in made:
+                listed: list[dict[str, Any]] = []
+                target[edges.key] = listed
+                edges_place: Place = (None, None, target, edges.key, False, here)
+                for index, item in enumerate(page.items):
+                    edge: dict[str, Any] = edges.empty.copy()
+                    for part, name in edges.parts:
+                        cursor = name == "cursor"
+                        edge[part] = (
+                            cursor_of(page.keys[index], shape) if cursor else edges.type_name
+                        )
+                    edge_place: Place = (None, None, listed, index, False, edges_place)
+                    for node_key, selection in edges.node:
+                        node = edge[node_key] = selection.empty.copy()
+                        level.setdefault(selection, []).append(
+                            (item, node, edge, node_key, False, edge_place)
+                        )
+                    listed.append(edge)
+        for nodes_key, selection in plan.nodes:
+            places = level.setdefault(selection, [])
+            for target, page, here in made:
+                items = page.items
+                size = len(items)
+                nodes: list[dict[str, Any]] = list(map(dict.copy, repeat(selection.empty, size)))
+                target[nodes_key] = nodes
+                nodes_place: Place = (None, None, target, nodes_key, False, here)
+                # Each node's place: (item, node, nodes, index, False, nodes_place).
+                places.extend(
+                    zip(
+                        items,
+                        nodes,
+                        repeat(nodes, size),
+                        count(),
+                        repeat(False),
+                        repeat(nodes_place),
                     )
-                listed.append(edge)
-        for key, selection in plan.nodes:
-            size = len(items)
-            nodes = list(map(dict.fromkeys, repeat(selection.keys, size)))
-            target[key] = nodes
-            nodes_place: Place = (None, None, target, key, False, place)
-            # Each node's place: (item, node, nodes, index, False, nodes_place).
-            level.setdefault(selection, []).extend(
-                zip(items, nodes, repeat(nodes, size), count(), repeat(False), repeat(nodes_place))
-            )
-        return target
+                )
 
     # -- errors -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar, cast
@@ -282,12 +283,16 @@ class Fetcher:
         return snapshot_of(categories, grids, packages), a + b + c
 
 
+# A key `quote` leaves as it is (its always-safe characters): most slugs, every id.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
+
+
 def _detail_path(resource: str, key: str) -> str | None:
     """The upstream path of a detail; None for a key that, as a path segment, names the list
     (`""`, `.`, `..`), not a resource."""
     if key in ("", ".", ".."):
         return None
-    return f"{resource}{quote(key, safe='')}/"
+    return f"{resource}{key if _UNQUOTED(key) else quote(key, safe='')}/"
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

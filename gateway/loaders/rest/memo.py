@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from gateway.loaders.records import Category, Grid, Package
 from gateway.loaders.rest.wire import (
@@ -16,6 +17,15 @@ from gateway.loaders.rest.wire import (
 )
 
 R = TypeVar("R", Grid, Package)
+J = TypeVar("J", GridJSON, PackageJSON)
+
+# Each record made from the upstream's JSON, with its relation's ids, by the JSON it was made
+# from (by `id`, the JSON held so that its id names no other while here): the resource cache
+# hands every request the same decoded JSON while it is fresh, and a lookup costs less than
+# making the record and parsing its links again. At most MAX_MADE (then all forgotten at once:
+# the JSON of a resource the cache has let go of is held only until then, a few kB each).
+MAX_MADE = 4_096
+_MADE: dict[int, tuple[Any, Any, tuple[int, ...]]] = {}
 
 
 class Memo:
@@ -45,25 +55,37 @@ class Memo:
 
     def remember_grid(self, raw: GridJSON) -> Grid:
         self.read = True
-        record = to_grid(raw)
-        _remember(record, raw.packages, self.grids, self.grid_ids, self.packages_of_grid)
+        record, members = _made(raw, to_grid, raw.packages)
+        _remember(record, members, self.grids, self.grid_ids, self.packages_of_grid)
         return record
 
     def remember_package(self, raw: PackageJSON) -> Package:
         self.read = True
-        record = to_package(raw)
-        _remember(record, raw.grids, self.packages, self.package_ids, self.grids_of_package)
+        record, members = _made(raw, to_package, raw.grids)
+        _remember(record, members, self.packages, self.package_ids, self.grids_of_package)
         return record
+
+
+def _made(raw: J, make: Callable[[J], R], links: list[str]) -> tuple[R, tuple[int, ...]]:
+    """The record of `raw`, and the ids of its relation's `links`: made once per JSON."""
+    found = _MADE.get(id(raw))
+    if found is not None and found[0] is raw:
+        return found[1], found[2]
+    made: tuple[R, tuple[int, ...]] = (make(raw), tuple(id_from_url(url) for url in links))
+    if len(_MADE) >= MAX_MADE:
+        _MADE.clear()
+    _MADE[id(raw)] = (raw, *made)
+    return made
 
 
 def _remember(
     record: R,
-    links: list[str],
+    members: tuple[int, ...],
     by_id: dict[int, R | None],
     ids_by_slug: dict[str, int | None],
     related: dict[int, tuple[int, ...]],
 ) -> None:
-    """Remember a grid or a package by id and by slug, and the ids of its relation's links."""
+    """Remember a grid or a package by id and by slug, and the ids of its relation."""
     by_id[record.id] = record
     ids_by_slug[record.slug] = record.id
-    related[record.id] = tuple(id_from_url(url) for url in links)
+    related[record.id] = members
