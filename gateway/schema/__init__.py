@@ -15,7 +15,7 @@ from gateway import limits
 from gateway.document_cache import DocumentCache
 from gateway.errors import VariableErrors, log_unexpected
 from gateway.internals import allow_types_of_one_name
-from gateway.reading import Readings
+from gateway.reading import Readings, Validation
 from gateway.schema.direct import use_direct_resolvers
 from gateway.schema.query import Query
 from gateway.schema.scalars import DateTime
@@ -60,7 +60,11 @@ def build_schema(
         # types, which Strawberry would otherwise refuse as a duplicate name.
         allow_types_of_one_name(config)
     documents = DocumentCache()
-    readings = Readings(query_limits.max_tokens, query_limits.max_selections)
+    readings = Readings(
+        query_limits.max_tokens,
+        query_limits.max_selections,
+        validation=Validation(query_limits, federation),
+    )
     built = schema_class(
         query=Query,
         types=types,
