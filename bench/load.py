@@ -30,12 +30,14 @@ import asyncio
 import multiprocessing
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
+import tracemalloc
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -54,6 +56,7 @@ from gateway.demo.dataset import generate
 from gateway.errors import SHUTTING_DOWN
 from gateway.loaders.rest.fetcher import WHOLE_LIST
 from gateway.loaders.sql.rows import Dataset
+from gateway.memory import snapshot_path
 from gateway.schema.pagination import cursor_of
 from tests.fake_upstream import FakeUpstream, Logged, serve_upstream
 
@@ -265,6 +268,48 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def memory_snapshot(pid: int, n: int) -> tracemalloc.Snapshot:
+    """The gateway's `n`th tracemalloc snapshot, asked for by SIGUSR2 (gateway/memory.py)."""
+    os.kill(pid, signal.SIGUSR2)
+    path = snapshot_path(pid, n)
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway wrote no snapshot to {path}")
+        await asyncio.sleep(0.2)
+    snapshot = tracemalloc.Snapshot.load(str(path))
+    path.unlink()
+    return snapshot
+
+
+def memory_growth(warm: tracemalloc.Snapshot, end: tracemalloc.Snapshot, top: int = 15) -> str:
+    """What grew most from `warm` to `end`, by the line that allocated it, with the nearest
+    frames under it that are the gateway's."""
+    ignored = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap*"),
+    ]
+    warm, end = warm.filter_traces(ignored), end.filter_traces(ignored)
+    total = sum(stat.size for stat in end.statistics("filename")) - sum(
+        stat.size for stat in warm.statistics("filename")
+    )
+    lines = [f"traced memory grew by {total / 2**20:+.1f} MiB; most, by where it was allocated:"]
+    for stat in end.compare_to(warm, "traceback")[:top]:
+        # A traceback runs from its oldest frame to the allocation.
+        frames = [frame for frame in reversed(stat.traceback) if "/gateway/" in frame.filename]
+        where = stat.traceback[-1]
+        path = where.filename.rpartition("site-packages/")[2]
+        lines.append(
+            f"  {stat.size_diff / 2**20:+7.2f} MiB {stat.count_diff:+8d} blocks"
+            f"  {path}:{where.lineno}"
+            + "".join(
+                f" < {frame.filename.rpartition('/gateway/')[2]}:{frame.lineno}"
+                for frame in frames[:3]
+            )
+        )
+    return "\n".join(lines)
+
+
 def snapshots(upstream: FakeUpstream) -> int:
     """How many catalogue snapshots the gateway has read: whole lists of packages."""
     whole = f"limit={WHOLE_LIST}"
@@ -296,17 +341,20 @@ def served_settings(*flags: str) -> Settings:
 
 @contextmanager
 def gateway(
-    upstream_url: str, log: IO[bytes], *flags: str
+    upstream_url: str, log: IO[bytes], *flags: str, tracemalloc_frames: int = 0
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`gateway serve --upstream …` with its defaults but `flags`, its log in `log`, until
-    terminated."""
+    terminated; traced by tracemalloc if `tracemalloc_frames` (gateway/memory.py)."""
     port = _free_port()
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
     command += ["--upstream", upstream_url, "--log-level", "warning", *flags]
-    process = subprocess.Popen(command, cwd=ROOT, env=_environment(), stdout=log, stderr=log)
+    env = _environment()
+    if tracemalloc_frames:
+        env["PYTHONTRACEMALLOC"] = str(tracemalloc_frames)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
     origin = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + (180 if tracemalloc_frames else 30)  # tracing: slower
         while True:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the gateway did not start; its log: {log.name}")
@@ -557,7 +605,10 @@ async def run(args: argparse.Namespace) -> int:
     with (
         serve_upstream(dataset) as upstream,
         tempfile.NamedTemporaryFile(prefix="gateway-load-", suffix=".log", delete=False) as log,
-        gateway(upstream.base_url, log, *args.serve) as (process, origin),
+        gateway(upstream.base_url, log, *args.serve, tracemalloc_frames=args.tracemalloc) as (
+            process,
+            origin,
+        ),
     ):
         limits = httpx.Limits(max_connections=args.concurrency)
         timeout = httpx.Timeout(limit + 20)  # longer than the gateway's own limit: we count those
@@ -571,6 +622,8 @@ async def run(args: argparse.Namespace) -> int:
                     await drive(client, requests_, WARMUP_MORE, args.concurrency, deadline)
                 )
             warm, cpu = resident_kib(process.pid), cpu_seconds(process.pid)
+            if args.tracemalloc:
+                warm_snapshot = await memory_snapshot(process.pid, 1)
 
             upstream.reset()
             upstream.seed = args.seed
@@ -594,10 +647,14 @@ async def run(args: argparse.Namespace) -> int:
             finished.set()
             await outage
             end, cpu = resident_kib(process.pid), cpu_seconds(process.pid) - cpu
+            if args.tracemalloc:
+                growth = memory_growth(warm_snapshot, await memory_snapshot(process.pid, 2))
     tracebacks = Path(log.name).read_text(errors="replace").count("Traceback (most recent call")
     memory = (warm, end)
     measured = Run(settings, elapsed, upstream, memory, warmup, resident, cpu, probes, tracebacks)
     print(report(outcomes, args, measured))
+    if args.tracemalloc:
+        print(growth)
     print(f"gateway log: {log.name}")
     return 0
 
@@ -629,6 +686,14 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=30.0, help="seconds of total outage")
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds, at most")
     parser.add_argument("--seed", type=int, default=0, help="the mix's and the faults' seed")
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="trace the gateway's memory (PYTHONTRACEMALLOC=FRAMES: slower) and print what grew"
+        " between the snapshots after the warm-up and at the end (gateway/memory.py)",
+    )
     parser.add_argument(
         "serve",
         nargs=argparse.REMAINDER,

@@ -159,8 +159,10 @@ def _serve(args: argparse.Namespace) -> int:
     # status supervisors expect. With workers, each one does so, and then the parent.
     if settings.workers == 1:
         from gateway.app import create_app
+        from gateway.memory import dump_snapshots_on_signal
         from gateway.worker import server_options
 
+        dump_snapshots_on_signal()
         uvicorn.run(create_app(settings), **server_options(settings))
         return 0
     from gateway.compose import schema_for, trusted_documents_for

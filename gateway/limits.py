@@ -159,6 +159,9 @@ class _Checked(SchemaExtension):
             if reading.refusal is not None:
                 raise reading.refusal.error(query)
             document = await off_the_loop(parsed, query, self.limits.max_tokens)
+            if reading.valid:  # validated as it was read, in the documents' process
+                self.documents.keep(query, document)
+                self.known = True
         context.graphql_document = document
         # Strawberry would run the first; refused where Strawberry refuses an unknown name.
         if provided_operation_name(context) is None and _operations(document) > 1:
@@ -172,7 +175,7 @@ class _Checked(SchemaExtension):
             assert context.query is not None and context.graphql_document is not None
             schema = graphql_schema(context.schema)
             rules = context.validation_rules
-            errors = await off_the_loop(_validated, schema, context.graphql_document, rules)
+            errors = await off_the_loop(validated, schema, context.graphql_document, rules)
             if not errors:
                 self.documents.keep(context.query, context.graphql_document)
         context.pre_execution_errors = errors  # Strawberry validates no more
@@ -190,7 +193,13 @@ def _operations(document: DocumentNode) -> int:
     return sum(isinstance(node, OperationDefinitionNode) for node in document.definitions)
 
 
-def _validated(
+def validation_rules(limits: QueryLimits) -> tuple[type[ASTValidationRule], ...]:
+    """All the rules a document is validated by under `limits`, as a request's validation
+    runs them: graphql-core's, and the limits' own."""
+    return (*specified_rules, *_validation_rules(limits))
+
+
+def validated(
     schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
 ) -> list[GraphQLError]:
     """Strawberry's validation of `document` by `rules`: the errors, validation cut short by
@@ -238,7 +247,7 @@ def document_errors(schema: GraphQLSchema, limits: QueryLimits, text: str) -> li
         document = _parsed(text, limits)
     except GraphQLError as error:
         return [error]
-    errors = _validated(schema, document, (*specified_rules, *_validation_rules(limits)))
+    errors = validated(schema, document, validation_rules(limits))
     if errors:
         return errors
     for operation in document.definitions:

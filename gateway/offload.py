@@ -10,13 +10,14 @@ dropped if it has not started; and the loop's default executor stays free for wh
 A thread still shares the interpreter's lock with the loop, and the loop gives that lock up at
 each of its system calls: while the thread runs Python, each of them costs the loop up to a
 switch interval (5 ms) to get it back, so that a busy loop crawls (the GIL's convoy effect). What
-needs no answer but a few values (reading.py: whether a document is refused, and its normal form)
-is worked out in a process of its own instead, which shares nothing with the loop: a child
-Python (`python -m gateway.offload`) that runs one call at a time, sent and answered as pickles
-over a pipe by a thread of this process that only waits for it. The child is started when first
-needed, in a session of its own (a terminal's Ctrl-C is for the server), ends when this process
-closes the pipe, and is started again if it dies. A call that comes while it is not there to
-take it (the second or so it takes to start, or after it died) runs on the documents' thread.
+needs no answer but a few values (reading.py: whether a document is refused, its normal form,
+whether it is valid) is worked out in a process of its own instead, which shares nothing with
+the loop: a child Python (`python -m gateway.offload`) that runs one call at a time, sent and
+answered as pickles over a pipe by a thread of this process that only waits for it. The child is
+started when first needed, in a session of its own (a terminal's Ctrl-C is for the server), ends
+when this process closes the pipe, and is started again if it dies. A call that comes while it
+is not there to take it (the second or so it takes to start, or after it died) runs on the
+documents' thread.
 """
 
 from __future__ import annotations
@@ -49,14 +50,18 @@ async def off_the_loop(function: Callable[P, T], *args: P.args, **kwargs: P.kwar
     return await loop.run_in_executor(_THREAD, lambda: function(*args, **kwargs))
 
 
-async def out_of_process(function: Callable[..., T], *args: Any) -> T:
+async def out_of_process(
+    function: Callable[..., T], *args: Any, here: Callable[..., T] | None = None
+) -> T:
     """`function(*args)`, run in the documents' process: `function` a module's, its arguments
-    and its result such as pickle carries."""
+    and its result such as pickle carries. While the process is not there, `here(*args)` (by
+    default `function` itself) runs on the documents' thread instead: a function that would
+    build something heavy once per process can leave that to the child."""
     loop = asyncio.get_running_loop()
     try:
         result: T = await loop.run_in_executor(_WAITER, _CHILD.call, function, args)
     except Unavailable:
-        return await off_the_loop(function, *args)
+        return await off_the_loop(here or function, *args)
     return result
 
 

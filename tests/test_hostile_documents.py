@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from gateway.document_cache import DocumentCache, document_weight
 from gateway.engine import engine
 from gateway.internals import graphql_schema
 from gateway.limits import document_errors
-from gateway.offload import off_the_loop
+from gateway.offload import off_the_loop, out_of_process
 from gateway.schema import GatewaySchema
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 from tests.observing import post, served
@@ -46,6 +47,7 @@ from tests.serving import gateway_serve, served_gateway
 from tests.test_amplification import codes
 
 GRAPHQL = graphql_schema(schema_for(Settings()))
+LIMITS = query_limits(Settings())
 
 
 # -- one field repeated: validation compares such fields pairwise ------------------------------
@@ -140,13 +142,75 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_seconds_beside_the_loop(pid: int) -> float:
+    """The CPU time a process's threads but its first (the event loop's) have used so far."""
+    spent = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if task.name != str(pid):
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            spent += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return spent
+
+
+def _thread_seconds(function: Callable[[], object]) -> float:
+    """The least CPU time of five runs of `function` on this thread."""
+    times = []
+    for _ in range(5):
+        started = time.thread_time()
+        function()
+        times.append(time.thread_time() - started)
+    return min(times)
+
+
+def test_a_valid_document_costs_the_server_one_parse_and_no_validation(
+    embedded_data_home: Path,
+) -> None:
+    """Validated in the documents' process as it is read, a valid document that the server has
+    not seen costs the server's threads one parse: its validation, some three times as long,
+    took the interpreter's lock from the event loop as the aliased searches came (bench/load.py).
+    Measured in CPU time of the server's threads besides the loop's, against the time this
+    process takes to parse the same document."""
+    parse_seconds = _thread_seconds(lambda: parse(SKIPPED))
+    validation_seconds = _thread_seconds(lambda: document_errors(GRAPHQL, LIMITS, SKIPPED))
+    assert validation_seconds > 2 * parse_seconds  # what the server no longer does
+    # A parse, and the round trip to the documents' process; not a validation besides.
+    bound = parse_seconds + validation_seconds / 2
+
+    def attack(n: int) -> None:
+        # Named apart, so that no cache knows it: the response cache's key ignores whitespace.
+        body = post(client, f"query Q{n} " + SKIPPED)
+        assert body == {"data": {}}, body
+
+    with (
+        served_gateway(embedded_data_home) as server,
+        httpx.Client(base_url=server.origin, timeout=30) as client,
+    ):
+        # Read and validated on the documents' thread while their process starts, then there.
+        deadline = time.monotonic() + 60
+        for n in itertools.count(100):
+            spent = _cpu_seconds_beside_the_loop(server.pid)
+            attack(n)
+            if _cpu_seconds_beside_the_loop(server.pid) - spent < bound:
+                break
+            assert time.monotonic() < deadline, "a valid document still costs a validation"
+        spent = _cpu_seconds_beside_the_loop(server.pid)
+        for n in range(20):
+            attack(n)
+            assert client.get("/healthz").status_code == 200
+        spent = _cpu_seconds_beside_the_loop(server.pid) - spent
+    assert spent / 20 < bound, (spent / 20, parse_seconds, validation_seconds)
+
+
 async def test_a_document_still_waiting_for_validation_ends_at_the_request_timeout(
     upstream: FakeUpstream,
 ) -> None:
-    """The documents' thread taken meanwhile, a new document cannot be parsed: its request is
-    answered at its deadline, the loop serving others all along, and its work never runs."""
+    """The documents' thread and process taken meanwhile, a new document cannot be read: its
+    request is answered at its deadline, the loop serving others all along, and its work never
+    runs."""
     release = threading.Event()
     busy = asyncio.ensure_future(off_the_loop(release.wait))
+    # The process for a second (or the thread after the wait, while the process is starting).
+    asleep = asyncio.ensure_future(out_of_process(time.sleep, 1.0))
     app = create_app(Settings(upstream=upstream.base_url, request_timeout=0.5))
     query = {"query": "{ categories { totalCount } }"}
     try:
@@ -159,7 +223,8 @@ async def test_a_document_still_waiting_for_validation_ends_at_the_request_timeo
                 assert codes(body) == ["REQUEST_TIMEOUT"]
                 release.set()
                 await busy
-                assert len(_documents(app)) == 0  # its parsing was dropped
+                await asleep
+                assert len(_documents(app)) == 0  # its reading was dropped
                 body = (await client.post("/graphql", json=query)).json()
                 assert body["data"]["categories"]["totalCount"] > 0
     finally:
@@ -309,6 +374,9 @@ BIG = "{ %s }" % " ".join(
     f" {{ nodes {{ {_PACKAGE} }} }} }} }} }}"
     for i in range(30)
 )
+
+# BIG with each alias skipped: valid, with nothing to execute.
+SKIPPED = BIG.replace("package(id: 1) {", "package(id: 1) @skip(if: true) {")
 
 
 def _endpoint(app: Any) -> GraphQLEndpoint:

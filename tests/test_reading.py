@@ -16,7 +16,7 @@ from gateway.errors import format_error
 from gateway.internals import graphql_schema
 from gateway.limits import document_errors
 from gateway.offload import out_of_process
-from gateway.reading import Readings
+from gateway.reading import Readings, Validation
 
 LIMITS = query_limits(Settings())
 GRAPHQL = graphql_schema(schema_for(Settings()))
@@ -75,6 +75,34 @@ async def test_a_document_within_the_limits_has_one_normal_form_however_it_is_wr
     assert long == short
     assert short.normal.queries == frozenset({"Q"}) and short.normal.operations == 1
     assert readings.known(query) is short and len(readings) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{ categories { totalCount } }",
+        "{ nope }",
+        "query($unused: Int) { categories { totalCount } }",
+        "{ " + " ".join(f"a{i}: categories {{ totalCount }}" for i in range(31)) + " }",
+        "{ "
+        + "packages(first: 1) { nodes { grids(first: 1) { nodes { " * 3
+        + "title"
+        + "}}}}" * 3
+        + "}",
+        '{ a: search(query: "x") { title } a: categories { totalCount } }',
+    ],
+    ids=["valid", "unknown-field", "unused-variable", "aliases", "depth", "unmergeable"],
+)
+async def test_the_documents_process_validates_as_a_request_does(text: str) -> None:
+    """A document valid there needs no validation here: it is valid here too, and only then."""
+    await _process_id()
+    readings = Readings(
+        LIMITS.max_tokens, LIMITS.max_selections, validation=Validation(LIMITS, False)
+    )
+    reading = await readings.get(text)
+    assert reading.refusal is None
+    assert reading.valid == (document_errors(GRAPHQL, LIMITS, text) == [])
+    assert reading.valid == (text == "{ categories { totalCount } }")
 
 
 async def test_what_the_process_runs_comes_back_raised_as_it_was() -> None:

@@ -15,7 +15,7 @@ from gateway import limits
 from gateway.document_cache import DocumentCache
 from gateway.errors import VariableErrors, log_unexpected
 from gateway.internals import allow_types_of_one_name
-from gateway.reading import Readings
+from gateway.reading import Readings, Validation
 from gateway.schema.direct import use_direct_resolvers
 from gateway.schema.query import Query
 from gateway.schema.scalars import DateTime
@@ -63,7 +63,10 @@ def build_schema(
         allow_types_of_one_name(config)
     documents = DocumentCache()
     readings = Readings(
-        query_limits.max_tokens, query_limits.max_selections, apart=documents_process
+        query_limits.max_tokens,
+        query_limits.max_selections,
+        validation=Validation(query_limits, federation),
+        apart=documents_process,
     )
     built = schema_class(
         query=Query,
