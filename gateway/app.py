@@ -85,13 +85,6 @@ from gateway.schema.context import Context
 from gateway.shared_cache import SharedCache, SharedStore
 from gateway.trusted_documents import TrustedDocuments, reloaded_on_sighup
 
-# The youngest generation's threshold while serving (Python's default: 700). An answer of a
-# few thousand objects (Q2: a grid's 100 packages, their categories and grids) would otherwise
-# start collections that scan what it is still building, and move it to the older generations
-# to be scanned again. Only reference cycles wait for a collection, and requests leave none
-# (tests/test_app.py): what waits stays small.
-YOUNG_OBJECTS = 20_000
-
 
 class _Encoded(dict[str, Any]):
     """A response body already encoded (`encode_json` writes `body` as it is)."""
@@ -394,12 +387,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
                     # What start-up made (modules, the schema, the catalogue) lives as long as
                     # the process: the garbage collector need not scan it again at each collection.
                     gc.freeze()
-                    thresholds = gc.get_threshold()
-                    gc.set_threshold(YOUNG_OBJECTS, *thresholds[1:])
                     try:
                         yield
                     finally:
-                        gc.set_threshold(*thresholds)
                         gc.unfreeze()
         finally:
             if shared is not None:
