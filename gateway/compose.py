@@ -11,8 +11,10 @@ from pathlib import Path
 from gateway.config import Settings
 from gateway.engine.engine import Engine
 from gateway.limits import QueryLimits
+from gateway.reading import Readings
 from gateway.schema import GatewaySchema, build_schema
 from gateway.trusted_documents import TrustedDocuments
+from gateway.validating import Validation, read_valid
 
 
 def query_limits(settings: Settings) -> QueryLimits:
@@ -32,15 +34,21 @@ def schema_for(
 ) -> GatewaySchema:
     """The schema `settings` ask for: their query limits, and a federation subgraph or not;
     its operations run by the plans of `engine` (a new one by default) where they cover them.
-    Without `documents_process`, it starts no child Python to read documents (gateway/offload.py):
-    one operation has no event loop to keep free."""
+    New documents are read and validated in the documents' process (gateway/validating.py);
+    without `documents_process`, it starts no child Python for them (gateway/offload.py): one
+    operation has no event loop to keep free."""
     if engine is None:
         engine = Engine(settings.max_cost)
+    limits = query_limits(settings)
+    readings = Readings(
+        limits.max_tokens,
+        limits.max_selections,
+        reader=read_valid,
+        reader_args=(Validation(limits, settings.federation),),
+        apart=documents_process,
+    )
     return build_schema(
-        query_limits(settings),
-        federation=settings.federation,
-        extensions=[engine],
-        documents_process=documents_process,
+        limits, federation=settings.federation, extensions=[engine], readings=readings
     )
 
 

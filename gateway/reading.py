@@ -14,7 +14,7 @@ this process would slow the event loop down (the interpreter's lock), so that ev
 request, and `/healthz`, would crawl while a client sends documents it has not sent before. The
 round trip costs this process some 0.2 ms. Most long documents a client makes up are refused by
 the limits read there, and then never cost this process a parse at all. A document that passes
-is validated there too, by a schema built as this process's (`Validation`, once in the
+is validated there too, by a schema built as this process's (validating.py, once in the
 documents' process), so that a valid one costs this process a parse only (limits.py), on the
 documents' thread, some 1 ms for 30 aliased fields against 3 to 4 ms for their validation.
 Sending the parsed document back instead would cost half a parse to unpickle, but it would come
@@ -26,11 +26,10 @@ there.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from cachetools import LRUCache
 from graphql import (
@@ -46,9 +45,6 @@ from graphql import (
 from gateway.errors import ReportedError
 from gateway.measure import check_spread, parsed
 from gateway.offload import off_the_loop, out_of_process
-
-if TYPE_CHECKING:
-    from gateway.limits import QueryLimits
 
 MAX_BYTES = 4 * 2**20  # the texts whose readings are remembered, in all
 ENTRY_OVERHEAD = 200  # bytes counted per reading for its key, its values and bookkeeping
@@ -101,50 +97,28 @@ class Reading:
     valid: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Validation:
-    """What validates a document as a schema's requests do, such as pickle carries: the
-    schema's query limits, and whether it is a federation subgraph."""
-
-    limits: QueryLimits
-    federation: bool
+def read(text: str, max_tokens: int, max_selections: int) -> Reading:
+    """`text` parsed within `max_tokens` and measured (measure.py): a function of this module,
+    its arguments and its result small, for the documents' process."""
+    return parse_and_read(text, max_tokens, max_selections)[1]
 
 
-def read(
-    text: str, max_tokens: int, max_selections: int, validation: Validation | None = None
-) -> Reading:
-    """`text` parsed within `max_tokens` and measured (measure.py), and validated under
-    `validation` if any: a function of this module, its arguments and its result small, for
-    the documents' process."""
+def parse_and_read(
+    text: str, max_tokens: int, max_selections: int
+) -> tuple[DocumentNode | None, Reading]:
+    """`text`'s reading, and its parsed document unless it was refused."""
     try:
         document = parsed(text, max_tokens)
         check_spread(document, max_tokens, max_selections)
     except GraphQLError as error:
-        return Reading(Refusal.of(error), None)
-    valid = validation is not None and not _validator(validation)(document)
-    return Reading(None, _normal(document), valid)
+        return None, Reading(Refusal.of(error), None)
+    return document, Reading(None, _normal(document))
 
 
-def _read_here(
-    text: str, max_tokens: int, max_selections: int, validation: Validation | None
-) -> Reading:
+def _read_here(text: str, max_tokens: int, max_selections: int, *_: Any) -> Reading:
     """`read` on this process's documents' thread, which leaves validation to the request:
     a schema of its own here would weigh megabytes."""
     return read(text, max_tokens, max_selections)
-
-
-@functools.cache
-def _validator(validation: Validation) -> Callable[[DocumentNode], list[GraphQLError]]:
-    """What finds a document's validation errors under `validation`: its schema and rules
-    built once, in the documents' process."""
-    # Imported here: the schema reads its documents through this module.
-    from gateway.internals import graphql_schema
-    from gateway.limits import validated, validation_rules
-    from gateway.schema import build_schema
-
-    schema = graphql_schema(build_schema(validation.limits, federation=validation.federation))
-    rules = validation_rules(validation.limits)
-    return lambda document: validated(schema, document, rules)
 
 
 def _normal(document: DocumentNode) -> Normal:
@@ -161,10 +135,12 @@ def _normal(document: DocumentNode) -> Normal:
 
 
 class Readings:
-    """The readings of the documents seen lately, by text, least recently used out first;
-    validated under `validation`, if any, in the documents' process, or with `apart` false on
-    the documents' thread (one operation, `gateway query`, has no event loop to keep free, and
-    needs no child Python for it)."""
+    """The readings of the documents seen lately, by text, least recently used out first.
+
+    A new document is read by `reader(text, max_tokens, max_selections, *reader_args)` in the
+    documents' process (a module's function: validating.py's validates it too), by `read` on
+    the documents' thread while that process is not there, or always so with `apart` false (one
+    operation, `gateway query`, has no event loop to keep free, and needs no child Python)."""
 
     def __init__(
         self,
@@ -172,12 +148,14 @@ class Readings:
         max_selections: int,
         max_bytes: int = MAX_BYTES,
         *,
-        validation: Validation | None = None,
+        reader: Callable[..., Reading] = read,
+        reader_args: tuple[Any, ...] = (),
         apart: bool = True,
     ) -> None:
         self.max_tokens = max_tokens
         self.max_selections = max_selections
-        self.validation = validation
+        self.reader = reader
+        self.reader_args = reader_args
         self.apart = apart
         self._known: LRUCache[str, tuple[Reading, int]] = LRUCache(
             max_bytes, getsizeof=lambda kept: kept[1]
@@ -197,11 +175,13 @@ class Readings:
         """`text`'s reading, remembered or done now."""
         reading = self.known(text)
         if reading is None:
-            limits = (self.max_tokens, self.max_selections, self.validation)
+            limits = (self.max_tokens, self.max_selections)
             if self.apart:
-                reading = await out_of_process(read, text, *limits, here=_read_here)
+                reader = self.reader
+                args = (*limits, *self.reader_args)
+                reading = await out_of_process(reader, text, *args, here=_read_here)
             else:
-                reading = await off_the_loop(_read_here, text, *limits)
+                reading = await off_the_loop(read, text, *limits)
             self._keep(text, reading)
         return reading
 

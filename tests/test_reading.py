@@ -16,7 +16,8 @@ from gateway.errors import format_error
 from gateway.internals import graphql_schema
 from gateway.limits import document_errors
 from gateway.offload import out_of_process
-from gateway.reading import Readings, Validation
+from gateway.reading import Readings
+from gateway.validating import Validation, read_valid
 
 LIMITS = query_limits(Settings())
 GRAPHQL = graphql_schema(schema_for(Settings()))
@@ -97,7 +98,10 @@ async def test_the_documents_process_validates_as_a_request_does(text: str) -> N
     """A document valid there needs no validation here: it is valid here too, and only then."""
     await _process_id()
     readings = Readings(
-        LIMITS.max_tokens, LIMITS.max_selections, validation=Validation(LIMITS, False)
+        LIMITS.max_tokens,
+        LIMITS.max_selections,
+        reader=read_valid,
+        reader_args=(Validation(LIMITS, False),),
     )
     reading = await readings.get(text)
     assert reading.refusal is None

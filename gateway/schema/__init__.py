@@ -15,7 +15,7 @@ from gateway import limits
 from gateway.document_cache import DocumentCache
 from gateway.errors import VariableErrors, log_unexpected
 from gateway.internals import allow_types_of_one_name
-from gateway.reading import Readings, Validation
+from gateway.reading import Readings
 from gateway.schema.direct import use_direct_resolvers
 from gateway.schema.query import Query
 from gateway.schema.scalars import DateTime
@@ -38,11 +38,11 @@ def build_schema(
     *,
     federation: bool = False,
     extensions: Sequence[limits.Extension] = (),
-    documents_process: bool = True,
+    readings: Readings | None = None,
 ) -> GatewaySchema:
     """The schema, enforcing `query_limits`; with `federation`, an Apollo Federation 2 subgraph
-    (gateway/schema/federation.py). Limits do not change the SDL. New documents are read in the
-    documents' process, or without `documents_process` on a thread (gateway/reading.py).
+    (gateway/schema/federation.py). Limits do not change the SDL. New documents are read by
+    `readings` (by default in the documents' process, and validated here: gateway/reading.py).
 
     Batching is on: how many operations a batch may hold is the HTTP view's limit (gateway/app.py),
     which refuses more with a code of its own. `extensions` come after the limits' own: the
@@ -62,12 +62,8 @@ def build_schema(
         # types, which Strawberry would otherwise refuse as a duplicate name.
         allow_types_of_one_name(config)
     documents = DocumentCache()
-    readings = Readings(
-        query_limits.max_tokens,
-        query_limits.max_selections,
-        validation=Validation(query_limits, federation),
-        apart=documents_process,
-    )
+    if readings is None:
+        readings = Readings(query_limits.max_tokens, query_limits.max_selections)
     built = schema_class(
         query=Query,
         types=types,
