@@ -12,6 +12,7 @@ paths, codes) included. The examples are derandomized, so CI runs the same ones 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
@@ -480,6 +481,44 @@ async def test_a_plan_asks_one_statement_per_loader_and_level(database: Database
     assert _executed()[0] == executed[0] + 1  # by the plan
     assert len(sent) == 5, sent
     assert answered == await _answer(GRAPHQL_CORE, loaded.backend(), query, variables)
+
+
+class _Asked(SqlBackend):
+    """A `SqlBackend` that records the batches asked of it, not answered at hand."""
+
+    def __init__(self, loaded: Database, kept: Kept) -> None:
+        super().__init__(loaded.engine, loaded.features, kept)
+        self.asked: list[str] = []
+
+    async def _kept(self, method: str, keys: Any, read: Any) -> Any:
+        self.asked.append(method)
+        return await super()._kept(method, keys, read)
+
+
+async def test_a_warm_postgres_request_answers_every_level_at_hand(
+    postgres_database: Database,
+) -> None:
+    """Its change stamp read before the first level (`Backend.ready`), a request whose answers
+    are all kept asks no batch of the backend: one statement, the stamp. A document that
+    reads nothing from the backend reads no stamp either."""
+    loaded = postgres_database
+    query = """query($slug: String!) { package(slug: $slug) { slug category { slug }
+        grids(first: 10) { nodes { slug } } } }"""
+    variables = {"slug": PACKAGES[1].slug}
+    expected = await _answer(GRAPHQL_CORE, loaded.backend(), query, variables)
+    kept = Kept(_BUDGET)
+    assert await _answer(PLANNED, _Asked(loaded, kept), query, variables) == expected
+    backend = _Asked(loaded, kept)
+    async with statements(loaded.engine) as sent:
+        await asyncio.sleep(0)  # asyncpg tells its statements at the loop's next turn
+        sent.clear()
+        assert await _answer(PLANNED, backend, query, variables) == expected
+        assert backend.asked == []
+        assert await _answer(PLANNED, _Asked(loaded, kept), "{ __typename }", {}) == (
+            b'{"data":{"__typename":"Query"}}'
+        )
+        await asyncio.sleep(0)
+    assert len(sent) == 1 and "pg_current_snapshot" in sent[0], sent
 
 
 async def test_leaves_failing_on_many_objects_fail_as_on_graphql_core(tmp_path: Path) -> None:

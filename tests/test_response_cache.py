@@ -90,7 +90,8 @@ class Gateway:
 
 
 class _Counting:
-    """A backend whose async methods report each call; everything else (`stale`) is its own."""
+    """A backend whose batches (async methods but `ready`) report each call; everything else
+    (`stale`, `ready`) is its own."""
 
     def __init__(self, backend: Backend, count: Callable[[str], None]) -> None:
         self._backend = backend
@@ -98,7 +99,7 @@ class _Counting:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._backend, name)
-        if not inspect.iscoroutinefunction(value):
+        if name == "ready" or not inspect.iscoroutinefunction(value):
             return value
 
         async def counted(*args: Any, **kwargs: Any) -> Any:

@@ -98,6 +98,8 @@ class _Batch:
 
 
 async def run(plan: Plan, variables: VariableValues, loaders: Loaders) -> ExecutionResult:
+    if plan.root.loaded:  # it reads the backend: first what its answers at hand need
+        await loaders.backend.ready()
     return await _Run(variables, loaders).run(plan.root)
 
 

@@ -12,6 +12,8 @@ The total is the size of the filtered list.
 
 A backend may also answer some batches at once, from what it holds without I/O (`at_hand`):
 the per-request loaders then need no future, no queue and no turn of the event loop for them.
+A plan's run awaits `ready` once before its first level, so that waiting for what `at_hand`
+needs costs one await, not a first level queued.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ class Backend(Protocol):
 
     def at_hand(self) -> AtHand | None:
         """What the backend can answer now without I/O; None when it can answer nothing so."""
+        ...
+
+    async def ready(self) -> None:
+        """Wait for what `at_hand` needs before a request's first batch (the database's change
+        stamp, on PostgreSQL a round trip), so that its levels are answered at hand from the
+        first; nothing where that needs no waiting."""
         ...
 
 

@@ -302,6 +302,9 @@ class RestBackend:
                 self._at_hand = self._answers(snapshot)
         return self._at_hand
 
+    async def ready(self) -> None:
+        """Nothing to wait for: the snapshot is fetched by the batches that need it."""
+
     def _answers(self, snapshot: Catalogue) -> SnapshotAnswers:
         return SnapshotAnswers(self.memo, snapshot, self.fetcher.snapshot_is_fresh)
 

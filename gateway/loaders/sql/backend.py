@@ -15,6 +15,7 @@ before its first statement, holds: then a batch is answered from there, and on S
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -139,19 +140,37 @@ class SqlBackend:
 
     def at_hand(self) -> KeptAnswers | None:
         """The answers kept under the change stamp this request read, read here if that needs
-        no waiting (SQLite); else (PostgreSQL: a round trip) the request's first batch reads it,
-        and until then nothing is at hand."""
+        no waiting (SQLite); else (PostgreSQL: a round trip) nothing is at hand until `ready`
+        or the request's first batch has read it."""
         if self._at_hand is None and self.kept is not None:
             stamp = change_stamp_now(self._stamps)
             if stamp is not None:
                 self._stamped(stamp)
         return self._at_hand
 
+    async def ready(self) -> None:
+        """Read the request's change stamp now if that needs waiting (PostgreSQL), so that its
+        first level is answered at hand too. A failure is left to the first level's batches,
+        which read the stamp again and report it (as a later batch would read it once more)."""
+        if self.kept is not None and self.at_hand() is None:
+            with contextlib.suppress(DatabaseError):
+                await self._read_stamp()
+
     def _stamped(self, stamp: Hashable) -> None:
         assert self.kept is not None
         self._stamp = stamp
         self.kept.stamped(stamp)
         self._at_hand = KeptAnswers(self.kept, stamp)
+
+    async def _read_stamp(self) -> Hashable:
+        """Read the request's change stamp (counted and traced as `stamp`)."""
+        try:
+            with observe.SqlStatement("stamp", self.features.dialect):
+                stamp = await change_stamp(self._stamps)
+        except FAILURES as exc:
+            raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
+        self._stamped(stamp)
+        return stamp
 
     async def _kept(
         self, method: str, keys: Sequence[Hashable], read: Callable[[], Awaitable[list[V]]]
@@ -163,12 +182,7 @@ class SqlBackend:
             return await read()
         stamp = self._stamp
         if stamp is None:
-            try:
-                with observe.SqlStatement("stamp", self.features.dialect):
-                    stamp = await change_stamp(self._stamps)
-            except FAILURES as exc:
-                raise DatabaseError(failure_message(exc), detail=str(exc)) from exc
-            self._stamped(stamp)
+            stamp = await self._read_stamp()
         found: list[V] | None = kept.answers(stamp, method, keys)
         if found is None:
             found = await read()

@@ -361,36 +361,42 @@ class _StampReader:
 
     def __init__(self) -> None:
         self._pooled: PoolProxiedConnection | None = None
-        self._next: asyncio.Future[Hashable] | None = None  # the read that starts next
+        self._waiting: list[asyncio.Future[Hashable]] = []  # the askers the next read answers
         self._reading: asyncio.Task[None] | None = None
 
     async def stamp(self, engine: Engine) -> Hashable:
-        future = self._next
-        if future is None:
-            loop = asyncio.get_running_loop()
-            future = self._next = loop.create_future()
-            if self._reading is None:
-                self._reading = loop.create_task(self._read_all(engine))
-        # A request cancelled does not cancel the read the others wait for.
-        return await asyncio.shield(future)
+        # Each asker has a future of its own: one cancelled cancels no other asker's.
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Hashable] = loop.create_future()
+        self._waiting.append(future)
+        if self._reading is None:
+            self._reading = loop.create_task(self._read_all(engine))
+        return await future
 
     async def _read_all(self, engine: Engine) -> None:
-        """Read a stamp for each batch of requests in turn, until none asks."""
+        """Read a stamp for each batch of askers in turn, until none asks."""
         try:
-            while self._next is not None:
-                future, self._next = self._next, None
+            while self._waiting:
+                waiting, self._waiting = self._waiting, []
                 try:
-                    future.set_result(await self._read(engine))
+                    stamp = await self._read(engine)
                 except Exception as exc:
-                    future.set_exception(exc)
+                    for future in waiting:
+                        if not future.done():
+                            future.set_exception(exc)
                 except BaseException:
-                    future.cancel()
+                    for future in waiting:
+                        future.cancel()
                     raise
+                else:
+                    for future in waiting:
+                        if not future.done():
+                            future.set_result(stamp)
         finally:
             self._reading = None
-            if self._next is not None:  # cancelled itself (the loop closes): nobody waits long
-                self._next.cancel()
-                self._next = None
+            waiting, self._waiting = self._waiting, []
+            for future in waiting:  # cancelled itself (the loop closes): nobody waits long
+                future.cancel()
 
     async def _read(self, engine: Engine) -> Hashable:
         kept = self._pooled is not None
