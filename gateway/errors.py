@@ -355,13 +355,33 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
 
 
 def log_unexpected(errors: list[GraphQLError]) -> None:
-    """Log what a client only sees as "Internal server error", with its traceback."""
+    """Log what a client only sees as "Internal server error", with its traceback; then drop
+    every error's traceback."""
     for error in errors:
         if is_unexpected(error):
             logger.error("unexpected error at %s", error.path, exc_info=error.original_error)
         elif isinstance(error.original_error, UpstreamError | DatabaseError):
             original = error.original_error
             logger.warning("%s at %s: %s", original.code, error.path, original.detail or original)
+    for error in errors:
+        _drop_tracebacks(error)
+
+
+def _drop_tracebacks(error: BaseException) -> None:
+    """Let go of the error's traceback, and of those of the errors it stands for, once logged.
+    A traceback holds the frames it went through, and a frame that kept the error (in the
+    request's results, a future, a list of answers) makes a cycle: the request's objects
+    would wait for the garbage collector, which an upstream outage makes the common case."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        original = current.original_error if isinstance(current, GraphQLError) else None
+        pending += [original, current.__cause__, current.__context__]
 
 
 def is_request_error(result: ExecutionResult) -> bool:

@@ -11,7 +11,9 @@ import hashlib
 import json
 import socket
 import time
-from collections.abc import Iterator
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -587,33 +589,141 @@ def test_the_server_keeps_serving_after_bad_requests(
     assert _data(response) == {"category": {"slug": row.slug}}
 
 
+PACKAGE_AND_GRIDS = """query($slug: String!) { package(slug: $slug) {
+    title category { title } grids(first: 10) { totalCount nodes { title } } } }"""
+
+
+def _left_for_the_collector(
+    settings: Settings, send: Callable[[httpx.Client, str, str], None], slugs: list[str]
+) -> list[str]:
+    """What `send(client, origin, slug)` leaves to the garbage collector, for each of the
+    slugs after the first two (which warm the gateway up): the objects of the gateway and its
+    server, and the frames, tracebacks and exceptions of an error path, that only a collection
+    would free (collected with `DEBUG_SAVEALL`, which keeps them in `gc.garbage`)."""
+    with (
+        serve_in_thread(create_app(settings), http=HeadBoundedProtocol) as origin,
+        httpx.Client(base_url=origin, timeout=10) as client,
+    ):
+        for slug in slugs[:2]:
+            send(client, origin, slug)
+        time.sleep(0.2)
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for slug in slugs[2:]:
+                send(client, origin, slug)
+            time.sleep(0.5)  # the server's task ends just after its answer
+            gc.collect()
+            return [
+                f"{kind.__module__}.{kind.__qualname__}"
+                for kind in map(type, gc.garbage)
+                if kind.__module__.startswith(("gateway", "uvicorn"))
+                or kind in (types.FrameType, types.TracebackType)
+                or issubclass(kind, BaseException)
+            ]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+
+
 def test_a_request_leaves_nothing_for_the_garbage_collector(upstream: FakeUpstream) -> None:
     """A request's loaders, backend and records are freed as it ends, and so is what `gateway
     serve`'s protocol made for it: no reference cycle keeps them until the garbage collector
     runs, a cost every request would share."""
     settings = Settings(upstream=upstream.base_url, response_cache_ttl=0, warm_catalogue=False)
-    query = """query($slug: String!) { package(slug: $slug) {
-        title category { title } grids(first: 10) { totalCount nodes { title } } } }"""
+
+    def send(client: httpx.Client, origin: str, slug: str) -> None:
+        _data(client.post("/graphql", json=_package(slug)))
+
     slugs = [row.slug for row in upstream.dataset.packages[:4]]
-    with (
-        serve_in_thread(create_app(settings), http=HeadBoundedProtocol) as origin,
-        httpx.Client(base_url=origin, timeout=10) as client,
-    ):
-        for slug in slugs[:2]:  # validated and planned, then answered by its plan
-            _data(client.post("/graphql", json={"query": query, "variables": {"slug": slug}}))
-        gc.collect()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            for slug in slugs[2:]:
-                _data(client.post("/graphql", json={"query": query, "variables": {"slug": slug}}))
-            time.sleep(0.2)  # the server's task ends just after its answer
-            gc.collect()
-            ours = [
-                kind
-                for kind in map(type, gc.garbage)
-                if kind.__module__.startswith(("gateway", "uvicorn"))
-            ]
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-    assert ours == []
+    assert _left_for_the_collector(settings, send, slugs) == []
+
+
+def _failing(response: httpx.Response) -> None:
+    assert response.json()["errors"], response.text
+
+
+def _send_query(query: str) -> Callable[[httpx.Client, str, str], None]:
+    def send(client: httpx.Client, origin: str, slug: str) -> None:
+        _failing(client.post("/graphql", json={"query": query, "variables": {"slug": slug}}))
+
+    return send
+
+
+def _hang_up(client: httpx.Client, origin: str, slug: str) -> None:
+    """Send the query and go away before its answer."""
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{origin}/graphql", json=_package(slug), timeout=0.1)
+
+
+def _outage_after_visits(
+    upstream: FakeUpstream, ttl: float, slugs: list[str]
+) -> Callable[[httpx.Client, str, str], None]:
+    """Ask for each package once, then, in an outage, for its stale copy."""
+
+    def send(client: httpx.Client, origin: str, slug: str) -> None:
+        if upstream.outage is None:
+            for each in slugs:
+                _data(client.post("/graphql", json=_package(each)))
+            time.sleep(ttl + 0.05)
+            upstream.outage = "503"
+        response = client.post("/graphql", json=_package(slug))
+        assert response.json()["extensions"]["stale"] is True, response.text
+
+    return send
+
+
+def _package(slug: str) -> dict[str, Any]:
+    return {"query": PACKAGE_AND_GRIDS, "variables": {"slug": slug}}
+
+
+COSTLY = """query($slug: String!) { package(slug: $slug) { category { packages(first: 100) {
+    nodes { grids(first: 100) { nodes { packages(first: 100) { nodes { title } } } } } } } } }"""
+INTROSPECTION_AND_PACKAGE = """query($slug: String!) {
+    __schema { queryType { name } } package(slug: $slug) { title } }"""
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["upstream-503", "time-limit", "stale-in-outage", "hang-up", "refused", "graphql-core"],
+)
+def test_a_failed_request_leaves_nothing_for_the_garbage_collector(
+    upstream: FakeUpstream, case: str
+) -> None:
+    """A failed request is freed as it ends too: an error's traceback holds the frames it went
+    through, and a frame that holds the error (a future, a task, a list of answers) would make
+    a cycle of each failure. In an upstream outage most requests fail: their cycles, each
+    holding its request's objects, would pile up between the collector's runs.
+
+    graphql-core's own executor and validation leave cycles of their own (its execution
+    context holds its bound methods): of what it runs, only frames and tracebacks count."""
+    settings = Settings(
+        upstream=upstream.base_url,
+        response_cache_ttl=0,
+        warm_catalogue=False,
+        upstream_retries=0,
+        upstream_timeout=UPSTREAM_TIMEOUT,
+    )
+    slugs = [row.slug for row in upstream.dataset.packages[:5]]
+    send = _send_query(PACKAGE_AND_GRIDS)
+    if case == "upstream-503":
+        upstream.faults["/api/v4/packages/"] = "503"
+    elif case == "time-limit":
+        settings = replace(settings, request_timeout=0.2)
+        upstream.outage = "hang"
+    elif case == "stale-in-outage":
+        settings = replace(settings, cache_ttl=0.2)
+        send = _outage_after_visits(upstream, settings.cache_ttl, slugs)
+    elif case == "hang-up":
+        upstream.latency = 0.3
+        send = _hang_up
+    elif case == "refused":
+        settings = replace(settings, max_cost=100)
+        send = _send_query(COSTLY)
+    else:
+        upstream.faults["/api/v4/packages/"] = "503"
+        send = _send_query(INTROSPECTION_AND_PACKAGE)
+    left = _left_for_the_collector(settings, send, slugs)
+    if case == "graphql-core":
+        left = [kind for kind in left if kind in ("builtins.frame", "builtins.traceback")]
+    assert left == []

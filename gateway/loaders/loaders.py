@@ -112,7 +112,8 @@ class Loader(Generic[K, V]):
         """The future of `key`'s value, as `DataLoader.load` gives it."""
         if self._queued is None:
             fetch = functools.partial(_fetch, self._backend, self._method, self._prime)
-            self._queued = _Queue(batch(self.name)(fetch), cache_map=self._futures)
+            answer = functools.partial(_answered, batch(self.name)(fetch), self._futures)
+            self._queued = _Queue(answer, cache_map=self._futures)
         return self._queued.load(key)
 
     def load_all(self, keys: Sequence[K]) -> list[Any]:
@@ -157,6 +158,21 @@ async def _fetch(
     found: list[V] = await getattr(backend, method)(keys)
     prime(found)
     return found
+
+
+async def _answered(
+    fetch: Callable[[list[K]], Awaitable[list[V]]], futures: _Futures[K, V], keys: list[K]
+) -> list[Any]:
+    """`fetch(keys)`, or its failure as every key's answer, the keys forgotten as aiodataloader
+    forgets a failed batch's. (Raised into aiodataloader's batch task, the failure's traceback
+    would hold the task's frame, which holds the keys' futures, which hold the failure: a
+    cycle for each failed batch, kept until the garbage collector runs.)"""
+    try:
+        return await fetch(keys)
+    except Exception as error:
+        for key in keys:
+            futures.pop(key, None)
+        return [error] * len(keys)
 
 
 def _loaded(loader: Loader[K, V], key: K) -> Any:

@@ -153,9 +153,10 @@ class ResourceCache:
         if flight is None:
             if starting is not None:
                 starting()
-            task = asyncio.ensure_future(self._fetch(key, fetch, max_age))
-            flight = self._flights[key] = _Flight(task)
-            task.add_done_callback(lambda done: self._landed(key, done))
+            flight = self._flights[key] = _Flight(
+                asyncio.ensure_future(self._fetch(key, fetch, max_age))
+            )
+            flight.task.add_done_callback(lambda done: self._landed(key, done))
         flight.waiters += 1
         try:
             value, stale = await asyncio.shield(flight.task)
@@ -163,6 +164,9 @@ class ResourceCache:
             flight.waiters -= 1
             if not flight.waiters and not flight.task.done():
                 self._abandon(key, flight)
+            # A failure raised from here keeps this frame in its traceback, and the flight's
+            # task keeps the failure: holding no flight, the frame makes no cycle of them.
+            del flight
         return cast(T, value), stale
 
     def _abandon(self, key: str, flight: _Flight) -> None:

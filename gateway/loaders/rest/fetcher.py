@@ -69,10 +69,13 @@ class Fetcher:
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
 
     def close(self) -> None:
-        """The request is over: stop waiting for its fetches, and start no more."""
+        """The request is over: stop waiting for its fetches, start no more, and let go of
+        them. (A failed fetch's task keeps its traceback, whose first frame holds this
+        fetcher, which would hold the task: a cycle left for the garbage collector.)"""
         self.closed = True
         for future in self._in_flight.values():
             future.cancel()
+        self._in_flight.clear()
 
     def snapshot_at_hand(self) -> bool:
         """Whether the snapshot costs no request and no wait: this request has it (or is
