@@ -22,6 +22,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 import msgspec
+from cachetools import FIFOCache
 
 from gateway.loaders.records import (
     Category,
@@ -44,23 +45,31 @@ _ENTRY = 200
 _encode = msgspec.msgpack.Encoder().encode
 
 
+def _store(budget: int) -> FIFOCache[tuple[str, Hashable], tuple[Any, int]]:
+    """Answers with their weights, the oldest out first once they weigh more than `budget`."""
+    return FIFOCache(budget, getsizeof=lambda kept: kept[1])
+
+
 class Kept:
     """The answers kept under one change stamp, by batch method and key."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget  # bytes of encoded answers, at most (`kept_answers_bytes`)
         self.stamp: Hashable | None = None
-        self.size = 0  # the weights of what is kept
-        self._answers: dict[tuple[str, Hashable], tuple[Any, int]] = {}
+        self._answers = _store(budget)
 
     def __len__(self) -> int:
         return len(self._answers)
 
+    @property
+    def size(self) -> int:
+        """The weights of what is kept."""
+        return int(self._answers.currsize)
+
     def stamped(self, stamp: Hashable) -> None:
         """A request read `stamp`: if the store was kept under another, it is dropped."""
         if stamp != self.stamp:
-            self._answers = {}
-            self.size = 0
+            self._answers = _store(self.budget)
             self.stamp = stamp
 
     def answers(self, stamp: Hashable, method: str, keys: Sequence[Hashable]) -> list[Any] | None:
@@ -83,16 +92,8 @@ class Kept:
         kept = self._answers
         for key, answer in zip(keys, answers, strict=True):
             weight = len(_encode(answer)) + _ENTRY
-            if weight > self.budget:
-                continue
-            old = kept.pop((method, key), None)
-            if old is not None:
-                self.size -= old[1]
-            kept[method, key] = (answer, weight)
-            self.size += weight
-        while self.size > self.budget:
-            oldest = next(iter(kept))
-            self.size -= kept.pop(oldest)[1]
+            if weight <= self.budget:
+                kept[method, key] = (answer, weight)
 
 
 class KeptAnswers:
