@@ -35,6 +35,8 @@ from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from gateway.metrics import MULTIPROC_VARIABLE
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -109,12 +111,16 @@ class _Child:
         # The package as this process imports it, wherever the child starts.
         root = str(Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        # The child counts nothing: named the workers' metrics directory, it would make files of
+        # its own there as it imports, and fail with a traceback if the server removed the
+        # directory at shutdown while it was still importing.
+        environ = {name: value for name, value in os.environ.items() if name != MULTIPROC_VARIABLE}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "gateway.offload", str(theirs.fileno()), module],
             stdin=subprocess.DEVNULL,
             pass_fds=[theirs.fileno()],
             start_new_session=True,
-            env={**os.environ, "PYTHONPATH": path},
+            env={**environ, "PYTHONPATH": path},
         )
         theirs.close()
         self._connection = ours

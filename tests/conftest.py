@@ -4,9 +4,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from gateway.demo.dataset import generate
 from tests.fake_upstream import FakeUpstream, serve_upstream
+
+# The machines share their cores: how fast Hypothesis makes examples is not what a test asks.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 
 @pytest.fixture(scope="session")

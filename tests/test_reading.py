@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from gateway.config import Settings
 from gateway.errors import format_error
 from gateway.internals import graphql_schema
 from gateway.limits import document_errors
+from gateway.metrics import MULTIPROC_VARIABLE
 from gateway.offload import out_of_process
 from gateway.reading import Readings
 from gateway.validating import Validation, read_valid
@@ -121,6 +123,18 @@ async def test_the_documents_process_is_started_again_when_it_dies() -> None:
     assert await out_of_process(os.getpid) == os.getpid()  # the thread's; a new process starts
     again = await _process_id()
     assert again not in (child, os.getpid())
+
+
+async def test_the_documents_process_keeps_no_metrics_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under several workers the child is not one of them: it makes no files in their metrics
+    directory, which the server removes at shutdown, maybe while the child is still starting."""
+    monkeypatch.setenv(MULTIPROC_VARIABLE, str(tmp_path))
+    os.kill(await _process_id(), signal.SIGKILL)  # the next one starts in this environment
+    await _process_id()
+    assert await out_of_process(os.getenv, MULTIPROC_VARIABLE) is None
+    assert list(tmp_path.iterdir()) == []
 
 
 async def _process_id() -> int:

@@ -113,10 +113,9 @@ class _Counting:
 def serve(
     upstream: FakeUpstream, clock: Callable[[], float] = time.monotonic, **settings: Any
 ) -> Iterator[Gateway]:
-    options = {"warm_catalogue": False, **settings}  # the tests count what queries cost
-    app = create_app(
-        Settings(upstream=upstream.base_url, upstream_timeout=0.5, **options), clock=clock
-    )
+    # The tests count what queries cost.
+    options = {"warm_catalogue": False, "upstream_timeout": 0.5, **settings}
+    app = create_app(Settings(upstream=upstream.base_url, **options), clock=clock)
     with serve_in_thread(app) as origin, httpx.Client(base_url=origin, timeout=10) as client:
         yield Gateway(app, client)
 
@@ -459,27 +458,28 @@ def test_a_shared_store_keeps_gateways_with_other_limits_apart(upstream: FakeUps
         assert refused["errors"][0]["extensions"]["code"] == "QUERY_TOO_DEEP"
 
 
-def test_concurrent_identical_queries_run_once(gateway: Gateway, upstream: FakeUpstream) -> None:
-    operation = {"query": PACKAGE, "variables": {"id": _package(upstream, 3).id}}
-    _data(gateway.client.post("/graphql", json=operation))
-    one_run = gateway.total
+def test_concurrent_identical_queries_run_once(upstream: FakeUpstream) -> None:
+    with serve(upstream, upstream_timeout=5) as gateway:  # past the upstream's latency below
+        operation = {"query": PACKAGE, "variables": {"id": _package(upstream, 3).id}}
+        _data(gateway.client.post("/graphql", json=operation))
+        one_run = gateway.total
 
-    gateway.reset()
-    upstream.latency = 0.3
-    operation = {"query": PACKAGE, "variables": {"id": _package(upstream, 4).id}}
-    origin = str(gateway.client.base_url)
+        gateway.reset()
+        upstream.latency = 1  # for all eight to arrive while the first waits, on a loaded machine
+        operation = {"query": PACKAGE, "variables": {"id": _package(upstream, 4).id}}
+        origin = str(gateway.client.base_url)
 
-    def ask(_: int) -> bytes:
-        with httpx.Client(base_url=origin, timeout=10) as client:
-            response = client.post("/graphql", json=operation)
-            assert response.status_code == 200
-            return response.content
+        def ask(_: int) -> bytes:
+            with httpx.Client(base_url=origin, timeout=10) as client:
+                response = client.post("/graphql", json=operation)
+                assert response.status_code == 200
+                return response.content
 
-    with ThreadPoolExecutor(8) as pool:
-        answers = set(pool.map(ask, range(8)))
-    assert len(answers) == 1
-    assert gateway.backends == 8
-    assert gateway.total == one_run  # one execution served all eight
+        with ThreadPoolExecutor(8) as pool:
+            answers = set(pool.map(ask, range(8)))
+        assert len(answers) == 1
+        assert gateway.backends == 8
+        assert gateway.total == one_run  # one execution served all eight
 
 
 def test_with_the_cache_off_every_query_runs(upstream: FakeUpstream) -> None:
