@@ -17,7 +17,9 @@ answered as pickles over a pipe by a thread of this process that only waits for 
 started when first needed, in a session of its own (a terminal's Ctrl-C is for the server), ends
 when this process closes the pipe, and is started again if it dies. A call that comes while it
 is not there to take it (the second or so it takes to start, or after it died) runs on the
-documents' thread.
+documents' thread; so does one it fails (it could not start, the pipe broke, it gave no answer
+within `ANSWER_TIMEOUT`, or the call raised there), and that child is stopped if it is to blame.
+Where the thread itself cannot start (the system's limit of threads), the loop runs the call.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import subprocess
 import sys
@@ -38,6 +41,13 @@ from typing import Any, ParamSpec, TypeVar
 P = ParamSpec("P")
 T = TypeVar("T")
 
+logger = logging.getLogger("gateway")
+
+# How long a call may wait for the documents' process's answer (tens of milliseconds at most,
+# but for a loaded machine) before that process is taken for hung: stopped, and the call run on
+# the documents' thread.
+ANSWER_TIMEOUT = 5.0
+
 _THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-documents")
 # Waits for the documents' process, one call at a time: a call queued is dropped if its request
 # ends first, as on the documents' thread.
@@ -47,7 +57,11 @@ _WAITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-document
 async def off_the_loop(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """`function(*args, **kwargs)`, run on the documents' thread."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_THREAD, lambda: function(*args, **kwargs))
+    try:
+        running = loop.run_in_executor(_THREAD, lambda: function(*args, **kwargs))
+    except RuntimeError:  # the thread could not start (the system's limit of threads): here
+        return function(*args, **kwargs)
+    return await running
 
 
 async def out_of_process(
@@ -59,14 +73,19 @@ async def out_of_process(
     build something heavy once per process can leave that to the child."""
     loop = asyncio.get_running_loop()
     try:
-        result: T = await loop.run_in_executor(_WAITER, _CHILD.call, function, args)
+        waiting = loop.run_in_executor(_WAITER, _CHILD.call, function, args)
+    except RuntimeError:  # the waiting thread could not start
+        return await off_the_loop(here or function, *args)
+    try:
+        result: T = await waiting
     except Unavailable:
         return await off_the_loop(here or function, *args)
     return result
 
 
 class Unavailable(Exception):
-    """The documents' process cannot take a call: it is starting, or it died."""
+    """The documents' process cannot take a call: it is starting, it died or could not start,
+    it is past `ANSWER_TIMEOUT`, or the call failed there."""
 
 
 class _Child:
@@ -81,16 +100,24 @@ class _Child:
     def call(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
         with self._lock:
             try:
-                if not self._is_ready(function.__module__):
-                    raise Unavailable
-                assert self._connection is not None
-                self._connection.send((function, args))
-                ok, value = self._connection.recv()
-            except (OSError, EOFError) as error:
+                ready = self._is_ready(function.__module__)
+                if ready:
+                    assert self._connection is not None
+                    self._connection.send((function, args))
+                    if not self._connection.poll(ANSWER_TIMEOUT):
+                        raise TimeoutError("the documents' process did not answer in time")
+                    ok, value = self._connection.recv()
+            # Whatever went wrong (it could not start, the pipe closed, it died or hangs, its
+            # answer does not unpickle), a child started again will do, and the thread meanwhile.
+            except Exception as error:
+                logger.warning("The documents' process is stopped: %r", error)
                 self._stop()
                 raise Unavailable from error
-        if not ok:
-            raise value
+        if not ready:
+            raise Unavailable
+        if not ok:  # the same call on the thread says whether it fails here too
+            logger.warning("The documents' process failed a call: %r", value)
+            raise Unavailable from value
         result: T = value
         return result
 
@@ -106,18 +133,18 @@ class _Child:
         """A new child, which imports `module` first, then says it is ready."""
         self._stop()
         ours, theirs = Pipe()
+        self._connection = ours  # `_stop` closes it, whether the child starts or not
         # The package as this process imports it, wherever the child starts.
         root = str(Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.offload", str(theirs.fileno()), module],
-            stdin=subprocess.DEVNULL,
-            pass_fds=[theirs.fileno()],
-            start_new_session=True,
-            env={**os.environ, "PYTHONPATH": path},
-        )
-        theirs.close()
-        self._connection = ours
+        with theirs:  # the child's end: it has a copy once started
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.offload", str(theirs.fileno()), module],
+                stdin=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()],
+                start_new_session=True,
+                env={**os.environ, "PYTHONPATH": path},
+            )
 
     def _stop(self) -> None:
         self._ready = False
