@@ -17,8 +17,8 @@ answered as pickles over a pipe by a thread of this process that only waits for 
 started when first needed, in a session of its own (a terminal's Ctrl-C is for the server), ends
 when this process closes the pipe, and is started again if it dies. A call that comes while it
 is not there to take it (the second or so it takes to start, or after it died) runs on the
-documents' thread; so does one it fails (it could not start, the pipe broke, it gave no answer
-within `ANSWER_TIMEOUT`, or the call raised there), and that child is stopped if it is to blame.
+documents' thread; so does one it fails (it could not start, the pipe broke, its answer did not
+unpickle, or the call raised there), and that child is stopped if it is to blame.
 Where the thread itself cannot start (the system's limit of threads), the loop runs the call.
 """
 
@@ -42,11 +42,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 logger = logging.getLogger("gateway")
-
-# How long a call may wait for the documents' process's answer (tens of milliseconds at most,
-# but for a loaded machine) before that process is taken for hung: stopped, and the call run on
-# the documents' thread.
-ANSWER_TIMEOUT = 5.0
 
 _THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-documents")
 # Waits for the documents' process, one call at a time: a call queued is dropped if its request
@@ -85,7 +80,7 @@ async def out_of_process(
 
 class Unavailable(Exception):
     """The documents' process cannot take a call: it is starting, it died or could not start,
-    it is past `ANSWER_TIMEOUT`, or the call failed there."""
+    or the call failed there."""
 
 
 class _Child:
@@ -104,11 +99,9 @@ class _Child:
                 if ready:
                     assert self._connection is not None
                     self._connection.send((function, args))
-                    if not self._connection.poll(ANSWER_TIMEOUT):
-                        raise TimeoutError("the documents' process did not answer in time")
                     ok, value = self._connection.recv()
-            # Whatever went wrong (it could not start, the pipe closed, it died or hangs, its
-            # answer does not unpickle), a child started again will do, and the thread meanwhile.
+            # Whatever went wrong (it could not start, the pipe closed, it died, its answer does
+            # not unpickle), a child started again will do, and the thread meanwhile.
             except Exception as error:
                 logger.warning("The documents' process is stopped: %r", error)
                 self._stop()

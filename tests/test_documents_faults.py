@@ -1,6 +1,6 @@
 """Each step of a new document's first request made to fail as a loaded or starved machine
 could make it fail (issue 15, point 12): the documents' process (gateway/offload.py) not
-starting, its pipe breaking, it dying mid-call, hanging, or failing the call; the threads that
+starting, its pipe breaking, it dying mid-call, or failing the call; the threads that
 do and wait for that work not starting. The request still gets its data, through the documents'
 thread (or the loop), never an INTERNAL_SERVER_ERROR; and a failure that escapes an operation
 anyway is answered as a coded error, not a bare 500.
@@ -9,7 +9,6 @@ anyway is answered as a coded error, not a bare 500.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import pickle
@@ -162,23 +161,6 @@ async def test_the_documents_process_fails_a_call(
     assert child._connection is not None
     monkeypatch.setattr(child, "_connection", _Faulty(child._connection, fault))
     await _first_request_answers(upstream, new_document(fault))
-
-
-async def test_a_hung_documents_process_is_replaced(
-    upstream: FakeUpstream, new_document: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Stopped (SIGSTOP), the process answers nothing: past `ANSWER_TIMEOUT` the call runs on
-    the documents' thread, well within the request's time limit, and the process is killed and
-    started again."""
-    monkeypatch.setattr(offload, "ANSWER_TIMEOUT", 0.5)
-    hung = await _process_id()
-    os.kill(hung, signal.SIGSTOP)
-    try:
-        await _first_request_answers(upstream, new_document("hung"), request_timeout=30)
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # still there: the test failed
-            os.kill(hung, signal.SIGCONT)
-    assert await _process_id() != hung
 
 
 async def test_a_failure_before_the_pipeline_is_a_coded_error(
