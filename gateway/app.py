@@ -85,6 +85,9 @@ from gateway.schema.context import Context
 from gateway.shared_cache import SharedCache, SharedStore
 from gateway.trusted_documents import TrustedDocuments, reloaded_on_sighup
 
+# What `/graphql` answers (HEAD as the GET: gateway/head.py), for a 405's `Allow` (RFC 9110).
+ALLOWED_METHODS = "GET, HEAD, POST"
+
 
 class _Encoded(dict[str, Any]):
     """A response body already encoded (`encode_json` writes `body` as it is)."""
@@ -176,7 +179,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         else:
             metrics.refused(refusal.code)
         body = self.encode_json(refusal.body)
-        return Response(body, refusal.status, media_type="application/json")
+        headers = {"allow": ALLOWED_METHODS} if refusal.status == 405 else None
+        return Response(body, refusal.status, headers, media_type="application/json")
 
     def _negotiated(
         self, method: str, fields: dict[bytes, bytes], response: Response, state: RequestState

@@ -297,6 +297,13 @@ def unexpected(error: Exception) -> GraphQLError:
     return GraphQLError(str(error), original_error=error)
 
 
+def unexpected_result(error: Exception) -> ExecutionResult:
+    """The answer to an operation that `error` escaped: `unexpected`, and logged."""
+    errors = [unexpected(error)]
+    log_unexpected(errors)
+    return ExecutionResult(None, errors)
+
+
 def reported_as(kind: type[ReportedError], error: GraphQLError) -> GraphQLError:
     """An error graphql-core (or Strawberry) reported, at the same place, as one of `kind`."""
     return GraphQLError(

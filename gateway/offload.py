@@ -17,7 +17,9 @@ answered as pickles over a pipe by a thread of this process that only waits for 
 started when first needed, in a session of its own (a terminal's Ctrl-C is for the server), ends
 when this process closes the pipe, and is started again if it dies. A call that comes while it
 is not there to take it (the second or so it takes to start, or after it died) runs on the
-documents' thread.
+documents' thread; so does one it fails (it could not start, the pipe broke, its answer did not
+unpickle, or the call raised there), and that child is stopped if it is to blame.
+Where the thread itself cannot start (the system's limit of threads), the loop runs the call.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import subprocess
 import sys
@@ -40,6 +43,8 @@ from gateway.metrics import MULTIPROC_VARIABLE
 P = ParamSpec("P")
 T = TypeVar("T")
 
+logger = logging.getLogger("gateway")
+
 _THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-documents")
 # Waits for the documents' process, one call at a time: a call queued is dropped if its request
 # ends first, as on the documents' thread.
@@ -49,7 +54,11 @@ _WAITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-document
 async def off_the_loop(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """`function(*args, **kwargs)`, run on the documents' thread."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_THREAD, lambda: function(*args, **kwargs))
+    try:
+        running = loop.run_in_executor(_THREAD, lambda: function(*args, **kwargs))
+    except RuntimeError:  # the thread could not start (the system's limit of threads): here
+        return function(*args, **kwargs)
+    return await running
 
 
 async def out_of_process(
@@ -61,14 +70,19 @@ async def out_of_process(
     build something heavy once per process can leave that to the child."""
     loop = asyncio.get_running_loop()
     try:
-        result: T = await loop.run_in_executor(_WAITER, _CHILD.call, function, args)
+        waiting = loop.run_in_executor(_WAITER, _CHILD.call, function, args)
+    except RuntimeError:  # the waiting thread could not start
+        return await off_the_loop(here or function, *args)
+    try:
+        result: T = await waiting
     except Unavailable:
         return await off_the_loop(here or function, *args)
     return result
 
 
 class Unavailable(Exception):
-    """The documents' process cannot take a call: it is starting, or it died."""
+    """The documents' process cannot take a call: it is starting, it died or could not start,
+    or the call failed there."""
 
 
 class _Child:
@@ -83,16 +97,22 @@ class _Child:
     def call(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
         with self._lock:
             try:
-                if not self._is_ready(function.__module__):
-                    raise Unavailable
-                assert self._connection is not None
-                self._connection.send((function, args))
-                ok, value = self._connection.recv()
-            except (OSError, EOFError) as error:
+                ready = self._is_ready(function.__module__)
+                if ready:
+                    assert self._connection is not None
+                    self._connection.send((function, args))
+                    ok, value = self._connection.recv()
+            # Whatever went wrong (it could not start, the pipe closed, it died, its answer does
+            # not unpickle), a child started again will do, and the thread meanwhile.
+            except Exception as error:
+                logger.warning("The documents' process is stopped: %r", error)
                 self._stop()
                 raise Unavailable from error
-        if not ok:
-            raise value
+        if not ready:
+            raise Unavailable
+        if not ok:  # the same call on the thread says whether it fails here too
+            logger.warning("The documents' process failed a call: %r", value)
+            raise Unavailable from value
         result: T = value
         return result
 
@@ -108,6 +128,7 @@ class _Child:
         """A new child, which imports `module` first, then says it is ready."""
         self._stop()
         ours, theirs = Pipe()
+        self._connection = ours  # `_stop` closes it, whether the child starts or not
         # The package as this process imports it, wherever the child starts.
         root = str(Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
@@ -115,15 +136,14 @@ class _Child:
         # its own there as it imports, and fail with a traceback if the server removed the
         # directory at shutdown while it was still importing.
         environ = {name: value for name, value in os.environ.items() if name != MULTIPROC_VARIABLE}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.offload", str(theirs.fileno()), module],
-            stdin=subprocess.DEVNULL,
-            pass_fds=[theirs.fileno()],
-            start_new_session=True,
-            env={**environ, "PYTHONPATH": path},
-        )
-        theirs.close()
-        self._connection = ours
+        with theirs:  # the child's end: it has a copy once started
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.offload", str(theirs.fileno()), module],
+                stdin=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()],
+                start_new_session=True,
+                env={**environ, "PYTHONPATH": path},
+            )
 
     def _stop(self) -> None:
         self._ready = False

@@ -18,12 +18,20 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import orjson
+from cross_web import HTTPException
 from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 
 from gateway import metrics, request_limits, tracing
 from gateway.engine.engine import Engine
-from gateway.errors import PersistedQueryNotFound, is_request_error, located, response_body
+from gateway.errors import (
+    PersistedQueryNotFound,
+    RequestRefused,
+    is_request_error,
+    located,
+    response_body,
+    unexpected_result,
+)
 from gateway.loaders.backend import Backend
 from gateway.persisted import PersistedQueries
 from gateway.response_cache import Cached, ResponseCache
@@ -116,7 +124,12 @@ class Operations:
 
         deadline = current.get().deadline
         with tracing.span("graphql operation") as span:
-            result = await request_limits.in_time(answer(), deadline, self.request_timeout)
+            try:
+                result = await request_limits.in_time(answer(), deadline, self.request_timeout)
+            except (HTTPException, RequestRefused):  # the whole request refused: the view's
+                raise
+            except Exception as error:  # a bug: answered as Strawberry's pipeline answers one
+                result = unexpected_result(error)
             label = metrics.operation_label(name, ran=not is_request_error(result))
             if span is not None:
                 span.update_name(f"graphql {label}")

@@ -444,8 +444,10 @@ def test_get_with_variables_that_are_not_an_object_is_a_bad_request(
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
 def test_other_methods_are_not_allowed(client: httpx.Client, method: str) -> None:
+    """... and the answer says which are (RFC 9110, 15.5.6: a 405 carries `Allow`)."""
     response = client.request(method, "/graphql", json={"query": "{ __typename }"})
     assert bad_request(response, 405) == "GraphQL only supports GET and POST requests."
+    assert response.headers["allow"] == "GET, HEAD, POST"
 
 
 @pytest.mark.parametrize("accept", ["*/*", "application/json", None])

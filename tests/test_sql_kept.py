@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -238,6 +239,40 @@ async def test_a_failing_stamp_read_is_a_database_error_and_keeps_nothing(
     finally:
         await engine.dispose()
         await proxy.cut()
+
+
+async def test_a_postgres_stamp_ready_could_not_read_fails_the_request_once(
+    postgres_database: Database, pg_schema: str
+) -> None:
+    """`ready` (before a plan's first level) cannot read the stamp: each batch of the request
+    fails with that error, and none reads it again."""
+    proxy = TcpProxy(POSTGRES_PORT)
+    await proxy.start()
+    engine = postgres_engine(pg_schema, port=proxy.port)
+    try:
+        await proxy.cut()
+        backend = SqlBackend(engine, postgres_database.features, Kept(BUDGET))
+        before = _stamp_reads()
+        await backend.ready()
+        first_level = backend.packages([PACKAGE.id]), backend.categories([1]), backend.grids([1])
+        failed = await asyncio.gather(*first_level, return_exceptions=True)
+        assert [(type(error), str(error)) for error in failed] == 3 * [
+            (DatabaseError, "The database is unavailable")
+        ]
+        assert _stamp_reads() == before + 1
+    finally:
+        await engine.dispose()
+        await proxy.cut()
+
+
+def _stamp_reads() -> float:
+    return sum(
+        REGISTRY.get_sample_value(
+            "gateway_sql_statements_total", {"statement": "stamp", "outcome": outcome}
+        )
+        or 0.0
+        for outcome in ("ok", "error")
+    )
 
 
 async def test_a_failing_sqlite_stamp_read_is_a_database_error(

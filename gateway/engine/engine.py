@@ -44,9 +44,7 @@ from gateway.errors import (
     BadUserInput,
     QueryTooCostly,
     located,
-    log_unexpected,
     reported_as,
-    unexpected,
 )
 from gateway.internals import graphql_schema
 from gateway.schema.context import Context
@@ -127,22 +125,6 @@ class Engine:
         return await self._run(operation, variables, context)
 
     async def execute_known(
-        self,
-        query: str | None,
-        operation_name: str | None,
-        variables: dict[str, object] | None,
-        context: Context,
-    ) -> ExecutionResult | None:
-        """`_execute_known`, and what escapes it (a bug) answered and logged as Strawberry's
-        pipeline answers it: INTERNAL_SERVER_ERROR, no path, the traceback in the log."""
-        try:
-            return await self._execute_known(query, operation_name, variables, context)
-        except Exception as error:
-            errors = [unexpected(error)]
-            log_unexpected(errors)
-            return ExecutionResult(None, errors)
-
-    async def _execute_known(
         self,
         query: str | None,
         operation_name: str | None,

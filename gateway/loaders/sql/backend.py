@@ -15,7 +15,6 @@ before its first statement, holds: then a batch is answered from there, and on S
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -133,6 +132,7 @@ class SqlBackend:
         self.statements = statements_for(features, engine.dialect)
         self.kept = kept if features.change_stamp else None
         self._stamp: Hashable | None = None  # the change stamp this request read, once
+        self._unstamped: tuple[str, str] | None = None  # why `ready` could not read it
         self._at_hand: KeptAnswers | None = None
 
     def close(self) -> None:
@@ -150,11 +150,14 @@ class SqlBackend:
 
     async def ready(self) -> None:
         """Read the request's change stamp now if that needs waiting (PostgreSQL), so that its
-        first level is answered at hand too. A failure is left to the first level's batches,
-        which read the stamp again and report it (as a later batch would read it once more)."""
+        first level is answered at hand too. A failure is left to the request's batches, which
+        report it as their fields' error without reading again: a moment later, a second read
+        would find the database no better, and cost it (and the request) as much again."""
         if self.kept is not None and self.at_hand() is None:
-            with contextlib.suppress(DatabaseError):
+            try:
                 await self._read_stamp()
+            except DatabaseError as error:  # kept as text: the error's traceback holds us
+                self._unstamped = (error.message, error.detail)
 
     def _stamped(self, stamp: Hashable) -> None:
         assert self.kept is not None
@@ -182,6 +185,8 @@ class SqlBackend:
             return await read()
         stamp = self._stamp
         if stamp is None:
+            if self._unstamped is not None:
+                raise DatabaseError(*self._unstamped)
             stamp = await self._read_stamp()
         found: list[V] | None = kept.answers(stamp, method, keys)
         if found is None:
