@@ -5,8 +5,9 @@
 The fake APIv4 serves the full-scale demo catalogue from this process, on loopback. The gateway
 runs with `--cache-ttl 60` (flags after `--` come after it): it renews its catalogue snapshot
 every 54 seconds, so that the run goes through several renewals. After a warm-up without faults
-(`--warmup` requests of the same mix, and more until the snapshot has been renewed once: for a
-while two snapshots are in memory, and the memory freed then is used again by the next ones),
+(`--warmup` requests of the same mix, and more until the snapshot has been renewed once, for a
+while two snapshots are in memory, and until the gateway's caches have stopped filling: by its
+`gateway_cache_bytes`, none grew by over 1% of its bound in the last 500 requests),
 5% of the upstream's answers are 503s and 1% hang, and once half the requests are done it
 answers nothing but 503s for `--outage` seconds. The clients send a mix of the queries a
 frontend sends (a package with its category and grids, a grid's fan-out, list pages, search,
@@ -48,6 +49,7 @@ from typing import IO, Any
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 from strawberry.relay.utils import to_base64
 
 from bench.hostile import FRONTEND, HANG_UP_AFTER, KINDS, Attacks, Post, upstream_key
@@ -69,7 +71,8 @@ HANG_UP_GRACE = 1.0  # seconds after a hang-up in which its fetches already sent
 UVICORN_CAP_REFUSAL = "Service Unavailable"  # uvicorn's 503 body past `limit_concurrency`
 JSON_CONTENT = {"content-type": "application/json"}
 SERVE_DEFAULTS = ("--cache-ttl", "60")  # the gateway's flags before the command line's
-WARMUP_MORE = 500  # requests at a time while the warm-up waits for the snapshot's renewal
+WARMUP_MORE = 500  # requests at a time while the warm-up waits for the renewal and the caches
+FILLING = 0.01  # a cache still filling grew by more than this share of its bound in WARMUP_MORE
 
 PACKAGE = """query($slug: String!) { package(slug: $slug) {
     title pypiVersion lastUpdated category { title }
@@ -310,6 +313,38 @@ def memory_growth(warm: tracemalloc.Snapshot, end: tracemalloc.Snapshot, top: in
     return "\n".join(lines)
 
 
+Caches = dict[str, tuple[float, float]]  # by name: bytes held and the bound, by the gateway
+
+
+async def caches(client: httpx.AsyncClient) -> Caches:
+    """The gateway's caches, as its /metrics reports them (`gateway_cache_bytes`)."""
+    families = text_string_to_metric_families((await client.get("/metrics")).text)
+    found: dict[str, dict[str, float]] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name in ("gateway_cache_bytes", "gateway_cache_bound_bytes"):
+                found.setdefault(sample.labels["cache"], {})[sample.name] = sample.value
+    return {
+        name: (values["gateway_cache_bytes"], values["gateway_cache_bound_bytes"])
+        for name, values in found.items()
+    }
+
+
+def filling(before: Caches, after: Caches) -> list[str]:
+    """The caches that grew by over FILLING of their bound from `before` to `after`."""
+    return [
+        name
+        for name, (held, bound) in after.items()
+        if held - before.get(name, (0.0, bound))[0] > FILLING * bound
+    ]
+
+
+def _caches_line(held: Caches) -> str:
+    return ", ".join(
+        f"{name} {size / 2**20:.1f}/{bound / 2**20:.0f}" for name, (size, bound) in held.items()
+    )
+
+
 def snapshots(upstream: FakeUpstream) -> int:
     """How many catalogue snapshots the gateway has read: whole lists of packages."""
     whole = f"limit={WHOLE_LIST}"
@@ -457,6 +492,7 @@ class Run:
     upstream: FakeUpstream
     memory: tuple[int, int]  # the gateway's RSS in KiB, after the warm-up and at the end
     warmup: int  # requests in the warm-up
+    caches: tuple[Caches, Caches]  # the gateway's, after the warm-up and at the end
     resident: list[int]  # and once a second in between
     cpu: float
     probes: list[Probe]
@@ -504,8 +540,11 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         "/healthz": healthz,
         "slow /healthz beside": _beside(outcomes, run.probes),
         "gateway CPU": f"{run.cpu:.0f} s ({100 * run.cpu / run.elapsed:.0f}% of one core)",
+        "gateway caches": f"MiB held/bound after warm-up: {_caches_line(run.caches[0])};"
+        f" at the end: {_caches_line(run.caches[1])}",
         "gateway RSS": f"{warm / 1024:.1f} MiB after warm-up ({run.warmup} requests, until the"
-        f" snapshot was renewed), {end / 1024:.1f} MiB at the end "
+        f" snapshot was renewed and no cache grew by over {100 * FILLING:g}% of its bound in"
+        f" {WARMUP_MORE} requests), {end / 1024:.1f} MiB at the end "
         f"({100 * growth:+.1f}%); at each quarter of the run: "
         + ", ".join(f"{kib / 1024:.1f}" for kib in _quarters(run.resident)),
         "tracebacks logged": f"{run.tracebacks}",
@@ -615,12 +654,16 @@ async def run(args: argparse.Namespace) -> int:
         async with httpx.AsyncClient(base_url=origin, limits=limits, timeout=timeout) as client:
             deadline = time.monotonic() + args.time_limit
             warmup = len(await drive(client, requests_, args.warmup, args.concurrency, deadline))
-            while (
-                settings.warm_catalogue and snapshots(upstream) < 2 and time.monotonic() < deadline
-            ):
+            held = await caches(client)
+            while time.monotonic() < deadline:
+                renewed = not settings.warm_catalogue or snapshots(upstream) >= 2
                 warmup += len(
                     await drive(client, requests_, WARMUP_MORE, args.concurrency, deadline)
                 )
+                before, held = held, await caches(client)
+                if renewed and not filling(before, held):
+                    break
+            warm_caches = held
             warm, cpu = resident_kib(process.pid), cpu_seconds(process.pid)
             if args.tracemalloc:
                 warm_snapshot = await memory_snapshot(process.pid, 1)
@@ -647,11 +690,23 @@ async def run(args: argparse.Namespace) -> int:
             finished.set()
             await outage
             end, cpu = resident_kib(process.pid), cpu_seconds(process.pid) - cpu
+            end_caches = await caches(client)
             if args.tracemalloc:
                 growth = memory_growth(warm_snapshot, await memory_snapshot(process.pid, 2))
     tracebacks = Path(log.name).read_text(errors="replace").count("Traceback (most recent call")
     memory = (warm, end)
-    measured = Run(settings, elapsed, upstream, memory, warmup, resident, cpu, probes, tracebacks)
+    measured = Run(
+        settings,
+        elapsed,
+        upstream,
+        memory,
+        warmup,
+        (warm_caches, end_caches),
+        resident,
+        cpu,
+        probes,
+        tracebacks,
+    )
     print(report(outcomes, args, measured))
     if args.tracemalloc:
         print(growth)
@@ -668,8 +723,9 @@ def main() -> None:
         "--warmup",
         type=int,
         default=4_000,
-        help="requests before measuring, of the same mix, attacks included; enough to fill the"
-        " caches, so that memory growth afterwards would be a leak, not a cache filling",
+        help="requests before measuring, of the same mix, attacks included; then more, 500 at a"
+        " time, until the catalogue snapshot was renewed and the gateway's caches stopped"
+        " filling, so that memory growth afterwards would be a leak, not a cache filling",
     )
     parser.add_argument(
         "--hostile",

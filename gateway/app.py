@@ -370,9 +370,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     # circuit breaker: a test moves its own instead of waiting.
     shared = None if settings.cache is None else SharedCache(settings.cache)
 
-    def store(max_bytes: int) -> Store:
+    def store(name: str, max_bytes: int) -> Store:
         # With `--cache`, in this process's memory and in Redis for every other process too.
         local = MemoryStore(max_bytes, clock=clock)
+        metrics.watch_cache(name, local)
         return local if shared is None else SharedStore(local, shared)
 
     @asynccontextmanager
@@ -404,13 +405,16 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     # Operations run by their compiled plans where these cover them (gateway/engine/).
     engine = Engine(settings.max_cost)
     schema = schema_for(settings, engine)
+    metrics.watch_cache("plans", engine)
+    metrics.watch_cache("documents", schema.documents)
+    metrics.watch_cache("readings", schema.readings)
     documents = trusted_documents_for(settings, schema)
     upstream_ttl = None if settings.upstream is None else settings.cache_ttl
     ttl = effective_ttl(settings.response_cache_ttl, upstream_ttl)
     responses = None
     if ttl > 0:
         responses = ResponseCache(
-            store(response_cache.MAX_BYTES),
+            store("responses", response_cache.MAX_BYTES),
             ttl=ttl,
             namespace=namespace(schema.as_str(), answer_settings(settings)),
             readings=schema.readings,
@@ -418,7 +422,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     endpoint = GraphQLEndpoint(
         schema,
         engine=engine,
-        persisted=PersistedQueries(store(persisted.MAX_BYTES), max_tokens=settings.max_tokens),
+        persisted=PersistedQueries(
+            store("persisted", persisted.MAX_BYTES), max_tokens=settings.max_tokens
+        ),
         documents=documents,
         responses=responses,
         max_body_bytes=settings.max_body_bytes,

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from gateway import metrics
 from gateway.config import Settings
 from gateway.loaders.backend import Backend
 from gateway.loaders.rest.backend import RestBackend
@@ -110,6 +111,8 @@ async def open_backend(
             checks["redis"] = _redis_check(shared)
         # Answers kept across requests while the database is unchanged.
         kept = Kept(settings.kept_answers_bytes) if settings.kept_answers_bytes else None
+        if kept is not None:
+            metrics.watch_cache("kept", kept)
         yield OpenBackend(lambda: SqlBackend(engine, features, kept), checks)
     finally:
         await engine.dispose()
@@ -133,6 +136,7 @@ async def _open_rest(
         breaker=Breaker(clock=clock),
     )
     cache = ResourceCache(ttl=settings.cache_ttl, stale=settings.cache_stale, clock=clock)
+    metrics.watch_cache("resources", cache)
     bodies = None
     if shared is not None:
         bodies = SharedBodies(

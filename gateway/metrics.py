@@ -22,6 +22,8 @@ Metric names (the help texts below say what each counts):
 - `gateway_sql_statements_total{statement, outcome}`
 - `gateway_sql_statement_duration_seconds{statement}` (histogram)
 - `gateway_execution_total{path}`
+- `gateway_cache_bytes{cache}` and `gateway_cache_bound_bytes{cache}` (gauges, read as they are
+  scraped; one process's: not shown with worker processes)
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ import os
 import re
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from graphql import GraphQLError
 from prometheus_client import (
@@ -44,6 +47,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -164,6 +168,57 @@ EXECUTIONS = Counter(
     " execution engine) or graphql (graphql-core's executor, for what plans do not cover)",
     ["path"],
 )
+
+
+class Bounded(Protocol):
+    """A cache bounded in bytes: what it holds now, by its own weights, and its bound."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def max_bytes(self) -> int: ...
+
+
+class _Caches:
+    """What this process's caches hold and may hold, read at each scrape: a cache still
+    filling is memory still to come (bench/load.py warms up until none grows)."""
+
+    def __init__(self) -> None:
+        # By name, the latest of that name (an app made again, in tests, replaces the last).
+        self._caches: dict[str, weakref.ref[Bounded]] = {}
+
+    def watch(self, name: str, cache: Bounded) -> None:
+        self._caches[name] = weakref.ref(cache)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        held = GaugeMetricFamily(
+            "gateway_cache_bytes",
+            "What a cache of this process holds, in bytes by its own weights: responses,"
+            " persisted (APQ documents), documents (parsed), readings (documents read, by"
+            " text), plans (the engine's), resources (the upstream's), kept (the database's"
+            " answers)",
+            labels=["cache"],
+        )
+        bound = GaugeMetricFamily(
+            "gateway_cache_bound_bytes", "The bound of a cache, in bytes", labels=["cache"]
+        )
+        for name, ref in sorted(self._caches.items()):
+            cache = ref()
+            if cache is not None:
+                held.add_metric([name], cache.size)
+                bound.add_metric([name], cache.max_bytes)
+        yield held
+        yield bound
+
+
+_CACHES = _Caches()
+REGISTRY.register(_CACHES)
+
+
+def watch_cache(name: str, cache: Bounded) -> None:
+    """Report `cache` as `gateway_cache_bytes{cache=name}` for as long as it lives."""
+    _CACHES.watch(name, cache)
 
 
 # -- the current request -------------------------------------------------------------------

@@ -164,6 +164,15 @@ class Readings:
     def __len__(self) -> int:
         return len(self._known)
 
+    @property
+    def size(self) -> int:
+        """What the readings kept weigh, in bytes, about."""
+        return int(self._known.currsize)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self._known.maxsize)
+
     def known(self, text: str) -> Reading | None:
         """The reading of a document read already; None for one not read yet."""
         try:  # one lookup (`get` is two, in Python): this is every request's

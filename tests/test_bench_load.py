@@ -10,7 +10,7 @@ import orjson
 from graphql import FieldNode, Visitor, parse, visit
 
 from bench.hostile import FRONTEND, KINDS, Post
-from bench.load import mix
+from bench.load import Caches, filling, mix
 from gateway.config import Settings
 from gateway.demo.dataset import generate
 
@@ -47,3 +47,15 @@ def test_each_attack_is_within_the_default_request_limits() -> None:
             aliases = Aliases()
             visit(parse(operation["query"], max_tokens=settings.max_tokens), aliases)
             assert aliases.count <= settings.max_aliases, post.kind
+
+
+def test_the_warm_up_waits_for_the_caches_that_still_grow() -> None:
+    mib = 2.0**20
+    before: Caches = {"documents": (20 * mib, 32 * mib), "plans": (16 * mib, 16 * mib)}
+    after: Caches = {
+        "documents": (21 * mib, 32 * mib),  # 1 MiB more: 3% of its bound, still filling
+        "plans": (16 * mib, 16 * mib),  # at its bound
+        "responses": (0.1 * mib, 32 * mib),  # new, and a mere 0.3% of its bound
+    }
+    assert filling(before, after) == ["documents"]
+    assert filling(after, after) == []

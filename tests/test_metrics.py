@@ -19,7 +19,7 @@ import pytest
 from gateway import metrics
 from tests.databases import Database, sqlite_database
 from tests.fake_upstream import FakeUpstream
-from tests.observing import Metrics, parse, post, served, value
+from tests.observing import Metrics, parse, post, scrape, served, value
 from tests.waiting import STARTED, Output, frozen
 
 # The shared fixtures pytest finds by name in this module.
@@ -292,3 +292,19 @@ def test_two_workers_metrics_are_summed(tmp_path: Path, upstream: FakeUpstream) 
         log.close()
     assert process.returncode == -signal.SIGTERM, log.text
     assert not Path(directory).exists()  # the parent removed it
+
+
+def test_the_caches_report_what_they_hold_against_their_bounds(upstream: FakeUpstream) -> None:
+    with served(upstream=upstream.base_url, warm_catalogue=False) as client:
+        before = scrape(client)
+        assert "errors" not in post(client, PAGE)
+        after = scrape(client)
+
+    def held(samples: dict[Any, float], cache: str) -> float:
+        return value(samples, "gateway_cache_bytes", cache=cache)
+
+    # A new document, its plan, its reading, its answer and the upstream's resources: all kept.
+    for cache in ("documents", "plans", "readings", "responses", "resources"):
+        assert held(after, cache) > held(before, cache), cache
+    assert value(after, "gateway_cache_bound_bytes", cache="documents") == 32 * 2**20
+    assert value(after, "gateway_cache_bound_bytes", cache="resources") == 32 * 2**20

@@ -102,6 +102,10 @@ class Engine:
         """What the documents kept and their plans weigh, in bytes, about."""
         return self._size
 
+    @property
+    def max_bytes(self) -> int:
+        return MAX_BYTES
+
     def bind(self, schema: Schema) -> None:
         """Serve `schema`: one engine serves one schema."""
         if self._served is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,12 +22,11 @@ R = TypeVar("R", Grid, Package)
 J = TypeVar("J", GridJSON, PackageJSON)
 
 # Each record made from the upstream's JSON, with its relation's ids, by the JSON it was made
-# from (by `id`, the JSON held so that its id names no other while here): the resource cache
-# hands every request the same decoded JSON while it is fresh, and a lookup costs less than
-# making the record and parsing its links again. At most MAX_MADE (then all forgotten at once:
-# the JSON of a resource the cache has let go of is held only until then, a few kB each).
-MAX_MADE = 4_096
-_MADE: dict[int, tuple[Any, Any, tuple[int, ...]]] = {}
+# from (by `id`), for as long as that JSON lives: the resource cache hands every request the same
+# decoded JSON while it holds it, and a lookup costs less than making the record and parsing its
+# links again. An entry goes with its JSON (a weak reference's callback): what is made is bounded
+# by what the cache keeps, which is bounded in bytes, and holds no JSON the cache let go of.
+_MADE: dict[int, tuple[weakref.ref[Any], Any, tuple[int, ...]]] = {}
 
 
 class Memo:
@@ -68,14 +69,20 @@ class Memo:
 
 def _made(raw: J, make: Callable[[J], R], links: list[str]) -> tuple[R, tuple[int, ...]]:
     """The record of `raw`, and the ids of its relation's `links`: made once per JSON."""
-    found = _MADE.get(id(raw))
-    if found is not None and found[0] is raw:
+    key = id(raw)
+    found = _MADE.get(key)
+    if found is not None and found[0]() is raw:
         return found[1], found[2]
     made: tuple[R, tuple[int, ...]] = (make(raw), tuple(id_from_url(url) for url in links))
-    if len(_MADE) >= MAX_MADE:
-        _MADE.clear()
-    _MADE[id(raw)] = (raw, *made)
+    _MADE[key] = (weakref.ref(raw, functools.partial(_forget, key)), *made)
     return made
+
+
+def _forget(key: int, gone: weakref.ref[Any]) -> None:
+    """The JSON of `key` is gone: so is what was made of it (unless the entry is a newer one's)."""
+    found = _MADE.get(key)
+    if found is not None and found[0] is gone:
+        del _MADE[key]
 
 
 def _remember(

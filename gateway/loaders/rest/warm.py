@@ -12,6 +12,7 @@ from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream
 from gateway.loaders.rest.fetcher import CATALOGUE, Fetcher
 from gateway.loaders.rest.shared import SharedBodies
+from gateway.memory import give_back
 
 logger = logging.getLogger("gateway")
 
@@ -44,6 +45,8 @@ async def keep_catalogue_warm(
         except Exception:  # a bug must not end the refreshing for the process's lifetime
             logger.exception("could not refresh the catalogue snapshot")
         else:
+            # The snapshot replaced is freed (a peak: two were held): give its memory back.
+            await give_back()
             # A snapshot made from another process's bodies (`--cache`) is fresh for less.
             interval = max(0.9 * cache.fresh_for(CATALOGUE), min_interval)
         if tried is not None:

@@ -36,7 +36,7 @@ K = TypeVar("K")
 R = TypeVar("R", bound=msgspec.Struct)
 
 
-class _Links(msgspec.Struct):
+class _Links(msgspec.Struct, weakref=True):
     """What the code around reads of a decoded APIv4 object before it is a record: of a
     search hit nothing; of the others their keys and relation lists."""
 

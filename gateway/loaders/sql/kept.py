@@ -66,6 +66,10 @@ class Kept:
         """The weights of what is kept."""
         return int(self._answers.currsize)
 
+    @property
+    def max_bytes(self) -> int:
+        return self.budget
+
     def stamped(self, stamp: Hashable) -> None:
         """A request read `stamp`: if the store was kept under another, it is dropped."""
         if stamp != self.stamp:
