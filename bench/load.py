@@ -48,6 +48,7 @@ from typing import IO, Any
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 from strawberry.relay.utils import to_base64
 
 from bench.hostile import FRONTEND, HANG_UP_AFTER, KINDS, Attacks, Post, upstream_key
@@ -373,6 +374,51 @@ def gateway(
             process.wait()
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+STALL_BOUNDS = ("0.05", "0.1", "0.25")  # seconds: the stalls counted, by `le` bucket bound
+
+
+async def gateway_samples(client: httpx.AsyncClient) -> Samples:
+    """The gateway's metrics now, by sample name and labels."""
+    response = await client.get("/metrics")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def loop_stalls(before: Samples, after: Samples) -> dict[str, str]:
+    """The event loop's stalls and the collections' pauses between two readings of the
+    gateway's metrics (gateway/stalls.py): its own stalls, told from the machine's."""
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    def over(histogram: str, **labels: str) -> str:
+        count = grew(f"{histogram}_count", **labels)
+        within = {bound: grew(f"{histogram}_bucket", le=bound, **labels) for bound in STALL_BOUNDS}
+        return ", ".join(f"over {_ms(float(b))} {count - n:.0f}" for b, n in within.items())
+
+    late, busy = "gateway_event_loop_lateness_seconds", "gateway_event_loop_busy_seconds"
+    frozen = ("gateway_gc_frozen_objects", ())
+    pauses = []
+    for generation in ("0", "1", "2"):
+        name = "gateway_gc_pause_seconds"
+        count = grew(f"{name}_count", generation=generation)
+        total = grew(f"{name}_sum", generation=generation)
+        pauses.append(f"gen {generation} {count:.0f} ({_ms(total / count) if count else '-'} each)")
+    gen2 = over("gateway_gc_pause_seconds", generation="2")
+    return {
+        "loop ticks late": f"{grew(f'{late}_count'):.0f} ticks, one every 10 ms: " + over(late),
+        "loop busy": f"{over(busy)} (the loop thread's CPU between two ticks: its own part)",
+        "gc pauses": "; ".join(pauses) + f"; gen 2 {gen2}",
+        "gc frozen objects": f"{before.get(frozen, 0):.0f} after warm-up,"
+        f" {after.get(frozen, 0):.0f} at the end (out of the collector's sight; not growing)",
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Probe:
     started: float  # `time.monotonic()`
@@ -461,6 +507,7 @@ class Run:
     cpu: float
     probes: list[Probe]
     tracebacks: int
+    stalls: dict[str, str]  # the gateway's own figures (`loop_stalls`)
 
 
 def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
@@ -503,6 +550,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         "upstream requests": f"{run.upstream.count} (peak {peak} in flight)",
         "/healthz": healthz,
         "slow /healthz beside": _beside(outcomes, run.probes),
+        **run.stalls,
         "gateway CPU": f"{run.cpu:.0f} s ({100 * run.cpu / run.elapsed:.0f}% of one core)",
         "gateway RSS": f"{warm / 1024:.1f} MiB after warm-up ({run.warmup} requests, until the"
         f" snapshot was renewed), {end / 1024:.1f} MiB at the end "
@@ -622,6 +670,7 @@ async def run(args: argparse.Namespace) -> int:
                     await drive(client, requests_, WARMUP_MORE, args.concurrency, deadline)
                 )
             warm, cpu = resident_kib(process.pid), cpu_seconds(process.pid)
+            samples = await gateway_samples(client)
             if args.tracemalloc:
                 warm_snapshot = await memory_snapshot(process.pid, 1)
 
@@ -647,11 +696,14 @@ async def run(args: argparse.Namespace) -> int:
             finished.set()
             await outage
             end, cpu = resident_kib(process.pid), cpu_seconds(process.pid) - cpu
+            stalls = loop_stalls(samples, await gateway_samples(client))
             if args.tracemalloc:
                 growth = memory_growth(warm_snapshot, await memory_snapshot(process.pid, 2))
     tracebacks = Path(log.name).read_text(errors="replace").count("Traceback (most recent call")
     memory = (warm, end)
-    measured = Run(settings, elapsed, upstream, memory, warmup, resident, cpu, probes, tracebacks)
+    measured = Run(
+        settings, elapsed, upstream, memory, warmup, resident, cpu, probes, tracebacks, stalls
+    )
     print(report(outcomes, args, measured))
     if args.tracemalloc:
         print(growth)

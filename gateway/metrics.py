@@ -22,6 +22,9 @@ Metric names (the help texts below say what each counts):
 - `gateway_sql_statements_total{statement, outcome}`
 - `gateway_sql_statement_duration_seconds{statement}` (histogram)
 - `gateway_execution_total{path}`
+- `gateway_event_loop_lateness_seconds`, `gateway_event_loop_busy_seconds` (histograms)
+- `gateway_gc_pause_seconds{generation}` (histogram)
+- `gateway_gc_frozen_objects` (gauge)
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
 )
@@ -164,6 +168,34 @@ EXECUTIONS = Counter(
     " execution engine) or graphql (graphql-core's executor, for what plans do not cover)",
     ["path"],
 )
+# Seconds: the event loop's stalls (gateway/stalls.py), from a tick's usual lateness (well under
+# a millisecond) to the worst the loop has been seen to stall.
+_STALLS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+LOOP_LATENESS = Histogram(
+    "gateway_event_loop_lateness_seconds",
+    "How late the event loop ran a tick due every 10 ms: what a request arriving then waited",
+    buckets=_STALLS,
+)
+LOOP_BUSY = Histogram(
+    "gateway_event_loop_busy_seconds",
+    "CPU the event loop's thread spent between two ticks (10 ms apart and their lateness): the"
+    " gateway's own part of the lateness",
+    buckets=_STALLS,
+)
+GC_PAUSES = Histogram(
+    "gateway_gc_pause_seconds",
+    "CPU time of one garbage collection, by the oldest generation it collected (0, 1, 2):"
+    " no Python code runs in the process meanwhile",
+    ["generation"],
+    buckets=_STALLS,
+)
+
+GC_FROZEN = Gauge(
+    "gateway_gc_frozen_objects",
+    "Objects out of the garbage collector's sight (gc.freeze): at start-up and after each"
+    " renewal of the catalogue snapshot; it must not grow with time",
+    multiprocess_mode="livesum",
+)
 
 
 # -- the current request -------------------------------------------------------------------
@@ -209,6 +241,8 @@ for _layer in ("upstream", "catalogue", "response", "redis"):  # exposed from th
         _child(CACHE_LOOKUPS, _layer, _result)
 for _path in ("plan", "graphql"):
     _child(EXECUTIONS, _path)
+for _generation in ("0", "1", "2"):
+    _child(GC_PAUSES, _generation)
 
 
 def cache_lookup(layer: str, hit: bool) -> None:
@@ -283,6 +317,20 @@ def upstream_request(path: str, status: str, seconds: float) -> None:
     stats = current.get()
     if stats is not None:
         stats.upstream_requests += 1
+
+
+def loop_tick(late: float, busy: float) -> None:
+    """A tick of the loop's watch: how late it ran, and the loop thread's CPU since the last."""
+    LOOP_LATENESS.observe(late)
+    LOOP_BUSY.observe(busy)
+
+
+def gc_pause(generation: int, seconds: float) -> None:
+    _child(GC_PAUSES, str(generation)).observe(seconds)
+
+
+def frozen(objects: int) -> None:
+    GC_FROZEN.set(objects)
 
 
 def batch(loader: str, size: int) -> None:
