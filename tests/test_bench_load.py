@@ -10,7 +10,7 @@ import orjson
 from graphql import FieldNode, Visitor, parse, visit
 
 from bench.hostile import FRONTEND, KINDS, Post
-from bench.load import loop_stalls, mix
+from bench.load import Samples, loop_stalls, mix
 from gateway.config import Settings
 from gateway.demo.dataset import generate
 
@@ -51,9 +51,9 @@ def test_each_attack_is_within_the_default_request_limits() -> None:
 
 def test_the_loops_stalls_are_read_from_two_scrapes() -> None:
     late = "gateway_event_loop_lateness_seconds"
-    before = {(f"{late}_count", ()): 10.0}
+    before: Samples = {(f"{late}_count", ()): 10.0}
     before |= {(f"{late}_bucket", (("le", le),)): 10.0 for le in ("0.05", "0.1", "0.25")}
-    after = {
+    after: Samples = {
         (f"{late}_count", ()): 110.0,
         (f"{late}_bucket", (("le", "0.05"),)): 107.0,
         (f"{late}_bucket", (("le", "0.1"),)): 109.0,
