@@ -58,7 +58,9 @@ class _CollectionTimer:
 
 
 def freeze() -> None:
-    """Every object the process holds now out of the garbage collector's sight (see above)."""
+    """Every object the process holds now out of the garbage collector's sight (see above),
+    once the young generations' garbage is collected (a frozen cycle would never be)."""
+    gc.collect(1)
     gc.freeze()
     metrics.frozen(gc.get_freeze_count())
 

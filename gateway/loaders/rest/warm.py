@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from gateway import stalls
 from gateway.errors import UpstreamError
 from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream
@@ -44,6 +45,8 @@ async def keep_catalogue_warm(
         except Exception:  # a bug must not end the refreshing for the process's lifetime
             logger.exception("could not refresh the catalogue snapshot")
         else:
+            # The new snapshot lives until the next: out of the garbage collector's sight.
+            stalls.freeze()
             # A snapshot made from another process's bodies (`--cache`) is fresh for less.
             interval = max(0.9 * cache.fresh_for(CATALOGUE), min_interval)
         if tried is not None:
