@@ -10,12 +10,15 @@ interpreter's lock). Each garbage collection is timed, by generation
 process.
 
 A full collection scans every object the process holds that the collector can see: with the
-caches full (parsed documents, the catalogue snapshot, plans) some 200,000, hundreds of
-milliseconds in one go. What lives long is put out of its sight by `freeze`, at start-up and
-after each renewal of the catalogue snapshot: a frozen object that nothing holds any more is
-still freed at once, by its reference count, as long as it is in no reference cycle (the
-snapshot is in none, nor a parsed document, gateway/measure.py), so only the objects made since
-the last freeze are scanned.
+caches full (parsed documents, the catalogue snapshot, plans) some 200,000, 200 to 300 ms of CPU
+in one go, every few seconds under load. What lives long is frozen out of its sight
+(`gc.freeze`): at start-up, and by `collect_all` at each renewal of the catalogue snapshot, which
+brings every frozen object back in sight for one full collection, then freezes what lives: the
+new snapshot, the caches. A frozen object nothing holds any more is still freed at once by its
+reference count, unless it is in a reference cycle (a catalogue snapshot and a parsed document
+are in none, gateway/measure.py; a request in flight, an engine plan may be): such a cycle waits
+for the next renewal's collection. Freezing after every full collection instead would hide the
+cycles of every request in flight then: measured, a million objects in a minute.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ async def _watch(tick: float) -> None:
         cpu = now_cpu
 
 
-class _CollectionTimer:
+class _Collections:
     """A `gc.callbacks` entry timing each collection, in CPU time of the thread that ran it
     (on a busy machine its wall time is mostly other processes' turns)."""
 
@@ -58,18 +61,25 @@ class _CollectionTimer:
 
 
 def freeze() -> None:
-    """Every object the process holds now out of the garbage collector's sight (see above),
-    once the young generations' garbage is collected (a frozen cycle would never be)."""
-    gc.collect(1)
+    """Every object the process holds now out of the garbage collector's sight (see above)."""
     gc.freeze()
     metrics.frozen(gc.get_freeze_count())
+
+
+def collect_all() -> None:
+    """One full collection of every object, the frozen ones too, then what lives frozen again:
+    the cycles frozen at the last one and dead since are freed (a pause as long as a full
+    collection was before, once per renewal)."""
+    gc.unfreeze()
+    gc.collect()
+    freeze()
 
 
 @contextlib.asynccontextmanager
 async def watched(tick: float = TICK) -> AsyncIterator[None]:
     """The loop watched and the collections timed for as long as the block runs."""
-    timer = _CollectionTimer()
-    gc.callbacks.append(timer)
+    collections = _Collections()
+    gc.callbacks.append(collections)
     watch = asyncio.create_task(_watch(tick))
     try:
         yield
@@ -77,4 +87,4 @@ async def watched(tick: float = TICK) -> AsyncIterator[None]:
         watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watch
-        gc.callbacks.remove(timer)
+        gc.callbacks.remove(collections)

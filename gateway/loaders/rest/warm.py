@@ -45,8 +45,8 @@ async def keep_catalogue_warm(
         except Exception:  # a bug must not end the refreshing for the process's lifetime
             logger.exception("could not refresh the catalogue snapshot")
         else:
-            # The new snapshot lives until the next: out of the garbage collector's sight.
-            stalls.freeze()
+            # The old snapshot is gone: a full collection frees what died frozen (stalls.py).
+            stalls.collect_all()
             # A snapshot made from another process's bodies (`--cache`) is fresh for less.
             interval = max(0.9 * cache.fresh_for(CATALOGUE), min_interval)
         if tried is not None:
