@@ -415,7 +415,7 @@ def loop_stalls(before: Samples, after: Samples) -> dict[str, str]:
         "loop busy": f"{over(busy)} (the loop thread's CPU between two ticks: its own part)",
         "gc pauses": "; ".join(pauses) + f"; gen 2 {gen2}",
         "gc frozen objects": f"{before.get(frozen, 0):.0f} after warm-up,"
-        f" {after.get(frozen, 0):.0f} at the end (out of the collector's sight; not growing)",
+        f" {after.get(frozen, 0):.0f} at the end (frozen: it should not grow)",
     }
 
 
