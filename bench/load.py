@@ -19,8 +19,10 @@ The script prints what an operator would ask: did the gateway ever answer 5xx, h
 requests outlived its request timeout, latency, how hard it pressed the upstream (its peak
 concurrency against `upstream_max_in_flight`, the most one request caused against
 `max_upstream_requests`, anything reaching it after a client left), each attack's answers,
-whether /healthz kept answering within 100 ms, and whether memory stayed flat once warm.
-Everything stays on loopback and is bounded in count and time.
+whether /healthz kept answering within 100 ms (and, from the gateway's own metrics, how often
+its event loop was late and by its own work, and what the garbage collector took,
+gateway/stalls.py), and whether memory stayed flat once warm. Everything stays on loopback
+and is bounded in count and time.
 """
 
 from __future__ import annotations
