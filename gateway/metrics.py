@@ -29,6 +29,7 @@ Metric names (the help texts below say what each counts):
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -37,7 +38,7 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from graphql import GraphQLError
 from prometheus_client import (
@@ -171,17 +172,6 @@ EXECUTIONS = Counter(
 # Seconds: the event loop's stalls (gateway/stalls.py), from a tick's usual lateness (well under
 # a millisecond) to the worst the loop has been seen to stall.
 _STALLS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-LOOP_LATENESS = Histogram(
-    "gateway_event_loop_lateness_seconds",
-    "How late the event loop ran a tick due every 10 ms: what a request arriving then waited",
-    buckets=_STALLS,
-)
-LOOP_BUSY = Histogram(
-    "gateway_event_loop_busy_seconds",
-    "CPU the event loop's thread spent between two ticks (10 ms apart and their lateness): the"
-    " gateway's own part of the lateness",
-    buckets=_STALLS,
-)
 GC_PAUSES = Histogram(
     "gateway_gc_pause_seconds",
     "CPU time of one garbage collection, by the oldest generation it collected (0, 1, 2):"
@@ -190,12 +180,38 @@ GC_PAUSES = Histogram(
     buckets=_STALLS,
 )
 
-GC_FROZEN = Gauge(
-    "gateway_gc_frozen_objects",
-    "Objects out of the garbage collector's sight (gc.freeze): at start-up and after each"
-    " renewal of the catalogue snapshot; it must not grow with time",
-    multiprocess_mode="livesum",
-)
+
+class _Stalls(NamedTuple):
+    lateness: Histogram
+    busy: Histogram
+    frozen: Gauge
+
+
+@functools.cache
+def _stalls() -> _Stalls:
+    """The metrics without labels of gateway/stalls.py, made once it runs, not at import: in
+    multiprocess mode one without labels opens its file at once, in every process importing
+    this module (the documents' child too, which may start as the parent removes the files)."""
+    return _Stalls(
+        Histogram(
+            "gateway_event_loop_lateness_seconds",
+            "How late the event loop ran a tick due every 10 ms: what a request arriving then"
+            " waited",
+            buckets=_STALLS,
+        ),
+        Histogram(
+            "gateway_event_loop_busy_seconds",
+            "CPU the event loop's thread spent between two ticks (10 ms apart and their"
+            " lateness): the gateway's own part of the lateness",
+            buckets=_STALLS,
+        ),
+        Gauge(
+            "gateway_gc_frozen_objects",
+            "Objects out of the garbage collector's sight (gc.freeze): at start-up and after each"
+            " renewal of the catalogue snapshot; it must not grow with time",
+            multiprocess_mode="livesum",
+        ),
+    )
 
 
 # -- the current request -------------------------------------------------------------------
@@ -241,8 +257,6 @@ for _layer in ("upstream", "catalogue", "response", "redis"):  # exposed from th
         _child(CACHE_LOOKUPS, _layer, _result)
 for _path in ("plan", "graphql"):
     _child(EXECUTIONS, _path)
-for _generation in ("0", "1", "2"):
-    _child(GC_PAUSES, _generation)
 
 
 def cache_lookup(layer: str, hit: bool) -> None:
@@ -321,8 +335,9 @@ def upstream_request(path: str, status: str, seconds: float) -> None:
 
 def loop_tick(late: float, busy: float) -> None:
     """A tick of the loop's watch: how late it ran, and the loop thread's CPU since the last."""
-    LOOP_LATENESS.observe(late)
-    LOOP_BUSY.observe(busy)
+    stalls = _stalls()
+    stalls.lateness.observe(late)
+    stalls.busy.observe(busy)
 
 
 def gc_pause(generation: int, seconds: float) -> None:
@@ -330,7 +345,7 @@ def gc_pause(generation: int, seconds: float) -> None:
 
 
 def frozen(objects: int) -> None:
-    GC_FROZEN.set(objects)
+    _stalls().frozen.set(objects)
 
 
 def batch(loader: str, size: int) -> None:
