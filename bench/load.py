@@ -20,8 +20,10 @@ The script prints what an operator would ask: did the gateway ever answer 5xx, h
 requests outlived its request timeout, latency, how hard it pressed the upstream (its peak
 concurrency against `upstream_max_in_flight`, the most one request caused against
 `max_upstream_requests`, anything reaching it after a client left), each attack's answers,
-whether /healthz kept answering within 100 ms, and whether memory stayed flat once warm.
-Everything stays on loopback and is bounded in count and time.
+whether /healthz kept answering within 100 ms (and, from the gateway's own metrics, how often
+its event loop was late and by its own work, and what the garbage collector took,
+gateway/stalls.py), and whether memory stayed flat once warm. Everything stays on loopback
+and is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -313,17 +315,16 @@ def memory_growth(warm: tracemalloc.Snapshot, end: tracemalloc.Snapshot, top: in
     return "\n".join(lines)
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # the gateway's metrics
 Caches = dict[str, tuple[float, float]]  # by name: bytes held and the bound, by the gateway
 
 
-async def caches(client: httpx.AsyncClient) -> Caches:
-    """The gateway's caches, as its /metrics reports them (`gateway_cache_bytes`)."""
-    families = text_string_to_metric_families((await client.get("/metrics")).text)
+def caches(samples: Samples) -> Caches:
+    """The gateway's caches in its metrics (`gateway_cache_bytes`, `gateway_cache_bound_bytes`)."""
     found: dict[str, dict[str, float]] = {}
-    for family in families:
-        for sample in family.samples:
-            if sample.name in ("gateway_cache_bytes", "gateway_cache_bound_bytes"):
-                found.setdefault(sample.labels["cache"], {})[sample.name] = sample.value
+    for (name, labels), value in samples.items():
+        if name in ("gateway_cache_bytes", "gateway_cache_bound_bytes"):
+            found.setdefault(dict(labels)["cache"], {})[name] = value
     return {
         name: (values["gateway_cache_bytes"], values["gateway_cache_bound_bytes"])
         for name, values in found.items()
@@ -406,6 +407,50 @@ def gateway(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+STALL_BOUNDS = ("0.05", "0.1", "0.25")  # seconds: the stalls counted, by `le` bucket bound
+
+
+async def gateway_samples(client: httpx.AsyncClient) -> Samples:
+    """The gateway's metrics now, by sample name and labels."""
+    response = await client.get("/metrics")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def loop_stalls(before: Samples, after: Samples) -> dict[str, str]:
+    """The event loop's stalls and the collections' pauses between two readings of the
+    gateway's metrics (gateway/stalls.py): its own stalls, told from the machine's."""
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    def over(histogram: str, **labels: str) -> str:
+        count = grew(f"{histogram}_count", **labels)
+        within = {bound: grew(f"{histogram}_bucket", le=bound, **labels) for bound in STALL_BOUNDS}
+        return ", ".join(f"over {_ms(float(b))} {count - n:.0f}" for b, n in within.items())
+
+    late, busy = "gateway_event_loop_lateness_seconds", "gateway_event_loop_busy_seconds"
+    frozen = ("gateway_gc_frozen_objects", ())
+    pauses = []
+    for generation in ("0", "1", "2"):
+        name = "gateway_gc_pause_seconds"
+        count = grew(f"{name}_count", generation=generation)
+        total = grew(f"{name}_sum", generation=generation)
+        pauses.append(f"gen {generation} {count:.0f} ({_ms(total / count) if count else '-'} each)")
+    gen2 = over("gateway_gc_pause_seconds", generation="2")
+    return {
+        "loop ticks late": f"{grew(f'{late}_count'):.0f} ticks, one every 10 ms: " + over(late),
+        "loop busy": f"{over(busy)} (the loop thread's CPU between two ticks: its own part)",
+        "gc pauses": "; ".join(pauses) + f"; gen 2 {gen2}",
+        "gc frozen objects": f"{before.get(frozen, 0):.0f} after warm-up,"
+        f" {after.get(frozen, 0):.0f} at the end (frozen: it should not grow)",
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,6 +542,7 @@ class Run:
     cpu: float
     probes: list[Probe]
     tracebacks: int
+    stalls: dict[str, str]  # the gateway's own figures (`loop_stalls`)
 
 
 def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
@@ -539,6 +585,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         "upstream requests": f"{run.upstream.count} (peak {peak} in flight)",
         "/healthz": healthz,
         "slow /healthz beside": _beside(outcomes, run.probes),
+        **run.stalls,
         "gateway CPU": f"{run.cpu:.0f} s ({100 * run.cpu / run.elapsed:.0f}% of one core)",
         "gateway caches": f"MiB held/bound after warm-up: {_caches_line(run.caches[0])};"
         f" at the end: {_caches_line(run.caches[1])}",
@@ -654,17 +701,18 @@ async def run(args: argparse.Namespace) -> int:
         async with httpx.AsyncClient(base_url=origin, limits=limits, timeout=timeout) as client:
             deadline = time.monotonic() + args.time_limit
             warmup = len(await drive(client, requests_, args.warmup, args.concurrency, deadline))
-            held = await caches(client)
+            held = caches(await gateway_samples(client))
             while time.monotonic() < deadline:
                 renewed = not settings.warm_catalogue or snapshots(upstream) >= 2
                 warmup += len(
                     await drive(client, requests_, WARMUP_MORE, args.concurrency, deadline)
                 )
-                before, held = held, await caches(client)
+                before, held = held, caches(await gateway_samples(client))
                 if renewed and not filling(before, held):
                     break
-            warm_caches = held
             warm, cpu = resident_kib(process.pid), cpu_seconds(process.pid)
+            samples = await gateway_samples(client)
+            warm_caches = caches(samples)
             if args.tracemalloc:
                 warm_snapshot = await memory_snapshot(process.pid, 1)
 
@@ -690,7 +738,9 @@ async def run(args: argparse.Namespace) -> int:
             finished.set()
             await outage
             end, cpu = resident_kib(process.pid), cpu_seconds(process.pid) - cpu
-            end_caches = await caches(client)
+            end_samples = await gateway_samples(client)
+            end_caches = caches(end_samples)
+            stalls = loop_stalls(samples, end_samples)
             if args.tracemalloc:
                 growth = memory_growth(warm_snapshot, await memory_snapshot(process.pid, 2))
     tracebacks = Path(log.name).read_text(errors="replace").count("Traceback (most recent call")
@@ -706,6 +756,7 @@ async def run(args: argparse.Namespace) -> int:
         cpu,
         probes,
         tracebacks,
+        stalls,
     )
     print(report(outcomes, args, measured))
     if args.tracemalloc:

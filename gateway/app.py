@@ -50,6 +50,7 @@ from gateway import (
     request_limits,
     request_params,
     response_cache,
+    stalls,
     tracing,
 )
 from gateway.backends import BackendFactory, open_backend
@@ -383,15 +384,18 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
         if shared is not None:
             await shared.start()  # never fails: without Redis, each process serves on its own
         try:
-            async with open_backend(
-                settings, keep_warm=settings.warm_catalogue, shared=shared, clock=clock
-            ) as backend:
+            async with (
+                stalls.watched(),
+                open_backend(
+                    settings, keep_warm=settings.warm_catalogue, shared=shared, clock=clock
+                ) as backend,
+            ):
                 # `backend` makes each request's backend; `opened` answers `/readyz`.
                 app.state.backend = app.state.opened = backend
                 with reloaded_on_sighup(documents):
                     # What start-up made (modules, the schema, the catalogue) lives as long as
                     # the process: the garbage collector need not scan it again at each collection.
-                    gc.freeze()
+                    stalls.freeze()
                     try:
                         yield
                     finally:

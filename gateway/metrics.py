@@ -24,10 +24,14 @@ Metric names (the help texts below say what each counts):
 - `gateway_execution_total{path}`
 - `gateway_cache_bytes{cache}` and `gateway_cache_bound_bytes{cache}` (gauges, read as they are
   scraped; one process's: not shown with worker processes)
+- `gateway_event_loop_lateness_seconds`, `gateway_event_loop_busy_seconds` (histograms)
+- `gateway_gc_pause_seconds{generation}` (histogram)
+- `gateway_gc_frozen_objects` (gauge)
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -37,13 +41,14 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from graphql import GraphQLError
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
 )
@@ -168,6 +173,49 @@ EXECUTIONS = Counter(
     " execution engine) or graphql (graphql-core's executor, for what plans do not cover)",
     ["path"],
 )
+# Seconds: the event loop's stalls (gateway/stalls.py), from a tick's usual lateness (well under
+# a millisecond) to the worst the loop has been seen to stall.
+_STALLS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+GC_PAUSES = Histogram(
+    "gateway_gc_pause_seconds",
+    "CPU time of one garbage collection, by the oldest generation it collected (0, 1, 2):"
+    " no Python code runs in the process meanwhile",
+    ["generation"],
+    buckets=_STALLS,
+)
+
+
+class _Stalls(NamedTuple):
+    lateness: Histogram
+    busy: Histogram
+    frozen: Gauge
+
+
+@functools.cache
+def _stalls() -> _Stalls:
+    """The metrics without labels of gateway/stalls.py, made once it runs, not at import: in
+    multiprocess mode one without labels opens its file at once, in every process importing
+    this module (the documents' child too, which may start as the parent removes the files)."""
+    return _Stalls(
+        Histogram(
+            "gateway_event_loop_lateness_seconds",
+            "How late the event loop ran a tick due every 10 ms: what a request arriving then"
+            " waited",
+            buckets=_STALLS,
+        ),
+        Histogram(
+            "gateway_event_loop_busy_seconds",
+            "CPU the event loop's thread spent between two ticks (10 ms apart and their"
+            " lateness): the gateway's own part of the lateness",
+            buckets=_STALLS,
+        ),
+        Gauge(
+            "gateway_gc_frozen_objects",
+            "Objects out of the garbage collector's sight (gc.freeze): at start-up and after each"
+            " renewal of the catalogue snapshot; it must not grow with time",
+            multiprocess_mode="livesum",
+        ),
+    )
 
 
 class Bounded(Protocol):
@@ -338,6 +386,21 @@ def upstream_request(path: str, status: str, seconds: float) -> None:
     stats = current.get()
     if stats is not None:
         stats.upstream_requests += 1
+
+
+def loop_tick(late: float, busy: float) -> None:
+    """A tick of the loop's watch: how late it ran, and the loop thread's CPU since the last."""
+    stalls = _stalls()
+    stalls.lateness.observe(late)
+    stalls.busy.observe(busy)
+
+
+def gc_pause(generation: int, seconds: float) -> None:
+    _child(GC_PAUSES, str(generation)).observe(seconds)
+
+
+def frozen(objects: int) -> None:
+    _stalls().frozen.set(objects)
 
 
 def batch(loader: str, size: int) -> None:

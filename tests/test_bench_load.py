@@ -10,7 +10,7 @@ import orjson
 from graphql import FieldNode, Visitor, parse, visit
 
 from bench.hostile import FRONTEND, KINDS, Post
-from bench.load import Caches, filling, mix
+from bench.load import Caches, Samples, filling, loop_stalls, mix
 from gateway.config import Settings
 from gateway.demo.dataset import generate
 
@@ -59,3 +59,21 @@ def test_the_warm_up_waits_for_the_caches_that_still_grow() -> None:
     }
     assert filling(before, after) == ["documents"]
     assert filling(after, after) == []
+
+
+def test_the_loops_stalls_are_read_from_two_scrapes() -> None:
+    late = "gateway_event_loop_lateness_seconds"
+    before: Samples = {(f"{late}_count", ()): 10.0}
+    before |= {(f"{late}_bucket", (("le", le),)): 10.0 for le in ("0.05", "0.1", "0.25")}
+    after: Samples = {
+        (f"{late}_count", ()): 110.0,
+        (f"{late}_bucket", (("le", "0.05"),)): 107.0,
+        (f"{late}_bucket", (("le", "0.1"),)): 109.0,
+        (f"{late}_bucket", (("le", "0.25"),)): 110.0,
+        ("gateway_gc_pause_seconds_count", (("generation", "2"),)): 2.0,
+        ("gateway_gc_pause_seconds_sum", (("generation", "2"),)): 0.3,
+    }
+    stalls = loop_stalls(before, after)
+    assert stalls["loop ticks late"].startswith("100 ticks")
+    assert "over 50 ms 3, over 100 ms 1, over 250 ms 0" in stalls["loop ticks late"]
+    assert "gen 2 2 (150 ms each)" in stalls["gc pauses"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 from collections import Counter
@@ -488,6 +489,37 @@ async def test_the_snapshot_is_refreshed_before_it_expires_and_an_outage_is_surv
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)
         await client.aclose()
+
+
+async def test_a_renewed_snapshot_is_out_of_the_collectors_sight_and_the_old_one_freed(
+    upstream: FakeUpstream,
+) -> None:
+    """A full collection scans what the collector sees: the snapshot, renewed every
+    `cache_ttl`, would be scanned by each one (gateway/stalls.py). Frozen as it comes, it is not
+    seen; and the snapshot it replaced, frozen before, is freed all the same."""
+    clock = Clock()
+    client = UpstreamClient(upstream.base_url, timeout=2.0, retries=0)
+    cache = ResourceCache(ttl=0.2, stale=60.0, clock=clock)
+    keeper = asyncio.create_task(
+        keep_catalogue_warm(client, cache, min_interval=0.05, sleep=clock.sleep)
+    )
+    primed = f"packages/{upstream.dataset.packages[0].id}/"
+    frozen = []
+    try:
+        for _ in range(3):
+            await clock.run(0.18)  # a refresh each time (and one at the start)
+            detail = cache.fresh(primed)  # a package the snapshot's list primed
+            assert detail is not None and gc.is_tracked(detail[0])
+            assert not any(seen is detail[0] for seen in gc.get_objects())
+            frozen.append(gc.get_freeze_count())
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        await client.aclose()
+        gc.unfreeze()
+    assert upstream.requests.count("/api/v4/packages/?limit=100000&offset=0") == 4
+    entries = len(cache)  # each a tracked object, primed from the snapshot's lists
+    assert abs(frozen[2] - frozen[1]) < entries / 10  # the old ones gone
 
 
 # -- the snapshot beside the request's own reads ---------------------------------------------

@@ -39,6 +39,7 @@ from gateway.document_cache import DocumentCache, document_weight
 from gateway.engine import engine
 from gateway.internals import graphql_schema
 from gateway.limits import document_errors
+from gateway.measure import parsed
 from gateway.offload import off_the_loop, out_of_process
 from gateway.schema import GatewaySchema
 from tests.fake_upstream import FakeUpstream, serve_in_thread
@@ -459,6 +460,22 @@ def test_a_document_weighs_no_more_than_its_estimate(text: str) -> None:
     finally:
         tracemalloc.stop()
     assert held <= document_weight(text, document) < 3 * held + 2 * len(text)
+
+
+def test_a_parsed_document_is_freed_without_the_garbage_collector() -> None:
+    """Under attack documents leave the caches by the thousand: each one a cycle (its tokens,
+    linked both ways) would wait for a full collection, which scans everything the process
+    keeps (gateway/stalls.py)."""
+    gc.collect()
+    gc.disable()
+    try:
+        document = parsed(BIG, max_tokens=10_000)
+        weight = document_weight(BIG, document)
+        del document
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert weight == document_weight(BIG, parse(BIG, max_tokens=10_000))
 
 
 def test_the_cache_lets_the_least_recently_used_go_first() -> None:

@@ -6,6 +6,7 @@ served with `warm_catalogue=False`, so that no background fetch counts.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from gateway import metrics
 from tests.databases import Database, sqlite_database
 from tests.fake_upstream import FakeUpstream
 from tests.observing import Metrics, parse, post, scrape, served, value
-from tests.waiting import STARTED, Output, frozen
+from tests.waiting import STARTED, Output, frozen, wait_until
 
 # The shared fixtures pytest finds by name in this module.
 __all__ = ["sqlite_database"]
@@ -214,6 +215,10 @@ def test_every_metric_family_is_exposed() -> None:
         "gateway_dataloader_batch_size",
         "gateway_sql_statements_total",
         "gateway_sql_statement_duration_seconds",
+        "gateway_event_loop_lateness_seconds",
+        "gateway_event_loop_busy_seconds",
+        "gateway_gc_pause_seconds",
+        "gateway_gc_frozen_objects",
     ]:
         assert f"# TYPE {family} " in text, family
     samples = parse(text)
@@ -308,3 +313,20 @@ def test_the_caches_report_what_they_hold_against_their_bounds(upstream: FakeUps
         assert held(after, cache) > held(before, cache), cache
     assert value(after, "gateway_cache_bound_bytes", cache="documents") == 32 * 2**20
     assert value(after, "gateway_cache_bound_bytes", cache="resources") == 32 * 2**20
+
+
+def test_the_loops_ticks_and_the_collections_are_counted() -> None:
+    lateness = "gateway_event_loop_lateness_seconds_count"
+    with served() as client:
+        seen = Metrics(client)
+
+        def ticked() -> bool:
+            seen.read()
+            busy = lateness.replace("lateness", "busy")
+            return seen.gained(lateness) >= 3 and seen.gained(busy) >= 3
+
+        wait_until(ticked, "the loop's watch ticks")
+        gc.collect()  # in this process, where the gateway serves from a thread
+        seen.read()
+    assert seen.gained("gateway_gc_pause_seconds_count", generation="2") >= 1
+    assert seen.gained("gateway_gc_pause_seconds_sum", generation="2") > 0
