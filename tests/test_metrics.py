@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 
 from gateway import metrics
 from tests.databases import Database, sqlite_database
@@ -223,6 +224,29 @@ def test_every_metric_family_is_exposed() -> None:
         assert f"# TYPE {family} " in text, family
     samples = parse(text)
     assert value(samples, "gateway_cache_lookups_total", layer="redis", result="hit") >= 0
+
+
+def test_histograms_count_as_prometheus_client_observes() -> None:
+    """metrics.py observes its histograms by bisection: the same buckets and sum as
+    prometheus-client's own `observe`, at the bounds, between them and beyond the last."""
+    bounds = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+    reference = Histogram("reference", "", ["loader"], buckets=bounds, registry=CollectorRegistry())
+    sizes = [0, 1, 2, 3, 5, 7, 10, 499, 500, 501, 1000, 1001, 10**6]
+    for size in sizes:
+        metrics.batch("bisected", size)
+        reference.labels("bisected").observe(size)
+
+    def samples(histogram: Histogram, prefix: str) -> dict[tuple[str, str], float]:
+        [family] = histogram.collect()
+        return {
+            (sample.name.removeprefix(prefix), sample.labels.get("le", "")): sample.value
+            for sample in family.samples
+            if sample.labels["loader"] == "bisected"
+        }
+
+    expected = samples(reference, "reference")
+    assert expected[("_count", "")] == len(sizes)
+    assert samples(metrics.BATCH_SIZE, "gateway_dataloader_batch_size") == expected
 
 
 # -- several workers ---------------------------------------------------------------------------
