@@ -15,8 +15,11 @@ from graphql import DocumentNode
 # What one token of a document costs once parsed, at most, about: measured (tracemalloc) at
 # 300 to 620 bytes, the most for a document of fields with no arguments, a node per token.
 TOKEN_BYTES = 700
-# What the documents one schema keeps valid weigh, in all, about.
-MAX_BYTES = 32 * 2**20
+# What the documents one schema keeps valid weigh, in all, about. Every node and token kept is
+# an object each full collection of the garbage collector goes through, the whole process
+# stopped meanwhile: at 32 MiB, some 130,000 of them made each such pause 250 ms; at 8 MiB,
+# with the plans' bound (engine.MAX_BYTES), 160 ms under bench.load's attacks.
+MAX_BYTES = 8 * 2**20
 
 
 def document_weight(text: str, document: DocumentNode) -> int:

@@ -492,3 +492,19 @@ def test_the_cache_lets_the_least_recently_used_go_first() -> None:
     cache.keep(heavy, parse(heavy))  # heavier than the whole cache: not kept
     assert cache.get(heavy) is None
     assert len(cache) == 3
+
+
+def test_the_documents_kept_are_few_objects_for_the_garbage_collector() -> None:
+    """A full collection goes through every object the process keeps, all else stopped: the
+    documents cache at its bound, filled with the heaviest documents there are (a node per
+    token), keeps few enough for such a pause to stay short (about a microsecond each)."""
+    cache = DocumentCache()
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in itertools.count():
+        text = "{ " + f"a{i}: __typename " + "__typename " * 2_000 + "}"
+        cache.keep(text, parsed(text, max_tokens=10_000))
+        if cache.size + document_weight(text, cache.get(text) or parse(text)) > cache.max_bytes:
+            break
+    gc.collect()
+    assert len(gc.get_objects()) - before < 64_000  # 200,000 at the 32 MiB it was

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from gateway import metrics
+from gateway import document_cache, metrics
 from tests.databases import Database, sqlite_database
 from tests.fake_upstream import FakeUpstream
 from tests.observing import Metrics, parse, post, scrape, served, value
@@ -335,7 +335,8 @@ def test_the_caches_report_what_they_hold_against_their_bounds(upstream: FakeUps
     # A new document, its plan, its reading, its answer and the upstream's resources: all kept.
     for cache in ("documents", "plans", "readings", "responses", "resources"):
         assert held(after, cache) > held(before, cache), cache
-    assert value(after, "gateway_cache_bound_bytes", cache="documents") == 32 * 2**20
+    bound = document_cache.MAX_BYTES
+    assert value(after, "gateway_cache_bound_bytes", cache="documents") == bound
     assert value(after, "gateway_cache_bound_bytes", cache="resources") == 32 * 2**20
 
 

@@ -49,7 +49,9 @@ from gateway.errors import (
 from gateway.internals import graphql_schema
 from gateway.schema.context import Context
 
-MAX_BYTES = 16 * 2**20  # what the documents and their plans weigh, in all, about
+# What the documents and their plans weigh, in all, about; bounded for the garbage collector's
+# full collections too, which go through every object kept (document_cache.MAX_BYTES).
+MAX_BYTES = 4 * 2**20
 FIELD_BYTES = 400  # what one compiled field weighs, about (its plan's objects)
 MAX_VARIANTS = 32  # plans of one operation, one per combination of its conditions' values
 MAX_COERCION_ERRORS = 50  # as graphql-core's `execute`
