@@ -8,7 +8,6 @@ anyway is answered as a coded error, not a bare 500.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import pickle
@@ -27,6 +26,7 @@ from gateway.offload import out_of_process
 from gateway.response_cache import ResponseCache
 from tests.fake_upstream import FakeUpstream
 from tests.test_resilience import PACKAGE, codes, expected_package, gateway
+from tests.waiting import documents_process_id
 
 
 class _NoThread:
@@ -66,15 +66,6 @@ class _Faulty:
 
     def close(self) -> None:
         self.connection.close()
-
-
-async def _process_id() -> int:
-    """The documents' process's id, once it is there to take calls."""
-    deadline = time.monotonic() + 60
-    while (pid := await out_of_process(os.getpid)) == os.getpid():
-        assert time.monotonic() < deadline, "the documents' process did not start"
-        await asyncio.sleep(0.05)
-    return pid
 
 
 def _fds() -> int:
@@ -156,7 +147,7 @@ async def test_the_documents_process_fails_a_call(
     monkeypatch: pytest.MonkeyPatch,
     fault: str,
 ) -> None:
-    await _process_id()
+    await documents_process_id()
     child = offload._CHILD
     assert child._connection is not None
     monkeypatch.setattr(child, "_connection", _Faulty(child._connection, fault))

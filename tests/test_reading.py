@@ -3,10 +3,8 @@ limits would have raised it here, and the process is there when it can be, the t
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from gateway.metrics import MULTIPROC_VARIABLE
 from gateway.offload import out_of_process
 from gateway.reading import Readings
 from gateway.validating import Validation, read_valid
+from tests.waiting import documents_process_id
 
 LIMITS = query_limits(Settings())
 GRAPHQL = graphql_schema(schema_for(Settings()))
@@ -98,7 +97,7 @@ async def test_a_document_within_the_limits_has_one_normal_form_however_it_is_wr
 )
 async def test_the_documents_process_validates_as_a_request_does(text: str) -> None:
     """A document valid there needs no validation here: it is valid here too, and only then."""
-    await _process_id()
+    await documents_process_id()
     readings = Readings(
         LIMITS.max_tokens,
         LIMITS.max_selections,
@@ -118,10 +117,10 @@ async def test_what_the_process_runs_comes_back_raised_as_it_was() -> None:
 
 async def test_the_documents_process_is_started_again_when_it_dies() -> None:
     """While it is not there (starting, or dead), its calls run on the documents' thread."""
-    child = await _process_id()
+    child = await documents_process_id()
     os.kill(child, signal.SIGKILL)
     assert await out_of_process(os.getpid) == os.getpid()  # the thread's; a new process starts
-    again = await _process_id()
+    again = await documents_process_id()
     assert again not in (child, os.getpid())
 
 
@@ -131,16 +130,7 @@ async def test_the_documents_process_keeps_no_metrics_files(
     """Under several workers the child is not one of them: it makes no files in their metrics
     directory, which the server removes at shutdown, maybe while the child is still starting."""
     monkeypatch.setenv(MULTIPROC_VARIABLE, str(tmp_path))
-    os.kill(await _process_id(), signal.SIGKILL)  # the next one starts in this environment
-    await _process_id()
+    os.kill(await documents_process_id(), signal.SIGKILL)  # the next one starts in this environment
+    await documents_process_id()
     assert await out_of_process(os.getenv, MULTIPROC_VARIABLE) is None
     assert list(tmp_path.iterdir()) == []
-
-
-async def _process_id() -> int:
-    """The documents' process's id, once it is there to take calls."""
-    deadline = time.monotonic() + 60
-    while (pid := await out_of_process(os.getpid)) == os.getpid():
-        assert time.monotonic() < deadline, "the documents' process did not start"
-        await asyncio.sleep(0.05)
-    return pid

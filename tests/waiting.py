@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from gateway.offload import out_of_process
+
 # What uvicorn logs (at info) once its socket listens, and each worker once its app started.
 LISTENING = "Uvicorn running on"
 STARTED = "Application startup complete"
@@ -129,3 +131,12 @@ def frozen(pid: int) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+async def documents_process_id() -> int:
+    """The documents' process's id (gateway/offload.py), once it is there to take calls."""
+    deadline = time.monotonic() + 60
+    while (pid := await out_of_process(os.getpid)) == os.getpid():
+        assert time.monotonic() < deadline, "the documents' process did not start"
+        await asyncio.sleep(0.05)
+    return pid
