@@ -10,15 +10,17 @@ interpreter's lock). Each garbage collection is timed, by generation
 process.
 
 A full collection scans every object the process holds that the collector can see: with the
-caches full (parsed documents, the catalogue snapshot, plans) some 200,000, 200 to 300 ms of CPU
-in one go, every few seconds under load. What lives long is frozen out of its sight
-(`gc.freeze`): at start-up, and by `collect_all` at each renewal of the catalogue snapshot, which
-brings every frozen object back in sight for one full collection, then freezes what lives: the
-new snapshot, the caches. A frozen object nothing holds any more is still freed at once by its
-reference count, unless it is in a reference cycle (a catalogue snapshot and a parsed document
-are in none, gateway/measure.py; a request in flight, an engine plan may be): such a cycle waits
-for the next renewal's collection. Freezing after every full collection instead would hide the
-cycles of every request in flight then: measured, a million objects in a minute.
+caches full (parsed documents, plans, the catalogue snapshot) some 90,000 with their bounds of 8
+and 4 MiB (document_cache.py, engine/engine.py), 150 to 180 ms of CPU in one go under
+bench.load's attacks (240,000 and 250 ms at 32 and 16 MiB), every few seconds under load. What
+lives long is frozen out of its sight (`gc.freeze`): at start-up, and by `collect_all` at each
+renewal of the catalogue snapshot, which brings every frozen object back in sight for one full
+collection, then freezes what lives: the new snapshot, the caches. A frozen object nothing holds
+any more is still freed at once by its reference count, unless it is in a reference cycle (a
+catalogue snapshot and a parsed document are in none, gateway/measure.py; a request in flight,
+an engine plan may be): such a cycle waits for the next renewal's collection. Freezing after
+every full collection instead would hide the cycles of every request in flight then: measured, a
+million objects in a minute.
 """
 
 from __future__ import annotations
