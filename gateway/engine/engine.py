@@ -7,8 +7,8 @@ graphql-core runs it, as it did before the engine. `gateway_execution_total{path
 
 Plans are kept by document text and operation name, with one plan per combination of the
 values of the operation's `@skip`/`@include` conditions, up to about `MAX_BYTES` for all, the
-parsed documents weighed as gateway/document_cache.py weighs them (documents least recently
-used out first: any client may send new ones). A document is kept only once Strawberry has
+parsed documents made light and weighed as gateway/document_cache.py does (documents least
+recently used out first: any client may send new ones). A document is kept only once Strawberry has
 validated it under the query limits; the next time it comes, `execute_known` answers it without
 Strawberry's pipeline, checking only what depends on the request: the variables, and the cost
 limit (by the variables, unless none can change the estimate: then it is made once).
@@ -35,7 +35,7 @@ from strawberry.types import ExecutionContext
 
 from gateway import metrics
 from gateway.cost import Costs, Spending, costs_the_same
-from gateway.document_cache import document_weight
+from gateway.document_cache import document_weight, lighten
 from gateway.engine.fields import Fields, fields_of
 from gateway.engine.plan import Conditional, Plan, compile_plan, conditions, included
 from gateway.engine.run import run
@@ -50,9 +50,13 @@ from gateway.internals import graphql_schema
 from gateway.schema.context import Context
 
 # What the documents and their plans weigh, in all, about; bounded for the garbage collector's
-# full collections too, which go through every object kept (document_cache.MAX_BYTES).
-MAX_BYTES = 4 * 2**20
-FIELD_BYTES = 400  # what one compiled field weighs, about (its plan's objects)
+# full collections too, which go through every object kept (document_cache.MAX_BYTES): at most
+# some 14,000 objects, or about 100 operations of a frontend's, each with its document.
+MAX_BYTES = 2 * 2**20
+# What one compiled field weighs, about: its plan's objects, 4 to 6 of them (its leaves'
+# completions are shared by all plans, engine/fields.py); measured (tracemalloc) at 380 to 840
+# bytes for bench.load's frontend operations.
+FIELD_BYTES = 800
 MAX_VARIANTS = 32  # plans of one operation, one per combination of its conditions' values
 MAX_COERCION_ERRORS = 50  # as graphql-core's `execute`
 
@@ -227,6 +231,7 @@ class Engine:
     ) -> _Operation | None:
         known = self._documents.get(query)
         if known is None:
+            lighten(document)  # as the documents cache keeps it, if it did not
             known = self._documents[query] = _Document(query, document, costs_the_same(document))
             self._grow(known, document_weight(query, document))
         else:
