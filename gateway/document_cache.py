@@ -25,10 +25,11 @@ OBJECT_BYTES = 150
 # What the documents one schema keeps valid weigh, in all, about. Every object kept is one each
 # full collection of the garbage collector goes through, the whole process stopped meanwhile
 # (about a microsecond each): at 32 MiB, some 130,000 of them made each such pause 250 ms; at
-# 8 MiB, with the plans' bound (engine.MAX_BYTES), 160 ms under bench.load's attacks. Made
-# light, a document holds 2.5 times fewer (each token kept was 3.7 of them): 4 MiB is at most
-# some 28,000 objects, or 300 documents of a frontend's.
-MAX_BYTES = 4 * 2**20
+# 8 MiB, with the plans' bound (engine.MAX_BYTES), 160 ms under bench.load's attacks, of
+# which the documents were some 32,000 objects. Made light, a document holds 2.5 times fewer
+# (each token was 3.7 of them), but a byte holds more: 2 MiB is at most some 14,000 objects, or
+# some 200 documents of a frontend's (bench.load's weigh 8 to 13 KB).
+MAX_BYTES = 2 * 2**20
 
 
 def lighten(document: DocumentNode) -> None:
