@@ -6,7 +6,7 @@ those locations; a field written in a few characters costs hundreds of bytes. Ev
 objects is also one that each full collection of the garbage collector goes through, the whole
 process stopped meanwhile (gateway/stalls.py). So a document is made light before it is kept
 (`lighten`): what only the parser and validation read goes, what execution's errors read stays.
-It is weighed by what it then holds (`document_weight`), and a cache keeps what fits in its
+It is weighed by what it then holds, and a cache keeps what fits in its
 budget, least recently used out first: a client may send any number of distinct documents, each
 up to the token limit.
 """
@@ -32,39 +32,34 @@ OBJECT_BYTES = 150
 MAX_BYTES = 2 * 2**20
 
 
-def lighten(document: DocumentNode) -> None:
-    """Drop from `document` what nothing reads once it has been validated.
+def lighten(text: str, document: DocumentNode) -> int:
+    """Drop from `document`, parsed from `text`, what nothing reads once it has been validated;
+    give what it then weighs, about, in bytes: its text, its objects (OBJECT_BYTES each) and the
+    texts of its names and values (copies of the text's).
 
     The tokens go (each location links the ones it spans, and through them the whole source's);
     so do the locations of names and selection sets, which only validation's errors point at
     (execution's point at fields, arguments, values and variables), and a name written several
     times is one node. Nodes are frozen dataclasses: they are changed as their constructor sets
-    them, before the document is shared.
+    them, before the document is shared. A walk of every node, some 10 ms for a document at the
+    token limit: not one for the event loop. Lightening a light document changes nothing.
     """
     names: dict[str, NameNode] = {}
+    objects, texts = 0, 0
     for node in _nodes(document):
         for key in _node_keys(type(node)):
             value = getattr(node, key)
             if isinstance(value, NameNode):
                 object.__setattr__(node, key, names.setdefault(value.value, value))
+            elif isinstance(value, tuple):
+                objects += len(value) > 0
+            elif isinstance(value, str):
+                texts += len(value)
         if isinstance(node, NameNode | SelectionSetNode):
             object.__setattr__(node, "loc", None)
         elif node.loc is not None:
             node.loc.start_token = node.loc.end_token = None  # type: ignore[assignment]
-
-
-def document_weight(text: str, document: DocumentNode) -> int:
-    """The bytes `document`, parsed from `text` and made light, holds, about: its text, its
-    objects (OBJECT_BYTES each) and the texts of its names and values (copies of the text's)."""
-    objects, texts = 0, 0
-    for node in _nodes(document):
         objects += 1 + (node.loc is not None)
-        for key in _node_keys(type(node)):
-            value = getattr(node, key)
-            if isinstance(value, tuple):
-                objects += len(value) > 0
-            elif isinstance(value, str):
-                texts += len(value)
     return len(text) + objects * OBJECT_BYTES + texts
 
 
@@ -122,10 +117,11 @@ class DocumentCache:
         kept = self._documents.get(text)
         return None if kept is None else kept[0]
 
-    def keep(self, text: str, document: DocumentNode) -> None:
-        if text in self._documents:
-            return
-        lighten(document)
-        weight = document_weight(text, document)
-        if weight <= self.max_bytes:
+    def weighed(self, text: str) -> tuple[DocumentNode, int] | None:
+        """The document of `text` and what it weighs, if it is kept."""
+        return self._documents.get(text)
+
+    def keep(self, text: str, document: DocumentNode, weight: int) -> None:
+        """Keep `document`, made light, of `weight` (both by `lighten`)."""
+        if text not in self._documents and weight <= self.max_bytes:
             self._documents[text] = (document, weight)

@@ -42,7 +42,7 @@ from gateway.app import GraphQLEndpoint, create_app
 from gateway.compose import query_limits, schema_for
 from gateway.config import Settings
 from gateway.cost import estimate_cost
-from gateway.document_cache import OBJECT_BYTES, DocumentCache, document_weight, lighten
+from gateway.document_cache import OBJECT_BYTES, DocumentCache, lighten
 from gateway.engine import engine
 from gateway.engine.fields import fields_of
 from gateway.engine.plan import compile_plan
@@ -411,7 +411,7 @@ def test_parsed_documents_are_kept_within_their_bounds(
     endpoint = _endpoint(app)
     documents = _documents(app)
     assert documents.max_bytes == 8 * 2**20
-    weight = document_weight(BIG, parse(BIG))
+    weight = lighten(BIG, parse(BIG))
     count = 2 * documents.max_bytes // weight  # distinct documents worth twice the bound
     with serve_in_thread(app) as origin, httpx.Client(base_url=origin, timeout=30) as client:
         for spaces in range(count):
@@ -464,19 +464,20 @@ def test_a_document_weighs_no_more_than_its_estimate(text: str) -> None:
     gc.collect()
     tracemalloc.start()
     try:
-        document = _kept(text)
+        document, weight = _kept(text)
         gc.collect()
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert held <= document_weight(text, document) < 1.5 * held + len(text)
+    assert held <= weight < 1.5 * held + len(text)
+    assert lighten(text, document) == weight  # as light as it gets
 
 
-def _kept(text: str) -> DocumentNode:
-    """`text` parsed as the gateway parses it, and made light as its caches keep it."""
+def _kept(text: str) -> tuple[DocumentNode, int]:
+    """`text` parsed as the gateway parses it, made light as its caches keep it, and its
+    weight."""
     document = parsed(text, max_tokens=10_000)
-    lighten(document)
-    return document
+    return document, lighten(text, document)
 
 
 def test_a_parsed_document_is_freed_without_the_garbage_collector() -> None:
@@ -489,7 +490,7 @@ def test_a_parsed_document_is_freed_without_the_garbage_collector() -> None:
         document = parsed(BIG, max_tokens=10_000)
         del document
         assert gc.collect() == 0
-        document = _kept(BIG)
+        document, _ = _kept(BIG)
         del document
         assert gc.collect() == 0
     finally:
@@ -517,13 +518,14 @@ def test_a_kept_document_holds_no_token_and_few_objects() -> None:
     nothing read after parsing; now a field is its node and its location, and a name written
     a thousand times is one node."""
     text = "{ " + "categories { totalCount } " * 1000 + "}"
-    held = _reachable(_kept(text))
+    document, weight = _kept(text)
+    held = _reachable(document)
     assert not any(isinstance(item, Token) for item in held)
     assert len([item for item in held if gc.is_tracked(item)]) < 4 * 2_000 + 10
     assert sum(isinstance(item, NameNode) for item in held) == 2
     # Its weight counts what it holds.
     names = len("categories") + len("totalCount")
-    assert document_weight(text, _kept(text)) == len(text) + len(held) * OBJECT_BYTES + names
+    assert weight == len(text) + len(held) * OBJECT_BYTES + names
 
 
 def test_a_kept_document_s_errors_point_where_they_did(upstream: FakeUpstream) -> None:
@@ -555,16 +557,16 @@ def test_a_kept_document_s_errors_point_where_they_did(upstream: FakeUpstream) -
 
 def test_the_cache_lets_the_least_recently_used_go_first() -> None:
     texts = [f"{{ a{i}: __typename }}" for i in range(4)]
-    weight = document_weight(texts[0], _kept(texts[0]))
+    weight = _kept(texts[0])[1]
     cache = DocumentCache(max_bytes=3 * weight)
     for text in texts[:3]:
-        cache.keep(text, parse(text))
+        cache.keep(text, *_kept(text))
     assert cache.get(texts[0]) is not None  # used: the second is now the oldest
-    cache.keep(texts[3], parse(texts[3]))
+    cache.keep(texts[3], *_kept(texts[3]))
     assert [cache.get(text) is not None for text in texts] == [True, False, True, True]
     assert cache.size == 3 * weight
     heavy = "{ %s }" % " ".join(f"a{i}: __typename" for i in range(10))
-    cache.keep(heavy, parse(heavy))  # heavier than the whole cache: not kept
+    cache.keep(heavy, *_kept(heavy))  # heavier than the whole cache: not kept
     assert cache.get(heavy) is None
     assert len(cache) == 3
 
@@ -578,8 +580,9 @@ def test_the_documents_kept_are_few_objects_for_the_garbage_collector() -> None:
     before = len(gc.get_objects())
     for i in itertools.count():
         text = "{ " + f"a{i}: __typename " + "__typename " * 2_000 + "}"
-        cache.keep(text, parsed(text, max_tokens=10_000))
-        if cache.size + document_weight(text, cache.get(text) or _kept(text)) > cache.max_bytes:
+        document, weight = _kept(text)
+        cache.keep(text, document, weight)
+        if cache.size + weight > cache.max_bytes:
             break
     gc.collect()
     # 200,000 at the 32 MiB it was, 50,000 at 8 MiB, each token kept
@@ -592,7 +595,7 @@ def test_a_plan_is_few_objects_for_the_garbage_collector(query: str) -> None:
     several objects each, are made once for all plans."""
     schema = schema_for(Settings())
     fields = fields_of(schema)
-    document = _kept(query)
+    document, _ = _kept(query)
     [operation] = document.definitions
     assert isinstance(operation, OperationDefinitionNode)
     compile_plan(GRAPHQL, fields, document, operation, frozenset())  # its completions made
