@@ -401,16 +401,12 @@ def _documents(app: Any) -> DocumentCache:
     return schema.documents
 
 
-def test_parsed_documents_are_kept_within_their_bounds(
-    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With bounds of 8 MiB, for the test to reach them in a few documents."""
-    monkeypatch.setattr(engine, "MAX_BYTES", 8 * 2**20)
-    monkeypatch.setattr(document_cache, "MAX_BYTES", 8 * 2**20)
+def test_parsed_documents_are_kept_within_their_bounds(upstream: FakeUpstream) -> None:
+    """Their bounds (2 MiB each) reached in a few documents."""
     app = create_app(Settings(upstream=upstream.base_url, response_cache_ttl=0))
     endpoint = _endpoint(app)
     documents = _documents(app)
-    assert documents.max_bytes == 8 * 2**20
+    assert documents.max_bytes == document_cache.MAX_BYTES
     weight = lighten(BIG, parse(BIG))
     count = 2 * documents.max_bytes // weight  # distinct documents worth twice the bound
     with serve_in_thread(app) as origin, httpx.Client(base_url=origin, timeout=30) as client:
@@ -604,4 +600,4 @@ def test_a_plan_is_few_objects_for_the_garbage_collector(query: str) -> None:
     plan = compile_plan(GRAPHQL, fields, document, operation, frozenset())
     gc.collect()
     assert plan is not None
-    assert len(gc.get_objects()) - before <= 7 * plan.size  # 9 to 12 a field, each its own
+    assert len(gc.get_objects()) - before <= 7 * plan.fields  # 9 to 12 a field, each its own

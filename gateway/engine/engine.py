@@ -53,12 +53,16 @@ from gateway.schema.context import Context
 
 # What the documents and their plans weigh, in all, about; bounded for the garbage collector's
 # full collections too, which go through every object kept (document_cache.MAX_BYTES): at most
-# some 14,000 objects, or about 100 operations of a frontend's, each with its document.
+# some 14,000 objects, or about 130 operations of a frontend's, each with its document (11 to
+# 20 KB for bench.load's).
 MAX_BYTES = 2 * 2**20
-# What one compiled field weighs, about: its plan's objects, 4 to 6 of them (its leaves'
-# completions are shared by all plans, engine/fields.py); measured (tracemalloc) at 380 to 840
-# bytes for bench.load's frontend operations.
-FIELD_BYTES = 800
+# What a plan weighs, about: each field compiled (a leaf: itself and its nodes' tuple; the
+# completions of leaves are shared by all plans, engine/fields.py), each selection (its objects,
+# and its field's), the plan. Measured (tracemalloc): 2.5 to 6 KB for bench.load's frontend
+# operations, 517 KB for 2,100 fields in 151 selections; this is 5 to 80% more.
+FIELD_BYTES = 250
+SELECTION_BYTES = 800
+PLAN_BYTES = 300
 MAX_VARIANTS = 32  # plans of one operation, one per combination of its conditions' values
 MAX_COERCION_ERRORS = 50  # as graphql-core's `execute`
 
@@ -295,7 +299,8 @@ class Engine:
         document, node = operation.owner.document, operation.node
         plan = compile_plan(self._schema, self._fields, document, node, excluded)
         if plan is not None:
-            self._grow(operation.owner, plan.size * FIELD_BYTES)
+            size = plan.fields * FIELD_BYTES + plan.selections * SELECTION_BYTES + PLAN_BYTES
+            self._grow(operation.owner, size)
         return plan
 
 

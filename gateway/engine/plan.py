@@ -142,7 +142,8 @@ class Edges:
 @dataclass(frozen=True, slots=True, eq=False)
 class Plan:
     root: Selection
-    size: int  # fields compiled, all selections together: what the plan weighs in memory
+    fields: int  # compiled, all selections together
+    selections: int  # compiled: with `fields`, what the plan weighs in memory
 
 
 class NotCovered(Exception):
@@ -200,7 +201,7 @@ def compile_plan(
         root = compiler.selection(schema.query_type, [operation.selection_set])
     except NotCovered:
         return None
-    return Plan(root, compiler.size)
+    return Plan(root, compiler.compiled, compiler.selections)
 
 
 def _fragments(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
@@ -223,7 +224,8 @@ class _Compiler:
         self.fields = fields
         self.fragments = fragments
         self.excluded = excluded
-        self.size = 0
+        self.compiled = 0  # fields
+        self.selections = 0
 
     # -- collecting fields, as graphql-core does --------------------------------------------
 
@@ -283,7 +285,8 @@ class _Compiler:
         leaves: list[Leaf] = []
         loaded: list[Loaded] = []
         collected = self.collect(type_, selection_sets)
-        self.size += len(collected)
+        self.compiled += len(collected)
+        self.selections += 1
         for key, nodes in collected.items():
             name = nodes[0].name.value
             if name == "__typename":
