@@ -6,9 +6,8 @@ those locations; a field written in a few characters costs hundreds of bytes. Ev
 objects is also one that each full collection of the garbage collector goes through, the whole
 process stopped meanwhile (gateway/stalls.py). So a document is made light before it is kept
 (`lighten`): what only the parser and validation read goes, what execution's errors read stays.
-It is weighed by what it then holds, and a cache keeps what fits in its
-budget, least recently used out first: a client may send any number of distinct documents, each
-up to the token limit.
+It is weighed by what it then holds, and a cache keeps what fits in its budget, least recently
+used out first: a client may send any number of distinct documents, each up to the token limit.
 """
 
 from __future__ import annotations
