@@ -11,10 +11,11 @@ A document not seen before is read first (reading.py: parsed and measured, a lon
 process of its own), and refused if that says so; parsing it again and validating it run off
 the event loop, within the request's time: a document at the token limit takes tens of
 milliseconds to parse, and validation's work is bounded too (`FIELD_MERGING_BUDGET`). A document
-that passed is kept (document_cache.py), by its text, so that the next time it comes it needs
-none of that; one refused is not kept, and is refused again whenever it comes. The cost
-(cost.py) depends on the variables, so it is estimated after validation, just before execution
-(what one HTTP request may take, its body and its time, is request_limits.py's).
+that passed is made light (off the event loop too) and kept (document_cache.py), by its text, so
+that the next time it comes it needs none of that; one refused is not kept, and is refused again
+whenever it comes. The cost (cost.py) depends on the variables, so it is estimated after
+validation, just before execution (what one HTTP request may take, its body and its time, is
+request_limits.py's).
 `document_errors` holds a document to all the document limits at once, whatever its variables:
 `gateway documents check`.
 """
@@ -42,7 +43,7 @@ from strawberry.extensions import (
 )
 
 from gateway.cost import Costs, largest_cost, too_costly
-from gateway.document_cache import DocumentCache
+from gateway.document_cache import DocumentCache, lighten
 from gateway.errors import (
     IntrospectionDisabled,
     OperationNameRequired,
@@ -160,7 +161,8 @@ class _Checked(SchemaExtension):
                 raise reading.refusal.error(query)
             document = await off_the_loop(parsed, query, self.limits.max_tokens)
             if reading.valid:  # validated as it was read, in the documents' process
-                self.documents.keep(query, document)
+                weight = await off_the_loop(lighten, query, document)
+                self.documents.keep(query, document, weight)
                 self.known = True
         context.graphql_document = document
         # Strawberry would run the first; refused where Strawberry refuses an unknown name.
@@ -175,9 +177,11 @@ class _Checked(SchemaExtension):
             assert context.query is not None and context.graphql_document is not None
             schema = graphql_schema(context.schema)
             rules = context.validation_rules
-            errors = await off_the_loop(validated, schema, context.graphql_document, rules)
+            document = context.graphql_document
+            errors = await off_the_loop(validated, schema, document, rules)
             if not errors:
-                self.documents.keep(context.query, context.graphql_document)
+                weight = await off_the_loop(lighten, context.query, document)
+                self.documents.keep(context.query, document, weight)
         context.pre_execution_errors = errors  # Strawberry validates no more
         yield
 

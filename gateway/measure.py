@@ -59,11 +59,12 @@ def parsed(text: str, max_tokens: int) -> DocumentNode:
 def _unlink_backwards(document: DocumentNode) -> None:
     """Drop each token's link to the one before it, which nothing reads once parsed.
 
-    graphql-core links a document's tokens both ways, a cycle per document: one dropped from
-    the caches would wait for a full collection of the garbage collector, which scans every
+    graphql-core links a document's tokens both ways, a cycle per document: one dropped by a
+    request would wait for a full collection of the garbage collector, which scans every
     object the process keeps (a pause of hundreds of milliseconds with the caches full), and
     one frozen out of the collector's sight (gateway/stalls.py) would never be freed. Linked
-    forwards only, a document is freed as soon as nothing holds it.
+    forwards only, a document is freed as soon as nothing holds it. (One kept holds no token at
+    all: gateway/document_cache.py.)
     """
     token = None if document.loc is None else document.loc.start_token
     while token is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import hashlib
 import inspect
 import threading
@@ -576,6 +577,19 @@ async def test_memory_store_drops_what_is_past_its_time_within_its_bound() -> No
     await store.set("newer", b"x" * 100, 10)
     assert len(store) == 2 and await store.get("new") is not None
     assert store.size == (len("new") + 100 + 200) + (len("newer") + 100 + 200)
+
+
+async def test_memory_store_keeps_an_answer_as_one_object_for_the_garbage_collector() -> None:
+    """Each full collection goes through every object kept: an answer is its place in the
+    store's order only, its entry (bytes and numbers) out of the collector's sight."""
+    store = MemoryStore(2**20)
+    keys = [f"k{i}" for i in range(1_000)]
+    gc.collect()
+    before = len(gc.get_objects())
+    for key in keys:
+        await store.set(key, key.encode(), 60)
+    gc.collect()
+    assert len(gc.get_objects()) - before <= len(keys) + 10
 
 
 async def test_keys_follow_the_document_not_its_layout() -> None:

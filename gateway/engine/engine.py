@@ -6,12 +6,13 @@ would execute the operation, the engine answers it if its plan covers it; otherw
 graphql-core runs it, as it did before the engine. `gateway_execution_total{path}` counts which.
 
 Plans are kept by document text and operation name, with one plan per combination of the
-values of the operation's `@skip`/`@include` conditions, up to about `MAX_BYTES` for all, the
-parsed documents weighed as gateway/document_cache.py weighs them (documents least recently
-used out first: any client may send new ones). A document is kept only once Strawberry has
-validated it under the query limits; the next time it comes, `execute_known` answers it without
-Strawberry's pipeline, checking only what depends on the request: the variables, and the cost
-limit (by the variables, unless none can change the estimate: then it is made once).
+values of the operation's `@skip`/`@include` conditions, up to about `MAX_BYTES` for all,
+documents least recently used out first (any client may send new ones). The documents are those
+the schema's documents cache keeps, made light and weighed (gateway/document_cache.py): a
+document is kept only once Strawberry has validated it under the query limits; the next time it
+comes, `execute_known` answers it without Strawberry's pipeline, checking only what depends on
+the request: the variables, and the cost limit (by the variables, unless none can change the
+estimate: then it is made once).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from strawberry.types import ExecutionContext
 
 from gateway import metrics
 from gateway.cost import Costs, Spending, costs_the_same
-from gateway.document_cache import document_weight
+from gateway.document_cache import DocumentCache, lighten
 from gateway.engine.fields import Fields, fields_of
 from gateway.engine.plan import Conditional, Plan, compile_plan, conditions, included
 from gateway.engine.run import run
@@ -47,12 +48,21 @@ from gateway.errors import (
     reported_as,
 )
 from gateway.internals import graphql_schema
+from gateway.schema import GatewaySchema
 from gateway.schema.context import Context
 
 # What the documents and their plans weigh, in all, about; bounded for the garbage collector's
-# full collections too, which go through every object kept (document_cache.MAX_BYTES).
-MAX_BYTES = 4 * 2**20
-FIELD_BYTES = 400  # what one compiled field weighs, about (its plan's objects)
+# full collections too, which go through every object kept (document_cache.MAX_BYTES): at most
+# some 14,000 objects, or about 130 operations of a frontend's, each with its document (11 to
+# 20 KB for bench.load's).
+MAX_BYTES = 2 * 2**20
+# What a plan weighs, about: each field compiled (a leaf: itself and its nodes' tuple; the
+# completions of leaves are shared by all plans, engine/fields.py), each selection (its objects,
+# and its field's), the plan. Measured (tracemalloc): 2.5 to 6 KB for bench.load's frontend
+# operations, 517 KB for 2,100 fields in 151 selections; this is 5 to 80% more.
+FIELD_BYTES = 250
+SELECTION_BYTES = 800
+PLAN_BYTES = 300
 MAX_VARIANTS = 32  # plans of one operation, one per combination of its conditions' values
 MAX_COERCION_ERRORS = 50  # as graphql-core's `execute`
 
@@ -93,6 +103,7 @@ class Engine:
         self._served: Schema | None = None
         self._schema: GraphQLSchema | None = None
         self._fields: Fields | None = None
+        self._kept: DocumentCache | None = None  # the schema's, whose documents it plans
         self._documents: OrderedDict[str, _Document] = OrderedDict()
         self._size = 0
 
@@ -111,7 +122,9 @@ class Engine:
     def bind(self, schema: Schema) -> None:
         """Serve `schema`: one engine serves one schema."""
         if self._served is None:
+            assert isinstance(schema, GatewaySchema)  # its documents kept light, and weighed
             self._served = schema
+            self._kept = schema.documents
             self._schema = graphql_schema(schema)
             self._fields = fields_of(schema)
 
@@ -227,10 +240,16 @@ class Engine:
     ) -> _Operation | None:
         known = self._documents.get(query)
         if known is None:
+            assert self._kept is not None
+            weighed = self._kept.weighed(query)
+            if weighed is None:  # gone from the documents cache since: made light here
+                weighed = (document, lighten(query, document))
+            document, size = weighed
             known = self._documents[query] = _Document(query, document, costs_the_same(document))
-            self._grow(known, document_weight(query, document))
+            self._grow(known, size)
         else:
             self._documents.move_to_end(query)
+            document = known.document
         operation = known.operations.get(operation_name)
         if operation is not None:
             return operation
@@ -280,7 +299,8 @@ class Engine:
         document, node = operation.owner.document, operation.node
         plan = compile_plan(self._schema, self._fields, document, node, excluded)
         if plan is not None:
-            self._grow(operation.owner, plan.size * FIELD_BYTES)
+            size = plan.fields * FIELD_BYTES + plan.selections * SELECTION_BYTES + PLAN_BYTES
+            self._grow(operation.owner, size)
         return plan
 
 

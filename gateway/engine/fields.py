@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
 from operator import attrgetter
@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from strawberry import Schema
 from strawberry.types.base import StrawberryObjectDefinition, get_object_definition
 
+from gateway.engine.leaves import Completion
 from gateway.loaders.loaders import Loader, Loaders
 from gateway.loaders.records import PackageFilter
 from gateway.schema import inputs, types
@@ -64,6 +65,10 @@ class Fields:
 
     leaves: dict[tuple[str, str], Read]
     batched: dict[tuple[str, str], Batched]
+    # How each leaf completes, by "Parent.name", made as plans first need it: shared by all
+    # the plans, its closures are objects the garbage collector goes through once, not once a
+    # plan (engine/plan.py).
+    completions: dict[str, Completion | None] = field(default_factory=dict)
 
 
 def fields_of(schema: Schema) -> Fields:
@@ -72,10 +77,10 @@ def fields_of(schema: Schema) -> Fields:
     for type_name in ("Category", "Grid", "Package", "SearchResult"):
         definition = schema.get_type_by_name(type_name)
         assert isinstance(definition, StrawberryObjectDefinition)
-        for field in definition.fields:
-            if field.base_resolver is None and not field.arguments and not field.extensions:
-                name = schema.config.name_converter.get_graphql_name(field)
-                leaves[type_name, name] = attrgetter(field.python_name)
+        for plain in definition.fields:
+            if plain.base_resolver is None and not plain.arguments and not plain.extensions:
+                name = schema.config.name_converter.get_graphql_name(plain)
+                leaves[type_name, name] = attrgetter(plain.python_name)
     convert = _Inputs(schema)
     return Fields(leaves, _batched(convert))
 

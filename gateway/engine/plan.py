@@ -12,6 +12,7 @@ than `@skip` and `@include`, or a type it leaves to graphql-core.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -46,7 +47,7 @@ from graphql import (
 from graphql.execution import VariableValues
 
 from gateway.engine.fields import Batched, Fields, Read, Shape
-from gateway.engine.leaves import Complete, completion
+from gateway.engine.leaves import Complete, Completion, completion
 
 _CONDITIONS = frozenset({GraphQLSkipDirective.name, GraphQLIncludeDirective.name})
 _CONNECTION_PARTS = frozenset({"edges", "nodes", "pageInfo", "totalCount", "__typename"})
@@ -141,7 +142,8 @@ class Edges:
 @dataclass(frozen=True, slots=True, eq=False)
 class Plan:
     root: Selection
-    size: int  # fields compiled, all selections together: what the plan weighs in memory
+    fields: int  # compiled, all selections together
+    selections: int  # compiled: with `fields`, what the plan weighs in memory
 
 
 class NotCovered(Exception):
@@ -199,7 +201,7 @@ def compile_plan(
         root = compiler.selection(schema.query_type, [operation.selection_set])
     except NotCovered:
         return None
-    return Plan(root, compiler.size)
+    return Plan(root, compiler.compiled, compiler.selections)
 
 
 def _fragments(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
@@ -222,7 +224,8 @@ class _Compiler:
         self.fields = fields
         self.fragments = fragments
         self.excluded = excluded
-        self.size = 0
+        self.compiled = 0  # fields
+        self.selections = 0
 
     # -- collecting fields, as graphql-core does --------------------------------------------
 
@@ -282,7 +285,8 @@ class _Compiler:
         leaves: list[Leaf] = []
         loaded: list[Loaded] = []
         collected = self.collect(type_, selection_sets)
-        self.size += len(collected)
+        self.compiled += len(collected)
+        self.selections += 1
         for key, nodes in collected.items():
             name = nodes[0].name.value
             if name == "__typename":
@@ -295,7 +299,7 @@ class _Compiler:
             where = f"{type_.name}.{name}"
             read = self.fields.leaves.get((type_.name, name))
             if read is not None:
-                completes = completion(definition.type, where)
+                completes = self._completion(definition, where)
                 if completes is None or definition.args:
                     raise NotCovered
                 nullable = not isinstance(definition.type, GraphQLNonNull)
@@ -321,7 +325,7 @@ class _Compiler:
         common = (key, where, tuple(nodes), definition, batched, nullable)
         arguments, variables = _arguments(definition, nodes[0])
         if shape is Shape.COUNT:
-            count = completion(definition.type, where)
+            count = self._completion(definition, where)
             if count is None:
                 raise NotCovered
             return Loaded(
@@ -346,6 +350,13 @@ class _Compiler:
             arguments=arguments,
             variables=variables,
         )
+
+    def _completion(self, definition: GraphQLField, where: str) -> Completion | None:
+        """How the leaf `where` ("Parent.name") completes: made once for all plans."""
+        known = self.fields.completions
+        if where not in known:
+            known[where] = completion(definition.type, where)
+        return known[where]
 
     def _by_type(self, named: Any, nodes: list[FieldNode]) -> dict[str, Selection]:
         """The sub-selection of `nodes` for each object type a value of `named` may be."""
@@ -423,7 +434,9 @@ def _only(selections: dict[str, Selection]) -> Selection:
     return selection
 
 
+@functools.cache
 def _constant(value: str) -> Read:
+    """What reads `__typename` of a type named `value`: one for all plans (see _completion)."""
     return lambda record: value
 
 
