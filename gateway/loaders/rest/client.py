@@ -100,6 +100,7 @@ class Upstream:
             await asyncio.sleep(delay)
 
     async def _attempt(self, path: str, params: Mapping[str, str | int] | None) -> bytes | None:
+        failure: UpstreamError | None = None
         await self._slots.acquire()
         try:
             probe = self.breaker.admit()
@@ -110,7 +111,7 @@ class Upstream:
                     call.status = status
             except (httpx.HTTPError, TimeoutError) as exc:
                 self.breaker.record(ok=False)
-                raise _failure(path, exc) from exc
+                failure = _failure(path, exc)
             except UpstreamError:
                 self.breaker.record(ok=True)  # it answered, with a body too large to read
                 raise
@@ -119,6 +120,11 @@ class Upstream:
                 raise
         finally:
             self._slots.release()
+        if failure is not None:
+            # Raised out of the `except` block, so not chained to what it stands for (its
+            # detail names it): a timeout's traceback holds the timeout, which holds this task,
+            # and a failed task holds its error: a cycle of them.
+            raise failure
         self.breaker.record(ok=status < 500 and status != 429)
         if status == 200:
             return body
