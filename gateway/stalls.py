@@ -21,7 +21,7 @@ turnover, some 50,000 to 100,000 objects under bench.load's attacks, 74 ms of CP
 mostly find nothing to free (17 of 22 in a 5,000-request run, the others 39 to 1,734 objects).
 While requests left cycles (failed upstream budgets' tracebacks, cancelled tasks, httpx
 responses, evicted plans), each freed 15,000 to 60,000 objects, 140 ms each, and a renewal
-brought every frozen object back in sight for one full collection of them all: 250 ms.
+brought every frozen object back in sight for one full collection of them all: 160-265 ms.
 """
 
 from __future__ import annotations
