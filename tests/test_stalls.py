@@ -1,6 +1,7 @@
 """gateway/stalls.py: what lives at a snapshot renewal is frozen out of the collector's sight
-after a collection of the young generations only, and a frozen object that dies is still freed
-at once, unless it is in a reference cycle (which no request leaves: tests/test_cycles.py)."""
+after a collection of what is in sight (not of the frozen objects), and a frozen object that dies
+is still freed at once, unless it is in a reference cycle (which no request leaves:
+tests/test_cycles.py)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ class _Acyclic:
     pass
 
 
-def test_freeze_young_frees_the_young_cycles_and_freezes_what_lives() -> None:
+def test_a_renewal_frees_the_cycles_in_sight_and_freezes_what_lives() -> None:
     try:
-        gc.collect()
-        died = weakref.ref(_Cycle())  # garbage already, in the young generations
-        alive, acyclic = _Cycle(), _Acyclic()
-        stalls.freeze_young()
-        assert died() is None  # collected before the freeze
+        dying, alive, acyclic = _Cycle(), _Cycle(), _Acyclic()
+        gc.collect()  # all three in the oldest generation, as what lived a while is
+        died = weakref.ref(dying)
+        del dying  # a cycle dead there: no collection of the young generations would see it
+        stalls.freeze_what_lives()
+        assert died() is None  # collected, not frozen
         assert not any(seen is alive for seen in gc.get_objects())  # out of sight
         freed = weakref.ref(acyclic)
         del acyclic

@@ -47,7 +47,7 @@ async def keep_catalogue_warm(
             logger.exception("could not refresh the catalogue snapshot")
         else:
             # The new snapshot lives as long as the old one did: out of the collector's sight.
-            stalls.freeze_young()
+            stalls.freeze_what_lives()
             # The snapshot replaced is freed (a peak: two were held): give its memory back.
             await give_back()
             # A snapshot made from another process's bodies (`--cache`) is fresh for less.
