@@ -18,13 +18,13 @@ is in a reference cycle: no request leaves one (tests/test_cycles.py: not its fr
 plans or upstream responses), a catalogue snapshot and a parsed document are in none
 (measure.py). The full collections, the renewal's too, then scan only what came in since the
 last renewal (the caches' turnover, some 50,000 to 100,000 objects under bench.load's attacks,
-74 ms of CPU each) and mostly find nothing to free (24 of 30 in a 5,000-request run, the others
-730 to 5,400 objects: graphql-core's validation visitors, mostly freed younger). While requests
-left cycles (failed upstream budgets' tracebacks, cancelled tasks, httpx responses, evicted
-plans), each freed 15,000 to 60,000 objects, 140 ms each, and a renewal brought every frozen
-object back in sight for one full collection of them all: 160-265 ms. A collection of the young
-generations alone before the freeze would pause for a few milliseconds, but freeze the garbage
-of the oldest for good (its finalizers never run).
+70 ms of CPU each, the renewal's 71 and 87) and find next to nothing to free (29 of 31 nothing
+in a 5,000-request run; the other two, just after start-up, 2,730 and 4,977 objects). While
+requests left cycles (failed upstream budgets' tracebacks, cancelled tasks, httpx responses,
+evicted plans), each freed 15,000 to 60,000 objects, 140 ms each, and a renewal brought every
+frozen object back in sight for one full collection of them all: 160-265 ms. A collection of
+the young generations alone before the freeze would pause for a few milliseconds, but freeze
+the garbage of the oldest for good (its finalizers never run).
 """
 
 from __future__ import annotations
