@@ -84,6 +84,7 @@ from gateway.response_cache import (
 from gateway.schema import GatewaySchema
 from gateway.schema.context import Context
 from gateway.shared_cache import SharedCache, SharedStore
+from gateway.tasks import taken
 from gateway.trusted_documents import TrustedDocuments, reloaded_on_sighup
 
 # What `/graphql` answers (HEAD as the GET: gateway/head.py), for a 405's `Allow` (RFC 9110).
@@ -331,7 +332,11 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
-        """Each operation of a request Strawberry's view answers (a batch's)."""
+        """Each operation of a request Strawberry's view answers (a batch's, each in a task of
+        its own: cancelled with the request, the task is let go of its cancellation)."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(taken)
 
         async def strawberry(data: GraphQLRequestData) -> ExecutionResult:
             return await GraphQL.execute_single(

@@ -130,6 +130,8 @@ def costs_the_same(document: DocumentNode) -> bool:
     variables: no argument the estimate reads (`first`, `last`, `ids`) takes a variable."""
     sized_by_variable = _SizedByVariable()
     visit(document, sized_by_variable)
+    # graphql-core's `Visitor` keeps its own bound methods, by kind: a cycle, unless let go.
+    sized_by_variable.enter_leave_map.clear()
     return not sized_by_variable.found
 
 

@@ -76,6 +76,8 @@ async def out_of_process(
     try:
         result: T = await waiting
     except Unavailable:
+        # Its failure's traceback holds this frame: holding no future, the frame makes no cycle.
+        del waiting
         return await off_the_loop(here or function, *args)
     return result
 

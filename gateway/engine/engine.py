@@ -276,6 +276,7 @@ class Engine:
         while self._size > MAX_BYTES and len(self._documents) > 1:
             _, oldest = self._documents.popitem(last=False)
             self._size -= oldest.size
+            oldest.operations.clear()  # each names it its `owner`: no cycle left to collect
 
     def _plan(self, operation: _Operation, variables: VariableValues) -> Plan | None:
         if not operation.conditions:

@@ -155,25 +155,30 @@ def conditions(
 ) -> tuple[Conditional, ...]:
     """The selections of the operation (its fragments included) that `@skip` or `@include`
     decide, in a fixed order: their values pick one of the operation's plans."""
-    fragments = _fragments(document)
     found: list[Conditional] = []
-    seen: set[str] = set()
-
-    def visit(selection_set: SelectionSetNode) -> None:
-        for selection in selection_set.selections:
-            assert isinstance(selection, Conditional)
-            if any(d.name.value in _CONDITIONS for d in selection.directives or ()):
-                found.append(selection)
-            if isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                if name not in seen and name in fragments:
-                    seen.add(name)
-                    visit(fragments[name].selection_set)
-            elif selection.selection_set is not None:
-                visit(selection.selection_set)
-
-    visit(operation.selection_set)
+    _conditioned(operation.selection_set, _fragments(document), set(), found)
     return tuple(found)
+
+
+def _conditioned(
+    selection_set: SelectionSetNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    seen: set[str],
+    found: list[Conditional],
+) -> None:
+    """Add to `found` the selections under `selection_set` that `@skip` or `@include` decide.
+    (A function of the module's: nested, calling itself, it would be a cycle to collect.)"""
+    for selection in selection_set.selections:
+        assert isinstance(selection, Conditional)
+        if any(d.name.value in _CONDITIONS for d in selection.directives or ()):
+            found.append(selection)
+        if isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            if name not in seen and name in fragments:
+                seen.add(name)
+                _conditioned(fragments[name].selection_set, fragments, seen, found)
+        elif selection.selection_set is not None:
+            _conditioned(selection.selection_set, fragments, seen, found)
 
 
 def included(selection: Conditional, variables: VariableValues) -> bool:

@@ -39,6 +39,7 @@ from gateway.loaders.loaders import Loaders
 from gateway.loaders.records import Page
 from gateway.schema.pagination import Paged, cursor_of, travel
 from gateway.schema.types import NODE_TYPE_NAMES
+from gateway.tasks import taken
 
 # A place in the response: (record, object, container, key, nullable, parent place). The
 # record and the object are None for a place that holds no object of a selection (a list, a
@@ -510,14 +511,9 @@ def _abandon(batches: list[_Batch]) -> None:
         for answers in batch.answer_lists():
             for answer in answers:
                 if isinstance(answer, asyncio.Future):
-                    answer.add_done_callback(_taken)
+                    answer.add_done_callback(taken)
                     if isinstance(answer, asyncio.Task):
                         answer.cancel()
-
-
-def _taken(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def _page_info(name: str, type_name: str, page: Page[Any], paging: Paged) -> Any:

@@ -33,6 +33,7 @@ from typing import Any, TypeAlias, TypeVar, cast
 from cachetools import LRUCache
 
 from gateway.errors import UpstreamError
+from gateway.tasks import taken
 
 T = TypeVar("T")
 
@@ -207,8 +208,7 @@ class ResourceCache:
         """Forget a finished flight; its failure was raised to whoever still waited."""
         if key in self._flights and self._flights[key].task is flight:
             del self._flights[key]
-        if not flight.cancelled():
-            flight.exception()  # retrieved: no "exception was never retrieved" when all left
+        taken(flight)  # no "exception was never retrieved" when all left, no cycle if cancelled
 
     def _lookup(self, key: str, max_age: float) -> _Entry | None:
         entry = self._entries.get(key)

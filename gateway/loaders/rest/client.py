@@ -30,6 +30,9 @@ MAX_BODY_BYTES = 50 * 2**20
 READY_RECENT = 2.0
 READY_TIMEOUT = 2.0
 
+# What an upstream response streams once read and closed: nothing.
+_CLOSED = httpx.ByteStream(b"")
+
 
 def retry_after(value: str | None) -> float | None:
     """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date), if readable."""
@@ -100,6 +103,7 @@ class Upstream:
             await asyncio.sleep(delay)
 
     async def _attempt(self, path: str, params: Mapping[str, str | int] | None) -> bytes | None:
+        failure: UpstreamError | None = None
         await self._slots.acquire()
         try:
             probe = self.breaker.admit()
@@ -110,7 +114,7 @@ class Upstream:
                     call.status = status
             except (httpx.HTTPError, TimeoutError) as exc:
                 self.breaker.record(ok=False)
-                raise _failure(path, exc) from exc
+                failure = _failure(path, exc)
             except UpstreamError:
                 self.breaker.record(ok=True)  # it answered, with a body too large to read
                 raise
@@ -119,6 +123,11 @@ class Upstream:
                 raise
         finally:
             self._slots.release()
+        if failure is not None:
+            # Raised out of the `except` block, so not chained to what it stands for (its
+            # detail names it): a timeout's traceback holds the timeout, which holds this task,
+            # and a failed task holds its error: a cycle of them.
+            raise failure
         self.breaker.record(ok=status < 500 and status != 429)
         if status == 200:
             return body
@@ -136,7 +145,9 @@ class Upstream:
         """Send the GET and read the body, giving up as soon as it is too large."""
         # The request's id (and trace) go along: the upstream's logs can be matched to ours.
         headers = observe.outgoing_headers()
-        async with self.client.stream("GET", path, params=params, headers=headers) as response:
+        request = self.client.build_request("GET", path, params=params, headers=headers)
+        response = await self.client.send(request, stream=True)
+        try:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body:
                 raise self._too_large(path)
@@ -146,6 +157,11 @@ class Upstream:
                 if len(body) > self.max_body:
                     raise self._too_large(path)
             return response.status_code, response.headers, bytes(body)
+        finally:
+            await response.aclose()
+            # httpx binds the response's stream to the response: a reference cycle per GET,
+            # left to the garbage collector unless the closed stream is let go of.
+            response.stream = _CLOSED
 
     def _too_large(self, path: str) -> UpstreamError:
         return UpstreamError(

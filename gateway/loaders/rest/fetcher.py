@@ -31,6 +31,7 @@ from gateway.loaders.rest.wire import (
     decode,
     snapshot_of,
 )
+from gateway.tasks import taken
 
 # The upstream has no maximum page size: one request with this limit reads a whole list.
 WHOLE_LIST = 100_000
@@ -154,9 +155,14 @@ class Fetcher:
             if self.closed:
                 raise asyncio.CancelledError("the request is over")
             future = asyncio.ensure_future(fetch())
-            future.add_done_callback(_retrieve)
+            future.add_done_callback(taken)
             self._in_flight[key] = future
-        result: T = await asyncio.shield(future)
+        try:
+            result: T = await asyncio.shield(future)
+        finally:
+            # A failure raised from here keeps this frame in its traceback, and the task keeps
+            # the failure: holding no task, the frame makes no cycle of them.
+            del future
         return result
 
     async def _get(self, key: str, fetch: Fetch[T]) -> T:
@@ -188,15 +194,19 @@ class Fetcher:
                 async with asyncio.timeout_at(self.deadline):
                     value, stale = await self.cache.get(key, fetch, starting=starting)
             except TimeoutError:
-                raise UpstreamError(
-                    "The upstream API timed out", f"GET {key}: the request's time ran out"
-                ) from None
+                pass
             except UpstreamError:
                 metrics.cache_lookup(layer, hit=False)
                 raise
-            metrics.cache_lookup(layer, hit=not fetched)
-            self.stale = self.stale or stale
-            return value
+            else:
+                metrics.cache_lookup(layer, hit=not fetched)
+                self.stale = self.stale or stale
+                return value
+            # Raised out of the `except` block, so not chained to the `TimeoutError`: its
+            # traceback holds the timeout, which holds this task, which would hold this error.
+            raise UpstreamError(
+                "The upstream API timed out", f"GET {key}: the request's time ran out"
+            )
 
         return await self._once(key, cached)
 
@@ -296,12 +306,6 @@ def _detail_path(resource: str, key: str) -> str | None:
     if key in ("", ".", ".."):
         return None
     return f"{resource}{key if _UNQUOTED(key) else quote(key, safe='')}/"
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a shared fetch's failure as seen: its callers may all have given up already."""
-    if not future.cancelled():
-        future.exception()
 
 
 async def _all_pages(

@@ -46,8 +46,8 @@ async def keep_catalogue_warm(
         except Exception:  # a bug must not end the refreshing for the process's lifetime
             logger.exception("could not refresh the catalogue snapshot")
         else:
-            # The old snapshot is gone: a full collection frees what died frozen (stalls.py).
-            stalls.collect_all()
+            # The new snapshot lives as long as the old one did: out of the collector's sight.
+            stalls.freeze_what_lives()
             # The snapshot replaced is freed (a peak: two were held): give its memory back.
             await give_back()
             # A snapshot made from another process's bodies (`--cache`) is fresh for less.
