@@ -10,7 +10,7 @@ import dataclasses
 import json
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -276,7 +276,7 @@ def page(ids: list[int], limit: int, records: dict[int, Any]) -> tuple[list[Any]
     return [records[id] for id in ids[:limit]], len(ids)
 
 
-def pages_of(pages: list[Page[Any]]) -> list[tuple[list[Any], int]]:
+def pages_of(pages: list[Page[Any]]) -> list[tuple[Sequence[Any], int]]:
     return [(page.items, page.total) for page in pages]
 
 

@@ -14,6 +14,7 @@ field in `gateway/schema/types.py`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Generic, Literal, NamedTuple, TypeVar, overload
@@ -210,11 +211,14 @@ class Page(msgspec.Struct, Generic[R], frozen=True, gc=False):
     """One slice of a list: its records with their keys, the size of the whole list, and
     where the slice's cursors fall in it: `lower` records come at or before `after`, and
     `upper` strictly before `before` (the records between them are positions `lower` to
-    `upper`, counted from 0), from which the connection tells whether more pages exist."""
+    `upper`, counted from 0), from which the connection tells whether more pages exist.
 
-    items: list[R]
+    A page the REST snapshot keeps holds tuples: of untracked records and keys, they leave
+    the collector's sight at its passes, as lists never do."""
+
+    items: Sequence[R]
     total: int
-    keys: list[Key] = msgspec.field(default_factory=list)
+    keys: Sequence[Key] = ()
     lower: int = 0
     upper: int = 0
 
