@@ -61,6 +61,5 @@ def test_once_the_frozen_objects_grew_a_renewal_frees_the_cycles_that_died_froze
         monkeypatch.setattr(stalls, "FROZEN_GROWTH", 0.0)  # grown past the share: any growth
         stalls.freeze_what_lives()
         assert died_frozen() is None  # brought back in sight and collected
-        assert gc.get_freeze_count() == stalls._frozen_after_all
     finally:
         gc.unfreeze()
