@@ -58,7 +58,9 @@ def test_once_the_frozen_objects_grew_a_renewal_frees_the_cycles_that_died_froze
         del in_flight
         stalls.freeze_what_lives()
         assert died_frozen() is not None  # the frozen objects did not grow enough: still kept
-        monkeypatch.setattr(stalls, "FROZEN_GROWTH", 0.0)  # grown past the share: any growth
+        monkeypatch.setattr(stalls, "FROZEN_GROWTH", 0.25)
+        # as if the last collection of them all had left half as many: grown past the share
+        monkeypatch.setattr(stalls, "_frozen_after_all", gc.get_freeze_count() // 2)
         stalls.freeze_what_lives()
         assert died_frozen() is None  # brought back in sight and collected
     finally:
