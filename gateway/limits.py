@@ -161,14 +161,18 @@ class _Checked(SchemaExtension):
                 raise reading.refusal.error(query)
             document = await off_the_loop(parsed, query, self.limits.max_tokens)
             if reading.valid:  # validated as it was read, in the documents' process
-                weight = await off_the_loop(lighten, query, document)
-                self.documents.keep(query, document, weight)
+                await self._keep(query, document)
                 self.known = True
         context.graphql_document = document
         # Strawberry would run the first; refused where Strawberry refuses an unknown name.
         if provided_operation_name(context) is None and _operations(document) > 1:
             raise OperationNameRequired
         yield
+
+    async def _keep(self, query: str, document: DocumentNode) -> None:
+        """Keep a valid `document`, made light and weighed off the event loop."""
+        weight = await off_the_loop(lighten, query, document)
+        self.documents.keep(query, document, weight)
 
     async def on_validate(self) -> AsyncIterator[None]:
         context = self.execution_context
@@ -180,8 +184,7 @@ class _Checked(SchemaExtension):
             document = context.graphql_document
             errors = await off_the_loop(validated, schema, document, rules)
             if not errors:
-                weight = await off_the_loop(lighten, context.query, document)
-                self.documents.keep(context.query, document, weight)
+                await self._keep(context.query, document)
         context.pre_execution_errors = errors  # Strawberry validates no more
         yield
 
