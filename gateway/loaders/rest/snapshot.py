@@ -52,6 +52,7 @@ from gateway.loaders.records import (
     text_key,
     title_key,
 )
+from gateway.loaders.rest.turns import Steps, at_once
 
 
 class _Titled(Protocol):
@@ -296,10 +297,36 @@ class Catalogue:
         packages_of_grid: Mapping[int, Iterable[int]],
         grids_of_package: Mapping[int, Iterable[int]],
     ) -> None:
+        at_once(self._index(categories, grids, packages, packages_of_grid, grids_of_package))
+
+    @classmethod
+    def in_steps(
+        cls,
+        categories: Iterable[Category],
+        grids: Iterable[Grid],
+        packages: Iterable[Package],
+        packages_of_grid: Mapping[int, Iterable[int]],
+        grids_of_package: Mapping[int, Iterable[int]],
+    ) -> Steps[Catalogue]:
+        """The catalogue built a few milliseconds at a time (turns.py): a refresh's last part."""
+        catalogue = cls.__new__(cls)
+        yield from catalogue._index(categories, grids, packages, packages_of_grid, grids_of_package)
+        return catalogue
+
+    def _index(
+        self,
+        categories: Iterable[Category],
+        grids: Iterable[Grid],
+        packages: Iterable[Package],
+        packages_of_grid: Mapping[int, Iterable[int]],
+        grids_of_package: Mapping[int, Iterable[int]],
+    ) -> Steps[None]:
         self._packages = _Table(packages, PACKAGE_FIELDS)
         records, at = self._packages.records, self._packages.position
         self._texts = [text_key(p.title, p.slug, p.repo_description) for p in records]
+        yield
         self._updated = [_instant(p.last_updated) for p in records]
+        yield
 
         self._of_grid = {
             grid: tuple(at[id] for id in ids if id in at) for grid, ids in packages_of_grid.items()
@@ -310,6 +337,7 @@ class Catalogue:
             package: tuple(grid_at[id] for id in ids if id in grid_at)
             for package, ids in grids_of_package.items()
         }
+        yield
         self._grid_slugs = {grid.slug: grid for grid in self._grids.records}
         self._package_slugs = {package.slug: package for package in records}
         self._by_grid_slug = {
