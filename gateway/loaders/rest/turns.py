@@ -1,11 +1,15 @@
 """Work too long for one step of the event loop, done in turns: other tasks run between two.
 
-A refresh of the catalogue snapshot decodes, converts, caches and indexes thousands of records:
-in one step, every request would wait for it (some 50 ms for the package list at the real
-site's scale, tens more for the snapshot). Such work is written as a generator, `Steps`, that
+A refresh of the catalogue snapshot decodes, primes, converts and indexes thousands of records:
+in one step, every request would wait for it (some 60 ms for the package list at the real
+site's scale, 40 more for the snapshot). Such work is written as a generator, `Steps`, that
 yields between two chunks of it (`PER_TURN` records at most, a few milliseconds); `in_turns`
-runs it on the loop, which runs its other ready tasks at each yield. Run through by `at_once`,
-the same generator is the plain computation. What yields is pure, the yielding is done here.
+runs it on the loop, which runs its other ready tasks at each yield, and a plain loop over it
+(`Catalogue`'s constructor) does it all at once. What yields stays pure: only `in_turns` awaits.
+
+On the loop rather than on a thread: while a thread runs Python, each of the loop's system calls
+costs it up to a switch interval (5 ms) to get the interpreter's lock back, so that a busy loop
+crawls (the GIL's convoy effect, gateway/offload.py).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from typing import TypeAlias, TypeVar
 
 T = TypeVar("T")
 
-# Records a chunk of work handles at most: a package costs some 10 µs to decode and prime,
-# 2 µs to convert, so a chunk stays within a few milliseconds.
+# Records a chunk of work handles at most: a package costs some 8 µs to decode and prime, 3 µs
+# to convert with its links, so a chunk stays within a few milliseconds.
 PER_TURN = 500
 
 # Work that yields where the loop may run other tasks, and returns its result.
@@ -42,13 +46,3 @@ async def in_turns(steps: Steps[T]) -> T:
             result: T = done.value
             return result
         await asyncio.sleep(0)
-
-
-def at_once(steps: Steps[T]) -> T:
-    """What `steps` returns, worked out without a pause."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            result: T = done.value
-            return result
