@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import itertools
 import json
 import logging
 from collections import Counter
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway.demo.dataset import generate
 from gateway.errors import UpstreamError
 from gateway.loaders.records import (
     Category,
@@ -38,11 +40,12 @@ from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream as UpstreamClient
 from gateway.loaders.rest.fetcher import Fetcher
 from gateway.loaders.rest.snapshot import Catalogue
+from gateway.loaders.rest.turns import PER_TURN, in_chunks
 from gateway.loaders.rest.warm import keep_catalogue_warm
 from gateway.loaders.rest.wire import _link_ids, _readable, id_from_url
 from gateway.loaders.sql.rows import Dataset, PackageRow
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, serve_upstream
 from tests.test_resilience import codes, gateway
 from tests.waiting import Clock
 
@@ -547,6 +550,41 @@ async def test_a_renewed_snapshot_is_out_of_the_collectors_sight_and_the_old_one
     assert upstream.requests.count("/api/v4/packages/?limit=100000&offset=0") == 4
     entries = len(cache)  # each a tracked object, primed from the snapshot's lists
     assert abs(frozen[2] - frozen[1]) < entries / 10  # the old ones gone
+
+
+async def test_a_refresh_lets_the_loop_run_between_chunks_of_records() -> None:
+    """A full-scale refresh decodes, primes, converts and indexes thousands of records; in one
+    step, every request would wait for all of it. A task beside it gets its turn between any
+    two chunks: the cache never takes more than a chunk of details from each list between two
+    of its turns, and the snapshot is built over many of them once every detail is primed."""
+    dataset = generate(scale=1.0)
+    cache = ResourceCache(ttl=60, stale=0)
+    seen: list[tuple[int, bool]] = []  # at each turn: the cache's entries, the snapshot there
+    with serve_upstream(dataset) as upstream:
+        client = UpstreamClient(upstream.base_url)
+        try:
+            refreshing = asyncio.ensure_future(Fetcher(client, cache).refresh_snapshot())
+            while not refreshing.done():
+                seen.append((len(cache), cache.holds("catalogue")))
+                await asyncio.sleep(0)
+            snapshot = await refreshing
+        finally:
+            await client.aclose()
+    assert len(snapshot.list_packages(Slice(ALL), None, None).items) == ALL
+    grown = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(seen)]
+    assert max(grown) <= 3 * 2 * PER_TURN  # each list primes a record by id and by slug
+    primed = len(cache) - 1  # all but the snapshot
+    building = [held for entries, held in seen if entries == primed]
+    assert building.count(False) >= len(dataset.packages) // PER_TURN
+
+
+def test_a_chunk_or_less_of_work_costs_no_turn() -> None:
+    """Work in chunks yields between two, not after the last: a request's own list pages, a
+    chunk or less, are read in one step as before."""
+    done: list[int] = []
+    assert list(in_chunks(range(PER_TURN), done.extend)) == []
+    assert list(in_chunks(range(2 * PER_TURN + 1), done.extend)) == [None, None]
+    assert done == [*range(PER_TURN), *range(2 * PER_TURN + 1)]
 
 
 # -- the snapshot beside the request's own reads ---------------------------------------------

@@ -5,7 +5,8 @@ the process's HTTP client of the upstream (`Upstream`: one keep-alive pool, a ca
 in flight, retries with backoff, a bound on body size), behind the circuit breaker of
 breaker.py; fetcher.py reads what one request needs through the caches below; backend.py
 (`RestBackend`) answers the `Backend` interface, and says in which order a record is looked
-up; warm.py keeps the catalogue snapshot fresh for a server.
+up; warm.py keeps the catalogue snapshot fresh for a server, and turns.py has its refresh's
+long work done a chunk at a time, the event loop running other tasks between two.
 
 What the backend keeps, nearest first:
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlencode
+
+import msgspec
 
 from gateway import metrics
 from gateway.errors import UpstreamBudgetExceeded, UpstreamError
@@ -22,6 +24,7 @@ from gateway.loaders.rest.cache import Fetch, Fetching, ResourceCache
 from gateway.loaders.rest.client import Upstream
 from gateway.loaders.rest.shared import SharedBodies
 from gateway.loaders.rest.snapshot import Catalogue
+from gateway.loaders.rest.turns import Steps, in_chunks, in_turns
 from gateway.loaders.rest.wire import (
     CategoryJSON,
     GridJSON,
@@ -29,7 +32,7 @@ from gateway.loaders.rest.wire import (
     PackageJSON,
     SearchJSON,
     decode,
-    snapshot_of,
+    snapshot_in_steps,
 )
 from gateway.tasks import taken
 
@@ -258,10 +261,25 @@ class Fetcher:
         if body is None:
             raise UpstreamError("The upstream API has no such list", f"GET {resource}: 404")
         page = decode(body, ListJSON, resource)
-        items = [decode(raw, kind, resource) for raw in page.results]
-        for raw, item in zip(page.results, items, strict=True):
-            self._prime(resource, item, len(raw), fetching.age)
+        items = await in_turns(self._decoded(resource, kind, page.results, fetching.age))
         return (items, page.count), len(body)
+
+    def _decoded(
+        self, resource: str, kind: type[Listed], raws: Sequence[msgspec.Raw], age: float
+    ) -> Steps[list[Listed]]:
+        """A page's items decoded, then primed: a whole list's thousands a chunk at a time
+        (turns.py). None is primed unless all decoded, as a list that fails is no answer."""
+        items: list[Listed] = []
+        yield from in_chunks(
+            raws, lambda chunk: items.extend(decode(r, kind, resource) for r in chunk)
+        )
+
+        def prime(positions: Sequence[int]) -> None:
+            for i in positions:
+                self._prime(resource, items[i], len(raws[i]), age)
+
+        yield from in_chunks(range(len(items)), prime)
+        return items
 
     def _prime(self, resource: str, item: Listed, size: int, age: float) -> None:
         """Cache a listed object as its detail GET would answer it, by id and by slug."""
@@ -293,7 +311,7 @@ class Fetcher:
             read_all("grids/", GridJSON),
             read_all("packages/", PackageJSON),
         )
-        return snapshot_of(categories, grids, packages), a + b + c
+        return await in_turns(snapshot_in_steps(categories, grids, packages)), a + b + c
 
 
 # A key `quote` leaves as it is (its always-safe characters): most slugs, every id.

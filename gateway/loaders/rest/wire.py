@@ -28,6 +28,7 @@ from gateway.loaders.records import (
     split_participants,
 )
 from gateway.loaders.rest.snapshot import Catalogue
+from gateway.loaders.rest.turns import Steps, in_chunks
 
 logger = logging.getLogger("gateway")
 
@@ -154,18 +155,24 @@ def decode(body: bytes | msgspec.Raw, kind: type[T], path: str) -> T:
         ) from exc
 
 
-def snapshot_of(
+def snapshot_in_steps(
     categories: Sequence[CategoryJSON], grids: Sequence[GridJSON], packages: Sequence[PackageJSON]
-) -> Catalogue:
-    """The catalogue snapshot of the three whole lists."""
-    grid_records = _readable(lambda raw: (to_grid(raw), raw.packages), grids)
-    package_records = _readable(lambda raw: (to_package(raw), raw.grids), packages)
-    return Catalogue(
-        _readable(to_category, categories),
-        [record for record, _ in grid_records],
-        [record for record, _ in package_records],
-        packages_of_grid={record.id: _link_ids(links) for record, links in grid_records},
-        grids_of_package={record.id: _link_ids(links) for record, links in package_records},
+) -> Steps[Catalogue]:
+    """The catalogue snapshot of the three whole lists, made a chunk at a time (turns.py)."""
+    grid_records = yield from _readable_in_steps(
+        lambda raw: (to_grid(raw), _link_ids(raw.packages)), grids
+    )
+    package_records = yield from _readable_in_steps(
+        lambda raw: (to_package(raw), _link_ids(raw.grids)), packages
+    )
+    return (
+        yield from Catalogue.in_steps(
+            _readable(to_category, categories),
+            [record for record, _ in grid_records],
+            [record for record, _ in package_records],
+            packages_of_grid={record.id: links for record, links in grid_records},
+            grids_of_package={record.id: links for record, links in package_records},
+        )
     )
 
 
@@ -178,6 +185,13 @@ def _readable(convert: Callable[[K], T], raws: Iterable[K], what: str = "a recor
             converted.append(convert(raw))
         except UpstreamError as exc:
             logger.warning("catalogue snapshot: left out %s: %s (%s)", what, exc, exc.detail)
+    return converted
+
+
+def _readable_in_steps(convert: Callable[[K], T], raws: Sequence[K]) -> Steps[list[T]]:
+    """`_readable`, `PER_TURN` records a step."""
+    converted: list[T] = []
+    yield from in_chunks(raws, lambda chunk: converted.extend(_readable(convert, chunk)))
     return converted
 
 
