@@ -44,14 +44,10 @@ from gateway import (
     graphiql,
     head,
     hits,
-    metrics,
-    observe,
     persisted,
     request_limits,
     request_params,
     response_cache,
-    stalls,
-    tracing,
 )
 from gateway.backends import BackendFactory, open_backend
 from gateway.compose import schema_for, trusted_documents_for
@@ -71,6 +67,7 @@ from gateway.http_cache import Answer, answer, cache_headers
 from gateway.interrupt import Interruptible
 from gateway.loaders.loaders import Loaders
 from gateway.negotiation import GRAPHQL_RESPONSE, prefers_graphql_response
+from gateway.observability import metrics, observe, stalls, tracing
 from gateway.operations import CachedResult, Operations, RequestState, current
 from gateway.persisted import PersistedQueries
 from gateway.rate_limit import RateLimit, RateLimited, charge_more

@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from gateway.metrics import MULTIPROC_VARIABLE
+from gateway.observability.metrics import MULTIPROC_VARIABLE
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -5,8 +5,8 @@ APQ hash is replaced by its document (gateway/persisted.py); a query's answer ma
 the response cache (gateway/response_cache.py), or be computed once for all the requests asking
 for it at that moment; a document validated before runs by its compiled plan (gateway/engine/),
 any other through Strawberry's pipeline. Every operation ends by its request's deadline, and is
-counted (gateway/metrics.py) and traced (gateway/tracing.py). The operations of a request share
-a `RequestState`, `current` while the request runs.
+counted (gateway/observability/metrics.py) and traced (gateway/observability/tracing.py). The
+operations of a request share a `RequestState`, `current` while the request runs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from cross_web import HTTPException
 from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 
-from gateway import metrics, request_limits, tracing
+from gateway import request_limits
 from gateway.engine.engine import Engine
 from gateway.errors import (
     PersistedQueryNotFound,
@@ -33,6 +33,7 @@ from gateway.errors import (
     unexpected_result,
 )
 from gateway.loaders.backend import Backend
+from gateway.observability import metrics, tracing
 from gateway.persisted import PersistedQueries
 from gateway.response_cache import Cached, ResponseCache
 from gateway.schema.context import Context

@@ -35,9 +35,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from gateway import metrics
 from gateway.config import mask
 from gateway.errors import SharedCacheUnavailable
+from gateway.observability import metrics
 from gateway.response_cache import MemoryStore
 
 logger = logging.getLogger("gateway")

@@ -23,11 +23,11 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 
-from gateway import metrics
 from gateway.config import Settings, settings_from_table
 from gateway.connection_limits import HeadBoundedProtocol
 from gateway.errors import ConfigError
-from gateway.observe import logging_config
+from gateway.observability import metrics
+from gateway.observability.observe import logging_config
 
 WORKER_APP = "gateway.worker:app_from_environment"
 
@@ -41,7 +41,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        # One line per request, the gateway's own (gateway/observe.py), not uvicorn's.
+        # One line per request, the gateway's own (gateway/observability/observe.py), not uvicorn's.
         "log_config": logging_config(settings.log_format, settings.log_level),
         "access_log": False,
         "timeout_graceful_shutdown": math.ceil(settings.shutdown_timeout),

@@ -479,7 +479,7 @@ def _kept(text: str) -> tuple[DocumentNode, int]:
 def test_a_parsed_document_is_freed_without_the_garbage_collector() -> None:
     """Under attack documents leave the caches by the thousand: each one a cycle (its tokens,
     linked both ways) would wait for a full collection, which scans everything the process
-    keeps (gateway/stalls.py)."""
+    keeps (gateway/observability/stalls.py)."""
     gc.collect()
     gc.disable()
     try:

@@ -14,7 +14,7 @@ from gateway.config import Settings
 from gateway.errors import format_error
 from gateway.internals import graphql_schema
 from gateway.limits import document_errors
-from gateway.metrics import MULTIPROC_VARIABLE
+from gateway.observability.metrics import MULTIPROC_VARIABLE
 from gateway.offload import out_of_process
 from gateway.reading import Readings
 from gateway.validating import Validation, read_valid

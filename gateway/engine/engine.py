@@ -34,7 +34,6 @@ from strawberry import Schema
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
-from gateway import metrics
 from gateway.cost import Costs, Spending, costs_the_same
 from gateway.document_cache import DocumentCache, lighten
 from gateway.engine.fields import Fields, fields_of
@@ -48,6 +47,7 @@ from gateway.errors import (
     reported_as,
 )
 from gateway.internals import graphql_schema
+from gateway.observability import metrics
 from gateway.schema import GatewaySchema
 from gateway.schema.context import Context
 

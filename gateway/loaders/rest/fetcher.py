@@ -16,7 +16,6 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlencode
 
-from gateway import metrics
 from gateway.errors import UpstreamBudgetExceeded, UpstreamError
 from gateway.loaders.rest.cache import Fetch, Fetching, ResourceCache
 from gateway.loaders.rest.client import Upstream
@@ -31,6 +30,7 @@ from gateway.loaders.rest.wire import (
     decode,
     snapshot_of,
 )
+from gateway.observability import metrics
 from gateway.tasks import taken
 
 # The upstream has no maximum page size: one request with this limit reads a whole list.
