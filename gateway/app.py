@@ -6,8 +6,8 @@ one fetched serves the others. The view reads the request's body (gateway/reques
 answers a single operation by POST or GET itself, the rest through Strawberry's view, and hands
 each operation to gateway/operations.py (automatic persisted queries, the response cache, the
 compiled plans, the deadline, its metrics and span); before any runs, an operation that names a
-trusted document gets its text (gateway/trusted_documents.py). In front of it stand the clients'
-rate limits (gateway/rate_limit.py). Every request goes through `observe.Observed` (its id,
+trusted document gets its text (gateway/documents/trusted_documents.py). In front of it stand the
+clients' rate limits (gateway/rate_limit.py). Every request goes through `observe.Observed` (its id,
 counters, span and log line). The view and the operations share what they learn of a request
 through one `RequestState`.
 
@@ -53,6 +53,7 @@ from gateway.backends import BackendFactory, open_backend
 from gateway.compose import schema_for, trusted_documents_for
 from gateway.config import Settings, answer_settings, cors_origins
 from gateway.cors import cors
+from gateway.documents.trusted_documents import TrustedDocuments, reloaded_on_sighup
 from gateway.engine.engine import Engine
 from gateway.errors import (
     BadRequest,
@@ -82,7 +83,6 @@ from gateway.schema import GatewaySchema
 from gateway.schema.context import Context
 from gateway.shared_cache import SharedCache, SharedStore
 from gateway.tasks import taken
-from gateway.trusted_documents import TrustedDocuments, reloaded_on_sighup
 
 # What `/graphql` answers (HEAD as the GET: gateway/head.py), for a 405's `Allow` (RFC 9110).
 ALLOWED_METHODS = "GET, HEAD, POST"

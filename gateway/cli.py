@@ -256,7 +256,7 @@ def _mirror(args: argparse.Namespace) -> int:
 
 def _check_documents(args: argparse.Namespace) -> int:
     from gateway.compose import query_limits, schema_for
-    from gateway.trusted_documents import check_manifest
+    from gateway.documents.trusted_documents import check_manifest
 
     settings = _configuration(args).settings
     path = Path(args.path)

@@ -18,7 +18,8 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
     + PersistedQueryNotFound
     + EmptySelectionSet
     + OperationTimedOut
-    + QueryRefused ......... a document refused by a query limit (gateway/limits.py) before it ran
+    + QueryRefused ......... a document refused by a query limit before it ran
+                             (gateway/documents/limits.py)
       - QueryTooDeep
       - QueryTooCostly
       - TooManyAliases
@@ -65,7 +66,8 @@ DATABASE_ERROR = "DATABASE_ERROR"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
-# The query limits (gateway/limits.py): the operation never ran, except for REQUEST_TIMEOUT.
+# The query limits (gateway/documents/limits.py): the operation never ran, except for
+# REQUEST_TIMEOUT.
 QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
 QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
 TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
@@ -91,8 +93,8 @@ CLIENT_CLOSED = "CLIENT_CLOSED"
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 # ... and a document sent to be remembered that is too long to keep, even printed compactly.
 PERSISTED_QUERY_TOO_LARGE = "PERSISTED_QUERY_TOO_LARGE"
-# Trusted documents (gateway/trusted_documents.py): an id the manifest does not hold, and text
-# sent where only the manifest's documents run. Both refuse the whole request with HTTP 400.
+# Trusted documents (gateway/documents/trusted_documents.py): an id the manifest does not hold, and
+# text sent where only the manifest's documents run. Both refuse the whole request with HTTP 400.
 PERSISTED_DOCUMENT_NOT_FOUND = "PERSISTED_DOCUMENT_NOT_FOUND"
 PERSISTED_DOCUMENT_ID_REQUIRED = "PERSISTED_DOCUMENT_ID_REQUIRED"
 # Rate limits (gateway/rate_limit.py): the client has spent its budget; HTTP 429.
@@ -116,7 +118,8 @@ class SettingError(ConfigError):
 
 
 class ManifestError(ConfigError):
-    """A trusted documents manifest the gateway cannot serve (gateway/trusted_documents.py)."""
+    """A trusted documents manifest the gateway cannot serve
+    (gateway/documents/trusted_documents.py)."""
 
 
 class MirrorError(GatewayError):

@@ -33,8 +33,8 @@ from typing import Any
 from graphql import GraphQLSyntaxError, Lexer, Source, TokenKind, strip_ignored_characters
 from strawberry.types import ExecutionResult
 
+from gateway.documents.offload import off_the_loop
 from gateway.errors import PersistedQueryNotFound, PersistedQueryRefused, PersistedQueryTooLarge
-from gateway.offload import off_the_loop
 from gateway.response_cache import Store
 
 VERSION = 1

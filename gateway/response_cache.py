@@ -36,7 +36,7 @@ import msgspec
 import orjson
 from cachetools import TLRUCache
 
-from gateway.reading import Normal, Readings
+from gateway.documents.reading import Normal, Readings
 
 logger = logging.getLogger("gateway")
 

@@ -7,7 +7,8 @@ and checked the backend; it hands the effective settings down in an environment 
 that every worker serves with exactly the same ones, whatever happens meanwhile to the
 environment or the TOML file. It also makes the directory where the workers keep their metrics
 (`PROMETHEUS_MULTIPROC_DIR`), and removes it once they have all stopped. With trusted documents,
-SIGHUP goes on to every worker, which reads its manifest again (gateway/trusted_documents.py).
+SIGHUP goes on to every worker, which reads its manifest again
+(gateway/documents/trusted_documents.py).
 """
 
 from __future__ import annotations

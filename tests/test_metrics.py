@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from gateway import document_cache
+from gateway.documents import document_cache
 from gateway.observability import metrics
 from tests.databases import Database, sqlite_database
 from tests.fake_upstream import FakeUpstream
