@@ -39,17 +39,18 @@ from strawberry.http.types import QueryParams
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import SubscriptionExecutionResult
 
-from gateway import (
-    endpoints,
-    graphiql,
-    head,
-    hits,
-    persisted,
-    request_limits,
-    request_params,
-    response_cache,
-)
+from gateway import endpoints, graphiql, head, hits, request_limits, request_params
 from gateway.backends import BackendFactory, open_backend
+from gateway.caching import persisted, response_cache
+from gateway.caching.persisted import PersistedQueries
+from gateway.caching.response_cache import (
+    MemoryStore,
+    ResponseCache,
+    Store,
+    effective_ttl,
+    namespace,
+)
+from gateway.caching.shared_cache import SharedCache, SharedStore
 from gateway.compose import schema_for, trusted_documents_for
 from gateway.config import Settings, answer_settings, cors_origins
 from gateway.cors import cors
@@ -70,18 +71,9 @@ from gateway.loaders.loaders import Loaders
 from gateway.negotiation import GRAPHQL_RESPONSE, prefers_graphql_response
 from gateway.observability import metrics, observe, stalls, tracing
 from gateway.operations import CachedResult, Operations, RequestState, current
-from gateway.persisted import PersistedQueries
 from gateway.rate_limit import RateLimit, RateLimited, charge_more
-from gateway.response_cache import (
-    MemoryStore,
-    ResponseCache,
-    Store,
-    effective_ttl,
-    namespace,
-)
 from gateway.schema import GatewaySchema
 from gateway.schema.context import Context
-from gateway.shared_cache import SharedCache, SharedStore
 from gateway.tasks import taken
 
 # What `/graphql` answers (HEAD as the GET: gateway/head.py), for a 405's `Allow` (RFC 9110).

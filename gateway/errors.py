@@ -89,7 +89,8 @@ UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
 SHUTTING_DOWN = "SHUTTING_DOWN"
 # A request whose client hung up before its answer (logged with status 499): no client sees it.
 CLIENT_CLOSED = "CLIENT_CLOSED"
-# Automatic persisted queries (gateway/persisted.py): a hash the gateway does not know (yet).
+# Automatic persisted queries (gateway/caching/persisted.py): a hash the gateway does not know
+# (yet).
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 # ... and a document sent to be remembered that is too long to keep, even printed compactly.
 PERSISTED_QUERY_TOO_LARGE = "PERSISTED_QUERY_TOO_LARGE"

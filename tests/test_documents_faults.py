@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from gateway.caching.response_cache import ResponseCache
 from gateway.documents import offload
 from gateway.documents.offload import out_of_process
 from gateway.errors import INTERNAL_SERVER_ERROR
-from gateway.response_cache import ResponseCache
 from tests.fake_upstream import FakeUpstream
 from tests.test_resilience import PACKAGE, codes, expected_package, gateway
 from tests.waiting import documents_process_id
