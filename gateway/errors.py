@@ -98,7 +98,7 @@ PERSISTED_QUERY_TOO_LARGE = "PERSISTED_QUERY_TOO_LARGE"
 # text sent where only the manifest's documents run. Both refuse the whole request with HTTP 400.
 PERSISTED_DOCUMENT_NOT_FOUND = "PERSISTED_DOCUMENT_NOT_FOUND"
 PERSISTED_DOCUMENT_ID_REQUIRED = "PERSISTED_DOCUMENT_ID_REQUIRED"
-# Rate limits (gateway/rate_limit.py): the client has spent its budget; HTTP 429.
+# Rate limits (gateway/http/rate_limit.py): the client has spent its budget; HTTP 429.
 RATE_LIMITED = "RATE_LIMITED"
 
 
@@ -287,7 +287,7 @@ class PersistedDocumentIdRequired(RequestRefused, code=PERSISTED_DOCUMENT_ID_REQ
 
 
 class RateLimitExceeded(RequestRefused, code=RATE_LIMITED, status=429):
-    """A request over its client's budget (gateway/rate_limit.py)."""
+    """A request over its client's budget (gateway/http/rate_limit.py)."""
 
 
 def located(error: ReportedError, nodes: Node | Sequence[Node] | None = None) -> GraphQLError:

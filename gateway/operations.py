@@ -23,7 +23,6 @@ from cross_web import HTTPException
 from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 
-from gateway import request_limits
 from gateway.caching.persisted import PersistedQueries
 from gateway.caching.response_cache import Cached, ResponseCache
 from gateway.engine.engine import Engine
@@ -35,6 +34,7 @@ from gateway.errors import (
     response_body,
     unexpected_result,
 )
+from gateway.http import request_limits
 from gateway.loaders.backend import Backend
 from gateway.observability import metrics, tracing
 from gateway.schema.context import Context

@@ -25,8 +25,8 @@ import orjson
 from starlette.applications import Starlette
 
 from gateway.config import Settings, settings_from_table
-from gateway.connection_limits import HeadBoundedProtocol
 from gateway.errors import ConfigError
+from gateway.http.connection_limits import HeadBoundedProtocol
 from gateway.observability import metrics
 from gateway.observability.observe import logging_config
 
@@ -47,7 +47,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,
         "timeout_graceful_shutdown": math.ceil(settings.shutdown_timeout),
         # What one connection may hold: its time and bytes before its request's headers are
-        # complete (gateway/connection_limits.py), and how many may be open at once.
+        # complete (gateway/http/connection_limits.py), and how many may be open at once.
         "http": HeadBoundedProtocol,
         "timeout_keep_alive": settings.idle_timeout,
         "h11_max_incomplete_event_size": settings.max_header_bytes,

@@ -32,7 +32,7 @@ from bench.load import hang_up
 from bench.load import requests as frontend_requests
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.connection_limits import HeadBoundedProtocol
+from gateway.http.connection_limits import HeadBoundedProtocol
 from tests.conftest import settle
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 from tests.waiting import documents_process_id

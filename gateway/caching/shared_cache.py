@@ -3,8 +3,8 @@
 Three things live there, each also kept in the process's own memory in front of it: the upstream's
 raw bodies (gateway/loaders/rest/shared.py, the second layer of the resource cache), whole answers
 (gateway/caching/response_cache.py) and persisted queries (gateway/caching/persisted.py). The
-clients' rate budgets live there too (gateway/rate_limit.py): each process keeps its own only while
-Redis is away. Every key starts with `KEY_PREFIX`, which carries the format's version, so that
+clients' rate budgets live there too (gateway/http/rate_limit.py): each process keeps its own only
+while Redis is away. Every key starts with `KEY_PREFIX`, which carries the format's version, so that
 gateways of another version sharing the server never read what they cannot decode.
 
 Redis is a help, never a need. Every command has a short time limit (`COMMAND_TIMEOUT`, or
@@ -262,7 +262,7 @@ class SharedCache:
 
     async def script(self, script: str, key: str, *args: str) -> object:
         """Run a Lua script on `key`, atomically (EVAL): a client's rate budget
-        (gateway/rate_limit.py)."""
+        (gateway/http/rate_limit.py)."""
         return await self._run(lambda client: _eval(client, script, self.key(key), *args))
 
     async def peek(self, key: str, lock: str) -> tuple[tuple[bytes, int] | None, bool]:

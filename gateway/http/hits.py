@@ -17,7 +17,7 @@ from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 
 from gateway.caching.response_cache import ResponseCache
-from gateway.http_cache import Answer, answer
+from gateway.http.http_cache import Answer, answer
 from gateway.observability import metrics, tracing
 
 _ANSWERED = ExecutionResult(data=None, errors=None)  # what the metrics count of a hit: no errors

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.caching import response_cache
 from gateway.caching.response_cache import Cached
-from gateway.negotiation import GRAPHQL_RESPONSE
+from gateway.http.negotiation import GRAPHQL_RESPONSE
 
 _NO_STORE = (b"cache-control", b"no-store")
 
