@@ -22,8 +22,8 @@ concurrency against `upstream_max_in_flight`, the most one request caused agains
 `max_upstream_requests`, anything reaching it after a client left), each attack's answers,
 whether /healthz kept answering within 100 ms (and, from the gateway's own metrics, how often
 its event loop was late and by its own work, and what the garbage collector took,
-gateway/stalls.py), and whether memory stayed flat once warm. Everything stays on loopback
-and is bounded in count and time.
+gateway/observability/stalls.py), and whether memory stayed flat once warm. Everything stays on
+loopback and is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from gateway.demo.dataset import generate
 from gateway.errors import SHUTTING_DOWN
 from gateway.loaders.rest.fetcher import WHOLE_LIST
 from gateway.loaders.sql.rows import Dataset
-from gateway.memory import snapshot_path
+from gateway.observability.memory import snapshot_path
 from gateway.schema.pagination import cursor_of
 from tests.fake_upstream import FakeUpstream, Logged, serve_upstream
 
@@ -274,7 +274,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def memory_snapshot(pid: int, n: int) -> tracemalloc.Snapshot:
-    """The gateway's `n`th tracemalloc snapshot, asked for by SIGUSR2 (gateway/memory.py)."""
+    """The gateway's `n`th tracemalloc snapshot, asked for by SIGUSR2
+    (gateway/observability/memory.py)."""
     os.kill(pid, signal.SIGUSR2)
     path = snapshot_path(pid, n)
     deadline = time.monotonic() + 120
@@ -380,7 +381,7 @@ def gateway(
     upstream_url: str, log: IO[bytes], *flags: str, tracemalloc_frames: int = 0
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`gateway serve --upstream …` with its defaults but `flags`, its log in `log`, until
-    terminated; traced by tracemalloc if `tracemalloc_frames` (gateway/memory.py)."""
+    terminated; traced by tracemalloc if `tracemalloc_frames` (gateway/observability/memory.py)."""
     port = _free_port()
     command = [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
     command += ["--upstream", upstream_url, "--log-level", "warning", *flags]
@@ -424,7 +425,7 @@ async def gateway_samples(client: httpx.AsyncClient) -> Samples:
 
 def loop_stalls(before: Samples, after: Samples) -> dict[str, str]:
     """The event loop's stalls and the collections' pauses between two readings of the
-    gateway's metrics (gateway/stalls.py): its own stalls, told from the machine's."""
+    gateway's metrics (gateway/observability/stalls.py): its own stalls, told from the machine's."""
 
     def grew(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
@@ -799,7 +800,7 @@ def main() -> None:
         default=0,
         metavar="FRAMES",
         help="trace the gateway's memory (PYTHONTRACEMALLOC=FRAMES: slower) and print what grew"
-        " between the snapshots after the warm-up and at the end (gateway/memory.py)",
+        " between the snapshots after the warm-up and at the end (gateway/observability/memory.py)",
     )
     parser.add_argument(
         "serve",

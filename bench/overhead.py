@@ -4,7 +4,7 @@
                              [--database embedded|URL]
 
 Each case sends the same request again and again, in this one process, through the gateway's
-own uvicorn protocol (gateway/connection_limits.py, fed the request's bytes over a transport
+own uvicorn protocol (gateway/http/connection_limits.py, fed the request's bytes over a transport
 that keeps what is written: no socket, no other process) and the whole app, as `gateway serve`
 builds them, the response cache off unless the case is a hit:
 

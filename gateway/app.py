@@ -2,14 +2,14 @@
 
 It opens the backend for the process's lifetime and builds each request's context (the
 dataloaders), once per HTTP request: the operations of a batch share one set of loaders, so what
-one fetched serves the others. The view reads the request's body (gateway/request_limits.py),
+one fetched serves the others. The view reads the request's body (gateway/http/request_limits.py),
 answers a single operation by POST or GET itself, the rest through Strawberry's view, and hands
 each operation to gateway/operations.py (automatic persisted queries, the response cache, the
 compiled plans, the deadline, its metrics and span); before any runs, an operation that names a
-trusted document gets its text (gateway/trusted_documents.py). In front of it stand the clients'
-rate limits (gateway/rate_limit.py). Every request goes through `observe.Observed` (its id,
-counters, span and log line). The view and the operations share what they learn of a request
-through one `RequestState`.
+trusted document gets its text (gateway/documents/trusted_documents.py). In front of it stand the
+clients' rate limits (gateway/http/rate_limit.py). Every request goes through `observe.Observed`
+(its id, counters, span and log line). The view and the operations share what they learn of a
+request through one `RequestState`.
 
 With worker.py and cli.py, it is where the settings are read: every layer below gets the plain
 values it needs.
@@ -39,24 +39,20 @@ from strawberry.http.types import QueryParams
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import SubscriptionExecutionResult
 
-from gateway import (
-    endpoints,
-    graphiql,
-    head,
-    hits,
-    metrics,
-    observe,
-    persisted,
-    request_limits,
-    request_params,
-    response_cache,
-    stalls,
-    tracing,
-)
 from gateway.backends import BackendFactory, open_backend
+from gateway.caching import persisted, response_cache
+from gateway.caching.persisted import PersistedQueries
+from gateway.caching.response_cache import (
+    MemoryStore,
+    ResponseCache,
+    Store,
+    effective_ttl,
+    namespace,
+)
+from gateway.caching.shared_cache import SharedCache, SharedStore
 from gateway.compose import schema_for, trusted_documents_for
 from gateway.config import Settings, answer_settings, cors_origins
-from gateway.cors import cors
+from gateway.documents.trusted_documents import TrustedDocuments, reloaded_on_sighup
 from gateway.engine.engine import Engine
 from gateway.errors import (
     BadRequest,
@@ -66,28 +62,21 @@ from gateway.errors import (
     is_request_error,
     response_body,
 )
-from gateway.front import GRAPHQL_PATH, Front
-from gateway.http_cache import Answer, answer, cache_headers
-from gateway.interrupt import Interruptible
+from gateway.http import endpoints, graphiql, head, hits, request_limits, request_params
+from gateway.http.cors import cors
+from gateway.http.front import GRAPHQL_PATH, Front
+from gateway.http.http_cache import Answer, answer, cache_headers
+from gateway.http.interrupt import Interruptible
+from gateway.http.negotiation import GRAPHQL_RESPONSE, prefers_graphql_response
+from gateway.http.rate_limit import RateLimit, RateLimited, charge_more
 from gateway.loaders.loaders import Loaders
-from gateway.negotiation import GRAPHQL_RESPONSE, prefers_graphql_response
+from gateway.observability import metrics, observe, stalls, tracing
 from gateway.operations import CachedResult, Operations, RequestState, current
-from gateway.persisted import PersistedQueries
-from gateway.rate_limit import RateLimit, RateLimited, charge_more
-from gateway.response_cache import (
-    MemoryStore,
-    ResponseCache,
-    Store,
-    effective_ttl,
-    namespace,
-)
 from gateway.schema import GatewaySchema
 from gateway.schema.context import Context
-from gateway.shared_cache import SharedCache, SharedStore
 from gateway.tasks import taken
-from gateway.trusted_documents import TrustedDocuments, reloaded_on_sighup
 
-# What `/graphql` answers (HEAD as the GET: gateway/head.py), for a 405's `Allow` (RFC 9110).
+# What `/graphql` answers (HEAD as the GET: gateway/http/head.py), for a 405's `Allow` (RFC 9110).
 ALLOWED_METHODS = "GET, HEAD, POST"
 
 
@@ -346,7 +335,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return await self.operations.answer(request_data, context, strawberry)
 
     def parse_json(self, data: str | bytes) -> object:
-        """A POST body, its operations' parameters checked (gateway/request_params.py)."""
+        """A POST body, its operations' parameters checked (gateway/http/request_params.py)."""
         return request_params.from_body(data)
 
     def parse_query_params(self, params: QueryParams) -> dict[str, object]:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from gateway import metrics
+from gateway.caching.shared_cache import SharedCache
 from gateway.config import Settings
 from gateway.loaders.backend import Backend
 from gateway.loaders.rest.backend import RestBackend
@@ -23,7 +23,7 @@ from gateway.loaders.rest.client import Upstream
 from gateway.loaders.rest.fetcher import Fetcher
 from gateway.loaders.rest.shared import SharedBodies
 from gateway.loaders.rest.warm import catalogue_is_warm, catalogue_kept_warm
-from gateway.shared_cache import SharedCache
+from gateway.observability import metrics
 
 BackendFactory = Callable[[], Backend]
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from gateway import tracing
 from gateway.config import (
     CONFIG_FILE,
     CONFIG_VARIABLE,
@@ -32,6 +31,7 @@ from gateway.config import (
     setting_type,
 )
 from gateway.errors import ConfigError, SettingError
+from gateway.observability import tracing
 
 if TYPE_CHECKING:
     from strawberry.http import GraphQLHTTPResponse
@@ -159,7 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
     # status supervisors expect. With workers, each one does so, and then the parent.
     if settings.workers == 1:
         from gateway.app import create_app
-        from gateway.memory import dump_snapshots_on_signal
+        from gateway.observability.memory import dump_snapshots_on_signal
         from gateway.worker import server_options
 
         dump_snapshots_on_signal()
@@ -256,7 +256,7 @@ def _mirror(args: argparse.Namespace) -> int:
 
 def _check_documents(args: argparse.Namespace) -> int:
     from gateway.compose import query_limits, schema_for
-    from gateway.trusted_documents import check_manifest
+    from gateway.documents.trusted_documents import check_manifest
 
     settings = _configuration(args).settings
     path = Path(args.path)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import Settings
+from gateway.documents.limits import QueryLimits
+from gateway.documents.reading import Readings
+from gateway.documents.trusted_documents import TrustedDocuments
 from gateway.engine.engine import Engine
-from gateway.limits import QueryLimits
-from gateway.reading import Readings
 from gateway.schema import GatewaySchema, build_schema
-from gateway.trusted_documents import TrustedDocuments
 from gateway.validating import Validation, read_valid
 
 
@@ -35,8 +35,8 @@ def schema_for(
     """The schema `settings` ask for: their query limits, and a federation subgraph or not;
     its operations run by the plans of `engine` (a new one by default) where they cover them.
     New documents are read and validated in the documents' process (gateway/validating.py);
-    without `documents_process`, it starts no child Python for them (gateway/offload.py): one
-    operation has no event loop to keep free."""
+    without `documents_process`, it starts no child Python for them (gateway/documents/offload.py):
+    one operation has no event loop to keep free."""
     if engine is None:
         engine = Engine(settings.max_cost)
     limits = query_limits(settings)

@@ -18,7 +18,8 @@ Every exception the gateway raises on purpose derives from `GatewayError`:
     + PersistedQueryNotFound
     + EmptySelectionSet
     + OperationTimedOut
-    + QueryRefused ......... a document refused by a query limit (gateway/limits.py) before it ran
+    + QueryRefused ......... a document refused by a query limit before it ran
+                             (gateway/documents/limits.py)
       - QueryTooDeep
       - QueryTooCostly
       - TooManyAliases
@@ -65,7 +66,8 @@ DATABASE_ERROR = "DATABASE_ERROR"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
-# The query limits (gateway/limits.py): the operation never ran, except for REQUEST_TIMEOUT.
+# The query limits (gateway/documents/limits.py): the operation never ran, except for
+# REQUEST_TIMEOUT.
 QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
 QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
 TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
@@ -87,15 +89,16 @@ UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
 SHUTTING_DOWN = "SHUTTING_DOWN"
 # A request whose client hung up before its answer (logged with status 499): no client sees it.
 CLIENT_CLOSED = "CLIENT_CLOSED"
-# Automatic persisted queries (gateway/persisted.py): a hash the gateway does not know (yet).
+# Automatic persisted queries (gateway/caching/persisted.py): a hash the gateway does not know
+# (yet).
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 # ... and a document sent to be remembered that is too long to keep, even printed compactly.
 PERSISTED_QUERY_TOO_LARGE = "PERSISTED_QUERY_TOO_LARGE"
-# Trusted documents (gateway/trusted_documents.py): an id the manifest does not hold, and text
-# sent where only the manifest's documents run. Both refuse the whole request with HTTP 400.
+# Trusted documents (gateway/documents/trusted_documents.py): an id the manifest does not hold, and
+# text sent where only the manifest's documents run. Both refuse the whole request with HTTP 400.
 PERSISTED_DOCUMENT_NOT_FOUND = "PERSISTED_DOCUMENT_NOT_FOUND"
 PERSISTED_DOCUMENT_ID_REQUIRED = "PERSISTED_DOCUMENT_ID_REQUIRED"
-# Rate limits (gateway/rate_limit.py): the client has spent its budget; HTTP 429.
+# Rate limits (gateway/http/rate_limit.py): the client has spent its budget; HTTP 429.
 RATE_LIMITED = "RATE_LIMITED"
 
 
@@ -116,7 +119,8 @@ class SettingError(ConfigError):
 
 
 class ManifestError(ConfigError):
-    """A trusted documents manifest the gateway cannot serve (gateway/trusted_documents.py)."""
+    """A trusted documents manifest the gateway cannot serve
+    (gateway/documents/trusted_documents.py)."""
 
 
 class MirrorError(GatewayError):
@@ -283,7 +287,7 @@ class PersistedDocumentIdRequired(RequestRefused, code=PERSISTED_DOCUMENT_ID_REQ
 
 
 class RateLimitExceeded(RequestRefused, code=RATE_LIMITED, status=429):
-    """A request over its client's budget (gateway/rate_limit.py)."""
+    """A request over its client's budget (gateway/http/rate_limit.py)."""
 
 
 def located(error: ReportedError, nodes: Node | Sequence[Node] | None = None) -> GraphQLError:

@@ -1,12 +1,13 @@
 """Each GraphQL operation of a request, answered.
 
 The HTTP view (gateway/app.py) hands over each operation, a single one or each of a batch: its
-APQ hash is replaced by its document (gateway/persisted.py); a query's answer may then come from
-the response cache (gateway/response_cache.py), or be computed once for all the requests asking
-for it at that moment; a document validated before runs by its compiled plan (gateway/engine/),
-any other through Strawberry's pipeline. Every operation ends by its request's deadline, and is
-counted (gateway/metrics.py) and traced (gateway/tracing.py). The operations of a request share
-a `RequestState`, `current` while the request runs.
+APQ hash is replaced by its document (gateway/caching/persisted.py); a query's answer may then come
+from the response cache (gateway/caching/response_cache.py), or be computed once for all the
+requests asking for it at that moment; a document validated before runs by its compiled plan
+(gateway/engine/), any other through Strawberry's pipeline. Every operation ends by its request's
+deadline, and is counted (gateway/observability/metrics.py) and traced
+(gateway/observability/tracing.py). The operations of a request share a `RequestState`, `current`
+while the request runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from cross_web import HTTPException
 from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 
-from gateway import metrics, request_limits, tracing
+from gateway.caching.persisted import PersistedQueries
+from gateway.caching.response_cache import Cached, ResponseCache
 from gateway.engine.engine import Engine
 from gateway.errors import (
     PersistedQueryNotFound,
@@ -32,9 +34,9 @@ from gateway.errors import (
     response_body,
     unexpected_result,
 )
+from gateway.http import request_limits
 from gateway.loaders.backend import Backend
-from gateway.persisted import PersistedQueries
-from gateway.response_cache import Cached, ResponseCache
+from gateway.observability import metrics, tracing
 from gateway.schema.context import Context
 
 # Strawberry's pipeline for one operation: what the plans do not cover.

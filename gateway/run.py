@@ -9,8 +9,8 @@ from strawberry.http import GraphQLHTTPResponse
 
 from gateway.backends import BackendFactory
 from gateway.errors import response_body
+from gateway.http.request_limits import in_time
 from gateway.loaders.loaders import Loaders
-from gateway.request_limits import in_time
 from gateway.schema import GatewaySchema
 from gateway.schema.context import Context
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from graphql import DocumentNode, GraphQLError
 
+from gateway.documents.limits import QueryLimits, validated, validation_rules
+from gateway.documents.reading import Reading, parse_and_read
 from gateway.internals import graphql_schema
-from gateway.limits import QueryLimits, validated, validation_rules
-from gateway.reading import Reading, parse_and_read
 from gateway.schema import build_schema
 
 

@@ -7,7 +7,8 @@ and checked the backend; it hands the effective settings down in an environment 
 that every worker serves with exactly the same ones, whatever happens meanwhile to the
 environment or the TOML file. It also makes the directory where the workers keep their metrics
 (`PROMETHEUS_MULTIPROC_DIR`), and removes it once they have all stopped. With trusted documents,
-SIGHUP goes on to every worker, which reads its manifest again (gateway/trusted_documents.py).
+SIGHUP goes on to every worker, which reads its manifest again
+(gateway/documents/trusted_documents.py).
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 
-from gateway import metrics
 from gateway.config import Settings, settings_from_table
-from gateway.connection_limits import HeadBoundedProtocol
 from gateway.errors import ConfigError
-from gateway.observe import logging_config
+from gateway.http.connection_limits import HeadBoundedProtocol
+from gateway.observability import metrics
+from gateway.observability.observe import logging_config
 
 WORKER_APP = "gateway.worker:app_from_environment"
 
@@ -41,12 +42,12 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        # One line per request, the gateway's own (gateway/observe.py), not uvicorn's.
+        # One line per request, the gateway's own (gateway/observability/observe.py), not uvicorn's.
         "log_config": logging_config(settings.log_format, settings.log_level),
         "access_log": False,
         "timeout_graceful_shutdown": math.ceil(settings.shutdown_timeout),
         # What one connection may hold: its time and bytes before its request's headers are
-        # complete (gateway/connection_limits.py), and how many may be open at once.
+        # complete (gateway/http/connection_limits.py), and how many may be open at once.
         "http": HeadBoundedProtocol,
         "timeout_keep_alive": settings.idle_timeout,
         "h11_max_incomplete_event_size": settings.max_header_bytes,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-fetch the GraphiQL assets that gateway/static/graphiql serves, so the
+# Re-fetch the GraphiQL assets that gateway/http/static/graphiql serves, so the
 # playground needs no CDN. Run from anywhere; needs npm and the npm registry.
 #
 # GraphiQL 4.1 is the newest release that still ships a prebuilt UMD bundle
@@ -7,7 +7,7 @@
 # builds, and graphiql's UMD bundle needs React 18's internals anyway.
 # Every directory is named after its package version, so the assets can be
 # cached forever and an upgrade changes their URLs: after changing a version
-# here, change the paths in gateway/graphiql.py to match.
+# here, change the paths in gateway/http/graphiql.py to match.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -16,7 +16,7 @@ PLUGIN_EXPLORER=4.0.6
 GRAPHIQL_EXPLORER=0.9.0 # bundled inside the explorer plugin; only its LICENSE is kept
 REACT=18.3.1
 
-dest="$(cd "$(dirname "$0")/.." && pwd)/gateway/static/graphiql"
+dest="$(cd "$(dirname "$0")/.." && pwd)/gateway/http/static/graphiql"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

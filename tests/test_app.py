@@ -22,8 +22,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.connection_limits import HeadBoundedProtocol
 from gateway.engine import engine
+from gateway.http.connection_limits import HeadBoundedProtocol
 from tests.fake_upstream import FakeUpstream, FaultKind, serve_in_thread
 
 # Short, so that the "hang" fault costs half a second rather than the default ten.

@@ -254,9 +254,9 @@ def test_relations_keep_their_own_order_unless_ordered() -> None:
 
 
 def test_kept_pages_leave_the_collectors_sight_on_their_way_to_the_old_generation() -> None:
-    """A full collection scans every tracked object (gateway/stalls.py), and a snapshot keeps
-    thousands of pages. Each is kept under exact tuples of atomic values and holds tuples of
-    untracked records and keys: the collector untracks them, a level of nesting a pass, so
+    """A full collection scans every tracked object (gateway/observability/stalls.py), and a
+    snapshot keeps thousands of pages. Each is kept under exact tuples of atomic values and holds
+    tuples of untracked records and keys: the collector untracks them, a level of nesting a pass, so
     that by the end of the first full collection it sees nothing of them."""
     snapshot = catalogue(
         [package(id, f"t{id}", watchers=id % 7) for id in range(1, 101)],
@@ -525,8 +525,8 @@ async def test_a_renewed_snapshot_is_out_of_the_collectors_sight_and_the_old_one
     upstream: FakeUpstream,
 ) -> None:
     """A full collection scans what the collector sees: the snapshot, renewed every
-    `cache_ttl`, would be scanned by each one (gateway/stalls.py). Frozen as it comes, it is not
-    seen; and the snapshot it replaced, frozen before, is freed all the same."""
+    `cache_ttl`, would be scanned by each one (gateway/observability/stalls.py). Frozen as it comes,
+    it is not seen; and the snapshot it replaced, frozen before, is freed all the same."""
     clock = Clock()
     client = UpstreamClient(upstream.base_url, timeout=2.0, retries=0)
     cache = ResourceCache(ttl=0.2, stale=60.0, clock=clock)

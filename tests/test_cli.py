@@ -101,12 +101,12 @@ main()
 
 def test_query_starts_no_documents_process(upstream: FakeUpstream) -> None:
     """One operation has no event loop to keep free: its document is read on a thread, not by
-    the child Python `gateway serve` starts for that (gateway/offload.py)."""
+    the child Python `gateway serve` starts for that (gateway/documents/offload.py)."""
     query = "{ categories { totalCount } }"
     run = _gateway("query", query, "--upstream", upstream.base_url, launcher=("-c", _AUDITED))
     assert run.returncode == 0, run.stderr
     assert "data" in _output(run)
-    assert "gateway.offload" not in run.stderr
+    assert "gateway.documents.offload" not in run.stderr
 
 
 def test_query_with_variables_and_an_operation_name(upstream: FakeUpstream) -> None:

@@ -25,8 +25,8 @@ import uvloop
 from starlette.types import Receive, Scope, Send
 from uvicorn.server import ServerState
 
-from gateway.connection_limits import HeadBoundedProtocol
 from gateway.errors import CLIENT_CLOSED, INTERNAL_SERVER_ERROR
+from gateway.http.connection_limits import HeadBoundedProtocol
 from tests.observing import parse, value
 from tests.serving import Served, served_gateway
 from tests.test_app import bad_request

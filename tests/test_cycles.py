@@ -2,10 +2,10 @@
 
 What a request leaves in cycles waits for a full collection of the garbage collector, which
 stops the whole process for as long as it takes to go through every object it holds
-(gateway/stalls.py): under load, one every few seconds, 150 ms each. Each kind of request
-bench/load.py sends (the frontend's queries, each attack of bench/hostile.py, answers through
-upstream failures, stale copies, request timeouts, refusals past the connection cap) runs here
-against a gateway on loopback with the collector off; a collection that keeps what it finds
+(gateway/observability/stalls.py): under load, one every few seconds, 150 ms each. Each kind of
+request bench/load.py sends (the frontend's queries, each attack of bench/hostile.py, answers
+through upstream failures, stale copies, request timeouts, refusals past the connection cap) runs
+here against a gateway on loopback with the collector off; a collection that keeps what it finds
 (`DEBUG_SAVEALL`) then shows what they left: nothing may be a frame of the gateway's code, an
 object of one of its classes, or an HTTP request of its to the upstream. (The test's own client,
 httpx too, leaves cycles of its own.)
@@ -32,7 +32,7 @@ from bench.load import hang_up
 from bench.load import requests as frontend_requests
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.connection_limits import HeadBoundedProtocol
+from gateway.http.connection_limits import HeadBoundedProtocol
 from tests.conftest import settle
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 from tests.waiting import documents_process_id

@@ -1,5 +1,5 @@
 """Each step of a new document's first request made to fail as a loaded or starved machine
-could make it fail (issue 15, point 12): the documents' process (gateway/offload.py) not
+could make it fail (issue 15, point 12): the documents' process (gateway/documents/offload.py) not
 starting, its pipe breaking, it dying mid-call, or failing the call; the threads that
 do and wait for that work not starting. The request still gets its data, through the documents'
 thread (or the loop), never an INTERNAL_SERVER_ERROR; and a failure that escapes an operation
@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from gateway import offload
+from gateway.caching.response_cache import ResponseCache
+from gateway.documents import offload
+from gateway.documents.offload import out_of_process
 from gateway.errors import INTERNAL_SERVER_ERROR
-from gateway.offload import out_of_process
-from gateway.response_cache import ResponseCache
 from tests.fake_upstream import FakeUpstream
 from tests.test_resilience import PACKAGE, codes, expected_package, gateway
 from tests.waiting import documents_process_id

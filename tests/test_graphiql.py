@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Scope
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.graphiql import graphiql_page, wants_graphiql
+from gateway.http.graphiql import graphiql_page, wants_graphiql
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")

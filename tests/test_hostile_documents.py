@@ -37,19 +37,19 @@ from graphql import (
 from starlette.routing import Route
 
 from bench.load import FAN_OUT, GRIDS, NODE, PACKAGE, PACKAGES, SEARCH
-from gateway import document_cache
 from gateway.app import GraphQLEndpoint, create_app
 from gateway.compose import query_limits, schema_for
 from gateway.config import Settings
-from gateway.cost import estimate_cost
-from gateway.document_cache import OBJECT_BYTES, DocumentCache, lighten
+from gateway.documents import document_cache
+from gateway.documents.cost import estimate_cost
+from gateway.documents.document_cache import OBJECT_BYTES, DocumentCache, lighten
+from gateway.documents.limits import document_errors
+from gateway.documents.measure import parsed
+from gateway.documents.offload import off_the_loop, out_of_process
 from gateway.engine import engine
 from gateway.engine.fields import fields_of
 from gateway.engine.plan import compile_plan
 from gateway.internals import graphql_schema
-from gateway.limits import document_errors
-from gateway.measure import parsed
-from gateway.offload import off_the_loop, out_of_process
 from gateway.schema import GatewaySchema
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 from tests.observing import post, served
@@ -479,7 +479,7 @@ def _kept(text: str) -> tuple[DocumentNode, int]:
 def test_a_parsed_document_is_freed_without_the_garbage_collector() -> None:
     """Under attack documents leave the caches by the thousand: each one a cycle (its tokens,
     linked both ways) would wait for a full collection, which scans everything the process
-    keeps (gateway/stalls.py)."""
+    keeps (gateway/observability/stalls.py)."""
     gc.collect()
     gc.disable()
     try:

@@ -27,6 +27,7 @@ from strawberry.http import GraphQLRequestData
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.base import get_object_definition
 
+from gateway.documents.limits import FIELD_MERGING_BUDGET
 from gateway.internals import (
     allow_types_of_one_name,
     graphql_schema,
@@ -40,7 +41,6 @@ from gateway.internals import (
     unknown_operation_name,
     variables_leniently,
 )
-from gateway.limits import FIELD_MERGING_BUDGET
 from gateway.schema.direct import use_direct_resolvers
 
 

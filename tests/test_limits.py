@@ -24,7 +24,7 @@ from gateway.app import create_app
 from gateway.cli import run_query
 from gateway.compose import schema_for
 from gateway.config import Settings
-from gateway.cost import costs_the_same, estimate_cost
+from gateway.documents.cost import costs_the_same, estimate_cost
 from gateway.internals import graphql_schema
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 

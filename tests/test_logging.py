@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.observe import JsonFormatter, TextFormatter, logging_config
+from gateway.observability.observe import JsonFormatter, TextFormatter, logging_config
 from tests.fake_upstream import FakeUpstream
 from tests.observing import served
 from tests.waiting import LISTENING, Output
@@ -155,7 +155,7 @@ def test_the_logging_configuration_routes_the_gateway_loggers() -> None:
         "level": "WARNING",
         "propagate": False,
     }
-    assert text["formatters"]["gateway"] == {"()": "gateway.observe.TextFormatter"}
+    assert text["formatters"]["gateway"] == {"()": "gateway.observability.observe.TextFormatter"}
     assert text["handlers"]["default"]["formatter"] == "default"  # uvicorn's, as it was
     as_json = logging_config("json", "info")
     assert {handler["formatter"] for handler in as_json["handlers"].values()} == {"gateway"}

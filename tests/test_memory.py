@@ -1,4 +1,4 @@
-"""gateway/memory.py: the freed heap given back, and the memory snapshots a traced
+"""gateway/observability/memory.py: the freed heap given back, and the memory snapshots a traced
 `gateway serve` writes on SIGUSR2."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.memory import give_back, snapshot_path
+from gateway.observability.memory import give_back, snapshot_path
 from tests.serving import served_gateway
 
 

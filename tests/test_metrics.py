@@ -18,7 +18,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from gateway import document_cache, metrics
+from gateway.documents import document_cache
+from gateway.observability import metrics
 from tests.databases import Database, sqlite_database
 from tests.fake_upstream import FakeUpstream
 from tests.observing import Metrics, parse, post, scrape, served, value

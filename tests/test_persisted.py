@@ -14,7 +14,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.offload import off_the_loop
+from gateway.documents.offload import off_the_loop
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 from tests.test_app import bad_request
 

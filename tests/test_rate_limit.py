@@ -20,10 +20,10 @@ import httpx
 import pytest
 import redis
 
+from gateway.caching.shared_cache import KEY_PREFIX, SharedCache
 from gateway.config import configure
 from gateway.errors import ConfigError
-from gateway.rate_limit import SPAN, Buckets, RateLimit, client_key
-from gateway.shared_cache import KEY_PREFIX, SharedCache
+from gateway.http.rate_limit import SPAN, Buckets, RateLimit, client_key
 from tests.fake_upstream import FakeUpstream
 from tests.observing import Metrics, served
 from tests.test_redis_cache import _redis_server, redis_db, redis_url

@@ -11,12 +11,12 @@ import pytest
 
 from gateway.compose import query_limits, schema_for
 from gateway.config import Settings
+from gateway.documents.limits import document_errors
+from gateway.documents.offload import out_of_process
+from gateway.documents.reading import Readings
 from gateway.errors import format_error
 from gateway.internals import graphql_schema
-from gateway.limits import document_errors
-from gateway.metrics import MULTIPROC_VARIABLE
-from gateway.offload import out_of_process
-from gateway.reading import Readings
+from gateway.observability.metrics import MULTIPROC_VARIABLE
 from gateway.validating import Validation, read_valid
 from tests.waiting import documents_process_id
 

@@ -33,13 +33,13 @@ import httpx
 import pytest
 import redis
 
+from gateway.caching.persisted import TTL as APQ_TTL
+from gateway.caching.response_cache import MemoryStore
+from gateway.caching.shared_cache import SharedCache, SharedStore
 from gateway.config import configure
 from gateway.errors import ConfigError, SharedCacheUnavailable, UpstreamError
 from gateway.loaders.rest.cache import Fetching, ResourceCache
 from gateway.loaders.rest.shared import SharedBodies
-from gateway.persisted import TTL as APQ_TTL
-from gateway.response_cache import MemoryStore
-from gateway.shared_cache import SharedCache, SharedStore
 from tests.fake_upstream import FakeUpstream
 from tests.waiting import LISTENING, Output
 

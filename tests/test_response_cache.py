@@ -26,11 +26,11 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from gateway.app import GraphQLEndpoint, create_app
+from gateway.caching.response_cache import Cached, MemoryStore, ResponseCache, namespace
 from gateway.compose import schema_for
 from gateway.config import Settings, answer_settings, setting_type
+from gateway.documents.reading import Readings
 from gateway.loaders.backend import Backend
-from gateway.reading import Readings
-from gateway.response_cache import Cached, MemoryStore, ResponseCache, namespace
 from tests.fake_upstream import FakeUpstream, serve_in_thread
 from tests.waiting import Clock
 

@@ -1,6 +1,6 @@
-"""gateway/stalls.py: what lives at a snapshot renewal is frozen out of the collector's sight
-after a collection of what is in sight (not of the frozen objects), and a frozen object that dies
-is still freed at once, unless it is in a reference cycle (which no request leaves:
+"""gateway/observability/stalls.py: what lives at a snapshot renewal is frozen out of the
+collector's sight after a collection of what is in sight (not of the frozen objects), and a frozen
+object that dies is still freed at once, unless it is in a reference cycle (which no request leaves:
 tests/test_cycles.py), and such a cycle is freed at the renewal after the frozen objects grew."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 
-from gateway import stalls
+from gateway.observability import stalls
 
 
 class _Cycle:

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from gateway import tracing
+from gateway.observability import tracing
 from tests.databases import Database, sqlite_database
 from tests.fake_upstream import FakeUpstream
 from tests.observing import post, served

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from gateway.offload import out_of_process
+from gateway.documents.offload import out_of_process
 
 # What uvicorn logs (at info) once its socket listens, and each worker once its app started.
 LISTENING = "Uvicorn running on"
@@ -134,7 +134,8 @@ def frozen(pid: int) -> Iterator[None]:
 
 
 async def documents_process_id() -> int:
-    """The documents' process's id (gateway/offload.py), once it is there to take calls."""
+    """The documents' process's id (gateway/documents/offload.py), once it is there to take
+    calls."""
     deadline = time.monotonic() + 60
     while (pid := await out_of_process(os.getpid)) == os.getpid():
         assert time.monotonic() < deadline, "the documents' process did not start"

@@ -8,7 +8,7 @@ graphql-core runs it, as it did before the engine. `gateway_execution_total{path
 Plans are kept by document text and operation name, with one plan per combination of the
 values of the operation's `@skip`/`@include` conditions, up to about `MAX_BYTES` for all,
 documents least recently used out first (any client may send new ones). The documents are those
-the schema's documents cache keeps, made light and weighed (gateway/document_cache.py): a
+the schema's documents cache keeps, made light and weighed (gateway/documents/document_cache.py): a
 document is kept only once Strawberry has validated it under the query limits; the next time it
 comes, `execute_known` answers it without Strawberry's pipeline, checking only what depends on
 the request: the variables, and the cost limit (by the variables, unless none can change the
@@ -34,9 +34,8 @@ from strawberry import Schema
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
-from gateway import metrics
-from gateway.cost import Costs, Spending, costs_the_same
-from gateway.document_cache import DocumentCache, lighten
+from gateway.documents.cost import Costs, Spending, costs_the_same
+from gateway.documents.document_cache import DocumentCache, lighten
 from gateway.engine.fields import Fields, fields_of
 from gateway.engine.plan import Conditional, Plan, compile_plan, conditions, included
 from gateway.engine.run import run
@@ -48,6 +47,7 @@ from gateway.errors import (
     reported_as,
 )
 from gateway.internals import graphql_schema
+from gateway.observability import metrics
 from gateway.schema import GatewaySchema
 from gateway.schema.context import Context
 
@@ -90,7 +90,7 @@ class _Document:
 
     text: str
     document: DocumentNode
-    costs_the_same: bool  # whatever the variables (gateway/cost.py)
+    costs_the_same: bool  # whatever the variables (gateway/documents/cost.py)
     size: int = 0  # bytes, about: the parsed document and its plans
     operations: dict[str | None, _Operation] = field(default_factory=dict)
 

@@ -25,7 +25,7 @@ from aiodataloader import Loader as Queued
 from gateway.loaders import records
 from gateway.loaders.backend import AtHand, Backend
 from gateway.loaders.records import Order, PackageFilter, Page, Slice, Window
-from gateway.observe import batch, batch_answered
+from gateway.observability.observe import batch, batch_answered
 
 R = TypeVar("R", records.Category, records.Grid, records.Package)
 K = TypeVar("K")

@@ -11,11 +11,11 @@ from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from gateway import limits
-from gateway.document_cache import DocumentCache
+from gateway.documents import limits
+from gateway.documents.document_cache import DocumentCache
+from gateway.documents.reading import Readings
 from gateway.errors import VariableErrors, log_unexpected
 from gateway.internals import allow_types_of_one_name
-from gateway.reading import Readings
 from gateway.schema.direct import use_direct_resolvers
 from gateway.schema.query import Query
 from gateway.schema.scalars import DateTime
@@ -42,7 +42,8 @@ def build_schema(
 ) -> GatewaySchema:
     """The schema, enforcing `query_limits`; with `federation`, an Apollo Federation 2 subgraph
     (gateway/schema/federation.py). Limits do not change the SDL. New documents are read by
-    `readings` (by default in the documents' process, and validated here: gateway/reading.py).
+    `readings` (by default in the documents' process, and validated here:
+    gateway/documents/reading.py).
 
     Batching is on: how many operations a batch may hold is the HTTP view's limit (gateway/app.py),
     which refuses more with a code of its own. `extensions` come after the limits' own: the

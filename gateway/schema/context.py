@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import strawberry
 
-from gateway.cost import Spending
+from gateway.documents.cost import Spending
 from gateway.loaders.loaders import Loaders
 
 

@@ -24,7 +24,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import strawberry
 from strawberry.relay.utils import to_base64
 
-from gateway.cost import DEFAULT_FIRST, MAX_FIRST
+from gateway.documents.cost import DEFAULT_FIRST, MAX_FIRST
 from gateway.errors import BadUserInput
 from gateway.loaders.records import Key, KeyValue, Order, Page, Slice
 

@@ -10,9 +10,9 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from gateway import observe
 from gateway.errors import TransientError, UpstreamError
 from gateway.loaders.rest.breaker import Breaker
+from gateway.observability import observe
 
 # Retried: what says "try again" (429, 502, 503, 504; a 500 is a bug that would fail again)
 # and connections that failed before an answer. Not a read timeout: that attempt already

@@ -18,7 +18,6 @@ from urllib.parse import quote, urlencode
 
 import msgspec
 
-from gateway import metrics
 from gateway.errors import UpstreamBudgetExceeded, UpstreamError
 from gateway.loaders.rest.cache import Fetch, Fetching, ResourceCache
 from gateway.loaders.rest.client import Upstream
@@ -34,6 +33,7 @@ from gateway.loaders.rest.wire import (
     decode,
     snapshot_in_steps,
 )
+from gateway.observability import metrics
 from gateway.tasks import taken
 
 # The upstream has no maximum page size: one request with this limit reads a whole list.

@@ -13,7 +13,8 @@ failed or died), or `wait_limit` passes; then they fetch it themselves. Within a
 resource cache's single flight already makes one caller per key: a burst of identical cold queries
 over many processes costs the upstream one request per resource.
 
-When Redis is unavailable (gateway/shared_cache.py) every step falls back to the plain fetch.
+When Redis is unavailable (gateway/caching/shared_cache.py) every step falls back to the plain
+fetch.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import urlencode
 
+from gateway.caching.shared_cache import SharedCache
 from gateway.errors import SharedCacheUnavailable, UpstreamError
 from gateway.loaders.rest.cache import Fetching
-from gateway.shared_cache import SharedCache
 
 LOCK_TTL = 2.0  # seconds a lock lasts unless its holder, still fetching, extends it
 POLL_FIRST = 0.005  # seconds before a waiter's first look; doubled up to POLL_CAP

@@ -33,8 +33,8 @@ Cost at full scale, measured on the demo catalogue of `generate(scale=1.0)` (4 c
   page, a relation's window) is kept by its arguments and served again as it is: at most
   `MAX_KEPT_RECORDS` records' worth, about 4 MiB more, then all are dropped at once. A kept
   page is tuples of untracked values, its key too: the collector's passes untrack them on
-  their way to the old generation, which a full collection scans (gateway/stalls.py); kept
-  as they came, as lists and NamedTuples, they cost it about 5 objects a page.
+  their way to the old generation, which a full collection scans (gateway/observability/stalls.py);
+  kept as they came, as lists and NamedTuples, they cost it about 5 objects a page.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ runs it on the loop, which runs its other ready tasks at each yield, and a plain
 
 On the loop rather than on a thread: while a thread runs Python, each of the loop's system calls
 costs it up to a switch interval (5 ms) to get the interpreter's lock back, so that a busy loop
-crawls (the GIL's convoy effect, gateway/offload.py).
+crawls (the GIL's convoy effect, gateway/documents/offload.py).
 """
 
 from __future__ import annotations

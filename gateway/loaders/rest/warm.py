@@ -7,13 +7,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from gateway import stalls
 from gateway.errors import UpstreamError
 from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream
 from gateway.loaders.rest.fetcher import CATALOGUE, Fetcher
 from gateway.loaders.rest.shared import SharedBodies
-from gateway.memory import give_back
+from gateway.observability import stalls
+from gateway.observability.memory import give_back
 
 logger = logging.getLogger("gateway")
 

@@ -22,7 +22,6 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway import observe
 from gateway.errors import DatabaseError
 from gateway.loaders.entities import fields_of, from_columns
 from gateway.loaders.records import (
@@ -51,6 +50,7 @@ from gateway.loaders.sql.statements import (
     shape_of,
     statements_for,
 )
+from gateway.observability import observe
 
 __all__ = ["SqlBackend"]
 

@@ -42,9 +42,9 @@ from graphql import (
     print_ast,
 )
 
+from gateway.documents.measure import check_spread, parsed
+from gateway.documents.offload import off_the_loop, out_of_process
 from gateway.errors import ReportedError
-from gateway.measure import check_spread, parsed
-from gateway.offload import off_the_loop, out_of_process
 
 MAX_BYTES = 4 * 2**20  # the texts whose readings are remembered, in all
 ENTRY_OVERHEAD = 200  # bytes counted per reading for its key, its values and bookkeeping

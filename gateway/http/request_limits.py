@@ -15,8 +15,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope
 from strawberry.types import ExecutionResult
 
-from gateway.connection_limits import BODY_RECEIVED
 from gateway.errors import OperationTimedOut, RequestBodyTimeout, RequestTooLarge, located
+from gateway.http.connection_limits import BODY_RECEIVED
 
 
 def _too_large(max_bytes: int) -> RequestTooLarge:
@@ -30,7 +30,7 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int, deadline: fl
 
     A request without a body (no Content-Length, or 0, and no Transfer-Encoding) waits for
     nothing, nor does one whose whole body the server has received already (gateway serve's
-    protocol says so, gateway/connection_limits.py): neither needs a timer."""
+    protocol says so, gateway/http/connection_limits.py): neither needs a timer."""
     length, chunked = b"", False
     for name, value in scope["headers"]:
         if name == b"content-length" and not length:

@@ -4,10 +4,11 @@ A parsed document weighs far more than its text: graphql-core keeps a node per n
 selection, each with its location in the source, and every token of the source, linked, from
 those locations; a field written in a few characters costs hundreds of bytes. Every one of those
 objects is also one that each full collection of the garbage collector goes through, the whole
-process stopped meanwhile (gateway/stalls.py). So a document is made light before it is kept
-(`lighten`): what only the parser and validation read goes, what execution's errors read stays.
-It is weighed by what it then holds, and a cache keeps what fits in its budget, least recently
-used out first: a client may send any number of distinct documents, each up to the token limit.
+process stopped meanwhile (gateway/observability/stalls.py). So a document is made light before it
+is kept (`lighten`): what only the parser and validation read goes, what execution's errors read
+stays. It is weighed by what it then holds, and a cache keeps what fits in its budget, least
+recently used out first: a client may send any number of distinct documents, each up to the token
+limit.
 """
 
 from __future__ import annotations

@@ -33,10 +33,10 @@ import orjson
 from cachetools import LRUCache
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import metrics
+from gateway.caching.shared_cache import SharedCache
 from gateway.errors import RATE_LIMITED, RateLimitExceeded, SharedCacheUnavailable
 from gateway.middleware import HttpMiddleware
-from gateway.shared_cache import SharedCache
+from gateway.observability import metrics
 
 logger = logging.getLogger("gateway")
 

@@ -2,7 +2,8 @@
 
 The metrics are defined here and nowhere else; the code that counts calls one function of this
 module per event, and each also counts the event in the current request's `RequestStats` (a
-context variable the HTTP middleware sets, gateway/observe.py), which its log line reports.
+context variable the HTTP middleware sets, gateway/observability/observe.py), which its log line
+reports.
 
 Several worker processes (`gateway serve --workers N`) count in prometheus-client's
 multiprocess mode: the parent makes a directory for the workers' counter files and names it in
@@ -174,8 +175,8 @@ EXECUTIONS = Counter(
     " execution engine) or graphql (graphql-core's executor, for what plans do not cover)",
     ["path"],
 )
-# Seconds: the event loop's stalls (gateway/stalls.py), from a tick's usual lateness (well under
-# a millisecond) to the worst the loop has been seen to stall.
+# Seconds: the event loop's stalls (gateway/observability/stalls.py), from a tick's usual lateness
+# (well under a millisecond) to the worst the loop has been seen to stall.
 _STALLS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 GC_PAUSES = Histogram(
     "gateway_gc_pause_seconds",
@@ -194,9 +195,10 @@ class _Stalls(NamedTuple):
 
 @functools.cache
 def _stalls() -> _Stalls:
-    """The metrics without labels of gateway/stalls.py, made once it runs, not at import: in
-    multiprocess mode one without labels opens its file at once, in every process importing
-    this module (the documents' child too, which may start as the parent removes the files)."""
+    """The metrics without labels of gateway/observability/stalls.py, made once it runs, not at
+    import: in multiprocess mode one without labels opens its file at once, in every process
+    importing this module (the documents' child too, which may start as the parent removes the
+    files)."""
     return _Stalls(
         Histogram(
             "gateway_event_loop_lateness_seconds",

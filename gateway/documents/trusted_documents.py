@@ -19,7 +19,7 @@ The manifest is read at start-up, where one that cannot be read, or holds a docu
 parse or validate against the schema, stops the gateway with one line. SIGHUP reads it again, in
 every process: requests go on meanwhile, each served by the manifest in place when it arrived, and a
 faulty manifest keeps the documents in use and logs one line why. `gateway documents check` also
-holds each document to the query limits (gateway/limits.py), for a client's CI.
+holds each document to the query limits (gateway/documents/limits.py), for a client's CI.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from graphql import GraphQLError, GraphQLSchema, GraphQLSyntaxError, parse, vali
 from strawberry import Schema
 from strawberry.http import GraphQLRequestData
 
+from gateway.documents.limits import QueryLimits, document_errors
 from gateway.errors import (
     ManifestError,
     PersistedDocumentIdRequired,
@@ -49,7 +50,6 @@ from gateway.errors import (
     classify,
 )
 from gateway.internals import graphql_schema
-from gateway.limits import QueryLimits, document_errors
 
 logger = logging.getLogger("gateway")
 

@@ -16,7 +16,7 @@ longer than `MAX_DOCUMENT_BYTES` even so is refused before it runs (HTTP 400,
 PERSISTED_QUERY_TOO_LARGE): a client may still send it as text, without a hash.
 
 Documents are kept for `TTL` seconds from when they were sent, in a `Store` (see
-gateway/response_cache.py): this process's memory, bounded in bytes, least recently used out
+gateway/caching/response_cache.py): this process's memory, bounded in bytes, least recently used out
 first, and with `--cache` Redis too (where they expire, or are evicted by Redis's own policy), so
 that a hash registered through one process runs on every other. A forgotten document costs the
 client one more round trip, nothing else.
@@ -33,9 +33,9 @@ from typing import Any
 from graphql import GraphQLSyntaxError, Lexer, Source, TokenKind, strip_ignored_characters
 from strawberry.types import ExecutionResult
 
+from gateway.caching.response_cache import Store
+from gateway.documents.offload import off_the_loop
 from gateway.errors import PersistedQueryNotFound, PersistedQueryRefused, PersistedQueryTooLarge
-from gateway.offload import off_the_loop
-from gateway.response_cache import Store
 
 VERSION = 1
 MAX_BYTES = 4 * 2**20  # the documents kept by one process

@@ -1,5 +1,6 @@
 """Watching the gateway work: each request's id, span and log line; each upstream request, SQL
-statement and dataloader batch counted (gateway/metrics.py) and traced (gateway/tracing.py).
+statement and dataloader batch counted (gateway/observability/metrics.py) and traced
+(gateway/observability/tracing.py).
 
 `Observed` wraps the app: it takes the request's id from `X-Request-ID` (printable ASCII, at
 most 128 characters; otherwise, or without one, a new one), returns it in the response's
@@ -25,9 +26,9 @@ import httpx
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway import metrics, tracing
 from gateway.errors import UpstreamError
 from gateway.middleware import HttpMiddleware
+from gateway.observability import metrics, tracing
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span

@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway import metrics
 from gateway.errors import CLIENT_CLOSED, SHUTTING_DOWN
 from gateway.middleware import HttpMiddleware
+from gateway.observability import metrics
 
 CLIENT_CLOSED_REQUEST = 499
 # Seconds a request runs before its connection is watched: a hang-up is noticed within them.

@@ -42,8 +42,11 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 
-from gateway.cost import Costs, largest_cost, too_costly
-from gateway.document_cache import DocumentCache, lighten
+from gateway.documents.cost import Costs, largest_cost, too_costly
+from gateway.documents.document_cache import DocumentCache, lighten
+from gateway.documents.measure import check_spread, parsed
+from gateway.documents.offload import off_the_loop
+from gateway.documents.reading import Readings
 from gateway.errors import (
     IntrospectionDisabled,
     OperationNameRequired,
@@ -61,9 +64,6 @@ from gateway.internals import (
     provided_operation_name,
     strawberry_validation,
 )
-from gateway.measure import check_spread, parsed
-from gateway.offload import off_the_loop
-from gateway.reading import Readings
 
 # The work graphql-core may spend checking that a document's fields of one name merge, in its
 # units (a comparison of two fields costs about 2): 50,000 take 20 to 100 ms of a loaded core.

@@ -12,8 +12,8 @@ each of its system calls: while the thread runs Python, each of them costs the l
 switch interval (5 ms) to get it back, so that a busy loop crawls (the GIL's convoy effect). What
 needs no answer but a few values (reading.py: whether a document is refused, its normal form,
 whether it is valid) is worked out in a process of its own instead, which shares nothing with
-the loop: a child Python (`python -m gateway.offload`) that runs one call at a time, sent and
-answered as pickles over a pipe by a thread of this process that only waits for it. The child is
+the loop: a child Python (`python -m gateway.documents.offload`) that runs one call at a time, sent
+and answered as pickles over a pipe by a thread of this process that only waits for it. The child is
 started when first needed, in a session of its own (a terminal's Ctrl-C is for the server), ends
 when this process closes the pipe, and is started again if it dies. A call that comes while it
 is not there to take it (the second or so it takes to start, or after it died) runs on the
@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from gateway.metrics import MULTIPROC_VARIABLE
+from gateway.observability.metrics import MULTIPROC_VARIABLE
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -132,7 +132,7 @@ class _Child:
         ours, theirs = Pipe()
         self._connection = ours  # `_stop` closes it, whether the child starts or not
         # The package as this process imports it, wherever the child starts.
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
         # The child counts nothing: named the workers' metrics directory, it would make files of
         # its own there as it imports, and fail with a traceback if the server removed the
@@ -140,7 +140,7 @@ class _Child:
         environ = {name: value for name, value in os.environ.items() if name != MULTIPROC_VARIABLE}
         with theirs:  # the child's end: it has a copy once started
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.offload", str(theirs.fileno()), module],
+                [sys.executable, "-m", "gateway.documents.offload", str(theirs.fileno()), module],
                 stdin=subprocess.DEVNULL,
                 pass_fds=[theirs.fileno()],
                 start_new_session=True,

@@ -62,9 +62,9 @@ def _unlink_backwards(document: DocumentNode) -> None:
     graphql-core links a document's tokens both ways, a cycle per document: one dropped by a
     request would wait for a full collection of the garbage collector, which scans every
     object the process keeps (a pause of hundreds of milliseconds with the caches full), and
-    one frozen out of the collector's sight (gateway/stalls.py) would never be freed. Linked
-    forwards only, a document is freed as soon as nothing holds it. (One kept holds no token at
-    all: gateway/document_cache.py.)
+    one frozen out of the collector's sight (gateway/observability/stalls.py) would never be freed.
+    Linked forwards only, a document is freed as soon as nothing holds it. (One kept holds no token
+    at all: gateway/documents/document_cache.py.)
     """
     token = None if document.loc is None else document.loc.start_token
     while token is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import metrics as gateway_metrics
 from gateway.backends import OpenBackend
+from gateway.observability import metrics as gateway_metrics
 
 
 async def healthz(request: Request) -> Response:

@@ -18,7 +18,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import Scope
 
-from gateway.negotiation import quality
+from gateway.http.negotiation import quality
 
 STATIC_PATH = "/graphiql/static"
 

@@ -6,7 +6,7 @@ none of Strawberry's view. The HTTP view (gateway/app.py) hands each single oper
 body is read and its trusted document found; what this process's memory does not hold goes on to
 the view's whole path, which also asks the Redis that processes share, runs APQ and traces. A hit
 says the same either way: its body, media type, ETag, Cache-Control, Vary and 304, and its metrics
-(the log line and the request id are the middleware's, gateway/observe.py).
+(the log line and the request id are the middleware's, gateway/observability/observe.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import time
 from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 
-from gateway import metrics, tracing
-from gateway.http_cache import Answer, answer
-from gateway.response_cache import ResponseCache
+from gateway.caching.response_cache import ResponseCache
+from gateway.http.http_cache import Answer, answer
+from gateway.observability import metrics, tracing
 
 _ANSWERED = ExecutionResult(data=None, errors=None)  # what the metrics count of a hit: no errors
 

@@ -47,7 +47,7 @@ from uvicorn.protocols.http.httptools_impl import (
 __all__ = ["BODY_RECEIVED", "HeadBoundedProtocol"]
 
 # In a request's scope once its whole body has been received: a read of it will not wait, and
-# needs no timer (gateway/request_limits.py).
+# needs no timer (gateway/http/request_limits.py).
 BODY_RECEIVED = "gateway.body_received"
 
 HEADERS_TOO_LARGE = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE

@@ -16,9 +16,9 @@ others wait for its answer and run their own only if it could not be cached.
 
 Entries live in a `Store`, a small async protocol of bytes by key with a time to live: `MemoryStore`
 keeps them in this process, least recently used out first past a bound in bytes; with `--cache`,
-`SharedStore` (gateway/shared_cache.py) puts the Redis every process shares behind it. The stored
-value is the ETag (the hash of the body) followed by the body, so every process that serves an
-answer gives it the same ETag.
+`SharedStore` (gateway/caching/shared_cache.py) puts the Redis every process shares behind it. The
+stored value is the ETag (the hash of the body) followed by the body, so every process that serves
+an answer gives it the same ETag.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import msgspec
 import orjson
 from cachetools import TLRUCache
 
-from gateway.reading import Normal, Readings
+from gateway.documents.reading import Normal, Readings
 
 logger = logging.getLogger("gateway")
 

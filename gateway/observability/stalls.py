@@ -36,7 +36,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway import metrics
+from gateway.observability import metrics
 
 TICK = 0.01  # seconds between two ticks of the loop's watch
 

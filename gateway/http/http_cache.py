@@ -12,9 +12,9 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway import response_cache
-from gateway.negotiation import GRAPHQL_RESPONSE
-from gateway.response_cache import Cached
+from gateway.caching import response_cache
+from gateway.caching.response_cache import Cached
+from gateway.http.negotiation import GRAPHQL_RESPONSE
 
 _NO_STORE = (b"cache-control", b"no-store")
 

@@ -2,10 +2,10 @@
 
 Three things live there, each also kept in the process's own memory in front of it: the upstream's
 raw bodies (gateway/loaders/rest/shared.py, the second layer of the resource cache), whole answers
-(gateway/response_cache.py) and persisted queries (gateway/persisted.py). The clients' rate budgets
-live there too (gateway/rate_limit.py): each process keeps its own only while Redis is away. Every
-key starts with `KEY_PREFIX`, which carries the format's version, so that gateways of another
-version sharing the server never read what they cannot decode.
+(gateway/caching/response_cache.py) and persisted queries (gateway/caching/persisted.py). The
+clients' rate budgets live there too (gateway/http/rate_limit.py): each process keeps its own only
+while Redis is away. Every key starts with `KEY_PREFIX`, which carries the format's version, so that
+gateways of another version sharing the server never read what they cannot decode.
 
 Redis is a help, never a need. Every command has a short time limit (`COMMAND_TIMEOUT`, or
 `TRANSFER_TIMEOUT` for one that carries a body), and the first failure to reach the server (no
@@ -35,10 +35,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from gateway import metrics
+from gateway.caching.response_cache import MemoryStore
 from gateway.config import mask
 from gateway.errors import SharedCacheUnavailable
-from gateway.response_cache import MemoryStore
+from gateway.observability import metrics
 
 logger = logging.getLogger("gateway")
 
@@ -262,7 +262,7 @@ class SharedCache:
 
     async def script(self, script: str, key: str, *args: str) -> object:
         """Run a Lua script on `key`, atomically (EVAL): a client's rate budget
-        (gateway/rate_limit.py)."""
+        (gateway/http/rate_limit.py)."""
         return await self._run(lambda client: _eval(client, script, self.key(key), *args))
 
     async def peek(self, key: str, lock: str) -> tuple[tuple[bytes, int] | None, bool]:
@@ -307,8 +307,9 @@ def _reason(exc: BaseException) -> str:
 
 
 class SharedStore:
-    """A response-cache `Store` (gateway/response_cache.py) in this process's memory, in front of
-    the shared cache: what one process keeps, the others find. Without Redis, the memory alone."""
+    """A response-cache `Store` (gateway/caching/response_cache.py) in this process's memory, in
+    front of the shared cache: what one process keeps, the others find. Without Redis, the memory
+    alone."""
 
     def __init__(self, local: MemoryStore, shared: SharedCache) -> None:
         self.local = local
