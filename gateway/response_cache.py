@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import heapq
 import logging
 import math
 import time
@@ -35,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 import orjson
-from cachetools import Cache, LRUCache
+from cachetools import TLRUCache
 
 from gateway.reading import Normal, Readings
 
@@ -74,14 +73,6 @@ class _Entry(msgspec.Struct, frozen=True, gc=False):
     size: int
 
 
-class _Expiry(msgspec.Struct, frozen=True, order=True, gc=False):
-    """When the entry set at `key` ends: ordered by time, for the store's heap of them. Out of
-    the collector's sight too (cachetools' `TLRUCache` keeps a tracked object per entry)."""
-
-    at: float
-    key: str
-
-
 class MemoryStore:
     """A `Store` in this process's memory: bounded in bytes, least recently used out first, and
     the entries past their time dropped as the next is set: what is kept follows what was asked
@@ -90,12 +81,12 @@ class MemoryStore:
     def __init__(self, max_bytes: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
         self._clock = clock
-        self._entries: LRUCache[str, _Entry] = LRUCache(
-            max_bytes, getsizeof=lambda entry: entry.size
+        self._entries: TLRUCache[str, _Entry, float] = TLRUCache(
+            max_bytes,
+            ttu=lambda key, entry, now: entry.expires,
+            timer=clock,
+            getsizeof=lambda entry: entry.size,
         )
-        # The entries' ends, soonest first; an entry evicted or replaced leaves its own behind
-        # until it comes first, or until they are most of the heap.
-        self._expiries: list[_Expiry] = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -111,40 +102,16 @@ class MemoryStore:
     def at_hand(self, key: str) -> tuple[bytes, float] | None:
         try:  # one lookup (`get` is two, in Python): this is every cache hit's
             entry = self._entries[key]
-        except KeyError:
+        except KeyError:  # not there, or past its time
             return None
         left = entry.expires - self._clock()
-        if left <= 0:
-            del self._entries[key]
-            return None
-        return entry.value, left
+        return None if left <= 0 else (entry.value, left)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
-        now = self._clock()
-        self._drop_ended(now)
         self._entries.pop(key, None)
-        entry = _Entry(value, now + ttl, len(key) + len(value) + ENTRY_OVERHEAD)
+        entry = _Entry(value, self._clock() + ttl, len(key) + len(value) + ENTRY_OVERHEAD)
         if ttl > 0 and entry.size <= self.max_bytes:
             self._entries[key] = entry
-            heapq.heappush(self._expiries, _Expiry(entry.expires, key))
-
-    def _drop_ended(self, now: float) -> None:
-        """Drop the entries past their time, and forget the ends of entries gone."""
-        expiries = self._expiries
-        if len(expiries) > 2 * len(self._entries):
-            self._expiries = expiries = [expiry for expiry in expiries if self._holds(expiry)]
-            heapq.heapify(expiries)
-        while expiries and expiries[0].at <= now:
-            expiry = heapq.heappop(expiries)
-            if self._holds(expiry):
-                del self._entries[expiry.key]
-
-    def _holds(self, expiry: _Expiry) -> bool:
-        """Whether the entry `expiry` is the end of is still here (not evicted or replaced)."""
-        try:  # `Cache`'s own lookup: the entry is not made the most recently used
-            return Cache.__getitem__(self._entries, expiry.key).expires == expiry.at
-        except KeyError:
-            return False
 
 
 @dataclass(frozen=True, slots=True)
