@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -173,6 +174,20 @@ def test_the_cache_evicts_the_least_recently_used_past_its_bound() -> None:
     assert cache.size == 3 * (100 + ENTRY_OVERHEAD)
     cache.put("huge", "huge", 10_000)  # larger than the whole bound: not kept, evicts nothing
     assert len(cache) == 3 and cache._lookup("huge", 10) is None
+
+
+def test_the_cache_keeps_its_entries_out_of_the_garbage_collectors_sight() -> None:
+    """Each full collection goes through every object tracked: an entry adds none of its own
+    (records are untracked too: a detail kept costs the collector nothing)."""
+    cache = ResourceCache(ttl=300, stale=300)
+    values = [f"value {i}" for i in range(1_000)]
+    gc.collect()
+    before = len(gc.get_objects())
+    for i, value in enumerate(values):
+        cache.put(f"packages/{i}/", value, 100)
+    gc.collect()
+    assert len(gc.get_objects()) - before <= 10
+    assert len(cache) == len(values)
 
 
 async def test_the_cache_serves_a_stale_copy_only_within_its_window() -> None:
@@ -374,28 +389,133 @@ def test_the_breaker_lets_one_probe_through_after_the_cool_down() -> None:
     now = [0.0]
     breaker = Breaker(threshold=3, cool_down=2, clock=lambda: now[0])
     for _ in range(2):
-        breaker.admit()
+        breaker.admit(10)
         breaker.record(ok=False)
-    breaker.admit()
+    breaker.admit(10)
     breaker.record(ok=True)  # a success in between: the count starts again
     for _ in range(3):
-        assert breaker.admit() is False
+        assert breaker.admit(10) is False
         breaker.record(ok=False)
     with pytest.raises(UpstreamError, match="unavailable"):
-        breaker.admit()
+        breaker.admit(10)
     now[0] = 2.5
-    assert breaker.admit() is True  # the probe
+    breaker.check()  # cooled down: an attempt may queue for its slot...
+    assert breaker.admit(10) is True  # ...and the first to get one probes
     with pytest.raises(UpstreamError):
-        breaker.admit()  # one probe at a time
+        breaker.check()  # one probe at a time: the others fail before they queue
+    with pytest.raises(UpstreamError):
+        breaker.admit(10)
     breaker.record(ok=False)  # a failed probe opens it again
     with pytest.raises(UpstreamError):
-        breaker.admit()
+        breaker.admit(10)
+    breaker.check(after=2)  # a retry sleeping through the cool-down need not give up
     now[0] = 5
-    assert breaker.admit() is True
+    assert breaker.admit(10) is True
     breaker.abandon(probe=True)  # cancelled: the next attempt probes
-    assert breaker.admit() is True
+    assert breaker.admit(10) is True
+    now[0] = 5 + 10 + 2 - 0.1
+    with pytest.raises(UpstreamError):
+        breaker.admit(10)  # the probe may still end within its time limit and a cool-down
+    now[0] = 5 + 10 + 2
+    assert breaker.admit(10) is True  # it never ended: another probe goes
     breaker.record(ok=True)
-    assert breaker.admit() is False and breaker.opened_at is None
+    assert breaker.admit(10) is False and breaker.opened_at is None
+
+
+async def test_an_open_breaker_fails_a_get_at_once_rather_than_queue_it_for_a_slot(
+    upstream: FakeUpstream,
+) -> None:
+    """In an outage a GET refused anyway does not wait in the slots' line first: it would
+    keep its request's objects in memory for nothing, the longer the line the longer."""
+    failing, hanging, other = (f"packages/{row.id}/" for row in upstream.dataset.packages[:3])
+    upstream.faults[f"/api/v4/{failing}"] = "503"
+    upstream.faults[f"/api/v4/{hanging}"] = "hang"
+    clock = Clock()
+    breaker = Breaker(threshold=1, clock=clock)
+    client = UpstreamClient(upstream.base_url, max_in_flight=1, retries=0, breaker=breaker)
+    probe = None
+    try:
+        with pytest.raises(UpstreamError, match="HTTP 503"):
+            await client.get(failing)
+        clock.advance(BREAKER_COOL_DOWN)
+        probe = asyncio.create_task(client.get(hanging))  # takes the one slot, and hangs
+        assert await asyncio.to_thread(upstream.wait_until, lambda: upstream.in_flight == 1)
+        with pytest.raises(UpstreamError, match="unavailable"):
+            await asyncio.wait_for(client.get(other), 5)  # the slot is the probe's for 10 s
+        assert upstream.count == 2
+    finally:
+        if probe is not None:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+        await client.aclose()
+
+
+async def test_a_get_queued_for_a_slot_as_the_breaker_opens_never_reaches_the_upstream(
+    upstream: FakeUpstream,
+) -> None:
+    failing, queued = (f"packages/{row.id}/" for row in upstream.dataset.packages[:2])
+    upstream.faults[f"/api/v4/{failing}"] = "503"
+    upstream.latency = 0.2
+    breaker = Breaker(threshold=1, clock=Clock())
+    client = UpstreamClient(upstream.base_url, max_in_flight=1, retries=0, breaker=breaker)
+    try:
+        first = asyncio.create_task(client.get(failing))
+        assert await asyncio.to_thread(upstream.wait_until, lambda: upstream.in_flight == 1)
+        with pytest.raises(UpstreamError, match="unavailable"):
+            await client.get(queued)  # closed as it queued; open as it got its slot
+        with pytest.raises(UpstreamError, match="HTTP 503"):
+            await first
+    finally:
+        await client.aclose()
+    assert upstream.requests == [f"/api/v4/{failing}"]
+
+
+async def test_a_retry_the_open_breaker_would_refuse_is_not_waited_for(
+    upstream: FakeUpstream,
+) -> None:
+    path = f"packages/{upstream.dataset.packages[0].id}/"
+    upstream.faults[f"/api/v4/{path}"] = "429"
+    upstream.retry_after = "5"
+    breaker = Breaker(threshold=1, cool_down=60, clock=Clock())
+    client = UpstreamClient(upstream.base_url, retries=2, breaker=breaker)
+    started = time.monotonic()
+    try:
+        with pytest.raises(UpstreamError, match="unavailable"):
+            await client.get(path)  # the 429 opened it: a retry in 5 s would be refused
+    finally:
+        await client.aclose()
+    assert time.monotonic() - started < 2.5
+    assert upstream.requests == [f"/api/v4/{path}"]
+
+
+async def test_a_probe_that_never_ends_does_not_keep_the_breaker_open(
+    upstream: FakeUpstream,
+) -> None:
+    """A probe is let be for its time limit and a cool-down: past that, whatever holds it
+    (an attempt that never ends), the next attempt probes, and an answer closes the circuit."""
+    failing, hanging, healthy = (f"packages/{row.id}/" for row in upstream.dataset.packages[:3])
+    upstream.faults[f"/api/v4/{failing}"] = "503"
+    upstream.faults[f"/api/v4/{hanging}"] = "hang"
+    clock = Clock()
+    breaker = Breaker(threshold=1, clock=clock)
+    client = UpstreamClient(upstream.base_url, timeout=10.0, retries=0, breaker=breaker)
+    probe = None
+    try:
+        with pytest.raises(UpstreamError, match="HTTP 503"):
+            await client.get(failing)
+        clock.advance(BREAKER_COOL_DOWN)
+        probe = asyncio.create_task(client.get(hanging))
+        assert await asyncio.to_thread(upstream.wait_until, lambda: upstream.in_flight == 1)
+        with pytest.raises(UpstreamError, match="unavailable"):
+            await client.get(healthy)  # one probe at a time
+        clock.advance(10.0 + BREAKER_COOL_DOWN)  # on the breaker's clock, the probe is stuck
+        assert await client.get(healthy) is not None
+        assert breaker.opened_at is None and not probe.done()
+    finally:
+        if probe is not None:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+        await client.aclose()
 
 
 # -- stale-if-error -------------------------------------------------------------------

@@ -24,7 +24,9 @@ class Breaker:
     Open, it refuses every attempt for `cool_down` seconds, then lets a single probe through
     (half-open): a probe that gets an answer closes it, a failed probe opens it again. A
     failure is a connection that failed, a timeout, a 5xx or a 429; any other answer, even a
-    404 or an unreadable body, shows the upstream alive.
+    404 or an unreadable body, shows the upstream alive. A probe still without a verdict a
+    cool-down past its own time limit no longer holds the others back: an attempt that never
+    ends cannot keep the circuit open for good.
     """
 
     threshold: int = BREAKER_THRESHOLD
@@ -33,15 +35,25 @@ class Breaker:
     failures: int = field(default=0, init=False)
     opened_at: float | None = field(default=None, init=False)
     answered_at: float | None = field(default=None, init=False)  # the last attempt answered
-    _probing: bool = field(default=False, init=False)
+    _probe_until: float | None = field(default=None, init=False)  # while a probe is let be
 
-    def admit(self) -> bool:
-        """Let an attempt through, or raise; True when it is the half-open probe."""
+    def check(self, after: float = 0.0) -> None:
+        """Raise if an attempt `after` seconds from now would be refused: a call that would
+        be neither waits for a slot nor sleeps to be refused."""
+        if self._refuses(self.clock() + after):
+            raise _unavailable()
+
+    def admit(self, timeout: float) -> bool:
+        """Let an attempt of at most `timeout` seconds through, or raise; True when it is the
+        half-open probe."""
         if self.opened_at is None:
             return False
-        if self._probing or self.clock() - self.opened_at < self.cool_down:
-            raise UpstreamError("The upstream API is unavailable", "circuit breaker open")
-        self._probing = True
+        now = self.clock()
+        if self._refuses(now):
+            raise _unavailable()
+        if self._probe_until is not None:
+            logger.warning("a probe of the upstream API never ended: another one goes")
+        self._probe_until = now + timeout + self.cool_down
         return True
 
     def record(self, ok: bool) -> None:
@@ -49,13 +61,13 @@ class Breaker:
             self.answered_at = self.clock()
             if self.opened_at is not None:
                 logger.warning("the upstream API answers again: circuit breaker closed")
-            self.failures, self.opened_at, self._probing = 0, None, False
+            self.failures, self.opened_at, self._probe_until = 0, None, None
             return
         self.failures += 1
-        if self._probing or self.failures >= self.threshold:
+        if self._probe_until is not None or self.failures >= self.threshold:
             if self.opened_at is None:
                 logger.warning("the upstream API is failing: circuit breaker open")
-            self.opened_at, self._probing = self.clock(), False
+            self.opened_at, self._probe_until = self.clock(), None
 
     def answered_within(self, seconds: float) -> bool:
         """Whether the last attempt got an answer, at most `seconds` ago."""
@@ -65,4 +77,15 @@ class Breaker:
     def abandon(self, probe: bool) -> None:
         """An attempt ended without a verdict (cancelled): let the next one probe."""
         if probe:
-            self._probing = False
+            self._probe_until = None
+
+    def _refuses(self, at: float) -> bool:
+        """Whether an attempt at time `at` is refused: open, and cooling down or probing."""
+        if self.opened_at is None:
+            return False
+        probing = self._probe_until is not None and at < self._probe_until
+        return probing or at - self.opened_at < self.cool_down
+
+
+def _unavailable() -> UpstreamError:
+    return UpstreamError("The upstream API is unavailable", "circuit breaker open")

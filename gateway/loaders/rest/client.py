@@ -53,12 +53,15 @@ def retry_after(value: str | None) -> float | None:
 class Upstream:
     """The process-wide HTTP client for one APIv4 base URL.
 
-    Every GET waits for one of `max_in_flight` slots, passes the circuit breaker, and is
-    retried on transient failures (`retries` more attempts at most, after a jittered
-    exponential backoff or the upstream's `Retry-After`, unless that asks for longer than
-    one attempt's `timeout`). A body over `max_body` bytes is refused without being read to
-    its end. A GET is not bound to one request's deadline: many requests may share it, and
-    each gives up at its own (see `Fetcher`).
+    Every GET passes the circuit breaker, waits for one of `max_in_flight` slots, passes the
+    breaker again (it may have opened meanwhile), and is retried on transient failures
+    (`retries` more attempts at most, after a jittered exponential backoff or the upstream's
+    `Retry-After`, unless that asks for longer than one attempt's `timeout`, or the breaker
+    would refuse the attempt anyway). While the breaker is open a GET fails at once: in an
+    outage nothing waits, in the slots' line or a backoff, only to be refused. A body over
+    `max_body` bytes is refused without being read to its end. A GET is not bound to one
+    request's deadline: many requests may share it, and each gives up at its own (see
+    `Fetcher`).
     """
 
     def __init__(
@@ -100,13 +103,15 @@ class Upstream:
                 if attempt >= self.retries or delay > self.timeout:
                     raise
             attempt += 1
+            self.breaker.check(after=delay)
             await asyncio.sleep(delay)
 
     async def _attempt(self, path: str, params: Mapping[str, str | int] | None) -> bytes | None:
         failure: UpstreamError | None = None
+        self.breaker.check()
         await self._slots.acquire()
         try:
-            probe = self.breaker.admit()
+            probe = self.breaker.admit(self.timeout)
             try:
                 with observe.UpstreamCall(path) as call:
                     async with asyncio.timeout(self.timeout):
