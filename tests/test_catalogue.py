@@ -521,6 +521,41 @@ async def test_the_snapshot_is_refreshed_before_it_expires_and_an_outage_is_surv
         await client.aclose()
 
 
+async def test_each_attempt_to_refresh_gives_memory_back_the_failed_ones_too(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the upstream fails, requests answered from stale copies take memory and free it,
+    which the C allocator keeps: each attempt hands it back, not only a renewal."""
+    given_back: list[bool] = []
+
+    async def give_back() -> None:
+        given_back.append(cache.fresh_for("catalogue") > 0)
+
+    monkeypatch.setattr("gateway.loaders.rest.warm.give_back", give_back)
+    clock = Clock()
+    breaker = Breaker(cool_down=0.05, clock=clock)
+    client = UpstreamClient(upstream.base_url, timeout=2.0, retries=0, breaker=breaker)
+    cache = ResourceCache(ttl=0.2, stale=60.0, clock=clock)
+    upstream.outage = "503"
+    keeper = asyncio.create_task(
+        keep_catalogue_warm(client, cache, min_interval=0.05, sleep=clock.sleep)
+    )
+    try:
+        await clock.run(0.3)
+        assert len(given_back) >= 3 and not any(given_back)  # failed, each given back
+        upstream.outage = None
+        with _logged("circuit breaker closed") as closed:
+            await clock.run(0.25)  # past the cool-down: an attempt probes the upstream...
+            await asyncio.wait_for(closed.wait(), 10)  # ...whose answer closes the circuit
+        await clock.run(0.05)  # the next attempt renews the snapshot
+        assert given_back[-1]
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        await client.aclose()
+        gc.unfreeze()
+
+
 async def test_a_renewed_snapshot_is_out_of_the_collectors_sight_and_the_old_one_freed(
     upstream: FakeUpstream,
 ) -> None:
