@@ -720,3 +720,42 @@ async def test_what_is_at_hand_is_answered_without_a_wait(upstream: FakeUpstream
     finally:
         await cache.aclose()
         await client.aclose()
+
+
+async def test_while_the_breaker_is_open_a_lookup_is_answered_without_a_wait(
+    upstream: FakeUpstream,
+) -> None:
+    """In an outage a lookup of thousands of ids the stale snapshot lacks (bench/hostile.py's
+    unknown ids) would start a task and an error for each, all refused by the breaker, in one
+    step of the event loop: 100 ms and more. With the breaker open, what the cache keeps is
+    served stale at once, and the rest fails at once: no task, no wait."""
+    clock = Clock()
+    breaker = Breaker(clock=clock)
+    client = UpstreamClient(upstream.base_url, timeout=10.0, retries=0, breaker=breaker)
+    cache = ResourceCache(ttl=10, stale=100, clock=clock)
+    kept = upstream.dataset.packages[0]
+    unknown = [10_000_000 + i for i in range(MAX_DETAILS + 1_000)]
+    try:
+        await RestBackend(Fetcher(client, cache)).packages([kept.id])  # a detail GET
+        await Fetcher(client, cache).snapshot()
+        clock.advance(11)  # both stale
+        upstream.outage = "503"
+        for _ in range(BREAKER_THRESHOLD):
+            with pytest.raises(UpstreamError):
+                await client.get("packages/")
+        upstream.reset()
+
+        fetcher = Fetcher(client, cache)
+        lookup = RestBackend(fetcher).packages([kept.id])
+        with pytest.raises(StopIteration) as finished:
+            lookup.send(None)
+        assert [package.id for package in finished.value.value] == [kept.id]
+        assert fetcher.stale
+
+        lookup = RestBackend(Fetcher(client, cache)).packages([kept.id, *unknown])
+        with pytest.raises(UpstreamError, match="unavailable"):
+            lookup.send(None)
+        assert upstream.requests == []
+    finally:
+        await cache.aclose()
+        await client.aclose()

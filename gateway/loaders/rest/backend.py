@@ -60,7 +60,9 @@ class RestBackend:
     3. the fetcher (fetcher.py), one GET a record: from the resource cache, else the bodies
        shared by processes (`--cache`), else the upstream. A record a fresh snapshot lacks
        does not exist (as a fresh detail's 404 would say) and costs no request; one a stale
-       snapshot lacks (served while the upstream failed) is asked for.
+       snapshot lacks (served while the upstream failed) is asked for, unless the upstream
+       refuses every fetch (its circuit breaker open): then each has its stale copy, or the
+       lookup fails at once, with no task started for each of thousands of ids.
 
     Lists and relations are answered from the snapshot while it is at hand, and always when
     they ask for a filter, an order, a cursor or the last records, or are a category's
@@ -121,6 +123,7 @@ class RestBackend:
                 seen.setdefault(key, found[0])
         missing = [key for key in missing if key not in seen]
         if missing:
+            self.fetcher.check_upstream()
             fetched = await asyncio.gather(*(fetch_one(key) for key in missing))
             for key, record in zip(missing, fetched, strict=True):
                 seen.setdefault(key, record)

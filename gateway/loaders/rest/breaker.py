@@ -37,6 +37,10 @@ class Breaker:
     answered_at: float | None = field(default=None, init=False)  # the last attempt answered
     _probe_until: float | None = field(default=None, init=False)  # while a probe is let be
 
+    def refuses(self) -> bool:
+        """Whether an attempt now would be refused."""
+        return self._refuses(self.clock())
+
     def check(self, after: float = 0.0) -> None:
         """Raise if an attempt `after` seconds from now would be refused: a call that would
         be neither waits for a slot nor sleeps to be refused."""

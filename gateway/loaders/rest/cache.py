@@ -190,6 +190,12 @@ class ResourceCache:
         entry = self._lookup(key, self.ttl)
         return None if entry is None else (entry.value,)
 
+    def kept(self, key: str) -> tuple[Any] | None:
+        """The value at `key`, as a 1-tuple, if a copy young enough to be served is here,
+        fresh or stale (what `get` serves when its fetch fails); None if there is none."""
+        entry = self._lookup(key, self.ttl + self.stale)
+        return None if entry is None else (entry.value,)
+
     async def aclose(self) -> None:
         """Cancel the fetches still in flight: at shutdown nobody waits for them."""
         flights = [flight.task for flight in self._flights.values()]

@@ -110,10 +110,16 @@ class Fetcher:
         return await self.cache.refresh(CATALOGUE, self._fetch_snapshot)
 
     def detail_at_hand(self, resource: str, key: str) -> tuple[Any] | None:
-        """What `detail` would answer, as a 1-tuple, if it is at hand (this request has it, or
-        the cache holds it fresh); None if it must be fetched."""
+        """What `detail` would answer, as a 1-tuple, if it is at hand (see `_at_hand`); None
+        if it must be fetched."""
         path = _detail_path(resource, key)
         return (None,) if path is None else self._at_hand(path)
+
+    def check_upstream(self) -> None:
+        """Raise what a fetch would fail with now, if the upstream refuses every fetch: a
+        lookup of thousands of records then fails at once, rather than by a task for each."""
+        if self.bodies is None:
+            self.upstream.breaker.check()
 
     async def detail(self, resource: str, key: str, kind: type[T]) -> T | None:
         """The resource at `resource` + `key` (an id or a slug), None if there is none."""
@@ -214,16 +220,22 @@ class Fetcher:
         return await self._once(key, cached)
 
     def _at_hand(self, key: str) -> tuple[Any] | None:
-        """The value at `key` as a 1-tuple if this request has it, or the cache holds it fresh
-        (then kept as this request's copy); None if it must be fetched or waited for."""
+        """The value at `key` as a 1-tuple if this request has it, or the cache holds it fresh,
+        or holds a stale copy while the upstream refuses every fetch (what the fetch's failure
+        would serve, served without one); then kept as this request's copy. None if it must be
+        fetched or waited for."""
         future = self._in_flight.get(key)
         if future is not None:
             return (future.result(),) if future.done() else None  # raises as awaiting it would
         if self.closed:
             return None
         found = self.cache.fresh(key)
+        fresh = found is not None
+        if not fresh and self.bodies is None and self.upstream.breaker.refuses():
+            found = self.cache.kept(key)
+            self.stale = self.stale or found is not None
         if found is not None:
-            metrics.cache_lookup("catalogue" if key == CATALOGUE else "upstream", hit=True)
+            metrics.cache_lookup("catalogue" if key == CATALOGUE else "upstream", hit=fresh)
             self._in_flight[key] = self._settled(found[0])
         return found
 
