@@ -260,10 +260,10 @@ def resident_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-async def sample_resident(pid: int, into: list[int]) -> None:
-    """The process's RSS in KiB, once a second, until cancelled."""
+async def sample_resident(pid: int, into: list[tuple[float, int]]) -> None:
+    """The process's RSS in KiB, with `time.monotonic()`, once a second, until cancelled."""
     while True:
-        into.append(resident_kib(pid))
+        into.append((time.monotonic(), resident_kib(pid)))
         await asyncio.sleep(1)
 
 
@@ -349,10 +349,12 @@ def _caches_line(held: Caches) -> str:
 
 def snapshots(upstream: FakeUpstream) -> int:
     """How many catalogue snapshots the gateway has read: whole lists of packages."""
-    whole = f"limit={WHOLE_LIST}"
-    return sum(
-        1 for logged in upstream.log if "/packages/?" in logged.target and whole in logged.target
-    )
+    return sum(1 for logged in upstream.log if _whole_packages(logged.target))
+
+
+def _whole_packages(target: str) -> bool:
+    """Whether an upstream request asks for the whole list of packages: a renewal's."""
+    return "/packages/?" in target and f"limit={WHOLE_LIST}" in target
 
 
 def _free_port() -> int:
@@ -539,7 +541,7 @@ class Run:
     memory: tuple[int, int]  # the gateway's RSS in KiB, after the warm-up and at the end
     warmup: int  # requests in the warm-up
     caches: tuple[Caches, Caches]  # the gateway's, after the warm-up and at the end
-    resident: list[int]  # and once a second in between
+    resident: list[tuple[float, int]]  # and once a second in between, with the time
     cpu: float
     probes: list[Probe]
     tracebacks: int
@@ -594,7 +596,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         f" snapshot was renewed and no cache grew by over {100 * FILLING:g}% of its bound in"
         f" {WARMUP_MORE} requests), {end / 1024:.1f} MiB at the end "
         f"({100 * growth:+.1f}%); at each quarter of the run: "
-        + ", ".join(f"{kib / 1024:.1f}" for kib in _quarters(run.resident)),
+        + ", ".join(f"{kib / 1024:.1f}" for _, kib in _quarters(run.resident)),
+        "RSS beside renewals": _renewals(run),
         "tracebacks logged": f"{run.tracebacks}",
     }
     attacks = {}
@@ -626,7 +629,24 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
     )
 
 
-def _quarters(samples: list[int]) -> list[int]:
+def _renewals(run: Run) -> str:
+    """When the snapshot's renewals began, and RSS at each sample within seconds of one: a
+    renewal holds two snapshots for a while, a peak that is not growth."""
+    if not run.resident:
+        return "no samples"
+    start = run.resident[0][0]
+    began = [logged.at for logged in run.upstream.log if _whole_packages(logged.target)]
+    line = f"began at {', '.join(f'{at - start:.0f}' for at in began) or 'none'} s;"
+    peak_at, peak = max(run.resident, key=lambda sample: sample[1])
+    line += f" peak {peak / 1024:.1f} MiB at {peak_at - start:.0f} s"
+    last = run.resident[-1][0]
+    since = [last - at for at in began if at <= last]
+    if since:
+        line += f"; the last sample {min(since):.0f} s after the last renewal began"
+    return line
+
+
+def _quarters(samples: list[tuple[float, int]]) -> list[tuple[float, int]]:
     return [samples[min(len(samples) - 1, len(samples) * q // 4)] for q in (1, 2, 3, 4)]
 
 
@@ -727,7 +747,7 @@ async def run(args: argparse.Namespace) -> int:
                     halfway.set()
 
             outage = asyncio.create_task(outage_at_half(upstream, halfway, args.outage, finished))
-            resident: list[int] = []
+            resident: list[tuple[float, int]] = []
             sampling = asyncio.create_task(sample_resident(process.pid, resident))
             async with healthz_prober(origin) as probes:
                 started = time.monotonic()
