@@ -35,6 +35,7 @@ import os
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,9 @@ ROOT = Path(__file__).resolve().parent.parent
 HEALTHZ_BOUND = 0.1  # seconds: /healthz must answer within it throughout
 PROBE_INTERVAL = 0.05  # seconds between two probes of /healthz
 RSS_TOLERANCE = 0.1  # the share RSS may move by, once warm, and still be flat
+# RSS is compared by its median over this many one-second samples at each end of the run: a
+# renewal holds two snapshots for a second or two, a peak that is not growth.
+RSS_WINDOW = 10
 HANG_UP_GRACE = 1.0  # seconds after a hang-up in which its fetches already sent may still arrive
 UVICORN_CAP_REFUSAL = "Service Unavailable"  # uvicorn's 503 body past `limit_concurrency`
 JSON_CONTENT = {"content-type": "application/json"}
@@ -538,10 +542,9 @@ class Run:
     settings: Settings  # the gateway's
     elapsed: float
     upstream: FakeUpstream
-    memory: tuple[int, int]  # the gateway's RSS in KiB, after the warm-up and at the end
     warmup: int  # requests in the warm-up
     caches: tuple[Caches, Caches]  # the gateway's, after the warm-up and at the end
-    resident: list[tuple[float, int]]  # and once a second in between, with the time
+    resident: list[tuple[float, int]]  # the gateway's RSS in KiB once a second, with the time
     cpu: float
     probes: list[Probe]
     tracebacks: int
@@ -568,7 +571,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
     before = sum(1 for at, arrived in left for a in arrived if a.at <= at)
     lingering = [a.at - at for at, arrived in left for a in arrived if a.at > at + HANG_UP_GRACE]
     healthz, healthz_held = _healthz(run.probes)
-    warm, end = run.memory
+    warm, end = resident_ends(run.resident)
     growth = (end - warm) / warm
     rows = {
         "requests": f"{len(outcomes)} of {args.requests}, {args.concurrency} clients at once, "
@@ -594,9 +597,9 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
         f" at the end: {_caches_line(run.caches[1])}",
         "gateway RSS": f"{warm / 1024:.1f} MiB after warm-up ({run.warmup} requests, until the"
         f" snapshot was renewed and no cache grew by over {100 * FILLING:g}% of its bound in"
-        f" {WARMUP_MORE} requests), {end / 1024:.1f} MiB at the end "
-        f"({100 * growth:+.1f}%); at each quarter of the run: "
-        + ", ".join(f"{kib / 1024:.1f}" for _, kib in _quarters(run.resident)),
+        f" {WARMUP_MORE} requests), {end / 1024:.1f} MiB at the end ({100 * growth:+.1f}%), each"
+        f" the median of {RSS_WINDOW} one-second samples; the median of each quarter of the run: "
+        + ", ".join(f"{_median(quarter) / 1024:.1f}" for quarter in _quarters(run.resident)),
         "RSS beside renewals": _renewals(run),
         "tracebacks logged": f"{run.tracebacks}",
     }
@@ -630,24 +633,32 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, run: Run) -> str:
 
 
 def _renewals(run: Run) -> str:
-    """When the snapshot's renewals began, and RSS at each sample within seconds of one: a
-    renewal holds two snapshots for a while, a peak that is not growth."""
-    if not run.resident:
-        return "no samples"
+    """When the snapshot's renewals began, from the run's start, and when RSS peaked: a renewal
+    holds two snapshots for a second or two."""
     start = run.resident[0][0]
-    began = [logged.at for logged in run.upstream.log if _whole_packages(logged.target)]
-    line = f"began at {', '.join(f'{at - start:.0f}' for at in began) or 'none'} s;"
+    began = [logged.at - start for logged in run.upstream.log if _whole_packages(logged.target)]
     peak_at, peak = max(run.resident, key=lambda sample: sample[1])
-    line += f" peak {peak / 1024:.1f} MiB at {peak_at - start:.0f} s"
-    last = run.resident[-1][0]
-    since = [last - at for at in began if at <= last]
-    if since:
-        line += f"; the last sample {min(since):.0f} s after the last renewal began"
-    return line
+    return (
+        f"began at {', '.join(f'{at:.0f}' for at in began) or 'none'} s;"
+        f" RSS peaked at {peak / 1024:.1f} MiB, {peak_at - start:.0f} s"
+    )
 
 
-def _quarters(samples: list[tuple[float, int]]) -> list[tuple[float, int]]:
-    return [samples[min(len(samples) - 1, len(samples) * q // 4)] for q in (1, 2, 3, 4)]
+def _quarters(samples: list[tuple[float, int]]) -> list[list[tuple[float, int]]]:
+    return [
+        samples[len(samples) * q // 4 : len(samples) * (q + 1) // 4] or samples for q in range(4)
+    ]
+
+
+def resident_ends(samples: list[tuple[float, int]]) -> tuple[int, int]:
+    """RSS once warm and at the end of the run: the median of its first and last `RSS_WINDOW`
+    samples, so that a renewal's peak caught by one sample is not taken for growth."""
+    return _median(samples[:RSS_WINDOW]), _median(samples[-RSS_WINDOW:])
+
+
+def _median(samples: list[tuple[float, int]]) -> int:
+    """The median RSS of timed samples."""
+    return int(statistics.median(kib for _, kib in samples))
 
 
 def _healthz(probes: list[Probe]) -> tuple[str, bool]:
@@ -731,7 +742,7 @@ async def run(args: argparse.Namespace) -> int:
                 before, held = held, caches(await gateway_samples(client))
                 if renewed and not filling(before, held):
                     break
-            warm, cpu = resident_kib(process.pid), cpu_seconds(process.pid)
+            cpu = cpu_seconds(process.pid)
             samples = await gateway_samples(client)
             warm_caches = caches(samples)
             if args.tracemalloc:
@@ -758,19 +769,17 @@ async def run(args: argparse.Namespace) -> int:
             sampling.cancel()
             finished.set()
             await outage
-            end, cpu = resident_kib(process.pid), cpu_seconds(process.pid) - cpu
+            cpu = cpu_seconds(process.pid) - cpu
             end_samples = await gateway_samples(client)
             end_caches = caches(end_samples)
             stalls = loop_stalls(samples, end_samples)
             if args.tracemalloc:
                 growth = memory_growth(warm_snapshot, await memory_snapshot(process.pid, 2))
     tracebacks = Path(log.name).read_text(errors="replace").count("Traceback (most recent call")
-    memory = (warm, end)
     measured = Run(
         settings,
         elapsed,
         upstream,
-        memory,
         warmup,
         (warm_caches, end_caches),
         resident,

@@ -10,7 +10,7 @@ import orjson
 from graphql import FieldNode, Visitor, parse, visit
 
 from bench.hostile import FRONTEND, KINDS, Post
-from bench.load import Caches, Samples, filling, loop_stalls, mix
+from bench.load import RSS_WINDOW, Caches, Samples, filling, loop_stalls, mix, resident_ends
 from gateway.config import Settings
 from gateway.demo.dataset import generate
 
@@ -77,3 +77,11 @@ def test_the_loops_stalls_are_read_from_two_scrapes() -> None:
     assert stalls["loop ticks late"].startswith("100 ticks")
     assert "over 50 ms 3, over 100 ms 1, over 250 ms 0" in stalls["loop ticks late"]
     assert "gen 2 2 (150 ms each)" in stalls["gc pauses"]
+
+
+def test_a_renewal_peak_at_the_end_is_not_growth_but_a_steady_rise_is() -> None:
+    flat = [(float(second), 100_000) for second in range(60)]
+    peak_at_the_end = [*flat[:-1], (59.0, 115_000)]  # two snapshots held for a second
+    assert resident_ends(peak_at_the_end) == (100_000, 100_000)
+    risen = [*flat[:-RSS_WINDOW], *((float(s), 115_000) for s in range(50, 60))]
+    assert resident_ends(risen) == (100_000, 115_000)
