@@ -471,8 +471,8 @@ async def test_a_warm_gateway_fetches_the_lists_at_start_and_a_fan_out_costs_not
 def _logged(text: str) -> Iterator[asyncio.Event]:
     """An event set once the gateway logs a message with `text` (on the test's own loop).
 
-    The probe that closes the circuit is the lone list request of a refresh that failed at once
-    (the others were refused): it lands on its own, while the clock waits for no one.
+    The probe that closes the circuit is sent by the keeper's task, not the test's: it lands
+    while the clock waits for no one.
     """
     logged = asyncio.Event()
 
@@ -547,13 +547,41 @@ async def test_each_attempt_to_refresh_gives_memory_back_the_failed_ones_too(
         with _logged("circuit breaker closed") as closed:
             await clock.run(0.25)  # past the cool-down: an attempt probes the upstream...
             await asyncio.wait_for(closed.wait(), 10)  # ...whose answer closes the circuit
-        await clock.run(0.05)  # the next attempt renews the snapshot
-        assert given_back[-1]
+        await clock.run(0.05)
+        assert given_back[-1]  # renewed: given back too
     finally:
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)
         await client.aclose()
         gc.unfreeze()
+
+
+async def test_a_refresh_after_an_outage_renews_the_snapshot_at_its_first_attempt(
+    upstream: FakeUpstream,
+) -> None:
+    """With the breaker open, a refresh's first list is the half-open probe, and the other two
+    follow once its answer has closed the circuit: sent beside it, they were refused, and the
+    snapshot stayed stale until the next attempt, `MIN_REFRESH_INTERVAL` later."""
+    clock = Clock()
+    breaker = Breaker(threshold=3, cool_down=1.0, clock=clock)
+    client = UpstreamClient(upstream.base_url, timeout=2.0, retries=0, breaker=breaker)
+    cache = ResourceCache(ttl=0.2, stale=60.0, clock=clock)
+    try:
+        await Fetcher(client, cache).refresh_snapshot()
+        upstream.outage = "503"
+        for _ in range(3):  # three failures in a row, one at a time: open
+            with pytest.raises(UpstreamError):
+                await client.get("categories/")
+        assert not breaker.closed()
+        upstream.reset()  # the upstream is back
+        clock.advance(1.0)  # cooled down, and the snapshot stale
+        assert not cache.holds("catalogue")
+        await Fetcher(client, cache).refresh_snapshot()
+        assert cache.holds("catalogue") and breaker.closed()
+        assert sorted(upstream.requests) == LIST_REQUESTS
+        assert upstream.requests[0] == "/api/v4/categories/?limit=100000&offset=0"  # alone
+    finally:
+        await client.aclose()
 
 
 async def test_a_renewed_snapshot_is_out_of_the_collectors_sight_and_the_old_one_freed(

@@ -37,6 +37,11 @@ class Breaker:
     answered_at: float | None = field(default=None, init=False)  # the last attempt answered
     _probe_until: float | None = field(default=None, init=False)  # while a probe is let be
 
+    def closed(self) -> bool:
+        """Whether the circuit is closed: attempts go through together, none of them a probe
+        that would have the others refused beside it."""
+        return self.opened_at is None
+
     def refuses(self) -> bool:
         """Whether an attempt now would be refused."""
         return self._refuses(self.clock())

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 import msgspec
 
 from gateway.errors import UpstreamBudgetExceeded, UpstreamError
+from gateway.loaders.rest.breaker import Breaker
 from gateway.loaders.rest.cache import Fetch, Fetching, ResourceCache
 from gateway.loaders.rest.client import Upstream
 from gateway.loaders.rest.shared import SharedBodies
@@ -318,10 +319,13 @@ class Fetcher:
 
             return await _all_pages(read), sum(sizes)
 
-        (categories, a), (grids, b), (packages, c) = await asyncio.gather(
-            read_all("categories/", CategoryJSON),
-            read_all("grids/", GridJSON),
-            read_all("packages/", PackageJSON),
+        reads: list[Callable[[], Awaitable[tuple[list[Any], int]]]] = [
+            functools.partial(read_all, "categories/", CategoryJSON),
+            functools.partial(read_all, "grids/", GridJSON),
+            functools.partial(read_all, "packages/", PackageJSON),
+        ]
+        (categories, a), (grids, b), (packages, c) = await _probing_first(
+            self.upstream.breaker, reads
         )
         return await in_turns(snapshot_in_steps(categories, grids, packages)), a + b + c
 
@@ -336,6 +340,16 @@ def _detail_path(resource: str, key: str) -> str | None:
     if key in ("", ".", ".."):
         return None
     return f"{resource}{key if _UNQUOTED(key) else quote(key, safe='')}/"
+
+
+async def _probing_first(breaker: Breaker, reads: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    """What each of `reads` returns: all read together while the circuit is closed; else one
+    at a time until it is. Together, one would be the half-open probe and the others refused
+    beside it, failing the whole even when the probe's answer closes the circuit."""
+    done: list[T] = []
+    while len(done) < len(reads) and not breaker.closed():
+        done.append(await reads[len(done)]())
+    return done + await asyncio.gather(*(read() for read in reads[len(done) :]))
 
 
 async def _all_pages(
