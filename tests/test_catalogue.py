@@ -39,7 +39,7 @@ from gateway.loaders.rest.breaker import Breaker
 from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream as UpstreamClient
 from gateway.loaders.rest.fetcher import Fetcher
-from gateway.loaders.rest.snapshot import Catalogue
+from gateway.loaders.rest.snapshot import Catalogue, Lists
 from gateway.loaders.rest.turns import PER_TURN, in_chunks
 from gateway.loaders.rest.warm import keep_catalogue_warm
 from gateway.loaders.rest.wire import _link_ids, _readable, id_from_url
@@ -107,11 +107,13 @@ def catalogue(
         for id in package_ids:
             grids_of.setdefault(id, []).append(grid_id)
     return Catalogue(
-        categories or [category(1, "apps")],
-        grids or [grid(id, f"g{id}") for id in members],
-        packages,
-        packages_of_grid=members,
-        grids_of_package=grids_of,
+        Lists(
+            categories or [category(1, "apps")],
+            grids or [grid(id, f"g{id}") for id in members],
+            packages,
+            packages_of_grid=members,
+            grids_of_package=grids_of,
+        )
     )
 
 

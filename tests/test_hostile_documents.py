@@ -34,6 +34,7 @@ from graphql import (
     get_introspection_query,
     parse,
 )
+from graphql.language.parser import Parser
 from starlette.routing import Route
 
 from bench.load import FAN_OUT, GRIDS, NODE, PACKAGE, PACKAGES, SEARCH
@@ -106,50 +107,40 @@ def test_a_document_that_took_seconds_to_validate_does_not_stall_the_server(
 # 150 ms to parse (twice), and meanwhile its event loop waited for the interpreter's lock at each
 # of its system calls; they are read in the documents' process now.
 AT_THE_TOKEN_LIMIT = (REPEATED, "{ " + "__typename " * 4990 + "}")
-# The server's own CPU time for one: handling its request, not parsing it (150 ms before).
-CPU_PER_DOCUMENT = 0.04
-# What /healthz may take meanwhile on a loaded machine: it keeps answering. (The CPU time is what
-# shows the parse gone: wall-clock bounds flake on a machine others share.)
-HEALTHZ_BESIDE_STALLS = 2.0
 
 
-def test_documents_the_limits_refuse_cost_the_server_no_parse(embedded_data_home: Path) -> None:
+def test_documents_the_limits_refuse_cost_the_server_no_parse(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted, not timed: every parse of this process (a gateway of the test's own, on any of
+    its threads); the documents' process, a child Python, parses with its own graphql-core.
+    (The server's CPU time, measured before, also held its /healthz answers meanwhile: as many
+    as the machine's load let the test ask, and on a quiet machine close to the bound.)"""
+    parses: list[str] = []
+    parse_document = Parser.parse_document
+
+    def counted(parser: Parser) -> DocumentNode:
+        parses.append(threading.current_thread().name)
+        return parse_document(parser)
+
+    monkeypatch.setattr(Parser, "parse_document", counted)
+
     def attack(spaces: int) -> list[str]:
         document = AT_THE_TOKEN_LIMIT[spaces % 2]
-        operation = {"query": " " * spaces + document}
-        return codes(httpx.post(f"{server.origin}/graphql", json=operation, timeout=30).json())
+        return codes(post(client, " " * spaces + document))
 
-    with (
-        served_gateway(embedded_data_home) as server,
-        httpx.Client(base_url=server.origin, timeout=30) as client,
-        ThreadPoolExecutor(4) as pool,
-    ):
+    with served(upstream=upstream.base_url) as client, ThreadPoolExecutor(4) as pool:
         # Read on the documents' thread while their process starts, then there.
         deadline = time.monotonic() + 60
         for spaces in itertools.count(100):
-            spent = _cpu_seconds(server.pid)
+            parses.clear()
             assert attack(spaces) == ["TOO_MANY_SELECTIONS"]
-            if _cpu_seconds(server.pid) - spent < CPU_PER_DOCUMENT:
+            if not parses:
                 break
             assert time.monotonic() < deadline, "the documents' process never read one"
-        spent = _cpu_seconds(server.pid)
-        answers = [pool.submit(attack, spaces) for spaces in range(1, 21)]
-        waits = []
-        while not all(answer.done() for answer in answers):
-            started = time.perf_counter()
-            assert client.get("/healthz").status_code == 200
-            waits.append(time.perf_counter() - started)
-        spent = _cpu_seconds(server.pid) - spent
-    assert [answer.result() for answer in answers] == [["TOO_MANY_SELECTIONS"]] * 20
-    assert spent / 20 < CPU_PER_DOCUMENT, spent
-    assert max(waits) < HEALTHZ_BESIDE_STALLS, waits
-
-
-def _cpu_seconds(pid: int) -> float:
-    """The CPU time a process has used so far, user and system (not its children's)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        answers = list(pool.map(attack, range(1, 21)))
+    assert answers == [["TOO_MANY_SELECTIONS"]] * 20
+    assert parses == []
 
 
 def _cpu_seconds_beside_the_loop(pid: int) -> float:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -422,32 +422,49 @@ def test_the_breaker_lets_one_probe_through_after_the_cool_down() -> None:
     assert breaker.admit(10) is False and breaker.opened_at is None
 
 
-async def test_an_open_breaker_fails_a_get_at_once_rather_than_queue_it_for_a_slot(
-    upstream: FakeUpstream,
-) -> None:
-    """In an outage a GET refused anyway does not wait in the slots' line first: it would
-    keep its request's objects in memory for nothing, the longer the line the longer."""
+class HangingProbe(NamedTuple):
+    client: UpstreamClient  # its breaker opened on a 503, then cooled down on `clock`
+    clock: Clock
+    probe: asyncio.Task[Any]  # the breaker's probe, hanging at the upstream
+    other: str  # a path the upstream would answer
+
+
+@asynccontextmanager
+async def hanging_probe(upstream: FakeUpstream, max_in_flight: int) -> AsyncIterator[HangingProbe]:
+    """A client whose breaker (open after one failure) let a probe through that never ends."""
     failing, hanging, other = (f"packages/{row.id}/" for row in upstream.dataset.packages[:3])
     upstream.faults[f"/api/v4/{failing}"] = "503"
     upstream.faults[f"/api/v4/{hanging}"] = "hang"
     clock = Clock()
     breaker = Breaker(threshold=1, clock=clock)
-    client = UpstreamClient(upstream.base_url, max_in_flight=1, retries=0, breaker=breaker)
+    client = UpstreamClient(
+        upstream.base_url, timeout=10.0, max_in_flight=max_in_flight, retries=0, breaker=breaker
+    )
     probe = None
     try:
         with pytest.raises(UpstreamError, match="HTTP 503"):
             await client.get(failing)
         clock.advance(BREAKER_COOL_DOWN)
-        probe = asyncio.create_task(client.get(hanging))  # takes the one slot, and hangs
+        probe = asyncio.create_task(client.get(hanging))
         assert await asyncio.to_thread(upstream.wait_until, lambda: upstream.in_flight == 1)
-        with pytest.raises(UpstreamError, match="unavailable"):
-            await asyncio.wait_for(client.get(other), 5)  # the slot is the probe's for 10 s
-        assert upstream.count == 2
+        yield HangingProbe(client, clock, probe, other)
     finally:
         if probe is not None:
             probe.cancel()
             await asyncio.gather(probe, return_exceptions=True)
         await client.aclose()
+
+
+async def test_an_open_breaker_fails_a_get_at_once_rather_than_queue_it_for_a_slot(
+    upstream: FakeUpstream,
+) -> None:
+    """In an outage a GET refused anyway does not wait in the slots' line first: it would
+    keep its request's objects in memory for nothing, the longer the line the longer."""
+    async with hanging_probe(upstream, max_in_flight=1) as hanging:
+        with pytest.raises(UpstreamError, match="unavailable"):
+            # the one slot is the probe's for 10 s
+            await asyncio.wait_for(hanging.client.get(hanging.other), 5)
+        assert upstream.count == 2
 
 
 async def test_a_get_queued_for_a_slot_as_the_breaker_opens_never_reaches_the_upstream(
@@ -493,29 +510,13 @@ async def test_a_probe_that_never_ends_does_not_keep_the_breaker_open(
 ) -> None:
     """A probe is let be for its time limit and a cool-down: past that, whatever holds it
     (an attempt that never ends), the next attempt probes, and an answer closes the circuit."""
-    failing, hanging, healthy = (f"packages/{row.id}/" for row in upstream.dataset.packages[:3])
-    upstream.faults[f"/api/v4/{failing}"] = "503"
-    upstream.faults[f"/api/v4/{hanging}"] = "hang"
-    clock = Clock()
-    breaker = Breaker(threshold=1, clock=clock)
-    client = UpstreamClient(upstream.base_url, timeout=10.0, retries=0, breaker=breaker)
-    probe = None
-    try:
-        with pytest.raises(UpstreamError, match="HTTP 503"):
-            await client.get(failing)
-        clock.advance(BREAKER_COOL_DOWN)
-        probe = asyncio.create_task(client.get(hanging))
-        assert await asyncio.to_thread(upstream.wait_until, lambda: upstream.in_flight == 1)
+    async with hanging_probe(upstream, max_in_flight=2) as hanging:
+        client, healthy = hanging.client, hanging.other
         with pytest.raises(UpstreamError, match="unavailable"):
             await client.get(healthy)  # one probe at a time
-        clock.advance(10.0 + BREAKER_COOL_DOWN)  # on the breaker's clock, the probe is stuck
+        hanging.clock.advance(10.0 + BREAKER_COOL_DOWN)  # on the breaker's clock, it is stuck
         assert await client.get(healthy) is not None
-        assert breaker.opened_at is None and not probe.done()
-    finally:
-        if probe is not None:
-            probe.cancel()
-            await asyncio.gather(probe, return_exceptions=True)
-        await client.aclose()
+        assert client.breaker.opened_at is None and not hanging.probe.done()
 
 
 # -- stale-if-error -------------------------------------------------------------------

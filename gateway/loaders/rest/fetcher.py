@@ -119,8 +119,8 @@ class Fetcher:
     def check_upstream(self) -> None:
         """Raise what a fetch would fail with now, if the upstream refuses every fetch: a
         lookup of thousands of records then fails at once, rather than by a task for each."""
-        if self.bodies is None:
-            self.upstream.breaker.check()
+        if self._refused():
+            self.upstream.breaker.check()  # raises what it refuses with
 
     async def detail(self, resource: str, key: str, kind: type[T]) -> T | None:
         """The resource at `resource` + `key` (an id or a slug), None if there is none."""
@@ -232,13 +232,17 @@ class Fetcher:
             return None
         found = self.cache.fresh(key)
         fresh = found is not None
-        if not fresh and self.bodies is None and self.upstream.breaker.refuses():
+        if not fresh and self._refused():
             found = self.cache.kept(key)
             self.stale = self.stale or found is not None
         if found is not None:
             metrics.cache_lookup("catalogue" if key == CATALOGUE else "upstream", hit=fresh)
             self._in_flight[key] = self._settled(found[0])
         return found
+
+    def _refused(self) -> bool:
+        """Whether a fetch fails at once now: the breaker refuses, and no shared bodies stand in."""
+        return self.bodies is None and self.upstream.breaker.refuses()
 
     def _settled(self, value: object) -> asyncio.Future[Any]:
         """A future already holding `value`: a resource this request had at hand, kept as it

@@ -289,49 +289,38 @@ def _exact(value: Any) -> Any:
     return tuple(map(_exact, value)) if isinstance(value, tuple) else value
 
 
-class Catalogue:
-    """One snapshot of the catalogue, answering filtered and ordered windows of every list.
+class Lists(NamedTuple):
+    """What a `Catalogue` is built from: the three whole lists and the memberships they carry.
 
     `packages_of_grid` and `grids_of_package` map a record's id to the ids of its relation in
     the relation's own order (a grid's packages by title, a package's grids in membership
-    order); ids the snapshot has no record for are left out, so that counts and pages agree.
+    order); the catalogue leaves out ids it has no record for, so that counts and pages agree.
     """
 
-    def __init__(
-        self,
-        categories: Iterable[Category],
-        grids: Iterable[Grid],
-        packages: Iterable[Package],
-        packages_of_grid: Mapping[int, Iterable[int]],
-        grids_of_package: Mapping[int, Iterable[int]],
-    ) -> None:
-        for _ in self._index(categories, grids, packages, packages_of_grid, grids_of_package):
+    categories: Iterable[Category]
+    grids: Iterable[Grid]
+    packages: Iterable[Package]
+    packages_of_grid: Mapping[int, Iterable[int]]
+    grids_of_package: Mapping[int, Iterable[int]]
+
+
+class Catalogue:
+    """One snapshot of the catalogue, answering filtered and ordered windows of every list."""
+
+    def __init__(self, lists: Lists) -> None:
+        for _ in self._index(lists):
             pass  # at once: no loop to give a turn to
 
     @classmethod
-    def in_steps(
-        cls,
-        categories: Iterable[Category],
-        grids: Iterable[Grid],
-        packages: Iterable[Package],
-        packages_of_grid: Mapping[int, Iterable[int]],
-        grids_of_package: Mapping[int, Iterable[int]],
-    ) -> Steps[Catalogue]:
+    def in_steps(cls, lists: Lists) -> Steps[Catalogue]:
         """The catalogue built a few milliseconds at a time (turns.py): a refresh's last part."""
         catalogue = cls.__new__(cls)
-        yield from catalogue._index(categories, grids, packages, packages_of_grid, grids_of_package)
+        yield from catalogue._index(lists)
         return catalogue
 
-    def _index(
-        self,
-        categories: Iterable[Category],
-        grids: Iterable[Grid],
-        packages: Iterable[Package],
-        packages_of_grid: Mapping[int, Iterable[int]],
-        grids_of_package: Mapping[int, Iterable[int]],
-    ) -> Steps[None]:
+    def _index(self, lists: Lists) -> Steps[None]:
         """Index what every query needs, yielding between steps of a few milliseconds each."""
-        self._packages = _Table(packages, PACKAGE_FIELDS)
+        self._packages = _Table(lists.packages, PACKAGE_FIELDS)
         records, at = self._packages.records, self._packages.position
         self._texts = [text_key(p.title, p.slug, p.repo_description) for p in records]
         yield
@@ -339,13 +328,14 @@ class Catalogue:
         yield
 
         self._of_grid = {
-            grid: tuple(at[id] for id in ids if id in at) for grid, ids in packages_of_grid.items()
+            grid: tuple(at[id] for id in ids if id in at)
+            for grid, ids in lists.packages_of_grid.items()
         }
-        self._grids = _Table(grids, _listing_fields(self._of_grid))
+        self._grids = _Table(lists.grids, _listing_fields(self._of_grid))
         grid_at = self._grids.position
         self._of_package = {
             package: tuple(grid_at[id] for id in ids if id in grid_at)
-            for package, ids in grids_of_package.items()
+            for package, ids in lists.grids_of_package.items()
         }
         yield
         self._grid_slugs = {grid.slug: grid for grid in self._grids.records}
@@ -358,7 +348,7 @@ class Catalogue:
         for i, package in enumerate(records):  # newest id first, the relation's order
             of_category.setdefault(package.category_id, []).append(i)
         self._of_category = {id: tuple(members) for id, members in of_category.items()}
-        self._categories = _Table(categories, _listing_fields(self._of_category))
+        self._categories = _Table(lists.categories, _listing_fields(self._of_category))
         by_category_slug: dict[str, set[int]] = {}
         for category in self._categories.records:  # slugs are not unique: pool their packages
             members = self._of_category.get(category.id, ())

@@ -27,7 +27,7 @@ from gateway.loaders.records import (
     site_time,
     split_participants,
 )
-from gateway.loaders.rest.snapshot import Catalogue
+from gateway.loaders.rest.snapshot import Catalogue, Lists
 from gateway.loaders.rest.turns import Steps, in_chunks
 
 logger = logging.getLogger("gateway")
@@ -167,11 +167,13 @@ def snapshot_in_steps(
     )
     return (
         yield from Catalogue.in_steps(
-            _readable(to_category, categories),
-            [record for record, _ in grid_records],
-            [record for record, _ in package_records],
-            packages_of_grid={record.id: links for record, links in grid_records},
-            grids_of_package={record.id: links for record, links in package_records},
+            Lists(
+                _readable(to_category, categories),
+                [record for record, _ in grid_records],
+                [record for record, _ in package_records],
+                packages_of_grid={record.id: links for record, links in grid_records},
+                grids_of_package={record.id: links for record, links in package_records},
+            )
         )
     )
 
