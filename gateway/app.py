@@ -386,7 +386,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
             ):
                 # `backend` makes each request's backend; `opened` answers `/readyz`.
                 app.state.backend = app.state.opened = backend
-                with reloaded_on_sighup(documents):
+                with reloaded_on_sighup(documents), stalls.collected_less_often():
                     # What start-up made (modules, the schema, the catalogue) lives as long as
                     # the process: the garbage collector need not scan it again at each collection.
                     stalls.freeze()

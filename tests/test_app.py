@@ -24,6 +24,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.engine import engine
 from gateway.http.connection_limits import HeadBoundedProtocol
+from gateway.observability import stalls
 from tests.fake_upstream import FakeUpstream, FaultKind, serve_in_thread
 
 # Short, so that the "hang" fault costs half a second rather than the default ten.
@@ -726,3 +727,8 @@ def test_a_failed_request_leaves_nothing_for_the_garbage_collector(
     if case == "graphql-core":
         left = [kind for kind in left if kind in ("builtins.frame", "builtins.traceback")]
     assert left == []
+
+
+def test_while_it_serves_the_young_generation_is_collected_less_often(client: httpx.Client) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert gc.get_threshold()[0] == stalls.YOUNG_THRESHOLD

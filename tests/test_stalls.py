@@ -65,3 +65,11 @@ def test_once_the_frozen_objects_grew_a_renewal_frees_the_cycles_that_died_froze
         assert died_frozen() is None  # brought back in sight and collected
     finally:
         gc.unfreeze()
+
+
+def test_while_serving_the_young_generation_is_collected_less_often() -> None:
+    before = gc.get_threshold()
+    with stalls.collected_less_often():
+        assert gc.get_threshold() == (stalls.YOUNG_THRESHOLD, *before[1:])
+        assert before[0] < stalls.YOUNG_THRESHOLD
+    assert gc.get_threshold() == before
