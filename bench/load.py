@@ -4,17 +4,19 @@
 
 The fake APIv4 serves the full-scale demo catalogue from this process, on loopback. The gateway
 runs with `--cache-ttl 60` (flags after `--` come after it): it renews its catalogue snapshot
-every 54 seconds, so that the run goes through several renewals. After a warm-up without faults
-(`--warmup` requests of the same mix, and more until the snapshot has been renewed once, for a
-while two snapshots are in memory, and until the gateway's caches have stopped filling: by its
-`gateway_cache_bytes`, none grew by over 1% of its bound in the last 500 requests),
-5% of the upstream's answers are 503s and 1% hang, and once half the requests are done it
-answers nothing but 503s for `--outage` seconds. The clients send a mix of the queries a
+every 54 seconds, so that the run goes through several renewals. Throughout, 5% of the
+upstream's answers are 503s and 1% hang, and once half the requests are done it answers nothing
+but 503s for `--outage` seconds: in the warm-up (`--warmup` requests of the same mix, and more
+until the snapshot has been renewed once, for a while two snapshots are in memory, and until the
+gateway's caches have stopped filling: by its `gateway_cache_bytes`, none grew by over 1% of its
+bound in the last 500 requests) as in the measured run. The clients send a mix of the queries a
 frontend sends (a package with its category and grids, a grid's fan-out, list pages, search,
 node refetches) and, in a small share (`--hostile`), the attacks of bench/hostile.py: requests
 that would make one request cost thousands of upstream calls, clients that hang up half-way,
 and documents that are costly to validate or answer.
-Another process probes /healthz every 50 ms throughout the measured requests.
+Another process probes /healthz every 50 ms throughout the measured requests. The load's own
+process (its clients and the fake APIv4) runs at a lower priority than the gateway and the
+prober: on a machine of two cores its CPU would otherwise keep the gateway waiting for a core.
 
 The script prints what an operator would ask: did the gateway ever answer 5xx, how many
 requests outlived its request timeout, latency, how hard it pressed the upstream (its peak
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import random
@@ -63,17 +66,22 @@ from gateway.loaders.rest.fetcher import WHOLE_LIST
 from gateway.loaders.sql.rows import Dataset
 from gateway.observability.memory import snapshot_path
 from gateway.schema.pagination import cursor_of
-from tests.fake_upstream import FakeUpstream, Logged, serve_upstream
+from tests.fake_upstream import FakeUpstream, FaultKind, Logged, serve_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 
 HEALTHZ_BOUND = 0.1  # seconds: /healthz must answer within it throughout
 PROBE_INTERVAL = 0.05  # seconds between two probes of /healthz
+LOAD_NICENESS = 10  # the load's process's, against the gateway's 0 (`yield_to_the_gateway`)
 RSS_TOLERANCE = 0.1  # the share RSS may move by, once warm, and still be flat
 # RSS is compared by its median over this many one-second samples at each end of the run: a
 # renewal holds two snapshots for a second or two, a peak that is not growth.
 RSS_WINDOW = 10
 HANG_UP_GRACE = 1.0  # seconds after a hang-up in which its fetches already sent may still arrive
+FAULTS: dict[FaultKind, float] = {
+    "503": 0.05,
+    "hang": 0.01,
+}  # the shares of the upstream's answers that fail so
 UVICORN_CAP_REFUSAL = "Service Unavailable"  # uvicorn's 503 body past `limit_concurrency`
 JSON_CONTENT = {"content-type": "application/json"}
 SERVE_DEFAULTS = ("--cache-ttl", "60")  # the gateway's flags before the command line's
@@ -242,17 +250,33 @@ async def hang_up(origin: httpx.URL, post: Post, after: float) -> Outcome:
     return Outcome(post, started, time.monotonic() - started, status)
 
 
-async def outage_at_half(
-    upstream: FakeUpstream, halfway: asyncio.Event, seconds: float, finished: asyncio.Event
-) -> None:
-    """The whole upstream down for `seconds`, from the moment half the requests are done."""
-    await halfway.wait()
-    upstream.outage = "503"
+@asynccontextmanager
+async def faulty(
+    upstream: FakeUpstream, seed: int, count: int, outage: float
+) -> AsyncIterator[Callable[[int], None]]:
+    """The upstream faulty from now on (`FAULTS` at random) and, while the block runs, down
+    for `outage` seconds from when half of its `count` requests are done: the block tells by
+    calling what it is given with the requests done so far."""
+    upstream.seed = seed
+    upstream.random_faults = dict(FAULTS)
+    halfway, finished = asyncio.Event(), asyncio.Event()
+
+    def on_done(done: int) -> None:
+        if done >= count // 2:
+            halfway.set()
+
+    async def down() -> None:
+        await halfway.wait()
+        upstream.outage = "503"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), outage)
+
+    task = asyncio.create_task(down())
     try:
-        await asyncio.wait_for(finished.wait(), seconds)
-    except TimeoutError:
-        pass
+        yield on_done
     finally:
+        finished.set()
+        await task
         upstream.outage = None
 
 
@@ -466,39 +490,69 @@ class Probe:
     seconds: float | None  # None: no answer, or not 200
 
 
-def probe_healthz(origin: str, interval: float, stop: Connection) -> None:
-    """GET /healthz every `interval` seconds until told to stop, then send back the probes.
-    In a process of its own, so that the load's clients and the fake APIv4 (this process) do
-    not delay them."""
+def probe_healthz(origin: str, interval: float, pipe: Connection) -> None:
+    """Once told to start, GET /healthz every `interval` seconds until told to stop, then send
+    back the probes. In a process of its own, so that the load's clients and the fake APIv4
+    (the load's process) do not delay them."""
     probes: list[Probe] = []
     with httpx.Client(base_url=origin, timeout=60) as client:
-        stop.send("ready")
-        while not stop.poll(interval):
-            started = time.monotonic()
-            try:
-                ok = client.get("/healthz").status_code == 200
-            except httpx.TransportError:
-                ok = False
-            probes.append(Probe(started, time.monotonic() - started if ok else None))
-    stop.send(probes)
+        pipe.send("ready")
+        if pipe.recv() == "start":
+            while not pipe.poll(interval):
+                started = time.monotonic()
+                try:
+                    ok = client.get("/healthz").status_code == 200
+                except httpx.TransportError:
+                    ok = False
+                probes.append(Probe(started, time.monotonic() - started if ok else None))
+            pipe.recv()  # stop
+    pipe.send(probes)
+
+
+@dataclass
+class Prober:
+    """The /healthz prober's process, started and waiting: `probing` runs it."""
+
+    pipe: Connection
+    stopped: bool = False
+
+    @asynccontextmanager
+    async def probing(self) -> AsyncIterator[list[Probe]]:
+        """/healthz probed for as long as the context lasts; the list it yields holds the
+        probes once it has ended."""
+        probes: list[Probe] = []
+        self.pipe.send("start")
+        yield probes
+        self.pipe.send("stop")
+        self.stopped = True
+        probes.extend(await asyncio.to_thread(self.pipe.recv))
 
 
 @asynccontextmanager
-async def healthz_prober(origin: str) -> AsyncIterator[list[Probe]]:
-    """/healthz probed from another process for as long as the context lasts; the list it
-    yields holds the probes once it has ended."""
+async def healthz_prober(origin: str) -> AsyncIterator[Prober]:
+    """A process that will probe /healthz, started now: before the load lowers its own
+    priority (`yield_to_the_gateway`), which a process it started later would take on."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
-    prober = context.Process(target=probe_healthz, args=(origin, PROBE_INTERVAL, theirs))
-    prober.start()
-    probes: list[Probe] = []
+    process = context.Process(target=probe_healthz, args=(origin, PROBE_INTERVAL, theirs))
+    process.start()
+    prober = Prober(ours)
     try:
         await asyncio.to_thread(ours.recv)  # ready
-        yield probes
-        ours.send("stop")
-        probes.extend(await asyncio.to_thread(ours.recv))
+        yield prober
     finally:
-        await asyncio.to_thread(prober.join, 60)
+        if not prober.stopped:
+            ours.send("stop")
+        await asyncio.to_thread(process.join, 60)
+
+
+def yield_to_the_gateway() -> None:
+    """This process's threads (the load's clients, the fake APIv4) at a lower priority than
+    the gateway's and the prober's processes, started before: on a machine of two cores the
+    load's own CPU would otherwise keep the gateway waiting for a core, which its clients,
+    elsewhere in production, do not. Threads started later take on their starter's."""
+    for thread in os.listdir("/proc/self/task"):
+        os.setpriority(os.PRIO_PROCESS, int(thread), LOAD_NICENESS)
 
 
 def upstream_arrivals(outcomes: list[Outcome], log: list[Logged]) -> dict[int, list[Logged]]:
@@ -639,9 +693,8 @@ def _renewals(run: Run) -> str:
     began = [logged.at - start for logged in run.upstream.log if _whole_packages(logged.target)]
     peak_at, peak = max(run.resident, key=lambda sample: sample[1])
     return (
-        f"began at {', '.join(f'{at:.0f}' for at in began) or 'none'} s;"
-        f" RSS peaked at {peak / 1024:.1f} MiB, {peak_at - start:.0f} s"
-    )
+        f"began at {', '.join(f'{at:.0f}' for at in began)} s;" if began else "none began;"
+    ) + f" RSS peaked at {peak / 1024:.1f} MiB, {peak_at - start:.0f} s"
 
 
 def _quarters(samples: list[tuple[float, int]]) -> list[list[tuple[float, int]]]:
@@ -730,9 +783,18 @@ async def run(args: argparse.Namespace) -> int:
     ):
         limits = httpx.Limits(max_connections=args.concurrency)
         timeout = httpx.Timeout(limit + 20)  # longer than the gateway's own limit: we count those
-        async with httpx.AsyncClient(base_url=origin, limits=limits, timeout=timeout) as client:
+        async with (
+            httpx.AsyncClient(base_url=origin, limits=limits, timeout=timeout) as client,
+            healthz_prober(origin) as prober,
+        ):
+            yield_to_the_gateway()
             deadline = time.monotonic() + args.time_limit
-            warmup = len(await drive(client, requests_, args.warmup, args.concurrency, deadline))
+            # The warm-up goes through the faults and an outage as the measured run does: what
+            # the allocators keep after their peaks is then in RSS before it is measured.
+            async with faulty(upstream, args.seed, args.warmup, args.outage) as on_done:
+                warmup = len(
+                    await drive(client, requests_, args.warmup, args.concurrency, deadline, on_done)
+                )
             held = caches(await gateway_samples(client))
             while time.monotonic() < deadline:
                 renewed = not settings.warm_catalogue or snapshots(upstream) >= 2
@@ -749,26 +811,18 @@ async def run(args: argparse.Namespace) -> int:
                 warm_snapshot = await memory_snapshot(process.pid, 1)
 
             upstream.reset()
-            upstream.seed = args.seed
-            upstream.random_faults = {"503": 0.05, "hang": 0.01}
-            halfway, finished = asyncio.Event(), asyncio.Event()
-
-            def on_done(done: int) -> None:
-                if done >= args.requests // 2:
-                    halfway.set()
-
-            outage = asyncio.create_task(outage_at_half(upstream, halfway, args.outage, finished))
             resident: list[tuple[float, int]] = []
             sampling = asyncio.create_task(sample_resident(process.pid, resident))
-            async with healthz_prober(origin) as probes:
+            async with (
+                faulty(upstream, args.seed, args.requests, args.outage) as on_done,
+                prober.probing() as probes,
+            ):
                 started = time.monotonic()
                 outcomes = await drive(
                     client, requests_, args.requests, args.concurrency, deadline, on_done
                 )
                 elapsed = time.monotonic() - started
             sampling.cancel()
-            finished.set()
-            await outage
             cpu = cpu_seconds(process.pid) - cpu
             end_samples = await gateway_samples(client)
             end_caches = caches(end_samples)
