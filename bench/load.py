@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import random
@@ -268,8 +267,12 @@ async def faulty(
     async def down() -> None:
         await halfway.wait()
         upstream.outage = "503"
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(finished.wait(), outage)
+        except TimeoutError:
+            pass
+        finally:
+            upstream.outage = None
 
     task = asyncio.create_task(down())
     try:
@@ -277,7 +280,6 @@ async def faulty(
     finally:
         finished.set()
         await task
-        upstream.outage = None
 
 
 def resident_kib(pid: int) -> int:

@@ -3,6 +3,7 @@ gateway's default request limits, so that the load measures the attack, not its 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 
@@ -10,9 +11,20 @@ import orjson
 from graphql import FieldNode, Visitor, parse, visit
 
 from bench.hostile import FRONTEND, KINDS, Post
-from bench.load import RSS_WINDOW, Caches, Samples, filling, loop_stalls, mix, resident_ends
+from bench.load import (
+    FAULTS,
+    RSS_WINDOW,
+    Caches,
+    Samples,
+    faulty,
+    filling,
+    loop_stalls,
+    mix,
+    resident_ends,
+)
 from gateway.config import Settings
 from gateway.demo.dataset import generate
+from tests.fake_upstream import create_upstream_app
 
 
 def posts(count: int, hostile: float) -> list[Post]:
@@ -85,3 +97,17 @@ def test_a_renewal_peak_at_the_end_is_not_growth_but_a_steady_rise_is() -> None:
     assert resident_ends(peak_at_the_end) == (100_000, 100_000)
     risen = [*flat[:-RSS_WINDOW], *((float(s), 115_000) for s in range(50, 60))]
     assert resident_ends(risen) == (100_000, 115_000)
+
+
+async def test_the_outage_begins_half_way_and_ends_after_its_seconds_within_the_block() -> None:
+    upstream = create_upstream_app(generate(scale=0.01))
+    async with faulty(upstream, seed=1, count=10, outage=0.05) as on_done:
+        assert upstream.random_faults == FAULTS
+        on_done(4)
+        await asyncio.sleep(0.01)
+        assert upstream.outage is None  # not yet half of the 10 requests
+        on_done(5)
+        await asyncio.sleep(0.01)
+        assert upstream.outage == "503"
+        await asyncio.sleep(0.2)
+        assert upstream.outage is None  # over after its 0.05 s, the block still running
