@@ -28,7 +28,7 @@ import pytest
 
 import gateway
 from bench.hostile import HANG_UP_AFTER, KINDS, Attacks
-from bench.load import hang_up
+from bench.load import PACKAGE, hang_up
 from bench.load import requests as frontend_requests
 from gateway.app import create_app
 from gateway.config import Settings
@@ -144,6 +144,16 @@ async def _stale(client: httpx.AsyncClient, upstream: FakeUpstream) -> None:
     await _frontend_queries(client, upstream)
 
 
+async def _failed_then_timed_out(client: httpx.AsyncClient, upstream: FakeUpstream) -> None:
+    """Requests timed out after a field failed: a package's category fails at once, its grids
+    hang. The failure, already in its batch, never reaches an answer."""
+    await asyncio.sleep(1.1)  # past `cache_ttl`: the records are fetched again
+    upstream.faults = {"/api/v4/categories/": "503", "/api/v4/grids/": "hang"}
+    queries = [(q, v) for q, v in _frontend(upstream, 60) if q == PACKAGE]
+    await asyncio.gather(*(_post(client, {"query": q, "variables": v}) for q, v in queries))
+    upstream.faults = {}
+
+
 async def _refused(client: httpx.AsyncClient, upstream: FakeUpstream) -> None:
     """Many requests at once past the connection cap: some refused with a 503."""
     queries = _frontend(upstream, 40)
@@ -160,6 +170,16 @@ KIND_OF_REQUESTS: dict[str, tuple[Send, dict[str, Any]]] = {
     "outage": (_faulty(outage="503"), {}),
     "stale": (_stale, {"cache_ttl": 1, "warm_catalogue": False}),
     "request-timeouts": (_faulty(outage="hang"), {"request_timeout": 1}),
+    "failed-then-timed-out": (
+        _failed_then_timed_out,
+        {
+            "request_timeout": 1,
+            "cache_ttl": 1,
+            "cache_stale": 0.01,  # no stale copy to serve instead
+            "warm_catalogue": False,  # nor a snapshot
+            "upstream_retries": 0,
+        },
+    ),
     "refusals": (_refused, {"max_connections": 2}),
 }
 

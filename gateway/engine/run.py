@@ -23,7 +23,6 @@ of the same step has run (the nearest places first), so an error beside it is st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from itertools import count, repeat
 from operator import is_, itemgetter
 from typing import Any, Final
@@ -223,7 +222,10 @@ class _Run:
     async def settle(self, batches: list[_Batch]) -> None:
         """Wait for every answer of the level still to come, and put each outcome (a value or
         an exception) in its place. The loaders' futures of one batch are all set at once:
-        awaiting them in turn waits once per batch, not once per future."""
+        awaiting them in turn waits once per batch, not once per future. A failure is waited for,
+        never raised here: raised, its traceback would hold this frame, which holds the batch
+        that keeps the failure, a cycle wherever the failure never reaches the result (a
+        request timed out, an error below a place already nulled)."""
         for batch in batches:
             for answers in batch.answer_lists():
                 if not any(map(isinstance, answers, _FUTURE)):
@@ -231,8 +233,7 @@ class _Run:
                 for index, answer in enumerate(answers):
                     if isinstance(answer, asyncio.Future):
                         if not answer.done():
-                            with contextlib.suppress(Exception):
-                                await answer
+                            await asyncio.wait((answer,))
                         answers[index] = answer.exception() or answer.result()
 
     def complete(self, batch: _Batch, level: dict[Selection, Places]) -> None:
