@@ -77,10 +77,8 @@ RSS_TOLERANCE = 0.1  # the share RSS may move by, once warm, and still be flat
 # renewal holds two snapshots for a second or two, a peak that is not growth.
 RSS_WINDOW = 10
 HANG_UP_GRACE = 1.0  # seconds after a hang-up in which its fetches already sent may still arrive
-FAULTS: dict[FaultKind, float] = {
-    "503": 0.05,
-    "hang": 0.01,
-}  # the shares of the upstream's answers that fail so
+# The shares of the upstream's answers that fail so, in the warm-up and the measured run.
+FAULTS: dict[FaultKind, float] = {"503": 0.05, "hang": 0.01}
 UVICORN_CAP_REFUSAL = "Service Unavailable"  # uvicorn's 503 body past `limit_concurrency`
 JSON_CONTENT = {"content-type": "application/json"}
 SERVE_DEFAULTS = ("--cache-ttl", "60")  # the gateway's flags before the command line's
