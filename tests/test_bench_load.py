@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 import orjson
+import pytest
 from graphql import FieldNode, Visitor, parse, visit
 
 from bench.hostile import FRONTEND, KINDS, Post
@@ -21,6 +22,7 @@ from bench.load import (
     loop_stalls,
     mix,
     resident_ends,
+    resident_growth,
 )
 from gateway.config import Settings
 from gateway.demo.dataset import generate
@@ -97,6 +99,20 @@ def test_a_renewal_peak_at_the_end_is_not_growth_but_a_steady_rise_is() -> None:
     assert resident_ends(peak_at_the_end) == (100_000, 100_000)
     risen = [*flat[:-RSS_WINDOW], *((float(s), 115_000) for s in range(50, 60))]
     assert resident_ends(risen) == (100_000, 115_000)
+
+
+def test_rss_is_flat_beside_what_the_caches_took_in_within_their_bounds() -> None:
+    mib = 2.0**20
+    warm = [(float(second), 100 * 1024) for second in range(60)]  # 100 MiB, in KiB
+    risen = [*warm[:-RSS_WINDOW], *((float(s), 115 * 1024) for s in range(50, 60))]
+    unchanged: Caches = {"resources": (20 * mib, 32 * mib)}
+    filled: Caches = {"resources": (32 * mib, 32 * mib)}
+    growth = resident_growth(risen, (unchanged, filled))  # 12 of its 15 MiB the cache's
+    assert growth.in_all == pytest.approx(0.15)
+    assert growth.cached == 12 * 1024
+    assert growth.beside == pytest.approx(0.03)
+    assert resident_growth(risen, (unchanged, unchanged)).beside == pytest.approx(0.15)
+    assert resident_growth(warm, (filled, filled)) == (0.0, 0.0, 0.0)
 
 
 async def test_the_outage_begins_half_way_and_ends_after_its_seconds_within_the_block() -> None:
