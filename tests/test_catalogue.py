@@ -17,9 +17,11 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import httpx
+import msgspec
 import pytest
 
 from gateway.demo.dataset import generate
@@ -39,16 +41,27 @@ from gateway.loaders.rest.breaker import Breaker
 from gateway.loaders.rest.cache import ResourceCache
 from gateway.loaders.rest.client import Upstream as UpstreamClient
 from gateway.loaders.rest.fetcher import Fetcher
+from gateway.loaders.rest.memo import Memo
 from gateway.loaders.rest.snapshot import Catalogue, Lists
-from gateway.loaders.rest.turns import PER_TURN, in_chunks
+from gateway.loaders.rest.turns import PER_TURN, in_chunks, in_turns
 from gateway.loaders.rest.warm import keep_catalogue_warm
-from gateway.loaders.rest.wire import _link_ids, _readable, id_from_url
+from gateway.loaders.rest.wire import (
+    GridJSON,
+    ListJSON,
+    PackageJSON,
+    _link_ids,
+    _readable,
+    decode,
+    id_from_url,
+    snapshot_in_steps,
+)
 from gateway.loaders.sql.rows import Dataset, PackageRow
 from tests.expected import LIST_REQUESTS, grid_ids_of_package, package_ids_of_grid
 from tests.fake_upstream import FakeUpstream, serve_upstream
 from tests.test_resilience import codes, gateway
 from tests.waiting import Clock
 
+T = TypeVar("T")
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 ALL = 1_000
 
@@ -641,6 +654,74 @@ async def test_a_refresh_lets_the_loop_run_between_chunks_of_records() -> None:
     primed = len(cache) - 1  # all but the snapshot
     building = [held for entries, held in seen if entries == primed]
     assert building.count(False) >= len(dataset.packages) // PER_TURN
+
+
+async def test_a_renewal_keeps_the_objects_of_what_did_not_change(upstream: FakeUpstream) -> None:
+    """Between two renewals little changes: what did not keeps the objects it had, the decoded
+    JSON primed by id and by slug and the snapshot's records (a long-lived set that stays where
+    it is, not copied anew among a request's short-lived objects); what did is read anew."""
+    dataset = upstream.dataset
+    changed = dataset.packages[3]
+    cache = ResourceCache(ttl=60, stale=0)
+    client = UpstreamClient(upstream.base_url)
+    try:
+        first = await Fetcher(client, cache).refresh_snapshot()
+        primed = {row.id: cache.fresh(f"packages/{row.id}/") for row in dataset.packages}
+        watched = dataclasses.replace(changed, repo_watchers=changed.repo_watchers + 1)
+        upstream.dataset = dataclasses.replace(
+            dataset, packages=tuple(watched if p.id == changed.id else p for p in dataset.packages)
+        )
+        second = await Fetcher(client, cache).refresh_snapshot()
+    finally:
+        await client.aclose()
+    assert second is not first
+    for row in dataset.packages:
+        kept = cache.fresh(f"packages/{row.id}/")
+        by_slug = cache.fresh(f"packages/{row.slug}/")
+        assert kept is not None and by_slug is not None and kept[0] is by_slug[0]
+        was = primed[row.id]
+        assert was is not None
+        if row.id == changed.id:
+            before, after = first.package(row.id), second.package(row.id)
+            assert kept[0] is not was[0] and before is not None
+            assert after == msgspec.structs.replace(before, repo_watchers=watched.repo_watchers)
+        else:
+            assert kept[0] is was[0]
+            assert second.package(row.id) is first.package(row.id)
+    assert dataset.grids  # none changed: a package's watchers are not in its grids' JSON
+    assert all(second.grid(row.id) is first.grid(row.id) for row in dataset.grids)
+
+
+async def test_a_renewal_reads_a_malformed_link_as_ever_and_keeps_the_rest(
+    upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A malformed relation link leaves out that link, a malformed record link the record, at
+    every renewal (logged each time); a request's memo still fails on them; the others' records
+    are the last snapshot's."""
+
+    def listed(resource: str, kind: type[T]) -> list[T]:
+        body = httpx.get(f"{upstream.base_url}{resource}", params={"limit": ALL}, timeout=30)
+        return [decode(raw, kind, resource) for raw in decode(body.content, ListJSON, "").results]
+
+    grids, packages = listed("grids/", GridJSON), listed("packages/", PackageJSON)
+    at = next(i for i, p in enumerate(packages) if p.grids)
+    odd_grid, odd_category = packages[at], packages[-1]
+    assert at != len(packages) - 1
+    links = [*odd_grid.grids[:-1], "https://djangopackages.org/api/v4/grids/x/"]
+    packages[at] = msgspec.structs.replace(odd_grid, grids=links)
+    packages[-1] = msgspec.structs.replace(odd_category, category="/api/v4/categories/one/")
+    snapshots = [await in_turns(snapshot_in_steps([], grids, packages)) for _ in range(2)]
+    for snapshot in snapshots:
+        assert snapshot.package(odd_category.id) is None
+        related = snapshot.grids_of_package(Window(odd_grid.id, Slice(ALL)))
+        assert related.total == len(odd_grid.grids) - 1
+    assert caplog.text.count("catalogue snapshot: left out") == 4  # a link, a record, twice
+    for raw in (packages[at], packages[-1]):
+        with pytest.raises(UpstreamError, match="malformed"):
+            Memo().remember_package(raw)
+    first, second = snapshots
+    others = [p.id for p in packages if p.id not in (odd_grid.id, odd_category.id)]
+    assert others and all(second.package(id) is first.package(id) for id in others)
 
 
 def test_a_chunk_or_less_of_work_costs_no_turn() -> None:

@@ -3,7 +3,9 @@
 A `Fetcher` asks the process-wide `ResourceCache` (cache.py) for each resource by its upstream
 path; on a miss the cache runs the fetcher's fetch, which reads the body from the bodies shared
 by processes (shared.py, with `--cache`) or from the upstream itself (client.py). Every list page
-read primes the cache with its items by id and by slug, as their detail GETs would answer.
+read primes the cache with its items by id and by slug, as their detail GETs would answer; an
+item equal to the one the cache holds is primed as that one, so that a renewal of the catalogue
+snapshot keeps the objects of what did not change (snapshot.py says what that saves).
 """
 
 from __future__ import annotations
@@ -285,10 +287,14 @@ class Fetcher:
         self, resource: str, kind: type[Listed], raws: Sequence[msgspec.Raw], age: float
     ) -> Steps[list[Listed]]:
         """A page's items decoded, then primed: a whole list's thousands a chunk at a time
-        (turns.py). None is primed unless all decoded, as a list that fails is no answer."""
+        (turns.py). None is primed unless all decoded, as a list that fails is no answer. An
+        item equal to the one the cache holds is that one (see `_held`)."""
         items: list[Listed] = []
         yield from in_chunks(
-            raws, lambda chunk: items.extend(decode(r, kind, resource) for r in chunk)
+            raws,
+            lambda chunk: items.extend(
+                self._held(resource, decode(r, kind, resource)) for r in chunk
+            ),
         )
 
         def prime(positions: Sequence[int]) -> None:
@@ -297,6 +303,15 @@ class Fetcher:
 
         yield from in_chunks(range(len(items)), prime)
         return items
+
+    def _held(self, resource: str, item: Listed) -> Listed:
+        """The object the cache holds for `item`'s id (fresh or stale) if it equals `item` field
+        by field, else `item`. A renewal of the snapshot, where little has changed, then keeps
+        the last one's objects and what was made of them (wire.py's `made_once`), rather than
+        scatter new long-lived copies among the requests' short-lived objects; each copy dies
+        as soon as it is compared, its memory reused for the next."""
+        held = self.cache.kept(f"{resource}{item.id}/")
+        return cast(Listed, held[0]) if held is not None and held[0] == item else item
 
     def _prime(self, resource: str, item: Listed, size: int, age: float) -> None:
         """Cache a listed object as its detail GET would answer it, by id and by slug."""
