@@ -878,7 +878,7 @@ def main() -> None:
     parser.add_argument(
         "--warmup",
         type=int,
-        default=4_000,
+        default=20_000,
         help="requests before measuring, of the same mix, attacks included; then more, 500 at a"
         " time, until the catalogue snapshot was renewed and the gateway's caches stopped"
         " filling, so that memory growth afterwards would be a leak, not a cache filling",
